@@ -1,0 +1,19 @@
+"""Geospatial foundation-model encoders in pure PyTorch (no detectron2 here).
+
+>>> from d2geo.encoders import build_encoder, list_encoders
+>>> enc = build_encoder("dinov2_vitb14_reg", weights="dinov2_vitb14_reg4_pretrain.pth")
+>>> feats = enc.forward_features(images, layers=[3, 5, 7, 11], norm=True)
+"""
+from .base import EncoderInputError, GeoEncoder
+from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
+from .metadata import METADATA_KEYS, SENSOR_BANDS, band_wavelengths
+from .registry import build_encoder, get_encoder_config, list_encoders, register_encoder
+
+# Importing the family modules registers their variants.
+from . import dinov2  # noqa: F401,E402  isort: skip
+
+__all__ = [
+    "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
+    "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
+    "METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths",
+]

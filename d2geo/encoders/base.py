@@ -1,0 +1,155 @@
+"""The encoder contract shared by every family, and the checks on its input.
+
+An encoder is a plain ``nn.Module`` (no detectron2 here) that turns an image, or a
+time series of images, into a list of patch-token feature maps, one per requested
+block. Families implement four small hooks; :class:`GeoEncoder` does the rest:
+layer selection, input validation, activation checkpointing and token-to-map
+reshaping.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class EncoderInputError(ValueError):
+    """The input tensor or its metadata does not fit the encoder."""
+
+
+class GeoEncoder(nn.Module):
+    """Base class of all d2geo encoders.
+
+    Subclasses set ``embed_dim``, ``depth``, ``patch_size``, ``num_prefix_tokens`` and
+    ``bands`` (the band names the patch embedding expects, in order) and implement:
+
+    * ``_embed(x, metadata) -> (tokens, grid, ctx)``: tokens ``(B, P + N, D)`` with the
+      ``P`` prefix tokens first, ``grid`` the token grid (``(h, w)`` or ``(t, h, w)``)
+      and ``ctx`` whatever the blocks need (rotary embeddings, ...);
+    * ``_blocks() -> Sequence[nn.Module]``;
+    * ``_run_block(block, x, ctx)`` (the default calls ``block(x)``);
+    * ``_final_norm(x)``.
+    """
+
+    embed_dim: int
+    depth: int
+    patch_size: int
+    num_prefix_tokens: int
+    bands: tuple[str, ...]
+    #: spatial dims of the input after batch and channel: 2 for images, 3 for (T, H, W)
+    input_ndim: int = 2
+    grad_checkpointing: bool = False
+
+    # -- hooks ---------------------------------------------------------------------------
+    def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
+        raise NotImplementedError
+
+    def _blocks(self) -> Sequence[nn.Module]:
+        raise NotImplementedError
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return block(x)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- public API ------------------------------------------------------------------
+    @property
+    def in_chans(self) -> int:
+        return len(self.bands)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass to save memory."""
+        self.grad_checkpointing = enable
+
+    def resolve_layers(self, layers: int | Sequence[int]) -> list[int]:
+        """Turn block indices (negative ones count from the end) into sorted positive ones."""
+        if isinstance(layers, int):
+            layers = [layers]
+        out = []
+        for i in layers:
+            j = i + self.depth if i < 0 else i
+            if not 0 <= j < self.depth:
+                raise EncoderInputError(
+                    f"layer index {i} is out of range for an encoder with {self.depth} blocks; "
+                    f"use 0..{self.depth - 1} or -1..-{self.depth}"
+                )
+            out.append(j)
+        return out
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        *,
+        layers: int | Sequence[int] = -1,
+        norm: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[torch.Tensor]:
+        """Patch-token feature maps of the requested blocks, in the order requested.
+
+        Returns ``(B, D, h, w)`` maps for image encoders and ``(B, D, t, h, w)`` for
+        temporal ones. Prefix tokens (cls, registers) are dropped. With ``norm=True`` the
+        encoder's final norm is applied to every returned layer; with ``norm=False`` the
+        raw block outputs are returned.
+        """
+        wanted = self.resolve_layers(layers)
+        x = self.check_input(x)
+        tokens, grid, ctx = self._embed(x, metadata)
+        last = max(wanted)
+        taken: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self._blocks()):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = torch.utils.checkpoint.checkpoint(
+                    self._run_block, block, tokens, ctx, use_reentrant=False
+                )
+            else:
+                tokens = self._run_block(block, tokens, ctx)
+            if i in wanted:
+                taken[i] = tokens
+            if i == last:
+                break
+        return [self._to_map(taken[i], grid, norm) for i in wanted]
+
+    def forward(self, x: torch.Tensor, metadata: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """The normed feature map of the last block."""
+        return self.forward_features(x, layers=-1, norm=True, metadata=metadata)[0]
+
+    # -- helpers ---------------------------------------------------------------------
+    def _to_map(self, tokens: torch.Tensor, grid: Sequence[int], norm: bool) -> torch.Tensor:
+        if norm:
+            tokens = self._final_norm(tokens)
+        patches = tokens[:, self.num_prefix_tokens :]
+        B, _, D = patches.shape
+        fmap = patches.reshape(B, *grid, D)
+        return fmap.movedim(-1, 1).contiguous()
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate the band count and the spatial size of ``x``."""
+        if not torch.is_tensor(x):
+            raise EncoderInputError(f"expected a torch.Tensor, got {type(x).__name__}")
+        expected_ndim = 2 + self.input_ndim
+        if x.ndim != expected_ndim:
+            raise EncoderInputError(
+                f"{type(self).__name__} takes a {expected_ndim}-D input "
+                f"{'(B, C, T, H, W)' if self.input_ndim == 3 else '(B, C, H, W)'}, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_chans:
+            raise EncoderInputError(
+                f"input has {x.shape[1]} bands but the encoder expects {self.in_chans} "
+                f"({', '.join(self.bands)}); reorder or select the input bands, or build the "
+                f"encoder with bands=[...] naming the bands you have"
+            )
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        if H % p or W % p or H < p or W < p:
+            raise EncoderInputError(
+                f"input size {H}x{W} is not a positive multiple of the patch size {p}; "
+                f"pad or resize it to a multiple of {p} (the detectron2 backbone pads for you)"
+            )
+        return x

@@ -1,0 +1,161 @@
+"""DINOv2 ViT encoders (with and without registers) on timm's ``VisionTransformer``.
+
+Position embeddings are resized exactly as facebookresearch/dinov2 does it, which timm
+does not reproduce for the register-free variants: those interpolate with a scale factor
+of ``(n + 0.1) / M`` and no antialiasing, the register variants to the exact size with
+antialiasing (both bicubic, in float32).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import SwiGLUPacked
+from timm.models.vision_transformer import VisionTransformer, _convert_dinov2
+
+from .adapt import adapt_patch_embed
+from .base import GeoEncoder
+from .checkpoint import CheckpointError, strip_to_anchor
+from .registry import register_encoder
+
+__all__ = ["DINOv2Encoder", "RGB_BANDS"]
+
+RGB_BANDS = ("red", "green", "blue")
+
+
+def interpolate_dinov2_pos(pos: torch.Tensor, grid: tuple[int, int], *, offset: float,
+                           antialias: bool) -> torch.Tensor:
+    """Resize a square ``(1, M*M, D)`` patch position table to ``grid`` the DINOv2 way."""
+    n = pos.shape[1]
+    M = math.isqrt(n)
+    if M * M != n:
+        raise ValueError(f"position table of {n} entries is not a square grid")
+    h, w = grid
+    if (h, w) == (M, M):
+        return pos
+    table = pos.float().reshape(1, M, M, -1).permute(0, 3, 1, 2)
+    if offset:
+        kwargs = {"scale_factor": ((h + offset) / M, (w + offset) / M)}
+    else:
+        kwargs = {"size": (h, w)}
+    table = F.interpolate(table, mode="bicubic", antialias=antialias, **kwargs)
+    if table.shape[-2:] != (h, w):
+        raise RuntimeError(f"position interpolation gave {tuple(table.shape[-2:])}, wanted {(h, w)}")
+    return table.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)
+
+
+class DINOv2Encoder(GeoEncoder):
+    """A DINOv2 ViT with the :class:`GeoEncoder` interface.
+
+    Args:
+        embed_dim, depth, num_heads: the architecture.
+        patch_size: the patch size to run at; a checkpoint trained with
+            ``pretrained_patch_size`` is resampled on load (``patch_resample``).
+        img_size: the image size the position table is kept at. Defaults to the
+            pretrained grid (37 x 37 tokens). Other sizes are interpolated at run time.
+        num_register_tokens: 0 or 4.
+        bands: names of the input bands, in order. Pretrained weights exist for
+            red, green and blue; other names start at zero (see ``adapt.select_bands``).
+        ffn: ``"mlp"`` or ``"swiglu"`` (ViT-g).
+        drop_path_rate: stochastic depth for fine-tuning.
+    """
+
+    pretrained_bands = RGB_BANDS
+
+    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int = 14,
+                 pretrained_patch_size: int = 14, pretrained_grid: int = 37,
+                 img_size: int | None = None, num_register_tokens: int = 0,
+                 bands: Sequence[str] = RGB_BANDS, ffn: str = "mlp", drop_path_rate: float = 0.0,
+                 patch_resample: str = "pinv"):
+        super().__init__()
+        if img_size is not None and img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        grid = img_size // patch_size if img_size else pretrained_grid
+        self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
+        self.pretrained_patch_size = pretrained_patch_size
+        self.pretrained_grid = pretrained_grid
+        self.patch_resample = patch_resample
+        self.bands = tuple(bands)
+        self.num_register_tokens = num_register_tokens
+        self.num_prefix_tokens = 1 + num_register_tokens
+        # The official hub models: registers go with exact-size antialiased resizing.
+        self.interpolate_offset = 0.0 if num_register_tokens else 0.1
+        self.interpolate_antialias = bool(num_register_tokens)
+        mlp = dict(mlp_ratio=2.66667 * 2, mlp_layer=SwiGLUPacked, act_layer=nn.SiLU) if ffn == "swiglu" else {}
+        self.vit = VisionTransformer(
+            img_size=grid * patch_size, patch_size=patch_size, in_chans=len(self.bands),
+            embed_dim=embed_dim, depth=depth, num_heads=num_heads, init_values=1e-5,
+            reg_tokens=num_register_tokens, no_embed_class=num_register_tokens > 0,
+            dynamic_img_size=True, num_classes=0, global_pool="", drop_path_rate=drop_path_rate,
+            **mlp,
+        )
+
+    # -- GeoEncoder hooks --------------------------------------------------------------
+    def _pos(self, grid: tuple[int, int]) -> torch.Tensor:
+        pos = self.vit.pos_embed
+        cls_pos, patch_pos = (None, pos) if self.vit.no_embed_class else (pos[:, :1], pos[:, 1:])
+        patch_pos = interpolate_dinov2_pos(patch_pos, grid, offset=self.interpolate_offset,
+                                           antialias=self.interpolate_antialias)
+        return patch_pos if cls_pos is None else torch.cat([cls_pos, patch_pos], dim=1)
+
+    def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
+        vit = self.vit
+        x = vit.patch_embed(x)  # (B, h, w, D)
+        B, h, w, D = x.shape
+        x = x.reshape(B, h * w, D)
+        pos = self._pos((h, w))
+        cls = vit.cls_token.expand(B, -1, -1)
+        if vit.no_embed_class:  # registers: the cls position is folded into cls_token
+            x = torch.cat([cls, vit.reg_token.expand(B, -1, -1), x + pos], dim=1)
+        else:
+            x = torch.cat([cls, x], dim=1) + pos
+        x = vit.norm_pre(vit.patch_drop(vit.pos_drop(x)))
+        return x, (h, w), None
+
+    def _blocks(self):
+        return self.vit.blocks
+
+    def _final_norm(self, x):
+        return self.vit.norm(x)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official hub, official training (``teacher.backbone.``), timm and d2geo keys."""
+        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight")
+        if "mask_token" in sd or "register_tokens" in sd:
+            sd = _convert_dinov2(dict(sd), self.vit)
+        has_reg = "reg_token" in sd
+        if has_reg != bool(self.num_register_tokens):
+            raise CheckpointError(
+                f"the checkpoint is a DINOv2 {'with' if has_reg else 'without'} registers but the "
+                f"encoder was built {'with' if self.num_register_tokens else 'without'}: pick the "
+                f"{'_reg' if has_reg else 'non-_reg'} variant"
+            )
+        sd["patch_embed.proj.weight"] = adapt_patch_embed(
+            sd["patch_embed.proj.weight"], src_bands=self.pretrained_bands, dst_bands=self.bands,
+            patch_size=self.patch_size, method=self.patch_resample)
+        sd["pos_embed"] = self._resize_pos_table(sd["pos_embed"])
+        return {f"vit.{k}": v for k, v in sd.items()}
+
+    def _resize_pos_table(self, pos: torch.Tensor) -> torch.Tensor:
+        prefix = 0 if self.vit.no_embed_class else 1
+        grid = self.vit.patch_embed.grid_size
+        if pos.shape[1] - prefix == grid[0] * grid[1]:
+            return pos
+        patch = interpolate_dinov2_pos(pos[:, prefix:], tuple(grid), offset=self.interpolate_offset,
+                                       antialias=self.interpolate_antialias)
+        return torch.cat([pos[:, :prefix], patch], dim=1)
+
+
+_VARIANTS = {
+    "vits14": dict(embed_dim=384, depth=12, num_heads=6),
+    "vitb14": dict(embed_dim=768, depth=12, num_heads=12),
+    "vitl14": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vitg14": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu"),
+}
+for _arch, _cfg in _VARIANTS.items():
+    register_encoder(f"dinov2_{_arch}", DINOv2Encoder, **_cfg)
+    register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, num_register_tokens=4, **_cfg)

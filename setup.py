@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="d2geo",
+    version="0.1.0",
+    description="Geospatial foundation models (DINOv2/v3, Prithvi-EO, Clay) as detectron2 backbones",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["d2geo", "d2geo.*"]),
+    include_package_data=True,
+    install_requires=[
+        # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "timm>=1.0.20",  # DINOv3 architectures
+        "safetensors>=0.4",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "opencv-python-headless>=4.5",
+        "numpy>=1.23",
+    ],
+    extras_require={
+        "geo": ["rasterio>=1.3"],
+        "test": ["pytest>=7", "einops>=0.7"],
+    },
+)
