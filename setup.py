@@ -1,4 +1,19 @@
+import os
+import shutil
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithConfigs(build_py):
+    """Ship configs/ inside the package as d2geo/model_zoo/configs (see d2geo.model_zoo)."""
+
+    def run(self):
+        super().run()
+        here = os.path.dirname(os.path.abspath(__file__))
+        dst = os.path.join(self.build_lib, "d2geo", "model_zoo", "configs")
+        shutil.copytree(os.path.join(here, "configs"), dst, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 setup(
     name="d2geo",
@@ -9,6 +24,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["d2geo", "d2geo.*"]),
     include_package_data=True,
+    cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
         "torch>=2.1",
@@ -22,6 +38,6 @@ setup(
     ],
     extras_require={
         "geo": ["rasterio>=1.3"],
-        "test": ["pytest>=7", "einops>=0.7"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
     },
 )
