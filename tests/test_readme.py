@@ -20,7 +20,7 @@ def test_python_examples_run(block):
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
     # A print followed by a '# result' comment on the same line must print that result.
     printed = out.getvalue().splitlines()
-    expected = [m.group(1).strip() for m in re.finditer(r"^print\(.*\)\s+# (.*)$", block, re.M)]
+    expected = [m.group(1).strip() for m in re.finditer(r"^print\(.*\)[ \t]+# (.*)$", block, re.M)]
     for want in expected:
         assert want in printed, f"README says {want!r}, the code printed {printed}"
 
