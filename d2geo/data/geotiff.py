@@ -1,0 +1,569 @@
+"""Reading GeoTIFF samples: bands, validity, scaling and acquisition metadata.
+
+:func:`read_geotiff` turns one GeoTIFF (an image), a list of GeoTIFFs (one per date,
+stacked to ``(C, T, H, W)``) or one band-stacked file holding several dates into a
+:class:`GeoSample`: a float32 array, a mask of valid pixels and the metadata the
+encoders read (``d2geo.encoders.metadata``).
+
+Conventions, decided once here:
+
+* **Band names** come from the band descriptions stored in the file, or, when the file
+  has none, from ``band_names=`` (e.g. a sensor's band list). ``bands=`` selects and
+  orders bands by name (case-insensitive; with ``sensor=`` two names meaning the same
+  band of that sensor, like ``b04`` and ``red``, match too).
+* **Validity**: a pixel is invalid when any selected band, in any frame, equals the
+  band's nodata value or is NaN/inf. Invalid pixels are then filled (``fill="zero"``,
+  ``"mean"`` = per-band mean of the valid pixels, a number, or ``None`` to keep NaN).
+* **Scaling**: ``value * scale + offset`` as float32. ``scale=None`` uses the per-band
+  scale/offset stored in the file (GDAL ``scales``/``offsets``), else the
+  ``scale_factor``/``add_offset`` tags, else 1/0.
+* **Time**: from the first of the tags :data:`TIME_TAGS` present (ISO 8601 or TIFF's
+  ``YYYY:MM:DD HH:MM:SS``; naive times are taken as UTC), else from the file name:
+  ``YYYY-MM-DD``, ``YYYYMMDD[THHMMSS]`` or HLS-style ``YYYYDOY[THHMMSS]`` (e.g.
+  ``HLS.S30.T10SEG.2020245T185919.v2.0.tif`` or ``T10SEH.2018190.v1.4``). A band-stacked
+  multi-date file gives one time per date in the tag ``TIMESTAMPS`` (comma-separated).
+  No time found: ``timestamps`` is left out of the metadata (the encoders then fall
+  back to 'unknown').
+* **Location**: ``latlon`` is the tile centre reprojected from the file's CRS to
+  EPSG:4326. ``gsd`` is the square root of the pixel area in metres; for a geographic
+  CRS degrees are converted with 111 320 m per degree of latitude and
+  ``111 320 * cos(lat)`` per degree of longitude (spherical approximation, good to
+  ~0.5 %). A file **without a CRS** is read, but ``latlon`` and ``gsd`` are left out of
+  the metadata with a warning; pass ``require_crs=True`` to make that an error.
+* **Wavelengths** come from ``d2geo.encoders.band_wavelengths(sensor, band names)``
+  when ``sensor=`` is given (or the file has a ``SENSOR`` tag).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from d2geo.encoders.metadata import SENSOR_BANDS, band_wavelengths
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
+    "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
+    "TIME_TAGS", "IGNORE_LABEL", "geojson_to_annotations",
+]
+
+#: tags searched, in order, for the acquisition time
+TIME_TAGS = ("ACQUISITION_DATE", "ACQUISITION_TIME", "DATETIME", "SENSING_TIME",
+             "SENSING_DATE", "TIFFTAG_DATETIME", "TIMESTAMP")
+#: the label segmentation targets use for pixels that must not be learned from
+IGNORE_LABEL = 255
+#: metres per degree of latitude on the sphere used for geographic-CRS GSD
+METRES_PER_DEGREE = 111_320.0
+
+#: wavelengths (micrometres) of bands the shared sensor table does not carry
+_EXTRA_WAVELENGTHS = {("sentinel-2-l2a", "b10"): 1.375, ("sentinel-2-l2a", "cirrus"): 1.375}
+
+PathLike = Union[str, os.PathLike]
+
+
+class GeoTiffError(ValueError):
+    """A GeoTIFF or the options given to read it do not fit together."""
+
+
+def _rasterio():
+    try:
+        import rasterio
+    except ImportError as e:  # pragma: no cover - rasterio is installed in tests
+        raise ImportError("reading GeoTIFFs needs rasterio: pip install 'd2geo[geo]'") from e
+    return rasterio
+
+
+@dataclass
+class GeoSample:
+    """One sample read from GeoTIFF(s).
+
+    ``image`` is float32 ``(C, H, W)`` or ``(C, T, H, W)``; ``valid`` is bool ``(H, W)``
+    (valid in every selected band and frame); ``metadata`` follows the encoder schema
+    for one sample: ``timestamps`` ``(T,)`` float64, ``latlon`` ``(2,)``, ``gsd`` float,
+    ``wavelengths`` ``(C,)``, each key present only when known.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    band_names: tuple
+    metadata: dict = field(default_factory=dict)
+    crs: Any = None
+    transform: Any = None
+    paths: tuple = ()
+
+    @property
+    def num_frames(self) -> int | None:
+        return self.image.shape[1] if self.image.ndim == 4 else None
+
+
+# ------------------------------------------------------------------------------ time
+_ISO_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?:[T_ ](\d{2}):?(\d{2}):?(\d{2}))?(?!\d)")
+_YMD = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
+_YDOY = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{3})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
+
+
+def _epoch(dt: _dt.datetime) -> float:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
+    return dt.timestamp()
+
+
+def parse_time(text: str) -> float:
+    """Seconds since the Unix epoch (UTC) of an ISO 8601 or TIFF-style date/time string."""
+    s = str(text).strip()
+    m = re.fullmatch(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})", s)  # TIFF DateTime
+    if m:
+        return _epoch(_dt.datetime(*map(int, m.groups())))
+    iso = s.replace("Z", "+00:00")
+    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)  # Python < 3.11 takes at most microseconds
+    try:
+        return _epoch(_dt.datetime.fromisoformat(iso))
+    except ValueError:
+        pass
+    t = time_from_filename(s)
+    if t is None:
+        raise GeoTiffError(f"cannot parse the date/time {text!r}: use ISO 8601 (2020-09-01T18:59:19Z)")
+    return t
+
+
+def time_from_filename(name: str) -> float | None:
+    """Acquisition time encoded in a file name, or None (see the module docstring)."""
+    base = os.path.basename(str(name))
+    m = _ISO_DATE.search(base)
+    if m:
+        y, mo, d = (int(g) for g in m.groups()[:3])
+        hms = [int(g) for g in m.groups()[3:] if g is not None] or [0, 0, 0]
+        try:
+            return _epoch(_dt.datetime(y, mo, d, *hms))
+        except ValueError:
+            pass
+    for m in _YMD.finditer(base):
+        y, mo, d = (int(g) for g in m.groups()[:3])
+        hms = [int(g) for g in m.groups()[3:] if g is not None] or [0, 0, 0]
+        try:
+            return _epoch(_dt.datetime(y, mo, d, *hms))
+        except ValueError:
+            continue
+    for m in _YDOY.finditer(base):
+        y, doy = int(m.group(1)), int(m.group(2))
+        if not 1 <= doy <= (366 if y % 4 == 0 and (y % 100 != 0 or y % 400 == 0) else 365):
+            continue
+        hms = [int(g) for g in m.groups()[2:] if g is not None] or [0, 0, 0]
+        start = _dt.datetime(y, 1, 1, *hms)
+        return _epoch(start + _dt.timedelta(days=doy - 1))
+    return None
+
+
+def _time_of(src, path: str, time_tag: str | None) -> float | None:
+    tags = {k.upper(): v for k, v in src.tags().items()}
+    names = (time_tag.upper(),) if time_tag else TIME_TAGS
+    for key in names:
+        if key in tags and str(tags[key]).strip():
+            return parse_time(tags[key])
+    if time_tag:
+        raise GeoTiffError(f"{path} has no tag {time_tag!r}; its tags are {sorted(tags)}")
+    return time_from_filename(path)
+
+
+# -------------------------------------------------------------------------- location
+def tile_latlon(crs, transform, height: int, width: int) -> np.ndarray:
+    """(lat, lon) in degrees of the centre of a ``height x width`` tile."""
+    from rasterio.warp import transform as warp
+
+    x, y = transform * (width / 2.0, height / 2.0)
+    lon, lat = warp(crs, "EPSG:4326", [x], [y])
+    return np.array([lat[0], lon[0]], dtype=np.float64)
+
+
+def pixel_gsd(crs, transform, lat: float | None = None) -> float:
+    """Ground sample distance in metres: square root of the pixel area (see module doc)."""
+    a, b, _, d, e, _ = tuple(transform)[:6]
+    area = abs(a * e - b * d)
+    if crs.is_geographic:
+        if lat is None:
+            raise GeoTiffError("a geographic CRS needs the latitude to convert degrees to metres")
+        return float(math.sqrt(area) * METRES_PER_DEGREE * math.sqrt(max(math.cos(math.radians(lat)), 1e-6)))
+    factor = crs.linear_units_factor[1] if crs.is_projected else 1.0
+    return float(math.sqrt(area) * factor)
+
+
+# ----------------------------------------------------------------------------- bands
+def band_names_of(src, band_names: Sequence[str] | None = None, *, bands_per_frame: int | None = None) -> tuple:
+    """The names of the bands of an open dataset (descriptions, else ``band_names``)."""
+    n = bands_per_frame or src.count
+    if band_names is not None:
+        band_names = tuple(band_names)
+        if len(band_names) != n:
+            raise GeoTiffError(f"{src.name} has {n} bands per frame but {len(band_names)} band names "
+                               f"were given: {band_names}")
+        return band_names
+    desc = tuple(src.descriptions[:n])
+    if all(desc):
+        return tuple(str(d) for d in desc)
+    return tuple(f"band{i + 1}" for i in range(n))
+
+
+def _canonical(sensor: str | None, name: str):
+    if sensor:
+        try:
+            return round(float(sensor_wavelengths(sensor, [name])[0]), 4)
+        except KeyError:
+            pass
+    return name.lower()
+
+
+def resolve_band_indices(available: Sequence[str], wanted: Sequence[str] | None,
+                         sensor: str | None = None, *, where: str = "the file") -> list[int]:
+    """Indices of ``wanted`` band names in ``available`` (all of them if ``wanted`` is None)."""
+    if wanted is None:
+        return list(range(len(available)))
+    if isinstance(wanted, str):
+        raise GeoTiffError(f"bands must be a list of band names, not the string {wanted!r}")
+    lower = [a.lower() for a in available]
+    canon = [_canonical(sensor, a) for a in available]
+    out = []
+    for w in wanted:
+        if w.lower() in lower:
+            out.append(lower.index(w.lower()))
+            continue
+        c = _canonical(sensor, w)
+        if not isinstance(c, str) and c in canon:
+            out.append(canon.index(c))
+            continue
+        raise GeoTiffError(f"band {w!r} is not in {where}; its bands are {list(available)} "
+                           "(name the bands with band_names= if the file has no band descriptions)")
+    return out
+
+
+def sensor_wavelengths(sensor: str, names: Sequence[str]) -> np.ndarray:
+    """Centre wavelengths (micrometres) of ``names``; like ``band_wavelengths`` plus cirrus."""
+    key = sensor.lower()
+    out = []
+    for n in names:
+        extra = _EXTRA_WAVELENGTHS.get((key, n.lower()))
+        out.append(extra if extra is not None else float(band_wavelengths(key, [n])[0]))
+    return np.asarray(out, dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- reading
+def _scale_offset(src, idx: Sequence[int], scale, offset):
+    if scale is not None:
+        s = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(idx),)).copy() \
+            if np.ndim(scale) == 0 else np.asarray(scale, dtype=np.float64)
+        o = np.zeros(len(idx)) if offset is None else np.broadcast_to(
+            np.asarray(offset, dtype=np.float64), (len(idx),)).copy()
+        if s.shape != (len(idx),) or o.shape != (len(idx),):
+            raise GeoTiffError(f"scale/offset must be one number or one per selected band ({len(idx)})")
+        return s, o
+    s = np.array([src.scales[i] if src.scales[i] is not None else 1.0 for i in idx], dtype=np.float64)
+    o = np.array([src.offsets[i] if src.offsets[i] is not None else 0.0 for i in idx], dtype=np.float64)
+    if np.all(s == 1.0) and np.all(o == 0.0):
+        tags = {k.lower(): v for k, v in src.tags().items()}
+        if "scale_factor" in tags:
+            s[:] = float(tags["scale_factor"])
+        if "add_offset" in tags:
+            o[:] = float(tags["add_offset"])
+    if offset is not None:
+        o[:] = offset
+    return s, o
+
+
+def _representable(value: float, dtype) -> bool:
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return True
+    info = np.iinfo(dtype)
+    return float(value).is_integer() and info.min <= value <= info.max
+
+
+def _read_window(src, indexes, window):
+    """Read ``indexes`` within ``window`` (may reach past the edges); returns (raw, outside, transform).
+
+    Pixels outside the raster are zero in ``raw`` and True in ``outside``.
+    """
+    if window is None:
+        raw = src.read(indexes)
+        return raw, np.zeros(raw.shape[-2:], dtype=bool), src.transform
+    from rasterio.windows import Window
+
+    col, row = int(round(window.col_off)), int(round(window.row_off))
+    w, h = int(round(window.width)), int(round(window.height))
+    if w <= 0 or h <= 0:
+        raise GeoTiffError(f"empty read window {window}")
+    r0, r1 = max(row, 0), min(row + h, src.height)
+    c0, c1 = max(col, 0), min(col + w, src.width)
+    raw = np.zeros((len(indexes), h, w), dtype=src.dtypes[indexes[0] - 1])
+    outside = np.ones((h, w), dtype=bool)
+    if r1 > r0 and c1 > c0:
+        raw[:, r0 - row:r1 - row, c0 - col:c1 - col] = src.read(
+            indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
+        outside[r0 - row:r1 - row, c0 - col:c1 - col] = False
+    return raw, outside, src.window_transform(Window(col, row, w, h))
+
+
+def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
+              num_frames, time_tag, fill_value_ok=True):
+    rasterio = _rasterio()
+    with rasterio.open(path) as src:
+        if num_frames:
+            if src.count % num_frames:
+                raise GeoTiffError(f"{path} has {src.count} bands, not a multiple of num_frames={num_frames}")
+            per = src.count // num_frames
+        else:
+            per = src.count
+        names = band_names_of(src, band_names, bands_per_frame=per)
+        idx = resolve_band_indices(names, bands, sensor, where=os.path.basename(path))
+        frames = range(num_frames or 1)
+        file_idx = [f * per + i for f in frames for i in idx]
+        raw, outside, transform = _read_window(src, [i + 1 for i in file_idx], window)
+        height, width = raw.shape[-2:]
+        nd = [nodata if nodata is not None else src.nodatavals[i] for i in file_idx]
+        s, o = _scale_offset(src, file_idx, scale, offset)
+        tags = {k.upper(): v for k, v in src.tags().items()}
+        if num_frames and num_frames > 1:
+            if "TIMESTAMPS" in tags:
+                times = [parse_time(t) for t in str(tags["TIMESTAMPS"]).split(",") if t.strip()]
+                if len(times) != num_frames:
+                    raise GeoTiffError(f"{path}: tag TIMESTAMPS has {len(times)} times for {num_frames} frames")
+            else:
+                times = [None] * num_frames
+        else:
+            times = [_time_of(src, path, time_tag)]
+        info = dict(crs=src.crs, transform=transform, height=height, width=width,
+                    names=tuple(names[i] for i in idx), sensor=tags.get("SENSOR"),
+                    georeferenced=src.crs is not None or not src.transform.is_identity)
+    invalid = outside.copy()
+    data = raw.astype(np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64)
+    for k in range(data.shape[0]):
+        band = data[k]
+        bad = ~np.isfinite(band)
+        if nd[k] is not None and not math.isnan(nd[k]) and _representable(nd[k], raw.dtype):
+            bad |= raw[k] == nd[k]
+        invalid |= bad
+        band *= s[k]
+        band += o[k]
+    data = data.astype(np.float32, copy=False)
+    if num_frames:
+        data = data.reshape(num_frames, len(idx), height, width).transpose(1, 0, 2, 3)
+    return data, ~invalid, times, info
+
+
+def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] | None = None,
+                 band_names: Sequence[str] | None = None, sensor: str | None = None,
+                 scale=None, offset=None, nodata: float | None = None,
+                 fill: str | float | None = "zero", num_frames: int | None = None,
+                 timestamps: Sequence[Any] | None = None, time_tag: str | None = None,
+                 window=None, require_crs: bool = False) -> GeoSample:
+    """Read a GeoTIFF sample (see the module docstring for every convention).
+
+    Args:
+        paths: one file, or a list of files (one per date, same grid) stacked to
+            ``(C, T, H, W)``. A list of one file still gives ``(C, 1, H, W)``.
+        bands: band names to select, in the output order (default: all).
+        band_names: names of the bands in the file(s) when they have no descriptions.
+        sensor: sensor key of ``d2geo.encoders.SENSOR_BANDS`` for wavelengths/aliases.
+        scale, offset: one number or one per selected band; None = from the file.
+        nodata: overrides the files' nodata value.
+        fill: "zero", "mean", a number, or None (invalid pixels stay NaN).
+        num_frames: for one band-stacked file holding ``num_frames`` dates, time-major
+            (all bands of date 0, then of date 1, ...): gives ``(C, T, H, W)``.
+        timestamps: acquisition times (epoch seconds or date strings), overriding the files'.
+        time_tag: read the time only from this tag (an error if it is missing).
+        window: a ``rasterio.windows.Window``; reads past the edges are filled as nodata.
+        require_crs: raise instead of warning when a file has no CRS.
+    """
+    multi = not isinstance(paths, (str, os.PathLike))
+    path_list = [os.fspath(p) for p in (paths if multi else [paths])]
+    if not path_list:
+        raise GeoTiffError("no GeoTIFF paths were given")
+    if multi and num_frames:
+        raise GeoTiffError("num_frames= is for one band-stacked file; a list of files is already one file per date")
+    if fill not in (None, "zero", "mean") and not isinstance(fill, (int, float)):
+        raise GeoTiffError(f"fill must be 'zero', 'mean', a number or None, not {fill!r}")
+    for p in path_list:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"GeoTIFF not found: {p}")
+
+    arrays, valid, times, info0 = [], None, [], None
+    for p in path_list:
+        data, ok, t, info = _read_one(p, bands=bands, band_names=band_names, sensor=sensor,
+                                      scale=scale, offset=offset, nodata=nodata, window=window,
+                                      num_frames=num_frames, time_tag=time_tag)
+        if info0 is None:
+            info0 = info
+        else:
+            if (info["height"], info["width"]) != (info0["height"], info0["width"]):
+                raise GeoTiffError(f"{p} is {info['height']}x{info['width']} but {path_list[0]} is "
+                                   f"{info0['height']}x{info0['width']}: the dates of a stack must share one grid")
+            if info["crs"] != info0["crs"] or not info["transform"].almost_equals(info0["transform"]):
+                raise GeoTiffError(f"{p} has another CRS/transform than {path_list[0]}: "
+                                   "reproject the dates onto one grid first")
+        arrays.append(data)
+        valid = ok if valid is None else valid & ok
+        times.extend(t)
+
+    if multi:
+        image = np.stack(arrays, axis=1)
+    else:
+        image = arrays[0]
+
+    if fill is not None and not valid.all():
+        img = image.reshape(image.shape[0], -1, *image.shape[-2:])  # (C, T', H, W) view
+        for c in range(img.shape[0]):
+            if fill == "zero":
+                value = 0.0
+            elif fill == "mean":
+                good = img[c][:, valid]
+                value = float(good.mean()) if good.size else 0.0
+            else:
+                value = float(fill)
+            img[c][:, ~valid] = value
+
+    metadata: dict = {}
+    # time
+    if timestamps is not None:
+        ts = [t if isinstance(t, (int, float, np.floating, np.integer)) else parse_time(t) for t in timestamps]
+        expected = image.shape[1] if image.ndim == 4 else 1
+        if len(ts) != expected:
+            raise GeoTiffError(f"{len(ts)} timestamps were given for {expected} frame(s)")
+        metadata["timestamps"] = np.asarray(ts, dtype=np.float64)
+    elif all(t is not None for t in times):
+        metadata["timestamps"] = np.asarray(times, dtype=np.float64)
+    else:
+        logger.debug("no acquisition time found for %s", path_list)
+    # location
+    crs, transform = info0["crs"], info0["transform"]
+    if crs is None:
+        msg = (f"{path_list[0]} has no CRS: 'latlon' and 'gsd' are left out of the metadata "
+               "(write the CRS into the file, e.g. with rasterio's crs= on writing, to get them)")
+        if require_crs:
+            raise GeoTiffError(msg.replace("are left out of the metadata", "are unknown"))
+        logger.warning(msg)
+    else:
+        latlon = tile_latlon(crs, transform, info0["height"], info0["width"])
+        metadata["latlon"] = latlon
+        metadata["gsd"] = pixel_gsd(crs, transform, lat=float(latlon[0]))
+    # wavelengths
+    sensor_key = sensor or info0["sensor"]
+    if sensor_key:
+        if sensor_key.lower() not in SENSOR_BANDS:
+            raise GeoTiffError(f"unknown sensor {sensor_key!r}; known sensors: {', '.join(SENSOR_BANDS)}")
+        try:
+            metadata["wavelengths"] = sensor_wavelengths(sensor_key, info0["names"])
+        except KeyError as e:
+            raise GeoTiffError(f"cannot give wavelengths for the bands {info0['names']} of {sensor_key}: "
+                               f"{e.args[0]}; name the bands with band_names=") from None
+    return GeoSample(image=image, valid=valid, band_names=info0["names"], metadata=metadata,
+                     crs=crs, transform=transform, paths=tuple(path_list))
+
+
+def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | None = None,
+               ignore_label: int = IGNORE_LABEL, invalid: np.ndarray | None = None,
+               band: int = 1) -> np.ndarray:
+    """A segmentation target as ``uint8 (H, W)``; nodata, NaN and ``invalid`` pixels get ``ignore_label``.
+
+    ``label_map`` maps stored values to training labels (e.g. ``{-1: 255}``). Labels must
+    fit in 0..254 plus the ignore label: more classes than that are an error.
+    """
+    rasterio = _rasterio()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"label GeoTIFF not found: {path}")
+    with rasterio.open(path) as src:
+        raw, bad, _ = _read_window(src, [band], window)
+        raw = raw[0]
+        nd = src.nodatavals[band - 1]
+    if raw.dtype.kind == "f":
+        bad |= ~np.isfinite(raw)
+        raw = np.where(bad, 0, raw)
+        if np.any(raw != np.round(raw)):
+            raise GeoTiffError(f"{path} holds fractional values: a segmentation target must hold class ids")
+    if nd is not None and not math.isnan(nd) and _representable(nd, raw.dtype):
+        bad |= raw == nd
+    labels = raw.astype(np.int64)
+    if label_map:
+        out = labels.copy()
+        for k, v in label_map.items():
+            out[labels == k] = v
+        labels = out
+    labels[bad] = ignore_label
+    if invalid is not None:
+        if invalid.shape != labels.shape:
+            raise GeoTiffError(f"the invalid-pixel mask is {invalid.shape} but {path} is {labels.shape}")
+        labels[invalid] = ignore_label
+    off = (labels < 0) | (labels > 255)
+    if off.any():
+        raise GeoTiffError(f"{path} holds labels {np.unique(labels[off])[:5].tolist()} outside 0..255: "
+                           "map them with label_map= (e.g. {-1: 255} for a -1 nodata value)")
+    return labels.astype(np.uint8)
+
+
+# ------------------------------------------------------------------------ annotations
+def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, crs=None,
+                           geojson_crs=None, category_key: str = "category_id",
+                           class_names: Sequence[str] | None = None) -> list[dict]:
+    """Polygons of a GeoJSON FeatureCollection as detectron2 annotations in pixel coordinates.
+
+    Coordinates are taken to be in the scene CRS (``crs``) unless ``geojson_crs`` names
+    another CRS (e.g. ``"EPSG:4326"`` for RFC 7946 files); they are then reprojected. The
+    inverse of the raster ``transform`` maps them to pixel coordinates (0, 0 = top-left
+    corner of the top-left pixel). Each feature's class is ``properties[category_key]``:
+    an int id, or a name looked up in ``class_names``. Polygon holes are dropped.
+    """
+    import json
+
+    from detectron2.structures import BoxMode
+
+    if isinstance(geojson, (str, os.PathLike)):
+        with open(geojson, encoding="utf-8") as f:
+            geojson = json.load(f)
+    features = geojson.get("features") if isinstance(geojson, Mapping) else None
+    if features is None:
+        raise GeoTiffError("expected a GeoJSON FeatureCollection (a mapping with 'features')")
+    if geojson_crs is not None:
+        if crs is None:
+            raise GeoTiffError("reprojecting GeoJSON needs the scene CRS: the image has none")
+        from rasterio.warp import transform_geom
+    inv = ~transform
+    annos = []
+    for i, feat in enumerate(features):
+        geom = feat.get("geometry")
+        if not geom:
+            continue
+        if geojson_crs is not None:
+            geom = transform_geom(geojson_crs, crs, geom)
+        if geom["type"] == "Polygon":
+            rings = [geom["coordinates"][0]]
+        elif geom["type"] == "MultiPolygon":
+            rings = [poly[0] for poly in geom["coordinates"]]
+        else:
+            raise GeoTiffError(f"feature {i} is a {geom['type']}; only Polygon/MultiPolygon become instances")
+        props = feat.get("properties") or {}
+        if category_key not in props:
+            raise GeoTiffError(f"feature {i} has no property {category_key!r} (its properties: {sorted(props)})")
+        cat = props[category_key]
+        if isinstance(cat, str):
+            if not class_names or cat not in class_names:
+                raise GeoTiffError(f"feature {i} has class {cat!r}, not in class_names={class_names}")
+            cat = list(class_names).index(cat)
+        polys = []
+        for ring in rings:
+            pts = np.array([inv * (float(x), float(y)) for x, y, *_ in ring], dtype=np.float64)
+            if len(pts) >= 3:
+                polys.append(pts.reshape(-1).tolist())
+        if not polys:
+            continue
+        allpts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
+        x0, y0 = allpts.min(0)
+        x1, y1 = allpts.max(0)
+        annos.append({"bbox": [float(x0), float(y0), float(x1), float(y1)], "bbox_mode": BoxMode.XYXY_ABS,
+                      "segmentation": polys, "category_id": int(cat), "iscrowd": 0})
+    return annos

@@ -1,0 +1,286 @@
+"""A detectron2 dataset mapper for N-band and multi-temporal GeoTIFF samples.
+
+:class:`GeoDatasetMapper` reads a dataset dict (see below) with
+:func:`d2geo.data.geotiff.read_geotiff`, applies detectron2 augmentations to the
+``H x W x (C*T)`` float32 array (so one sampled transform is applied to every band of
+every date), and returns what d2geo's models read:
+
+* ``"image"``: float32 tensor ``(C, H, W)`` or ``(C, T, H, W)``;
+* ``"metadata"``: ``{"timestamps": (T,) float64, "latlon": (2,), "gsd": float,
+  "wavelengths": (C,)}``, each key only when known. ``gsd`` follows resizing (an image
+  upsampled 2x has half the GSD); ``latlon`` stays the centre of the tile read;
+* ``"sem_seg"``: int64 ``(H, W)`` with the ignore label (255) wherever the image had no
+  valid data (nodata/NaN) or an augmentation padded;
+* ``"instances"``: detectron2 ``Instances`` from pixel-coordinate annotations (COCO) or a
+  GeoJSON in the scene CRS.
+
+Dataset dict keys read: ``file_names`` (one path per date, for time series) or else
+``file_name`` (one path; a list is taken as one path per date),
+``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
+``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
+``geo``: per-sample read options (``band_names``, ``sensor``, ``scale``, ``offset``,
+``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``label_map``,
+``geojson_crs``, ``category_key``, ``class_names``).
+
+detectron2's own augmentations work on such arrays except those that go through PIL
+or assume RGB: ``RandomExtent`` (use :class:`RandomExtentND`) and ``RandomSaturation`` /
+``RandomLighting`` (RGB only; they raise). ``ResizeTransform`` interpolates float
+arrays with torch, ``RandomFlip``/``RandomCrop``/``RandomRotation``/``ResizeScale``/
+``FixedSizeCrop`` are channel-agnostic.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from fvcore.transforms.transform import Transform
+
+from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GeoDatasetMapper", "ExtentTransformND", "RandomExtentND", "build_geo_augmentation"]
+
+_READ_KEYS = ("band_names", "sensor", "scale", "offset", "nodata", "num_frames", "timestamps", "time_tag")
+
+
+class ExtentTransformND(Transform):
+    """Crop/scale the region ``src_rect = (x0, y0, x1, y1)`` to ``output_size`` for any channel count/dtype."""
+
+    def __init__(self, src_rect, output_size, fill: float = 0.0):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def _matrix(self):
+        h, w = self.output_size
+        x0, y0, x1, y1 = self.src_rect
+        sx, sy = w / (x1 - x0), h / (y1 - y0)
+        return np.array([[sx, 0, -x0 * sx], [0, sy, -y0 * sy]], dtype=np.float64)
+
+    def _warp(self, img, interp, fill):
+        h, w = self.output_size
+        m = self._matrix()
+        squeeze = img.ndim == 2
+        arr = img[:, :, None] if squeeze else img
+        work = arr.astype(np.float32) if arr.dtype not in (np.uint8, np.float32) else arr
+        # OpenCV warps at most 4 channels at a time
+        chunks = [cv2.warpAffine(np.ascontiguousarray(work[:, :, i:i + 4]), m, (w, h), flags=interp,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(fill,) * 4)
+                  for i in range(0, work.shape[2], 4)]
+        chunks = [c[:, :, None] if c.ndim == 2 else c for c in chunks]
+        out = np.concatenate(chunks, axis=2).astype(arr.dtype, copy=False)
+        return out[:, :, 0] if squeeze else out
+
+    def apply_image(self, img):
+        return self._warp(img, cv2.INTER_LINEAR, self.fill)
+
+    def apply_segmentation(self, segmentation):
+        return self._warp(segmentation, cv2.INTER_NEAREST, 0)
+
+    def apply_coords(self, coords):
+        m = self._matrix()
+        out = coords.astype(np.float64) @ m[:, :2].T + m[:, 2]
+        return out.astype(np.float32)
+
+
+class RandomExtentND(T.Augmentation):
+    """detectron2's RandomExtent (random crop/pad of a scaled, shifted box) for N-channel float arrays."""
+
+    def __init__(self, scale_range, shift_range):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        scale = np.random.uniform(*self.scale_range)
+        cx = w / 2 + np.random.uniform(-1, 1) * self.shift_range[0] * w / 2
+        cy = h / 2 + np.random.uniform(-1, 1) * self.shift_range[1] * h / 2
+        hw, hh = scale * w / 2, scale * h / 2
+        out = (int(round(2 * hh)), int(round(2 * hw)))
+        return ExtentTransformND((cx - hw, cy - hh, cx + hw, cy + hh), out)
+
+
+def build_geo_augmentation(cfg, is_train: bool) -> list:
+    """ResizeShortestEdge (+ RandomFlip h/v and the configured crop when training) from ``cfg.INPUT``."""
+    if is_train:
+        augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
+                                     cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        if cfg.INPUT.CROP.ENABLED:
+            augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        flip = cfg.INPUT.RANDOM_FLIP
+        if flip in ("horizontal", "both"):
+            augs.append(T.RandomFlip(horizontal=True, vertical=False))
+        if flip in ("vertical", "both"):
+            augs.append(T.RandomFlip(horizontal=False, vertical=True))
+        return augs
+    return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+
+
+def _area_scale(transforms) -> float:
+    """Linear scale factor (output px per input px) of a transform list, from its Jacobian."""
+    pts = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]], dtype=np.float32)
+    out = transforms.apply_coords(pts.copy()).astype(np.float64)
+    jac = np.stack([out[1] - out[0], out[2] - out[0]], axis=1) / 100.0
+    det = abs(np.linalg.det(jac))
+    return float(np.sqrt(det)) if det > 0 else 1.0
+
+
+class GeoDatasetMapper:
+    """Read, augment and format GeoTIFF samples for d2geo's models (see the module docstring)."""
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, augmentations: Sequence = (),
+                 bands: Sequence[str] | None = None, sensor: str | None = None,
+                 fill: str | float | None = "zero", scale=None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 use_instance_mask: bool = False, instance_mask_format: str = "polygon",
+                 recompute_boxes: bool = False, ignore_label: int = IGNORE_LABEL,
+                 label_map: dict | None = None):
+        """
+        Args:
+            is_train: keep annotations/targets (test-time dicts drop them like detectron2).
+            augmentations: detectron2 augmentations, applied to ``H x W x (C*T)`` float32.
+            bands: band names to read, in the order the model expects (default: all).
+            sensor: default sensor for wavelengths when the dict's ``geo`` has none.
+            fill: how invalid pixels are filled (see ``read_geotiff``).
+            scale: default DN -> float scale when the dict's ``geo`` has none.
+            mean, std: optional per-band normalization applied here; leave None when the
+                model normalizes its input itself (d2geo's models do, with ``pixel_mean/std``).
+            use_instance_mask, instance_mask_format, recompute_boxes: as detectron2's mapper.
+            ignore_label: label of pixels without valid data in ``sem_seg``.
+            label_map: default stored-value -> label map for the semantic masks.
+        """
+        if fill is None:
+            raise ValueError("fill=None would hand NaN to the model: use 'zero', 'mean' or a number")
+        if recompute_boxes and not use_instance_mask:
+            raise ValueError("recompute_boxes needs use_instance_mask=True")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.bands = tuple(bands) if bands is not None else None
+        self.sensor = sensor
+        self.fill = fill
+        self.scale = scale
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std, or neither")
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        if self.std is not None and np.any(self.std <= 0):
+            raise ValueError("std must be positive")
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+        self.recompute_boxes = recompute_boxes
+        self.ignore_label = ignore_label
+        self.label_map = label_map
+        logger.info("[GeoDatasetMapper] augmentations (%s): %s", "train" if is_train else "test",
+                    self.augmentations)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        geo = cfg.INPUT.get("GEO", None) if hasattr(cfg.INPUT, "get") else None
+        ret = {
+            "is_train": is_train,
+            "augmentations": build_geo_augmentation(cfg, is_train),
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "recompute_boxes": cfg.MODEL.MASK_ON and is_train and cfg.INPUT.CROP.ENABLED,
+            "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        }
+        if geo is not None:
+            for key in ("BANDS", "SENSOR", "FILL", "SCALE"):
+                if key in geo and geo[key] not in (None, "", []):
+                    ret[key.lower()] = geo[key]
+        return ret
+
+    # ------------------------------------------------------------------------------
+    def _read(self, d: dict):
+        geo = dict(d.get("geo") or {})
+        kwargs = {k: geo[k] for k in _READ_KEYS if k in geo}
+        kwargs.setdefault("sensor", self.sensor)
+        if self.scale is not None:
+            kwargs.setdefault("scale", self.scale)
+        paths = d.get("file_names") or d["file_name"]
+        return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = copy.deepcopy(dataset_dict)
+        if "file_name" not in d:
+            raise KeyError("a GeoDatasetMapper dataset dict needs 'file_name' (a GeoTIFF path or a list of them)")
+        sample, geo = self._read(d)
+        image = sample.image
+        c = image.shape[0]
+        t = image.shape[1] if image.ndim == 4 else None
+        h, w = image.shape[-2:]
+        if "height" in d and "width" in d and (d["height"], d["width"]) != (h, w):
+            raise GeoTiffError(f"{d['file_name']} is {h}x{w} but its dataset dict says "
+                               f"{d['height']}x{d['width']}: fix the dataset registration")
+        hwc = np.ascontiguousarray(image.reshape(-1, h, w).transpose(1, 2, 0))
+
+        sem_seg = None
+        if "sem_seg_file_name" in d:
+            label_map = geo.get("label_map", self.label_map)
+            sem_seg = read_label(d.pop("sem_seg_file_name"), label_map=label_map,
+                                 ignore_label=self.ignore_label, invalid=~sample.valid)
+
+        if "geojson_file_name" in d:
+            annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
+                                           geojson_crs=geo.get("geojson_crs"),
+                                           category_key=geo.get("category_key", "category_id"),
+                                           class_names=geo.get("class_names"))
+            d.setdefault("annotations", []).extend(annos)
+
+        aug_input = T.AugInput(hwc, sem_seg=sem_seg)
+        transforms = self.augmentations(aug_input)
+        hwc, sem_seg = aug_input.image, aug_input.sem_seg
+        if hwc.dtype != np.float32:
+            hwc = hwc.astype(np.float32)
+        nh, nw = hwc.shape[:2]
+        if sem_seg is not None:
+            # pixels an augmentation padded in are not data: ignore them too
+            covered = transforms.apply_segmentation(np.ones((h, w), dtype=np.uint8))
+            sem_seg = np.where(covered > 0, sem_seg, self.ignore_label)
+
+        if self.mean is not None:
+            if len(self.mean) != c:
+                raise ValueError(f"mean/std have {len(self.mean)} values for {c} bands")
+            reps = t or 1
+            hwc = (hwc - np.repeat(self.mean, reps)) / np.repeat(self.std, reps)
+        chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+        out_img = chw.reshape(c, t, nh, nw) if t is not None else chw
+        d["image"] = torch.as_tensor(out_img)
+
+        md = {}
+        if "timestamps" in sample.metadata:
+            md["timestamps"] = torch.as_tensor(sample.metadata["timestamps"], dtype=torch.float64)
+        if "latlon" in sample.metadata:
+            md["latlon"] = torch.as_tensor(sample.metadata["latlon"], dtype=torch.float32)
+        if "gsd" in sample.metadata:
+            md["gsd"] = float(sample.metadata["gsd"]) / _area_scale(transforms)
+        if "wavelengths" in sample.metadata:
+            md["wavelengths"] = torch.as_tensor(sample.metadata["wavelengths"], dtype=torch.float32)
+        d["metadata"] = md
+        d.pop("geo", None)
+
+        if sem_seg is not None:
+            d["sem_seg"] = torch.as_tensor(sem_seg.astype(np.int64))
+        if not self.is_train:
+            d.pop("annotations", None)
+            return d
+        if "annotations" in d:
+            annos = [utils.transform_instance_annotations(obj, transforms, (nh, nw))
+                     for obj in d.pop("annotations") if obj.get("iscrowd", 0) == 0]
+            if not self.use_instance_mask:
+                for a in annos:
+                    a.pop("segmentation", None)
+            instances = utils.annotations_to_instances(annos, (nh, nw), mask_format=self.instance_mask_format)
+            if self.recompute_boxes:
+                instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+            d["instances"] = utils.filter_empty_instances(instances)
+        return d

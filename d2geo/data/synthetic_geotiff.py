@@ -1,0 +1,297 @@
+"""A synthetic geospatial dataset written as real GeoTIFFs (for tests, demos and smoke training).
+
+Tiles look like HLS surface reflectance: six bands (blue, green, red, nir_narrow,
+swir_1, swir_2), int16 reflectance x 10 000 with the 0.0001 scale stored in the file,
+nodata -9999, a UTM CRS (EPSG:32610 by default) and 10 m pixels, the acquisition time in
+the ``TIFFTAG_DATETIME`` tag and (HLS-style ``YYYYDOY``) in the file name, band
+descriptions and a ``SENSOR=hls`` tag.
+
+Scenes hold four semantic classes with distinct but overlapping spectra: background
+(soil/grass), water (smooth blobs), fields (rectangular parcels of vegetation whose NIR
+follows a seasonal cycle) and buildings (small rotated rectangles, also the instances).
+Per-tile illumination gain, per-object spectral jitter, pixel noise, semi-transparent
+clouds and nodata edges (as at a swath border; labelled 255) keep the task learnable
+but not trivial.
+
+Layout written by :func:`make_synthetic_dataset`::
+
+    root/<split>/images/tile_00000.2020245.tif           (one file per date when multi-temporal:
+                                                        tile_00000.2020245.tif, tile_00000.2020275.tif, ...)
+    root/<split>/masks/tile_00000_mask.tif               uint8 labels, 255 = no data
+    root/<split>/geojson/tile_00000.geojson              buildings, scene CRS
+    root/<split>/instances.json                          COCO, pixel polygons; multi-temporal
+                                                        images also carry "file_names" (all dates)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", "SIGNATURES", "Building", "SyntheticGeoDataset",
+           "make_synthetic_dataset", "render_tile", "write_scene", "write_geotiff"]
+
+HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+SEMSEG_CLASSES = ("background", "water", "field", "building")
+THING_CLASSES = ("building",)
+NODATA = -9999
+SCALE = 1e-4
+
+#: mean reflectance per class and band (HLS band order)
+SIGNATURES = {
+    "background": np.array([0.06, 0.09, 0.12, 0.22, 0.28, 0.22]),
+    "water": np.array([0.08, 0.07, 0.045, 0.025, 0.012, 0.008]),
+    "field": np.array([0.035, 0.075, 0.045, 0.38, 0.21, 0.11]),
+    "building": np.array([0.16, 0.17, 0.18, 0.21, 0.24, 0.22]),
+    "cloud": np.array([0.55, 0.56, 0.58, 0.60, 0.45, 0.35]),
+}
+
+
+@dataclass
+class Building:
+    """A rotated rectangle: centre (x, y) and size in pixels, angle in degrees."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float = 0.0
+
+    def polygon(self) -> np.ndarray:
+        pts = cv2.boxPoints(((self.cx, self.cy), (self.w, self.h), self.angle))
+        return pts.astype(np.float64)
+
+    def corner_polygon(self) -> np.ndarray:
+        """The polygon in corner coordinates ((0, 0) = top-left corner of the top-left pixel),
+        the convention of COCO/detectron2 polygons and of the raster transform."""
+        return self.polygon() + 0.5
+
+
+def _smooth_field(rng, h, w, cells=4):
+    small = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _random_buildings(rng, h, w, n, avoid):
+    out = []
+    for _ in range(n * 4):
+        if len(out) == n:
+            break
+        bw, bh = rng.uniform(4, 10, size=2)
+        cx, cy = rng.uniform(6, w - 6), rng.uniform(6, h - 6)
+        b = Building(cx, cy, bw, bh, float(rng.uniform(0, 90)))
+        m = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(m, [np.round(b.polygon()).astype(np.int32)], 1)
+        if (m & avoid).any() or not m.any():
+            continue
+        avoid = avoid | cv2.dilate(m, np.ones((3, 3), np.uint8))
+        out.append(b)
+    return out
+
+
+def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames: int = 1,
+                day_of_year=(180,), buildings: list | None = None, max_buildings: int = 6,
+                cloud_prob: float = 0.3, nodata_prob: float = 0.1, noise: float = 0.012):
+    """Render one tile.
+
+    Returns ``(reflectance (T, 6, H, W) float32 with NaN for nodata, labels (H, W) uint8
+    with 255 = no data, buildings: list[Building])``.
+    """
+    h, w = height, width
+    labels = np.zeros((h, w), np.uint8)
+    water = _smooth_field(rng, h, w, cells=int(rng.integers(2, 5)))
+    frac = rng.uniform(0.0, 0.3)
+    if frac > 0.03:
+        labels[water > np.quantile(water, 1 - frac)] = 1
+    field_phase = {}
+    for k in range(int(rng.integers(0, 4))):
+        fh, fw = rng.integers(h // 6, h // 2), rng.integers(w // 6, w // 2)
+        y0, x0 = rng.integers(0, h - fh), rng.integers(0, w - fw)
+        region = labels[y0:y0 + fh, x0:x0 + fw]
+        region[region == 0] = 2
+        field_phase[k] = (y0, x0, fh, fw, rng.uniform(0, 2 * np.pi))
+    if buildings is None:
+        buildings = _random_buildings(rng, h, w, int(rng.integers(0, max_buildings + 1)),
+                                      (labels == 1).astype(np.uint8))
+    for b in buildings:
+        cv2.fillPoly(labels, [np.round(b.polygon()).astype(np.int32)], 3)
+
+    # per-object jitter: one spectrum per class plus slow spatial variation
+    spectra = {name: SIGNATURES[name] * rng.uniform(0.85, 1.15, size=6) for name in SIGNATURES}
+    texture = 1.0 + 0.08 * _smooth_field(rng, h, w, cells=8)
+    frames = []
+    doys = list(day_of_year) if len(day_of_year) == num_frames else [180 + 30 * t for t in range(num_frames)]
+    for t in range(num_frames):
+        img = np.empty((6, h, w), np.float32)
+        for cls, name in enumerate(SEMSEG_CLASSES):
+            sel = labels == cls
+            if sel.any():
+                img[:, sel] = spectra[name][:, None]
+        # crop phenology: fields get greener towards mid-season
+        season = np.cos(2 * np.pi * (doys[t] - 200) / 365.0)
+        field_sel = labels == 2
+        img[3, field_sel] *= 0.75 + 0.25 * season
+        img[2, field_sel] *= 1.2 - 0.2 * season
+        img *= texture[None] * rng.uniform(0.9, 1.1)
+        img += rng.normal(0, noise, size=img.shape).astype(np.float32)
+        if rng.random() < cloud_prob:
+            alpha = np.clip(_smooth_field(rng, h, w, cells=3) * 0.6 + rng.uniform(-0.6, 0.1), 0, 0.85)
+            img = img * (1 - alpha[None]) + SIGNATURES["cloud"][:, None, None] * alpha[None]
+        frames.append(np.clip(img, 0.0, 1.0).astype(np.float32))
+    stack = np.stack(frames)
+    if rng.random() < nodata_prob:
+        # a swath edge: a wedge in one corner without data
+        yy, xx = np.mgrid[0:h, 0:w]
+        a, b = rng.uniform(0.2, 0.5) * w, rng.uniform(0.2, 0.5) * h
+        wedge = (xx / a + yy / b) < 1.0
+        stack[:, :, wedge] = np.nan
+        labels[wedge] = 255
+    return stack, labels, buildings
+
+
+def write_geotiff(path, reflectance: np.ndarray, *, transform, crs="EPSG:32610",
+                  when: _dt.datetime | None = None, band_names=HLS_BANDS) -> None:
+    """Write ``(C, H, W)`` reflectance (NaN = nodata) as HLS-like int16 with scale 0.0001."""
+    import rasterio
+
+    c, h, w = reflectance.shape
+    data = np.where(np.isfinite(reflectance), np.round(reflectance / SCALE), NODATA).astype(np.int16)
+    profile = dict(driver="GTiff", width=w, height=h, count=c, dtype="int16", crs=crs,
+                   transform=transform, nodata=NODATA)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.scales = (SCALE,) * c
+        dst.offsets = (0.0,) * c
+        for i, name in enumerate(band_names):
+            dst.set_band_description(i + 1, name)
+        tags = {"SENSOR": "hls"}
+        if when is not None:
+            tags["TIFFTAG_DATETIME"] = when.strftime("%Y:%m:%d %H:%M:%S")
+        dst.update_tags(**tags)
+
+
+def _write_mask(path, labels, *, transform, crs):
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=labels.shape[1], height=labels.shape[0], count=1,
+                       dtype="uint8", crs=crs, transform=transform, nodata=255) as dst:
+        dst.write(labels[None])
+
+
+def _polygon_geojson(buildings, transform):
+    feats = []
+    for b in buildings:
+        ring = [list(transform * (float(x), float(y))) for x, y in b.corner_polygon()]
+        ring.append(ring[0])
+        feats.append({"type": "Feature", "properties": {"category_id": 0, "class": "building"},
+                      "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _coco_annotation(b: Building, ann_id: int, image_id: int, h: int, w: int):
+    poly = b.corner_polygon()
+    poly[:, 0] = poly[:, 0].clip(0, w)
+    poly[:, 1] = poly[:, 1].clip(0, h)
+    x0, y0 = poly.min(0)
+    x1, y1 = poly.max(0)
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+            "segmentation": [poly.reshape(-1).round(3).tolist()],
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+            "area": float(cv2.contourArea(poly.astype(np.float32)))}
+
+
+@dataclass
+class SyntheticGeoDataset:
+    """Paths of a generated dataset: per split, the image files (lists when multi-temporal)."""
+
+    root: str
+    splits: dict = field(default_factory=dict)
+    bands: tuple = HLS_BANDS
+    semseg_classes: tuple = SEMSEG_CLASSES
+    thing_classes: tuple = THING_CLASSES
+    num_frames: int = 1
+
+    def split_dir(self, split: str) -> str:
+        return os.path.join(self.root, split)
+
+    def coco_json(self, split: str) -> str:
+        return os.path.join(self.root, split, "instances.json")
+
+
+def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size: int = 64,
+                           num_frames: int = 1, seed: int = 0, crs: str = "EPSG:32610",
+                           gsd: float = 10.0, cloud_prob: float = 0.3, nodata_prob: float = 0.1,
+                           year: int = 2020) -> SyntheticGeoDataset:
+    """Write a train/val synthetic dataset under ``root`` (layout in the module docstring)."""
+    from rasterio.transform import from_origin
+
+    if size < 32:
+        raise ValueError(f"tiles must be at least 32 px (got size={size})")
+    rng = np.random.default_rng(seed)
+    out = SyntheticGeoDataset(root=os.fspath(root), num_frames=num_frames)
+    tile_idx = 0
+    for split, count in (("train", num_train), ("val", num_val)):
+        base = os.path.join(root, split)
+        for sub in ("images", "masks", "geojson"):
+            os.makedirs(os.path.join(base, sub), exist_ok=True)
+        images, anns, files = [], [], []
+        for i in range(count):
+            name = f"tile_{tile_idx:05d}"
+            # tiles sit on a grid in UTM zone 10N (California), 1 tile apart
+            col, row = tile_idx % 50, tile_idx // 50
+            transform = from_origin(500_000 + col * size * gsd, 4_200_000 - row * size * gsd, gsd, gsd)
+            first_doy = int(rng.integers(1, 300))
+            doys = [min(first_doy + 30 * t, 365) for t in range(num_frames)]
+            stack, labels, buildings = render_tile(rng, size, size, num_frames=num_frames, day_of_year=doys,
+                                                   cloud_prob=cloud_prob, nodata_prob=nodata_prob)
+            paths = []
+            for t, doy in enumerate(doys):
+                when = _dt.datetime(year, 1, 1, 18, 30) + _dt.timedelta(days=doy - 1)
+                fname = f"{name}.{year}{doy:03d}.tif"
+                write_geotiff(os.path.join(base, "images", fname), stack[t], transform=transform, crs=crs, when=when)
+                paths.append(fname)
+            _write_mask(os.path.join(base, "masks", f"{name}_mask.tif"), labels, transform=transform, crs=crs)
+            with open(os.path.join(base, "geojson", f"{name}.geojson"), "w") as f:
+                json.dump(_polygon_geojson(buildings, transform), f)
+            img = {"id": tile_idx, "file_name": paths[0], "height": size, "width": size}
+            if num_frames > 1:
+                img["file_names"] = paths
+            images.append(img)
+            for b in buildings:
+                anns.append(_coco_annotation(b, len(anns) + 1, tile_idx, size, size))
+            files.append([os.path.join(base, "images", p) for p in paths] if num_frames > 1
+                         else os.path.join(base, "images", paths[0]))
+            tile_idx += 1
+        coco = {"images": images, "annotations": anns,
+                "categories": [{"id": 1, "name": "building"}]}
+        with open(os.path.join(base, "instances.json"), "w") as f:
+            json.dump(coco, f)
+        out.splits[split] = files
+    logger.info("wrote %d synthetic tiles under %s", tile_idx, root)
+    return out
+
+
+def write_scene(path, *, height: int = 256, width: int = 256, seed: int = 0, buildings: list | None = None,
+                crs: str = "EPSG:32610", gsd: float = 10.0, origin=(500_000.0, 4_200_000.0),
+                when: _dt.datetime | None = None, cloud_prob: float = 0.0, nodata_prob: float = 0.0):
+    """Write one scene (several tiles wide) as a GeoTIFF; returns ``(labels, buildings, transform)``.
+
+    ``buildings`` places buildings explicitly (e.g. straddling a tile border); the mask is
+    written next to the scene as ``<path stem>_mask.tif``.
+    """
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    transform = from_origin(origin[0], origin[1], gsd, gsd)
+    stack, labels, blds = render_tile(rng, height, width, buildings=buildings, max_buildings=max(4, height * width // 2000),
+                                      cloud_prob=cloud_prob, nodata_prob=nodata_prob)
+    write_geotiff(path, stack[0], transform=transform, crs=crs, when=when or _dt.datetime(2020, 9, 1, 18, 30))
+    _write_mask(os.path.splitext(os.fspath(path))[0] + "_mask.tif", labels, transform=transform, crs=crs)
+    return labels, blds, transform
