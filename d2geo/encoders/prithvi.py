@@ -1,0 +1,416 @@
+"""NASA/IBM Prithvi-EO encoders (v1 and v2, with and without time/location encodings).
+
+Prithvi is a plain ViT over a spatio-temporal input ``(B, C, T, H, W)``: a 3D
+convolution cuts the input into ``(tubelet, p, p)`` cubes, a fixed 3D sine-cosine table
+gives each cube its position, and the TL variants add sine-cosine encodings of the
+acquisition date and of the tile centre, each weighted by a learned scale.
+
+The position table is never read from a checkpoint. For a token grid ``(t, h, w)`` it is
+built the way terratorch's ``PrithviViT`` builds it: the 3D sine-cosine table of the
+reference grid ``(t, img_size / p, img_size / p)``, then, when ``(h, w)`` differs from the
+reference, each time slice is resized to ``(h, w)`` by bicubic interpolation with aligned
+corners (in float32). Tables are cached per grid, device and dtype.
+
+Metadata for the TL variants (see :mod:`d2geo.encoders.metadata`):
+
+* ``timestamps`` ``(B, T)`` become ``(year, day of year)`` per frame, in UTC, with the day
+  of year counted from 1 (1 January is day 1), as in the Prithvi-EO-2.0 model card and
+  inference example, which read it from HLS file names (``YYYYDDD``). Note that a few
+  terratorch datasets count from 0 instead; feed timestamps, not day numbers, and the
+  convention is fixed here.
+* ``latlon`` ``(B, 2)`` is used as (latitude, longitude) in degrees.
+
+A missing key means "unknown": that encoding is left out, as upstream does when its
+coordinates are ``None`` (the TL models were pretrained with random metadata drop-out).
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+
+from .adapt import adapt_patch_embed
+from .base import EncoderInputError, GeoEncoder
+from .checkpoint import CheckpointError, strip_to_anchor
+from .metadata import check_metadata, warn_once
+from .registry import register_encoder
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PrithviEncoder", "HLS_BANDS", "sincos_1d", "sincos_3d", "prithvi_pos_table",
+    "timestamps_to_year_doy", "time_to_channels",
+]
+
+#: the six HLS bands every published Prithvi checkpoint was pretrained on, in order
+HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+
+_COORD_KINDS = ("time", "location")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+# -- fixed encodings ------------------------------------------------------------------------
+def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """Sine-cosine encoding ``(M, dim)`` of the positions ``pos`` (any shape, flattened).
+
+    The first half of the channels holds ``sin(pos * w_i)``, the second ``cos(pos * w_i)``,
+    with ``w_i = 10000 ** (-i / (dim / 2))``. Computed in the dtype of ``pos``.
+    """
+    if dim % 2:
+        raise ValueError(f"a sine-cosine encoding needs an even width, got {dim}")
+    half = dim // 2
+    freq = torch.arange(half, dtype=pos.dtype, device=pos.device) / half
+    freq = 1.0 / 10000**freq
+    angles = pos.reshape(-1, 1) * freq.reshape(1, -1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_3d(embed_dim: int, grid: Sequence[int]) -> torch.Tensor:
+    """The Prithvi 3D sine-cosine table ``(t, h, w, embed_dim)`` in float64.
+
+    Channels are split 6:6:4 (sixteenths of ``embed_dim``) between the column, row and
+    frame index, in that order.
+    """
+    if embed_dim % 16:
+        raise ValueError(f"Prithvi's 3D position table needs embed_dim divisible by 16, got {embed_dim}")
+    t, h, w = grid
+    d_hw, d_t = embed_dim // 16 * 6, embed_dim // 16 * 4
+
+    def axis(n: int, dim: int) -> torch.Tensor:
+        return sincos_1d(dim, torch.arange(n, dtype=torch.float64))
+
+    cols = axis(w, d_hw).view(1, 1, w, d_hw).expand(t, h, w, d_hw)
+    rows = axis(h, d_hw).view(1, h, 1, d_hw).expand(t, h, w, d_hw)
+    frames = axis(t, d_t).view(t, 1, 1, d_t).expand(t, h, w, d_t)
+    return torch.cat([cols, rows, frames], dim=-1)
+
+
+def prithvi_pos_table(embed_dim: int, ref_hw: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+    """Position table ``(t*h*w, embed_dim)`` (float32) of the token grid ``grid = (t, h, w)``.
+
+    ``ref_hw`` is the reference token grid the model was configured for (``img_size / p``):
+    the table is the sine-cosine table of ``(t, *ref_hw)``, bicubically resized per frame
+    (aligned corners) when ``(h, w)`` differs.
+    """
+    t, h, w = (int(g) for g in grid)
+    H0, W0 = (int(g) for g in ref_hw)
+    table = sincos_3d(embed_dim, (t, H0, W0)).float()
+    if (h, w) != (H0, W0):
+        table = F.interpolate(table.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=True)
+        table = table.permute(0, 2, 3, 1)
+    return table.reshape(t * h * w, embed_dim).contiguous()
+
+
+def timestamps_to_year_doy(timestamps: torch.Tensor) -> torch.Tensor:
+    """``(..., 2)`` float32 ``(year, day of year)`` of epoch-second UTC ``timestamps``.
+
+    The day of year starts at 1 on 1 January (366 on 31 December of a leap year).
+    """
+    flat = timestamps.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    out = []
+    for s in flat:
+        day = _EPOCH + timedelta(seconds=s)
+        out.append((day.year, day.timetuple().tm_yday))
+    coords = torch.tensor(out, dtype=torch.float32).reshape(*timestamps.shape, 2)
+    return coords.to(timestamps.device)
+
+
+def time_to_channels(fmap: torch.Tensor) -> torch.Tensor:
+    """Fold the time axis of a ``(B, D, t, h, w)`` map into channels: ``(B, t*D, h, w)``.
+
+    Channel ``i*D + d`` is channel ``d`` of frame ``i``, the layout terratorch's
+    ``prepare_features_for_image_model`` hands to its image decoders.
+    """
+    if fmap.ndim != 5:
+        raise EncoderInputError(f"expected a (B, D, t, h, w) map, got shape {tuple(fmap.shape)}")
+    B, D, t, h, w = fmap.shape
+    return fmap.transpose(1, 2).reshape(B, t * D, h, w)
+
+
+class _CoordEncoding(nn.Module):
+    """Sine-cosine encoding of two scalars per sample, times a (learned) scale.
+
+    The first ``dim // 2`` channels encode the first scalar, the rest the second: (year,
+    day of year) for time, (latitude, longitude) for location.
+    """
+
+    def __init__(self, dim: int, learn_scale: bool):
+        super().__init__()
+        self.dims = (dim // 2, dim - dim // 2)
+        if learn_scale:
+            self.scale = nn.Parameter(torch.full((1,), 0.1))
+        else:
+            self.register_buffer("scale", torch.ones(1), persistent=False)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """``coords (B, [T,] 2)`` float32 -> ``(B, [T,] dim)``."""
+        lead = coords.shape[:-1]
+        parts = [sincos_1d(d, coords[..., i]).reshape(*lead, d) for i, d in enumerate(self.dims)]
+        return self.scale * torch.cat(parts, dim=-1)
+
+
+# -- the encoder ----------------------------------------------------------------------------
+class PrithviEncoder(GeoEncoder):
+    """A Prithvi-EO ViT with the :class:`GeoEncoder` interface.
+
+    Input ``(B, C, T, H, W)`` with ``T == num_frames``; a ``(B, C, H, W)`` image is accepted
+    when ``num_frames == 1``. Output maps are ``(B, D, t, h, w)`` with
+    ``t = num_frames // tubelet_size`` (see :func:`time_to_channels` for terratorch's
+    2-D layout).
+
+    Args:
+        embed_dim, depth, num_heads, mlp_ratio: the architecture.
+        patch_size: spatial patch size to run at. A checkpoint with another kernel size is
+            resampled on load (``patch_resample``, see ``adapt.resize_patch``).
+        img_size: the reference image size ``int`` or ``(H, W)``; the position table of
+            any input size is interpolated from the table of the reference token grid
+            ``img_size // patch_size``, as terratorch does with its ``img_size`` (224 for
+            all published models).
+        num_frames: frames ``T`` per sample. The published configs say 3 (v1) and 4 (v2,
+            1 for tiny); terratorch's backbone factory defaults to 1, so pass
+            ``num_frames=1`` for single images.
+        tubelet_size: frames per patch (the 3D kernel depth); must divide ``num_frames``.
+            Published checkpoints use 1; the TL encodings need 1.
+        bands: names of the input bands, in order. Pretrained weights are selected by
+            name from ``pretrained_bands`` (case-insensitive); bands the checkpoint does not
+            know get zero weights, so the freshly loaded encoder gives exactly the
+            pretrained features on the known bands, whatever the new bands hold, and learns
+            their contribution when fine-tuned (``adapt.select_bands``).
+        pretrained_bands: the band order of the checkpoint's patch embedding (the six HLS
+            bands for all published checkpoints; set it for a fine-tuned checkpoint of
+            other bands).
+        coords_encoding: ``("time", "location")`` for the TL variants.
+        coords_scale_learn: the TL encodings' weights are learned parameters
+            (``temporal_embed_enc.scale``, ``location_embed_enc.scale`` in the
+            checkpoints); otherwise they are fixed at 1.
+        drop_path_rate: stochastic depth, the same rate in every block as upstream.
+        pos_cache_size: how many position tables (grid, device, dtype) to keep.
+    """
+
+    input_ndim = 3
+    num_prefix_tokens = 1
+
+    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
+                 patch_size: int = 16, img_size: int | Sequence[int] = 224, num_frames: int = 1,
+                 tubelet_size: int = 1, bands: Sequence[str] = HLS_BANDS,
+                 pretrained_bands: Sequence[str] = HLS_BANDS, coords_encoding: Sequence[str] = (),
+                 coords_scale_learn: bool = False, drop_path_rate: float = 0.0,
+                 patch_resample: str = "pinv", pos_cache_size: int = 16):
+        super().__init__()
+        if isinstance(bands, str) or isinstance(pretrained_bands, str):
+            raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
+        if num_frames < 1 or tubelet_size < 1:
+            raise ValueError(f"num_frames ({num_frames}) and tubelet_size ({tubelet_size}) must be >= 1")
+        if num_frames % tubelet_size:
+            raise ValueError(
+                f"num_frames={num_frames} is not divisible by tubelet_size={tubelet_size}: each "
+                f"patch spans {tubelet_size} frames; use a num_frames that is a multiple of "
+                f"{tubelet_size} or a tubelet_size that divides {num_frames}"
+            )
+        img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        if len(img_hw) != 2 or any(s < patch_size for s in img_hw):
+            raise ValueError(f"img_size {img_size} must be one size or (H, W), each >= patch_size {patch_size}")
+        if embed_dim % 16:
+            raise ValueError(f"Prithvi needs embed_dim divisible by 16 (3D position table), got {embed_dim}")
+        coords_encoding = tuple(coords_encoding or ())
+        unknown = set(coords_encoding) - set(_COORD_KINDS)
+        if unknown:
+            raise ValueError(f"unknown coords_encoding {sorted(unknown)}; use a subset of {_COORD_KINDS}")
+        if "time" in coords_encoding and tubelet_size != 1:
+            raise ValueError(
+                f"the time encoding is per frame and needs tubelet_size=1, got {tubelet_size}; "
+                f"use tubelet_size=1 or a variant without time encoding"
+            )
+
+        self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
+        self.num_frames, self.tubelet_size = num_frames, tubelet_size
+        self.img_size = img_hw
+        self.bands = tuple(bands)
+        self.pretrained_bands = tuple(pretrained_bands)
+        self.patch_resample = patch_resample
+        self.coords_encoding = coords_encoding
+        self.coords_scale_learn = coords_scale_learn
+        self.pos_cache_size = pos_cache_size
+        self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+        self.patch_embed = nn.ModuleDict({
+            "proj": nn.Conv3d(len(self.bands), embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
+                              stride=(tubelet_size, patch_size, patch_size)),
+        })
+        self.temporal_embed_enc = _CoordEncoding(embed_dim, coords_scale_learn) if "time" in coords_encoding else None
+        self.location_embed_enc = (_CoordEncoding(embed_dim, coords_scale_learn)
+                                   if "location" in coords_encoding else None)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList([
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm,
+                  drop_path=drop_path_rate)
+            for _ in range(depth)
+        ])
+        self.norm = nn.LayerNorm(embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # MAE-style: the patch kernel as a linear layer, xavier linears, small cls token.
+        w = self.patch_embed["proj"].weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed["proj"].bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        for m in self.blocks.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def token_frames(self) -> int:
+        """Frames of the token grid: ``num_frames // tubelet_size``."""
+        return self.num_frames // self.tubelet_size
+
+    # -- position table ----------------------------------------------------------------
+    def pos_embed_for(self, grid: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The ``(t*h*w, D)`` position table of a token grid, from the per-grid cache."""
+        key = (*(int(g) for g in grid), torch.device(device), dtype)
+        table = self._pos_cache.get(key)
+        if table is not None:
+            self._pos_cache.move_to_end(key)
+            return table
+        ref_hw = tuple(s // self.patch_size for s in self.img_size)
+        table = prithvi_pos_table(self.embed_dim, ref_hw, grid).to(device=device, dtype=dtype)
+        self._pos_cache[key] = table
+        while len(self._pos_cache) > max(1, self.pos_cache_size):
+            self._pos_cache.popitem(last=False)
+        return table
+
+    def _apply(self, fn, *args, **kwargs):
+        # Moving or casting the module: drop tables of the old device/dtype.
+        self._pos_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    # -- input -------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Accept ``(B, C, H, W)`` for one-frame encoders, then check bands, size and frames."""
+        if torch.is_tensor(x) and x.ndim == 4:
+            if self.num_frames != 1:
+                raise EncoderInputError(
+                    f"got a 4-D image {tuple(x.shape)} but the encoder was built for "
+                    f"num_frames={self.num_frames}; pass (B, C, T, H, W) with T={self.num_frames}, "
+                    f"or build the encoder with num_frames=1"
+                )
+            x = x.unsqueeze(2)
+        x = super().check_input(x)
+        T = x.shape[2]
+        if T % self.tubelet_size:
+            raise EncoderInputError(
+                f"input has {T} frames, not divisible by tubelet_size={self.tubelet_size}; give a "
+                f"multiple of {self.tubelet_size} frames (the encoder expects {self.num_frames})"
+            )
+        if T != self.num_frames:
+            raise EncoderInputError(
+                f"input has {T} frames but the encoder was built for num_frames={self.num_frames}; "
+                f"pass {self.num_frames} frames or build the encoder with num_frames={T}"
+            )
+        return x
+
+    # -- GeoEncoder hooks --------------------------------------------------------------
+    def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
+        B, C, T = x.shape[:3]
+        meta = check_metadata(metadata, batch_size=B, num_frames=T, num_bands=C, device=x.device)
+        tokens = self.patch_embed["proj"](x)  # (B, D, t, h, w)
+        grid = tuple(tokens.shape[-3:])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        tokens = tokens + self.pos_embed_for(grid, tokens.device, tokens.dtype)
+        owner = type(self).__name__
+        if self.temporal_embed_enc is not None:
+            if "timestamps" in meta:
+                coords = timestamps_to_year_doy(meta["timestamps"])  # (B, T, 2)
+                enc = self.temporal_embed_enc(coords)  # (B, T, D)
+                per_frame = grid[1] * grid[2]
+                tokens = tokens + enc.repeat_interleave(per_frame, dim=1).to(tokens.dtype)
+            else:
+                warn_once(owner, "timestamps", "no time encoding (Prithvi-TL's 'unknown date')")
+        if self.location_embed_enc is not None:
+            if "latlon" in meta:
+                enc = self.location_embed_enc(meta["latlon"].float())  # (B, D)
+                tokens = tokens + enc.unsqueeze(1).to(tokens.dtype)
+            else:
+                warn_once(owner, "latlon", "no location encoding (Prithvi-TL's 'unknown location')")
+        cls = self.cls_token.to(tokens.dtype).expand(B, -1, -1)  # its position entry is zero
+        return torch.cat([cls, tokens], dim=1), grid, None
+
+    def _blocks(self):
+        return self.blocks
+
+    def _final_norm(self, x):
+        return self.norm(x)
+
+    # -- checkpoints -------------------------------------------------------------------
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Prithvi v1 (flat), v2 (``encoder.``/``decoder.``), terratorch/Lightning and d2geo keys.
+
+        Decoder weights, the mask token and the stored position tables are dropped (the
+        table is recomputed for the configured frames and size); the patch kernel is
+        adapted to ``bands`` and ``patch_size``.
+        """
+        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight")
+        kernel = sd["patch_embed.proj.weight"]
+        if kernel.ndim != 5:
+            raise CheckpointError(
+                f"the checkpoint's patch embedding has shape {tuple(kernel.shape)}, not a 3D "
+                f"(D, C, t, p, p) kernel: it is not a Prithvi checkpoint (another model's, e.g. "
+                f"DINOv2?); use the encoder it belongs to"
+            )
+        if kernel.shape[2] != self.tubelet_size:
+            raise CheckpointError(
+                f"the checkpoint's patches span {kernel.shape[2]} frame(s) but the encoder was built "
+                f"with tubelet_size={self.tubelet_size}; build it with tubelet_size={kernel.shape[2]}"
+            )
+        out, dropped = {}, []
+        wanted_coords = {"temporal_embed_enc.": self.temporal_embed_enc,
+                         "location_embed_enc.": self.location_embed_enc}
+        for k, v in sd.items():
+            if k.startswith("decoder") or k == "mask_token" or k == "pos_embed":
+                dropped.append(k)
+                continue
+            prefix = next((p for p in wanted_coords if k.startswith(p)), None)
+            if prefix is not None and (wanted_coords[prefix] is None or not self.coords_scale_learn):
+                dropped.append(k)  # a TL checkpoint in a plain encoder, or a fixed scale of 1
+                continue
+            out[k] = v
+        if any(k.startswith(("temporal_embed_enc.", "location_embed_enc.")) for k in dropped):
+            logger.info("checkpoint has time/location encoding weights the encoder does not use: %s",
+                        [k for k in dropped if "_embed_enc." in k])
+        if self.coords_scale_learn:
+            for name, enc in wanted_coords.items():
+                if enc is not None and f"{name}scale" not in out:
+                    raise CheckpointError(
+                        f"the checkpoint has no {name}scale: it is a Prithvi without "
+                        f"time/location encodings; load it into the variant without '_tl'"
+                    )
+        try:
+            out["patch_embed.proj.weight"] = adapt_patch_embed(
+                kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
+                patch_size=self.patch_size, method=self.patch_resample)
+        except ValueError as e:
+            raise CheckpointError(f"{e}; pass pretrained_bands=[...] naming the checkpoint's bands") from e
+        return out
+
+
+# -- variants -------------------------------------------------------------------------------
+_TL = dict(coords_encoding=("time", "location"), coords_scale_learn=True)
+_VARIANTS = {
+    "prithvi_eo_v1_100": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16, num_frames=3),
+    "prithvi_eo_v2_tiny_tl": dict(embed_dim=192, depth=12, num_heads=3, patch_size=16, num_frames=1, **_TL),
+    "prithvi_eo_v2_100_tl": dict(embed_dim=768, depth=12, num_heads=12, patch_size=16, num_frames=4, **_TL),
+    "prithvi_eo_v2_300": dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, num_frames=4),
+    "prithvi_eo_v2_300_tl": dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, num_frames=4, **_TL),
+    "prithvi_eo_v2_600": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4),
+    "prithvi_eo_v2_600_tl": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4, **_TL),
+}
+for _name, _cfg in _VARIANTS.items():
+    register_encoder(_name, PrithviEncoder, img_size=224, **_cfg)
