@@ -1,0 +1,323 @@
+"""A d2geo encoder as a detectron2 :class:`~detectron2.modeling.Backbone`.
+
+:class:`GeoBackbone` taps one or more transformer blocks of a
+:class:`~d2geo.encoders.GeoEncoder` and returns them as single-stride feature maps
+(stride = patch size). Feed it to :class:`SimpleFeaturePyramid` (one tap, ViTDet style)
+or :class:`~d2geo.modeling.pyramid.MultiLayerPyramid` (four taps) to get the ``p2..p6``
+maps detectron2's FPN heads expect.
+
+Output names
+    Every tap is named ``f"{out_feature_prefix}{i}"`` with ``i`` the non-negative block
+    index, e.g. ``layers=(-1,)`` on a 12-block encoder gives ``"layer11"``. Taps are
+    returned in increasing block order. The pyramids find the names themselves, so
+    configs rarely need to spell them out.
+
+Acquisition metadata
+    Metadata (timestamps, location, ground sample distance, band wavelengths; see
+    :mod:`d2geo.encoders.metadata`) is per batch, but detectron2 calls
+    ``backbone(images.tensor)`` with the image tensor only. The meta-architectures in
+    :mod:`d2geo.modeling.meta_arch` therefore hand it over with :meth:`GeoBackbone.set_metadata`
+    before every forward (``None`` when the batch has none); the backbone keeps it until it
+    is replaced, and checks that its batch size matches the images it is used with.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import Backbone
+
+from ..encoders import build_encoder
+from ..encoders.base import EncoderInputError, GeoEncoder
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS"]
+
+TEMPORAL_FOLDS = ("concat", "mean")
+
+
+def fold_time(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Turn a ``(B, D, t, h, w)`` feature map into a 2-D one.
+
+    ``"concat"`` stacks the time steps into channels, time-major: output channel
+    ``k * D + d`` is channel ``d`` of time step ``k`` (the layout terratorch's Prithvi
+    models hand to their decoders). ``"mean"`` averages over time.
+    """
+    if x.ndim != 5:
+        raise ValueError(f"fold_time expects a (B, D, t, h, w) map, got shape {tuple(x.shape)}")
+    if mode == "concat":
+        B, D, t, h, w = x.shape
+        return x.transpose(1, 2).reshape(B, t * D, h, w)
+    if mode == "mean":
+        return x.mean(dim=2)
+    raise ValueError(f"temporal_fold={mode!r} is not one of {TEMPORAL_FOLDS}")
+
+
+def find_geo_backbones(module: nn.Module) -> list["GeoBackbone"]:
+    """Every :class:`GeoBackbone` inside ``module`` (itself included), outermost first."""
+    return [m for m in module.modules() if isinstance(m, GeoBackbone)]
+
+
+class GeoBackbone(Backbone):
+    """Feature maps of selected encoder blocks, at stride ``patch_size``.
+
+    Args:
+        encoder: a registered encoder name (see ``d2geo.encoders.list_encoders()``) or a
+            :class:`~d2geo.encoders.GeoEncoder` instance.
+        weights: checkpoint to load when ``encoder`` is a name (any upstream format the
+            family reads).
+        layers: block indices to tap; negative ones count from the end.
+        norm: apply the encoder's final norm to every tap.
+        temporal_fold: how temporal encoders' ``(B, D, t, h, w)`` maps become 2-D:
+            ``"concat"`` (channels ``D * t``, time-major) or ``"mean"`` (channels ``D``).
+        freeze: ``"none"``, ``"all"``, or an int ``k``: the embedding (patch, position,
+            prefix-token and metadata embeddings) and the first ``k`` blocks are frozen
+            (``requires_grad=False``, and kept in eval mode so dropout / drop-path are off).
+        drop_path_rate: stochastic depth passed to the encoder builder (name only).
+        grad_checkpointing: recompute block activations in the backward pass.
+        out_feature_prefix: output names are ``f"{prefix}{block_index}"``.
+        encoder_kwargs: further overrides for ``build_encoder`` (``bands``,
+            ``patch_size``, ``num_frames``, or tiny architectures for tests).
+    """
+
+    def __init__(
+        self,
+        encoder: str | nn.Module,
+        *,
+        weights: Any = None,
+        layers: int | Sequence[int] = (-1,),
+        norm: bool = True,
+        temporal_fold: str = "concat",
+        freeze: str | int = "none",
+        drop_path_rate: float | None = None,
+        grad_checkpointing: bool = False,
+        out_feature_prefix: str = "layer",
+        encoder_kwargs: Mapping[str, Any] | None = None,
+    ):
+        super().__init__()
+        encoder_kwargs = dict(encoder_kwargs or {})
+        if isinstance(encoder, str):
+            if drop_path_rate is not None:
+                encoder_kwargs["drop_path_rate"] = drop_path_rate
+            encoder = build_encoder(encoder, weights=weights, **encoder_kwargs)
+        elif isinstance(encoder, nn.Module):
+            given = [k for k, v in (("weights", weights), ("drop_path_rate", drop_path_rate)) if v is not None]
+            if given or encoder_kwargs:
+                raise ValueError(
+                    f"GeoBackbone got an encoder instance together with {given + sorted(encoder_kwargs)}; "
+                    "those only apply when the encoder is given by name: build the encoder with "
+                    "them instead (d2geo.encoders.build_encoder)"
+                )
+        else:
+            raise TypeError(f"encoder must be an encoder name or an nn.Module, got {type(encoder).__name__}")
+        if not isinstance(encoder, GeoEncoder):
+            raise TypeError(
+                f"{type(encoder).__name__} is not a d2geo GeoEncoder; wrap it in a GeoEncoder subclass "
+                "(see d2geo/encoders/base.py)"
+            )
+        self.encoder = encoder
+        if grad_checkpointing:
+            encoder.set_grad_checkpointing(True)
+
+        taps = encoder.resolve_layers(layers)
+        if len(set(taps)) != len(taps):
+            raise ValueError(f"layers={tuple(layers) if not isinstance(layers, int) else layers} "
+                             f"names the same block twice ({taps})")
+        self.layers = sorted(taps)
+        self.norm = bool(norm)
+
+        self.temporal = getattr(encoder, "input_ndim", 2) == 3
+        if temporal_fold not in TEMPORAL_FOLDS:
+            raise ValueError(f"temporal_fold={temporal_fold!r} is not one of {TEMPORAL_FOLDS}")
+        self.temporal_fold = temporal_fold
+        channels = encoder.embed_dim
+        self.num_time_tokens = 1
+        if self.temporal:
+            frames, tubelet = getattr(encoder, "num_frames", None), getattr(encoder, "tubelet_size", 1)
+            if frames is None:
+                raise ValueError(f"{type(encoder).__name__} is temporal but has no num_frames attribute")
+            if frames % tubelet:
+                raise ValueError(f"num_frames={frames} is not a multiple of tubelet_size={tubelet}")
+            self.num_time_tokens = frames // tubelet
+            if temporal_fold == "concat":
+                channels *= self.num_time_tokens
+
+        self.patch_size = int(encoder.patch_size)
+        self._out_features = [f"{out_feature_prefix}{i}" for i in self.layers]
+        self._out_feature_channels = {n: channels for n in self._out_features}
+        self._out_feature_strides = {n: self.patch_size for n in self._out_features}
+
+        self.freeze = self._parse_freeze(freeze)
+        self._apply_freeze()
+        self._metadata: Mapping[str, Any] | None = None
+
+    # -- detectron2 Backbone interface ----------------------------------------------------
+    @property
+    def size_divisibility(self) -> int:
+        return self.patch_size
+
+    @property
+    def padding_constraints(self) -> dict[str, int]:
+        return {"size_divisibility": self.patch_size}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
+
+    @property
+    def out_features(self) -> list[str]:
+        return list(self._out_features)
+
+    # -- metadata -------------------------------------------------------------------------
+    def set_metadata(self, metadata: Mapping[str, Any] | None) -> None:
+        """Metadata for the next forward passes (schema of ``d2geo.encoders.metadata``)."""
+        self._metadata = None if metadata is None else dict(metadata)
+
+    @property
+    def metadata(self) -> Mapping[str, Any] | None:
+        return self._metadata
+
+    @contextlib.contextmanager
+    def use_metadata(self, metadata: Mapping[str, Any] | None) -> Iterator[None]:
+        """``with backbone.use_metadata(md): backbone(x)``; restores the previous metadata."""
+        previous = self._metadata
+        self.set_metadata(metadata)
+        try:
+            yield
+        finally:
+            self._metadata = previous
+
+    def _check_metadata_batch(self, batch_size: int) -> None:
+        md = self._metadata
+        if not md:
+            return
+        for key in ("timestamps", "latlon", "gsd"):
+            value = md.get(key)
+            if value is None:
+                continue
+            n = len(value) if not torch.is_tensor(value) else (value.shape[0] if value.ndim else batch_size)
+            if n != batch_size:
+                raise EncoderInputError(
+                    f"the backbone holds metadata {key!r} for {n} images but got a batch of "
+                    f"{batch_size}; call set_metadata() with this batch's metadata (or None) before "
+                    "every forward (the d2geo meta-architectures do this for you)"
+                )
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self._check_input(x)
+        self._check_metadata_batch(x.shape[0])
+        maps = self.encoder.forward_features(x, layers=self.layers, norm=self.norm, metadata=self._metadata)
+        out = {}
+        for name, fmap in zip(self._out_features, maps):
+            if fmap.ndim == 5:
+                if self.temporal_fold == "concat" and fmap.shape[2] != self.num_time_tokens:
+                    raise EncoderInputError(
+                        f"the encoder returned {fmap.shape[2]} time steps but the backbone was built "
+                        f"for {self.num_time_tokens} (num_frames / tubelet_size), so its 'concat' "
+                        "channel count would be wrong; build the encoder with num_frames matching "
+                        "the data, or use temporal_fold='mean'"
+                    )
+                fmap = fold_time(fmap, self.temporal_fold)
+            out[name] = fmap
+        return out
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        want = 2 + self.encoder.input_ndim
+        if self.temporal and x.ndim == 4:
+            if self.num_time_tokens * getattr(self.encoder, "tubelet_size", 1) != 1:
+                raise EncoderInputError(
+                    f"{type(self.encoder).__name__} takes (B, C, T, H, W) time series with "
+                    f"T={self.encoder.num_frames} but got a single-frame batch {tuple(x.shape)}; "
+                    "give dataset images as (C, T, H, W) tensors"
+                )
+            x = x.unsqueeze(2)
+        if x.ndim != want:
+            layout = "(B, C, T, H, W)" if want == 5 else "(B, C, H, W)"
+            hint = ("; this encoder is not temporal: select one frame or use a temporal encoder "
+                    "(e.g. prithvi_eo_*)" if x.ndim == 5 else "")
+            raise EncoderInputError(f"the backbone takes {layout} input, got shape {tuple(x.shape)}{hint}")
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        if H % p or W % p:
+            raise EncoderInputError(
+                f"input size {H}x{W} is not a multiple of the patch size {p}. detectron2 meta-"
+                "architectures pad to backbone.padding_constraints; when calling the backbone "
+                "yourself, pad with detectron2.structures.ImageList.from_tensors(images, "
+                "padding_constraints=backbone.padding_constraints)"
+            )
+        return x
+
+    # -- freezing -------------------------------------------------------------------------
+    def _parse_freeze(self, freeze: str | int) -> str | int:
+        if isinstance(freeze, bool):
+            raise ValueError("freeze must be 'none', 'all' or a number of blocks, not a bool")
+        if isinstance(freeze, str):
+            f = freeze.strip().lower()
+            if f in ("none", "all"):
+                return f
+            if f.isdigit():
+                freeze = int(f)
+            else:
+                raise ValueError(f"freeze={freeze!r}: use 'none', 'all' or a number of blocks 0..{self.encoder.depth}")
+        if isinstance(freeze, int):
+            if not 0 <= freeze <= self.encoder.depth:
+                raise ValueError(
+                    f"freeze={freeze} is out of range for an encoder with {self.encoder.depth} blocks; "
+                    f"use 0..{self.encoder.depth} (0 freezes only the embeddings), 'none' or 'all'"
+                )
+            return freeze
+        raise ValueError(f"freeze={freeze!r}: use 'none', 'all' or a number of blocks")
+
+    def _trainable_modules(self) -> list[nn.Module]:
+        """Encoder parts that stay trainable: the unfrozen blocks and the final norm."""
+        blocks = list(self.encoder._blocks())
+        if self.freeze == "none":
+            return [self.encoder]
+        if self.freeze == "all":
+            return []
+        keep = blocks[self.freeze:]
+        from .lr_decay import is_final_norm  # the naming rules live with the lr decay rules
+
+        keep += [m for n, m in self.encoder.named_modules() if n and is_final_norm(n + ".weight")]
+        return keep
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Encoder submodules kept in eval mode (all but the trainable blocks, the final norm
+        and the containers holding them); empty for ``freeze='none'``."""
+        if self.freeze == "none":
+            return []
+        keep = self._trainable_modules()
+        inside = {id(m) for k in keep for m in k.modules()}
+        keep_ids = {id(k) for k in keep}
+        ancestors = set()  # containers of kept modules (the encoder, the block list, ...)
+        for name, mod in self.encoder.named_modules():
+            if id(mod) in keep_ids:
+                parts = name.split(".") if name else []
+                ancestors.update(".".join(parts[:j]) for j in range(len(parts)))
+        return [m for n, m in self.encoder.named_modules() if id(m) not in inside and n not in ancestors]
+
+    def _apply_freeze(self) -> None:
+        if self.freeze == "none":
+            return
+        kept = {id(p) for k in self._trainable_modules() for p in k.parameters()}
+        for p in self.encoder.parameters():
+            if id(p) not in kept:
+                p.requires_grad_(False)
+        self.train(self.training)
+        n_frozen = sum(p.numel() for p in self.encoder.parameters() if not p.requires_grad)
+        logger.info("GeoBackbone: froze %s of %s encoder parameters (freeze=%r)", n_frozen,
+                    sum(p.numel() for p in self.encoder.parameters()), self.freeze)
+
+    def train(self, mode: bool = True) -> "GeoBackbone":
+        super().train(mode)
+        for mod in self.frozen_modules():
+            mod.training = False
+        return self

@@ -1,0 +1,98 @@
+"""yacs-config entry points: ``add_d2geo_config`` and BACKBONE_REGISTRY builders.
+
+LazyConfig users build :class:`GeoBackbone` and the pyramids directly; these are for
+``get_cfg()``-style projects::
+
+    cfg = get_cfg()
+    add_d2geo_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "GeoRCNN"
+    cfg.MODEL.BACKBONE.NAME = "build_geo_vit_sfp_backbone"   # or build_geo_vit_fpn_backbone
+    cfg.MODEL.D2GEO.ENCODER = "dinov2_vitb14_reg"
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.patch_size = 16
+
+The pyramid width and norm come from ``cfg.MODEL.FPN.OUT_CHANNELS`` / ``cfg.MODEL.FPN.NORM``
+(``""`` there means LayerNorm here, as in ViTDet, unless ``MODEL.D2GEO.PYRAMID_NORM`` is set).
+"""
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+from .backbone import GeoBackbone
+from .pyramid import MultiLayerPyramid, SimpleFeaturePyramid
+
+__all__ = ["add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone",
+           "build_geo_vit_fpn_backbone"]
+
+
+def add_d2geo_config(cfg: CN) -> CN:
+    """Add the ``MODEL.D2GEO`` section (defaults in the comments below) to ``cfg``."""
+    d = cfg.MODEL.D2GEO = CN()
+    d.ENCODER = "dinov2_vitb14_reg"      # registered encoder name
+    d.WEIGHTS = None                     # encoder checkpoint (any upstream format); None: random
+    d.ENCODER_KWARGS = CN(new_allowed=True)  # build_encoder overrides (lower-case keys)
+    d.LAYERS = [-1]                      # taps; the FPN builder defaults to four evenly spaced
+    d.NORM = True                        # final encoder norm on every tap
+    d.TEMPORAL_FOLD = "concat"           # "concat" | "mean"
+    d.FREEZE = "none"                    # "none" | "all" | "<k>" (embeddings + first k blocks)
+    d.DROP_PATH_RATE = None              # None: the encoder's default
+    d.GRAD_CHECKPOINTING = False
+    d.SCALE_FACTORS = [4.0, 2.0, 1.0, 0.5]  # SimpleFeaturePyramid levels
+    d.PYRAMID_NORM = None                # None: cfg.MODEL.FPN.NORM, or "LN" if that is ""
+    d.TOP_BLOCK = True                   # add p6 with LastLevelMaxPool
+    d.SQUARE_PAD = 0
+    return cfg
+
+
+def _encoder_kwargs(cfg) -> dict:
+    return {k.lower(): v for k, v in dict(cfg.MODEL.D2GEO.ENCODER_KWARGS).items()}
+
+
+def build_geo_backbone(cfg, input_shape: ShapeSpec | None = None, layers=None) -> GeoBackbone:
+    """The plain single-stride :class:`GeoBackbone` described by ``cfg.MODEL.D2GEO``."""
+    d = cfg.MODEL.D2GEO
+    _check_input_channels(cfg, input_shape)
+    return GeoBackbone(
+        d.ENCODER, weights=d.WEIGHTS or None, layers=tuple(layers if layers is not None else d.LAYERS),
+        norm=d.NORM, temporal_fold=d.TEMPORAL_FOLD, freeze=d.FREEZE, drop_path_rate=d.DROP_PATH_RATE,
+        grad_checkpointing=d.GRAD_CHECKPOINTING, encoder_kwargs=_encoder_kwargs(cfg),
+    )
+
+
+def _check_input_channels(cfg, input_shape) -> None:
+    n = len(cfg.MODEL.PIXEL_MEAN)
+    if input_shape is not None and input_shape.channels not in (None, n):
+        raise ValueError(f"input_shape has {input_shape.channels} channels but MODEL.PIXEL_MEAN has {n}")
+
+
+def _pyramid_kwargs(cfg) -> dict:
+    d = cfg.MODEL.D2GEO
+    norm = d.PYRAMID_NORM if d.PYRAMID_NORM is not None else (cfg.MODEL.FPN.NORM or "LN")
+    return dict(out_channels=cfg.MODEL.FPN.OUT_CHANNELS, norm=norm,
+                top_block=LastLevelMaxPool() if d.TOP_BLOCK else None, square_pad=d.SQUARE_PAD)
+
+
+@BACKBONE_REGISTRY.register()
+def build_geo_vit_sfp_backbone(cfg, input_shape: ShapeSpec):
+    """ViTDet-style :class:`SimpleFeaturePyramid` on the last tap of ``MODEL.D2GEO.LAYERS``."""
+    net = build_geo_backbone(cfg, input_shape)
+    return SimpleFeaturePyramid(net, None, scale_factors=tuple(cfg.MODEL.D2GEO.SCALE_FACTORS),
+                                **_pyramid_kwargs(cfg))
+
+
+@BACKBONE_REGISTRY.register()
+def build_geo_vit_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """:class:`MultiLayerPyramid` on four taps (``MODEL.D2GEO.LAYERS`` if it names four,
+    else blocks at 1/4, 2/4, 3/4 and the end of the encoder)."""
+    layers = list(cfg.MODEL.D2GEO.LAYERS)
+    if len(layers) != 4:
+        from ..encoders import get_encoder_config
+
+        depth = {**get_encoder_config(cfg.MODEL.D2GEO.ENCODER), **_encoder_kwargs(cfg)}.get("depth")
+        if depth is None:
+            raise ValueError("set MODEL.D2GEO.LAYERS to four block indices for this encoder")
+        layers = [depth // 4 - 1, depth // 2 - 1, 3 * depth // 4 - 1, depth - 1]
+    net = build_geo_backbone(cfg, input_shape, layers=layers)
+    return MultiLayerPyramid(net, **_pyramid_kwargs(cfg))
