@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
+from . import windowing
+
 logger = logging.getLogger(__name__)
 
 
@@ -44,6 +46,9 @@ class GeoEncoder(nn.Module):
     #: spatial dims of the input after batch and channel: 2 for images, 3 for (T, H, W)
     input_ndim: int = 2
     grad_checkpointing: bool = False
+    #: window attention (see :mod:`.windowing`): window in tokens (0 = off) and global blocks
+    window_size: int | tuple[int, int] = 0
+    global_blocks: tuple[int, ...] = ()
 
     # -- hooks ---------------------------------------------------------------------------
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
@@ -66,6 +71,11 @@ class GeoEncoder(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory."""
         self.grad_checkpointing = enable
+
+    def set_window_attention(self, window_size: int | Sequence[int] | None,
+                             global_blocks: Sequence[int] = ()) -> None:
+        """ViTDet-style window attention in all blocks but ``global_blocks`` (see :mod:`.windowing`)."""
+        windowing.set_window_attention(self, window_size, global_blocks)
 
     def resolve_layers(self, layers: int | Sequence[int]) -> list[int]:
         """Turn block indices (negative ones count from the end) into sorted positive ones."""
@@ -103,12 +113,13 @@ class GeoEncoder(nn.Module):
         last = max(wanted)
         taken: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self._blocks()):
+            run = windowing.block_runner(self, i, grid)
             if self.grad_checkpointing and torch.is_grad_enabled():
                 tokens = torch.utils.checkpoint.checkpoint(
-                    self._run_block, block, tokens, ctx, use_reentrant=False
+                    run, block, tokens, ctx, use_reentrant=False
                 )
             else:
-                tokens = self._run_block(block, tokens, ctx)
+                tokens = run(block, tokens, ctx)
             if i in wanted:
                 taken[i] = tokens
             if i == last:
