@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
     "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
-    "TIME_TAGS", "IGNORE_LABEL", "geojson_to_annotations",
+    "TIME_TAGS", "IGNORE_LABEL", "geojson_to_annotations", "apply_affine", "translate_affine",
 ]
 
 #: tags searched, in order, for the acquisition time
@@ -174,12 +174,27 @@ def _time_of(src, path: str, time_tag: str | None) -> float | None:
 
 
 # -------------------------------------------------------------------------- location
+def apply_affine(transform, x, y):
+    """``transform`` applied to points (arrays or scalars), without Affine's operator overloads."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return a * x + b * y + c, d * x + e * y + f
+
+
+def translate_affine(transform, col: float, row: float):
+    """The transform of a window whose top-left pixel is (col, row) of ``transform``'s grid."""
+    from rasterio.transform import Affine
+
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return Affine(a, b, c + a * col + b * row, d, e, f + d * col + e * row)
+
+
 def tile_latlon(crs, transform, height: int, width: int) -> np.ndarray:
     """(lat, lon) in degrees of the centre of a ``height x width`` tile."""
     from rasterio.warp import transform as warp
 
-    x, y = transform * (width / 2.0, height / 2.0)
-    lon, lat = warp(crs, "EPSG:4326", [x], [y])
+    x, y = apply_affine(transform, width / 2.0, height / 2.0)
+    lon, lat = warp(crs, "EPSG:4326", [float(x)], [float(y)])
     return np.array([lat[0], lon[0]], dtype=np.float64)
 
 
@@ -415,7 +430,9 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
     else:
         image = arrays[0]
 
-    if fill is not None and not valid.all():
+    if fill is None and not valid.all():
+        image.reshape(image.shape[0], -1, *image.shape[-2:])[:, :, ~valid] = np.nan
+    elif fill is not None and not valid.all():
         img = image.reshape(image.shape[0], -1, *image.shape[-2:])  # (C, T', H, W) view
         for c in range(img.shape[0]):
             if fill == "zero":
@@ -556,7 +573,8 @@ def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, 
             cat = list(class_names).index(cat)
         polys = []
         for ring in rings:
-            pts = np.array([inv * (float(x), float(y)) for x, y, *_ in ring], dtype=np.float64)
+            xy = np.array([(float(p[0]), float(p[1])) for p in ring], dtype=np.float64)
+            pts = np.stack(apply_affine(inv, xy[:, 0], xy[:, 1]), axis=1)
             if len(pts) >= 3:
                 polys.append(pts.reshape(-1).tolist())
         if not polys:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .geotiff import apply_affine
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", "SIGNATURES", "Building", "SyntheticGeoDataset",
@@ -188,7 +190,9 @@ def _write_mask(path, labels, *, transform, crs):
 def _polygon_geojson(buildings, transform):
     feats = []
     for b in buildings:
-        ring = [list(transform * (float(x), float(y))) for x, y in b.corner_polygon()]
+        pts = b.corner_polygon()
+        xs, ys = apply_affine(transform, pts[:, 0], pts[:, 1])
+        ring = [[float(x), float(y)] for x, y in zip(xs, ys)]
         ring.append(ring[0])
         feats.append({"type": "Feature", "properties": {"category_id": 0, "class": "building"},
                       "geometry": {"type": "Polygon", "coordinates": [ring]}})

@@ -1,0 +1,353 @@
+"""Sliding-window inference over GeoTIFF scenes far larger than one model input.
+
+:func:`predict_scene` runs a detectron2-style model (``model(list_of_dicts)`` returning
+``[{"sem_seg": (K, h, w)}, {"instances": Instances}, ...]``) over overlapping windows
+of a scene and merges the results:
+
+* **semantic**: each window's ``sem_seg`` output is weighted by a separable ramp that
+  falls off over the overlap (see :func:`blend_weights`); the weighted outputs are
+  summed and divided by the summed weights, then arg-maxed. Seams vanish because no
+  window edge carries full weight where another window overlaps. The class map is written
+  as a uint8 GeoTIFF with the scene's CRS and transform, 255 where the scene has no data.
+* **instances**: masks are kept as crops in scene pixel coordinates. Detections from
+  different windows are duplicates when they share a class and their masks (or boxes,
+  for box-only models) overlap by more than ``dedup_threshold`` of the smaller one
+  (intersection over minimum: a copy cut by a window edge is a subset of the whole
+  object). Of duplicates the one not touching an interior window edge wins, then the
+  higher score. Output: GeoJSON polygons in the scene CRS or EPSG:4326.
+
+Memory: windows are read with rasterio windowed reads and the class map is written in
+strips; the blending buffer holds ``K x tile x scene_width`` floats (one row of windows),
+so memory grows with the scene width, never with its height. Kept instances hold only
+their mask crops.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .geotiff import GeoTiffError, apply_affine, read_geotiff, translate_affine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["tile_windows", "blend_weights", "SceneInstance", "merge_instances", "predict_scene",
+           "instances_to_geojson"]
+
+NODATA_CLASS = 255
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Top-left corners ``(row, col)`` of windows covering the scene, row-major.
+
+    Windows step by ``tile - overlap``; the last row/column is shifted to end at the scene
+    edge (so it may overlap more). A scene smaller than the tile gets one padded window.
+    """
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
+    stride = tile - overlap
+    return [(r, c) for r in _starts(height, tile, stride) for c in _starts(width, tile, stride)]
+
+
+def blend_weights(tile: int, overlap: int) -> np.ndarray:
+    """``(tile, tile)`` weights: 1 in the centre, ramping linearly to ~0 over ``overlap`` px at each edge."""
+    i = np.arange(tile, dtype=np.float64) + 0.5
+    if overlap > 0:
+        ramp = np.minimum(1.0, np.minimum(i, tile - i) / overlap)
+    else:
+        ramp = np.ones(tile)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+@dataclass
+class SceneInstance:
+    """One detection in scene pixel coordinates: ``mask`` is a crop whose top-left is (x0, y0)."""
+
+    category_id: int
+    score: float
+    box: np.ndarray  # x0, y0, x1, y1 in scene pixels
+    x0: int
+    y0: int
+    mask: np.ndarray | None
+    truncated: bool  # touches an interior edge of its window
+
+    @property
+    def area(self) -> float:
+        if self.mask is not None:
+            return float(self.mask.sum())
+        return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
+
+
+def _intersection(a: SceneInstance, b: SceneInstance) -> float:
+    if a.mask is None or b.mask is None:
+        x0, y0 = max(a.box[0], b.box[0]), max(a.box[1], b.box[1])
+        x1, y1 = min(a.box[2], b.box[2]), min(a.box[3], b.box[3])
+        return float(max(x1 - x0, 0) * max(y1 - y0, 0))
+    ax1, ay1 = a.x0 + a.mask.shape[1], a.y0 + a.mask.shape[0]
+    bx1, by1 = b.x0 + b.mask.shape[1], b.y0 + b.mask.shape[0]
+    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(ax1, bx1), min(ay1, by1)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    ma = a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
+    mb = b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]
+    return float(np.logical_and(ma, mb).sum())
+
+
+def merge_instances(instances: Sequence[SceneInstance], dedup_threshold: float = 0.5) -> list[SceneInstance]:
+    """Drop duplicates across windows (see the module docstring); returns the kept ones."""
+    order = sorted(instances, key=lambda d: (d.truncated, -d.score))
+    kept: list[SceneInstance] = []
+    boxes = np.zeros((0, 4))
+    for cand in order:
+        if cand.area <= 0:
+            continue
+        if len(kept):
+            ov = ((np.minimum(boxes[:, 2], cand.box[2]) > np.maximum(boxes[:, 0], cand.box[0]))
+                  & (np.minimum(boxes[:, 3], cand.box[3]) > np.maximum(boxes[:, 1], cand.box[1])))
+            dup = False
+            for j in np.nonzero(ov)[0]:
+                other = kept[j]
+                if other.category_id != cand.category_id:
+                    continue
+                inter = _intersection(cand, other)
+                if inter / max(min(cand.area, other.area), 1e-9) > dedup_threshold:
+                    dup = True
+                    break
+            if dup:
+                continue
+        kept.append(cand)
+        boxes = np.vstack([boxes, cand.box[None]])
+    return kept
+
+
+def _window_instances(inst, row: int, col: int, tile: int, height: int, width: int, valid: np.ndarray,
+                      score_threshold: float, edge_margin: int) -> list[SceneInstance]:
+    out = []
+    if len(inst) == 0:
+        return out
+    scores = inst.scores.detach().cpu().numpy() if inst.has("scores") else np.ones(len(inst))
+    classes = inst.pred_classes.detach().cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
+    boxes = inst.pred_boxes.tensor.detach().cpu().numpy() if inst.has("pred_boxes") else None
+    masks = inst.pred_masks.detach().cpu().numpy() if inst.has("pred_masks") else None
+    if boxes is None and masks is None:
+        raise GeoTiffError("the model's instances have neither pred_boxes nor pred_masks")
+    # interior edges: window edges that are not scene edges
+    inner = (col > 0, row > 0, col + tile < width, row + tile < height)  # left, top, right, bottom
+    for k in range(len(inst)):
+        if scores[k] < score_threshold:
+            continue
+        if masks is not None:
+            m = masks[k] > 0.5 if masks[k].dtype != bool else masks[k]
+            m = m & valid
+            ys, xs = np.nonzero(m)
+            if len(ys) == 0:
+                continue
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            crop = m[y0:y1, x0:x1].copy()
+            bx = np.array([x0, y0, x1, y1], dtype=np.float64)
+        else:
+            crop = None
+            bx = boxes[k].astype(np.float64)
+            x0, y0 = int(math.floor(bx[0])), int(math.floor(bx[1]))
+        truncated = ((inner[0] and bx[0] <= edge_margin) or (inner[1] and bx[1] <= edge_margin)
+                     or (inner[2] and bx[2] >= tile - edge_margin) or (inner[3] and bx[3] >= tile - edge_margin))
+        gbox = bx + np.array([col, row, col, row], dtype=np.float64)
+        if gbox[0] >= width or gbox[1] >= height:
+            continue
+        gbox[2], gbox[3] = min(gbox[2], width), min(gbox[3], height)
+        if crop is not None:
+            crop = crop[: height - (row + y0), : width - (col + x0)]
+        out.append(SceneInstance(int(classes[k]), float(scores[k]), gbox, int(col + x0), int(row + y0),
+                                 crop, bool(truncated)))
+    return out
+
+
+def instances_to_geojson(instances: Sequence[SceneInstance], transform, crs, *, to_crs=None,
+                         class_names: Sequence[str] | None = None) -> dict:
+    """GeoJSON FeatureCollection of instance polygons (masks) or boxes, in ``to_crs`` or the scene CRS."""
+    from rasterio.features import shapes
+    from rasterio.warp import transform_geom
+
+    feats = []
+    for inst in instances:
+        if inst.mask is not None:
+            t = translate_affine(transform, inst.x0, inst.y0)
+            polys = [g for g, v in shapes(inst.mask.astype(np.uint8), mask=inst.mask, transform=t) if v == 1]
+            if not polys:
+                continue
+            geom = polys[0] if len(polys) == 1 else {
+                "type": "MultiPolygon", "coordinates": [p["coordinates"] for p in polys]}
+        else:
+            x0, y0, x1, y1 = inst.box
+            xs, ys = apply_affine(transform, [x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
+            ring = [[float(a), float(b)] for a, b in zip(xs, ys)]
+            geom = {"type": "Polygon", "coordinates": [ring]}
+        if to_crs is not None and crs is not None:
+            geom = transform_geom(crs, to_crs, geom)
+        props = {"category_id": inst.category_id, "score": round(inst.score, 5)}
+        if class_names is not None and 0 <= inst.category_id < len(class_names):
+            props["class"] = class_names[inst.category_id]
+        feats.append({"type": "Feature", "properties": props, "geometry": geom})
+    out: dict[str, Any] = {"type": "FeatureCollection", "features": feats}
+    target = to_crs if to_crs is not None else crs
+    if target is not None:
+        from rasterio.crs import CRS
+
+        out["crs"] = {"type": "name", "properties": {"name": CRS.from_user_input(target).to_string()}}
+    return out
+
+
+def _progress(iterable, total: int, enabled: bool):
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(iterable, total=total, desc="windows", unit="win")
+        except ImportError:  # pragma: no cover
+            pass
+    return iterable
+
+
+@torch.no_grad()
+def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Sequence[str] | None = None,
+                  band_names: Sequence[str] | None = None, sensor: str | None = None, scale=None,
+                  fill="zero", semseg_path: str | None = None, instances_path: str | None = None,
+                  to_crs: str | None = None, class_names: Sequence[str] | None = None,
+                  score_threshold: float = 0.5, dedup_threshold: float = 0.5, edge_margin: int = 2,
+                  batch_size: int = 1, progress: bool = True) -> dict:
+    """Run ``model`` over ``scene`` (a GeoTIFF, or a list of one GeoTIFF per date).
+
+    Writes the blended class map to ``semseg_path`` and the merged instances as GeoJSON
+    to ``instances_path`` (in ``to_crs``, e.g. ``"EPSG:4326"``, else the scene CRS).
+    Returns a summary with the window count and the instances (``SceneInstance`` list).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    if semseg_path is None and instances_path is None:
+        raise ValueError("give semseg_path and/or instances_path: there is nothing to write")
+    paths = [scene] if isinstance(scene, (str, os.PathLike)) else list(scene)
+    with rasterio.open(paths[0]) as src:
+        height, width, crs, transform = src.height, src.width, src.crs, src.transform
+    windows = tile_windows(height, width, tile, overlap)
+    weights = blend_weights(tile, overlap)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+
+    sem_dst = None
+    acc = wsum = None
+    buf_top = 0
+    scene_valid_rows = None
+    detections: list[SceneInstance] = []
+    n_classes = None
+
+    def flush(until: int):
+        """Write rows [buf_top, until) of the class map and shift the buffer."""
+        nonlocal buf_top, acc, wsum, scene_valid_rows
+        n = min(until, height) - buf_top
+        if n <= 0 or acc is None:
+            return
+        with np.errstate(invalid="ignore", divide="ignore"):
+            labels = np.argmax(acc[:, :n], axis=0).astype(np.uint8)
+        labels[(wsum[:n] <= 0) | ~scene_valid_rows[:n]] = NODATA_CLASS
+        sem_dst.write(labels[None], window=Window(0, buf_top, width, n))
+        acc = np.roll(acc, -n, axis=1)
+        acc[:, -n:] = 0
+        wsum = np.roll(wsum, -n, axis=0)
+        wsum[-n:] = 0
+        scene_valid_rows = np.roll(scene_valid_rows, -n, axis=0)
+        scene_valid_rows[-n:] = False
+        buf_top += n
+
+    try:
+        if semseg_path is not None:
+            sem_dst = rasterio.open(semseg_path, "w", driver="GTiff", width=width, height=height, count=1,
+                                    dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS,
+                                    compress="deflate")
+        batch: list = []
+
+        def run(batch):
+            nonlocal acc, wsum, n_classes, scene_valid_rows
+            inputs = [item[2] for item in batch]
+            outputs = model(inputs)
+            if len(outputs) != len(inputs):
+                raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
+            for (row, col, _, valid), out in zip(batch, outputs):
+                if sem_dst is not None:
+                    if "sem_seg" not in out:
+                        raise GeoTiffError("semseg_path was given but the model returns no 'sem_seg'")
+                    logits = out["sem_seg"].detach().float().cpu().numpy()
+                    if logits.shape[-2:] != (tile, tile):
+                        raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected (K, {tile}, {tile})")
+                    if acc is None:
+                        n_classes = logits.shape[0]
+                        acc = np.zeros((n_classes, tile, width), np.float32)
+                        wsum = np.zeros((tile, width), np.float32)
+                        scene_valid_rows = np.zeros((tile, width), bool)
+                    r0 = row - buf_top
+                    hh, ww = min(tile, height - row), min(tile, width - col)
+                    w = weights[:hh, :ww] * valid[:hh, :ww]
+                    acc[:, r0:r0 + hh, col:col + ww] += logits[:, :hh, :ww] * w
+                    wsum[r0:r0 + hh, col:col + ww] += w
+                    scene_valid_rows[r0:r0 + hh, col:col + ww] |= valid[:hh, :ww]
+                if instances_path is not None:
+                    if "instances" not in out:
+                        raise GeoTiffError("instances_path was given but the model returns no 'instances'")
+                    detections.extend(_window_instances(out["instances"], row, col, tile, height, width,
+                                                        valid, score_threshold, edge_margin))
+
+        current_row = None
+        for row, col in _progress(windows, len(windows), progress):
+            if row != current_row:
+                if batch:
+                    run(batch)
+                    batch = []
+                if sem_dst is not None:
+                    flush(row)
+                current_row = row
+            sample = read_geotiff(paths if len(paths) > 1 else paths[0], bands=bands, band_names=band_names,
+                                  sensor=sensor, scale=scale, fill=fill, window=Window(col, row, tile, tile))
+            item = {"image": torch.as_tensor(sample.image), "height": tile, "width": tile,
+                    "metadata": {k: (torch.as_tensor(v) if not isinstance(v, float) else v)
+                                 for k, v in sample.metadata.items()}}
+            batch.append((row, col, item, sample.valid))
+            if len(batch) >= batch_size:
+                run(batch)
+                batch = []
+        if batch:
+            run(batch)
+        if sem_dst is not None:
+            flush(height)
+    finally:
+        if sem_dst is not None:
+            sem_dst.close()
+        if was_training and hasattr(model, "train"):
+            model.train()
+
+    kept = merge_instances(detections, dedup_threshold) if instances_path is not None else []
+    if instances_path is not None:
+        gj = instances_to_geojson(kept, transform, crs, to_crs=to_crs, class_names=class_names)
+        with open(instances_path, "w", encoding="utf-8") as f:
+            json.dump(gj, f)
+    logger.info("predicted %d windows of %s (%dx%d); %d instances kept of %d detections",
+                len(windows), paths[0], height, width, len(kept), len(detections))
+    return {"windows": len(windows), "detections": len(detections), "instances": kept,
+            "semseg_path": semseg_path, "instances_path": instances_path}
