@@ -11,6 +11,7 @@ from .registry import build_encoder, get_encoder_config, list_encoders, register
 
 # Importing the family modules registers their variants.
 from . import dinov2  # noqa: F401,E402  isort: skip
+from . import clay  # noqa: F401,E402  isort: skip
 from . import prithvi  # noqa: F401,E402  isort: skip
 from . import dinov3  # noqa: F401,E402  isort: skip
 

@@ -40,8 +40,8 @@ SENSOR_BANDS: dict[str, dict[str, float]] = {
         "nir08": 0.865, "nir09": 0.945, "swir16": 1.610, "swir22": 2.190,
     },
     "landsat-c2": {
-        "coastal": 0.443, "blue": 0.482, "green": 0.562, "red": 0.655,
-        "nir08": 0.865, "swir16": 1.609, "swir22": 2.201,
+        "coastal": 0.443, "blue": 0.48, "green": 0.56, "red": 0.65,
+        "nir08": 0.86, "swir16": 1.6, "swir22": 2.2,
     },
     "hls": {
         "coastal": 0.443, "blue": 0.490, "green": 0.560, "red": 0.665,
