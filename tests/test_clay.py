@@ -238,15 +238,20 @@ def _upstream_key(key):
     return key
 
 
-def test_real_size_v1_5_large_with_random_weights(upstream):
-    """The clay_v1_5_large architecture (dim 1024, 24 blocks, 16 heads of 64) as upstream
-    builds it for clay-v1.5.ckpt, with random weights and a small input. To stay fast the
-    upstream encoder is built on the meta device and shares our random tensors."""
-    ours = build_encoder("clay_v1_5_large").eval()
-    assert (ours.embed_dim, ours.depth, ours.patch_size, ours.num_prefix_tokens) == (1024, 24, 8, 1)
+@pytest.mark.parametrize("name,size", [("clay_v1_5_large", "large"), ("clay_v1_base", "base")])
+def test_real_size_architectures_with_random_weights(upstream, name, size, monkeypatch):
+    """clay_v1_5_large (clay-v1.5.ckpt) and clay_v1_base (clay-v1-base.ckpt) with the
+    encoder sizes upstream's clay_mae_large / clay_mae_base pass on, random weights and a
+    small input. To stay fast the upstream encoder is built on the meta device and shares
+    our random tensors."""
+    monkeypatch.setattr(upstream, "ClayMAE", lambda **kw: kw)  # no teacher download
+    args = getattr(upstream, f"clay_mae_{size}")()
+    dims = {k: args[k] for k in ("dim", "depth", "heads", "dim_head", "mlp_ratio")}
+    ours = build_encoder(name).eval()
+    assert (ours.embed_dim, ours.depth, ours.patch_size, ours.num_prefix_tokens) == (
+        dims["dim"], dims["depth"], 8, 1)
     with torch.device("meta"):
-        ref = upstream.Encoder(mask_ratio=0.0, patch_size=8, shuffle=False, dim=1024, depth=24,
-                               heads=16, dim_head=64, mlp_ratio=4).eval()
+        ref = upstream.Encoder(mask_ratio=0.0, patch_size=8, shuffle=False, **dims).eval()
     ref.load_state_dict({_upstream_key(k): v for k, v in ours.state_dict().items()},
                         strict=True, assign=True)
     with torch.no_grad():
@@ -259,9 +264,10 @@ def test_real_size_v1_5_large_with_random_weights(upstream):
     time, latlon = _clay_time_latlon(acq, "lon_first")
     x = torch.randn(1, 3, 16, 16)
     outs, final = _run_ref(ref, x, time, latlon, 0.6, metadata["wavelengths"])
+    layers = [0, ours.depth // 2, ours.depth - 1]
     with torch.no_grad():
-        feats = ours.forward_features(x, layers=[0, 11, 23], norm=True, metadata=metadata)
-        for f, i in zip(feats, [0, 11, 23]):
+        feats = ours.forward_features(x, layers=layers, norm=True, metadata=metadata)
+        for f, i in zip(feats, layers):
             assert rel_err(f, _as_map(ref.transformer.norm(outs[i]), 2, 2)) <= 1e-4, i
     assert rel_err(feats[-1], _as_map(final, 2, 2)) <= 1e-4
 
