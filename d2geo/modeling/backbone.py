@@ -202,11 +202,13 @@ class GeoBackbone(Backbone):
             value = md.get(key)
             if value is None:
                 continue
-            n = len(value) if not torch.is_tensor(value) else (value.shape[0] if value.ndim else batch_size)
-            if n != batch_size:
+            value = torch.as_tensor(value)
+            if value.ndim == 0:  # one gsd for the whole batch
+                continue
+            if value.shape[0] != batch_size:
                 raise EncoderInputError(
-                    f"the backbone holds metadata {key!r} for {n} images but got a batch of "
-                    f"{batch_size}; call set_metadata() with this batch's metadata (or None) before "
+                    f"the backbone holds metadata {key!r} for {value.shape[0]} images but got a batch "
+                    f"of {batch_size}; call set_metadata() with this batch's metadata (or None) before "
                     "every forward (the d2geo meta-architectures do this for you)"
                 )
 

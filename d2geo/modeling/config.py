@@ -53,18 +53,19 @@ def _encoder_kwargs(cfg) -> dict:
 def build_geo_backbone(cfg, input_shape: ShapeSpec | None = None, layers=None) -> GeoBackbone:
     """The plain single-stride :class:`GeoBackbone` described by ``cfg.MODEL.D2GEO``."""
     d = cfg.MODEL.D2GEO
-    _check_input_channels(cfg, input_shape)
-    return GeoBackbone(
+    backbone = GeoBackbone(
         d.ENCODER, weights=d.WEIGHTS or None, layers=tuple(layers if layers is not None else d.LAYERS),
         norm=d.NORM, temporal_fold=d.TEMPORAL_FOLD, freeze=d.FREEZE, drop_path_rate=d.DROP_PATH_RATE,
         grad_checkpointing=d.GRAD_CHECKPOINTING, encoder_kwargs=_encoder_kwargs(cfg),
     )
-
-
-def _check_input_channels(cfg, input_shape) -> None:
-    n = len(cfg.MODEL.PIXEL_MEAN)
-    if input_shape is not None and input_shape.channels not in (None, n):
-        raise ValueError(f"input_shape has {input_shape.channels} channels but MODEL.PIXEL_MEAN has {n}")
+    bands = tuple(getattr(backbone.encoder, "bands", ()))
+    n_mean, n_std = len(cfg.MODEL.PIXEL_MEAN), len(cfg.MODEL.PIXEL_STD)
+    if bands and (n_mean != len(bands) or n_std != len(bands)):
+        raise ValueError(
+            f"the encoder takes {len(bands)} bands ({', '.join(bands)}) but MODEL.PIXEL_MEAN has "
+            f"{n_mean} and MODEL.PIXEL_STD {n_std} values; give one mean and std per band"
+        )
+    return backbone
 
 
 def _pyramid_kwargs(cfg) -> dict:

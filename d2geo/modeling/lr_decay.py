@@ -9,8 +9,8 @@ parameter of layer ``l`` gets ``lr_decay_rate ** (num_layers + 1 - l)`` times th
 Encoder parameters are recognised by name: the model's ``backbone`` holds a
 :class:`~d2geo.modeling.GeoBackbone` whose encoder is the submodule called ``encoder``;
 below it, blocks live in ``blocks.N`` or ``layers.N``, optionally inside one container
-module (``vit.blocks.N`` for DINOv2/v3, ``blocks.N`` for Prithvi, ``transformer.layers.N``
-for Clay).
+module that is not an embedding (``vit.blocks.N`` for DINOv2/v3, ``blocks.N`` for Prithvi
+and Clay), and the final norm is ``norm`` / ``fc_norm`` (optionally in such a container).
 
 LazyConfig use::
 

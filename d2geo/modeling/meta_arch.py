@@ -14,7 +14,9 @@ with any leading dims) and batches the images, collates the metadata to the enco
 schema (``(B, T)``, ``(B, 2)``, ``(B,)``, ``(C,)``) and hands it to every
 :class:`~d2geo.modeling.GeoBackbone` inside the model's ``backbone`` for this forward.
 It works for any detectron2-style model whose forward calls ``self.preprocess_image`` and
-that has ``backbone``, ``pixel_mean`` and ``pixel_std`` (GeneralizedRCNN, detrex's DINO, ...).
+that has ``backbone`` and ``pixel_mean`` / ``pixel_std`` buffers (GeneralizedRCNN,
+SemanticSegmentor; detrex's DINO keeps its statistics in a ``normalizer`` closure, so a
+subclass there registers the two buffers itself).
 """
 from __future__ import annotations
 

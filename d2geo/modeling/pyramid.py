@@ -3,7 +3,7 @@
 * :class:`SimpleFeaturePyramid`: detectron2's ViTDet pyramid (all levels from one tap),
   with a working padding constraint and a default ``in_feature``.
 * :class:`MultiLayerPyramid`: four taps from increasing depths resampled to strides
-  ``patch/4, patch/2, patch, 2*patch`` (ViT-Adapter / terratorch
+  ``patch/4, patch/2, patch, 2*patch`` by default (ViT-Adapter / terratorch
   ``LearnedInterpolateToPyramidal`` style), each followed by SimpleFeaturePyramid's
   1x1 lateral and 3x3 output convs.
 
@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling.backbone import Backbone
+from detectron2.modeling.backbone.fpn import _assert_strides_are_log2_contiguous
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as _D2SimpleFeaturePyramid
 
 __all__ = ["SimpleFeaturePyramid", "MultiLayerPyramid"]
@@ -98,17 +99,24 @@ class MultiLayerPyramid(Backbone):
         out_channels: channels of every pyramid level.
         in_features: the four outputs of ``net`` to use, shallow to deep; defaults to
             its last four.
+        scale_factors: resampling of the four taps, from ``{4, 2, 1, 0.5, 0.25}``; the
+            default turns stride 16 into 4/8/16/32, ``(2, 1, 0.5, 0.25)`` does the same for
+            stride 8 (Clay's patch size).
         top_block: optional extra levels on top (detectron2's ``LastLevelMaxPool`` for p6).
         norm: norm of the resampling and of the lateral / output convs (``"LN"``, ``"BN"``,
             ``"GN"``, ``""``).
         square_pad: if > 0, inputs are padded to this square size.
     """
 
-    scale_factors = (4.0, 2.0, 1.0, 0.5)
-
     def __init__(self, net: Backbone, out_channels: int = 256, *, in_features: Sequence[str] | None = None,
-                 top_block: nn.Module | None = None, norm: str = "LN", square_pad: int = 0):
+                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5), top_block: nn.Module | None = None,
+                 norm: str = "LN", square_pad: int = 0):
         super().__init__()
+        self.scale_factors = tuple(float(s) for s in scale_factors)
+        if len(self.scale_factors) != 4 or any(s not in (4.0, 2.0, 1.0, 0.5, 0.25) for s in self.scale_factors):
+            raise ValueError(f"scale_factors={tuple(scale_factors)}: give four values from 4, 2, 1, 0.5, 0.25")
+        if list(self.scale_factors) != sorted(self.scale_factors, reverse=True):
+            raise ValueError(f"scale_factors={tuple(scale_factors)} must decrease (shallow taps make the fine levels)")
         shapes = net.output_shape()
         names = list(shapes)
         if in_features is None:
@@ -127,6 +135,7 @@ class MultiLayerPyramid(Backbone):
             raise ValueError(f"MultiLayerPyramid needs same-stride inputs, got strides {sorted(net_strides)}")
         net_stride = net_strides.pop()
         strides = _check_strides(net_stride, self.scale_factors, "MultiLayerPyramid")
+        _assert_strides_are_log2_contiguous(strides)
 
         use_bias = norm == ""
         self.stages = []
@@ -143,7 +152,8 @@ class MultiLayerPyramid(Backbone):
             elif scale == 1.0:
                 ops = []
             else:
-                ops = [nn.MaxPool2d(kernel_size=2, stride=2)]
+                k = int(round(1 / scale))
+                ops = [nn.MaxPool2d(kernel_size=k, stride=k)]
             ops += [
                 Conv2d(dim, out_channels, kernel_size=1, bias=use_bias, norm=get_norm(norm, out_channels)),
                 Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=use_bias,
