@@ -9,8 +9,9 @@ descriptions and a ``SENSOR=hls`` tag.
 Scenes hold four semantic classes with distinct but overlapping spectra: background
 (soil/grass), water (smooth blobs), fields (rectangular parcels of vegetation whose NIR
 follows a seasonal cycle) and buildings (small rotated rectangles, also the instances).
-Per-tile illumination gain, per-object spectral jitter, pixel noise, semi-transparent
-clouds and nodata edges (as at a swath border; labelled 255) keep the task learnable
+Bright bare-soil patches (labelled background) have nearly the spectrum of roofs, so
+pixels alone do not separate them from buildings. Per-tile illumination gain, per-object
+spectral jitter, pixel noise, semi-transparent clouds and nodata edges (as at a swath border; labelled 255) keep the task learnable
 but not trivial.
 
 Layout written by :func:`make_synthetic_dataset`::
@@ -53,6 +54,9 @@ SIGNATURES = {
     "field": np.array([0.035, 0.075, 0.045, 0.38, 0.21, 0.11]),
     "building": np.array([0.16, 0.17, 0.18, 0.21, 0.24, 0.22]),
     "cloud": np.array([0.55, 0.56, 0.58, 0.60, 0.45, 0.35]),
+    # bare bright soil: labelled background, spectrally close to roofs (a confuser that
+    # only shape and context tell apart)
+    "bright_soil": np.array([0.15, 0.165, 0.185, 0.23, 0.28, 0.25]),
 }
 
 
@@ -100,7 +104,8 @@ def _random_buildings(rng, h, w, n, avoid):
 
 def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames: int = 1,
                 day_of_year=(180,), buildings: list | None = None, max_buildings: int = 6,
-                cloud_prob: float = 0.3, nodata_prob: float = 0.1, noise: float = 0.012):
+                cloud_prob: float = 0.3, nodata_prob: float = 0.1, confuser_prob: float = 0.5,
+                noise: float = 0.012):
     """Render one tile.
 
     Returns ``(reflectance (T, 6, H, W) float32 with NaN for nodata, labels (H, W) uint8
@@ -124,6 +129,10 @@ def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames
                                       (labels == 1).astype(np.uint8))
     for b in buildings:
         cv2.fillPoly(labels, [np.round(b.polygon()).astype(np.int32)], 3)
+    soil = np.zeros((h, w), bool)
+    if rng.random() < confuser_prob:
+        blob = _smooth_field(rng, h, w, cells=int(rng.integers(4, 7)))
+        soil = (blob > np.quantile(blob, 1 - rng.uniform(0.05, 0.15))) & (labels == 0)
 
     # per-object jitter: one spectrum per class plus slow spatial variation
     spectra = {name: SIGNATURES[name] * rng.uniform(0.85, 1.15, size=6) for name in SIGNATURES}
@@ -136,6 +145,8 @@ def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames
             sel = labels == cls
             if sel.any():
                 img[:, sel] = spectra[name][:, None]
+        if soil.any():
+            img[:, soil] = spectra["bright_soil"][:, None]
         # crop phenology: fields get greener towards mid-season
         season = np.cos(2 * np.pi * (doys[t] - 200) / 365.0)
         field_sel = labels == 2
@@ -232,7 +243,7 @@ class SyntheticGeoDataset:
 def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size: int = 64,
                            num_frames: int = 1, seed: int = 0, crs: str = "EPSG:32610",
                            gsd: float = 10.0, cloud_prob: float = 0.3, nodata_prob: float = 0.1,
-                           year: int = 2020) -> SyntheticGeoDataset:
+                           confuser_prob: float = 0.5, year: int = 2020) -> SyntheticGeoDataset:
     """Write a train/val synthetic dataset under ``root`` (layout in the module docstring)."""
     from rasterio.transform import from_origin
 
@@ -254,7 +265,8 @@ def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size
             first_doy = int(rng.integers(1, 300))
             doys = [min(first_doy + 30 * t, 365) for t in range(num_frames)]
             stack, labels, buildings = render_tile(rng, size, size, num_frames=num_frames, day_of_year=doys,
-                                                   cloud_prob=cloud_prob, nodata_prob=nodata_prob)
+                                                   cloud_prob=cloud_prob, nodata_prob=nodata_prob,
+                                                   confuser_prob=confuser_prob)
             paths = []
             for t, doy in enumerate(doys):
                 when = _dt.datetime(year, 1, 1, 18, 30) + _dt.timedelta(days=doy - 1)
@@ -284,7 +296,8 @@ def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size
 
 def write_scene(path, *, height: int = 256, width: int = 256, seed: int = 0, buildings: list | None = None,
                 crs: str = "EPSG:32610", gsd: float = 10.0, origin=(500_000.0, 4_200_000.0),
-                when: _dt.datetime | None = None, cloud_prob: float = 0.0, nodata_prob: float = 0.0):
+                when: _dt.datetime | None = None, cloud_prob: float = 0.0, nodata_prob: float = 0.0,
+                confuser_prob: float = 0.0):
     """Write one scene (several tiles wide) as a GeoTIFF; returns ``(labels, buildings, transform)``.
 
     ``buildings`` places buildings explicitly (e.g. straddling a tile border); the mask is
@@ -295,7 +308,7 @@ def write_scene(path, *, height: int = 256, width: int = 256, seed: int = 0, bui
     rng = np.random.default_rng(seed)
     transform = from_origin(origin[0], origin[1], gsd, gsd)
     stack, labels, blds = render_tile(rng, height, width, buildings=buildings, max_buildings=max(4, height * width // 2000),
-                                      cloud_prob=cloud_prob, nodata_prob=nodata_prob)
+                                      cloud_prob=cloud_prob, nodata_prob=nodata_prob, confuser_prob=confuser_prob)
     write_geotiff(path, stack[0], transform=transform, crs=crs, when=when or _dt.datetime(2020, 9, 1, 18, 30))
     _write_mask(os.path.splitext(os.fspath(path))[0] + "_mask.tif", labels, transform=transform, crs=crs)
     return labels, blds, transform
