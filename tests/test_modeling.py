@@ -86,6 +86,12 @@ def test_backbone_bad_arguments_and_inputs():
         GeoBackbone(enc, drop_path_rate=0.1)
 
 
+def test_unused_blocks_are_reported(caplog):
+    with caplog.at_level("WARNING", logger="d2geo.modeling.backbone"):
+        dino_backbone(layers=(1,))
+    assert "blocks 2..3 never run" in caplog.text
+
+
 def test_drop_path_and_grad_checkpointing_reach_encoder():
     b = dino_backbone(drop_path_rate=0.3, grad_checkpointing=True)
     assert b.encoder.grad_checkpointing
@@ -286,6 +292,14 @@ def test_normalize_image_per_band_over_frames():
     assert normalize_image(torch.ones(2, 4, 4, dtype=torch.uint8), mean, std).dtype == torch.float32
     with pytest.raises(EncoderInputError, match="one mean and std per band"):
         normalize_image(torch.zeros(3, 8, 8), mean, std)
+
+
+def test_imagelist_pads_time_series_batches():
+    a, b = torch.randn(6, 2, 40, 50), torch.randn(6, 2, 30, 20)
+    il = ImageList.from_tensors([a, b], 32)
+    assert tuple(il.tensor.shape) == (2, 6, 2, 64, 64) and il.image_sizes == [(40, 50), (30, 20)]
+    assert torch.equal(il.tensor[0, :, :, :40, :50], a) and il.tensor[0, :, :, 40:].abs().sum() == 0
+    assert torch.equal(il.tensor[1, :, :, :30, :20], b)
 
 
 class _Spy:

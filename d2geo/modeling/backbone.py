@@ -130,6 +130,11 @@ class GeoBackbone(Backbone):
                              f"names the same block twice ({taps})")
         self.layers = sorted(taps)
         self.norm = bool(norm)
+        if self.layers[-1] < encoder.depth - 1:
+            logger.warning(
+                "GeoBackbone taps blocks %s of %d: blocks %d..%d never run and get no gradient "
+                "(freeze or drop them, or use DistributedDataParallel(find_unused_parameters=True))",
+                self.layers, encoder.depth, self.layers[-1] + 1, encoder.depth - 1)
 
         self.temporal = getattr(encoder, "input_ndim", 2) == 3
         if temporal_fold not in TEMPORAL_FOLDS:
