@@ -1,0 +1,22 @@
+"""Training settings read by tools/train_net.py (and detectron2's lazyconfig_train_net.py).
+
+Override any field on the command line, e.g. ``train.max_iter=2000 train.output_dir=out``.
+"""
+import torch
+
+train = dict(
+    output_dir="./output",
+    # weights loaded after the model is built: a detectron2-style checkpoint of the whole
+    # model (e.g. a d2geo:// zoo file written by tools/convert_checkpoint.py). Upstream
+    # encoder checkpoints go to model.backbone.net.weights instead.
+    init_checkpoint="",
+    max_iter=20000,
+    amp=dict(enabled=False),
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=2000, max_to_keep=3),
+    eval_period=2000,
+    log_period=20,
+    # tools/train_net.py falls back to the CPU when CUDA is not available
+    device="cuda" if torch.cuda.is_available() else "cpu",
+    seed=-1,  # >= 0 for reproducible runs (each process adds its rank)
+)

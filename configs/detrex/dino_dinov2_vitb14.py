@@ -1,0 +1,92 @@
+"""detrex's DINO (DETR with improved denoising anchor boxes) on a DINOv2 ViT-B/14, RGB.
+
+Needs detrex (https://github.com/IDEA-Research/detrex) installed, with its repository
+root on ``PYTHONPATH``: DINO's model code and base config live in detrex's
+``projects/dino``, which detrex's own configs import the same way. Train with detrex's
+``tools/train_net.py`` (it reads the ``train.clip_grad`` / EMA settings of detrex's
+``common/train.py``); detrex's DINO denoising runs on CUDA.
+
+The model is detrex's ``projects/dino/configs/models/dino_r50.py`` with the ResNet
+replaced by d2geo's ``GeoBackbone`` + ``SimpleFeaturePyramid`` (strides 8, 16, 32 and a
+max-pooled 64, i.e. DINO's four scales) and ``ChannelMapper`` mapping them to the
+transformer width. ``GeoDINO`` adds d2geo's input handling (per-band normalization, any
+number of bands, acquisition metadata) to detrex's DINO.
+
+Weights and data as in ``configs/dinov2/mask_rcnn_vitb14.py``; set
+``model.num_classes`` to your number of classes.
+"""
+import os
+
+import torch
+from detectron2.config import LazyCall as L
+from detectron2.config import LazyConfig
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+import projects.dino
+from detrex.config import get_config
+from detrex.modeling.neck import ChannelMapper
+from projects.dino.modeling import DINO
+
+from d2geo.modeling import GeoBackbone, GeoInputMixin, SimpleFeaturePyramid
+
+from ..common.data.geo_detection import dataloader
+from ..common.optim import AdamW as optimizer
+
+
+class GeoDINO(GeoInputMixin, DINO):
+    """detrex's DINO with d2geo inputs (``(C, H, W)`` images, per-band statistics, metadata)."""
+
+    def __init__(self, *, pixel_mean, pixel_std, **kwargs):
+        # DINO's own normalizer assumes three bands; d2geo's preprocess_image replaces it
+        super().__init__(pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0], **kwargs)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+
+_dino_base = os.path.join(os.path.dirname(projects.dino.__file__), "configs", "models", "dino_r50.py")
+model = LazyConfig.load(_dino_base, "model")
+model._target_ = GeoDINO
+
+_levels = ["p3", "p4", "p5", "p6"]
+model.backbone = L(SimpleFeaturePyramid)(
+    net=L(GeoBackbone)(
+        encoder="dinov2_vitb14",
+        weights="checkpoints/dinov2_vitb14_pretrain.pth",
+        layers=(-1,),
+        drop_path_rate=0.1,
+        encoder_kwargs=dict(patch_size=16, bands=["red", "green", "blue"]),
+    ),
+    out_channels=256,
+    scale_factors=(2.0, 1.0, 0.5),  # strides 8, 16, 32, and p6 (64) from the max pool
+    top_block=L(LastLevelMaxPool)(),
+    norm="LN",
+)
+model.neck = L(ChannelMapper)(
+    input_shapes={name: ShapeSpec(channels=256) for name in _levels},
+    in_features=_levels,
+    out_channels=256,
+    num_outs=4,
+    kernel_size=1,
+    norm_layer=L(torch.nn.GroupNorm)(num_groups=32, num_channels=256),
+)
+model.pixel_mean = [123.675, 116.28, 103.53]
+model.pixel_std = [58.395, 57.12, 57.375]
+model.num_classes = 1
+
+dataloader.train.mapper.bands = ["red", "green", "blue"]
+dataloader.train.total_batch_size = 16
+
+lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_12ep
+train = get_config("common/train.py").train
+
+optimizer.lr = 1e-4
+optimizer.weight_decay = 1e-4
+optimizer.params.lr_decay_rate = 0.7
+train.max_iter = 90000
+train.output_dir = "./output/detrex/dino_dinov2_vitb14"
+train.clip_grad.enabled = True
+train.clip_grad.params.max_norm = 0.1
+train.clip_grad.params.norm_type = 2
+train.device = "cuda" if torch.cuda.is_available() else "cpu"
+model.device = train.device

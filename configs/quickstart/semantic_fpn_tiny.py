@@ -1,0 +1,56 @@
+"""Quickstart: Semantic FPN with a tiny ViT on d2geo's synthetic 6-band tiles.
+
+Runs on a laptop CPU in minutes, downloads nothing::
+
+    python tools/train_net.py --config-file configs/quickstart/semantic_fpn_tiny.py
+
+Classes: background, building, vegetation, water (mIoU on the val split). The encoder is
+a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel patches, trained
+from scratch. For speed on the CPU the pyramid is the single-tap SimpleFeaturePyramid
+(strides 4, 8, 16); the family configs use the four-tap MultiLayerPyramid.
+"""
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+
+from d2geo.data.synthetic import SYNTH_BANDS, SYNTH_STUFF_CLASSES, synthetic_pixel_stats
+from d2geo.modeling import SimpleFeaturePyramid
+
+from ..common.data.synthetic import seg_dataloader as dataloader
+from ..common.models.semantic_fpn_geo import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import cosine as lr_multiplier
+from ..common.train import train
+
+_mean, _std = synthetic_pixel_stats()
+
+model.backbone = L(SimpleFeaturePyramid)(
+    net=model.backbone.net,
+    out_channels=96,
+    scale_factors=(2.0, 1.0, 0.5),  # patch 8 -> strides 4, 8, 16 (p2..p4)
+    top_block=None,
+    norm="LN",
+)
+model.backbone.net.encoder = "dinov2_vits14"
+model.backbone.net.encoder_kwargs = dict(
+    embed_dim=96, depth=4, num_heads=3, patch_size=8, img_size=96, bands=list(SYNTH_BANDS)
+)
+model.backbone.net.layers = (-1,)
+model.backbone.net.drop_path_rate = 0.0
+model.pixel_mean = _mean
+model.pixel_std = _std
+model.sem_seg_head.input_shape = {
+    name: L(ShapeSpec)(stride=stride, channels="${....backbone.out_channels}")
+    for name, stride in (("p2", 4), ("p3", 8), ("p4", 16))
+}
+model.sem_seg_head.num_classes = len(SYNTH_STUFF_CLASSES)
+model.sem_seg_head.conv_dims = 64
+
+optimizer.lr = 4e-4
+optimizer.params.lr_decay_rate = 1.0  # trained from scratch: no layer-wise decay
+
+train.output_dir = "./output/quickstart/semantic_fpn_tiny"
+train.max_iter = 300
+train.eval_period = 300
+train.log_period = 20
+train.checkpointer = dict(period=300, max_to_keep=2)
+train.seed = 0

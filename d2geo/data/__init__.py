@@ -1,0 +1,29 @@
+"""Datasets and mappers for d2geo (detectron2 side).
+
+Importing :mod:`d2geo.data.synthetic` registers the built-in synthetic datasets
+``d2geo_synth_{det,seg}_{train,val}``.
+"""
+from .synthetic import (  # noqa: F401
+    SYNTH_BANDS,
+    SYNTH_STUFF_CLASSES,
+    SYNTH_THING_CLASSES,
+    InMemoryDatasetMapper,
+    load_synthetic_sem_seg,
+    register_synthetic,
+    synthetic_pixel_stats,
+)
+
+# GeoTIFF data layer (rasterio is imported only when a file is read: pip install 'd2geo[geo]')
+from .datasets import (  # noqa: F401,E402
+    load_hls_burn_scars,
+    load_sen1floods11,
+    register_geo_instances,
+    register_geo_semseg,
+    register_hls_burn_scars,
+    register_sen1floods11,
+    register_synthetic_geotiff,
+)
+from .geotiff import GeoSample, GeoTiffError, read_geotiff, read_label  # noqa: F401,E402
+from .mapper import GeoDatasetMapper, RandomExtentND, build_geo_augmentation  # noqa: F401,E402
+from .scene import predict_scene  # noqa: F401,E402
+from .stats import SENSOR_STATS, get_stats  # noqa: F401,E402

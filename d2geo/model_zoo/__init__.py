@@ -1,0 +1,89 @@
+"""The d2geo model zoo: packaged LazyConfigs and ``d2geo://`` checkpoints.
+
+>>> from d2geo import model_zoo
+>>> cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
+>>> model_zoo.list_configs()[:3]
+
+Configs are the files under the repository's ``configs/`` directory; wheels carry a copy
+in ``d2geo/model_zoo/configs`` (copied by ``setup.py`` at build time), and a source
+checkout reads them in place. Importing this package registers the ``d2geo://`` handler
+on detectron2's ``PathManager`` (see :mod:`d2geo.model_zoo.checkpoints`), so
+``train.init_checkpoint="d2geo://..."`` works in configs.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+
+from .checkpoints import DEFAULT_ZOO_URL, ChecksumError, D2GeoZooHandler, zoo_url
+
+__all__ = [
+    "get_config", "get_config_file", "list_configs", "config_root", "register_zoo_handler",
+    "D2GeoZooHandler", "ChecksumError", "DEFAULT_ZOO_URL", "zoo_url",
+]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGED = os.path.join(_HERE, "configs")
+_SOURCE = os.path.join(os.path.dirname(os.path.dirname(_HERE)), "configs")
+
+
+def config_root() -> str:
+    """The directory the zoo's configs are read from."""
+    for root in (_PACKAGED, _SOURCE):
+        if os.path.isdir(os.path.join(root, "common")):
+            return root
+    raise RuntimeError(
+        "d2geo's configs are not installed: reinstall d2geo (pip install .), whose build "
+        f"copies configs/ into the package, or run from a source checkout (looked in {_PACKAGED} "
+        f"and {_SOURCE})"
+    )
+
+
+def list_configs() -> list[str]:
+    """Relative paths of the model configs (``family/name.py``; ``common/`` pieces excluded)."""
+    root = config_root()
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("common", "__pycache__"))
+        for f in sorted(filenames):
+            if f.endswith(".py") and f != "__init__.py":
+                out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def get_config_file(config_path: str) -> str:
+    """The absolute path of a zoo config, e.g. ``"dinov2/mask_rcnn_vitb14.py"``."""
+    root = config_root()
+    path = os.path.join(root, *config_path.split("/"))
+    if not os.path.isfile(path):
+        close = difflib.get_close_matches(config_path, list_configs(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise RuntimeError(f"{config_path!r} is not a config of the d2geo model zoo.{hint} "
+                           f"list_configs() gives them all.")
+    return path
+
+
+def get_config(config_path: str):
+    """Load a zoo config as a detectron2 LazyConfig (``omegaconf.DictConfig``)."""
+    from detectron2.config import LazyConfig
+
+    if not config_path.endswith(".py"):
+        raise ValueError(f"d2geo's zoo configs are LazyConfig .py files; got {config_path!r}")
+    return LazyConfig.load(get_config_file(config_path))
+
+
+_registered = False
+
+
+def register_zoo_handler() -> None:
+    """Register the ``d2geo://`` handler on detectron2's PathManager (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from detectron2.utils.file_io import PathManager
+
+    PathManager.register_handler(D2GeoZooHandler(), allow_override=True)
+    _registered = True
+
+
+register_zoo_handler()

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Convert an upstream encoder checkpoint into a model-zoo ``.pth`` for a d2geo config.
+
+The upstream file (official DINOv2/DINOv3 weights, a Prithvi ``.pt``, a Clay ``.ckpt``,
+a timm or terratorch checkpoint, ...) is read by the encoder family's own loader
+(``build_encoder(name, weights=...)``: key renaming, band and patch-size adaptation,
+validation), and the encoder's weights are written under the name the encoder has inside
+the detectron2 model, so ``train.init_checkpoint=<file>`` (or a ``d2geo://`` zoo path)
+loads them with ``DetectionCheckpointer`` and no name-matching heuristics::
+
+    python tools/convert_checkpoint.py dinov2_vitb14_pretrain.pth \
+        --config-file configs/dinov2/mask_rcnn_vitb14.py --output-dir zoo/dinov2
+    # -> zoo/dinov2/dinov2_vitb14_mask_rcnn_vitb14-<sha256[:8]>.pth
+
+    python tools/convert_checkpoint.py Prithvi_EO_V2_300M_TL.pt --encoder prithvi_eo_v2_300_tl \
+        --prefix backbone.net. --encoder-kwargs '{"num_frames": 4}'
+
+With ``--config-file`` the encoder name and its ``encoder_kwargs`` come from the config's
+``GeoBackbone``, and the key prefix from where that module sits in the built model
+(``backbone.net.`` for both d2geo pyramids); trailing ``key=value`` arguments override the
+config first. The output holds ``{"model": {<prefix>encoder.<key>: tensor}, "__author__",
+"matching_heuristics": False, "d2geo": {provenance}}``, only tensors and plain containers
+(loadable with ``torch.load(weights_only=True)``), and its name ends in the first 8 hex
+digits of its sha256, which the ``d2geo://`` handler checks after downloads.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+
+try:
+    import d2geo  # noqa: F401
+except ImportError:  # running from a source checkout that is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch
+
+from d2geo.encoders import CheckpointError, build_encoder
+
+logger = logging.getLogger("d2geo.convert_checkpoint")
+
+
+class ConversionError(RuntimeError):
+    """The conversion cannot be done as asked (config, names or checkpoint)."""
+
+
+def _find_backbone_nodes(node, path=()):
+    """(config path, node) of every GeoBackbone LazyCall in a config tree."""
+    from omegaconf import DictConfig, ListConfig
+
+    from d2geo.modeling import GeoBackbone
+
+    found = []
+    if isinstance(node, DictConfig):
+        target = node.get("_target_", None)
+        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
+            found.append((".".join(path), node))
+        for key in node.keys():
+            found += _find_backbone_nodes(node[key], path + (str(key),))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            found += _find_backbone_nodes(item, path + (str(i),))
+    return found
+
+
+def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
+    """(encoder name, encoder_kwargs, key prefix) for the GeoBackbone of a config's model."""
+    from detectron2.config import LazyConfig, instantiate
+    from omegaconf import OmegaConf
+
+    from d2geo.modeling import find_geo_backbones
+
+    if not os.path.isfile(config_file):
+        from d2geo.model_zoo import get_config_file
+
+        try:
+            config_file = get_config_file(config_file)
+        except RuntimeError as e:
+            raise ConversionError(f"{config_file} is not a file; {e}") from None
+    cfg = LazyConfig.load(config_file)
+    cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    if "model" not in cfg:
+        raise ConversionError(f"{config_file} has no 'model'")
+    nodes = _find_backbone_nodes(cfg.model, ("model",))
+    if len(nodes) != 1:
+        raise ConversionError(
+            f"{config_file} has {len(nodes)} GeoBackbones ({[p for p, _ in nodes]}); the converter "
+            f"needs exactly one: use --encoder and --prefix instead"
+        )
+    path, node = nodes[0]
+    name = node.get("encoder")
+    if not isinstance(name, str):
+        raise ConversionError(f"{path}.encoder is not an encoder name ({type(name).__name__}); "
+                              f"use --encoder and --prefix")
+    kwargs = node.get("encoder_kwargs", None)
+    kwargs = {} if kwargs is None else OmegaConf.to_container(kwargs, resolve=True)
+    node.weights = None  # the placeholder upstream path need not exist to find the prefix
+    model = instantiate(cfg.model)
+    modules = {id(m): n for n, m in model.named_modules()}
+    found = find_geo_backbones(model)
+    if len(found) != 1:
+        raise ConversionError(f"the built model holds {len(found)} GeoBackbones; use --prefix")
+    prefix = modules[id(found[0])]
+    return name, kwargs, (prefix + "." if prefix else "")
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: str,
+            encoder_kwargs: dict | None = None) -> str:
+    """Write the zoo file and return its path (see the module docstring)."""
+    if prefix and not prefix.endswith("."):
+        raise ConversionError(f"--prefix {prefix!r} must end with '.' (e.g. 'backbone.net.')")
+    if "/" in name or not name:
+        raise ConversionError(f"output name {name!r} must be a plain file stem")
+    encoder_kwargs = dict(encoder_kwargs or {})
+    model = build_encoder(encoder, weights=weights, **encoder_kwargs)  # CheckpointError if it does not fit
+    state = {f"{prefix}encoder.{k}": v.detach().cpu().contiguous().clone()
+             for k, v in model.state_dict().items()}
+    out = {
+        "model": state,
+        "__author__": f"d2geo tools/convert_checkpoint.py from {os.path.basename(weights)}",
+        "matching_heuristics": False,
+        "d2geo": {
+            "encoder": encoder,
+            "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
+            "prefix": prefix,
+            "source": os.path.basename(weights),
+            "source_sha256": _sha256(weights),
+        },
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=output_dir)
+    os.close(fd)
+    try:
+        torch.save(out, tmp)
+        digest = _sha256(tmp)
+        reread = torch.load(tmp, map_location="cpu", weights_only=True)
+        if set(reread["model"]) != set(state):
+            raise ConversionError("the written file does not read back the same keys")
+        final = os.path.join(output_dir, f"{name}-{digest[:8]}.pth")
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.info("wrote %d tensors (%s) to %s", len(state), f"{prefix}encoder.*", final)
+    return final
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors)")
+    p.add_argument("--config-file", help="a d2geo config (path or zoo name) whose GeoBackbone "
+                   "gives the encoder, its kwargs and the key prefix")
+    p.add_argument("--encoder", help="encoder name (see d2geo.encoders.list_encoders()); "
+                   "overrides the config's")
+    p.add_argument("--encoder-kwargs", default=None,
+                   help="JSON dict of build_encoder overrides; replaces the config's")
+    p.add_argument("--prefix", default=None, help="where the GeoBackbone sits in the model, "
+                   "e.g. 'backbone.net.'; derived from --config-file if not given")
+    p.add_argument("--output-dir", default=".", help="directory of the output file")
+    p.add_argument("--name", default=None, help="output file stem (default: <encoder>[_<config name>])")
+    p.add_argument("opts", nargs="*", help="config overrides key=value")
+    return p
+
+
+def main(argv=None) -> str:
+    args = get_parser().parse_intermixed_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        encoder, kwargs, prefix = args.encoder, None, args.prefix
+        if args.config_file:
+            c_encoder, c_kwargs, c_prefix = encoder_from_config(args.config_file, args.opts)
+            encoder = encoder or c_encoder
+            kwargs = c_kwargs
+            prefix = c_prefix if prefix is None else prefix
+        elif args.opts:
+            raise ConversionError(f"config overrides {args.opts} given without --config-file")
+        if args.encoder_kwargs is not None:
+            kwargs = json.loads(args.encoder_kwargs)
+            if not isinstance(kwargs, dict):
+                raise ConversionError("--encoder-kwargs must be a JSON object")
+        if encoder is None or prefix is None:
+            raise ConversionError("give --config-file, or --encoder and --prefix")
+        stem = args.name
+        if stem is None:
+            stem = encoder
+            if args.config_file:
+                stem += "_" + os.path.splitext(os.path.basename(args.config_file))[0]
+        path = convert(args.weights, encoder=encoder, prefix=prefix, output_dir=args.output_dir,
+                       name=stem, encoder_kwargs=kwargs)
+    except (CheckpointError, ConversionError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise SystemExit(f"convert_checkpoint: error: {msg}") from None
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Train or evaluate a d2geo model described by a LazyConfig (``.py``) file.
+
+Examples::
+
+    # a few minutes on a laptop CPU, no download: the built-in synthetic dataset
+    python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py
+
+    # evaluate a checkpoint
+    python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
+        train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
+
+    # continue an interrupted run from the last checkpoint in train.output_dir
+    python tools/train_net.py --config-file ... --resume
+
+    # 8 GPUs (NCCL), or, on a machine without CUDA, 2 CPU processes (gloo)
+    python tools/train_net.py --config-file ... --num-gpus 8
+    python tools/train_net.py --config-file ... --num-processes 2
+
+``--config-file`` takes a path, or a config name of the packaged model zoo
+(``dinov2/mask_rcnn_vitb14.py``). Anything after the flags overrides the config:
+``train.max_iter=500 dataloader.train.total_batch_size=4 model.backbone.net.weights=...``.
+
+The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``,
+``lr_multiplier`` and ``train`` (see ``configs/common/train.py`` for its fields).
+``train.device`` falls back to ``cpu`` when CUDA is not available.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+try:
+    import d2geo  # noqa: F401
+except ImportError:  # running from a source checkout that is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
+
+logger = logging.getLogger("d2geo.train_net")
+
+
+def resolve_config_file(path: str) -> str:
+    """A config path, or a name in the packaged model zoo."""
+    if os.path.isfile(path):
+        return path
+    from d2geo.model_zoo import get_config_file
+
+    try:
+        return get_config_file(path)
+    except RuntimeError:
+        raise FileNotFoundError(
+            f"config {path!r} is neither a file nor a config of the d2geo model zoo "
+            f"(see d2geo.model_zoo.list_configs())"
+        ) from None
+
+
+def _resolve_device(cfg) -> str:
+    device = str(cfg.train.get("device", "cuda"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("train.device=%s but CUDA is not available: running on the CPU", device)
+        device = "cpu"
+    cfg.train.device = device
+    if device == "cpu" and cfg.train.get("amp", {}).get("enabled", False):
+        logger.warning("mixed precision (train.amp.enabled) needs CUDA: training in float32")
+        cfg.train.amp.enabled = False
+    return device
+
+
+def _share_cpu_threads(device: str) -> None:
+    """Give each of several CPU processes on one machine its share of the cores."""
+    if device == "cpu" and comm.get_world_size() > 1:
+        per_process = max(1, (os.cpu_count() or 1) // comm.get_local_size())
+        torch.set_num_threads(per_process)
+
+
+def _ddp(model, cfg):
+    kwargs = dict(cfg.train.get("ddp", {}))
+    if cfg.train.device == "cpu":
+        kwargs["device_ids"] = None  # DDP over gloo with a CPU module
+        kwargs.pop("fp16_compression", None)
+    return create_ddp_model(model, **kwargs)
+
+
+def do_test(cfg, model):
+    """Evaluate ``model`` on ``dataloader.test`` with ``dataloader.evaluator``."""
+    if "evaluator" not in cfg.dataloader:
+        logger.warning("the config has no dataloader.evaluator: nothing to evaluate")
+        return {}
+    results = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model)
+    logger.info("Model:\n%s", model)
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = _ddp(model, cfg)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    last_results: dict = {}
+
+    def evaluate():
+        last_results.clear()
+        last_results.update(do_test(cfg, model))
+        return last_results
+
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if comm.is_main_process() else None,
+        hooks.EvalHook(cfg.train.eval_period, evaluate),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                             period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    # a resumed checkpoint stores the iteration that had finished
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter >= cfg.train.max_iter:
+        logger.info("the checkpoint in %s is already at iteration %d of %d: nothing to train",
+                    cfg.train.output_dir, trainer.iter, cfg.train.max_iter)
+    trainer.train(start_iter, cfg.train.max_iter)
+    return dict(last_results)
+
+
+def main(args):
+    """Run training or evaluation in this process; returns the evaluation results."""
+    cfg = LazyConfig.load(resolve_config_file(args.config_file))
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    device = _resolve_device(cfg)
+    default_setup(cfg, args)
+    _share_cpu_threads(device)
+
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(device)
+        model = _ddp(model, cfg)
+        checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
+        if not cfg.train.init_checkpoint and not (args.resume and checkpointer.has_checkpoint()):
+            raise SystemExit(
+                "--eval-only needs weights to evaluate: pass train.init_checkpoint=<model.pth> "
+                "(or --resume to take the last checkpoint in train.output_dir)"
+            )
+        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+        return do_test(cfg, model)
+    return do_train(args, cfg)
+
+
+def get_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--num-processes", dest="num_gpus", type=int,
+        help="processes per machine; the same as --num-gpus (on a machine without CUDA the "
+             "processes train on the CPU and talk over gloo)")
+    return parser
+
+
+def check_process_count(num_processes: int) -> None:
+    if num_processes < 1:
+        raise SystemExit(f"--num-gpus must be at least 1, got {num_processes}")
+    if torch.cuda.is_available() and num_processes > torch.cuda.device_count():
+        raise SystemExit(
+            f"--num-gpus {num_processes} but this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s); use at most that many (or hide CUDA with CUDA_VISIBLE_DEVICES= to "
+            f"train with CPU processes)"
+        )
+
+
+def invoke_main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
+    check_process_count(args.num_gpus)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    invoke_main()
