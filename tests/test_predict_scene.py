@@ -277,3 +277,33 @@ def test_nodata_in_scene_is_nodata_in_output(tmp_path, model):
     assert (pred[~valid] == 255).all() and (pred[valid] != 255).all()
     with pytest.raises(ValueError, match="nothing to write"):
         predict_scene(m, path)
+
+
+def test_time_series_scene(tmp_path, model):
+    """A scene given as one file per date reaches the model as (C, T, h, w) with T timestamps."""
+    m, _ = model
+    paths = []
+    import datetime as dt
+
+    for k, day in enumerate(("2020245", "2020275")):
+        p = str(tmp_path / f"T10SEG.{day}.tif")
+        when = dt.datetime(2020, 9, 1) + dt.timedelta(days=30 * k)
+        write_scene(p, height=100, width=120, seed=5, buildings=[Building(60, 50, 8, 8)], when=when)
+        paths.append(p)
+    seen = []
+
+    class MeanOverTime(torch.nn.Module):
+        def forward(self, batched_inputs):
+            seen.append((tuple(batched_inputs[0]["image"].shape), batched_inputs[0]["metadata"]["timestamps"]))
+            return m([{**d, "image": d["image"].mean(1)} for d in batched_inputs])
+
+    out = str(tmp_path / "ts.tif")
+    res = predict_scene(MeanOverTime(), paths, tile=64, overlap=16, semseg_path=out,
+                        instances_path=str(tmp_path / "ts.geojson"), progress=False, batch_size=3)
+    assert seen[0][0] == (6, 2, 64, 64)
+    assert torch.diff(seen[0][1]).item() == 30 * 86400
+    assert len(res["instances"]) == 1
+    single = str(tmp_path / "single.tif")
+    predict_scene(m, paths[0], tile=64, overlap=16, semseg_path=single, progress=False)
+    with rasterio.open(out) as a, rasterio.open(single) as b:
+        assert (a.read(1) == b.read(1)).mean() > 0.99  # same scene content on both dates
