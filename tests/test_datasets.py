@@ -164,8 +164,9 @@ def test_register_geo_instances_from_geojson_samples(tmp_path):
     try:
         dicts = DatasetCatalog.get("t_gj")
         assert [d["image_id"] for d in dicts] == [0, 1]
-        out = GeoDatasetMapper(True, augmentations=[])(dicts[0])
         n = len(json.load(open(samples[0]["geojson_file_name"]))["features"])
+        assert n > 0 and len(dicts[0]["annotations"]) == n and (dicts[0]["height"], dicts[0]["width"]) == (48, 48)
+        out = GeoDatasetMapper(True, augmentations=[])(dicts[0])
         assert len(out["instances"]) == n
     finally:
         DatasetCatalog.remove("t_gj")

@@ -103,6 +103,8 @@ def register_geo_instances(name: str, json_file: str | None = None, image_root: 
     ``samples`` (a list or a function returning one) holds dicts with ``file_name``
     (path or list of dates) and ``geojson_file_name`` (polygons in the scene CRS, unless
     ``geo["geojson_crs"]``), plus anything else detectron2 reads (``image_id``, ...).
+    The GeoJSON is converted to pixel ``annotations`` when the dataset is loaded, so
+    COCO evaluation sees the objects.
     ``metadata`` goes to ``MetadataCatalog`` (give ``thing_classes`` for ``samples``).
     """
     if (json_file is None) == (samples is None):
@@ -121,12 +123,31 @@ def register_geo_instances(name: str, json_file: str | None = None, image_root: 
                 d.setdefault("image_id", i)
                 if geo:
                     d["geo"] = {**geo, **d.get("geo", {})}
+                if "geojson_file_name" in d:
+                    _geojson_to_pixel_annotations(d)
                 out.append(d)
             return out
 
         DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(evaluator_type="coco", ignore_label=IGNORE_LABEL,
                                   **_geo_meta(geo), **metadata)
+
+
+def _geojson_to_pixel_annotations(d: dict) -> None:
+    """Turn a dict's ``geojson_file_name`` into pixel ``annotations`` (+ height/width), so that
+    evaluators that build COCO ground truth from the dataset dicts see the objects."""
+    from .geotiff import _rasterio, geojson_to_annotations
+
+    with _rasterio().open(d["file_name"]) as src:
+        crs, transform, h, w = src.crs, src.transform, src.height, src.width
+    geo = d.get("geo") or {}
+    annos = geojson_to_annotations(d.pop("geojson_file_name"), transform, crs=crs,
+                                   geojson_crs=geo.get("geojson_crs"),
+                                   category_key=geo.get("category_key", "category_id"),
+                                   class_names=geo.get("class_names"))
+    d.setdefault("annotations", []).extend(annos)
+    d.setdefault("height", h)
+    d.setdefault("width", w)
 
 
 def _geo_meta(geo: dict | None) -> dict:
