@@ -278,3 +278,23 @@ def test_fuzz_reader_validity_and_values(tmp_path_factory, c, h, w, dtype, use_n
         elif valid.any():
             np.testing.assert_allclose(s.image[:, ~valid][:, 0], data[:, valid].astype(np.float64).mean(1),
                                        rtol=1e-5)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 12), w=st.integers(1, 12), row=st.integers(-8, 14), col=st.integers(-8, 14),
+       wh=st.integers(1, 10), ww=st.integers(1, 10), seed=st.integers(0, 2**16))
+def test_fuzz_windows_against_numpy_padding(tmp_path_factory, h, w, row, col, wh, ww, seed):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 1000, size=(2, h, w)).astype(np.int16)
+    data[:, rng.random((h, w)) < 0.2] = -5
+    p = write_tif(tmp_path_factory.mktemp("win") / "w.tif", data, nodata=-5)
+    s = read_geotiff(p, window=Window(col, row, ww, wh), fill="zero")
+    # expected: the raster padded with nodata far enough, then sliced
+    pad = 20
+    big = np.full((2, h + 2 * pad, w + 2 * pad), -5, np.int16)
+    big[:, pad:pad + h, pad:pad + w] = data
+    exp = big[:, pad + row:pad + row + wh, pad + col:pad + col + ww]
+    assert s.image.shape == (2, wh, ww)
+    np.testing.assert_array_equal(s.valid, (exp != -5).all(0))
+    np.testing.assert_array_equal(s.image, np.where(exp != -5, exp, 0).astype(np.float32) * s.valid)
+    assert s.transform.c == 500_000 + 30 * col and s.transform.f == 4_000_000 - 30 * row

@@ -307,3 +307,22 @@ def test_time_series_scene(tmp_path, model):
     predict_scene(m, paths[0], tile=64, overlap=16, semseg_path=single, progress=False)
     with rasterio.open(out) as a, rasterio.open(single) as b:
         assert (a.read(1) == b.read(1)).mean() > 0.99  # same scene content on both dates
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 300), w=st.integers(1, 300), tile=st.integers(8, 128), frac=st.floats(0, 0.9))
+def test_fuzz_windows_cover_every_pixel_with_positive_weight(h, w, tile, frac):
+    overlap = min(int(tile * frac), tile - 1)
+    wins = tile_windows(h, w, tile, overlap)
+    wt = blend_weights(tile, overlap)
+    wsum = np.zeros((h, w))
+    for r, c in wins:
+        assert 0 <= r and 0 <= c and (r + tile <= h or r == 0) and (c + tile <= w or c == 0)
+        wsum[r:r + tile, c:c + tile] += wt[: h - r, : w - c]
+    assert (wsum > 0).all()
+    assert len(wins) == len(set(wins))
