@@ -249,8 +249,10 @@ def load_sen1floods11(root: str, split: str = "train") -> list[dict]:
             if row and row[0].strip():
                 ids.append(_CHIP_SUFFIX.sub("", os.path.basename(row[0].strip())))
     dates = _sen1floods11_dates(root)
+    # chip ids are plain numbers (Paraguay_2012345 would pass for 2012, day 345): the date
+    # comes from the metadata file only
     geo = {"band_names": SEN1FLOODS11_S2_BANDS, "sensor": "sentinel-2-l2a", "scale": 1e-4,
-           "label_map": {-1: IGNORE_LABEL}}
+           "label_map": {-1: IGNORE_LABEL}, "time_from_name": False}
     pairs, geos = [], []
     for chip in ids:
         image = os.path.join(hand, "S2Hand", f"{chip}_S2Hand.tif")

@@ -162,7 +162,7 @@ def time_from_filename(name: str) -> float | None:
     return None
 
 
-def _time_of(src, path: str, time_tag: str | None) -> float | None:
+def _time_of(src, path: str, time_tag: str | None, from_name: bool = True) -> float | None:
     tags = {k.upper(): v for k, v in src.tags().items()}
     names = (time_tag.upper(),) if time_tag else TIME_TAGS
     for key in names:
@@ -170,7 +170,7 @@ def _time_of(src, path: str, time_tag: str | None) -> float | None:
             return parse_time(tags[key])
     if time_tag:
         raise GeoTiffError(f"{path} has no tag {time_tag!r}; its tags are {sorted(tags)}")
-    return time_from_filename(path)
+    return time_from_filename(path) if from_name else None
 
 
 # -------------------------------------------------------------------------- location
@@ -325,7 +325,7 @@ def _read_window(src, indexes, window):
 
 
 def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
-              num_frames, time_tag, fill_value_ok=True):
+              num_frames, time_tag, time_from_name=True):
     rasterio = _rasterio()
     with rasterio.open(path) as src:
         if num_frames:
@@ -351,7 +351,7 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
             else:
                 times = [None] * num_frames
         else:
-            times = [_time_of(src, path, time_tag)]
+            times = [_time_of(src, path, time_tag, time_from_name)]
         info = dict(crs=src.crs, transform=transform, height=height, width=width,
                     names=tuple(names[i] for i in idx), sensor=tags.get("SENSOR"),
                     georeferenced=src.crs is not None or not src.transform.is_identity)
@@ -376,7 +376,7 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
                  scale=None, offset=None, nodata: float | None = None,
                  fill: str | float | None = "zero", num_frames: int | None = None,
                  timestamps: Sequence[Any] | None = None, time_tag: str | None = None,
-                 window=None, require_crs: bool = False) -> GeoSample:
+                 time_from_name: bool = True, window=None, require_crs: bool = False) -> GeoSample:
     """Read a GeoTIFF sample (see the module docstring for every convention).
 
     Args:
@@ -392,6 +392,8 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
             (all bands of date 0, then of date 1, ...): gives ``(C, T, H, W)``.
         timestamps: acquisition times (epoch seconds or date strings), overriding the files'.
         time_tag: read the time only from this tag (an error if it is missing).
+        time_from_name: fall back to a date in the file name (turn off for names whose
+            numeric ids could pass for dates).
         window: a ``rasterio.windows.Window``; reads past the edges are filled as nodata.
         require_crs: raise instead of warning when a file has no CRS.
     """
@@ -411,7 +413,8 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
     for p in path_list:
         data, ok, t, info = _read_one(p, bands=bands, band_names=band_names, sensor=sensor,
                                       scale=scale, offset=offset, nodata=nodata, window=window,
-                                      num_frames=num_frames, time_tag=time_tag)
+                                      num_frames=num_frames, time_tag=time_tag,
+                                      time_from_name=time_from_name)
         if info0 is None:
             info0 = info
         else:

@@ -19,7 +19,7 @@ Dataset dict keys read: ``file_names`` (one path per date, for time series) or e
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
 ``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
 ``geo``: per-sample read options (``band_names``, ``sensor``, ``scale``, ``offset``,
-``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``label_map``,
+``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``time_from_name``, ``label_map``,
 ``geojson_crs``, ``category_key``, ``class_names``).
 
 detectron2's own augmentations work on such arrays except those that go through PIL
@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GeoDatasetMapper", "ExtentTransformND", "RandomExtentND", "build_geo_augmentation"]
 
-_READ_KEYS = ("band_names", "sensor", "scale", "offset", "nodata", "num_frames", "timestamps", "time_tag")
+_READ_KEYS = ("band_names", "sensor", "scale", "offset", "nodata", "num_frames", "timestamps", "time_tag",
+              "time_from_name")
 
 
 class ExtentTransformND(Transform):
