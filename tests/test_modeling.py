@@ -43,6 +43,16 @@ TINY_PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=
 TINY_CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny models here run ~10x faster on one thread than on two on a shared CPU
+    (the OpenMP workers spin-wait for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def dino_backbone(**kw) -> GeoBackbone:
     enc_kw = {**TINY_DINO, **kw.pop("encoder_kwargs", {})}
     return GeoBackbone("dinov2_vits14_reg", encoder_kwargs=enc_kw, **kw)
@@ -478,8 +488,8 @@ def test_semantic_segmentor_trains_and_predicts_at_input_size():
     torch.manual_seed(0)
     model = tiny_segmentor(SimpleFeaturePyramid(dino_backbone(), out_channels=32), num_bands=5)
     batch = [_sample(seed=0), _sample(seed=1)]
-    losses = _train(model, batch, iters=6, lr=1e-3)
-    assert losses[-1] < losses[0], losses
+    losses = _train(model, batch, iters=4, lr=1e-3)
+    assert losses[-1] < losses[0] / 2, losses
     model.eval()
     x = _sample(H=70, W=90)
     del x["height"], x["width"], x["sem_seg"]
@@ -493,8 +503,8 @@ def test_temporal_segmentor_trains():
     net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
     model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6)
     batch = [_sample(C=6, T=2, H=32, W=32, seed=0), _sample(C=6, T=2, H=32, W=32, seed=1)]
-    losses = _train(model, batch, iters=6, lr=1e-3)
-    assert losses[-1] < losses[0], losses
+    losses = _train(model, batch, iters=4, lr=1e-3)
+    assert losses[-1] < losses[0] / 2, losses
     model.eval()
     x = _sample(C=6, T=2, H=40, W=50)
     del x["height"], x["width"], x["sem_seg"]
