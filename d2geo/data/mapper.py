@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
