@@ -143,8 +143,13 @@ class GeoInputMixin:
 
     def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
         device = self.pixel_mean.device
-        images = [normalize_image(x["image"].to(device), self.pixel_mean, self.pixel_std)
-                  for x in batched_inputs]
+        images = []
+        for x in batched_inputs:
+            image = x["image"]
+            if not torch.is_tensor(image):
+                raise TypeError(f"dataset dict 'image' must be a torch.Tensor (C, H, W) or (C, T, H, W), "
+                                f"got {type(image).__name__}; convert it with torch.as_tensor in the mapper")
+            images.append(normalize_image(image.to(device), self.pixel_mean, self.pixel_std))
         lead = {tuple(im.shape[:-2]) for im in images}
         if len(lead) > 1:
             raise EncoderInputError(
