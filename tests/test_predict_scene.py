@@ -309,9 +309,27 @@ def test_time_series_scene(tmp_path, model):
         assert (a.read(1) == b.read(1)).mean() > 0.99  # same scene content on both dates
 
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # only the fuzz tests are skipped; the rest of the file still runs
+    class _Anything:
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    st = _Anything()
+
+    def settings(*args, **kwargs):
+        return lambda f: f
+
+    def given(*args, **kwargs):
+        def wrap(f):
+            @pytest.mark.skip(reason="hypothesis is not installed (pip install hypothesis)")
+            def stub():
+                pass
+            stub.__name__ = f.__name__
+            return stub
+        return wrap
 
 
 @settings(max_examples=60, deadline=None)
