@@ -108,3 +108,46 @@ def test_cli_writes_pngs_for_a_registered_dataset(vis, synth, tmp_path):
                     os.path.join(synth.split_dir("val"), "masks", "tile_00004_mask.tif"),
                     "--bands", "nir_narrow,red,green", "--out", str(tmp_path / "one")])
     assert len(one) == 1 and os.path.exists(one[0])
+
+
+def test_cli_draws_model_predictions(vis, synth, tmp_path):
+    """--config-file/--weights: the model's instances are drawn over the composite."""
+    import textwrap
+
+    (tmp_path / "vis_box_model.py").write_text(textwrap.dedent('''
+        import torch
+        import torch.nn as nn
+        from detectron2.structures import Boxes, Instances
+
+        class BoxModel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.box = nn.Parameter(torch.zeros(4))
+
+            def forward(self, batched_inputs):
+                outs = []
+                for d in batched_inputs:
+                    assert d["image"].shape[0] == 6 and "metadata" in d
+                    inst = Instances(tuple(d["image"].shape[-2:]))
+                    inst.pred_boxes = Boxes(self.box.detach()[None])
+                    inst.scores = torch.tensor([0.9])
+                    inst.pred_classes = torch.tensor([0])
+                    outs.append({"instances": inst})
+                return outs
+    '''))
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from detectron2.config import LazyCall as L
+        from vis_box_model import BoxModel
+        model = L(BoxModel)()
+    '''))
+    weights = str(tmp_path / "w.pth")
+    torch.save({"model": {"box": torch.tensor([50.0, 50.0, 90.0, 90.0])}}, weights)
+    image = synth.splits["val"][0]
+    plain = vis.main(["--image", image, "--out", str(tmp_path / "a")])
+    pred = vis.main(["--image", image, "--config-file", str(cfg), "--weights", weights, "--out", str(tmp_path / "b")])
+    a, b = (np.asarray(Image.open(p[0])).astype(int) for p in (plain, pred))
+    diff = np.abs(a - b).sum(-1) > 30
+    assert diff[49:92, 49:92].any() and not diff[:40, :40].any()  # the loaded box, not the zero init
