@@ -1,0 +1,208 @@
+"""Every config of the zoo builds its model (and, where its datasets exist, its data)."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
+
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.structures import Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from d2geo import model_zoo  # noqa: E402
+from d2geo.encoders import CheckpointError  # noqa: E402
+from d2geo.modeling import GeoBackbone, find_geo_backbones  # noqa: E402
+
+FAMILY_CONFIGS = [
+    "dinov2/mask_rcnn_vitb14.py",
+    "dinov2/semantic_fpn_vitb14.py",
+    "dinov3/mask_rcnn_vitl16_sat.py",
+    "dinov3/semantic_fpn_vitl16_sat.py",
+    "prithvi/mask_rcnn_eo_v2_300_tl.py",
+    "prithvi/semantic_fpn_eo_v2_300_tl.py",
+    "clay/mask_rcnn_v1_5_large.py",
+    "clay/semantic_fpn_v1_5_large.py",
+]
+QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
+EXPECTED_ENCODERS = {
+    "dinov2": ("dinov2_vitb14", 12, 768), "dinov3": ("dinov3_vitl16_sat", 24, 1024),
+    "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
+}
+
+
+@contextlib.contextmanager
+def cheap_init(monkeypatch):
+    """Random init of 300M parameters takes seconds per model on a busy CPU; these tests
+    check structure and wiring, so fill weights with a constant instead."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "uniform_", lambda self, a=0.0, b=1.0, **kw: self.fill_(0.01 * (b - a)))
+        m.setattr(torch.Tensor, "normal_", lambda self, mean=0.0, std=1.0, **kw: self.fill_(mean + 0.01 * std))
+        m.setattr(torch.Tensor, "erfinv_", lambda self: self)
+        yield
+
+
+def load(name, **overrides):
+    cfg = model_zoo.get_config(name)
+    return LazyConfig.apply_overrides(cfg, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def test_zoo_lists_every_config():
+    names = model_zoo.list_configs()
+    for name in FAMILY_CONFIGS + QUICKSTART + ["detrex/dino_dinov2_vitb14.py"]:
+        assert name in names
+    assert not [n for n in names if n.startswith("common/")]
+
+
+def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
+    enc = backbone.encoder
+    frames = getattr(enc, "num_frames", 1) if enc.input_ndim == 3 else None
+    shape = (enc.in_chans, frames, size, size) if frames else (enc.in_chans, size, size)
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 3000
+    meta = {"timestamps": torch.tensor([1.6e9 + 2.6e6 * t for t in range(frames or 1)], dtype=torch.float64),
+            "latlon": torch.tensor([47.5, 8.2]), "gsd": 10.0}
+    return {"image": image, "height": size, "width": size, "metadata": meta}
+
+
+@pytest.mark.parametrize("name", FAMILY_CONFIGS)
+def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
+    cfg = load(name)
+    node = cfg.model.backbone.net
+    family = name.split("/")[0]
+    encoder, depth, width = EXPECTED_ENCODERS[family]
+    assert node.encoder == encoder
+    # user-facing configs point at the upstream file, they never silently train from scratch
+    assert isinstance(node.weights, str) and node.weights
+    node.weights = None
+    if "proposal_generator" in cfg.model:  # 1000 test proposals through a 4-conv box head is slow on a CPU
+        cfg.model.proposal_generator.post_nms_topk = (1000, 20)
+    with cheap_init(monkeypatch):
+        model = instantiate(cfg.model)
+    (backbone,) = find_geo_backbones(model)
+    assert model.backbone.net is backbone
+    assert (backbone.encoder.depth, backbone.encoder.embed_dim) == (depth, width)
+    assert len(backbone.encoder.bands) == len(cfg.model.pixel_mean) == len(cfg.model.pixel_std)
+    assert cfg.dataloader.train.mapper.bands is None or list(cfg.dataloader.train.mapper.bands) == list(
+        backbone.encoder.bands)
+
+    model.eval()
+    sample = _sample_input(backbone)
+    with torch.no_grad():
+        (out,) = model([sample])
+    if "semantic_fpn" in name:
+        assert out["sem_seg"].shape == (cfg.model.sem_seg_head.num_classes, 64, 64)
+        assert torch.isfinite(out["sem_seg"]).all()
+    else:
+        assert isinstance(out["instances"], Instances)
+        assert out["instances"].image_size == (64, 64)
+        # p2..p6 for the RPN, p2..p5 for the ROI heads, whatever the patch size
+        assert list(model.backbone.output_shape()) == ["p2", "p3", "p4", "p5", "p6"]
+        assert {s.stride for s in model.backbone.output_shape().values()} == {4, 8, 16, 32, 64}
+
+    # the file mappers build; the datasets are placeholders the user registers
+    instantiate(cfg.dataloader.train.mapper)
+    instantiate(cfg.dataloader.test.mapper)
+    assert cfg.dataloader.train.dataset.names.startswith("geo_")
+
+
+def test_family_config_missing_upstream_weights_is_a_clear_error():
+    cfg = load("dinov2/semantic_fpn_vitb14.py")
+    cfg.model.backbone.net.weights = "/nonexistent/dinov2_vitb14_pretrain.pth"
+    with pytest.raises(CheckpointError, match="checkpoint file not found: /nonexistent/dinov2_vitb14"):
+        instantiate(cfg.model)
+
+
+def test_family_optimizer_has_layer_decay_and_no_decay_on_embeddings(monkeypatch):
+    cfg = load("dinov2/mask_rcnn_vitb14.py")
+    cfg.model.backbone.net.weights = None
+    with cheap_init(monkeypatch):
+        model = instantiate(cfg.model)
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    assert isinstance(opt, torch.optim.AdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_name = {names[id(p)]: g for g in opt.param_groups for p in g["params"]}
+    base = cfg.optimizer.lr
+    pos = by_name["backbone.net.encoder.vit.pos_embed"]
+    assert pos["weight_decay"] == 0.0
+    assert pos["lr"] == pytest.approx(base * 0.7 ** 13)  # embeddings: layer 0 of 12 blocks
+    block0 = by_name["backbone.net.encoder.vit.blocks.0.attn.qkv.weight"]
+    assert block0["lr"] == pytest.approx(base * 0.7 ** 12) and block0["weight_decay"] == 0.1
+    assert by_name["backbone.net.encoder.vit.blocks.0.norm1.weight"]["weight_decay"] == 0.0
+    head = by_name["roi_heads.box_predictor.cls_score.weight"]
+    assert head["lr"] == pytest.approx(base) and head["weight_decay"] == 0.1
+
+
+@pytest.mark.parametrize("name", QUICKSTART)
+def test_quickstart_config_builds_model_data_and_evaluator(name, tmp_path):
+    torch.manual_seed(0)
+    cfg = load(name, **{"train.output_dir": str(tmp_path)})
+    assert cfg.model.backbone.net.weights is None  # runs without any download
+    assert cfg.train.max_iter <= 500
+    model = instantiate(cfg.model)
+    loader = instantiate(cfg.dataloader.train)
+    batch = next(iter(loader))
+    assert len(batch) == cfg.dataloader.train.total_batch_size
+    assert batch[0]["image"].shape == (6, 96, 96) and batch[0]["image"].dtype == torch.float32
+    assert set(batch[0]["metadata"]) == {"timestamps", "latlon", "gsd", "wavelengths"}
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    enc = model.backbone.net.encoder
+    assert enc.vit.patch_embed.proj.weight.grad.abs().sum() > 0
+
+    test_batch = next(iter(instantiate(cfg.dataloader.test)))
+    assert "annotations" not in test_batch[0] and "instances" not in test_batch[0]
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    evaluator.reset()
+    model.eval()
+    with torch.no_grad():
+        evaluator.process(test_batch, model(test_batch))
+
+
+def test_quickstart_saved_config_reloads(tmp_path):
+    cfg = load("quickstart/semantic_fpn_tiny.py")
+    path = str(tmp_path / "config.yaml")
+    LazyConfig.save(cfg, path)
+    again = LazyConfig.load(path)
+    assert again.model.backbone.net.encoder_kwargs.patch_size == 8
+    model = instantiate(again.model)
+    assert model.sem_seg_head.predictor.out_channels == 4
+
+
+def test_schedules_follow_max_iter():
+    sched = model_zoo.get_config("quickstart/mask_rcnn_tiny.py").lr_multiplier
+    step = instantiate(LazyConfig.load(model_zoo.get_config_file("common/schedule.py")).step)
+    cosine = instantiate(sched)
+    # defined on the fraction of training done, so any train.max_iter works
+    assert step(0.5) == pytest.approx(1.0)
+    assert step(0.9) == pytest.approx(0.1)
+    assert step(0.97) == pytest.approx(0.01)
+    assert cosine(0.0) == pytest.approx(0.001)
+    assert cosine(0.5) < cosine(0.1) and cosine(1.0 - 1e-9) == pytest.approx(0.01, abs=1e-3)
+
+
+def test_detrex_dino_config():
+    pytest.importorskip("detrex", reason="detrex is not installed (optional: github.com/IDEA-Research/detrex, "
+                                         "with its repository root on PYTHONPATH for projects.dino)")
+    pytest.importorskip("projects.dino", reason="detrex's projects/ is not on PYTHONPATH")
+    cfg = load("detrex/dino_dinov2_vitb14.py")
+    cfg.model.backbone.net.weights = None
+    model = instantiate(cfg.model)
+    (backbone,) = find_geo_backbones(model)
+    assert backbone.encoder.embed_dim == 768
+    assert list(model.neck.convs) and len(model.neck.convs) == 4
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([_sample_input(backbone)])
+    assert out["instances"].image_size == (64, 64)
+
+
+def test_config_root_is_the_source_tree_or_the_package():
+    root = model_zoo.config_root()
+    assert os.path.isfile(os.path.join(root, "common", "train.py"))

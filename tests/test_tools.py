@@ -1,0 +1,222 @@
+"""tools/train_net.py (train, evaluate, resume, two CPU processes) and
+tools/convert_checkpoint.py (upstream checkpoint -> model-zoo file)."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+
+from d2geo.data.synthetic import SYNTH_BANDS  # noqa: E402
+from d2geo.encoders import build_encoder  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DET = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_tiny.py")
+SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"_d2geo_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_net = _load_tool("train_net")
+convert_checkpoint = _load_tool("convert_checkpoint")
+
+
+def run_main(*argv):
+    return train_net.main(train_net.get_parser().parse_args(list(argv)))
+
+
+def metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def losses(rows):
+    return [r["total_loss"] for r in rows if "total_loss" in r]
+
+
+# -- training and evaluation ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("det"))
+    results = run_main("--config-file", DET, f"train.output_dir={out}", "train.max_iter=14",
+                       "train.log_period=1", "train.eval_period=0", "train.checkpointer.period=100")
+    return out, results
+
+
+def test_detection_trains_with_falling_loss_and_reports_ap(det_run):
+    out, results = det_run
+    rows = metrics(out)
+    loss = losses(rows)
+    assert len(loss) == 14
+    # the logged losses are running medians: the last one summarises the whole run
+    assert loss[-1] < 0.8 * loss[0], loss
+    assert {"bbox", "segm"} <= set(results)
+    assert 0.0 <= results["bbox"]["AP"] <= 100.0
+    assert any("bbox/AP" in r for r in rows)  # the final evaluation is logged too
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    saved = LazyConfig.load(os.path.join(out, "config.yaml"))
+    assert saved.train.device == "cpu" or torch.cuda.is_available()
+
+
+def test_eval_only_reloads_the_checkpoint_and_reproduces_the_results(det_run):
+    out, results = det_run
+    final = os.path.join(out, "model_final.pth")
+    again = run_main("--config-file", DET, "--eval-only", f"train.init_checkpoint={final}",
+                     f"train.output_dir={out}/eval")
+    assert again["bbox"]["AP"] == pytest.approx(results["bbox"]["AP"], abs=1e-6)
+    assert again["segm"]["AP"] == pytest.approx(results["segm"]["AP"], abs=1e-6)
+    # without weights the evaluation of an untrained model is refused
+    with pytest.raises(SystemExit, match="needs weights"):
+        run_main("--config-file", DET, "--eval-only", f"train.output_dir={out}/empty")
+
+
+def test_segmentation_trains_with_falling_loss_and_reports_miou(tmp_path):
+    out = str(tmp_path)
+    results = run_main("--config-file", SEG, f"train.output_dir={out}", "train.max_iter=12",
+                       "train.log_period=1", "train.eval_period=0")
+    loss = losses(metrics(out))
+    assert len(loss) == 12 and loss[-1] < 0.8 * loss[0], loss
+    miou = results["sem_seg"]["mIoU"]
+    assert 0.0 <= miou <= 100.0 and "IoU-water" in results["sem_seg"]
+
+
+def test_resume_continues_after_the_last_checkpoint(tmp_path):
+    out = str(tmp_path)
+    common = [f"train.output_dir={out}", "train.log_period=1", "train.eval_period=0",
+              "train.checkpointer.period=2"]
+    run_main("--config-file", SEG, *common, "train.max_iter=4")
+    first = [r["iteration"] for r in metrics(out) if "total_loss" in r]
+    assert first == [0, 1, 2, 3]
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    assert stored["iteration"] == 3
+
+    run_main("--config-file", SEG, "--resume", *common, "train.max_iter=6")
+    second = [r["iteration"] for r in metrics(out) if "total_loss" in r][len(first):]
+    assert second == [4, 5]  # resumed after iteration 3, not from scratch
+    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    assert stored["iteration"] == 5
+
+
+def test_cuda_device_falls_back_to_cpu(caplog):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = LazyConfig.load(SEG)
+    cfg.train.device = "cuda"
+    cfg.train.amp.enabled = True
+    assert train_net._resolve_device(cfg) == "cpu"
+    assert cfg.train.device == "cpu" and not cfg.train.amp.enabled
+
+
+def test_process_count_is_checked():
+    with pytest.raises(SystemExit, match="at least 1"):
+        train_net.check_process_count(0)
+    args = train_net.get_parser().parse_args(["--num-processes", "3"])
+    assert args.num_gpus == 3
+
+
+def test_two_cpu_processes_train_to_the_end(tmp_path):
+    """Slowest test here (two fresh interpreters): DDP over gloo on the CPU."""
+    out = str(tmp_path)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", SEG,
+           "--num-gpus", "2", "--dist-url", "auto", f"train.output_dir={out}", "train.max_iter=4",
+           "train.log_period=1", "train.eval_period=0", "dataloader.train.total_batch_size=4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "log.txt")) as f:
+        log = f.read()
+    assert "World size: 2" in log
+    rows = metrics(out)
+    assert [r["iteration"] for r in rows if "total_loss" in r] == [0, 1, 2, 3]
+    assert any("sem_seg/mIoU" in r for r in rows)  # evaluated over both processes' shards
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+
+
+# -- checkpoint conversion -----------------------------------------------------------------
+def upstream_checkpoint(path, embed_dim=96):
+    """An official-layout DINOv2 checkpoint (RGB, 14-pixel patches, 37x37 positions)."""
+    enc = build_encoder("dinov2_vits14", embed_dim=embed_dim, depth=4, num_heads=embed_dim // 32)
+    sd = dict(enc.vit.state_dict())
+    sd["mask_token"] = torch.zeros(1, embed_dim)
+    torch.save(sd, path)
+    return str(path)
+
+
+def test_convert_checkpoint_writes_a_zoo_file_that_loads_into_the_model(tmp_path):
+    src = upstream_checkpoint(tmp_path / "dinov2_tiny_pretrain.pth")
+    out_dir = tmp_path / "zoo"
+    path = convert_checkpoint.main([src, "--config-file", DET, "--output-dir", str(out_dir)])
+    name = os.path.basename(path)
+    m = re.fullmatch(r"dinov2_vits14_mask_rcnn_tiny-([0-9a-f]{8})\.pth", name)
+    assert m, name
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest().startswith(m.group(1))
+    assert sorted(os.listdir(out_dir)) == [name]  # no temporary file left behind
+
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["matching_heuristics"] is False and ckpt["__author__"]
+    assert ckpt["d2geo"]["encoder"] == "dinov2_vits14"
+    assert all(k.startswith("backbone.net.encoder.") for k in ckpt["model"])
+
+    cfg = LazyConfig.load(DET)
+    torch.manual_seed(1)
+    model = instantiate(cfg.model).eval()
+    wanted = {k for k in model.state_dict() if k.startswith("backbone.net.encoder.")}
+    assert wanted == set(ckpt["model"])  # zero missing, zero unexpected backbone keys
+    DetectionCheckpointer(model).load(path)
+
+    kwargs = dict(cfg.model.backbone.net.encoder_kwargs)
+    ref = build_encoder("dinov2_vits14", weights=src, **kwargs).eval()
+    x = torch.randn(2, len(SYNTH_BANDS), 48, 64)
+    with torch.no_grad():
+        ours = model.backbone.net.encoder.forward_features(x, layers=[1, 3])
+        theirs = ref.forward_features(x, layers=[1, 3])
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
+def test_convert_checkpoint_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    out_dir = tmp_path / "zoo"
+    narrow = upstream_checkpoint(tmp_path / "narrow.pth", embed_dim=64)
+    with pytest.raises(SystemExit, match=r"does not fit DINOv2Encoder: shapes differ .*\(1, 1, 64\)"):
+        convert_checkpoint.main([narrow, "--config-file", DET, "--output-dir", str(out_dir)])
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {"decoder.conv.weight": torch.zeros(3, 3)}}, other)
+    with pytest.raises(SystemExit, match="no 'patch_embed.proj.weight' in the checkpoint"):
+        convert_checkpoint.main([str(other), "--config-file", DET, "--output-dir", str(out_dir)])
+    assert not glob.glob(str(out_dir / "*"))  # nothing written
+
+
+def test_convert_checkpoint_without_a_config(tmp_path):
+    src = upstream_checkpoint(tmp_path / "up.pth")
+    kwargs = json.dumps(dict(embed_dim=96, num_heads=3, depth=4, patch_size=16))
+    path = convert_checkpoint.main([src, "--encoder", "dinov2_vits14", "--encoder-kwargs", kwargs,
+                                    "--prefix", "backbone.bottom_up.", "--output-dir", str(tmp_path),
+                                    "--name", "tiny"])
+    assert re.fullmatch(r"tiny-[0-9a-f]{8}\.pth", os.path.basename(path))
+    keys = torch.load(path, weights_only=True)["model"]
+    assert keys["backbone.bottom_up.encoder.vit.patch_embed.proj.weight"].shape == (96, 3, 16, 16)
+    with pytest.raises(SystemExit, match="must end with '.'"):
+        convert_checkpoint.main([src, "--encoder", "dinov2_vits14", "--encoder-kwargs", kwargs,
+                                 "--prefix", "backbone", "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="give --config-file, or --encoder and --prefix"):
+        convert_checkpoint.main([src, "--encoder", "dinov2_vits14"])
