@@ -14,7 +14,8 @@ How a windowed block runs
     never see padding. This works for any block whose attention module is ``block.attn``
     and takes an ``attn_mask`` keyword (timm's ``Block`` and ``EvaBlock``, i.e. every
     d2geo family). It is done with forward hooks on ``block.attn`` that exist only
-    during the block call, so activation checkpointing recomputes the same thing.
+    during the block call, so activation checkpointing recomputes the same thing. (So
+    one encoder instance should not run windowed blocks from several threads at once.)
 
 Padding
     When a window does not divide the token grid, the grid is padded at the bottom and
