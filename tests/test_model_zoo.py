@@ -1,0 +1,212 @@
+"""d2geo.model_zoo: packaged configs and ``d2geo://`` checkpoints (download, mirror, sha256)."""
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import socket
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
+from detectron2.utils.file_io import PathManager  # noqa: E402
+
+from d2geo import model_zoo  # noqa: E402
+from d2geo.model_zoo import ChecksumError, D2GeoZooHandler  # noqa: E402
+from d2geo.model_zoo.checkpoints import expected_digest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- configs -----------------------------------------------------------------------------------
+def test_get_config_and_file():
+    path = model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
+    assert os.path.isfile(path) and path.endswith(os.path.join("dinov2", "mask_rcnn_vitb14.py"))
+    cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
+    assert cfg.model.backbone.net.encoder == "dinov2_vitb14"
+    assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg)
+    with pytest.raises(RuntimeError, match="Did you mean dinov2/mask_rcnn_vitb14.py"):
+        model_zoo.get_config_file("dinov2/mask_rcnn_vitb16.py")
+    with pytest.raises(ValueError, match="LazyConfig .py"):
+        model_zoo.get_config("dinov2/mask_rcnn_vitb14.yaml")
+
+
+def test_built_package_ships_the_configs(tmp_path):
+    """setup.py's build step copies configs/ into d2geo/model_zoo/configs, and the zoo reads
+    them from there when d2geo is not a source checkout."""
+    build = tmp_path / "lib"
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(build)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    packaged = build / "d2geo" / "model_zoo" / "configs"
+    assert (packaged / "common" / "models" / "mask_rcnn_geo.py").is_file()
+    assert (packaged / "quickstart" / "semantic_fpn_tiny.py").is_file()
+    code = ("from d2geo import model_zoo; root = model_zoo.config_root(); "
+            "cfg = model_zoo.get_config('clay/semantic_fpn_v1_5_large.py'); "
+            "print(root); print(cfg.model.backbone.net.encoder)")
+    env = dict(os.environ, PYTHONPATH=str(build))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    root, encoder = proc.stdout.split()[-2:]
+    assert root == str(packaged) and encoder == "clay_v1_5_large"
+
+
+# -- d2geo:// ----------------------------------------------------------------------------------
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """A zoo served over HTTP on 127.0.0.1 (a thread, shut down after the test)."""
+    served = tmp_path / "served"
+    (served / "zoo").mkdir(parents=True)
+    hits: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            if "truncated" in self.path:  # promise more bytes than are sent, then hang up
+                body = b"x" * 1000
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) * 4))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # a stuck download fails the test instead of hanging it
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FVCORE_CACHE", str(cache))
+    monkeypatch.setenv("D2GEO_ZOO_URL", f"http://127.0.0.1:{server.server_address[1]}/zoo")
+    monkeypatch.delenv("D2GEO_ZOO_MIRROR", raising=False)
+    try:
+        yield SimpleNamespace(root=served / "zoo", hits=hits, cache=cache / "d2geo")
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def publish(root, rel_dir, stem, payload: bytes, *, digest_of: bytes | None = None) -> str:
+    """Write ``payload`` as ``stem-<sha256[:8]>.pth`` (of ``digest_of`` if given); return d2geo://."""
+    digest = hashlib.sha256(payload if digest_of is None else digest_of).hexdigest()[:8]
+    name = f"{stem}-{digest}.pth"
+    (root / rel_dir).mkdir(parents=True, exist_ok=True)
+    (root / rel_dir / name).write_bytes(payload)
+    return f"d2geo://{rel_dir}/{name}"
+
+
+def leftovers(cache):
+    """Files in the cache other than lock files, and staging directories."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(cache):
+        out += [os.path.join(dirpath, d) for d in dirnames if d.startswith(".download-")]
+        out += [os.path.join(dirpath, f) for f in filenames if not f.endswith(".lock")]
+    return out
+
+
+def test_download_is_verified_and_cached(zoo):
+    payload = os.urandom(5000)
+    uri = publish(zoo.root, "dinov2", "weights", payload)
+    local = PathManager.get_local_path(uri)
+    assert local == os.path.join(str(zoo.cache), "dinov2", os.path.basename(uri))
+    assert open(local, "rb").read() == payload
+    assert len(zoo.hits) == 1
+    assert PathManager.get_local_path(uri) == local and len(zoo.hits) == 1  # served from the cache
+    with PathManager.open(uri, "rb") as f:
+        assert f.read() == payload
+    with pytest.raises(ValueError, match="read-only"):
+        PathManager.open(uri, "wb")
+
+
+def test_corrupted_download_is_refused_and_not_kept(zoo):
+    good = os.urandom(4000)
+    bad = bytearray(good)
+    bad[100] ^= 0xFF
+    uri = publish(zoo.root, "prithvi", "weights", bytes(bad), digest_of=good)
+    with pytest.raises(ChecksumError, match="corrupted or truncated"):
+        PathManager.get_local_path(uri)
+    assert leftovers(zoo.cache) == []
+    # once the server has the right file, the same path downloads fine
+    publish(zoo.root, "prithvi", "weights", good)
+    assert open(PathManager.get_local_path(uri), "rb").read() == good
+
+
+def test_truncated_and_missing_downloads_leave_nothing(zoo):
+    with pytest.raises(OSError):
+        PathManager.get_local_path("d2geo://clay/truncated-0123abcd.pth")
+    with pytest.raises(OSError):
+        PathManager.get_local_path("d2geo://clay/absent-0123abcd.pth")
+    assert leftovers(zoo.cache) == []
+
+
+def test_local_mirror(zoo, monkeypatch):
+    payload = os.urandom(3000)
+    uri = publish(zoo.root, "clay", "weights", payload)
+    monkeypatch.setenv("D2GEO_ZOO_MIRROR", str(zoo.root))
+    local = PathManager.get_local_path(uri)
+    assert local == os.path.join(str(zoo.root), "clay", os.path.basename(uri))
+    assert zoo.hits == []  # nothing downloaded
+    with pytest.raises(FileNotFoundError, match="D2GEO_ZOO_MIRROR"):
+        PathManager.get_local_path("d2geo://clay/other-0123abcd.pth")
+    bad = publish(zoo.root, "clay", "broken", b"not what the name says", digest_of=b"original")
+    with pytest.raises(ChecksumError):
+        PathManager.get_local_path(bad)
+
+
+@pytest.mark.parametrize("bad", ["d2geo://", "d2geo://../secret.pth", "d2geo:///abs.pth",
+                                 "d2geo://a//b.pth", "d2geo://a/b.pth?x=1"])
+def test_invalid_zoo_paths(bad, zoo):
+    with pytest.raises(ValueError, match="not a valid zoo path"):
+        PathManager.get_local_path(bad)
+
+
+def test_digest_in_names():
+    assert expected_digest("dinov2_vitb14-1a2b3c4d.pth") == "1a2b3c4d"
+    assert expected_digest("a-b/c-deadbeef00.safetensors") == "deadbeef00"
+    assert expected_digest("no_digest.pth") is None
+    assert D2GeoZooHandler.PREFIX in PathManager._path_handlers
+
+
+def test_detection_checkpointer_loads_a_zoo_checkpoint(zoo, tmp_path):
+    """The converter's output, served as a zoo file, loads into the config's model."""
+    import importlib.util
+
+    from d2geo.encoders import build_encoder
+
+    enc = build_encoder("dinov2_vits14", embed_dim=96, depth=4, num_heads=3)
+    upstream = tmp_path / "up.pth"
+    torch.save(dict(enc.vit.state_dict()), upstream)
+    spec = importlib.util.spec_from_file_location("_zoo_convert", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+    written = tool.main([str(upstream), "--config-file", config, "--output-dir", str(zoo.root / "quickstart")])
+    uri = "d2geo://quickstart/" + os.path.basename(written)
+
+    model = instantiate(model_zoo.get_config("quickstart/semantic_fpn_tiny.py").model)
+    DetectionCheckpointer(model).load(uri)
+    stored = torch.load(written, weights_only=True)["model"]
+    state = model.state_dict()
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
+    assert len(zoo.hits) == 1
