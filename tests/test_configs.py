@@ -206,3 +206,72 @@ def test_detrex_dino_config():
 def test_config_root_is_the_source_tree_or_the_package():
     root = model_zoo.config_root()
     assert os.path.isfile(os.path.join(root, "common", "train.py"))
+
+
+# -- the synthetic quickstart data -------------------------------------------------------------
+def test_synthetic_datasets_are_deterministic_and_consistent():
+    import numpy as np
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from d2geo.data.synthetic import render_image, render_sem_seg
+
+    a, b = DatasetCatalog.get("d2geo_synth_det_train"), DatasetCatalog.get("d2geo_synth_det_train")
+    assert a == b and len(a) == 64
+    assert np.array_equal(render_image(a[5]), render_image(b[5]))
+    assert not np.array_equal(render_image(a[5]), render_image(a[6]))
+    assert MetadataCatalog.get("d2geo_synth_det_val").thing_classes == ["building", "vegetation", "water"]
+    # every instance's pixels carry its class signature and lie inside its box
+    for record in a[:8]:
+        image, label = render_image(record), render_sem_seg(record)
+        assert image.shape == (6, 96, 96) and image.dtype == np.float32
+        for ann in record["annotations"]:
+            x0, y0, x1, y1 = ann["bbox"]
+            inside = label[int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)]
+            assert (inside == ann["category_id"] + 1).any()
+        nir, red = image[3], image[2]
+        veg, water = label == 2, label == 3
+        if veg.any():
+            assert nir[veg].mean() > 3 * red[veg].mean()  # vegetation: bright NIR
+        if water.any():
+            assert nir[water].mean() < nir[label == 0].mean() / 4  # water: dark NIR
+    seg = DatasetCatalog.get("d2geo_synth_seg_val")
+    meta = MetadataCatalog.get("d2geo_synth_seg_val")
+    gt = meta.sem_seg_loading_fn(seg[0]["sem_seg_file_name"], dtype=int)
+    assert gt.shape == (96, 96) and set(np.unique(gt)) <= {0, 1, 2, 3}
+
+
+def test_synthetic_variants_and_in_memory_records():
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+    from detectron2.data import transforms as T
+
+    from d2geo.data.synthetic import InMemoryDatasetMapper, register_synthetic
+
+    register_synthetic("_test_synth_t3", task="seg", num_images=2, seed=7, size=64, num_frames=3,
+                       bands=("red", "nir_narrow"))
+    register_synthetic("_test_synth_t3", task="seg", num_images=2, seed=7, size=64, num_frames=3,
+                       bands=("red", "nir_narrow"))  # the same again is fine
+    with pytest.raises(ValueError, match="already registered with other parameters"):
+        register_synthetic("_test_synth_t3", task="seg", num_images=3, seed=7)
+    with pytest.raises(ValueError, match="unknown synthetic bands"):
+        register_synthetic("_test_synth_bad", task="det", num_images=1, seed=0, bands=("B04",))
+    record = DatasetCatalog.get("_test_synth_t3")[0]
+    out = InMemoryDatasetMapper(is_train=True)(record)
+    assert out["image"].shape == (2, 3, 64, 64) and out["sem_seg"].shape == (64, 64)
+    assert out["metadata"]["timestamps"].dtype == torch.float64 and out["metadata"]["timestamps"].shape == (3,)
+    assert torch.allclose(out["metadata"]["wavelengths"], torch.tensor([0.665, 0.865]))
+
+    # pixels given in memory: a flip moves image, mask and box together
+    image = np.zeros((2, 32, 48), np.float32)
+    image[:, 4:10, 0:6] = 1.0
+    mask = (image[0] > 0).astype(np.uint8)
+    rec = {"file_name": "mem0", "height": 32, "width": 48, "image": image, "sem_seg": mask,
+           "annotations": [{"bbox": [0, 4, 6, 10], "bbox_mode": 0, "category_id": 0, "iscrowd": 0,
+                            "segmentation": [[0, 4, 6, 4, 6, 10, 0, 10]]}]}
+    flipped = InMemoryDatasetMapper(True, [T.RandomFlip(prob=1.0)])(rec)
+    assert flipped["image"][0, 4:10, 42:48].min() == 1 and flipped["image"][0, :, :42].max() == 0
+    assert torch.equal(flipped["sem_seg"], torch.from_numpy(mask[:, ::-1].astype(np.int64)))
+    assert flipped["instances"].gt_boxes.tensor.tolist() == [[42.0, 4.0, 48.0, 10.0]]
+    assert "image" in rec  # the dataset's own record is left alone
+    with pytest.raises(ValueError, match="neither"):
+        InMemoryDatasetMapper()({"file_name": "x.tif", "height": 8, "width": 8})

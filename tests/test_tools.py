@@ -220,3 +220,13 @@ def test_convert_checkpoint_without_a_config(tmp_path):
                                  "--prefix", "backbone", "--output-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="give --config-file, or --encoder and --prefix"):
         convert_checkpoint.main([src, "--encoder", "dinov2_vits14"])
+
+
+def test_config_file_may_be_a_zoo_name():
+    from d2geo import model_zoo
+
+    name = "quickstart/mask_rcnn_tiny.py"
+    assert train_net.resolve_config_file(name) == model_zoo.get_config_file(name)
+    assert train_net.resolve_config_file(DET) == DET
+    with pytest.raises(FileNotFoundError, match="neither a file nor a config of the d2geo model zoo"):
+        train_net.resolve_config_file("quickstart/does_not_exist.py")

@@ -304,12 +304,12 @@ class InMemoryDatasetMapper:
     def _pixels(self, record: dict) -> tuple[np.ndarray, np.ndarray | None]:
         if "synthetic" in record:
             image = render_image(record)
-            sem_seg = render_sem_seg(record) if "sem_seg_file_name" in record else None
-            return image, sem_seg
+            wanted = self.is_train and "sem_seg_file_name" in record
+            return image, render_sem_seg(record) if wanted else None
         if "image" in record:
             image = np.asarray(record.pop("image"), dtype=np.float32)
             sem_seg = record.pop("sem_seg", None)
-            return image, None if sem_seg is None else np.asarray(sem_seg)
+            return image, None if sem_seg is None or not self.is_train else np.asarray(sem_seg)
         raise ValueError(
             f"InMemoryDatasetMapper needs a synthetic record or an 'image' array, but "
             f"{record.get('file_name', '<no file_name>')!r} has neither (keys: {sorted(record)}); "
