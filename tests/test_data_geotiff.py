@@ -309,7 +309,7 @@ def test_fuzz_windows_against_numpy_padding(tmp_path_factory, h, w, row, col, wh
     p = write_tif(tmp_path_factory.mktemp("win") / "w.tif", data, nodata=-5)
     s = read_geotiff(p, window=Window(col, row, ww, wh), fill="zero")
     # expected: the raster padded with nodata far enough, then sliced
-    pad = 20
+    pad = 30  # > the largest offset + window size
     big = np.full((2, h + 2 * pad, w + 2 * pad), -5, np.int16)
     big[:, pad:pad + h, pad:pad + w] = data
     exp = big[:, pad + row:pad + row + wh, pad + col:pad + col + ww]
