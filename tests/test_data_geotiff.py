@@ -263,7 +263,7 @@ except ImportError:  # only the fuzz tests are skipped; the rest of the file sti
         return wrap
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(c=st.integers(1, 4), h=st.integers(1, 9), w=st.integers(1, 9),
        dtype=st.sampled_from(["uint8", "uint16", "int16", "int32", "float32", "float64"]),
        use_nodata=st.booleans(), seed=st.integers(0, 2**16), fill=st.sampled_from(["zero", "mean", 3.0]))
@@ -299,7 +299,7 @@ def test_fuzz_reader_validity_and_values(tmp_path_factory, c, h, w, dtype, use_n
                                        rtol=1e-5)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(h=st.integers(1, 12), w=st.integers(1, 12), row=st.integers(-8, 14), col=st.integers(-8, 14),
        wh=st.integers(1, 10), ww=st.integers(1, 10), seed=st.integers(0, 2**16))
 def test_fuzz_windows_against_numpy_padding(tmp_path_factory, h, w, row, col, wh, ww, seed):

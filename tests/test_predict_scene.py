@@ -332,7 +332,7 @@ except ImportError:  # only the fuzz tests are skipped; the rest of the file sti
         return wrap
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(h=st.integers(1, 300), w=st.integers(1, 300), tile=st.integers(8, 128), frac=st.floats(0, 0.9))
 def test_fuzz_windows_cover_every_pixel_with_positive_weight(h, w, tile, frac):
     overlap = min(int(tile * frac), tile - 1)
