@@ -35,9 +35,9 @@ setup(
         "iopath>=0.1.9",
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
+        "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
     ],
     extras_require={
-        "geo": ["rasterio>=1.3"],
         "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
     },
 )
