@@ -37,7 +37,11 @@ Sections (``--sections`` picks some):
     blocks 0, 1, 3, 4, 6, 7, 9, 10, relative position biases).
 
 Numbers from a shared or busy machine are noise: the machine section records the load
-average at the start so a reader can tell.
+average at the start so a reader can tell. The full run takes roughly 20 minutes on an
+idle 2-core machine (about half of it the 2048 px global-attention forward passes and
+the training steps); ``--sections`` and ``--families`` run parts of it. ``--quick``
+takes 20-30 s and only checks that everything runs: at tiny sizes thread scheduling
+dominates the timings.
 """
 from __future__ import annotations
 
@@ -278,9 +282,7 @@ def _encoder_pair(row: dict):
         ours = build_encoder(row["ours"], weights={"state_dict": sd}, **arch).eval()
         waves = torch.tensor([0.65, 0.56, 0.48, 0.842])  # NAIP red, green, blue, nir
         x = smooth_image((1, 4, size, size))
-        meta = {"wavelengths": waves, "gsd": torch.tensor([1.0]),
-                "timestamps": None, "latlon": None}
-        meta = {k: v for k, v in meta.items() if v is not None}
+        meta = {"wavelengths": waves, "gsd": torch.tensor([1.0])}  # no time/location: zeros, as upstream's
         cube = {"pixels": x, "time": torch.zeros(1, 4), "latlon": torch.zeros(1, 4), "gsd": torch.tensor(1.0),
                 "waves": waves}
         g = size // 8
@@ -655,12 +657,15 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default=None, help="markdown file (default docs/benchmarks.md, "
                                                    "docs/benchmarks-quick.md with --quick)")
     ap.add_argument("--json", default=None, help="also write the raw results as JSON")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
