@@ -275,3 +275,46 @@ def test_synthetic_variants_and_in_memory_records():
     assert "image" in rec  # the dataset's own record is left alone
     with pytest.raises(ValueError, match="neither"):
         InMemoryDatasetMapper()({"file_name": "x.tif", "height": 8, "width": 8})
+
+
+# -- the family configs on files: d2geo's GeoTIFF reader feeding real-size models ---------------
+@pytest.fixture(scope="module")
+def geotiff_datasets(tmp_path_factory):
+    """Registered GeoTIFF datasets (d2geo's synthetic writer), keyed by frames per sample."""
+    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio (pip install 'd2geo[geo]')")
+    from d2geo.data.datasets import register_synthetic_geotiff
+    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+
+    out = {}
+    for frames in (1, 4):
+        root = tmp_path_factory.mktemp(f"geotiff{frames}")
+        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=3)
+        register_synthetic_geotiff(data, prefix=f"_cfgtest_geotiff_t{frames}")
+        out[frames] = f"_cfgtest_geotiff_t{frames}"
+    return out
+
+
+@pytest.mark.parametrize("name, task", [("prithvi/semantic_fpn_eo_v2_300_tl.py", "seg"),
+                                        ("dinov2/mask_rcnn_vitb14.py", "det")])
+def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypatch, tmp_path):
+    frames = 4 if "prithvi" in name else None
+    prefix = geotiff_datasets[frames or 1]
+    cfg = load(name, **{"train.output_dir": str(tmp_path)})
+    cfg.model.backbone.net.weights = None
+    cfg.dataloader.train.dataset.names = f"{prefix}_{task}_train"
+    cfg.dataloader.test.dataset.names = f"{prefix}_{task}_val"
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.num_workers = 0
+    if task == "seg":
+        cfg.model.sem_seg_head.num_classes = 4
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    bands = len(cfg.model.pixel_mean)
+    assert batch[0]["image"].shape == ((bands, frames, 64, 64) if frames else (bands, 64, 64))
+    assert batch[0]["metadata"]["timestamps"].shape == ((frames or 1),)
+    with cheap_init(monkeypatch):
+        model = instantiate(cfg.model)
+    model.train()
+    with EventStorage():
+        losses = model(batch)
+    assert losses and all(torch.isfinite(v) for v in losses.values())
+    instantiate(cfg.dataloader.evaluator).reset()
