@@ -108,6 +108,26 @@ def test_drop_path_and_grad_checkpointing_reach_encoder():
     assert b.encoder.vit.blocks[-1].drop_path1.drop_prob == pytest.approx(0.3)
 
 
+def test_window_attention_from_the_backbone():
+    """window_size/global_blocks reach the encoder: windowed blocks change the features,
+    and the same weights with global attention everywhere give the plain encoder's."""
+    windowed = dino_backbone(window_size=2, global_blocks=(3,)).eval()
+    with torch.no_grad():  # layer scales start at 1e-5: make the attention count
+        for name, p in windowed.named_parameters():
+            if name.endswith(".gamma"):
+                p.fill_(1.0)
+    plain = dino_backbone().eval()
+    plain.load_state_dict(windowed.state_dict())
+    assert windowed.encoder.window_size == (2, 2) and windowed.encoder.global_blocks == (3,)
+    x = torch.randn(1, 5, 96, 96)
+    with torch.no_grad():
+        a = next(iter(windowed(x).values()))
+        b = next(iter(plain(x).values()))
+        assert rel_err(a, b) > 1e-3
+        windowed.encoder.set_window_attention(0)
+        torch.testing.assert_close(next(iter(windowed(x).values())), b)
+
+
 # -- padding and pyramids ------------------------------------------------------------------------
 def test_simple_feature_pyramid_pads_non_multiple_sizes():
     net = dino_backbone()

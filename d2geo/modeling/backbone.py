@@ -33,6 +33,7 @@ from detectron2.modeling.backbone import Backbone
 
 from ..encoders import build_encoder
 from ..encoders.base import EncoderInputError, GeoEncoder
+from ..encoders.prithvi import time_to_channels
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +45,14 @@ TEMPORAL_FOLDS = ("concat", "mean")
 def fold_time(x: torch.Tensor, mode: str) -> torch.Tensor:
     """Turn a ``(B, D, t, h, w)`` feature map into a 2-D one.
 
-    ``"concat"`` stacks the time steps into channels, time-major: output channel
-    ``k * D + d`` is channel ``d`` of time step ``k`` (the layout terratorch's Prithvi
-    models hand to their decoders). ``"mean"`` averages over time.
+    ``"concat"`` stacks the time steps into channels, time-major (the layout terratorch's
+    Prithvi models hand to their decoders, see
+    :func:`d2geo.encoders.prithvi.time_to_channels`). ``"mean"`` averages over time.
     """
     if x.ndim != 5:
         raise ValueError(f"fold_time expects a (B, D, t, h, w) map, got shape {tuple(x.shape)}")
     if mode == "concat":
-        B, D, t, h, w = x.shape
-        return x.transpose(1, 2).reshape(B, t * D, h, w)
+        return time_to_channels(x)
     if mode == "mean":
         return x.mean(dim=2)
     raise ValueError(f"temporal_fold={mode!r} is not one of {TEMPORAL_FOLDS}")
@@ -80,6 +80,9 @@ class GeoBackbone(Backbone):
             (``requires_grad=False``, and kept in eval mode so dropout / drop-path are off).
         drop_path_rate: stochastic depth passed to the encoder builder (name only).
         grad_checkpointing: recompute block activations in the backward pass.
+        window_size: window attention (ViTDet style, no new parameters) in every block
+            but ``global_blocks``; 0 keeps global attention everywhere.
+        global_blocks: blocks that keep global attention when ``window_size`` is set.
         out_feature_prefix: output names are ``f"{prefix}{block_index}"``.
         encoder_kwargs: further overrides for ``build_encoder`` (``bands``,
             ``patch_size``, ``num_frames``, or tiny architectures for tests).
@@ -96,6 +99,8 @@ class GeoBackbone(Backbone):
         freeze: str | int = "none",
         drop_path_rate: float | None = None,
         grad_checkpointing: bool = False,
+        window_size: int = 0,
+        global_blocks: Sequence[int] = (),
         out_feature_prefix: str = "layer",
         encoder_kwargs: Mapping[str, Any] | None = None,
     ):
@@ -123,6 +128,8 @@ class GeoBackbone(Backbone):
         self.encoder = encoder
         if grad_checkpointing:
             encoder.set_grad_checkpointing(True)
+        if window_size:
+            encoder.set_window_attention(window_size, global_blocks=tuple(global_blocks))
 
         taps = encoder.resolve_layers(layers)
         if len(set(taps)) != len(taps):
