@@ -4,7 +4,8 @@ Needs detrex (https://github.com/IDEA-Research/detrex) installed, with its repos
 root on ``PYTHONPATH``: DINO's model code and base config live in detrex's
 ``projects/dino``, which detrex's own configs import the same way. Train with detrex's
 ``tools/train_net.py`` (it reads the ``train.clip_grad`` / EMA settings of detrex's
-``common/train.py``); detrex's DINO denoising runs on CUDA.
+``common/train.py``); detrex's DINO trains on CUDA only: its denoising
+queries and DN criterion call ``.cuda()`` (inference runs on CPU).
 
 The model is detrex's ``projects/dino/configs/models/dino_r50.py`` with the ResNet
 replaced by d2geo's ``GeoBackbone`` + ``SimpleFeaturePyramid`` (strides 8, 16, 32 and a
@@ -22,29 +23,16 @@ from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
-
-import projects.dino
 from detrex.config import get_config
 from detrex.modeling.neck import ChannelMapper
-from projects.dino.modeling import DINO
 
-from d2geo.modeling import GeoBackbone, GeoInputMixin, SimpleFeaturePyramid
+from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid
+from d2geo.modeling.detrex import GeoDINO, detrex_projects_root
 
 from ..common.data.geo_detection import dataloader
 from ..common.optim import AdamW as optimizer
 
-
-class GeoDINO(GeoInputMixin, DINO):
-    """detrex's DINO with d2geo inputs (``(C, H, W)`` images, per-band statistics, metadata)."""
-
-    def __init__(self, *, pixel_mean, pixel_std, **kwargs):
-        # DINO's own normalizer assumes three bands; d2geo's preprocess_image replaces it
-        super().__init__(pixel_mean=[0.0, 0.0, 0.0], pixel_std=[1.0, 1.0, 1.0], **kwargs)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-
-
-_dino_base = os.path.join(os.path.dirname(projects.dino.__file__), "configs", "models", "dino_r50.py")
+_dino_base = os.path.join(detrex_projects_root(), "projects", "dino", "configs", "models", "dino_r50.py")
 model = LazyConfig.load(_dino_base, "model")
 model._target_ = GeoDINO
 
