@@ -37,7 +37,6 @@ except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -53,6 +52,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
+from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
 
 logger = logging.getLogger("d2geo.train_net")
 
@@ -119,11 +119,12 @@ def do_train(args, cfg):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    train_loader, sampler = build_train_loader(cfg.dataloader.train)
 
     model = _ddp(model, cfg)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    extra = {"sampler": sampler} if sampler is not None else {}
+    checkpointer = GeoCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
     last_results: dict = {}
 
     def evaluate():
@@ -142,9 +143,12 @@ def do_train(args, cfg):
         if comm.is_main_process() else None,
     ])
 
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    loaded = checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # a resumed checkpoint stores the iteration that had finished
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter > 0:  # continue the data stream and the RNGs where the checkpoint left them
+        prepare_resume(sampler, start_iter=start_iter, rng_state=loaded.get("rng"),
+                       total_batch_size=cfg.dataloader.train.total_batch_size)
     if start_iter >= cfg.train.max_iter:
         logger.info("the checkpoint in %s is already at iteration %d of %d: nothing to train",
                     cfg.train.output_dir, trainer.iter, cfg.train.max_iter)
@@ -164,7 +168,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(device)
         model = _ddp(model, cfg)
-        checkpointer = DetectionCheckpointer(model, cfg.train.output_dir)
+        checkpointer = GeoCheckpointer(model, cfg.train.output_dir)
         if not cfg.train.init_checkpoint and not (args.resume and checkpointer.has_checkpoint()):
             raise SystemExit(
                 "--eval-only needs weights to evaluate: pass train.init_checkpoint=<model.pth> "
