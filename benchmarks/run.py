@@ -401,7 +401,7 @@ def bench_resolution(profile: Profile, weights: str | None) -> dict:
             row["time_ratio"] = w["seconds"] / g["seconds"]
             # below ~1 MB the RSS peak does not move (pages already resident): no ratio
             row["mem_ratio"] = w["rss_delta_mb"] / g["rss_delta_mb"] if g["rss_delta_mb"] >= 1 else None
-            yg, yw = torch.load(sg["out"]), torch.load(sw_["out"])
+            yg, yw = torch.load(sg["out"], weights_only=True), torch.load(sw_["out"], weights_only=True)
             row["cosine"] = torch.nn.functional.cosine_similarity(yw, yg, dim=1).mean().item()
             row["rel_err"] = rel_err(yw, yg)
         rows.append(row)

@@ -106,13 +106,13 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
     assert first == [0, 1, 2, 3]
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
-    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert stored["iteration"] == 3
 
     run_main("--config-file", SEG, "--resume", *common, "train.max_iter=6")
     second = [r["iteration"] for r in metrics(out) if "total_loss" in r][len(first):]
     assert second == [4, 5]  # resumed after iteration 3, not from scratch
-    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=False)
+    stored = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert stored["iteration"] == 5
 
 

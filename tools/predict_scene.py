@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
-    p.add_argument("--weights", required=True, help="checkpoint to load with DetectionCheckpointer")
+    p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
     p.add_argument("--scene", required=True, nargs="+", help="GeoTIFF scene, or one file per date")
     p.add_argument("--out-semseg", help="class map GeoTIFF to write")
     p.add_argument("--out-geojson", help="instance polygons GeoJSON to write")
@@ -66,8 +66,9 @@ def _split(s):
 
 def load_model(config_file: str, weights: str, device: str = "cpu", opts=()):
     """Instantiate ``cfg.model`` of a LazyConfig and load ``weights`` into it."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
+
+    from d2geo.engine import GeoCheckpointer
 
     if not os.path.exists(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
@@ -77,7 +78,7 @@ def load_model(config_file: str, weights: str, device: str = "cpu", opts=()):
         raise KeyError(f"{config_file} has no `model` entry")
     model = instantiate(cfg.model)
     model.to(device)
-    DetectionCheckpointer(model).load(weights)
+    GeoCheckpointer(model).load(weights)
     model.eval()
     return model, cfg
 
