@@ -35,6 +35,7 @@ Conventions, decided once here:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
@@ -79,6 +80,23 @@ def _rasterio():
     except ImportError as e:  # pragma: no cover - rasterio is installed in tests
         raise ImportError("reading GeoTIFFs needs rasterio: pip install 'd2geo[geo]'") from e
     return rasterio
+
+
+@contextlib.contextmanager
+def _open_raster(path: str):
+    """``rasterio.open(path)``; GDAL's errors on opening or reading become a GeoTiffError."""
+    rasterio = _rasterio()
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            yield src
+    except (RasterioError, CPLE_BaseError) as e:
+        raise GeoTiffError(
+            f"{path} could not be read as a GeoTIFF ({e}); it is probably truncated or corrupt: "
+            "copy, download or export it again (gdalinfo -checksum shows where it breaks)"
+        ) from e
 
 
 @dataclass
@@ -326,8 +344,7 @@ def _read_window(src, indexes, window):
 
 def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
               num_frames, time_tag, time_from_name=True):
-    rasterio = _rasterio()
-    with rasterio.open(path) as src:
+    with _open_raster(path) as src:
         if num_frames:
             if src.count % num_frames:
                 raise GeoTiffError(f"{path} has {src.count} bands, not a multiple of num_frames={num_frames}")
@@ -355,6 +372,9 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
         info = dict(crs=src.crs, transform=transform, height=height, width=width,
                     names=tuple(names[i] for i in idx), sensor=tags.get("SENSOR"),
                     georeferenced=src.crs is not None or not src.transform.is_identity)
+    if raw.dtype.kind == "c":
+        raise GeoTiffError(f"{path} holds complex values ({raw.dtype}): convert them to real bands "
+                           "(e.g. amplitude or dB) first")
     invalid = outside.copy()
     data = raw.astype(np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64)
     for k in range(data.shape[0]):
@@ -363,9 +383,12 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
         if nd[k] is not None and not math.isnan(nd[k]) and _representable(nd[k], raw.dtype):
             bad |= raw[k] == nd[k]
         invalid |= bad
-        band *= s[k]
-        band += o[k]
-    data = data.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflows become invalid below
+            band *= s[k]
+            band += o[k]
+    with np.errstate(over="ignore"):
+        data = data.astype(np.float32, copy=False)
+    invalid |= ~np.isfinite(data).all(axis=0)  # finite values that scaling or float32 overflowed
     if num_frames:
         data = data.reshape(num_frames, len(idx), height, width).transpose(1, 0, 2, 3)
     return data, ~invalid, times, info
@@ -493,11 +516,10 @@ def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | No
     ``label_map`` maps stored values to training labels (e.g. ``{-1: 255}``). Labels must
     fit in 0..254 plus the ignore label: more classes than that are an error.
     """
-    rasterio = _rasterio()
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"label GeoTIFF not found: {path}")
-    with rasterio.open(path) as src:
+    with _open_raster(path) as src:
         raw, bad, _ = _read_window(src, [band], window)
         raw = raw[0]
         nd = src.nodatavals[band - 1]

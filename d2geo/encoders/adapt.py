@@ -1,6 +1,7 @@
 """Adapting a pretrained patch embedding to other bands and another patch size."""
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Sequence
 
@@ -33,6 +34,12 @@ def select_bands(weight: torch.Tensor, src: Sequence[str], dst: Sequence[str]) -
         else:
             new.append(band)
     if new:
+        close = {b: difflib.get_close_matches(b.lower(), src_l, n=1, cutoff=0.75) for b in new}
+        typos = {b: m[0] for b, m in close.items() if m and m[0] not in [d.lower() for d in dst]}
+        if typos:  # a misspelt pretrained band would silently lose its pretrained weights
+            logger.warning("patch embedding: bands %s are not pretrained bands and start at zero; "
+                           "did you mean %s? (pretrained bands: %s)", sorted(typos),
+                           ", ".join(f"{m!r} for {b!r}" for b, m in sorted(typos.items())), list(src))
         logger.info("patch embedding: new bands %s start at zero (pretrained bands: %s)",
                     new, list(src))
     return out

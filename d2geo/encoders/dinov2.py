@@ -134,9 +134,15 @@ class DINOv2Encoder(GeoEncoder):
                 f"encoder was built {'with' if self.num_register_tokens else 'without'}: pick the "
                 f"{'_reg' if has_reg else 'non-_reg'} variant"
             )
-        sd["patch_embed.proj.weight"] = adapt_patch_embed(
-            sd["patch_embed.proj.weight"], src_bands=self.pretrained_bands, dst_bands=self.bands,
-            patch_size=self.patch_size, method=self.patch_resample)
+        try:
+            sd["patch_embed.proj.weight"] = adapt_patch_embed(
+                sd["patch_embed.proj.weight"], src_bands=self.pretrained_bands, dst_bands=self.bands,
+                patch_size=self.patch_size, method=self.patch_resample)
+        except ValueError as e:
+            raise CheckpointError(
+                f"{e}: upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load "
+                f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
+            ) from e
         sd["pos_embed"] = self._resize_pos_table(sd["pos_embed"])
         return {f"vit.{k}": v for k, v in sd.items()}
 

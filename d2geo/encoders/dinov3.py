@@ -14,7 +14,7 @@ from timm.models.eva import checkpoint_filter_fn as _timm_eva_filter
 
 from .adapt import adapt_patch_embed
 from .base import GeoEncoder
-from .checkpoint import strip_to_anchor
+from .checkpoint import CheckpointError, strip_to_anchor
 from .dinov2 import RGB_BANDS
 from .registry import register_encoder
 
@@ -78,9 +78,15 @@ class DINOv3Encoder(GeoEncoder):
         # timm converts the official names; resize the patch kernel ourselves afterwards.
         kernel = sd.pop("patch_embed.proj.weight")
         sd = _timm_eva_filter(sd, self.vit)
-        sd["patch_embed.proj.weight"] = adapt_patch_embed(
-            kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-            patch_size=self.patch_size, method=self.patch_resample)
+        try:
+            sd["patch_embed.proj.weight"] = adapt_patch_embed(
+                kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
+                patch_size=self.patch_size, method=self.patch_resample)
+        except ValueError as e:
+            raise CheckpointError(
+                f"{e}: upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load "
+                f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
+            ) from e
         return {f"vit.{k}": v for k, v in sd.items()}
 
 

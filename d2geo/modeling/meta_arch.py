@@ -144,11 +144,19 @@ class GeoInputMixin:
     def preprocess_image(self, batched_inputs: Sequence[Mapping[str, Any]]) -> ImageList:
         device = self.pixel_mean.device
         images = []
-        for x in batched_inputs:
+        for i, x in enumerate(batched_inputs):
             image = x["image"]
             if not torch.is_tensor(image):
                 raise TypeError(f"dataset dict 'image' must be a torch.Tensor (C, H, W) or (C, T, H, W), "
                                 f"got {type(image).__name__}; convert it with torch.as_tensor in the mapper")
+            if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+                bad = int((~torch.isfinite(image)).sum())
+                raise EncoderInputError(
+                    f"sample {i} of the batch ({x.get('file_name', 'no file_name')}) has {bad} NaN/inf "
+                    "pixel values; fill invalid pixels before the model: GeoDatasetMapper does it "
+                    "(fill='zero', 'mean' or a number), in your own mapper use torch.nan_to_num or "
+                    "d2geo.data.read_geotiff(fill=...)"
+                )
             images.append(normalize_image(image.to(device), self.pixel_mean, self.pixel_std))
         lead = {tuple(im.shape[:-2]) for im in images}
         if len(lead) > 1:
@@ -174,9 +182,29 @@ class GeoInputMixin:
         return images
 
 
+def require_targets(batched_inputs: Sequence[Mapping[str, Any]], key: str, fix: str) -> None:
+    """In training every dataset dict needs its target ``key``; say which do not and how to fix it."""
+    missing = [i for i, x in enumerate(batched_inputs) if key not in x]
+    if missing:
+        raise EncoderInputError(
+            f"training needs {key!r} in every dataset dict, but samples {missing} of the batch have "
+            f"none; {fix}"
+        )
+
+
 @META_ARCH_REGISTRY.register()
 class GeoRCNN(GeoInputMixin, GeneralizedRCNN):
-    """:class:`~detectron2.modeling.GeneralizedRCNN` (Faster / Mask R-CNN) for d2geo inputs."""
+    """:class:`~detectron2.modeling.GeneralizedRCNN` (Faster / Mask R-CNN) for d2geo inputs.
+
+    An image without objects trains as all background: give it ``"annotations": []``.
+    """
+
+    def forward(self, batched_inputs):
+        if self.training:
+            require_targets(batched_inputs, "instances",
+                            "give each dataset dict 'annotations' (an empty list for an image "
+                            "without objects) or 'geojson_file_name', and map it with is_train=True")
+        return super().forward(batched_inputs)
 
 
 @META_ARCH_REGISTRY.register()
@@ -188,6 +216,10 @@ class GeoSemanticSegmentor(GeoInputMixin, SemanticSegmentor):
     """
 
     def forward(self, batched_inputs):
+        if self.training:
+            require_targets(batched_inputs, "sem_seg",
+                            "give each dataset dict 'sem_seg_file_name' (a label GeoTIFF) and map it "
+                            "with is_train=True")
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         targets = None
