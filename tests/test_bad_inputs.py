@@ -23,7 +23,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
-from d2geo.encoders import CheckpointError, EncoderInputError, band_wavelengths, build_encoder  # noqa: E402
+from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid  # noqa: E402
 from test_data_geotiff import write_tif  # noqa: E402
 from test_modeling import _sample, dino_backbone, tiny_mask_rcnn, tiny_segmentor  # noqa: E402

@@ -10,7 +10,9 @@ Examples::
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
 
-    # continue an interrupted run from the last checkpoint in train.output_dir
+    # continue an interrupted run from the last checkpoint in train.output_dir; on one CPU
+    # process with num_workers=0 it ends with the uninterrupted run's weights (checkpoints
+    # are written atomically; see docs/bad_inputs.md, "Crash-safe training")
     python tools/train_net.py --config-file ... --resume
 
     # 8 GPUs (NCCL), or, on a machine without CUDA, 2 CPU processes (gloo)
