@@ -34,7 +34,12 @@ Sections (``--sections`` picks some):
     patch 16, as configs/common/models/mask_rcnn_geo.py does, so both have 32 x 32
     tokens), with and without window attention, against detectron2's ViTDet
     (``mask_rcnn_vitdet.py`` with a ViT-S: 384 wide, 12 blocks, 6 heads, window 14 in
-    blocks 0, 1, 3, 4, 6, 7, 9, 10, relative position biases).
+    blocks 0, 1, 3, 4, 6, 7, 9, 10, relative position biases). Each model gets its
+    project's optimizer (configs/common/optim.py's fused AdamW with layer-wise decay;
+    detectron2's ViTDet AdamW recipe) and is stepped by a trainer: detectron2's
+    ``SimpleTrainer`` in float32 and d2geo's ``AutocastTrainer`` for the bfloat16
+    autocast rows (ViTDet too, and d2geo with activation checkpointing). All rows run once
+    per round, in alternating order; wall and process CPU time are medians over rounds.
 
 Numbers from a shared or busy machine are noise: the machine section records the load
 average at the start so a reader can tell. The full run takes roughly 20 minutes on an
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -416,10 +422,8 @@ def bench_resolution(profile: Profile, weights: str | None) -> dict:
 # -- Mask R-CNN training step -----------------------------------------------------------------
 def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
     from detectron2 import model_zoo
-    from detectron2.config import LazyCall as L
     from detectron2.config import instantiate
     from detectron2.layers import ShapeSpec
-    from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
     size, tiny = cfg["size"], cfg["tiny"]
     if tiny:
@@ -449,8 +453,11 @@ def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
             rh.mask_head.conv_dims = [channels, channels]
         return model_cfg
 
+    def vitdet_cfg():
+        return model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
+
     def vitdet():
-        m = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
+        m = vitdet_cfg()
         net = m.backbone.net
         net.embed_dim, net.depth, net.num_heads = dims["embed_dim"], dims["depth"], dims["num_heads"]
         net.drop_path_rate, net.img_size, net.window_size = 0.1, size, window
@@ -460,17 +467,16 @@ def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
 
     def ours(windowed: bool):
         def build():
-            from d2geo.modeling import GeoBackbone, GeoRCNN, SimpleFeaturePyramid
+            from detectron2.config import LazyConfig
 
-            m = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
-            m._target_ = GeoRCNN
-            m.input_format = None
-            kwargs = dict(patch_size=16, **(dims if tiny else {}))
-            m.backbone = L(SimpleFeaturePyramid)(
-                net=L(GeoBackbone)(encoder="dinov2_vits14", layers=(-1,), norm=True, drop_path_rate=0.1,
-                                   encoder_kwargs=kwargs),
-                out_channels=channels, scale_factors=(4.0, 2.0, 1.0, 0.5), top_block=L(LastLevelMaxPool)(),
-                norm="LN", square_pad=size)
+            # d2geo's own Mask R-CNN config, so the row follows what users train
+            m = LazyConfig.load(str(REPO / "configs" / "common" / "models" / "mask_rcnn_geo.py")).model
+            net = m.backbone.net
+            net.encoder, net.layers, net.drop_path_rate = "dinov2_vits14", (-1,), 0.1
+            net.encoder_kwargs = dict(patch_size=16, **(dims if tiny else {}))
+            m.backbone.square_pad = size
+            # as many classes as ViTDet's COCO head (the config's default is 1)
+            m.roi_heads.num_classes = vitdet_cfg().roi_heads.num_classes
             model = instantiate(heads(m))
             if windowed:
                 model.backbone.net.encoder.set_window_attention(window, global_blocks=global_blocks)
@@ -501,42 +507,130 @@ def _rcnn_batch(size: int, batch: int) -> list[dict]:
     return out
 
 
+def _rcnn_optimizer(model: torch.nn.Module, ours: bool, depth: int) -> torch.optim.Optimizer:
+    """The optimizer each project's config builds: d2geo's configs/common/optim.py (fused AdamW,
+    layer-wise lr decay) or detectron2's ViTDet recipe (common/optim.py AdamW, decay 0.7)."""
+    from functools import partial
+
+    from detectron2 import model_zoo
+    from detectron2.config import LazyConfig, instantiate
+
+    if ours:
+        opt = LazyConfig.load(str(REPO / "configs" / "common" / "optim.py")).AdamW
+    else:
+        from detectron2.modeling.backbone.vit import get_vit_lr_decay_rate
+
+        opt = model_zoo.get_config("common/optim.py").AdamW
+        opt.params.lr_factor_func = partial(get_vit_lr_decay_rate, num_layers=depth, lr_decay_rate=0.7)
+        opt.params.overrides = {"pos_embed": {"weight_decay": 0.0}}
+    opt.params.model = model
+    return instantiate(opt)
+
+
+#: training-step rows: (label suffix, model key prefix, autocast dtype or None, activation checkpointing)
+_TRAIN_ROWS = (
+    ("", "ViTDet", None, False),
+    ("", "d2geo DINOv2-S/14 @16, global", None, False),
+    ("", "d2geo DINOv2-S/14 @16, window", None, False),
+    (", bf16 autocast", "ViTDet", "bfloat16", False),
+    (", bf16 autocast", "d2geo DINOv2-S/14 @16, global", "bfloat16", False),
+    (", bf16 autocast + activation checkpointing", "d2geo DINOv2-S/14 @16, global", "bfloat16", True),
+)
+
+
 def bench_train(profile: Profile) -> dict:
+    """One training step per row, the rows interleaved round by round; median of the rounds.
+
+    Each model is built once with its project's optimizer and stepped by the trainer a
+    training run uses: detectron2's ``SimpleTrainer`` in float32, d2geo's
+    ``AutocastTrainer`` (``train.amp``) with bfloat16 autocast. Rows of one model share
+    its weights and optimizer state.
+    """
     cfg = profile.train
     try:
         import detectron2  # noqa: F401
         import d2geo.modeling  # noqa: F401
         from detectron2.utils.events import EventStorage
+
+        from d2geo.engine.amp import build_trainer
     except Exception as e:
         return {"error": f"not measured: {type(e).__name__}: {e}", "rows": []}
     batch = _rcnn_batch(cfg["size"], cfg["batch"])
-    rows = []
-    for name, build in _rcnn_models(cfg).items():
-        logger.info("training step: %s ...", name)
+    builders = _rcnn_models(cfg)
+    models: dict[str, Any] = {}
+    for key, build in builders.items():
+        logger.info("training step: building %s ...", key)
         try:
             torch.manual_seed(0)
             model = build()
-            model.train()
-            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-            def step():
-                losses = model(batch)
-                total = sum(losses.values())
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-
-            with EventStorage(0):
-                t = time_interleaved({"step": step}, reps=cfg["steps"], warmup=cfg["warmup"])["step"]
-            params = sum(p.numel() for p in model.backbone.parameters()) / 1e6
-            rows.append(dict(model=name, seconds=t, backbone_mparams=params))
-            del model, opt
+            is_ours = key.startswith("d2geo")
+            depth = model.backbone.net.encoder.depth if is_ours else len(model.backbone.net.blocks)
+            models[key] = (model, _rcnn_optimizer(model, is_ours, depth))
         except Exception as e:
-            rows.append(dict(model=name, error=f"not measured: {type(e).__name__}: {e}"))
-    ref = rows[0].get("seconds")
+            models[key] = e
+
+    rows, steps = [], {}
+    for suffix, prefix, precision, ckpt in _TRAIN_ROWS:
+        key = next(k for k in builders if k.startswith(prefix))
+        name = key + suffix
+        row = dict(model=name, precision=precision or "float32", checkpointing=ckpt, base=key)
+        rows.append(row)
+        if isinstance(models[key], Exception):
+            e = models[key]
+            row["error"] = f"not measured: {type(e).__name__}: {e}"
+            continue
+        model, opt = models[key]
+        row["backbone_mparams"] = sum(p.numel() for p in model.backbone.parameters()) / 1e6
+        trainer = build_trainer(model, itertools.repeat(batch), opt,
+                                amp=dict(enabled=precision is not None, precision=precision or "bfloat16"))
+        encoder = getattr(model.backbone.net, "encoder", None)
+
+        def step(trainer=trainer, encoder=encoder, ckpt=ckpt):
+            if encoder is not None:
+                encoder.set_grad_checkpointing(ckpt)
+            trainer.run_step()
+
+        steps[name] = step
+
+    wall: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
+    failed: dict[str, str] = {}
+    with EventStorage(0):
+        order = list(steps)
+        for r in range(cfg["warmup"] + cfg["steps"]):
+            for name in (order if r % 2 == 0 else order[::-1]):
+                if name in failed:
+                    continue
+                logger.info("training step: %s (round %d)", name, r)
+                try:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    steps[name]()
+                    t1, c1 = time.perf_counter(), time.process_time()
+                except Exception as e:
+                    failed[name] = f"not measured: {type(e).__name__}: {e}"
+                    continue
+                if r >= cfg["warmup"]:
+                    wall[name].append(t1 - t0)
+                    cpu[name].append(c1 - c0)
+    for row in rows:
+        name = row["model"]
+        if name in failed:
+            row["error"] = failed[name]
+        elif wall.get(name):
+            row["seconds"] = statistics.median(wall[name])
+            row["cpu_seconds"] = statistics.median(cpu[name])
+    # each row against ViTDet at the same precision (float32 ViTDet if that one is missing)
+    refs = {r["precision"]: r for r in rows if r["base"].startswith("ViTDet") and "seconds" in r}
     for r in rows:
-        if ref and "seconds" in r:
-            r["ratio"] = r["seconds"] / ref
+        ref = refs.get(r["precision"], refs.get("float32"))
+        if ref is not None and "seconds" in r:
+            r["reference"] = ref["model"]
+            r["ratio"] = r["seconds"] / ref["seconds"]
+            r["cpu_ratio"] = r["cpu_seconds"] / ref["cpu_seconds"]
+    fp32 = {r["base"]: r for r in rows if r["precision"] == "float32" and "seconds" in r}
+    for r in rows:
+        if r["precision"] != "float32" and "seconds" in r and r["base"] in fp32:
+            r["vs_fp32"] = r["seconds"] / fp32[r["base"]]["seconds"]
     return {"size": cfg["size"], "batch": cfg["batch"], "rows": rows}
 
 
@@ -625,20 +719,34 @@ def render(results: dict) -> str:
         if tr.get("error"):
             md.append(tr["error"])
         else:
-            md += [f"{tr['size']} px, batch {tr['batch']}, forward + backward + AdamW step, median. Both "
-                   "backbones have 32x32 tokens at 512 px (DINOv2 runs at patch 16).", ""]
+            md += [f"{tr['size']} px, batch {tr['batch']}: one trainer step (forward, backward, AdamW step), "
+                   "median over rounds in which every row runs once, in alternating order. Both backbones "
+                   "have 32x32 tokens at 512 px (DINOv2 runs at patch 16). Each model uses its project's "
+                   "optimizer config (d2geo: fused AdamW; detectron2 ViTDet: AdamW). bf16 rows run the "
+                   "forward pass under `torch.autocast` (d2geo's `AutocastTrainer`) and are compared with "
+                   "ViTDet under the same autocast. CPU s is the process CPU time of the step (less "
+                   "sensitive to other load than wall time).", ""]
             rows = []
             for r in tr["rows"]:
                 if "error" in r:
-                    rows.append([r["model"], r["error"], "", "", ""])
+                    rows.append([r["model"], r.get("precision", ""), r["error"]] + [""] * 7)
                     continue
                 ratio = r.get("ratio")
-                ok = "reference" if r is tr["rows"][0] else _verdict(ratio, TARGETS["train"])
-                rows.append([r["model"], r["backbone_mparams"], r["seconds"], ratio, ok])
-                if r is not tr["rows"][0]:
+                is_ref = r["base"].startswith("ViTDet")
+                ok = "reference" if is_ref else _verdict(ratio, TARGETS["train"])
+                rows.append([r["model"], r["precision"], r["backbone_mparams"], r["seconds"], r["cpu_seconds"],
+                             ratio, r.get("cpu_ratio"), r.get("vs_fp32"), ok])
+                if is_ref or ratio is None:
+                    continue
+                if r["precision"] == "float32":
                     summary.append([f"training step ({r['model']}) <= {TARGETS['train']}x ViTDet",
-                                    f"{ratio:.3f}x", ok])
-            md += _table(["model", "backbone Mparams", "step s", "vs ViTDet", f"<= {TARGETS['train']}x"], rows)
+                                    f"{ratio:.3f}x (CPU time {r['cpu_ratio']:.3f}x)", ok])
+                elif r.get("checkpointing"):
+                    summary.append([f"training runs with {r['precision']} autocast + activation checkpointing",
+                                    f"{r['seconds']:.3g} s/step, {r.get('vs_fp32', float('nan')):.3f}x float32",
+                                    "met" if math.isfinite(r["seconds"]) else "**missed**"])
+            md += _table(["model", "precision", "backbone Mparams", "step s", "CPU s", "vs ViTDet",
+                          "CPU vs ViTDet", "vs own float32", f"<= {TARGETS['train']}x"], rows)
 
     if summary:
         md += ["", "## Targets", ""] + _table(["target", "measured", "verdict"], summary)

@@ -79,10 +79,15 @@ def test_resolution_and_training_ratios_are_finite(quick_run):
         # the windows really are smaller than the grid here, so the features moved
         assert r["rel_err"] > 0
     train = results["train"]["rows"]
-    assert len(train) == 3 and train[0]["model"].startswith("ViTDet")
+    assert len(train) == 6 and train[0]["model"].startswith("ViTDet")
     for r in train:
         assert "error" not in r, r
-        assert math.isfinite(r["ratio"]) and r["seconds"] > 0
+        assert math.isfinite(r["ratio"]) and r["seconds"] > 0 and r["cpu_seconds"] > 0
+    # bf16 rows are compared with ViTDet under the same autocast, and with their own float32 row
+    bf16 = [r for r in train if r["precision"] == "bfloat16"]
+    assert len(bf16) == 3 and all(r["reference"].endswith("bf16 autocast") for r in bf16)
+    assert all(math.isfinite(r["vs_fp32"]) for r in bf16)
+    assert any(r["checkpointing"] for r in bf16)
     table = _table_rows(md, "Targets")
     assert any("training step" in r[0] for r in table[1:])
     assert all(r[2] in ("met", "**missed**") for r in table[1:])
