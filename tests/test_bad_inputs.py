@@ -364,3 +364,13 @@ def test_every_table_row_names_an_existing_test():
                   "NaN", "truncated", "CRS", "empty annotations", "wavelengths", "another model",
                   "pickled", "unknown encoder", "unknown band"):
         assert topic.lower() in text.lower(), f"the table does not cover {topic!r}"
+
+
+def test_one_pixel_wide_image_survives_a_flip(tmp_path):
+    """Found by the mapper fuzz: a flipped axis of length 1 kept a negative stride that torch refuses."""
+    path = write_tif(tmp_path / "column.tif", np.arange(5, dtype="uint16").reshape(1, 5, 1) + 1)
+    out = GeoDatasetMapper(True, augmentations=[T.RandomFlip(prob=1.0)])({"file_name": path})
+    assert out["image"].shape == (1, 5, 1) and out["image"][0, :, 0].tolist() == [1, 2, 3, 4, 5]
+    out = GeoDatasetMapper(True, augmentations=[T.RandomFlip(prob=1.0, horizontal=False, vertical=True)])(
+        {"file_name": path})
+    assert out["image"][0, :, 0].tolist() == [5, 4, 3, 2, 1]

@@ -252,7 +252,9 @@ class GeoDatasetMapper:
                 raise ValueError(f"mean/std have {len(self.mean)} values for {c} bands")
             reps = t or 1
             hwc = (hwc - np.repeat(self.mean, reps)) / np.repeat(self.std, reps)
-        chw = np.ascontiguousarray(hwc.transpose(2, 0, 1))
+        # a copy, not ascontiguousarray: that keeps the negative strides of a flipped axis
+        # of length 1, which torch refuses
+        chw = hwc.transpose(2, 0, 1).copy()
         out_img = chw.reshape(c, t, nh, nw) if t is not None else chw
         d["image"] = torch.as_tensor(out_img)
 
