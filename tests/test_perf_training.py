@@ -225,6 +225,8 @@ def test_build_trainer_options_and_errors():
     assert bf16.precision == torch.bfloat16 and "grad_scaler" not in bf16.state_dict()
     bf16.load_state_dict(state)  # a float16 run's checkpoint resumes in bfloat16 (scaler state ignored)
     assert resolve_precision("bf16") is torch.bfloat16 and resolve_precision(torch.float16) is torch.float16
+    assert resolve_precision("auto", "cpu") is torch.bfloat16
+    assert build_trainer(model, loader, opt, amp=dict(enabled=True, precision="auto")).precision == torch.bfloat16
     with pytest.raises(ValueError, match="bfloat16"):
         build_trainer(model, loader, opt, amp=dict(enabled=True, precision="float32"))
     with pytest.raises(ValueError, match="unknown train.amp keys"):

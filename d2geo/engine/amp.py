@@ -4,11 +4,12 @@ detectron2's :class:`~detectron2.engine.AMPTrainer` only runs on CUDA (it assert
 ``torch.cuda.is_available()`` and uses ``torch.cuda.amp``). :class:`AutocastTrainer`
 does the same job with :func:`torch.autocast` on the device the model lives on:
 
-* ``precision="bfloat16"`` (the default): no gradient scaling, bfloat16 has float32's
-  exponent range. On CPUs with AMX / AVX512-BF16 the matmuls and convolutions run
-  several times faster than in float32.
+* ``precision="bfloat16"``: no gradient scaling, bfloat16 has float32's exponent range.
+  Matmuls and convolutions run in bfloat16 (fast on CPUs with AMX / AVX512-BF16),
+  norms, softmax and losses in float32; the weights stay float32.
 * ``precision="float16"``: gradients are scaled with :class:`torch.amp.GradScaler`
-  (mainly for GPUs without bfloat16).
+  (for GPUs without bfloat16).
+* ``precision="auto"`` (the default): bfloat16, unless on such a GPU.
 
 Only the forward pass and the loss run under autocast; the backward pass and the
 optimizer step run outside it, as PyTorch recommends. Activation checkpointing
@@ -20,8 +21,8 @@ In a training script::
     from d2geo.engine.amp import build_trainer
     trainer = build_trainer(model, train_loader, optim, amp=cfg.train.amp)
 
-``cfg.train.amp`` is ``dict(enabled=..., precision="bfloat16")``; with ``enabled=False``
-this returns detectron2's plain :class:`~detectron2.engine.SimpleTrainer`.
+``cfg.train.amp`` is ``dict(enabled=..., precision="auto")``; with ``enabled=False`` this
+returns detectron2's plain :class:`~detectron2.engine.SimpleTrainer`.
 """
 from __future__ import annotations
 
@@ -42,8 +43,15 @@ _PRECISIONS = {
 }
 
 
-def resolve_precision(precision: str | torch.dtype) -> torch.dtype:
-    """``"bfloat16"`` / ``"bf16"`` / ``"float16"`` / ``"fp16"`` (or the dtype) -> the dtype."""
+def resolve_precision(precision: str | torch.dtype, device_type: str = "cpu") -> torch.dtype:
+    """``"bfloat16"`` / ``"bf16"`` / ``"float16"`` / ``"fp16"`` (or the dtype) -> the dtype.
+
+    ``"auto"`` is bfloat16, except on a CUDA GPU without bfloat16 support (float16 there).
+    """
+    if isinstance(precision, str) and precision.strip().lower() == "auto":
+        if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
     if isinstance(precision, torch.dtype):
         dtype = precision
     else:
@@ -74,20 +82,21 @@ class AutocastTrainer(SimpleTrainer):
     Args:
         model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward,
             async_write_metrics: as for ``SimpleTrainer``.
-        precision: ``"bfloat16"`` (default) or ``"float16"`` (or the dtype).
+        precision: ``"bfloat16"``, ``"float16"`` (or the dtype), or ``"auto"`` (default):
+            bfloat16 unless on a CUDA GPU without it.
         device_type: autocast device type; defaults to the device of the model's parameters.
         grad_scaler: a :class:`torch.amp.GradScaler`; by default one is made for float16
             and none for bfloat16.
     """
 
-    def __init__(self, model, data_loader, optimizer, *, precision: str | torch.dtype = "bfloat16",
+    def __init__(self, model, data_loader, optimizer, *, precision: str | torch.dtype = "auto",
                  device_type: str | None = None, grad_scaler: Any = None, gather_metric_period: int = 1,
                  zero_grad_before_forward: bool = False, async_write_metrics: bool = False):
         super().__init__(model, data_loader, optimizer, gather_metric_period=gather_metric_period,
                          zero_grad_before_forward=zero_grad_before_forward,
                          async_write_metrics=async_write_metrics)
-        self.precision = resolve_precision(precision)
         self.device_type = device_type or model_device_type(model)
+        self.precision = resolve_precision(precision, self.device_type)
         if not torch.amp.is_autocast_available(self.device_type):
             raise ValueError(f"torch.autocast does not support device type {self.device_type!r}")
         if grad_scaler is None and self.precision == torch.float16:
@@ -144,7 +153,7 @@ class AutocastTrainer(SimpleTrainer):
 def build_trainer(model, data_loader, optimizer, *, amp: Mapping[str, Any] | None = None,
                   **kwargs) -> SimpleTrainer:
     """The trainer ``train.amp`` asks for: :class:`AutocastTrainer` when ``amp["enabled"]``
-    (``amp["precision"]``, default ``"bfloat16"``), else detectron2's ``SimpleTrainer``.
+    (``amp["precision"]``, default ``"auto"``), else detectron2's ``SimpleTrainer``.
 
     Works on the CPU and on GPUs; ``kwargs`` go to the trainer (``gather_metric_period``, ...).
     """
@@ -154,4 +163,4 @@ def build_trainer(model, data_loader, optimizer, *, amp: Mapping[str, Any] | Non
     unknown = set(amp) - {"enabled", "precision"}
     if unknown:
         raise ValueError(f"unknown train.amp keys {sorted(unknown)}; train.amp takes 'enabled' and 'precision'")
-    return AutocastTrainer(model, data_loader, optimizer, precision=amp.get("precision", "bfloat16"), **kwargs)
+    return AutocastTrainer(model, data_loader, optimizer, precision=amp.get("precision", "auto"), **kwargs)
