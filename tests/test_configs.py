@@ -213,72 +213,101 @@ def test_config_root_is_the_source_tree_or_the_package():
 
 
 # -- the synthetic quickstart data -------------------------------------------------------------
-def test_synthetic_datasets_are_deterministic_and_consistent():
+@pytest.fixture(scope="module", autouse=True)
+def synthetic_cache(tmp_path_factory):
+    """The quickstart's GeoTIFFs go to one folder per test session, not to ./datasets."""
+    with pytest.MonkeyPatch.context() as m:
+        root = tmp_path_factory.getbasetemp() / "d2geo_datasets"
+        m.setenv("D2GEO_DATASETS", str(root))
+        yield root
+
+
+def test_quickstart_datasets_are_geotiffs_generated_once(synthetic_cache):
     import numpy as np
+    import rasterio
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from d2geo.data.synthetic import render_image, render_sem_seg
+    from d2geo.data import synthetic
 
-    a, b = DatasetCatalog.get("d2geo_synth_det_train"), DatasetCatalog.get("d2geo_synth_det_train")
-    assert a == b and len(a) == 64
-    assert np.array_equal(render_image(a[5]), render_image(b[5]))
-    assert not np.array_equal(render_image(a[5]), render_image(a[6]))
-    assert MetadataCatalog.get("d2geo_synth_det_val").thing_classes == ["building", "vegetation", "water"]
-    # every instance's pixels carry its class signature and lie inside its box
-    for record in a[:8]:
-        image, label = render_image(record), render_sem_seg(record)
-        assert image.shape == (6, 96, 96) and image.dtype == np.float32
-        for ann in record["annotations"]:
-            x0, y0, x1, y1 = ann["bbox"]
-            inside = label[int(np.ceil(y0)):int(y1), int(np.ceil(x0)):int(x1)]
-            assert (inside == ann["category_id"] + 1).any()
-        nir, red = image[3], image[2]
-        veg, water = label == 2, label == 3
-        if veg.any():
-            assert nir[veg].mean() > 3 * red[veg].mean()  # vegetation: bright NIR
-        if water.any():
-            assert nir[water].mean() < nir[label == 0].mean() / 4  # water: dark NIR
+    a = DatasetCatalog.get("d2geo_synth_det_train")
+    folder = synthetic.synthetic_dataset_dir()
+    assert folder.startswith(str(synthetic_cache / "d2geo_synth"))
+    manifest = os.path.join(folder, "manifest.json")
+    stamp = os.path.getmtime(manifest)
+    b = DatasetCatalog.get("d2geo_synth_det_train")
+    assert a == b and len(a) == synthetic.BUILTIN_PARAMS["num_train"]
+    assert os.path.getmtime(manifest) == stamp  # reused, not written again
+    assert not [p for p in os.listdir(os.path.dirname(folder)) if ".tmp-" in p]  # no temporary folder left
+    assert MetadataCatalog.get("d2geo_synth_det_val").thing_classes == ["building"]
+    assert sum(len(r["annotations"]) for r in a) > len(a)  # a few buildings per tile
+    with rasterio.open(a[0]["file_name"]) as src:  # real GeoTIFFs: CRS, transform, time, band names
+        assert src.crs.to_epsg() == 32610 and src.transform.a == 10.0
+        assert src.descriptions == synthetic.SYNTH_BANDS and "TIFFTAG_DATETIME" in src.tags()
     seg = DatasetCatalog.get("d2geo_synth_seg_val")
-    meta = MetadataCatalog.get("d2geo_synth_seg_val")
-    gt = meta.sem_seg_loading_fn(seg[0]["sem_seg_file_name"], dtype=int)
-    assert gt.shape == (96, 96) and set(np.unique(gt)) <= {0, 1, 2, 3}
+    assert len(seg) == synthetic.BUILTIN_PARAMS["num_val"]
+    gt = MetadataCatalog.get("d2geo_synth_seg_val").sem_seg_loading_fn(seg[0]["sem_seg_file_name"], dtype=int)
+    assert gt.shape == (96, 96) and set(np.unique(gt)) <= {0, 1, 2, 3, 255}
+    assert len(np.unique(gt)) >= 2
+
+    # a file deleted by hand: the dataset is incomplete and generated again, identically
+    victim = seg[3]["sem_seg_file_name"]
+    before = open(victim, "rb").read()
+    os.remove(victim)
+    assert DatasetCatalog.get("d2geo_synth_seg_val")[3]["sem_seg_file_name"] == victim
+    assert open(victim, "rb").read() == before
+    assert os.path.getmtime(manifest) != stamp
 
 
-def test_synthetic_variants_and_in_memory_records():
-    import numpy as np
-    from detectron2.data import DatasetCatalog
-    from detectron2.data import transforms as T
+def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
+    from d2geo.data import synthetic, synthetic_geotiff
 
-    from d2geo.data.synthetic import InMemoryDatasetMapper, register_synthetic
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path))
+    synthetic.register_synthetic("_test_synth_small", num_train=3, num_val=1, size=48, seed=4)
+    real = synthetic_geotiff.make_synthetic_dataset
 
-    register_synthetic("_test_synth_t3", task="seg", num_images=2, seed=7, size=64, num_frames=3,
-                       bands=("red", "nir_narrow"))
-    register_synthetic("_test_synth_t3", task="seg", num_images=2, seed=7, size=64, num_frames=3,
-                       bands=("red", "nir_narrow"))  # the same again is fine
+    def dies_halfway(root, **kw):
+        real(root, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "make_synthetic_dataset", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.ensure_synthetic_dataset("_test_synth_small")
+    assert os.listdir(tmp_path / "d2geo_synth") == []  # neither the dataset nor a temporary folder
+    monkeypatch.setattr(synthetic, "make_synthetic_dataset", real)
+    ds = synthetic.ensure_synthetic_dataset("_test_synth_small")
+    assert len(ds.splits["train"]) == 3 and os.path.isdir(ds.root)
+    # the same prefix again: fine with the same parameters, an error with others
+    synthetic.register_synthetic("_test_synth_small", num_train=3, num_val=1, size=48, seed=4)
     with pytest.raises(ValueError, match="already registered with other parameters"):
-        register_synthetic("_test_synth_t3", task="seg", num_images=3, seed=7)
-    with pytest.raises(ValueError, match="unknown synthetic bands"):
-        register_synthetic("_test_synth_bad", task="det", num_images=1, seed=0, bands=("B04",))
-    record = DatasetCatalog.get("_test_synth_t3")[0]
-    out = InMemoryDatasetMapper(is_train=True)(record)
-    assert out["image"].shape == (2, 3, 64, 64) and out["sem_seg"].shape == (64, 64)
-    assert out["metadata"]["timestamps"].dtype == torch.float64 and out["metadata"]["timestamps"].shape == (3,)
-    assert torch.allclose(out["metadata"]["wavelengths"], torch.tensor([0.665, 0.865]))
+        synthetic.register_synthetic("_test_synth_small", num_train=4, num_val=1, size=48, seed=4)
+    with pytest.raises(TypeError, match="unknown synthetic dataset parameters"):
+        synthetic.register_synthetic("_test_synth_typo", num_trian=3)
 
-    # pixels given in memory: a flip moves image, mask and box together
-    image = np.zeros((2, 32, 48), np.float32)
-    image[:, 4:10, 0:6] = 1.0
-    mask = (image[0] > 0).astype(np.uint8)
-    rec = {"file_name": "mem0", "height": 32, "width": 48, "image": image, "sem_seg": mask,
-           "annotations": [{"bbox": [0, 4, 6, 10], "bbox_mode": 0, "category_id": 0, "iscrowd": 0,
-                            "segmentation": [[0, 4, 6, 4, 6, 10, 0, 10]]}]}
-    flipped = InMemoryDatasetMapper(True, [T.RandomFlip(prob=1.0)])(rec)
-    assert flipped["image"][0, 4:10, 42:48].min() == 1 and flipped["image"][0, :, :42].max() == 0
-    assert torch.equal(flipped["sem_seg"], torch.from_numpy(mask[:, ::-1].astype(np.int64)))
-    assert flipped["instances"].gt_boxes.tensor.tolist() == [[42.0, 4.0, 48.0, 10.0]]
-    assert "image" in rec  # the dataset's own record is left alone
-    with pytest.raises(ValueError, match="neither"):
-        InMemoryDatasetMapper()({"file_name": "x.tif", "height": 8, "width": 8})
+
+def test_quickstart_mapper_reads_metadata_from_the_files():
+    from detectron2.data import DatasetCatalog
+
+    cfg = load("quickstart/semantic_fpn_tiny.py")
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    record = DatasetCatalog.get("d2geo_synth_seg_val")[0]
+    assert "geo" not in record  # nothing but the files tells the reader about the data
+    out = mapper(record)
+    meta = out["metadata"]
+    year_2020 = (1577836800.0, 1609459200.0)
+    assert year_2020[0] < float(meta["timestamps"][0]) < year_2020[1]
+    assert 30 < float(meta["latlon"][0]) < 45 and -125 < float(meta["latlon"][1]) < -115  # UTM 10N
+    assert meta["gsd"] == pytest.approx(10.0)
+    assert torch.allclose(meta["wavelengths"], torch.tensor([0.49, 0.56, 0.665, 0.865, 1.61, 2.19]))
+
+
+def test_quickstart_pixel_stats_match_the_data():
+    from d2geo.data.synthetic import synthetic_pixel_stats
+
+    mean, std = synthetic_pixel_stats()
+    for name in QUICKSTART:
+        cfg = load(name)
+        assert cfg.model.pixel_mean == pytest.approx(mean, abs=2e-4)
+        assert cfg.model.pixel_std == pytest.approx(std, abs=2e-4)
 
 
 # -- the family configs on files: d2geo's GeoTIFF reader feeding real-size models ---------------

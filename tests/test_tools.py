@@ -51,6 +51,15 @@ def losses(rows):
     return [r["total_loss"] for r in rows if "total_loss" in r]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def synthetic_cache(tmp_path_factory):
+    """The quickstart's GeoTIFFs go to one folder per test session, not to ./datasets
+    (the variable reaches the training subprocesses too)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("D2GEO_DATASETS", str(tmp_path_factory.getbasetemp() / "d2geo_datasets"))
+        yield
+
+
 # -- training and evaluation ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory):

@@ -9,7 +9,7 @@ The encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-p
 patches over the six HLS bands, trained from scratch (no pretrained weights exist for
 this size), so expect modest AP. Swap in a real backbone with the family configs.
 """
-from d2geo.data.synthetic import SYNTH_BANDS, SYNTH_THING_CLASSES, synthetic_pixel_stats
+from d2geo.data.synthetic import SYNTH_BANDS, SYNTH_THING_CLASSES
 
 from ..common.data.synthetic import det_dataloader as dataloader
 from ..common.models.mask_rcnn_geo import model
@@ -17,7 +17,10 @@ from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
 
-_mean, _std = synthetic_pixel_stats()
+# per-band mean and std of the train split, in reflectance as the mapper reads it
+# (d2geo.data.synthetic.synthetic_pixel_stats(); tests/test_configs.py checks them)
+_mean = [0.104, 0.1243, 0.1189, 0.2412, 0.2238, 0.1556]
+_std = [0.0724, 0.0695, 0.0773, 0.1163, 0.1068, 0.0857]
 _dim = 128
 
 model.backbone.net.encoder = "dinov2_vits14"

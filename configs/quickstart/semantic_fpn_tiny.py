@@ -12,7 +12,7 @@ from scratch. For speed on the CPU the pyramid is the single-tap SimpleFeaturePy
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
-from d2geo.data.synthetic import SYNTH_BANDS, SYNTH_STUFF_CLASSES, synthetic_pixel_stats
+from d2geo.data.synthetic import SYNTH_BANDS, SYNTH_STUFF_CLASSES
 from d2geo.modeling import SimpleFeaturePyramid
 
 from ..common.data.synthetic import seg_dataloader as dataloader
@@ -21,7 +21,10 @@ from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
 
-_mean, _std = synthetic_pixel_stats()
+# per-band mean and std of the train split, in reflectance as the mapper reads it
+# (d2geo.data.synthetic.synthetic_pixel_stats(); tests/test_configs.py checks them)
+_mean = [0.104, 0.1243, 0.1189, 0.2412, 0.2238, 0.1556]
+_std = [0.0724, 0.0695, 0.0773, 0.1163, 0.1068, 0.0857]
 
 model.backbone = L(SimpleFeaturePyramid)(
     net=model.backbone.net,

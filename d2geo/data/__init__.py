@@ -1,14 +1,13 @@
 """Datasets and mappers for d2geo (detectron2 side).
 
 Importing :mod:`d2geo.data.synthetic` registers the built-in synthetic datasets
-``d2geo_synth_{det,seg}_{train,val}``.
+``d2geo_synth_{det,seg}_{train,val}`` (GeoTIFFs generated on first use).
 """
 from .synthetic import (  # noqa: F401
     SYNTH_BANDS,
     SYNTH_STUFF_CLASSES,
     SYNTH_THING_CLASSES,
-    InMemoryDatasetMapper,
-    load_synthetic_sem_seg,
+    ensure_synthetic_dataset,
     register_synthetic,
     synthetic_pixel_stats,
 )

@@ -38,9 +38,12 @@ from .geotiff import apply_affine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", "SIGNATURES", "Building", "SyntheticGeoDataset",
+__all__ = ["GENERATOR_VERSION", "HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", "SIGNATURES", "Building", "SyntheticGeoDataset",
            "make_synthetic_dataset", "render_tile", "write_scene", "write_geotiff"]
 
+#: bumped whenever the generator's output for given parameters changes (it keys the cache
+#: of :mod:`d2geo.data.synthetic`)
+GENERATOR_VERSION = 2
 HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 SEMSEG_CLASSES = ("background", "water", "field", "building")
 THING_CLASSES = ("building",)
@@ -57,6 +60,20 @@ SIGNATURES = {
     # bare bright soil: labelled background, spectrally close to roofs (a confuser that
     # only shape and context tell apart)
     "bright_soil": np.array([0.15, 0.165, 0.185, 0.23, 0.28, 0.25]),
+}
+
+#: extra spectra of ``mixed_land_cover`` tiles (all labelled background but "sediment",
+#: which is mixed into water)
+LAND_COVER = {
+    "grass": np.array([0.045, 0.085, 0.07, 0.29, 0.25, 0.14]),
+    # natural vegetation (woods, scrub): the spectrum of a field in full growth
+    "natural_vegetation": np.array([0.035, 0.072, 0.045, 0.34, 0.20, 0.10]),
+    # wet soil, burn scars, asphalt: as dark as water in the visible bands
+    "dark_surface": np.array([0.065, 0.065, 0.055, 0.045, 0.028, 0.018]),
+    "sediment": np.array([0.10, 0.11, 0.09, 0.06, 0.03, 0.015]),
+    # roofs other than the default bright one: red tiles, dark tar
+    "tile_roof": np.array([0.09, 0.09, 0.17, 0.23, 0.29, 0.24]),
+    "dark_roof": np.array([0.07, 0.07, 0.07, 0.08, 0.09, 0.08]),
 }
 
 
@@ -105,8 +122,16 @@ def _random_buildings(rng, h, w, n, avoid):
 def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames: int = 1,
                 day_of_year=(180,), buildings: list | None = None, max_buildings: int = 6,
                 cloud_prob: float = 0.3, nodata_prob: float = 0.1, confuser_prob: float = 0.5,
-                noise: float = 0.012):
+                noise: float = 0.012, mixed_land_cover: bool = False):
     """Render one tile.
+
+    ``mixed_land_cover`` adds what defeats a per-pixel spectral classifier: grassland mixed
+    into the background (a smoothly varying amount per tile), patches of natural vegetation
+    with a field's spectrum and of dark surfaces with water's visible spectrum (both
+    labelled background: fields are rectangular parcels, water is smooth and the dark
+    surfaces are not), turbid water, and roofs of three kinds (each building its own mix),
+    some close to soil or to the dark surfaces. Each date also gets its own gain per band
+    and haze, so absolute reflectances shift between tiles.
 
     Returns ``(reflectance (T, 6, H, W) float32 with NaN for nodata, labels (H, W) uint8
     with 255 = no data, buildings: list[Building])``.
@@ -137,6 +162,29 @@ def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames
     # per-object jitter: one spectrum per class plus slow spatial variation
     spectra = {name: SIGNATURES[name] * rng.uniform(0.85, 1.15, size=6) for name in SIGNATURES}
     texture = 1.0 + 0.08 * _smooth_field(rng, h, w, cells=8)
+    if mixed_land_cover:
+        land = {name: LAND_COVER[name] * rng.uniform(0.85, 1.15, size=6) for name in LAND_COVER}
+        grass = np.clip(0.35 * _smooth_field(rng, h, w, cells=int(rng.integers(3, 6))) + rng.uniform(-0.2, 0.9), 0, 1)
+        free = (labels == 0) & ~soil
+        patches = {}
+        for name, prob in (("natural_vegetation", 0.6), ("dark_surface", 0.5)):
+            patches[name] = np.zeros((h, w), bool)
+            if rng.random() < prob:
+                blob = _smooth_field(rng, h, w, cells=int(rng.integers(3, 6)))
+                patches[name] = (blob > np.quantile(blob, 1 - rng.uniform(0.05, 0.2))) & free
+                free &= ~patches[name]
+        turbidity = rng.uniform(0.0, 0.7)
+        # rough surfaces: fine texture on the patches, none on water
+        rough = 1.0 + 0.2 * _smooth_field(rng, h, w, cells=max(8, h // 4))
+        texture = np.where(patches["natural_vegetation"] | patches["dark_surface"], texture * rough, texture)
+        texture = np.where(labels == 1, 1.0, texture).astype(np.float32)
+        roofs = []
+        for b in buildings:
+            m = np.zeros((h, w), np.uint8)
+            cv2.fillPoly(m, [np.round(b.polygon()).astype(np.int32)], 1)
+            mix = rng.dirichlet((1.0, 0.5, 0.5))
+            roof = mix[0] * spectra["building"] + mix[1] * land["tile_roof"] + mix[2] * land["dark_roof"]
+            roofs.append(((m > 0) & (labels == 3), roof * rng.uniform(0.9, 1.1)))
     frames = []
     doys = list(day_of_year) if len(day_of_year) == num_frames else [180 + 30 * t for t in range(num_frames)]
     for t in range(num_frames):
@@ -147,12 +195,27 @@ def render_tile(rng: np.random.Generator, height: int, width: int, *, num_frames
                 img[:, sel] = spectra[name][:, None]
         if soil.any():
             img[:, soil] = spectra["bright_soil"][:, None]
+        if mixed_land_cover:
+            bg = (labels == 0) & ~soil
+            img[:, bg] = (spectra["background"][:, None] * (1 - grass[bg]) + land["grass"][:, None] * grass[bg])
+            for name, sel in patches.items():
+                if sel.any():
+                    img[:, sel] = land[name][:, None]
+            wat = labels == 1
+            img[:, wat] = ((1 - turbidity) * spectra["water"] + turbidity * land["sediment"])[:, None]
+            for sel, roof in roofs:
+                img[:, sel] = roof[:, None]
         # crop phenology: fields get greener towards mid-season
         season = np.cos(2 * np.pi * (doys[t] - 200) / 365.0)
         field_sel = labels == 2
         img[3, field_sel] *= 0.75 + 0.25 * season
         img[2, field_sel] *= 1.2 - 0.2 * season
         img *= texture[None] * rng.uniform(0.9, 1.1)
+        if mixed_land_cover:
+            # atmosphere and calibration: a gain per band and a haze that brightens the short
+            # wavelengths, different on every date
+            img *= rng.uniform(0.8, 1.25, size=(6, 1, 1)).astype(np.float32)
+            img += (rng.uniform(0.0, 0.05) * np.array([1.0, 0.7, 0.45, 0.2, 0.05, 0.0]))[:, None, None].astype(np.float32)
         img += rng.normal(0, noise, size=img.shape).astype(np.float32)
         if rng.random() < cloud_prob:
             alpha = np.clip(_smooth_field(rng, h, w, cells=3) * 0.6 + rng.uniform(-0.6, 0.1), 0, 0.85)
@@ -239,12 +302,20 @@ class SyntheticGeoDataset:
     def coco_json(self, split: str) -> str:
         return os.path.join(self.root, split, "instances.json")
 
+    def mask_file(self, split: str, image) -> str:
+        """The label GeoTIFF of an image of ``split`` (a path, or the list of a time series)."""
+        first = image[0] if isinstance(image, (list, tuple)) else image
+        tile = os.path.basename(first).split(".")[0]
+        return os.path.join(self.root, split, "masks", f"{tile}_mask.tif")
+
 
 def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size: int = 64,
                            num_frames: int = 1, seed: int = 0, crs: str = "EPSG:32610",
                            gsd: float = 10.0, cloud_prob: float = 0.3, nodata_prob: float = 0.1,
-                           confuser_prob: float = 0.5, year: int = 2020) -> SyntheticGeoDataset:
-    """Write a train/val synthetic dataset under ``root`` (layout in the module docstring)."""
+                           confuser_prob: float = 0.5, mixed_land_cover: bool = True,
+                           year: int = 2020) -> SyntheticGeoDataset:
+    """Write a train/val synthetic dataset under ``root`` (layout in the module docstring);
+    the rendering options are :func:`render_tile`'s."""
     from rasterio.transform import from_origin
 
     if size < 32:
@@ -266,7 +337,7 @@ def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size
             doys = [min(first_doy + 30 * t, 365) for t in range(num_frames)]
             stack, labels, buildings = render_tile(rng, size, size, num_frames=num_frames, day_of_year=doys,
                                                    cloud_prob=cloud_prob, nodata_prob=nodata_prob,
-                                                   confuser_prob=confuser_prob)
+                                                   confuser_prob=confuser_prob, mixed_land_cover=mixed_land_cover)
             paths = []
             for t, doy in enumerate(doys):
                 when = _dt.datetime(year, 1, 1, 18, 30) + _dt.timedelta(days=doy - 1)
