@@ -1,13 +1,17 @@
-"""Quickstart: Semantic FPN with a tiny ViT on d2geo's synthetic 6-band tiles.
+"""Quickstart: Semantic FPN with a tiny ViT on d2geo's synthetic 6-band GeoTIFFs.
 
-Runs on a laptop CPU in minutes, downloads nothing::
+Runs on a 2-core CPU in about 3 minutes, downloads nothing::
 
     python tools/train_net.py --config-file configs/quickstart/semantic_fpn_tiny.py
 
-Classes: background, building, vegetation, water (mIoU on the val split). The encoder is
-a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel patches, trained
-from scratch. For speed on the CPU the pyramid is the single-tap SimpleFeaturePyramid
-(strides 4, 8, 16); the family configs use the four-tap MultiLayerPyramid.
+The first run writes the dataset (240 GeoTIFF tiles of 96 x 96 px, a few seconds) to
+``$D2GEO_DATASETS/d2geo_synth`` (default ``./datasets/d2geo_synth``); see
+``d2geo.data.synthetic``. Classes: background, water, field, building; the final
+evaluation prints mIoU on the val split (~74; all-background scores 18, a per-pixel
+spectral MLP 60). The encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96
+with 8-pixel patches, trained from scratch. For speed on the CPU the pyramid is the
+single-tap SimpleFeaturePyramid (strides 4, 8, 16); the family configs use the four-tap
+MultiLayerPyramid.
 """
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -48,12 +52,15 @@ model.sem_seg_head.input_shape = {
 model.sem_seg_head.num_classes = len(SYNTH_STUFF_CLASSES)
 model.sem_seg_head.conv_dims = 64
 
-optimizer.lr = 4e-4
+optimizer.lr = 2e-3
 optimizer.params.lr_decay_rate = 1.0  # trained from scratch: no layer-wise decay
 
 train.output_dir = "./output/quickstart/semantic_fpn_tiny"
-train.max_iter = 300
-train.eval_period = 300
-train.log_period = 20
-train.checkpointer = dict(period=300, max_to_keep=2)
+train.max_iter = 1500
+train.eval_period = 1500
+train.log_period = 20  # a progress line with the ETA every 20 iterations
+train.checkpointer = dict(period=500, max_to_keep=2)
 train.seed = 0
+# one torch thread: for a model this small a second one gains ~25% on an idle CPU and can
+# lose 10x on a busy one (train_net.py; OMP_NUM_THREADS, if set, takes precedence)
+train.cpu_threads = 1
