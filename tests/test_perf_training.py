@@ -33,7 +33,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_rcnn(grad_checkpointing=False):
+def tiny_rcnn(grad_checkpointing=False, box_conv_dims=()):
     from detectron2 import model_zoo
 
     cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
@@ -52,7 +52,7 @@ def tiny_rcnn(grad_checkpointing=False):
     rh.num_classes = 2
     rh.batch_size_per_image = 32
     rh.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
-    rh.box_head.conv_dims = []
+    rh.box_head.conv_dims = list(box_conv_dims)
     rh.box_head.fc_dims = [64]
     rh.box_predictor.input_shape = ShapeSpec(channels=64)
     rh.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
@@ -154,6 +154,36 @@ def test_pyramids_use_the_fused_layernorm_with_unchanged_state_dict_keys():
     plain = SimpleFeaturePyramid(GeoBackbone("dinov2_vits14", encoder_kwargs=TINY), out_channels=32, norm="")
     assert not any(isinstance(m, D2LayerNorm) for m in plain.modules())
     assert plain.simfp_3[0].bias is not None
+
+
+def test_georcnn_heads_run_the_fused_layernorm_with_the_same_losses():
+    import copy
+
+    from detectron2.utils.events import EventStorage
+
+    torch.manual_seed(0)
+    model = tiny_rcnn(box_conv_dims=[32])  # a conv box head with detectron2's "LN"
+    head_norms = [m for n, m in model.roi_heads.named_modules() if isinstance(m, D2LayerNorm)]
+    assert len(head_norms) == 2 and all(type(m) is ChannelLayerNorm for m in head_norms)  # box + mask conv
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if type(m) is ChannelLayerNorm:
+            m.__class__ = D2LayerNorm
+    assert not any(type(m) is ChannelLayerNorm for m in ref.modules())
+    data = batch_of()
+    with EventStorage(0):
+        torch.manual_seed(1)
+        ours = model(data)
+        torch.manual_seed(1)
+        theirs = ref(data)
+    for k in theirs:
+        torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-5, msg=k)
+    ours_total, theirs_total = sum(ours.values()), sum(theirs.values())
+    ours_total.backward()
+    theirs_total.backward()
+    g1 = model.roi_heads.box_head.conv1.weight.grad
+    g2 = ref.roi_heads.box_head.conv1.weight.grad
+    torch.testing.assert_close(g1, g2, rtol=1e-3, atol=1e-5)
 
 
 # -- bfloat16 autocast + activation checkpointing ----------------------------------------------------

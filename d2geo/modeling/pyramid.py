@@ -26,7 +26,7 @@ from detectron2.modeling.backbone import Backbone
 from detectron2.modeling.backbone.fpn import _assert_strides_are_log2_contiguous
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as _D2SimpleFeaturePyramid
 
-__all__ = ["SimpleFeaturePyramid", "MultiLayerPyramid", "ChannelLayerNorm"]
+__all__ = ["SimpleFeaturePyramid", "MultiLayerPyramid", "ChannelLayerNorm", "fuse_channel_layer_norms"]
 
 
 def _check_strides(net_stride: int, scale_factors: Sequence[float], what: str) -> list[int]:
@@ -70,6 +70,18 @@ class ChannelLayerNorm(_D2LayerNorm):
             raise ValueError(f"ChannelLayerNorm takes (N, C, H, W) maps, got shape {tuple(x.shape)}")
         y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2).contiguous()
+
+
+def fuse_channel_layer_norms(module: nn.Module) -> int:
+    """Switch every detectron2 channel ``LayerNorm`` inside ``module`` (e.g. the ``"LN"``
+    of ViTDet's box and mask heads) to :class:`ChannelLayerNorm`, in place; parameters
+    and state dict are untouched. Returns how many were switched."""
+    count = 0
+    for m in module.modules():
+        if type(m) is _D2LayerNorm:
+            m.__class__ = ChannelLayerNorm
+            count += 1
+    return count
 
 
 def _fast_norm(norm):
