@@ -11,8 +11,13 @@ Scenes hold four semantic classes with distinct but overlapping spectra: backgro
 follows a seasonal cycle) and buildings (small rotated rectangles, also the instances).
 Bright bare-soil patches (labelled background) have nearly the spectrum of roofs, so
 pixels alone do not separate them from buildings. Per-tile illumination gain, per-object
-spectral jitter, pixel noise, semi-transparent clouds and nodata edges (as at a swath border; labelled 255) keep the task learnable
-but not trivial.
+spectral jitter, pixel noise, semi-transparent clouds and nodata edges (as at a swath
+border; labelled 255) keep the task learnable but not trivial. :func:`make_synthetic_dataset`
+also mixes the land cover (``mixed_land_cover``, see :func:`render_tile`): grassland,
+natural vegetation with a field's spectrum, dark surfaces as dark as water, turbid water,
+three kinds of roof and a gain and haze per band and date. On the quickstart split a
+per-pixel spectral MLP then reaches ~60 mIoU, while a small ViT that sees shapes and
+context reaches ~74.
 
 Layout written by :func:`make_synthetic_dataset`::
 
