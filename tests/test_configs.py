@@ -141,7 +141,7 @@ def test_quickstart_config_builds_model_data_and_evaluator(name, tmp_path):
     torch.manual_seed(0)
     cfg = load(name, **{"train.output_dir": str(tmp_path)})
     assert cfg.model.backbone.net.weights is None  # runs without any download
-    assert cfg.train.max_iter <= 500
+    assert cfg.train.max_iter <= 2000  # a few minutes on 2 CPU cores (wall times in the README)
     model = instantiate(cfg.model)
     loader = instantiate(cfg.dataloader.train)
     batch = next(iter(loader))
