@@ -42,11 +42,12 @@ Sections (``--sections`` picks some):
     per round, in alternating order; wall and process CPU time are medians over rounds.
 
 Numbers from a shared or busy machine are noise: the machine section records the load
-average at the start so a reader can tell. The full run takes roughly 20 minutes on an
-idle 2-core machine (about half of it the 2048 px global-attention forward passes and
-the training steps); ``--sections`` and ``--families`` run parts of it. ``--quick``
-takes 20-30 s and only checks that everything runs: at tiny sizes thread scheduling
-dominates the timings.
+average at the start so a reader can tell, and the training rows give process CPU time
+next to wall time (with other processes on the cores, wall time also counts the time the
+step waited for a core). The full run takes roughly 25 minutes on an idle 2-core machine
+(most of it the 2048 px global-attention forward passes and the 24 training steps);
+``--sections`` and ``--families`` run parts of it. ``--quick`` takes 20-30 s and only
+checks that everything runs: at tiny sizes thread scheduling dominates the timings.
 """
 from __future__ import annotations
 
@@ -724,8 +725,8 @@ def render(results: dict) -> str:
                    "have 32x32 tokens at 512 px (DINOv2 runs at patch 16). Each model uses its project's "
                    "optimizer config (d2geo: fused AdamW; detectron2 ViTDet: AdamW). bf16 rows run the "
                    "forward pass under `torch.autocast` (d2geo's `AutocastTrainer`) and are compared with "
-                   "ViTDet under the same autocast. CPU s is the process CPU time of the step (less "
-                   "sensitive to other load than wall time).", ""]
+                   "ViTDet under the same autocast. CPU s is the process CPU time of the step (on a busy "
+                   "machine wall time also counts waiting for a core; CPU time does not).", ""]
             rows = []
             for r in tr["rows"]:
                 if "error" in r:
