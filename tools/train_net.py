@@ -52,6 +52,7 @@ from detectron2.engine import (
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
@@ -171,6 +172,9 @@ def main(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     device = _resolve_device(cfg)
     default_setup(cfg, args)
+    # detectron2's setup logs 'detectron2' and 'fvcore'; d2geo's own messages (dataset
+    # generation, checkpoint conversion, the model summary) go to the same log
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="d2geo", abbrev_name="d2geo")
     _share_cpu_threads(device, cfg)
 
     if args.eval_only:
