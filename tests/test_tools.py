@@ -132,7 +132,27 @@ def test_cuda_device_falls_back_to_cpu(caplog):
     cfg.train.device = "cuda"
     cfg.train.amp.enabled = True
     assert train_net._resolve_device(cfg) == "cpu"
-    assert cfg.train.device == "cpu" and not cfg.train.amp.enabled
+    assert cfg.train.device == "cpu" and cfg.train.amp.enabled  # autocast works on the CPU too
+
+
+def test_bfloat16_autocast_and_checkpointing_train_from_the_command_line(tmp_path, monkeypatch):
+    from d2geo.engine.amp import AutocastTrainer
+
+    used = []
+    real_run_step = AutocastTrainer.run_step
+
+    def spy(self):
+        used.append(self.precision)
+        return real_run_step(self)
+
+    monkeypatch.setattr(AutocastTrainer, "run_step", spy)
+    out = str(tmp_path)
+    run_main("--config-file", SEG, f"train.output_dir={out}", "train.max_iter=10", "train.log_period=1",
+             "train.eval_period=0", "train.amp.enabled=True", "train.amp.precision=bfloat16",
+             "model.backbone.net.grad_checkpointing=True")
+    loss = losses(metrics(out))
+    assert used == [torch.bfloat16] * 10, used
+    assert len(loss) == 10 and all(l == l for l in loss) and loss[-1] < loss[0], loss
 
 
 def test_process_count_is_checked():

@@ -10,6 +10,10 @@ Examples::
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
 
+    # bfloat16 autocast and activation checkpointing (CPU or CUDA)
+    python tools/train_net.py --config-file ... train.amp.enabled=True \
+        model.backbone.net.grad_checkpointing=True
+
     # continue an interrupted run from the last checkpoint in train.output_dir; on one CPU
     # process with num_workers=0 it ends with the uninterrupted run's weights (checkpoints
     # are written atomically; see docs/bad_inputs.md, "Crash-safe training")
@@ -41,8 +45,6 @@ except ImportError:  # running from a source checkout that is not installed
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -56,6 +58,7 @@ from detectron2.utils.logger import setup_logger
 
 import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
+from d2geo.engine.amp import build_trainer
 
 logger = logging.getLogger("d2geo.train_net")
 
@@ -81,9 +84,6 @@ def _resolve_device(cfg) -> str:
         logger.warning("train.device=%s but CUDA is not available: running on the CPU", device)
         device = "cpu"
     cfg.train.device = device
-    if device == "cpu" and cfg.train.get("amp", {}).get("enabled", False):
-        logger.warning("mixed precision (train.amp.enabled) needs CUDA: training in float32")
-        cfg.train.amp.enabled = False
     return device
 
 
@@ -132,7 +132,8 @@ def do_train(args, cfg):
     train_loader, sampler = build_train_loader(cfg.dataloader.train)
 
     model = _ddp(model, cfg)
-    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, train_loader, optim)
+    # bfloat16/float16 autocast on the CPU or a GPU when train.amp.enabled (d2geo.engine.amp)
+    trainer = build_trainer(model, train_loader, optim, amp=cfg.train.amp)
     extra = {"sampler": sampler} if sampler is not None else {}
     checkpointer = GeoCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
     last_results: dict = {}

@@ -11,7 +11,9 @@ train = dict(
     # encoder checkpoints go to model.backbone.net.weights instead.
     init_checkpoint="",
     max_iter=20000,
-    amp=dict(enabled=False),
+    # autocast for the forward pass: precision 'bfloat16', 'float16' or 'auto' (bfloat16
+    # where supported); on the CPU as on GPUs (d2geo.engine.amp.AutocastTrainer)
+    amp=dict(enabled=False, precision="auto"),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=2000, max_to_keep=3),
     eval_period=2000,
