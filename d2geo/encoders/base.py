@@ -78,7 +78,7 @@ class GeoEncoder(nn.Module):
         windowing.set_window_attention(self, window_size, global_blocks)
 
     def resolve_layers(self, layers: int | Sequence[int]) -> list[int]:
-        """Turn block indices (negative ones count from the end) into sorted positive ones."""
+        """Turn block indices (negative ones count from the end) into positive ones, in order."""
         if isinstance(layers, int):
             layers = [layers]
         out = []
