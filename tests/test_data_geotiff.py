@@ -239,28 +239,8 @@ def test_geojson_to_annotations_maps_scene_coords_to_pixels(tmp_path):
 
 
 # ---------------------------------------------------------------------------- fuzzing
-try:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-except ImportError:  # only the fuzz tests are skipped; the rest of the file still runs
-    class _Anything:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    st = _Anything()
-    HealthCheck = _Anything()
-
-    def settings(*args, **kwargs):
-        return lambda f: f
-
-    def given(*args, **kwargs):
-        def wrap(f):
-            @pytest.mark.skip(reason="hypothesis is not installed (pip install hypothesis)")
-            def stub():
-                pass
-            stub.__name__ = f.__name__
-            return stub
-        return wrap
+from hypothesis import HealthCheck, given, settings  # a test dependency (setup.py extras 'test')
+from hypothesis import strategies as st
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

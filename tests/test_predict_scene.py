@@ -309,27 +309,8 @@ def test_time_series_scene(tmp_path, model):
         assert (a.read(1) == b.read(1)).mean() > 0.99  # same scene content on both dates
 
 
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # only the fuzz tests are skipped; the rest of the file still runs
-    class _Anything:
-        def __getattr__(self, name):
-            return lambda *a, **k: None
-
-    st = _Anything()
-
-    def settings(*args, **kwargs):
-        return lambda f: f
-
-    def given(*args, **kwargs):
-        def wrap(f):
-            @pytest.mark.skip(reason="hypothesis is not installed (pip install hypothesis)")
-            def stub():
-                pass
-            stub.__name__ = f.__name__
-            return stub
-        return wrap
+from hypothesis import given, settings  # a test dependency (setup.py extras 'test')
+from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None, database=None)
