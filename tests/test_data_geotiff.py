@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 rasterio = pytest.importorskip("rasterio")
+# d2geo.data is the detectron2 side of d2geo (its package imports detectron2's catalogs)
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
