@@ -18,10 +18,10 @@ from d2geo.encoders import CheckpointError  # noqa: E402
 from d2geo.modeling import GeoBackbone, find_geo_backbones  # noqa: E402
 
 FAMILY_CONFIGS = [
-    "dinov2/mask_rcnn_vitb14.py",
-    "dinov2/semantic_fpn_vitb14.py",
-    "dinov3/mask_rcnn_vitl16_sat.py",
-    "dinov3/semantic_fpn_vitl16_sat.py",
+    "dino_v2/mask_rcnn_vitb14.py",
+    "dino_v2/semantic_fpn_vitb14.py",
+    "dino_v3/mask_rcnn_vitl16_sat.py",
+    "dino_v3/semantic_fpn_vitl16_sat.py",
     "prithvi/mask_rcnn_eo_v2_300_tl.py",
     "prithvi/semantic_fpn_eo_v2_300_tl.py",
     "clay/mask_rcnn_v1_5_large.py",
@@ -29,7 +29,7 @@ FAMILY_CONFIGS = [
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
-    "dinov2": ("dinov2_vitb14", 12, 768), "dinov3": ("dinov3_vitl16_sat", 24, 1024),
+    "dino_v2": ("dinov2_vitb14", 12, 768), "dino_v3": ("dinov3_vitl16_sat", 24, 1024),
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
 }
 
@@ -52,7 +52,7 @@ def load(name, **overrides):
 
 def test_zoo_lists_every_config():
     names = model_zoo.list_configs()
-    for name in FAMILY_CONFIGS + QUICKSTART + ["detrex/dino_dinov2_vitb14.py"]:
+    for name in FAMILY_CONFIGS + QUICKSTART + ["detrex_dino/dino_dinov2_vitb14.py"]:
         assert name in names
     assert not [n for n in names if n.startswith("common/")]
 
@@ -109,14 +109,14 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
 
 
 def test_family_config_missing_upstream_weights_is_a_clear_error():
-    cfg = load("dinov2/semantic_fpn_vitb14.py")
+    cfg = load("dino_v2/semantic_fpn_vitb14.py")
     cfg.model.backbone.net.weights = "/nonexistent/dinov2_vitb14_pretrain.pth"
     with pytest.raises(CheckpointError, match="checkpoint file not found: /nonexistent/dinov2_vitb14"):
         instantiate(cfg.model)
 
 
 def test_family_optimizer_has_layer_decay_and_no_decay_on_embeddings(monkeypatch):
-    cfg = load("dinov2/mask_rcnn_vitb14.py")
+    cfg = load("dino_v2/mask_rcnn_vitb14.py")
     cfg.model.backbone.net.weights = None
     with cheap_init(monkeypatch):
         model = instantiate(cfg.model)
@@ -193,7 +193,7 @@ def test_detrex_dino_config():
     from d2geo.modeling.detrex import detrex_projects_root
     if detrex_projects_root() is None:
         pytest.skip("detrex is installed but not from a checkout with projects/dino (pip install -e)")
-    cfg = load("detrex/dino_dinov2_vitb14.py")
+    cfg = load("detrex_dino/dino_dinov2_vitb14.py")
     cfg.model.backbone.net.weights = None
     model = instantiate(cfg.model)
     (backbone,) = find_geo_backbones(model)
@@ -328,7 +328,7 @@ def geotiff_datasets(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, task", [("prithvi/semantic_fpn_eo_v2_300_tl.py", "seg"),
-                                        ("dinov2/mask_rcnn_vitb14.py", "det")])
+                                        ("dino_v2/mask_rcnn_vitb14.py", "det")])
 def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypatch, tmp_path):
     frames = 4 if "prithvi" in name else None
     prefix = geotiff_datasets[frames or 1]

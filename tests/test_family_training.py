@@ -23,8 +23,8 @@ FAMILIES = {
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
 }
 CONFIGS = {
-    "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
-    "dinov3": ("dinov3/mask_rcnn_vitl16_sat.py", "dinov3/semantic_fpn_vitl16_sat.py"),
+    "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
+    "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
 }
@@ -86,7 +86,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     optimizer = instantiate(cfg.optimizer)
     totals = []
     with EventStorage():
-        for _ in range(8):
+        for _ in range(10):
+            torch.manual_seed(1)  # the same proposal/ROI sampling draws every step
             losses = model(batch)
             total = sum(losses.values())
             assert torch.isfinite(total)

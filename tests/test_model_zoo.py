@@ -28,15 +28,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # -- configs -----------------------------------------------------------------------------------
 def test_get_config_and_file():
-    path = model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
-    assert os.path.isfile(path) and path.endswith(os.path.join("dinov2", "mask_rcnn_vitb14.py"))
-    cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
+    path = model_zoo.get_config_file("dino_v2/mask_rcnn_vitb14.py")
+    assert os.path.isfile(path) and path.endswith(os.path.join("dino_v2", "mask_rcnn_vitb14.py"))
+    cfg = model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py")
     assert cfg.model.backbone.net.encoder == "dinov2_vitb14"
     assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg)
-    with pytest.raises(RuntimeError, match="Did you mean dinov2/mask_rcnn_vitb14.py"):
-        model_zoo.get_config_file("dinov2/mask_rcnn_vitb16.py")
+    with pytest.raises(RuntimeError, match="Did you mean dino_v2/mask_rcnn_vitb14.py"):
+        model_zoo.get_config_file("dino_v2/mask_rcnn_vitb16.py")
     with pytest.raises(ValueError, match="LazyConfig .py"):
-        model_zoo.get_config("dinov2/mask_rcnn_vitb14.yaml")
+        model_zoo.get_config("dino_v2/mask_rcnn_vitb14.yaml")
 
 
 def test_built_package_ships_the_configs(tmp_path):

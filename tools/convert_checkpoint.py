@@ -9,7 +9,7 @@ the detectron2 model, so ``train.init_checkpoint=<file>`` (or a ``d2geo://`` zoo
 loads them with ``DetectionCheckpointer`` and no name-matching heuristics::
 
     python tools/convert_checkpoint.py dinov2_vitb14_pretrain.pth \
-        --config-file configs/dinov2/mask_rcnn_vitb14.py --output-dir zoo/dinov2
+        --config-file configs/dino_v2/mask_rcnn_vitb14.py --output-dir zoo/dinov2
     # -> zoo/dinov2/dinov2_vitb14_mask_rcnn_vitb14-<sha256[:8]>.pth
 
     python tools/convert_checkpoint.py Prithvi_EO_V2_300M_TL.pt --encoder prithvi_eo_v2_300_tl \

@@ -1,7 +1,7 @@
 """The d2geo model zoo: packaged LazyConfigs and ``d2geo://`` checkpoints.
 
 >>> from d2geo import model_zoo
->>> cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
+>>> cfg = model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py")
 >>> model_zoo.list_configs()[:3]
 
 Configs are the files under the repository's ``configs/`` directory; wheels carry a copy
@@ -52,7 +52,7 @@ def list_configs() -> list[str]:
 
 
 def get_config_file(config_path: str) -> str:
-    """The absolute path of a zoo config, e.g. ``"dinov2/mask_rcnn_vitb14.py"``."""
+    """The absolute path of a zoo config, e.g. ``"dino_v2/mask_rcnn_vitb14.py"``."""
     root = config_root()
     path = os.path.join(root, *config_path.split("/"))
     if not os.path.isfile(path):

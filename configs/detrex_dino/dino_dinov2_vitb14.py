@@ -13,7 +13,7 @@ max-pooled 64, i.e. DINO's four scales) and ``ChannelMapper`` mapping them to th
 transformer width. ``GeoDINO`` adds d2geo's input handling (per-band normalization, any
 number of bands, acquisition metadata) to detrex's DINO.
 
-Weights and data as in ``configs/dinov2/mask_rcnn_vitb14.py``; set
+Weights and data as in ``configs/dino_v2/mask_rcnn_vitb14.py``; set
 ``model.num_classes`` to your number of classes.
 """
 import os
@@ -72,7 +72,7 @@ optimizer.lr = 1e-4
 optimizer.weight_decay = 1e-4
 optimizer.params.lr_decay_rate = 0.7
 train.max_iter = 90000
-train.output_dir = "./output/detrex/dino_dinov2_vitb14"
+train.output_dir = "./output/detrex_dino/dino_dinov2_vitb14"
 train.clip_grad.enabled = True
 train.clip_grad.params.max_norm = 0.1
 train.clip_grad.params.norm_type = 2

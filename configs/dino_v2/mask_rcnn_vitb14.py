@@ -10,7 +10,7 @@ Data: three bands ``red, green, blue`` on a 0-255 scale (the ImageNet statistics
 Register ``geo_det_train`` / ``geo_det_val`` (see ``configs/common/data/geo_detection.py``)
 and set ``model.roi_heads.num_classes`` to your number of classes::
 
-    python tools/train_net.py --config-file configs/dinov2/mask_rcnn_vitb14.py \
+    python tools/train_net.py --config-file configs/dino_v2/mask_rcnn_vitb14.py \
         model.roi_heads.num_classes=3 model.backbone.net.weights=/data/dinov2_vitb14_pretrain.pth
 """
 from ..common.data.geo_detection import dataloader
@@ -34,5 +34,5 @@ optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
 optimizer.params.lr_decay_rate = 0.7
 
-train.output_dir = "./output/dinov2/mask_rcnn_vitb14"
+train.output_dir = "./output/dino_v2/mask_rcnn_vitb14"
 train.max_iter = 20000

@@ -8,7 +8,7 @@ on load, so the pyramid levels are p2..p5.
 Data: ``red, green, blue`` on a 0-255 scale. Register ``geo_seg_train`` / ``geo_seg_val``
 (see ``configs/common/data/geo_semseg.py``) and set ``model.sem_seg_head.num_classes``::
 
-    python tools/train_net.py --config-file configs/dinov2/semantic_fpn_vitb14.py \
+    python tools/train_net.py --config-file configs/dino_v2/semantic_fpn_vitb14.py \
         model.sem_seg_head.num_classes=5 model.backbone.net.weights=/data/dinov2_vitb14_pretrain.pth
 """
 from ..common.data.geo_semseg import dataloader
@@ -32,5 +32,5 @@ dataloader.train.total_batch_size = 16
 optimizer.lr = 1e-4
 optimizer.params.lr_decay_rate = 0.7
 
-train.output_dir = "./output/dinov2/semantic_fpn_vitb14"
+train.output_dir = "./output/dino_v2/semantic_fpn_vitb14"
 train.max_iter = 20000
