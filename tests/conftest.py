@@ -68,3 +68,20 @@ def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+#: Real Sentinel-1/2, DEM, NDVI and land-cover tiles (TerraMind examples, Apache-2.0) that
+#: sit in the workplace's shared folder beside the repository; never copied into the repo.
+TERRAMIND_EXAMPLES = os.environ.get(
+    "D2GEO_TERRAMIND_EXAMPLES",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                 "shared", "data", "terramind-examples"))
+
+
+@pytest.fixture
+def terramind_examples() -> str:
+    """Folder of the real TerraMind example tiles (S2L1C, S2L2A, S1RTC, DEM, NDVI, LULC, ...)."""
+    if not os.path.isdir(os.path.join(TERRAMIND_EXAMPLES, "S2L2A")):
+        pytest.skip(f"the real example tiles are not at {TERRAMIND_EXAMPLES} "
+                    "(set D2GEO_TERRAMIND_EXAMPLES to their folder)")
+    return TERRAMIND_EXAMPLES
