@@ -14,12 +14,14 @@ from rasterio.transform import from_origin  # noqa: E402
 
 from d2geo.data.datasets import (  # noqa: E402
     SEN1FLOODS11_S2_BANDS, load_hls_burn_scars, load_sen1floods11, register_geo_instances,
-    register_hls_burn_scars, register_sen1floods11, register_synthetic_geotiff,
+    register_hls_burn_scars, register_sen1floods11,
 )
 from d2geo.data.geotiff import parse_time  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.data.stats import get_stats  # noqa: E402
-from d2geo.data.synthetic_geotiff import make_synthetic_dataset  # noqa: E402
+from d2geo.data.synthetic import (  # noqa: E402
+    SyntheticGeoDataset, make_synthetic_dataset, register_synthetic_geotiff,
+)
 
 
 def _write(path, data, dtype, nodata=None, crs="EPSG:32719"):
@@ -153,6 +155,16 @@ def test_register_synthetic_geotiff_semseg_and_instances(tmp_path):
         for n in names:
             DatasetCatalog.remove(n)
             MetadataCatalog.remove(n)
+
+
+def test_synthetic_dataset_reopened_from_its_folder_lists_the_same_files(tmp_path):
+    written = make_synthetic_dataset(tmp_path / "s", num_train=3, num_val=1, size=48, num_frames=2, seed=5)
+    opened = SyntheticGeoDataset.open(tmp_path / "s")
+    assert opened.splits == written.splits and opened.num_frames == 2
+    assert opened.semseg_pairs("val") == written.semseg_pairs("val")
+    assert all(os.path.isfile(m) for _, m in opened.semseg_pairs("train"))
+    with pytest.raises(FileNotFoundError, match="layout make_synthetic_dataset writes"):
+        SyntheticGeoDataset.open(tmp_path / "nothing")
 
 
 def test_register_geo_instances_from_geojson_samples(tmp_path):

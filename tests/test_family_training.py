@@ -14,7 +14,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 from d2geo import model_zoo  # noqa: E402
-from d2geo.data.synthetic_geotiff import HLS_BANDS  # noqa: E402
+from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
 
 FAMILIES = {
     "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
@@ -34,8 +34,8 @@ CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import register_synthetic_geotiff
+    from d2geo.data.synthetic.generator import make_synthetic_dataset
 
     names = {}
     for frames in (1, 4):

@@ -19,7 +19,7 @@ from d2geo.data.geotiff import apply_affine, read_geotiff  # noqa: E402
 from d2geo.data.scene import (  # noqa: E402
     SceneInstance, blend_weights, merge_instances, predict_scene, tile_windows,
 )
-from d2geo.data.synthetic_geotiff import Building, write_scene  # noqa: E402
+from d2geo.data.synthetic.generator import Building, write_scene  # noqa: E402
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
@@ -89,7 +89,7 @@ def model(tmp_path_factory):
         mod = importlib.import_module("d2geo_tiny_scene_model")
     finally:
         sys.path.remove(str(d))
-    from d2geo.data.synthetic_geotiff import SEMSEG_CLASSES, SIGNATURES
+    from d2geo.data.synthetic.generator import SEMSEG_CLASSES, SIGNATURES
 
     m = mod.TinySceneModel()
     with torch.no_grad():

@@ -14,7 +14,7 @@ from detectron2.data.datasets import load_coco_json  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from d2geo.data.synthetic_geotiff import make_synthetic_dataset  # noqa: E402
+from d2geo.data.synthetic.generator import make_synthetic_dataset  # noqa: E402
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 

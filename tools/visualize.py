@@ -153,15 +153,9 @@ def main(argv=None) -> list[str]:
     from d2geo.data import datasets as dsets
 
     if args.synthetic_root:
-        from d2geo.data.synthetic_geotiff import SyntheticGeoDataset
+        from d2geo.data.synthetic import SyntheticGeoDataset, register_synthetic_geotiff
 
-        root = args.synthetic_root
-        splits = {}
-        for split in ("train", "val"):
-            img_dir = os.path.join(root, split, "images")
-            if os.path.isdir(img_dir):
-                splits[split] = sorted(os.path.join(img_dir, f) for f in os.listdir(img_dir) if f.endswith(".tif"))
-        dsets.register_synthetic_geotiff(SyntheticGeoDataset(root=root, splits=splits))
+        register_synthetic_geotiff(SyntheticGeoDataset.open(args.synthetic_root))
     if args.sen1floods11_root:
         dsets.register_sen1floods11(args.sen1floods11_root)
     if args.burn_scars_root:
