@@ -1,6 +1,8 @@
 """detectron2 glue: GeoBackbone, pyramids, meta-architectures, lr decay / weight decay."""
 from __future__ import annotations
 
+import json
+import os
 import types
 
 import pytest
@@ -28,14 +30,13 @@ from d2geo.modeling import (  # noqa: E402
     SimpleFeaturePyramid,
     add_d2geo_config,
     collate_metadata,
-    encoder_layer_id,
+    encoder_layer_ids,
     fold_time,
     geo_optimizer_params,
-    get_lr_decay_rate,
+    lr_decay_factor_func,
     no_weight_decay_overrides,
     normalize_image,
 )
-from d2geo.modeling.lr_decay import is_final_norm  # noqa: E402
 
 BANDS5 = ("coastal", "blue", "green", "red", "nir")
 TINY_DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=BANDS5)
@@ -575,42 +576,95 @@ FAMILIES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,depth", FAMILIES, ids=[f[0].split("_")[0] for f in FAMILIES])
-def test_lr_decay_follows_block_structure(name, kwargs, depth):
+def _family_model(name, kwargs, **backbone_kw):
     if name not in list_encoders():
         pytest.skip(f"{name} is not registered yet")
     model = torch.nn.Module()
-    model.backbone = SimpleFeaturePyramid(GeoBackbone(name, encoder_kwargs=kwargs), out_channels=16,
-                                          scale_factors=(2.0, 1.0, 0.5))
+    model.backbone = SimpleFeaturePyramid(GeoBackbone(name, encoder_kwargs=kwargs, **backbone_kw),
+                                          out_channels=16, scale_factors=(2.0, 1.0, 0.5))
+    return model
+
+
+def _param_settings(model, **kw):
+    groups = geo_optimizer_params(model, base_lr=1.0, weight_decay=0.1, lr_decay_rate=0.5, **kw)
+    by_id = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    return {n: by_id[id(p)] for n, p in model.named_parameters()}
+
+
+RECORDED = os.path.join(os.path.dirname(__file__), "data", "param_groups_before_contract.json")
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vits14", "dinov3_vits16", "prithvi_eo_v2_100_tl",
+                                  "clay_v1_5_large"])
+def test_optimizer_groups_and_freezing_are_the_recorded_ones(name):
+    """Every family's per-parameter lr factor and weight decay, and what freeze=2 freezes, are
+    those recorded from the name-matching rules the encoder contract replaced."""
+    with open(RECORDED, encoding="utf-8") as f:
+        rec = json.load(f)[name]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["kwargs"].items()}
+    model = _family_model(name, kwargs)
+    got = _param_settings(model, weight_decay_norm=0.01)
+    assert set(rec["params"]) <= set(got)  # a parameter added since (a new bias) is checked below
+    for n, (lr, wd) in rec["params"].items():
+        assert got[n] == (pytest.approx(lr), wd), n
+    lr6 = {n: lr for n, (lr, _) in _param_settings(model, num_layers=6).items()}
+    for n, lr in rec["lr_num_layers_6"].items():
+        assert lr6[n] == pytest.approx(lr), n
+    bb = GeoBackbone(name, encoder_kwargs=kwargs, freeze=2).train()
+    frozen = {n for n, p in bb.encoder.named_parameters() if not p.requires_grad}
+    enc_prefix = "backbone.net.encoder."
+    recorded = {n[len(enc_prefix):] for n in rec["params"] if n.startswith(enc_prefix)}
+    assert frozen & recorded == set(rec["freeze_2_frozen"])
+    assert frozen == {n for n, layer in bb.encoder.param_layer_ids().items() if layer <= 2}
+    in_eval = {n for n, m in bb.encoder.named_modules() if not m.training and next(m.parameters(recurse=False), None) is not None}
+    assert set(rec["freeze_2_eval"]) == in_eval
+
+
+@pytest.mark.parametrize("name,kwargs,depth", FAMILIES, ids=[f[0].split("_")[0] for f in FAMILIES])
+def test_lr_decay_and_weight_decay_agree_with_timm(name, kwargs, depth):
+    """timm's own layer-decay grouping, fed the encoder's contract (group_matcher,
+    no_weight_decay), gives every encoder parameter the lr scale and weight decay we give it."""
+    from timm.optim import param_groups_layer_decay
+
+    model = _family_model(name, kwargs)
     enc, prefix = model.backbone.net.encoder, "backbone.net.encoder."
-    block_of = {id(p): i for i, blk in enumerate(enc._blocks()) for p in blk.parameters()}
-    rate = 0.5
-    seen_blocks = set()
-    for n, p in model.named_parameters():
-        r = get_lr_decay_rate(n, lr_decay_rate=rate, num_layers=depth)
-        if not n.startswith(prefix):
-            assert r == 1.0, n  # pyramid / heads: full lr
-            continue
-        rel = n[len(prefix):]
-        if id(p) in block_of:
-            i = block_of[id(p)]
-            seen_blocks.add(i)
-            assert r == pytest.approx(rate ** (depth - i)), n
-        elif is_final_norm(rel):
-            assert r == 1.0 and p.ndim == 1, n
-        else:  # embeddings
-            assert r == pytest.approx(rate ** (depth + 1)), n
-    assert seen_blocks == set(range(depth))
-    assert sum(is_final_norm(n[len(prefix):]) for n, _ in model.named_parameters() if n.startswith(prefix)) == 2
+    ours = _param_settings(model, weight_decay_norm=0.0)
+    theirs = {}
+    for g in param_groups_layer_decay(enc, weight_decay=0.1, layer_decay=0.5,
+                                      no_weight_decay_list=enc.no_weight_decay()):
+        for p in g["params"]:
+            theirs[id(p)] = (g["lr_scale"], g["weight_decay"])
+    named = dict(enc.named_parameters())
+    assert len(theirs) == len(named)
+    for n, p in named.items():
+        assert ours[prefix + n] == (pytest.approx(theirs[id(p)][0]), theirs[id(p)][1]), n
+    layers = enc.param_layer_ids()
+    assert set(layers.values()) == set(range(depth + 2))  # embeddings, every block, the final norm
+    assert {n for n, p in model.named_parameters() if not n.startswith(prefix)} <= {
+        n for n, (lr, _) in ours.items() if lr == 1.0}  # pyramid: full lr
 
 
-def test_lr_decay_ignores_non_backbone_encoders_and_checks_depth():
-    # detrex's DINO has transformer.encoder.layers.N: not backbone blocks
-    assert get_lr_decay_rate("transformer.encoder.layers.0.attn.weight", 0.5, 4) == 1.0
-    assert get_lr_decay_rate("backbone.net.encoder.patch_embed.generator.mixer.norm1.weight", 0.5, 4) == 0.5 ** 5
-    assert get_lr_decay_rate("backbone.net.encoder.transformer.layers.3.0.weight", 0.5, 4) == 0.5
+def test_lr_decay_is_for_geo_backbone_encoders_and_checks_depth():
+    model = _family_model("dinov2_vits14_reg", TINY_DINO)
+    model.transformer = torch.nn.Module()  # detrex's DINO has transformer.encoder.layers.N: not backbone blocks
+    model.transformer.encoder = torch.nn.Module()
+    model.transformer.encoder.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+    factor = lr_decay_factor_func(model, 0.5)
+    assert factor("transformer.encoder.layers.0.weight") == 1.0
+    assert factor("backbone.net.encoder.vit.blocks.3.mlp.fc1.weight") == 0.5
+    assert factor("backbone.net.encoder.vit.patch_embed.proj.weight") == 0.5 ** 5
+    ids, depth = encoder_layer_ids(model)
+    assert depth == 4 and ids["backbone.net.encoder.vit.norm.weight"] == 5
     with pytest.raises(ValueError, match="num_layers"):
-        get_lr_decay_rate("backbone.net.encoder.vit.blocks.11.mlp.fc1.weight", 0.5, 4)
+        lr_decay_factor_func(model, 0.5, num_layers=2)
+    with pytest.raises(ValueError, match="no GeoBackbone"):
+        lr_decay_factor_func(torch.nn.Linear(2, 2), 0.5)
+
+
+def test_family_exemptions_reach_detectron2_overrides_only_with_the_model():
+    model = _family_model("clay_v1_5_large", TINY_CLAY)
+    assert {"weight_tokens", "bias_token", "cls_token"} <= set(no_weight_decay_overrides(model))
+    assert "weight_tokens" not in no_weight_decay_overrides()
 
 
 def test_no_weight_decay_on_embeddings_tokens_norms_biases():

@@ -116,7 +116,7 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
             + ". Is it a checkpoint of another variant (embed_dim, depth, bands)?"
         )
     result = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if k not in getattr(model, "_non_checkpoint_keys", ())]
+    missing = result.missing_keys
     if missing:
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: {len(missing)} encoder keys are missing "
