@@ -1,62 +1,35 @@
 """Shared test helpers: the upstream reference modules and tiny checkpoints."""
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
-import subprocess
-import sys
 import types
-import zipfile
 
 import pytest
 import torch
 
-#: Upstream wheels the fidelity tests read their reference modules from. They are test
-#: references only, never runtime dependencies: the module files are loaded straight
-#: from the wheel, without installing the package or its dependencies.
-UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0"}
-WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
-                           os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
+from benchmarks import upstream  # the pinned upstream wheels, shared with the benchmarks
 
-
-def upstream_wheel(dist: str) -> str:
-    """Path of the pinned upstream wheel, downloaded (no deps) into WHEEL_DIR if needed."""
-    spec = UPSTREAM_WHEELS[dist]
-    version = spec.split("==")[1]
-    pattern = os.path.join(WHEEL_DIR, f"{dist}-{version}-*.whl")
-    found = glob.glob(pattern)
-    if not found:
-        os.makedirs(WHEEL_DIR, exist_ok=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", WHEEL_DIR, spec],
-            capture_output=True, text=True)
-        found = glob.glob(pattern)
-        if not found:
-            pytest.skip(f"upstream reference wheel {spec} is not available "
-                        f"(pip download failed: {proc.stderr.strip()[-300:]})")
-    return found[0]
+def _or_skip(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except upstream.UpstreamUnavailable as e:
+        pytest.skip(str(e))
 
 
 def load_upstream_module(dist: str, member: str, module_name: str, *, aliases=()) -> types.ModuleType:
-    """Import one ``.py`` file of an upstream wheel as ``module_name``.
+    """One ``.py`` file of a pinned upstream wheel as a module (see :mod:`benchmarks.upstream`);
+    skips the test when the reference cannot be had."""
+    return _or_skip(upstream.load_upstream_module, dist, member, module_name, aliases=aliases)
 
-    ``aliases`` registers the module under further names too, so that sibling files
-    that import it by their own package path (``from src.utils import ...``) find it.
-    """
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    pytest.importorskip("einops", reason="the upstream reference modules need einops")
-    with zipfile.ZipFile(upstream_wheel(dist)) as zf:
-        source = zf.read(member).decode()
-    spec = importlib.util.spec_from_loader(module_name, loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__file__ = f"<{dist} wheel>/{member}"
-    sys.modules[module_name] = module
-    for alias in aliases:
-        sys.modules[alias] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
+
+def terratorch_prithvi() -> types.ModuleType:
+    """terratorch's ``prithvi_mae`` module (``PrithviViT``), or a skip."""
+    return _or_skip(upstream.terratorch_prithvi)
+
+
+def claymodel() -> types.ModuleType:
+    """claymodel's ``model`` module (``Encoder``, its ``src.*`` siblings aliased), or a skip."""
+    return _or_skip(upstream.claymodel)
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -85,3 +58,69 @@ def terramind_examples() -> str:
         pytest.skip(f"the real example tiles are not at {TERRAMIND_EXAMPLES} "
                     "(set D2GEO_TERRAMIND_EXAMPLES to their folder)")
     return TERRAMIND_EXAMPLES
+
+
+# -- tiny detectron2 heads: the tests are about d2geo's glue, not detectron2's heads ---------------
+def tiny_rcnn_heads(model, channels: int = 32, box_conv_dims=()):
+    """Shrink the pyramid, RPN and ROI heads of a Mask R-CNN LazyConfig ``model`` in place."""
+    from detectron2.layers import ShapeSpec
+
+    model.backbone.out_channels = channels
+    top = model.backbone.get("top_block")
+    if top is not None and "in_channels" in top:  # e.g. LastLevelP6P7
+        top.in_channels = top.out_channels = channels
+    pg = model.proposal_generator
+    pg.head.in_channels = channels
+    pg.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
+    pg.batch_size_per_image = 64
+    pg.pre_nms_topk = (200, 100)
+    pg.post_nms_topk = (64, 32)
+    rh = model.roi_heads
+    rh.batch_size_per_image = 32
+    rh.box_head.input_shape = ShapeSpec(channels=channels, height=7, width=7)
+    rh.box_head.conv_dims = list(box_conv_dims)
+    rh.box_head.fc_dims = [64]
+    rh.box_predictor.input_shape = ShapeSpec(channels=64)
+    rh.box_predictor.test_score_thresh = 0.0
+    rh.box_predictor.test_topk_per_image = 10
+    rh.mask_head.input_shape = ShapeSpec(channels=channels, width=14, height=14)
+    rh.mask_head.conv_dims = [channels, channels]
+    return model
+
+
+def tiny_semseg_head(model, channels: int = 32):
+    """Shrink the pyramid and the SemSegFPNHead of a semantic FPN LazyConfig ``model`` in place."""
+    model.backbone.out_channels = channels
+    model.sem_seg_head.conv_dims = channels
+    model.sem_seg_head.norm = ""
+    return model
+
+
+def tiny_mask_rcnn(net, num_bands: int, *, pixel_mean: float = 500.0, pixel_std: float = 290.0,
+                   num_classes: int = 2, box_conv_dims=()):
+    """detectron2's ViTDet Mask R-CNN as a ``GeoRCNN`` on the GeoBackbone (or its LazyCall)
+    ``net``, with tiny heads."""
+    from detectron2 import model_zoo
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+    from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+    from d2geo.modeling import GeoRCNN, SimpleFeaturePyramid
+
+    cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
+    cfg._target_ = GeoRCNN
+    cfg.backbone = L(SimpleFeaturePyramid)(net=net, out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
+    cfg.pixel_mean, cfg.pixel_std = [pixel_mean] * num_bands, [pixel_std] * num_bands
+    cfg.input_format = None
+    cfg.roi_heads.num_classes = num_classes
+    return instantiate(tiny_rcnn_heads(cfg, 32, box_conv_dims))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: tiny models run ~10x faster on one thread than on two on a shared
+    CPU (the OpenMP workers spin-wait for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import torch
 
-from conftest import load_upstream_module, rel_err
+from conftest import rel_err, terratorch_prithvi
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders import metadata as metadata_mod
 from d2geo.encoders.base import time_to_channels
@@ -23,7 +23,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_upstream_module("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
+    return terratorch_prithvi()
 
 
 def _randomize(model: torch.nn.Module) -> torch.nn.Module:
@@ -202,6 +202,7 @@ def test_time_to_channels_layout_with_two_token_frames(ref):
     assert rel_err(time_to_channels(ours), ref2d) <= TOL
 
 
+@pytest.mark.slow
 def test_real_size_v2_300_tl_architecture(ref):
     """prithvi_eo_v2_300_tl as registered (1024 wide, 24 blocks, patch 16, 224) with random weights."""
     torch.manual_seed(1)
