@@ -50,12 +50,7 @@ def fuzz(**strategies):
     return wrap
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- pixels ---------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def _pair(name, tmp_path, wrap=None, **kw):
     return ref, build_encoder(name, weights=path, **kw).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(224, 224), (160, 288)])
 def test_sat_large_matches_timm(size, tmp_path):
     """Real ViT-L/16 (the SAT-493M architecture), random weights, several layers."""

@@ -11,8 +11,7 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
 from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import get_cfg, instantiate  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as D2SimpleFeaturePyramid  # noqa: E402
@@ -20,11 +19,11 @@ from detectron2.solver.build import get_default_optimizer_params  # noqa: E402
 from detectron2.structures import Boxes, BitMasks, ImageList, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from conftest import load_upstream_module, rel_err  # noqa: E402
+import conftest  # noqa: E402
+from conftest import rel_err  # noqa: E402
 from d2geo.encoders import EncoderInputError, build_encoder, list_encoders  # noqa: E402
 from d2geo.modeling import (  # noqa: E402
     GeoBackbone,
-    GeoRCNN,
     GeoSemanticSegmentor,
     MultiLayerPyramid,
     SimpleFeaturePyramid,
@@ -44,14 +43,7 @@ TINY_PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=
 TINY_CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models here run ~10x faster on one thread than on two on a shared CPU
-    (the OpenMP workers spin-wait for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dino_backbone(**kw) -> GeoBackbone:
@@ -240,7 +232,7 @@ def test_freeze_all_disables_drop_path_and_none_keeps_everything():
 # -- temporal folds (Prithvi) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def terratorch_prithvi():
-    return load_upstream_module("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
+    return conftest.terratorch_prithvi()
 
 
 def test_concat_fold_matches_terratorch_layout(terratorch_prithvi):
@@ -325,12 +317,20 @@ def test_normalize_image_per_band_over_frames():
         normalize_image(torch.zeros(3, 8, 8), mean, std)
 
 
-def test_imagelist_pads_time_series_batches():
-    a, b = torch.randn(6, 2, 40, 50), torch.randn(6, 2, 30, 20)
-    il = ImageList.from_tensors([a, b], 32)
-    assert tuple(il.tensor.shape) == (2, 6, 2, 64, 64) and il.image_sizes == [(40, 50), (30, 20)]
-    assert torch.equal(il.tensor[0, :, :, :40, :50], a) and il.tensor[0, :, :, 40:].abs().sum() == 0
-    assert torch.equal(il.tensor[1, :, :, :30, :20], b)
+@needs("prithvi_eo_*")
+def test_preprocess_normalizes_then_pads_time_series_batches():
+    """GeoInputMixin.preprocess_image: per-band normalization over every frame, then zero padding
+    of the (C, T, H, W) images to the backbone's divisibility (padding after normalizing)."""
+    net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
+    model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6)
+    div = model.backbone.size_divisibility
+    a, b = torch.randn(6, 2, 40, 50) + 500, torch.randn(6, 2, 30, 20) + 500
+    il = model.preprocess_image([{"image": a}, {"image": b}])
+    H, W = -(-40 // div) * div, -(-50 // div) * div
+    assert tuple(il.tensor.shape) == (2, 6, 2, H, W) and il.image_sizes == [(40, 50), (30, 20)]
+    assert torch.allclose(il.tensor[0, :, :, :40, :50], (a - 500) / 290)
+    assert torch.allclose(il.tensor[1, :, :, :30, :20], (b - 500) / 290)
+    assert il.tensor[0, :, :, 40:].abs().sum() == 0 and il.tensor[1, :, :, :, 20:].abs().sum() == 0
 
 
 class _Spy:
@@ -368,32 +368,8 @@ def _sample(C=5, H=64, W=64, T=None, meta=True, n_boxes=2, seed=0):
 
 
 def tiny_mask_rcnn(backbone=None, num_bands=5):
-    from detectron2 import model_zoo
-
-    cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
-    cfg._target_ = GeoRCNN
-    cfg.backbone = L(SimpleFeaturePyramid)(
-        net=backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO),
-        out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
-    cfg.pixel_mean, cfg.pixel_std = [500.0] * num_bands, [290.0] * num_bands
-    cfg.input_format = None
-    cfg.proposal_generator.head.in_channels = 32
-    cfg.proposal_generator.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
-    cfg.proposal_generator.batch_size_per_image = 64
-    cfg.proposal_generator.pre_nms_topk = (200, 100)
-    cfg.proposal_generator.post_nms_topk = (64, 32)
-    rh = cfg.roi_heads
-    rh.num_classes = 2
-    rh.batch_size_per_image = 32
-    rh.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
-    rh.box_head.conv_dims = []
-    rh.box_head.fc_dims = [64]
-    rh.box_predictor.input_shape = ShapeSpec(channels=64)
-    rh.box_predictor.test_score_thresh = 0.0
-    rh.box_predictor.test_topk_per_image = 10
-    rh.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
-    rh.mask_head.conv_dims = [32, 32]
-    return instantiate(cfg)
+    net = backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO)
+    return conftest.tiny_mask_rcnn(net, num_bands)
 
 
 def tiny_segmentor(backbone, num_bands, num_classes=3):
