@@ -16,11 +16,14 @@ from detectron2.modeling import build_model  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as D2SimpleFeaturePyramid  # noqa: E402
 from detectron2.solver.build import get_default_optimizer_params  # noqa: E402
-from detectron2.structures import Boxes, BitMasks, ImageList, Instances  # noqa: E402
+from detectron2.structures import ImageList  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 import conftest  # noqa: E402
-from conftest import rel_err  # noqa: E402
+from conftest import (  # noqa: E402
+    TINY_DINO, dino_backbone, rel_err, tiny_mask_rcnn, tiny_segmentor,
+)
+from conftest import make_sample as _sample  # noqa: E402
 from d2geo.encoders import EncoderInputError, build_encoder, list_encoders  # noqa: E402
 from d2geo.modeling import (  # noqa: E402
     GeoBackbone,
@@ -37,18 +40,11 @@ from d2geo.modeling import (  # noqa: E402
     normalize_image,
 )
 
-BANDS5 = ("coastal", "blue", "green", "red", "nir")
-TINY_DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=BANDS5)
 TINY_PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=32, num_frames=2)
 TINY_CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def dino_backbone(**kw) -> GeoBackbone:
-    enc_kw = {**TINY_DINO, **kw.pop("encoder_kwargs", {})}
-    return GeoBackbone("dinov2_vits14_reg", encoder_kwargs=enc_kw, **kw)
 
 
 def needs(pattern: str):
@@ -345,40 +341,6 @@ class _Spy:
             return orig(x, **kw)
 
         encoder.forward_features = wrapped
-
-
-def _sample(C=5, H=64, W=64, T=None, meta=True, n_boxes=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    shape = (C, H, W) if T is None else (C, T, H, W)
-    d = {"image": torch.rand(shape, generator=g) * 1000, "height": H, "width": W}
-    if meta:
-        d["metadata"] = {"latlon": [10.0 + seed, 20.0], "gsd": 10.0 + seed,
-                         "timestamps": [1.6e9 + 86400 * k for k in range(T or 1)]}
-    boxes = torch.tensor([[4.0, 6.0, 30.0, 28.0], [34.0, 30.0, 60.0, 60.0]])[:n_boxes]
-    inst = Instances((H, W))
-    inst.gt_boxes = Boxes(boxes)
-    inst.gt_classes = torch.tensor([0, 1])[:n_boxes]
-    masks = torch.zeros(n_boxes, H, W, dtype=torch.bool)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-        masks[i, y0:y1, x0:x1] = True
-    inst.gt_masks = BitMasks(masks)
-    d["instances"] = inst
-    d["sem_seg"] = (masks.long() * torch.tensor([1, 2])[:n_boxes, None, None]).amax(0)
-    return d
-
-
-def tiny_mask_rcnn(backbone=None, num_bands=5):
-    net = backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO)
-    return conftest.tiny_mask_rcnn(net, num_bands)
-
-
-def tiny_segmentor(backbone, num_bands, num_classes=3):
-    from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
-
-    head = SemSegFPNHead(backbone.output_shape(), num_classes=num_classes, conv_dims=32, common_stride=4,
-                         norm="GN" if False else "", ignore_value=255)
-    return GeoSemanticSegmentor(backbone=backbone, sem_seg_head=head,
-                                pixel_mean=[500.0] * num_bands, pixel_std=[290.0] * num_bands)
 
 
 @pytest.fixture(scope="module")
