@@ -67,6 +67,7 @@ def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
     return {"image": image, "height": size, "width": size, "metadata": meta}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILY_CONFIGS)
 def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     cfg = load(name)
@@ -187,6 +188,7 @@ def test_schedules_follow_max_iter():
     assert cosine(0.5) < cosine(0.1) and cosine(1.0 - 1e-9) == pytest.approx(0.01, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_detrex_dino_config():
     pytest.importorskip("detrex", reason="detrex is not installed (optional: install it from "
                                          "github.com/IDEA-Research/detrex as its docs say)")
@@ -328,6 +330,7 @@ def geotiff_datasets(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, task", [("prithvi/semantic_fpn_eo_v2_300_tl.py", "seg"),
                                         ("dino_v2/mask_rcnn_vitb14.py", "det")])
 def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypatch, tmp_path):
