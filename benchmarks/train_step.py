@@ -8,13 +8,12 @@ from typing import Any, Callable
 
 import torch
 
-from .common import REPO, Profile, logger, smooth_image
+from .common import REPO, Profile, logger, smooth_image, tiny_rcnn_heads
 
 
 def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
     from detectron2 import model_zoo
     from detectron2.config import instantiate
-    from detectron2.layers import ShapeSpec
 
     size, tiny = cfg["size"], cfg["tiny"]
     if tiny:
@@ -26,22 +25,9 @@ def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
     window_blocks = [i for i in range(dims["depth"]) if i not in global_blocks]
 
     def heads(model_cfg):
-        model_cfg.backbone.out_channels = channels
         if tiny:
-            model_cfg.proposal_generator.head.in_channels = channels
-            model_cfg.proposal_generator.anchor_generator.sizes = [[8], [16], [24], [32], [48]]
-            model_cfg.proposal_generator.batch_size_per_image = 64
-            model_cfg.proposal_generator.pre_nms_topk = (200, 100)
-            model_cfg.proposal_generator.post_nms_topk = (64, 32)
-            rh = model_cfg.roi_heads
-            rh.num_classes = 2
-            rh.batch_size_per_image = 32
-            rh.box_head.input_shape = ShapeSpec(channels=channels, height=7, width=7)
-            rh.box_head.conv_dims = []
-            rh.box_head.fc_dims = [64]
-            rh.box_predictor.input_shape = ShapeSpec(channels=64)
-            rh.mask_head.input_shape = ShapeSpec(channels=channels, width=14, height=14)
-            rh.mask_head.conv_dims = [channels, channels]
+            return tiny_rcnn_heads(model_cfg, channels)
+        model_cfg.backbone.out_channels = channels
         return model_cfg
 
     def vitdet_cfg():
