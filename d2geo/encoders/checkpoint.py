@@ -72,9 +72,15 @@ class FilteredStateDict(dict):
     checkpoint is either loaded or named here; anything else is an error.
     """
 
-    def __init__(self, *args, ignored: Mapping[str, str] | None = None, **kwargs):
+    def __init__(self, *args, ignored: Mapping[str, str] | None = None, prefix: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.ignored: dict[str, str] = dict(ignored or {})
+        #: the prefix the encoder's tensors have in the checkpoint (``teacher.backbone.``, ...)
+        self.prefix = prefix
+
+    def ignore(self, key: str, reason: str) -> None:
+        """Record that the tensor ``key`` (a name under the prefix) is deliberately not loaded."""
+        self.ignored[self.prefix + key] = reason
 
 
 @dataclass
@@ -156,7 +162,9 @@ def _summarise(names: list[str]) -> str:
     for name in names:
         parts = name.split(".")
         groups.setdefault(".".join(parts[:2]) if len(parts) > 2 else name, []).append(name)
-    items = [g if len(m) == 1 and m[0] == g else f"{g}.* ({len(m)})" for g, m in sorted(groups.items())]
+    items = []
+    for group, members in sorted(groups.items()):
+        items.extend(members if len(members) < 3 else [f"{group}.* ({len(members)} tensors)"])
     return _short(items, 12)
 
 
@@ -241,7 +249,7 @@ def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str,
         )
     # Prefer the teacher in DINO-style training checkpoints, else the shortest prefix.
     prefix = next((p for p in hits if p.startswith("teacher")), hits[0])
-    out = FilteredStateDict()
+    out = FilteredStateDict(prefix=prefix)
     for k, v in state_dict.items():
         if not k.startswith(prefix):
             out.ignored[k] = f"{OUTSIDE_ENCODER} (which is under {prefix!r})"

@@ -450,7 +450,7 @@ class ClayEncoder(GeoEncoder):
         """
         if any(k.endswith(self._UPSTREAM_ANCHOR) for k in state_dict):
             sd = strip_to_anchor(state_dict, self._UPSTREAM_ANCHOR, top_level=_TOP_LEVEL)
-            out = FilteredStateDict(ignored=sd.ignored)
+            out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
             for key, value in sd.items():
                 for pattern, repl in self._RENAMES:
                     new, n = re.subn(pattern, repl, key)

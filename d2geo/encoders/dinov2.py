@@ -140,9 +140,9 @@ class DINOv2Encoder(GeoEncoder):
         """Official hub, official training (``teacher.backbone.``, ``block_chunks``), timm and
         d2geo keys."""
         sd = strip_to_anchor(state_dict, "patch_embed.proj.weight", top_level=_TOP_LEVEL)
-        ignored = sd.ignored
         if "mask_token" in sd:
-            ignored["mask_token"] = "the masked-patch token, used only in pretraining"
+            sd.ignore("mask_token", "the masked-patch token, used only in pretraining")
+        ignored, prefix = sd.ignored, sd.prefix
         sd = self._from_official(sd)
         has_reg = "reg_token" in sd
         if has_reg != bool(self.num_register_tokens):
@@ -162,7 +162,7 @@ class DINOv2Encoder(GeoEncoder):
             ) from e
         if "pos_embed" in sd:
             sd["pos_embed"] = self._fit_pos_table(sd["pos_embed"])
-        return FilteredStateDict({f"vit.{k}": v for k, v in sd.items()}, ignored=ignored)
+        return FilteredStateDict({f"vit.{k}": v for k, v in sd.items()}, ignored=ignored, prefix=prefix)
 
     @staticmethod
     def _from_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

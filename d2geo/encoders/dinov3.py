@@ -106,11 +106,11 @@ class DINOv3Encoder(GeoEncoder):
         timm (``*_dinov3_qkvb``, and the bias-free ``*_dinov3`` whose biases are zero) and
         d2geo keys."""
         sd = strip_to_anchor(state_dict, "patch_embed.proj.weight", top_level=_TOP_LEVEL)
-        out = FilteredStateDict(ignored=sd.ignored)
+        out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
         official = "storage_tokens" in sd
         for k, v in sd.items():
             if k in _PRETRAINING_ONLY:
-                out.ignored[k] = _PRETRAINING_ONLY[k]
+                out.ignore(k, _PRETRAINING_ONLY[k])
             elif k.endswith(".qkv.bias_mask") and k[: -len("_mask")] in sd:
                 continue  # applied with its bias below
             elif k.endswith(".qkv.bias"):
@@ -145,7 +145,7 @@ class DINOv3Encoder(GeoEncoder):
                 f"{e}: upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load "
                 f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
             ) from e
-        return FilteredStateDict({f"vit.{k}": v for k, v in out.items()}, ignored=out.ignored)
+        return FilteredStateDict({f"vit.{k}": v for k, v in out.items()}, ignored=out.ignored, prefix=sd.prefix)
 
     @staticmethod
     def _split_qkv_bias(key: str, bias: torch.Tensor, mask: torch.Tensor | None,

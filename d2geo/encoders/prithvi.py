@@ -372,23 +372,23 @@ class PrithviEncoder(GeoEncoder):
                 f"the checkpoint's patches span {kernel.shape[2]} frame(s) but the encoder was built "
                 f"with tubelet_size={self.tubelet_size}; build it with tubelet_size={kernel.shape[2]}"
             )
-        out = FilteredStateDict(ignored=sd.ignored)
+        out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
         wanted_coords = {"temporal_embed_enc.": self.temporal_embed_enc,
                          "location_embed_enc.": self.location_embed_enc}
         for k, v in sd.items():
             if k.startswith("decoder") or k == "mask_token":
-                out.ignored[k] = "the MAE decoder, used only in pretraining"
+                out.ignore(k, "the MAE decoder, used only in pretraining")
                 continue
             if k == "pos_embed":
-                out.ignored[k] = "the fixed sine-cosine position table, recomputed for each input grid"
+                out.ignore(k, "the fixed sine-cosine position table, recomputed for each input grid")
                 continue
             prefix = next((p for p in wanted_coords if k.startswith(p)), None)
             if prefix is not None and wanted_coords[prefix] is None:
-                out.ignored[k] = ("a time/location encoding weight of a '_tl' checkpoint, which this "
-                                  "encoder (built without that encoding) does not use")
+                out.ignore(k, "a time/location encoding weight of a '_tl' checkpoint, which this "
+                              "encoder (built without that encoding) does not use")
                 continue
             if prefix is not None and not self.coords_scale_learn:
-                out.ignored[k] = "a learned encoding scale; this encoder fixes it at 1"
+                out.ignore(k, "a learned encoding scale; this encoder fixes it at 1")
                 continue
             out[k] = v
         if self.coords_scale_learn:
