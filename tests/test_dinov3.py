@@ -87,6 +87,18 @@ def test_loading_prints_nothing_and_names_what_it_leaves_out(official, tmp_path,
     assert not torch.equal(enc.vit.rope._compute_periods(), stored)
 
 
+def test_rope_periods_from_the_checkpoint_matter(official):
+    """timm's float32 periods instead of the checkpoint's bfloat16 ones are off by more than
+    the tolerance: the periods must come from the checkpoint."""
+    entry = official["variants"]["vits16"]
+    enc = build_encoder("dinov3_vits16", weights=entry["state_dict"], **entry["config"]).eval()
+    with torch.no_grad():
+        enc.vit.rope.periods.copy_(enc.vit.rope._compute_periods())
+        x = formula_input((1, 3, *official["sizes"][1]), 1)
+        out = enc.forward_features(x, layers=[2])[0]
+    assert rel_err(out, entry["cases"][1]["norm"][2]) > 1e-4
+
+
 def test_bias_mask_is_applied(official, tmp_path):
     """The official model multiplies the qkv bias by its mask: a mask that zeroes the q
     part too gives zero q biases."""
