@@ -487,7 +487,8 @@ def _family_metadata(md: dict, batch: int) -> dict:
 
 
 @pytest.mark.parametrize("family", sorted(_FAMILIES))
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint16, torch.int32])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint16, torch.int32],
+                         ids=lambda d: str(d).replace("torch.", ""))
 def test_encoders_cast_half_and_integer_input(family, dtype):
     enc, shape, md = _FAMILIES[family]()
     enc.eval()

@@ -115,7 +115,11 @@ class GeoEncoder(nn.Module):
         """
         wanted = self.resolve_layers(layers)
         x = self.cast_input(self.check_input(x))
-        tokens, grid, ctx = self._embed(x, self.check_metadata(metadata, x))
+        metadata = self.check_metadata(metadata, x)
+        if x.shape[0] == 0:  # an empty batch: empty maps of the right shape, from every family
+            grid = self.token_grid(x)
+            return [x.new_zeros((0, self.embed_dim, *grid)) for _ in wanted]
+        tokens, grid, ctx = self._embed(x, metadata)
         last = max(wanted)
         taken: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self._blocks()):
@@ -144,6 +148,15 @@ class GeoEncoder(nn.Module):
         B, _, D = patches.shape
         fmap = patches.reshape(B, *grid, D)
         return fmap.movedim(-1, 1).contiguous()
+
+    def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The token grid of the checked input ``x``: ``(H/p, W/p)``, with ``T/tubelet`` first
+        for temporal encoders."""
+        p = self.patch_size
+        hw = (x.shape[-2] // p, x.shape[-1] // p)
+        if self.input_ndim == 3:
+            return (x.shape[2] // getattr(self, "tubelet_size", 1), *hw)
+        return hw
 
     def cast_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the dtype of the encoder's weights (float16, bfloat16 and integer images

@@ -391,8 +391,6 @@ class ClayEncoder(GeoEncoder):
     def position_code(self, h: int, w: int, gsd: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``(B, h*w, D-8)`` position code for per-sample gsd ``(B,)`` in metres."""
         values = gsd.tolist()
-        if not values:  # an empty batch
-            return torch.zeros(0, h * w, self.embed_dim - NUM_META_CHANNELS, device=device)
         unique = sorted(set(values))
         tables = [self._position_table(h, w, g, device) for g in unique]
         if len(unique) == 1:

@@ -12,6 +12,12 @@ key             shape / dtype    meaning
 ``wavelengths`` ``(C,)``         centre wavelength of each input band, micrometres
 ==============  ===============  ==========================================================
 
+Timestamps are float64 (or integer) seconds within 1972..2100 (:func:`as_timestamps`
+says why and names the unit of a wrong value); longitudes may be given in 0..360 and are
+brought to -180..180. :func:`check_metadata` validates a mapping once, where it enters (the
+meta-architectures, an encoder's ``forward_features``), and returns a :class:`Metadata` the
+layers below take as it is.
+
 Each encoder turns these into its own upstream encoding (see the family modules).
 """
 from __future__ import annotations

@@ -4,8 +4,8 @@ Dataset dicts carry
 
 * ``"image"``: a ``(C, H, W)`` or ``(C, T, H, W)`` tensor (any number of bands ``C``;
   integer tensors are cast to float32);
-* optionally ``"metadata"``: a dict with any of ``timestamps`` ``(T,)`` seconds since
-  the Unix epoch, ``latlon`` ``(2,)`` degrees, ``gsd`` (float, metres) and
+* optionally ``"metadata"``: a dict with any of ``timestamps`` ``(T,)`` float64 seconds
+  since the Unix epoch, ``latlon`` ``(2,)`` degrees, ``gsd`` (float, metres) and
   ``wavelengths`` ``(C,)`` micrometres.
 
 ``pixel_mean`` / ``pixel_std`` are per band (length ``C``) and apply to every frame.
