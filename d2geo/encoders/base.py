@@ -108,10 +108,10 @@ class GeoEncoder(nn.Module):
         """Patch-token feature maps of the requested blocks, in the order requested.
 
         Returns ``(B, D, h, w)`` maps for image encoders and ``(B, D, t, h, w)`` for
-        temporal ones (``B`` may be 0: empty maps). ``x`` is cast to the weights' dtype;
-        ``metadata`` (schema of :mod:`.metadata`) is validated here, once. Prefix tokens (cls, registers) are dropped. With ``norm=True`` the
-        encoder's final norm is applied to every returned layer; with ``norm=False`` the
-        raw block outputs are returned.
+        temporal ones (``B`` may be 0: empty maps). Prefix tokens (cls, registers) are
+        dropped. With ``norm=True`` the encoder's final norm is applied to every returned
+        layer; with ``norm=False`` the raw block outputs are returned. ``x`` is cast to the
+        weights' dtype; ``metadata`` (schema of :mod:`.metadata`) is validated here, once.
         """
         wanted = self.resolve_layers(layers)
         x = self.cast_input(self.check_input(x))

@@ -213,18 +213,16 @@ class GeoBackbone(Backbone):
         md = self._metadata
         if not md:
             return
-        if isinstance(md, Metadata):  # validated where it entered: only the batch size to match
-            sizes = {key: md.batch_size for key in md if key != "wavelengths"}
-        else:
-            sizes = {}
-            for key in ("timestamps", "latlon", "gsd"):
-                value = md.get(key)
-                if value is not None and torch.as_tensor(value).ndim > 0:  # a 0-d gsd fits any batch
-                    sizes[key] = torch.as_tensor(value).shape[0]
-        for key, size in sizes.items():
-            if size != batch_size:
+        for key in ("timestamps", "latlon", "gsd"):
+            value = md.get(key)
+            if value is None:
+                continue
+            value = torch.as_tensor(value)
+            if value.ndim == 0:  # one gsd for the whole batch
+                continue
+            if value.shape[0] != batch_size:
                 raise EncoderInputError(
-                    f"the backbone holds metadata {key!r} for {size} images but got a batch "
+                    f"the backbone holds metadata {key!r} for {value.shape[0]} images but got a batch "
                     f"of {batch_size}; call set_metadata() with this batch's metadata (or None) before "
                     "every forward (the d2geo meta-architectures do this for you)"
                 )
