@@ -455,6 +455,22 @@ def test_mapper_and_reader_give_float64_seconds(tmp_path):
         mapper({"file_name": path, "geo": {"timestamps": [250]}})
 
 
+def test_real_tiles_give_float64_epoch_seconds(terramind_examples):
+    import glob
+
+    from d2geo.encoders.metadata import TIMESTAMP_MAX, TIMESTAMP_MIN
+
+    mapper = GeoDatasetMapper(False, augmentations=[])
+    dated = 0
+    for path in sorted(glob.glob(os.path.join(terramind_examples, "*", "*.tif"))):
+        ts = mapper({"file_name": path})["metadata"].get("timestamps")
+        if ts is not None:  # files without a date leave it out
+            assert ts.dtype == torch.float64 and TIMESTAMP_MIN <= float(ts[0]) < TIMESTAMP_MAX
+            assert float(ts[0]) == read_geotiff(path).metadata["timestamps"][0]
+            dated += 1
+    assert dated > 0
+
+
 def test_prithvi_takes_longitudes_0_to_360_and_refuses_bad_latitudes():
     enc = _tl_prithvi()
     x = torch.randn(2, 6, 1, 32, 32)
