@@ -104,6 +104,7 @@ def warn_once(owner: str, key: str, fallback: str) -> None:
 #: the first civil Earth-observation satellite, flew in July 1972) to 2100-01-01. Earlier
 #: values are almost always dates in another unit (day numbers, ``YYYYDDD`` or
 #: ``YYYYMMDD`` digits read as seconds); later ones are milli-, micro- or nanoseconds.
+#: For older archives (aerial photography), set these module attributes before training.
 TIMESTAMP_MIN = 63072000.0
 TIMESTAMP_MAX = 4102444800.0
 _TIMESTAMP_FIX = ("pass seconds since the Unix epoch (UTC) as float64: "
