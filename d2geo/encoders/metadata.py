@@ -23,6 +23,7 @@ Each encoder turns these into its own upstream encoding (see the family modules)
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -154,8 +155,9 @@ def as_timestamps(value: Any, *, where: str = "metadata 'timestamps'",
         bad = (t < TIMESTAMP_MIN) | (t >= TIMESTAMP_MAX)
         if bad.any():
             first = float(t[bad].flatten()[0])
+            lo, hi = (datetime.fromtimestamp(v, timezone.utc).date() for v in (TIMESTAMP_MIN, TIMESTAMP_MAX))
             raise EncoderInputError(
-                f"{where} holds {first:.17g}, outside 1972-01-01 .. 2100-01-01 in seconds since the "
+                f"{where} holds {first:.17g}, outside {lo} .. {hi} in seconds since the "
                 f"Unix epoch{_timestamp_unit_hint(first)}; {_TIMESTAMP_FIX}")
     return t
 
