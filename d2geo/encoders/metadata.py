@@ -32,8 +32,8 @@ from .errors import EncoderInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METADATA_KEYS", "SENSOR_BANDS", "Metadata", "TIMESTAMP_MAX", "TIMESTAMP_MIN", "as_timestamps",
-           "band_wavelengths", "check_metadata", "normalize_longitude", "warn_once"]
+__all__ = ["METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths", "check_metadata", "warn_once"]
+__all__ += ["Metadata", "TIMESTAMP_MAX", "TIMESTAMP_MIN", "as_timestamps", "normalize_longitude"]
 
 METADATA_KEYS = ("timestamps", "latlon", "gsd", "wavelengths")
 
