@@ -328,10 +328,9 @@ class ClayEncoder(GeoEncoder):
     def encode_metadata(self, metadata: Mapping[str, Any] | None, batch_size: int,
                         num_bands: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Our schema -> Clay's inputs: wavelengths ``(C,)``, gsd ``(B,)``, 8 values ``(B, 8)``."""
-        metadata = dict(metadata or {})
-        waves = self._wavelengths(metadata, num_bands)
-        rest = {k: v for k, v in metadata.items() if k != "wavelengths"}
-        meta = check_metadata(rest, batch_size=batch_size)
+        # validated once where it entered (forward_features); a raw mapping is checked here
+        meta = check_metadata(metadata, batch_size=batch_size, num_bands=num_bands)
+        waves = self._wavelengths(meta, num_bands)
         owner = type(self).__name__
         if "timestamps" in meta:
             ts = meta["timestamps"]

@@ -18,7 +18,9 @@ Metadata for the TL variants (see :mod:`d2geo.encoders.metadata`):
   inference example, which read it from HLS file names (``YYYYDDD``). Note that a few
   terratorch datasets count from 0 instead; feed timestamps, not day numbers, and the
   convention is fixed here.
-* ``latlon`` ``(B, 2)`` is used as (latitude, longitude) in degrees.
+* ``latlon`` ``(B, 2)`` is used as (latitude, longitude) in degrees, longitudes brought
+  to -180..180 first (0..360 is accepted; the encoding is not periodic, so 350 and -10
+  would otherwise differ).
 
 A missing key means "unknown": that encoding is left out, as upstream does when its
 coordinates are ``None`` (the TL models were pretrained with random metadata drop-out).
@@ -322,6 +324,7 @@ class PrithviEncoder(GeoEncoder):
     # -- GeoEncoder hooks --------------------------------------------------------------
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         B, C, T = x.shape[:3]
+        # validated once where it entered (forward_features); a raw mapping is checked here
         meta = check_metadata(metadata, batch_size=B, num_frames=T, num_bands=C, device=x.device)
         tokens = self.patch_embed["proj"](x)  # (B, D, t, h, w)
         grid = tuple(tokens.shape[-3:])
