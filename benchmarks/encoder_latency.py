@@ -19,7 +19,9 @@ def _encoder_pair(row: dict):
         ours = build_encoder(row["ours"], img_size=size, **arch).eval()
         ref = timm.create_model(row["timm"], pretrained=False, num_classes=0, global_pool="", img_size=size,
                                 dynamic_img_size=True, **arch).eval()
-        ref.load_state_dict(ours.vit.state_dict(), strict=True)
+        weights = ours.vit.state_dict()
+        weights.pop("rope.periods", None)  # DINOv3: ours keeps the checkpoint's; timm computes them
+        ref.load_state_dict(weights, strict=True)
         x = smooth_image((1, 3, size, size))
         g = size // ours.patch_size
         P = ours.num_prefix_tokens
