@@ -27,6 +27,8 @@ _THIRD_PARTY_WARNINGS = (
     # detectron2's model zoo imports pkg_resources
     (r"pkg_resources is deprecated as an API", UserWarning, ""),
     (r"Deprecated call to `pkg_resources\.declare_namespace", DeprecationWarning, ""),
+    # detectron2's anchor generator calls torch.meshgrid without indexing=
+    (r"torch\.meshgrid: in an upcoming release", UserWarning, r"torch\.functional"),
     # iopath/fvcore on Python 3.12+
     (r"datetime\.datetime\.utcfromtimestamp\(\) is deprecated", DeprecationWarning, r"(iopath|fvcore)"),
 )
@@ -35,6 +37,12 @@ _QUIET_LOGGERS = {
     # "No CUDA runtime is found, using CUDA_HOME=..." when detectron2 collects its environment info
     "torch.utils.cpp_extension": logging.ERROR,
 }
+# (logger, message fragment): log lines of libraries dropped for the same reason
+_DROPPED_LOG_LINES = (
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
+    # detectron2 asks torch.fx whether it is tracing; torch warns about how it asks
+    ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+)
 
 
 class _DropMessages(logging.Filter):
@@ -58,8 +66,11 @@ def quiet_third_party_warnings() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name, level in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
-    # torch logs this through its own handler when the logger level is set later by torch itself
-    logging.getLogger("torch.utils.cpp_extension").addFilter(_DropMessages("No CUDA runtime is found"))
+    # torch logs these through its own handler; a filter holds even if torch resets the level
+    for name, fragment in _DROPPED_LOG_LINES:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(fragment))
 
 
 def setup_tool_logging(level: int = logging.INFO) -> None:
