@@ -410,7 +410,8 @@ def _write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path
         panels.append((f"{len(drawn)} instances", draw_panel(rgb, scale=s, instances=drawn, thing_colours=colours)))
         legend = legend_entries(names, colours, "objects")
     title = os.path.basename(paths[0]) + (f" (1:{f})" if f > 1 else "")
-    save_png(png_path, layout_panels([panels], legend=legend, row_titles=[title]))
+    text = "; ".join(f"{e.group}: {e.name} = #{'%02x%02x%02x' % tuple(e.colour)}" for e in legend)
+    save_png(png_path, layout_panels([panels], legend=legend, row_titles=[title]), text={"legend": text})
 
 
 @torch.no_grad()
