@@ -147,12 +147,18 @@ def test_latlon_and_gsd_utm_web_mercator_geographic(tmp_path):
                   transform=from_origin(x - 20, y + 20, 10, 10))
     md = read_geotiff(q).metadata
     np.testing.assert_allclose(md["latlon"], [lat, lon], atol=1e-7)
+    # 10 projected metres are 10 cos(lat) ground metres (to the ellipsoid's 0.3 %)
+    assert md["gsd"] == pytest.approx(10 * math.cos(math.radians(lat)), rel=5e-3)
     # geographic: 0.0001 deg pixels at 60 N
     g = write_tif(tmp_path / "g.tif", np.zeros((1, 2, 2), np.uint8), crs="EPSG:4326",
                   transform=from_origin(10.0 - 0.0001, 60.0 + 0.0001, 0.0001, 0.0001))
     md = read_geotiff(g).metadata
     np.testing.assert_allclose(md["latlon"], [60.0, 10.0], atol=1e-9)
-    assert md["gsd"] == pytest.approx(0.0001 * 111_320 * math.sqrt(0.5), rel=1e-6)
+    # ground metres on the WGS84 ellipsoid: meridional and prime-vertical radii of curvature
+    a, e2, phi = 6378137.0, 0.0066943799901413165, math.radians(60.0)
+    w = 1 - e2 * math.sin(phi) ** 2
+    m_lat, m_lon = a * (1 - e2) / w ** 1.5, a / math.sqrt(w) * math.cos(phi)
+    assert md["gsd"] == pytest.approx(math.radians(0.0001) * math.sqrt(m_lat * m_lon), rel=1e-4)
 
 
 def test_missing_crs_warns_or_raises(tmp_path, caplog):

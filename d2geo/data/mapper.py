@@ -227,7 +227,7 @@ class GeoDatasetMapper:
         if "sem_seg_file_name" in d:
             label_map = geo.get("label_map", self.label_map)
             sem_seg = read_label(d.pop("sem_seg_file_name"), label_map=label_map,
-                                 ignore_label=self.ignore_label, invalid=~sample.valid)
+                                 ignore_label=self.ignore_label, invalid=~sample.valid, like=sample)
 
         if "geojson_file_name" in d:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,

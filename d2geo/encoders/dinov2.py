@@ -17,13 +17,13 @@ from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer, _convert_dinov2
 
 from .adapt import adapt_patch_embed
+from .bands import RGB_BANDS, BandError, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, strip_to_anchor
 from .registry import register_encoder
 
 __all__ = ["DINOv2Encoder", "RGB_BANDS"]
 
-RGB_BANDS = ("red", "green", "blue")
 
 
 def interpolate_dinov2_pos(pos: torch.Tensor, grid: tuple[int, int], *, offset: float,
@@ -78,7 +78,7 @@ class DINOv2Encoder(GeoEncoder):
         self.pretrained_patch_size = pretrained_patch_size
         self.pretrained_grid = pretrained_grid
         self.patch_resample = patch_resample
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         # The official hub models: registers go with exact-size antialiased resizing.
@@ -138,6 +138,8 @@ class DINOv2Encoder(GeoEncoder):
             sd["patch_embed.proj.weight"] = adapt_patch_embed(
                 sd["patch_embed.proj.weight"], src_bands=self.pretrained_bands, dst_bands=self.bands,
                 patch_size=self.patch_size, method=self.patch_resample)
+        except BandError:
+            raise
         except ValueError as e:
             raise CheckpointError(
                 f"{e}: upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load "

@@ -13,9 +13,9 @@ import torch
 from timm.models.eva import checkpoint_filter_fn as _timm_eva_filter
 
 from .adapt import adapt_patch_embed
+from .bands import RGB_BANDS, BandError, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, strip_to_anchor
-from .dinov2 import RGB_BANDS
 from .registry import register_encoder
 
 __all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS"]
@@ -45,7 +45,7 @@ class DINOv3Encoder(GeoEncoder):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.patch_resample = patch_resample
         self.pixel_stats = dict(pixel_stats)
         self.vit = timm.create_model(
@@ -82,6 +82,8 @@ class DINOv3Encoder(GeoEncoder):
             sd["patch_embed.proj.weight"] = adapt_patch_embed(
                 kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
                 patch_size=self.patch_size, method=self.patch_resample)
+        except BandError:
+            raise
         except ValueError as e:
             raise CheckpointError(
                 f"{e}: upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load "
