@@ -348,8 +348,9 @@ def resolve_band_indices(available: Sequence[str], wanted: Sequence[str] | None,
         hint = ("the file does not name its bands: pass band_names=[...] or sensor= (e.g. "
                 "'sentinel-2-l2a' for a 12-band L2A file)" if generic else
                 "name the bands with band_names= if the file's descriptions are not their names")
-        raise GeoTiffError(f"band {missing[0]!r} is not in {where}; its bands are "
-                           f"{describe_bands(available, sensor if not generic else None)} ({hint})")
+        raise GeoTiffError(f"band {missing[0]!r} is not in {where}; its bands are {list(available)}"
+                           + ("" if generic else f" (also known as: {describe_bands(available, sensor)})")
+                           + f"; {hint}")
     return idx
 
 
