@@ -677,10 +677,12 @@ def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tole
         if np.any(np.abs(a - b) > tolerance * px):
             what = []
             if np.any(np.abs(a[[0, 1, 3, 4]] - b[[0, 1, 3, 4]]) > tolerance * px):
-                what.append(f"pixel size/rotation {tuple(a[[0, 1, 3, 4]])} vs {tuple(b[[0, 1, 3, 4]])}")
+                fmt = lambda v: "(" + ", ".join(f"{float(x):g}" for x in v[[0, 1, 3, 4]]) + ")"  # noqa: E731
+                what.append(f"pixel size/rotation (a, b, d, e) {fmt(a)} vs {fmt(b)}")
             if np.any(np.abs(a[[2, 5]] - b[[2, 5]]) > tolerance * px):
-                what.append(f"origin ({a[2]:.6g}, {a[5]:.6g}) vs ({b[2]:.6g}, {b[5]:.6g}), off by "
-                            f"({(a[2] - b[2]) / b[0]:.3g}, {(a[5] - b[5]) / b[4]:.3g}) pixels")
+                off = [float(x) + 0.0 for x in ((a[2] - b[2]) / b[0], (a[5] - b[5]) / b[4])]
+                what.append(f"origin ({a[2]:.10g}, {a[5]:.10g}) vs ({b[2]:.10g}, {b[5]:.10g}), off by "
+                            f"({off[0]:.3g}, {off[1]:.3g}) pixels")
             problems.append("its geotransform differs from the image's: " + "; ".join(what))
     if problems:
         raise GeoTiffError(
