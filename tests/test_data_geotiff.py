@@ -464,6 +464,7 @@ def test_sentinel2_ids_from_the_sensor_and_hls_names(tmp_path):
     assert s.band_names == ("B02", "B03", "B04", "B8A", "B11", "B12")
     assert s.image[:, 0, 0].tolist() == [2, 3, 4, 9, 11, 12]
     np.testing.assert_allclose(s.metadata["wavelengths"], [0.493, 0.56, 0.665, 0.865, 1.61, 2.19], rtol=1e-6)
+    assert read_geotiff(p, bands="rgb", sensor="sentinel-2-l2a").band_names == ("B04", "B03", "B02")
     ids = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
     with pytest.raises(GeoTiffError, match="'nir' is ambiguous"):
         read_geotiff(p, bands=["nir"], band_names=ids)  # without a sensor, 'nir' could be B08 or B8A

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import logging
 import math
 import os
@@ -55,7 +56,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from d2geo.encoders.bands import SENSORS, BandError, describe_bands, match_bands, sensor_file_bands
+from d2geo.encoders.bands import SENSORS, BandError, describe_bands, expand_bands, match_bands, sensor_file_bands
 from d2geo.encoders.bands import wavelengths as _wavelengths
 
 logger = logging.getLogger(__name__)
@@ -262,6 +263,19 @@ def tile_latlon(crs, transform, height: int, width: int) -> np.ndarray:
     return np.array([lat[0], lon[0]], dtype=np.float64)
 
 
+@functools.lru_cache(maxsize=64)
+def _geodesy(wkt: str):
+    """pyproj CRS, its ellipsoid's Geod and a transformer to its geographic CRS (cached)."""
+    from pyproj import CRS, Transformer
+
+    pcrs = CRS.from_user_input(wkt)
+    geod, geodetic = pcrs.get_geod(), pcrs.geodetic_crs
+    if geod is None or geodetic is None:
+        raise GeoTiffError(f"the CRS {pcrs.name!r} has no ellipsoid, so its units cannot be turned into "
+                           "ground metres: write an EPSG CRS into the file")
+    return pcrs, geod, Transformer.from_crs(pcrs, geodetic, always_xy=True)
+
+
 def pixel_gsd(crs, transform, height: int = 1, width: int = 1) -> float:
     """Ground sample distance in metres at the centre of a ``height x width`` tile.
 
@@ -271,14 +285,7 @@ def pixel_gsd(crs, transform, height: int = 1, width: int = 1) -> float:
     all give ground metres. A projected CRS whose scale there is within
     :data:`GSD_SCALE_TOLERANCE` of 1 (UTM) gives its nominal pixel size.
     """
-    from pyproj import CRS, Transformer
-
-    pcrs = CRS.from_user_input(crs.to_wkt())
-    geod, geodetic = pcrs.get_geod(), pcrs.geodetic_crs
-    if geod is None or geodetic is None:
-        raise GeoTiffError(f"the CRS {pcrs.name!r} has no ellipsoid, so its units cannot be turned into "
-                           "ground metres: write an EPSG CRS into the file")
-    to_geo = Transformer.from_crs(pcrs, geodetic, always_xy=True)
+    pcrs, geod, to_geo = _geodesy(crs.to_wkt())
     cx, cy = width / 2.0, height / 2.0
     x, y = apply_affine(transform, [cx, cx + 1, cx], [cy, cy, cy + 1])
     lon, lat = to_geo.transform(x, y)
@@ -336,9 +343,8 @@ def resolve_band_indices(available: Sequence[str], wanted: Sequence[str] | None,
     """
     if wanted is None:
         return list(range(len(available)))
-    if isinstance(wanted, str):
-        raise GeoTiffError(f"bands must be a list of band names, not the string {wanted!r}")
     try:
+        wanted = expand_bands(wanted)  # "rgb" stands for red, green, blue
         idx = match_bands(wanted, available, sensor=sensor, available_sensor=sensor, where=where)
     except (BandError, KeyError) as e:
         raise GeoTiffError(str(e.args[0] if isinstance(e, KeyError) else e)) from None

@@ -90,6 +90,7 @@ def resize_patch(weight: torch.Tensor, size: int, method: str = "pinv") -> torch
 def adapt_patch_embed(weight: torch.Tensor, *, src_bands: Sequence[str], dst_bands: Sequence[str],
                       patch_size: int, method: str = "pinv") -> torch.Tensor:
     """Band selection, then patch resampling, of a checkpoint's patch-embedding kernel."""
+    src_bands, dst_bands = expand_bands(src_bands), expand_bands(dst_bands)
     if weight.shape[1] != len(src_bands):
         raise ValueError(
             f"the checkpoint's patch embedding has {weight.shape[1]} input bands but the "

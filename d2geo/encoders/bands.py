@@ -120,7 +120,7 @@ _alias("red", "red", "r")
 for _i in (1, 2, 3):
     _alias(f"rededge{_i}", f"rededge{_i}", f"red_edge_{_i}", f"rededge_{_i}", f"re{_i}")
 _alias(("nir", "nir08"), "nir")
-_alias("nir", "nir_broad", "broad_nir", "nir10")
+_alias("nir", "nir_broad", "broad_nir")
 _alias("nir08", "nir08", "nir_narrow", "narrow_nir", "rededge4", "red_edge_4")
 _alias("nir09", "nir09", "water_vapour", "water_vapor")
 _alias("cirrus", "cirrus")
