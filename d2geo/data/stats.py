@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from d2geo.encoders.bands import HLS_BANDS
+
 __all__ = ["BandStats", "SENSOR_STATS", "get_stats", "list_stats"]
 
 
@@ -52,7 +54,7 @@ class BandStats:
         return mean, std
 
 
-_HLS6 = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+_HLS6 = HLS_BANDS
 
 SENSOR_STATS: dict[str, BandStats] = {
     "prithvi_eo_v1": BandStats(
