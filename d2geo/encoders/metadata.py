@@ -17,7 +17,7 @@ Each encoder turns these into its own upstream encoding (see the family modules)
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
