@@ -405,12 +405,17 @@ def _gdal_masked(src, indexes) -> list:
             if MaskFlags.per_dataset in src.mask_flag_enums[i - 1] or MaskFlags.alpha in src.mask_flag_enums[i - 1]]
 
 
+_ALPHA_AS_DATA_WARNED: set = set()
+
+
 def _is_mask_band(src, index: int) -> bool:
     """An alpha band that holds only 0 (invalid) and its type's maximum (valid)."""
     dtype = np.dtype(src.dtypes[index - 1])
     if dtype.kind not in "u":
         return False
-    a = src.read(index)
+    # a nearest-neighbour overview is enough to tell a 0/max mask from data, and cheap on scenes
+    shape = (min(src.height, 512), min(src.width, 512))
+    a = src.read(index, out_shape=shape)
     full = np.iinfo(dtype).max
     return bool(((a == 0) | (a == full)).all() and (a == full).any())
 
@@ -457,12 +462,14 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
             # an alpha band is the validity of the others, not data
             alpha = [i for i in range(src.count) if src.colorinterp[i] == ColorInterp.alpha]
             use_masks = all(_is_mask_band(src, i + 1) for i in alpha)
-            if not use_masks:
+            if not use_masks and path not in _ALPHA_AS_DATA_WARNED:
+                _ALPHA_AS_DATA_WARNED.add(path)
                 logger.warning(
                     "%s: band(s) %s are marked alpha but hold values other than 0 and the maximum: read as "
                     "data, and the file's alpha mask is not used (GDAL marks the 4th band of a 4-band 8-bit "
                     "file alpha unless it is written with photometric='MINISBLACK')",
                     path, [i + 1 for i in alpha])
+            if not use_masks:
                 alpha = []
             data_bands = [i for i in range(src.count) if i not in alpha]
             if not data_bands:
