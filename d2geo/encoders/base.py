@@ -20,6 +20,13 @@ from . import windowing
 logger = logging.getLogger(__name__)
 
 
+def is_tracing() -> bool:
+    """True while ``torch.jit.trace``, ``torch.export``, ``torch.onnx`` or ``torch.compile``
+    records the model: value checks that need a concrete tensor are skipped then, and
+    per-size caches are bypassed (a traced model must work at every input size)."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling())
+
+
 class EncoderInputError(ValueError):
     """The input tensor or its metadata does not fit the encoder."""
 
@@ -137,7 +144,10 @@ class GeoEncoder(nn.Module):
         patches = tokens[:, self.num_prefix_tokens :]
         B, _, D = patches.shape
         fmap = patches.reshape(B, *grid, D)
-        return fmap.movedim(-1, 1).contiguous()
+        # channels first with explicit non-negative dims: movedim(-1, 1) becomes a transpose
+        # with a negative axis in ONNX, which onnxruntime rejects
+        dims = (0, len(grid) + 1) + tuple(range(1, len(grid) + 1))
+        return fmap.permute(dims).contiguous()
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate the band count and the spatial size of ``x``."""

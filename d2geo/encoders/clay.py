@@ -59,7 +59,7 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, strip_to_anchor
 from .metadata import band_wavelengths, check_metadata, warn_once
 from .registry import register_encoder
@@ -314,6 +314,8 @@ class ClayEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} gives {waves.numel()} wavelengths but the input has {num_bands} bands; "
                 f"give one wavelength (micrometres) per input band, in the input's band order")
+        if is_tracing():  # no value checks on symbolic tensors
+            return waves
         if not torch.isfinite(waves).all() or (waves <= 0).any():
             raise EncoderInputError(f"{source} must be positive wavelengths in micrometres, "
                                     f"got {waves.tolist()}")
@@ -348,7 +350,7 @@ class ClayEncoder(GeoEncoder):
             place = torch.zeros(batch_size, 4)
         if "gsd" in meta:
             gsd = meta["gsd"].float().cpu()
-            if (gsd <= 0).any():
+            if not is_tracing() and (gsd <= 0).any():
                 raise EncoderInputError(f"metadata 'gsd' must be positive metres, got {gsd.tolist()}")
         elif self.default_gsd is not None:
             gsd = torch.full((batch_size,), self.default_gsd)
@@ -391,6 +393,17 @@ class ClayEncoder(GeoEncoder):
 
     def position_code(self, h: int, w: int, gsd: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``(B, h*w, D-8)`` position code for per-sample gsd ``(B,)`` in metres."""
+        if is_tracing():  # tensor operations only, so a traced model follows h, w and gsd
+            dim = self.embed_dim - NUM_META_CHANNELS
+            n = dim // 4
+            rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                        indexing="ij")
+            exponent = torch.arange(n) / (n - 1)
+            base = (1.0 / (_TEMPERATURE ** (2 * exponent / dim))).to(device)
+            freqs = base[None, :] * gsd.to(device=device, dtype=torch.float32)[:, None]  # (B, n)
+            x = cols.reshape(1, -1, 1).float() * freqs[:, None, :]
+            y = rows.reshape(1, -1, 1).float() * freqs[:, None, :]
+            return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
         values = gsd.tolist()
         unique = sorted(set(values))
         tables = [self._position_table(h, w, g, device) for g in unique]

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .base import EncoderInputError
+from .base import EncoderInputError, is_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def check_metadata(metadata: Mapping[str, Any] | None, *, batch_size: int,
         if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
             want = tuple("?" if s is None else s for s in shape)
             raise EncoderInputError(f"metadata {key!r} has shape {tuple(t.shape)}, expected {want}")
-        if not torch.isfinite(t).all():
+        if not is_tracing() and not torch.isfinite(t).all():  # no value checks while exporting
             raise EncoderInputError(f"metadata {key!r} holds NaN or inf values")
         out[key] = t
-    if "latlon" in out and ((out["latlon"][:, 0].abs() > 90).any() or (out["latlon"][:, 1].abs() > 360).any()):
+    if "latlon" in out and not is_tracing() and ((out["latlon"][:, 0].abs() > 90).any() or (out["latlon"][:, 1].abs() > 360).any()):
         raise EncoderInputError("metadata 'latlon' is out of range: give (latitude, longitude) in degrees")
     return out
