@@ -112,3 +112,26 @@ def test_traced_backbone_takes_gsd_as_a_tensor():
         ref = model(y, gsd)
         assert rel_err(traced(y, gsd), ref) <= 1e-5
         assert rel_err(ref[0], ref[1]) > 1e-3  # the gsd matters
+
+
+def test_tracing_with_timestamps_is_refused_not_frozen():
+    """Calendar codes of the acquisition time (Clay, Prithvi-TL) cannot follow a traced input:
+    tracing them would freeze this batch's dates into the model, so it is refused."""
+    from d2geo.encoders import EncoderInputError
+
+    clay, x, _ = _family("clay")
+    prithvi = build_encoder("prithvi_eo_v2_tiny_tl", embed_dim=64, depth=1, num_heads=2).eval()
+    cases = [(clay, x, "Clay's time code"), (prithvi, torch.randn(1, 6, 32, 32), "Prithvi's .year, day of year.")]
+    for enc, image, match in cases:
+        with pytest.raises(EncoderInputError, match=match):
+            torch.jit.trace(_WithTime(enc), (image, torch.tensor([[1.6e9]], dtype=torch.float64)),
+                            check_trace=False)
+
+
+class _WithTime(torch.nn.Module):
+    def __init__(self, enc):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, image, timestamps):
+        return self.enc(image, metadata={"timestamps": timestamps})

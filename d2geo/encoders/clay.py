@@ -335,6 +335,11 @@ class ClayEncoder(GeoEncoder):
         owner = type(self).__name__
         if "timestamps" in meta:
             ts = meta["timestamps"]
+            if is_tracing():  # clay_time_code's calendar arithmetic would be frozen into the trace
+                raise EncoderInputError(
+                    "Clay's time code (ISO week, hour) cannot be traced or exported: the traced model "
+                    "would keep this batch's times; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats time as unknown, as in Clay's pretraining)")
             if ts.shape[1] != 1:
                 raise EncoderInputError(
                     f"metadata 'timestamps' has {ts.shape[1]} frames per sample; Clay encodes "

@@ -330,6 +330,11 @@ class PrithviEncoder(GeoEncoder):
         tokens = tokens + self.pos_embed_for(grid, tokens.device, tokens.dtype)
         owner = type(self).__name__
         if self.temporal_embed_enc is not None:
+            if "timestamps" in meta and is_tracing():
+                raise EncoderInputError(
+                    "Prithvi's (year, day of year) encoding cannot be traced or exported: the traced "
+                    "model would keep this batch's dates; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats the date as unknown)")
             if "timestamps" in meta:
                 coords = timestamps_to_year_doy(meta["timestamps"])  # (B, T, 2)
                 enc = self.temporal_embed_enc(coords)  # (B, T, D)
