@@ -21,10 +21,11 @@ logger = logging.getLogger(__name__)
 
 
 def is_tracing() -> bool:
-    """True while ``torch.jit.trace``, ``torch.export``, ``torch.onnx`` or ``torch.compile``
-    records the model: value checks that need a concrete tensor are skipped then, and
-    per-size caches are bypassed (a traced model must work at every input size)."""
-    return bool(torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling())
+    """True while ``torch.jit.trace`` or ``torch.export`` (also under ``torch.onnx``) records
+    the model: value checks that need a concrete tensor are skipped then, and per-size caches
+    are bypassed (the recorded model must work at every input size). ``torch.compile`` is
+    not included: it guards and recompiles, so the eager code stays correct there."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
 class EncoderInputError(ValueError):
