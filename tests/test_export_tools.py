@@ -71,6 +71,18 @@ def test_quickstart_mask_rcnn_onnx_is_backbone_and_pyramid(tool, tmp_path, capsy
     assert [f.shape[-2:] for f in feats] == [(24, 16), (12, 8), (6, 4)]  # p2..p4 at another size
 
 
+def test_export_method_export_writes_the_backbone_with_dynamic_size(tool, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "seg_export"
+    tool.main(["--config-file", os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py"),
+               "--format", "onnx", "--export-method", "export", "--output", str(out), "--sample-size", "64",
+               *TINY_ENCODER])
+    assert _printed_difference(capsys.readouterr().out) < 1e-4
+    sess = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    feats = sess.run(None, {"image": np.zeros((1, 6, 96, 64), np.float32)})
+    assert [f.shape[-2:] for f in feats] == [(24, 16), (12, 8), (6, 4)]
+
+
 def test_export_tool_refuses_what_does_not_apply(tool, tmp_path):
     cfg = os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py")
     with pytest.raises(tool.ExportError, match="use --export-method tracing"):

@@ -27,7 +27,9 @@ them. Without weights the model is randomly initialised (a warning says so).
   traced as detectron2 does, ``model.inference(..., do_postprocess=False)``).
   ``--format onnx`` writes ``model.onnx`` with the TorchScript-based ONNX exporter.
 * ``export``: ``torch.export`` with dynamic height and width; ``--format onnx`` only
-  (torch's dynamo ONNX exporter).
+  (torch's dynamo ONNX exporter), of the backbone and pyramid (``backbone.onnx``): detectron2's
+  input batching pads to a size computed from tensor values, which ``torch.export`` cannot
+  follow, so whole models go through ``tracing``.
 * ``scripting``: not available (timm's ViT blocks are not scriptable); the tool says so.
 
 ONNX of a whole model is written where upstream detectron2 exports one: the semantic
@@ -229,7 +231,12 @@ def export(model, inputs: dict, *, fmt: str, method: str, output: str) -> tuple[
                           "exporter): use --format onnx, or --export-method tracing for TorchScript")
     PathManager.mkdirs(output)
     rcnn = isinstance(model, GeneralizedRCNN)
-    if fmt == "onnx" and rcnn:
+    if fmt == "onnx" and (rcnn or method == "export"):
+        if method == "export" and not rcnn:
+            logger.info("--export-method export: torch.export cannot follow detectron2's input "
+                        "batching (ImageList pads to a size computed from tensor values), so "
+                        "backbone.onnx holds the backbone and pyramid; --export-method tracing "
+                        "exports the whole %s", type(model).__name__)
         return _export_backbone_onnx(model, inputs, method=method, output=output)
     if fmt == "onnx" and not isinstance(model, GeoSemanticSegmentor):
         logger.warning("ONNX export of %s is not something upstream detectron2 does; trying it",
@@ -266,7 +273,8 @@ def _onnx_export(module, args, path, names, method, spatial_input):
         h, w = image.ndim - 2, image.ndim - 1
         dyn = [None] * len(args)
         dyn[spatial_input] = {h: torch.export.Dim.AUTO, w: torch.export.Dim.AUTO}
-        torch.onnx.export(module, tuple(args), path, input_names=names, dynamic_shapes=tuple(dyn),
+        # the modules exported here take *args: their dynamic shapes go under "args"
+        torch.onnx.export(module, tuple(args), path, input_names=names, dynamic_shapes={"args": tuple(dyn)},
                           dynamo=True)
     else:  # TorchScript-based exporter on the traced graph, as detectron2's tool does
         from detectron2.export import STABLE_ONNX_OPSET_VERSION
@@ -294,7 +302,8 @@ def _export_backbone_onnx(model, inputs, *, method, output):
             self.backbone = backbone
             self.names = list(backbone.output_shape())
 
-        def forward(self, image, *meta):
+        def forward(self, *args):
+            image, meta = args[0], args[1:]
             md = dict(zip(keys, meta)) or None
             for b in find_geo_backbones(self.backbone):
                 b.set_metadata(md)
