@@ -39,6 +39,9 @@ setup(
         "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
     ],
     extras_require={
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
+        # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6",
+                 "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
     },
 )

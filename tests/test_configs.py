@@ -299,7 +299,7 @@ def test_quickstart_mapper_reads_metadata_from_the_files():
     year_2020 = (1577836800.0, 1609459200.0)
     assert year_2020[0] < float(meta["timestamps"][0]) < year_2020[1]
     assert 30 < float(meta["latlon"][0]) < 45 and -125 < float(meta["latlon"][1]) < -115  # UTM 10N
-    assert meta["gsd"] == pytest.approx(10.0)
+    assert float(meta["gsd"]) == pytest.approx(10.0)
     assert torch.allclose(meta["wavelengths"], torch.tensor([0.49, 0.56, 0.665, 0.865, 1.61, 2.19]))
 
 

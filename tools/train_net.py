@@ -14,6 +14,9 @@ Examples::
     python tools/train_net.py --config-file ... train.amp.enabled=True \
         model.backbone.net.grad_checkpointing=True
 
+    # torch.compile of the backbone (encoder + pyramid); the heads stay eager
+    python tools/train_net.py --config-file ... train.compile=True
+
     # continue an interrupted run from the last checkpoint in train.output_dir; on one CPU
     # process with num_workers=0 it ends with the uninterrupted run's weights (checkpoints
     # are written atomically; see docs/bad_inputs.md, "Crash-safe training")
@@ -203,10 +206,26 @@ def do_test(cfg, model):
     return results
 
 
+def maybe_compile(model, cfg):
+    """``train.compile=True``: ``torch.compile`` the model's backbone (encoder and pyramid) in
+    place, so checkpoints keep their parameter names. The detectron2 heads stay eager: their
+    proposal sampling and ROI bookkeeping depend on data, which would break the graph and
+    recompile on every new proposal count. The first iterations pay the compilation."""
+    if not cfg.train.get("compile", False):
+        return model
+    target = getattr(model, "backbone", None)
+    if target is None:
+        raise ValueError("train.compile=True compiles model.backbone, but this model has none")
+    logger.info("torch.compile of %s (first iterations compile)", type(target).__name__)
+    target.compile()
+    return model
+
+
 def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)
+    maybe_compile(model, cfg)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)

@@ -15,6 +15,13 @@ number of bands, acquisition metadata) to detrex's DINO.
 
 Weights and data as in ``configs/dino_v2/mask_rcnn_vitb14.py``; set
 ``model.num_classes`` to your number of classes.
+
+Tile size: DINO picks ``num_queries`` (900, detrex's recipe) of its encoder tokens, one per
+cell of the four levels (strides 8 to 64), so tiles need at least 900 of them: 224 x 224 px
+give 1045, 128 x 128 px only 340 (``d2geo.modeling.detrex.encoder_tokens``). ``GeoDINO`` refuses smaller batches with that
+fix; for small tiles size the queries to the tile instead, e.g. for 128 px tiles (340
+tokens) ``model.num_queries=300 model.select_box_nums_for_evaluation=100`` (the two-stage
+proposal count follows ``num_queries``).
 """
 import os
 

@@ -59,8 +59,8 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
-from .base import EncoderInputError, GeoEncoder
 from .bands import band_wavelengths, expand_bands
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
 from .registry import register_encoder
@@ -304,6 +304,8 @@ class ClayEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} gives {waves.numel()} wavelengths but the input has {num_bands} bands; "
                 f"give one wavelength (micrometres) per input band, in the input's band order")
+        if is_tracing():  # no value checks on symbolic tensors
+            return waves
         if not torch.isfinite(waves).all() or (waves <= 0).any():
             raise EncoderInputError(f"{source} must be positive wavelengths in micrometres, "
                                     f"got {waves.tolist()}")
@@ -322,6 +324,11 @@ class ClayEncoder(GeoEncoder):
         owner = type(self).__name__
         if "timestamps" in meta:
             ts = meta["timestamps"]
+            if is_tracing():  # clay_time_code's calendar arithmetic would be frozen into the trace
+                raise EncoderInputError(
+                    "Clay's time code (ISO week, hour) cannot be traced or exported: the traced model "
+                    "would keep this batch's times; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats time as unknown, as in Clay's pretraining)")
             if ts.shape[1] != 1:
                 raise EncoderInputError(
                     f"metadata 'timestamps' has {ts.shape[1]} frames per sample; Clay encodes "
@@ -337,7 +344,7 @@ class ClayEncoder(GeoEncoder):
             place = torch.zeros(batch_size, 4)
         if "gsd" in meta:
             gsd = meta["gsd"].float().cpu()
-            if (gsd <= 0).any():
+            if not is_tracing() and (gsd <= 0).any():
                 raise EncoderInputError(f"metadata 'gsd' must be positive metres, got {gsd.tolist()}")
         elif self.default_gsd is not None:
             gsd = torch.full((batch_size,), self.default_gsd)
@@ -380,6 +387,17 @@ class ClayEncoder(GeoEncoder):
 
     def position_code(self, h: int, w: int, gsd: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``(B, h*w, D-8)`` position code for per-sample gsd ``(B,)`` in metres."""
+        if is_tracing():  # tensor operations only, so a traced model follows h, w and gsd
+            dim = self.embed_dim - NUM_META_CHANNELS
+            n = dim // 4
+            rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                        indexing="ij")
+            exponent = torch.arange(n) / (n - 1)
+            base = (1.0 / (_TEMPERATURE ** (2 * exponent / dim))).to(device)
+            freqs = base[None, :] * gsd.to(device=device, dtype=torch.float32)[:, None]  # (B, n)
+            x = cols.reshape(1, -1, 1).float() * freqs[:, None, :]
+            y = rows.reshape(1, -1, 1).float() * freqs[:, None, :]
+            return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
         values = gsd.tolist()
         unique = sorted(set(values))
         tables = [self._position_table(h, w, g, device) for g in unique]

@@ -21,7 +21,7 @@ import timm
 import torch
 
 from .bands import RGB_BANDS, expand_bands
-from .base import GeoEncoder
+from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
 
@@ -85,8 +85,31 @@ class DINOv3Encoder(GeoEncoder):
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         tokens = self.vit.patch_embed(x)  # (B, h, w, D)
         grid = tuple(tokens.shape[1:3])
-        tokens, rope = self.vit._pos_embed(tokens)
+        if is_tracing() and self._traceable_rope():
+            tokens, rope = self._pos_embed_traced(tokens)
+        else:
+            tokens, rope = self.vit._pos_embed(tokens)
         return self.vit.norm_pre(tokens), grid, rope
+
+    def _traceable_rope(self) -> bool:
+        vit = self.vit
+        rope = getattr(vit, "rope", None)
+        return (vit.pos_embed is None and vit.patch_drop is None and rope is not None
+                and getattr(rope, "normalize_coords", None) == "separate"
+                and getattr(rope, "grid_indexing", None) == "ij")
+
+    def _pos_embed_traced(self, tokens: torch.Tensor):
+        """timm's ``Eva._pos_embed`` for DINOv3 (no absolute table, RoPE on a centred grid),
+        with the grid built from the traced sizes: timm turns them into Python floats, which
+        freezes an exported model to one size."""
+        vit, rope = self.vit, self.vit.rope
+        B, h, w, D = tokens.shape
+        axes = [(torch.arange(0.5, s, dtype=torch.float32) + rope.grid_offset) / s for s in (h, w)]
+        coords = 2.0 * torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1) - 1.0
+        sin, cos = rope._get_pos_embed_from_coords(coords.flatten(0, 1))
+        prefix = [t.expand(B, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        x = vit.pos_drop(torch.cat(prefix + [tokens.reshape(B, h * w, D)], dim=1))
+        return x, torch.cat([sin, cos], dim=-1)
 
     def get_blocks(self):
         return self.vit.blocks

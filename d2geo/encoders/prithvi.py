@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from .bands import HLS_BANDS, expand_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
 from .registry import register_encoder
@@ -100,13 +100,13 @@ def prithvi_pos_table(embed_dim: int, ref_hw: Sequence[int], grid: Sequence[int]
     the table is the sine-cosine table of ``(t, *ref_hw)``, bicubically resized per frame
     (aligned corners) when ``(h, w)`` differs.
     """
-    t, h, w = (int(g) for g in grid)
+    t, h, w = grid
     H0, W0 = (int(g) for g in ref_hw)
-    table = sincos_3d(embed_dim, (t, H0, W0)).float()
-    if (h, w) != (H0, W0):
-        table = F.interpolate(table.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=True)
-        table = table.permute(0, 2, 3, 1)
-    return table.reshape(t * h * w, embed_dim).contiguous()
+    table = sincos_3d(embed_dim, (int(t), H0, W0)).float()
+    # always resized (the identity when (h, w) is the reference grid: aligned corners put
+    # every output on an input), so nothing branches on the grid and traced models resize
+    table = F.interpolate(table.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=True)
+    return table.permute(0, 2, 3, 1).reshape(-1, embed_dim).contiguous()
 
 
 def timestamps_to_year_doy(timestamps: torch.Tensor) -> torch.Tensor:
@@ -264,12 +264,15 @@ class PrithviEncoder(GeoEncoder):
     # -- position table ----------------------------------------------------------------
     def pos_embed_for(self, grid: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The ``(t*h*w, D)`` position table of a token grid, from the per-grid cache."""
+        ref_hw = tuple(s // self.patch_size for s in self.img_size)
+        if is_tracing():  # no per-size cache: the table must follow the traced input size
+            return prithvi_pos_table(self.embed_dim, ref_hw, (self.token_frames, *grid[1:])).to(
+                device=device, dtype=dtype)
         key = (*(int(g) for g in grid), torch.device(device), dtype)
         table = self._pos_cache.get(key)
         if table is not None:
             self._pos_cache.move_to_end(key)
             return table
-        ref_hw = tuple(s // self.patch_size for s in self.img_size)
         table = prithvi_pos_table(self.embed_dim, ref_hw, grid).to(device=device, dtype=dtype)
         self._pos_cache[key] = table
         while len(self._pos_cache) > max(1, self.pos_cache_size):
@@ -317,6 +320,11 @@ class PrithviEncoder(GeoEncoder):
         tokens = tokens + self.pos_embed_for(grid, tokens.device, tokens.dtype)
         owner = type(self).__name__
         if self.temporal_embed_enc is not None:
+            if "timestamps" in meta and is_tracing():
+                raise EncoderInputError(
+                    "Prithvi's (year, day of year) encoding cannot be traced or exported: the traced "
+                    "model would keep this batch's dates; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats the date as unknown)")
             if "timestamps" in meta:
                 coords = timestamps_to_year_doy(meta["timestamps"])  # (B, T, 2)
                 enc = self.temporal_embed_enc(coords)  # (B, T, D)

@@ -23,7 +23,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from .backbone import GeoBackbone
 from .pyramid import MultiLayerPyramid, SimpleFeaturePyramid
 
-__all__ = ["add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone",
+__all__ = ["add_d2geo_config", "register_d2geo_defaults", "build_geo_backbone", "build_geo_vit_sfp_backbone",
            "build_geo_vit_fpn_backbone"]
 
 
@@ -43,7 +43,33 @@ def add_d2geo_config(cfg: CN) -> CN:
     d.PYRAMID_NORM = None                # None: cfg.MODEL.FPN.NORM, or "LN" if that is ""
     d.TOP_BLOCK = True                   # add p6 with LastLevelMaxPool
     d.SQUARE_PAD = 0
+    if "GEO" not in cfg.INPUT:  # GeoDatasetMapper's read options (d2geo.data.mapper)
+        g = cfg.INPUT.GEO = CN()
+        g.BANDS = []                     # band names to read, in the model's order; []: all
+        g.SENSOR = ""                    # default sensor for band wavelengths
+        g.FILL = "zero"                  # invalid pixels: "zero" | "mean" | a number
+        g.SCALE = None                   # DN -> reflectance scale when the files do not say
     return cfg
+
+
+def register_d2geo_defaults() -> None:
+    """Put the ``MODEL.D2GEO`` / ``INPUT.GEO`` sections into detectron2's own defaults, so
+    that ``get_cfg()`` in detectron2's unmodified tools accepts d2geo yaml configs.
+
+    detectron2's ``tools/deploy/export_model.py`` (and ``train_net.py``) build their config
+    with ``get_cfg()`` and merge the yaml file into it; a key the defaults lack is an error
+    (``Non-existent config key: MODEL.D2GEO``), and the yaml cannot import d2geo to add it.
+    ``python -m d2geo.engine.run_tool TOOL.py ARGS`` calls this, imports d2geo's registries
+    (``GeoRCNN``, ``build_geo_vit_sfp_backbone``, ...) and runs the tool.
+    """
+    from detectron2.config import defaults
+
+    if "D2GEO" not in defaults._C.MODEL:
+        frozen = defaults._C.is_frozen()
+        defaults._C.defrost()
+        add_d2geo_config(defaults._C)
+        if frozen:
+            defaults._C.freeze()
 
 
 def _encoder_kwargs(cfg) -> dict:
