@@ -6,6 +6,14 @@ Examples::
     # a few minutes on a laptop CPU, no download: the built-in synthetic dataset
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py
 
+    # the family configs load their encoder's published weights by name (downloaded once
+    # into the Hugging Face / torch.hub cache, sha256-checked); any hf:// file works too
+    python tools/train_net.py --config-file configs/prithvi/mask_rcnn_eo_v2_300_tl.py
+    python tools/train_net.py --config-file ... \
+        model.backbone.net.weights=hf://ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL/Prithvi_EO_V2_300M_TL.pt
+    # a whole detectron2-format model: a path, d2geo://... or hf://...
+    python tools/train_net.py --config-file ... train.init_checkpoint=hf://<org>/<repo>/<file>.pth
+
     # evaluate a checkpoint
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
@@ -56,7 +64,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
+import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// and hf:// checkpoint handlers)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
 from d2geo.engine.amp import build_trainer
 

@@ -31,8 +31,8 @@ from iopath.common.file_io import file_lock, get_cache_dir
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_ZOO_URL", "D2GeoZooHandler", "ChecksumError", "sha256_of", "expected_digest",
-    "zoo_url",
+    "DEFAULT_ZOO_URL", "D2GeoZooHandler", "HFHubHandler", "ChecksumError", "sha256_of", "expected_digest",
+    "zoo_url", "register_path_handlers",
 ]
 
 #: where ``d2geo://`` files are downloaded from unless ``D2GEO_ZOO_URL`` says otherwise
@@ -158,3 +158,50 @@ class D2GeoZooHandler(PathHandler):
 
     def _isfile(self, path: str, **kwargs) -> bool:
         return self._exists(path, **kwargs)
+
+
+class HFHubHandler(PathHandler):
+    """Resolves ``hf://<org>/<repo>[@<revision>]/<file>`` with huggingface_hub.
+
+    See :mod:`d2geo.encoders.hub`: the Hub's own cache and environment (``HF_ENDPOINT``,
+    ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_TOKEN``), and the sha256 check (against a
+    pretrained table's pin when the path is a published source, else the Hub's LFS sha256).
+    """
+
+    PREFIX = "hf://"
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
+        from d2geo.encoders.hub import resolve_weights
+        from d2geo.encoders.registry import pretrained_sha256
+
+        self._check_kwargs(kwargs)
+        return resolve_weights(path, sha256=pretrained_sha256(path))
+
+    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise ValueError(f"hf:// files are read-only here; cannot open {path} with mode {mode!r}")
+        self._check_kwargs(kwargs)
+        return open(self._get_local_path(path), mode, buffering=buffering)
+
+    def _exists(self, path: str, **kwargs) -> bool:
+        try:
+            return os.path.isfile(self._get_local_path(path, **kwargs))
+        except (OSError, ValueError):
+            return False
+
+    def _isfile(self, path: str, **kwargs) -> bool:
+        return self._exists(path, **kwargs)
+
+
+def register_path_handlers(path_manager=None) -> None:
+    """Register the ``d2geo://`` and ``hf://`` handlers on ``path_manager`` (default:
+    detectron2's ``PathManager``). Idempotent."""
+    if path_manager is None:
+        from detectron2.utils.file_io import PathManager as path_manager
+    for handler in (D2GeoZooHandler(), HFHubHandler()):
+        prefix = handler._get_supported_prefixes()[0]
+        if not isinstance(path_manager._path_handlers.get(prefix), type(handler)):
+            path_manager.register_handler(handler, allow_override=True)
