@@ -9,8 +9,10 @@ Accepted wherever d2geo takes weights (``build_encoder(weights=...)``, ``GeoBack
   ``HF_ENDPOINT`` (a mirror), ``HF_HUB_CACHE`` / ``HF_HOME`` (the cache), ``HF_HUB_OFFLINE=1``
   (cache only), ``HF_TOKEN`` (gated or private repositories). They are read when a file is
   resolved, so setting them after ``import d2geo`` works too.
-* ``https://...`` (or ``http://``): fetched with torch.hub's downloader into
-  ``$TORCH_HOME/hub/checkpoints`` (as ``torch.hub.load_state_dict_from_url`` does).
+* ``https://...`` (or ``http://``): fetched into torch.hub's cache,
+  ``$TORCH_HOME/hub/checkpoints`` (where ``torch.hub.load_state_dict_from_url`` keeps
+  them, so files it downloaded before are reused). ``HF_HUB_OFFLINE=1`` means cache only
+  here too.
 * anything else is a local path and is returned unchanged.
 
 Verification: a file is checked against ``sha256`` when one is given (the pretrained
@@ -19,7 +21,7 @@ Git LFS is checked against the sha256 the Hub reports for it (its LFS object id,
 names the cached blob). A file that does not match is deleted from the cache and refused
 with :class:`ChecksumMismatchError`, so a later run downloads it again instead of trusting
 it. Downloads land in temporary files that only become the cached file once complete
-(huggingface_hub and torch.hub both work this way), so an interrupted download leaves
+and whose size matches what the server announced, so an interrupted download leaves
 nothing that is taken for the file.
 
 This module needs no detectron2; the ``hf://`` handler for detectron2's ``PathManager`` is
@@ -31,6 +33,7 @@ import hashlib
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -194,7 +197,7 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
                 f"{f.revision or 'main'}). To place it by hand: {_place_by_hand(f, s['cache_dir'])}"
             ) from e
         raise WeightsDownloadError(f"{f.uri}: {f.repo_id} has no file {f.filename!r}") from e
-    except OSError as e:  # connection errors, size mismatches of interrupted downloads
+    except Exception as e:  # connection errors, interrupted downloads (httpx errors), size mismatches
         raise WeightsDownloadError(
             f"{f.uri}: the download failed ({type(e).__name__}: {e}); nothing was kept, try again. "
             f"To place it by hand: {_place_by_hand(f, s['cache_dir'])}") from e
@@ -244,8 +247,6 @@ def _stamp(path: str) -> tuple:
 
 # -- URLs ------------------------------------------------------------------------------------
 def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
-    import torch.hub
-
     name = os.path.basename(urlparse(url).path)
     if not name:
         raise ValueError(f"{url!r} names no file")
@@ -254,21 +255,34 @@ def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
     if os.path.isfile(final):
         _verify_url(final, url, sha256, cached=True)
         return final
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE or os.environ.get("D2GEO_OFFLINE", "").lower() in _TRUE:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
         raise WeightsDownloadError(
             f"{url}: offline and not in torch.hub's cache (looked for {final}). To place it by hand: "
             f"download {url} on a connected machine and copy it to {final}, or pass its local path as weights=")
     os.makedirs(cache, exist_ok=True)
     logger.info("downloading %s to %s", url, final)
+    # The transfer is huggingface_hub's http_get (progress bar, retries that resume, and a
+    # check of the received size against Content-Length): torch.hub.download_url_to_file
+    # keeps a body cut short by a closed connection as if it were the whole file.
+    from huggingface_hub.file_download import http_get
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".partial", dir=cache)
     try:
-        # writes <final>.<uuid>.partial and renames it only once the whole body has arrived
-        torch.hub.download_url_to_file(url, final, hash_prefix=None, progress=progress)
-    except Exception as e:  # URLError, IncompleteRead, ... : nothing was kept
-        raise WeightsDownloadError(
-            f"{url}: the download failed ({type(e).__name__}: {e}); nothing was kept. Check the "
-            f"connection and try again, or download it by hand to {final} (or pass its local path as "
-            f"weights=)") from e
-    _verify_url(final, url, sha256, cached=False)
+        with os.fdopen(fd, "wb") as f:
+            try:
+                http_get(url, f, displayed_filename=name)
+            except Exception as e:  # connection errors, short bodies, HTTP errors: nothing is kept
+                raise WeightsDownloadError(
+                    f"{url}: the download failed ({type(e).__name__}: {e}); nothing was kept. Check the "
+                    f"connection and try again, or download it by hand to {final} (or pass its local "
+                    f"path as weights=)") from e
+        _verify_url(tmp, url, sha256, cached=False)
+        os.replace(tmp, final)
+        if sha256:
+            _VERIFIED[final] = (_stamp(final), sha256)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return final
 
 
