@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import socket
 import subprocess
 import sys
-import threading
 from types import SimpleNamespace
 
 import pytest
 import torch
+from http_stub import HubStandIn, serve
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
@@ -88,22 +87,12 @@ def zoo(tmp_path, monkeypatch):
                 return
             super().do_GET()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)  # a stuck download fails the test instead of hanging it
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("FVCORE_CACHE", str(cache))
-    monkeypatch.setenv("D2GEO_ZOO_URL", f"http://127.0.0.1:{server.server_address[1]}/zoo")
-    monkeypatch.delenv("D2GEO_ZOO_MIRROR", raising=False)
-    try:
+    with serve(Handler) as url:
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("FVCORE_CACHE", str(cache))
+        monkeypatch.setenv("D2GEO_ZOO_URL", f"{url}/zoo")
+        monkeypatch.delenv("D2GEO_ZOO_MIRROR", raising=False)
         yield SimpleNamespace(root=served / "zoo", hits=hits, cache=cache / "d2geo")
-    finally:
-        socket.setdefaulttimeout(old_timeout)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def publish(root, rel_dir, stem, payload: bytes, *, digest_of: bytes | None = None) -> str:
@@ -210,3 +199,104 @@ def test_detection_checkpointer_loads_a_zoo_checkpoint(zoo, tmp_path):
     for key, value in stored.items():
         assert torch.equal(state[key], value), key
     assert len(zoo.hits) == 1
+
+
+# -- hf:// ---------------------------------------------------------------------------------------
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A Hugging Face Hub stand-in on 127.0.0.1, with the Hub cache in tmp_path."""
+    stand_in = HubStandIn()
+    with serve(stand_in.handler()) as url:
+        stand_in.url = url
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield stand_in
+
+
+def test_importing_d2geo_modeling_registers_hf_paths_on_pathmanager(hub, tmp_path):
+    """In a fresh process, ``import d2geo.modeling`` alone makes detectron2's PathManager
+    (and so DetectionCheckpointer and every detectron2 tool) read hf:// and d2geo:// paths."""
+    payload = os.urandom(3000)
+    uri = hub.publish("acme/zoo", "models/w.pth", payload)
+    code = ("import d2geo.modeling\n"
+            "from detectron2.utils.file_io import PathManager\n"
+            f"print(PathManager.get_local_path({uri!r}))\n"
+            "print(sorted(p for p in PathManager._path_handlers if p in ('hf://', 'd2geo://')))\n")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local, handlers = proc.stdout.strip().splitlines()[-2:]
+    assert open(local, "rb").read() == payload
+    assert local.startswith(str(tmp_path / "hf"))
+    assert handlers == "['d2geo://', 'hf://']"
+    # in this process too, through the same handler
+    assert PathManager.get_local_path(uri) == local
+    with PathManager.open(uri, "rb") as f:
+        assert f.read() == payload
+    with pytest.raises(ValueError, match="read-only"):
+        PathManager.open(uri, "wb")
+
+
+def _tiny_upstream_checkpoint(path):
+    """A DINOv2-layout checkpoint that fits the quickstart's tiny encoder (any band set)."""
+    from d2geo.encoders import build_encoder
+
+    torch.manual_seed(3)
+    enc = build_encoder("dinov2_vits14", embed_dim=96, depth=4, num_heads=3)
+    torch.save(dict(enc.vit.state_dict()), path)
+    return open(path, "rb").read()
+
+
+def test_detection_checkpointer_loads_an_hf_init_checkpoint(hub, tmp_path):
+    import importlib.util
+
+    upstream = tmp_path / "up.pth"
+    _tiny_upstream_checkpoint(upstream)
+    spec = importlib.util.spec_from_file_location("_zoo_convert2", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+    # the converter takes the upstream file as an hf:// path too
+    up_uri = hub.publish("acme/upstream", "dinov2_tiny.pth", open(upstream, "rb").read())
+    written = tool.main([up_uri, "--config-file", config, "--output-dir", str(tmp_path / "out")])
+    assert torch.load(written, weights_only=True)["d2geo"]["source"] == up_uri
+    uri = hub.publish("acme/finetuned", os.path.basename(written), open(written, "rb").read())
+
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    cfg.train.init_checkpoint = uri
+    model = instantiate(cfg.model)
+    DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    stored = torch.load(written, weights_only=True)["model"]
+    state = model.state_dict()
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_config_trains_from_hf_encoder_weights(hub, tmp_path, monkeypatch):
+    """model.backbone.net.weights="hf://..." in a config: the encoder starts from the Hub file
+    and a couple of training iterations run."""
+    from detectron2.engine import SimpleTrainer
+
+    from d2geo.encoders import build_encoder
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    uri = hub.publish("acme/tiny-dinov2", "dinov2_tiny.pth", data)
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    cfg.model.backbone.net.weights = uri
+    cfg.dataloader.train.total_batch_size = 2
+    model = instantiate(cfg.model)
+    kwargs = dict(cfg.model.backbone.net.encoder_kwargs)
+    ref = build_encoder("dinov2_vits14", weights=str(tmp_path / "up.pth"), **kwargs)
+    assert torch.equal(model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight, ref.vit.blocks[1].attn.qkv.weight)
+    assert [m for m, _ in hub.file_requests()] == ["HEAD", "GET"]
+
+    cfg.optimizer.params.model = model
+    trainer = SimpleTrainer(model, instantiate(cfg.dataloader.train), instantiate(cfg.optimizer))
+    before = model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight.detach().clone()
+    trainer.train(0, 2)
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight, before)
