@@ -52,6 +52,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     net.weights = None
+    net.pretrained = False
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(FAMILIES[family])
