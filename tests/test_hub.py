@@ -294,3 +294,16 @@ def test_interrupted_url_download_leaves_nothing(hub, tmp_path):
         resolve_weights(f"{hub.url}/files/x/resolve/main/big.pth")
     folder = tmp_path / "torch" / "hub" / "checkpoints"
     assert not folder.exists() or os.listdir(folder) == []
+
+
+def test_readme_lists_every_variant_with_its_source_sha256_and_license():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z0-9_]+)` \| `(?:hf|https)://.*$", readme, re.M)}
+    assert set(rows) == set(list_encoders())
+    for name, row in rows.items():
+        cfg = get_pretrained_cfg(name)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"`{cfg.source}`", name
+        assert cells[2] == (cfg.revision or ("main" if cfg.source.startswith("hf://") else "-")), name
+        assert (cells[3] == f"`{cfg.sha256}`") if cfg.sha256 else cells[3].startswith("not published"), name
+        assert cells[4] == cfg.license, name
