@@ -300,3 +300,33 @@ def test_config_trains_from_hf_encoder_weights(hub, tmp_path, monkeypatch):
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert not torch.equal(model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight, before)
+
+
+def test_skip_encoder_weights_for_whole_model_checkpoints():
+    """--eval-only with train.init_checkpoint builds the model without fetching the published
+    encoder weights first (the checkpoint replaces them)."""
+    cfg = model_zoo.get_config("prithvi/semantic_fpn_eo_v2_300_tl.py")
+    assert cfg.model.backbone.net.pretrained is True
+    assert model_zoo.skip_encoder_weights(cfg.model) == ["model.backbone.net"]
+    assert cfg.model.backbone.net.pretrained is False and cfg.model.backbone.net.weights is None
+    assert model_zoo.skip_encoder_weights(cfg.model) == []
+
+
+def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the run
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # and nothing is cached there
+    spec = importlib.util.spec_from_file_location("_zoo_train_net", os.path.join(ROOT, "tools", "train_net.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    model = instantiate(cfg.model)
+    ckpt = str(tmp_path / "model.pth")
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    args = tool.get_parser().parse_args([
+        "--config-file", model_zoo.get_config_file("quickstart/semantic_fpn_tiny.py"), "--eval-only", f"train.output_dir={tmp_path}",
+        f"train.init_checkpoint={ckpt}", "model.backbone.net.pretrained=True"])
+    results = tool.main(args)
+    assert "mIoU" in results["sem_seg"]

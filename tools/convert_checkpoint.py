@@ -55,25 +55,6 @@ class ConversionError(RuntimeError):
     """The conversion cannot be done as asked (config, names or checkpoint)."""
 
 
-def _find_backbone_nodes(node, path=()):
-    """(config path, node) of every GeoBackbone LazyCall in a config tree."""
-    from omegaconf import DictConfig, ListConfig
-
-    from d2geo.modeling import GeoBackbone
-
-    found = []
-    if isinstance(node, DictConfig):
-        target = node.get("_target_", None)
-        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
-            found.append((".".join(path), node))
-        for key in node.keys():
-            found += _find_backbone_nodes(node[key], path + (str(key),))
-    elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            found += _find_backbone_nodes(item, path + (str(i),))
-    return found
-
-
 def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
     """(encoder name, encoder_kwargs, key prefix) for the GeoBackbone of a config's model."""
     from detectron2.config import LazyConfig, instantiate
@@ -92,7 +73,9 @@ def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     if "model" not in cfg:
         raise ConversionError(f"{config_file} has no 'model'")
-    nodes = _find_backbone_nodes(cfg.model, ("model",))
+    from d2geo.model_zoo import find_backbone_nodes
+
+    nodes = find_backbone_nodes(cfg.model, ("model",))
     if len(nodes) != 1:
         raise ConversionError(
             f"{config_file} has {len(nodes)} GeoBackbones ({[p for p, _ in nodes]}); the converter "

@@ -65,6 +65,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// and hf:// checkpoint handlers)
+from d2geo.model_zoo import skip_encoder_weights
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
 from d2geo.engine.amp import build_trainer
 
@@ -187,6 +188,9 @@ def main(args):
     _share_cpu_threads(device, cfg)
 
     if args.eval_only:
+        if cfg.train.init_checkpoint or args.resume:
+            # every weight comes from that checkpoint: do not load (or download) encoder weights first
+            skip_encoder_weights(cfg.model)
         model = instantiate(cfg.model)
         model.to(device)
         model = _ddp(model, cfg)

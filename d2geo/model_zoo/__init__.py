@@ -28,7 +28,7 @@ from .checkpoints import (
 __all__ = [
     "get_config", "get_config_file", "list_configs", "config_root", "register_zoo_handler",
     "D2GeoZooHandler", "HFHubHandler", "ChecksumError", "DEFAULT_ZOO_URL", "zoo_url",
-    "register_path_handlers",
+    "register_path_handlers", "find_backbone_nodes", "skip_encoder_weights",
 ]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,6 +79,41 @@ def get_config(config_path: str):
     if not config_path.endswith(".py"):
         raise ValueError(f"d2geo's zoo configs are LazyConfig .py files; got {config_path!r}")
     return LazyConfig.load(get_config_file(config_path))
+
+
+def find_backbone_nodes(node, path=()) -> list:
+    """``(config path, node)`` of every ``GeoBackbone`` LazyCall in a config tree."""
+    from omegaconf import DictConfig, ListConfig
+
+    from d2geo.modeling import GeoBackbone
+
+    found = []
+    if isinstance(node, DictConfig):
+        target = node.get("_target_", None)
+        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
+            found.append((".".join(path), node))
+        for key in node.keys():
+            found += find_backbone_nodes(node[key], path + (str(key),))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            found += find_backbone_nodes(item, path + (str(i),))
+    return found
+
+
+def skip_encoder_weights(model_cfg) -> list[str]:
+    """Build the config's encoders without loading (or downloading) their weights.
+
+    For a model whose every weight comes from a whole-model checkpoint afterwards
+    (evaluation, prediction): sets ``weights=None`` and ``pretrained=False`` on every
+    ``GeoBackbone``; returns the config paths changed.
+    """
+    changed = []
+    for path, node in find_backbone_nodes(model_cfg, ("model",)):
+        if node.get("weights", None) is not None or node.get("pretrained", False):
+            node.weights = None
+            node.pretrained = False
+            changed.append(path)
+    return changed
 
 
 def register_zoo_handler() -> None:
