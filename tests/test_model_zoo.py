@@ -330,3 +330,28 @@ def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, 
         f"train.init_checkpoint={ckpt}", "model.backbone.net.pretrained=True"])
     results = tool.main(args)
     assert "mIoU" in results["sem_seg"]
+
+
+def test_yacs_config_takes_hf_weights_and_pretrained(hub, tmp_path, monkeypatch):
+    from detectron2.config import get_cfg
+
+    from d2geo.encoders import WeightsDownloadError, build_encoder
+    from d2geo.modeling import add_d2geo_config, build_geo_backbone
+
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    cfg = add_d2geo_config(get_cfg())
+    cfg.MODEL.D2GEO.ENCODER = "dinov2_vits14"
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.EMBED_DIM = 96
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.DEPTH = 4
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.NUM_HEADS = 3
+    cfg.MODEL.D2GEO.WEIGHTS = hub.publish("acme/tiny", "tiny.pth", data)
+    backbone = build_geo_backbone(cfg)
+    ref = build_encoder("dinov2_vits14", weights=str(tmp_path / "up.pth"), embed_dim=96, depth=4, num_heads=3)
+    assert torch.equal(backbone.encoder.vit.blocks[3].mlp.fc1.weight, ref.vit.blocks[3].mlp.fc1.weight)
+    # PRETRAINED reaches the published source (here: offline, so it names the file it looked for)
+    cfg.MODEL.D2GEO.WEIGHTS = None
+    cfg.MODEL.D2GEO.PRETRAINED = True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsDownloadError, match="dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"):
+        build_geo_backbone(cfg)
