@@ -29,6 +29,7 @@ in :mod:`d2geo.model_zoo.checkpoints`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -138,6 +139,21 @@ def resolve_weights(source, *, sha256: str | None = None, progress: bool = True)
 
 
 # -- Hugging Face Hub ------------------------------------------------------------------------
+@contextlib.contextmanager
+def _progress_bars(show: bool):
+    """huggingface_hub's progress bars (shown by default), off for ``show=False``."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    turn_off = not show and not are_progress_bars_disabled()
+    if turn_off:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if turn_off:
+            enable_progress_bars()
+
+
 def _hf_settings() -> dict:
     """huggingface_hub reads its environment at import; read it again at call time."""
     from huggingface_hub import constants
@@ -168,16 +184,13 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
 
     s = _hf_settings()
     kwargs = dict(repo_id=f.repo_id, filename=f.filename, revision=f.revision, cache_dir=s["cache_dir"],
                   endpoint=s["endpoint"], local_files_only=s["offline"], library_name="d2geo")
-    was_disabled = are_progress_bars_disabled()
-    if not progress and not was_disabled:
-        disable_progress_bars()
     try:
-        path = hf_hub_download(**kwargs)
+        with _progress_bars(progress):
+            path = hf_hub_download(**kwargs)
     except GatedRepoError as e:
         raise WeightsDownloadError(
             f"{f.uri}: {f.repo_id} is gated: accept its terms on https://huggingface.co/{f.repo_id} "
@@ -201,9 +214,6 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
         raise WeightsDownloadError(
             f"{f.uri}: the download failed ({type(e).__name__}: {e}); nothing was kept, try again. "
             f"To place it by hand: {_place_by_hand(f, s['cache_dir'])}") from e
-    finally:
-        if not progress and not was_disabled:
-            enable_progress_bars()
     _verify_hf(path, f, sha256)
     return path
 
@@ -270,7 +280,8 @@ def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
     try:
         with os.fdopen(fd, "wb") as f:
             try:
-                http_get(url, f, displayed_filename=name)
+                with _progress_bars(progress):
+                    http_get(url, f, displayed_filename=name)
             except Exception as e:  # connection errors, short bodies, HTTP errors: nothing is kept
                 raise WeightsDownloadError(
                     f"{url}: the download failed ({type(e).__name__}: {e}); nothing was kept. Check the "
