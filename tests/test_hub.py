@@ -42,6 +42,7 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("D2GEO_CACHE", str(tmp_path / "d2geo"))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
         stand_in.cache = tmp_path / "hf"
@@ -188,6 +189,30 @@ def test_cached_file_corrupted_later_is_refused_then_fetched_again(hub):
     with pytest.raises(ChecksumMismatchError, match="was removed from the cache"):
         resolve_weights(uri)
     assert open(resolve_weights(uri), "rb").read() == data  # downloaded again
+
+
+def test_verification_is_remembered_until_the_file_changes(hub, monkeypatch):
+    """A verified file is not hashed again by a later process (a 5 GB checkpoint takes half a
+    minute to hash), unless its size, mtime or inode changed."""
+    from d2geo.encoders import hub as hub_module
+
+    data = os.urandom(5000)
+    uri = hub.publish("acme/w", "w.pth", data)
+    blob = os.path.realpath(resolve_weights(uri))
+    monkeypatch.setattr(hub_module, "_VERIFIED", {})  # as in a new process
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("hashed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(hub_module, "sha256_of", no_hashing)
+        assert os.path.realpath(resolve_weights(uri)) == blob
+    os.utime(blob, ns=(1, 1))  # touched: hashed again (and still fine)
+    monkeypatch.setattr(hub_module, "_VERIFIED", {})
+    calls = []
+    real = hub_module.sha256_of
+    monkeypatch.setattr(hub_module, "sha256_of", lambda p, chunk=1 << 20: calls.append(p) or real(p))
+    assert os.path.realpath(resolve_weights(uri)) == blob and calls == [blob]
 
 
 def test_interrupted_download_leaves_nothing_a_later_run_trusts(hub):

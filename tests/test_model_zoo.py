@@ -210,6 +210,7 @@ def hub(tmp_path, monkeypatch):
         stand_in.url = url
         monkeypatch.setenv("HF_ENDPOINT", url)
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("D2GEO_CACHE", str(tmp_path / "d2geo"))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         yield stand_in
 

@@ -226,8 +226,7 @@ def _verify_hf(path: str, f: HFFile, sha256: str | None) -> None:
     if expected is None:
         logger.info("%s: no published sha256 to check it against", f.uri)
         return
-    stamp = _stamp(blob)
-    if _VERIFIED.get(blob) == (stamp, expected):
+    if _already_verified(blob, expected):
         return
     actual = sha256_of(blob)
     if actual != expected:
@@ -236,7 +235,7 @@ def _verify_hf(path: str, f: HFFile, sha256: str | None) -> None:
             f"{f.uri}: the file's sha256 is {actual}, but {what} is {expected}. The file was removed "
             f"from the cache. If the publisher changed the file on purpose and you trust it, download "
             f"it yourself and pass its local path as weights= (that skips this check)")
-    _VERIFIED[blob] = (stamp, expected)
+    _mark_verified(blob, expected)
 
 
 def _forget(path: str, blob: str) -> None:
@@ -253,6 +252,43 @@ _VERIFIED: dict[str, tuple] = {}
 def _stamp(path: str) -> tuple:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _marker(path: str) -> str:
+    """Where the verification of ``path`` is remembered across processes (hashing a 5 GB
+    checkpoint takes half a minute): ``$D2GEO_CACHE/verified`` (default ``~/.cache/d2geo``)."""
+    root = os.environ.get("D2GEO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "d2geo")
+    return os.path.join(root, "verified", hashlib.sha256(os.path.abspath(path).encode()).hexdigest())
+
+
+def _already_verified(path: str, expected: str) -> bool:
+    """Whether ``path`` was hashed to ``expected`` and has not changed since (size, mtime, inode)."""
+    record = (_stamp(path), expected)
+    if _VERIFIED.get(path) == record:
+        return True
+    try:
+        with open(_marker(path)) as f:
+            found = f.read().split()
+    except OSError:
+        return False
+    if found == [*map(str, record[0]), expected]:
+        _VERIFIED[path] = record
+        return True
+    return False
+
+
+def _mark_verified(path: str, expected: str) -> None:
+    record = (_stamp(path), expected)
+    _VERIFIED[path] = record
+    marker = _marker(path)
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        tmp = f"{marker}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(" ".join([*map(str, record[0]), expected]))
+        os.replace(tmp, marker)
+    except OSError as e:  # a read-only home: verify again next time
+        logger.debug("could not record the verification of %s: %s", path, e)
 
 
 # -- URLs ------------------------------------------------------------------------------------
@@ -290,7 +326,7 @@ def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
         _verify_url(tmp, url, sha256, cached=False)
         os.replace(tmp, final)
         if sha256:
-            _VERIFIED[final] = (_stamp(final), sha256)
+            _mark_verified(final, sha256)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -298,10 +334,7 @@ def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
 
 
 def _verify_url(path: str, url: str, sha256: str | None, *, cached: bool) -> None:
-    if sha256 is None:
-        return
-    stamp = _stamp(path)
-    if _VERIFIED.get(path) == (stamp, sha256):
+    if sha256 is None or _already_verified(path, sha256):
         return
     actual = sha256_of(path)
     if actual != sha256:
@@ -311,4 +344,5 @@ def _verify_url(path: str, url: str, sha256: str | None, *, cached: bool) -> Non
             f"{url}: {where}'s sha256 is {actual}, but the sha256 pinned for it is {sha256}. It was "
             f"removed. If the publisher changed the file on purpose and you trust it, download it "
             f"yourself and pass its local path as weights= (that skips this check)")
-    _VERIFIED[path] = (stamp, sha256)
+    if not path.endswith(".partial"):
+        _mark_verified(path, sha256)
