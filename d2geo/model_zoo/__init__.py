@@ -8,7 +8,7 @@ Configs are the files under the repository's ``configs/`` directory; wheels carr
 in ``d2geo/model_zoo/configs`` (copied by ``setup.py`` at build time), and a source
 checkout reads them in place. Importing this package (or ``d2geo.modeling``) registers the
 ``d2geo://`` and ``hf://`` handlers on detectron2's ``PathManager`` (see
-:mod:`d2geo.model_zoo.checkpoints`), so ``train.init_checkpoint="d2geo://..."`` or
+:mod:`d2geo.modeling.file_io`), so ``train.init_checkpoint="d2geo://..."`` or
 ``"hf://<org>/<repo>/<file>"`` works in configs and detectron2 tools.
 """
 from __future__ import annotations

@@ -38,6 +38,6 @@ __all__ = [
     "add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone", "build_geo_vit_fpn_backbone",
 ]
 
-from ..model_zoo.checkpoints import register_path_handlers as _register_path_handlers  # noqa: E402
+from .file_io import register_path_handlers as _register_path_handlers  # noqa: E402
 
 _register_path_handlers()
