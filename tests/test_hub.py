@@ -253,6 +253,7 @@ def test_pretrained_requests_the_published_file_and_refuses_a_sha256_mismatch(hu
 
 
 def test_pretrained_loads_the_pinned_file(hub, tiny_variant, tmp_path):
+    pytest.importorskip("detectron2", reason="GeoBackbone is d2geo's detectron2 side")
     from d2geo.modeling import GeoBackbone
 
     data = official_dinov2_bytes()
