@@ -139,6 +139,9 @@ def test_unreachable_hub_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's 23 s of retry back-off
     with pytest.raises(WeightsDownloadError, match=r"could not be reached and it is not in the cache.*"
                                                    r"To place it by hand"):
         resolve_weights("hf://acme/gone/w.pth")
