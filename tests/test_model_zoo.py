@@ -356,3 +356,30 @@ def test_yacs_config_takes_hf_weights_and_pretrained(hub, tmp_path, monkeypatch)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(WeightsDownloadError, match="dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"):
         build_geo_backbone(cfg)
+
+
+def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, monkeypatch):
+    """``convert_checkpoint.py pretrained --config-file ...``: the config's encoder's published
+    file, fetched and checked against its pin (here the table entry points at the stand-in)."""
+    import hashlib
+    import importlib.util
+
+    from d2geo.encoders import PretrainedCfg, registry
+
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    uri = hub.publish("acme/published", "dinov2_tiny.pth", data)
+    entry = registry._REGISTRY["dinov2_vits14"]
+    pin = PretrainedCfg(source=uri, license="Apache-2.0", sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(registry._REGISTRY, "dinov2_vits14", registry._Entry(entry.builder, entry.config, pin))
+    spec = importlib.util.spec_from_file_location("_zoo_convert3", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+    written = tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
+    meta = torch.load(written, weights_only=True)["d2geo"]
+    assert meta["source"] == uri and meta["source_sha256"] == pin.sha256
+    # a file that is not the pinned one is refused
+    hub.publish("acme/published", "dinov2_tiny.pth", data + b"\0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf2"))
+    with pytest.raises(SystemExit, match="sha256 pinned for it is " + pin.sha256):
+        tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
