@@ -336,3 +336,28 @@ def test_readme_lists_every_variant_with_its_source_sha256_and_license():
         assert cells[2] == (cfg.revision or ("main" if cfg.source.startswith("hf://") else "-")), name
         assert (cells[3] == f"`{cfg.sha256}`") if cfg.sha256 else cells[3].startswith("not published"), name
         assert cells[4] == cfg.license, name
+
+
+def test_dinov3_pretrained_fetches_timms_hub_copy_and_loads_its_layout(hub, tmp_path):
+    """dinov3_* point at timm's ``_qkvb`` copies (no signed links); a file in that layout (here
+    a tiny one, at the published repo and file name) loads with its q/v biases."""
+    import timm
+    from safetensors.torch import save_file
+
+    tiny = dict(embed_dim=64, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_small_patch16_dinov3_qkvb", pretrained=False, num_classes=0, **tiny)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    repo = "timm/vit_small_patch16_dinov3_qkvb.lvd1689m"
+    assert get_pretrained_cfg("dinov3_vits16").source == f"hf://{repo}/model.safetensors"
+    hub.publish(repo, "model.safetensors", (tmp_path / "model.safetensors").read_bytes())
+
+    enc = build_encoder("dinov3_vits16", pretrained=True, img_size=64, **tiny).eval()
+    assert hub.file_requests() == [("HEAD", f"/{repo}/resolve/main/model.safetensors"),
+                                   ("GET", f"/{repo}/resolve/main/model.safetensors")]
+    ours = dict(enc.vit.named_parameters())
+    for key in ("blocks.1.attn.q_bias", "blocks.1.attn.v_bias", "blocks.0.attn.qkv.weight"):
+        assert torch.equal(ours[key], ref.state_dict()[key]), key
