@@ -329,7 +329,18 @@ def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, 
     args = tool.get_parser().parse_args([
         "--config-file", model_zoo.get_config_file("quickstart/semantic_fpn_tiny.py"), "--eval-only", f"train.output_dir={tmp_path}",
         f"train.init_checkpoint={ckpt}", "model.backbone.net.pretrained=True"])
-    results = tool.main(args)
+    # train_net's setup_logger stops the 'd2geo' logger from propagating: undo it for later tests
+    import logging
+
+    saved = {name: (lg.handlers[:], lg.propagate, lg.level) for name in ("d2geo", "detectron2", "fvcore")
+             for lg in [logging.getLogger(name)]}
+    try:
+        results = tool.main(args)
+    finally:
+        for name, (handlers, propagate, level) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.level = propagate, level
     assert "mIoU" in results["sem_seg"]
 
 
