@@ -31,8 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..encoders import InputStats, get_pretrained_cfg
-from ..encoders.prithvi import HLS_BANDS
+from d2geo.encoders import InputStats, get_pretrained_cfg
+from d2geo.encoders.bands import HLS_BANDS
 
 __all__ = ["BandStats", "SENSOR_STATS", "get_stats", "list_stats"]
 
@@ -70,7 +70,7 @@ SENSOR_STATS: dict[str, BandStats] = {
     "prithvi_eo_v2": _from_table(get_pretrained_cfg("prithvi_eo_v2_300").stats_for("hls")),
     **{f"clay_{s.name}": _from_table(s) for s in get_pretrained_cfg("clay_v1_5_large").stats},
     "sen1floods11_s2": BandStats(
-        "sentinel-2-l2a",
+        "sentinel-2-l1c",
         ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10", "b11", "b12"),
         (0.16450718, 0.1412956, 0.13795798, 0.12353792, 0.1481099, 0.23991728, 0.28587557,
          0.26345379, 0.30902815, 0.04911151, 0.00652506, 0.2044958, 0.11912015),

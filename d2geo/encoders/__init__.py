@@ -8,8 +8,9 @@
 """
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
-from .metadata import METADATA_KEYS, SENSOR_BANDS, band_wavelengths
+from .bands import HLS_BANDS, RGB_BANDS, SENSOR_BANDS, SENSORS, BandError, band_wavelengths, match_bands
 from .hub import ChecksumMismatchError, WeightsDownloadError, resolve_weights
+from .metadata import METADATA_KEYS
 from .registry import (
     InputStats,
     PretrainedCfg,
@@ -30,7 +31,7 @@ from . import dinov3  # noqa: F401,E402  isort: skip
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
     "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
-    "METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths", "PretrainedCfg", "InputStats",
-    "get_pretrained_cfg", "list_pretrained", "resolve_weights", "WeightsDownloadError",
-    "ChecksumMismatchError",
+    "METADATA_KEYS", "SENSOR_BANDS", "SENSORS", "band_wavelengths", "BandError", "match_bands",
+    "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
+    "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError",
 ]

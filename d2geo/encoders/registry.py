@@ -225,7 +225,6 @@ def build_encoder(name: str, *, weights: str | os.PathLike | Mapping | None = No
     elif pretrained:
         logger.info("%s: loading weights=%s instead of the published weights", name, weights)
     model = entry.builder(**{**entry.config, **overrides})
-    model.encoder_name = name
     if weights is not None:
         load_encoder_weights(model, weights)
     return model
