@@ -26,9 +26,10 @@ from .meta_arch import (
     normalize_image,
 )
 from .pyramid import MultiLayerPyramid, SimpleFeaturePyramid
+from .temporal import TemporalAttentionPool
 
 __all__ = [
-    "GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS",
+    "GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS", "TemporalAttentionPool",
     "SimpleFeaturePyramid", "MultiLayerPyramid",
     "GeoRCNN", "GeoSemanticSegmentor", "GeoInputMixin", "collate_metadata", "attach_metadata",
     "normalize_image",
