@@ -1,7 +1,7 @@
 """detectron2 glue: d2geo encoders as backbones, pyramids, meta-architectures, optimizer
 parameter groups. Importing this package registers ``GeoRCNN`` / ``GeoSemanticSegmentor``
 in META_ARCH_REGISTRY and ``build_geo_vit_sfp_backbone`` / ``build_geo_vit_fpn_backbone``
-in BACKBONE_REGISTRY.
+in BACKBONE_REGISTRY and ``UperNetHead`` in SEM_SEG_HEADS_REGISTRY.
 """
 from .backbone import TEMPORAL_FOLDS, GeoBackbone, find_geo_backbones, fold_time
 from .config import (
@@ -10,6 +10,7 @@ from .config import (
     build_geo_vit_fpn_backbone,
     build_geo_vit_sfp_backbone,
 )
+from .heads import UperNetHead
 from .lr_decay import (
     NO_WEIGHT_DECAY_NAMES,
     encoder_layer_id,
@@ -30,7 +31,7 @@ from .temporal import TemporalAttentionPool
 
 __all__ = [
     "GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS", "TemporalAttentionPool",
-    "SimpleFeaturePyramid", "MultiLayerPyramid",
+    "SimpleFeaturePyramid", "MultiLayerPyramid", "UperNetHead",
     "GeoRCNN", "GeoSemanticSegmentor", "GeoInputMixin", "collate_metadata", "attach_metadata",
     "normalize_image",
     "get_lr_decay_rate", "encoder_layer_id", "no_weight_decay_overrides", "geo_optimizer_params",
