@@ -38,6 +38,7 @@ setup(
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
     ],
     extras_require={
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13"],
+        "peft": ["peft>=0.13"],
     },
 )

@@ -71,6 +71,13 @@ class GeoBackbone(Backbone):
             but ``global_blocks``; 0 keeps global attention everywhere.
         global_blocks: blocks that keep global attention when ``window_size`` is set.
         out_feature_prefix: output names are ``f"{prefix}{block_index}"``.
+        peft: parameter-efficient fine-tuning with Hugging Face ``peft`` (``pip install
+            'd2geo[peft]'``): a peft config (``peft.LoraConfig(r=8)``) or a dict
+            ``dict(method="lora", r=8, lora_alpha=16, target_modules=["qkv", "proj"])``.
+            Adapters are injected into the encoder in place; only they and (with
+            ``peft_train_norms``) the encoder's norms train. Needs ``freeze="none"``. See
+            :mod:`d2geo.modeling.peft_adapters`; :meth:`merge_peft` folds them in for export.
+        peft_train_norms: keep the encoder's norm layers trainable under ``peft``.
         encoder_kwargs: further overrides for ``build_encoder`` (``bands``,
             ``patch_size``, ``num_frames``, or tiny architectures for tests).
     """
@@ -91,6 +98,8 @@ class GeoBackbone(Backbone):
         window_size: int = 0,
         global_blocks: Sequence[int] = (),
         out_feature_prefix: str = "layer",
+        peft: Any = None,
+        peft_train_norms: bool = True,
         encoder_kwargs: Mapping[str, Any] | None = None,
     ):
         super().__init__()
@@ -172,6 +181,16 @@ class GeoBackbone(Backbone):
         self._out_feature_strides = {n: self.patch_size for n in self._out_features}
 
         self.freeze = self._parse_freeze(freeze)
+        self.peft_adapted: list[str] = []
+        if peft is not None:
+            if self.freeze != "none":
+                raise ValueError(
+                    f"GeoBackbone got peft=... together with freeze={freeze!r}; peft already freezes "
+                    "every original encoder weight (only adapters and norms train): leave freeze='none'"
+                )
+            from .peft_adapters import apply_peft
+
+            self.peft_adapted = apply_peft(encoder, peft, train_norms=peft_train_norms)
         self._apply_freeze()
         self._metadata: Mapping[str, Any] | None = None
 
@@ -277,6 +296,17 @@ class GeoBackbone(Backbone):
                 "padding_constraints=backbone.padding_constraints)"
             )
         return x
+
+    def merge_peft(self) -> int:
+        """Fold the peft adapters into the encoder weights (plain layers, upstream keys) for
+        export or a model-zoo file; returns the number of merged layers."""
+        if not self.peft_adapted:
+            return 0
+        from .peft_adapters import merge_peft
+
+        n = merge_peft(self.encoder)
+        self.peft_adapted = []
+        return n
 
     # -- freezing -------------------------------------------------------------------------
     def _parse_freeze(self, freeze: str | int) -> str | int:
