@@ -28,7 +28,7 @@ Models fine-tuned with LoRA (``GeoBackbone(peft=...)``): the conversion above is
 checkpoint becomes a plain zoo file with the adapters merged by::
 
     python tools/convert_checkpoint.py output/model_final.pth --merge-peft \
-        --config-file configs/dino_v2/semantic_fpn_vitb14.py 'model.backbone.net.peft={"r": 8}'
+        --config-file configs/dino_v2/semantic_fpn_vitb14.py 'model.backbone.net.peft={r: 8}'
 """
 from __future__ import annotations
 
