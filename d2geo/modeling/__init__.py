@@ -28,10 +28,11 @@ from .meta_arch import (
 )
 from .pyramid import MultiLayerPyramid, SimpleFeaturePyramid
 from .temporal import TemporalAttentionPool
+from .vit_adapter import ViTAdapter
 
 __all__ = [
     "GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS", "TemporalAttentionPool",
-    "SimpleFeaturePyramid", "MultiLayerPyramid", "UperNetHead",
+    "SimpleFeaturePyramid", "MultiLayerPyramid", "UperNetHead", "ViTAdapter",
     "GeoRCNN", "GeoSemanticSegmentor", "GeoInputMixin", "collate_metadata", "attach_metadata",
     "normalize_image",
     "get_lr_decay_rate", "encoder_layer_id", "no_weight_decay_overrides", "geo_optimizer_params",
