@@ -184,6 +184,11 @@ def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     LazyConfig.save(cfg, str(cfg_file))
     out = convert_checkpoint.merge_peft_checkpoint(str(ckpt), config_file=str(cfg_file), output_dir=str(tmp_path),
                                                    name="merged")
+    plain_ckpt = tmp_path / "plain.pth"
+    torch.save({"model": {k: v for k, v in model.state_dict().items() if ".lora_" not in k}}, plain_ckpt)
+    with pytest.raises(convert_checkpoint.ConversionError, match="no LoRA adapter weights"):
+        convert_checkpoint.merge_peft_checkpoint(str(plain_ckpt), config_file=str(cfg_file),
+                                                 output_dir=str(tmp_path), name="bad")
     zoo = torch.load(out, weights_only=True)
     assert not [k for k in zoo["model"] if "lora_" in k or "base_layer" in k]
     cfg.model.backbone.net.peft = None
