@@ -207,8 +207,7 @@ def _f(v, d=3):
 
 
 def report(results: dict, args) -> str:
-    lines = ["# Heads, adapters, LoRA and temporal folds (synthetic quickstart data)", "",
-             f"Written by `python benchmarks/heads.py --iters {args.iters}` on {results['date']} "
+    lines = [f"Written by `python benchmarks/heads.py --iters {args.iters}` on {results['date']} "
              f"({results['device']}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
              f"load average at start {results['load']}). Every row: {args.iters} training iterations, "
              "batch 4, constant learning rate, seed 0; see the script's docstring for the protocol.",
@@ -218,7 +217,7 @@ def report(results: dict, args) -> str:
                   "shared with other jobs), so the mIoU values compare the variants early in training, "
                   "not at convergence.", ""]
     if "heads" in results:
-        lines += ["## Segmentation heads (from scratch)", "",
+        lines += ["### Segmentation heads (from scratch)", "",
                   "| model | mIoU | step wall (s) | step CPU (s) | peak memory (MB) | trainable params |",
                   "|---|---|---|---|---|---|"]
         for r in results["heads"]:
@@ -226,7 +225,7 @@ def report(results: dict, args) -> str:
                          f"{_f(r['peak_mb'], 0)} | {r['trainable']:,} |")
         lines.append("")
     if "lora" in results:
-        lines += ["## Full fine-tuning vs LoRA (UperNet head)", "",
+        lines += ["### Full fine-tuning vs LoRA (UperNet head)", "",
                   "| fine-tuning | mIoU | trainable params (all) | trainable in the encoder | step wall (s) | "
                   "step CPU (s) | peak memory (MB) |", "|---|---|---|---|---|---|---|"]
         for r in results["lora"]:
@@ -236,13 +235,30 @@ def report(results: dict, args) -> str:
                          f"{_f(r['step_cpu_s'])} | {_f(r['peak_mb'], 0)} |")
         lines.append("")
     if "change" in results:
-        lines += ["## Change detection: temporal fold (semantic FPN, tiny Prithvi, 2 dates)", "",
+        lines += ["### Change detection: temporal fold (semantic FPN, tiny Prithvi, 2 dates)", "",
                   "| temporal_fold | change IoU | mIoU | step wall (s) | peak memory (MB) |", "|---|---|---|---|---|"]
         for r in results["change"]:
             lines.append(f"| `{r['label']}` | {_f(r['IoU'].get('change', float('nan')), 1)} | {_f(r['mIoU'], 1)} | "
                          f"{_f(r['step_wall_s'])} | {_f(r['peak_mb'], 0)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
+
+
+def write_report(md: str, path: str) -> None:
+    """Write ``md`` between the benchmark markers of ``path`` (docs/heads.md keeps its text
+    around them), or as the whole file when it has none."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = open(path).read() if os.path.exists(path) else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + START + "\n" + md + "\n" + END + rest.split(END, 1)[1]
+    else:
+        text = md + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def main(argv=None):
@@ -283,9 +299,7 @@ def main(argv=None):
     if "change" in sections:
         results["change"] = section_change(args.iters, args.eval_limit, workdir)
     md = report(results, args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        f.write(md + "\n")
+    write_report(md, args.output)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
