@@ -168,15 +168,22 @@ def test_upernet_configs_compose_the_family_configs():
             assert sorted(cfg.model.sem_seg_head.input_shape) == ["p2", "p3", "p4", "p5"]
 
 
-@pytest.mark.parametrize("name", UPERNET_CONFIGS)
+@pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention"])
 def test_upernet_config_trains(name, synthetic, tmp_path):
     from heads_tiny import falling, family_of, tiny_config, train_steps
 
+    name, _, fold = name.partition(":")
     frames = 4 if family_of(name) == "prithvi" else 1
     cfg = tiny_config(name, synthetic[frames], tmp_path)
+    if fold:  # the learned temporal pooling trains with the head
+        cfg.model.backbone.net.temporal_fold = fold
+        cfg.model.backbone.net.temporal_frames = [0, 2, 3]
     if family_of(name) in ("dinov3", "clay"):  # build and one step: the wiring is what differs
         model, totals = train_steps(cfg, steps=1)
         assert isinstance(model.sem_seg_head, UperNetHead)
         return
     model, totals = train_steps(cfg, steps=14, lr=3e-3)
     assert falling(totals), totals
+    if fold:
+        pools = model.backbone.net.temporal_pools
+        assert all(p.query.abs().sum() > 0 for p in pools)  # the queries left their zero start
