@@ -171,7 +171,6 @@ def merge_peft_checkpoint(weights: str, *, config_file: str, output_dir: str, na
     """Model-zoo file of a model trained with ``GeoBackbone(peft=...)``: the whole model of
     ``config_file`` loaded from the training checkpoint ``weights``, the adapters merged into
     the encoder weights (plain upstream keys, no peft needed to load it)."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
 
     from d2geo.modeling import find_geo_backbones

@@ -33,7 +33,6 @@ import logging
 import re
 from typing import Any, Mapping, Sequence
 
-import torch
 import torch.nn as nn
 
 logger = logging.getLogger(__name__)
@@ -171,9 +170,3 @@ def merge_peft(module: nn.Module) -> int:
     if layers:
         logger.info("merged %d peft adapter layers into their base weights", len(layers))
     return len(layers)
-
-
-@torch.no_grad()
-def adapter_delta(layer: nn.Module) -> torch.Tensor:
-    """The weight update ``W_merged - W`` of one adapter layer (for inspection and tests)."""
-    return layer.get_delta_weight(layer.active_adapters[0])

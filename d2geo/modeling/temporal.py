@@ -22,7 +22,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 __all__ = ["TEMPORAL_FOLDS", "fold_time", "select_frames", "resolve_frames", "TemporalAttentionPool"]
 

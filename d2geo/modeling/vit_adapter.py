@@ -49,7 +49,7 @@ __all__ = ["ViTAdapter", "MSDeformAttn", "ms_deform_attn_core", "SpatialPriorMod
 
 def _detrex_function():
     try:
-        from detrex import _C  # noqa: F401
+        from detrex import _C  # noqa: F401  (the compiled op must exist)
         from detrex.layers.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
     except Exception:  # detrex missing, or built without its C++/CUDA extension
         return None
@@ -66,7 +66,7 @@ def ms_deform_attn_core(value: torch.Tensor, shapes: Sequence[tuple[int, int]], 
     Values are sampled bilinearly with zeros outside the map (``align_corners=False``).
     """
     B, _, heads, d = value.shape
-    Q, L, P = locations.shape[1], locations.shape[3], locations.shape[4]
+    Q, P = locations.shape[1], locations.shape[4]
     out = value.new_zeros(B * heads, d, Q)
     start = 0
     for lvl, (h, w) in enumerate(shapes):
@@ -146,14 +146,15 @@ def _reference_points(shapes: Sequence[tuple[int, int]], device, dtype) -> torch
     """``(sum h*w, 2)`` normalized ``(x, y)`` centres of every cell of every level."""
     refs = []
     for h, w in shapes:
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
+                                torch.arange(w, device=device, dtype=dtype), indexing="ij")
         refs.append(torch.stack([(xs.reshape(-1) + 0.5) / w, (ys.reshape(-1) + 0.5) / h], -1))
     return torch.cat(refs)
 
 
 def _conv(cin, cout, stride, norm):
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), get_norm(_fast_norm(norm), cout), nn.ReLU(True))
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), get_norm(_fast_norm(norm), cout),
+                         nn.ReLU(True))
 
 
 class SpatialPriorModule(nn.Module):
