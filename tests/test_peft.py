@@ -4,6 +4,7 @@ lr decay, plain checkpoints load, and the converter merges a trained model."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -189,6 +190,9 @@ def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     with pytest.raises(convert_checkpoint.ConversionError, match="no LoRA adapter weights"):
         convert_checkpoint.merge_peft_checkpoint(str(plain_ckpt), config_file=str(cfg_file),
                                                  output_dir=str(tmp_path), name="bad")
+    cli = convert_checkpoint.main([str(ckpt), "--merge-peft", "--config-file", str(cfg_file),
+                                   "--output-dir", str(tmp_path / "cli")])
+    assert os.path.basename(cli).startswith("cfg_merged-")
     zoo = torch.load(out, weights_only=True)
     assert not [k for k in zoo["model"] if "lora_" in k or "base_layer" in k]
     cfg.model.backbone.net.peft = None
