@@ -208,7 +208,7 @@ def _f(v, d=3):
 
 def report(results: dict, args) -> str:
     lines = [f"Written by `python benchmarks/heads.py --iters {args.iters}` on {results['date']} "
-             f"({results['device']}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+             f"({results['device']}, torch {torch.__version__}, {results.get('threads', 1)} thread(s), "
              f"load average at start {results['load']}). Every row: {args.iters} training iterations, "
              "batch 4, constant learning rate, seed 0; see the script's docstring for the protocol.",
              ""]
@@ -284,6 +284,7 @@ def main(argv=None):
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "threads": torch.get_num_threads(),
     }
     import tempfile
 
