@@ -139,6 +139,8 @@ def test_bad_settings():
         ViTAdapter(net, num_interactions=5)
     with pytest.raises(ValueError, match="divisible by num_heads"):
         ViTAdapter(net, deform_heads=6)
+    with pytest.raises(ValueError, match="choose from"):
+        ViTAdapter(net, deform_heads=4, out_features=["p3"])
     with pytest.raises(TypeError, match="GeoBackbone"):
         ViTAdapter(torch.nn.Linear(2, 2))
 
@@ -170,3 +172,14 @@ def test_adapter_config_trains(name, synthetic, tmp_path):
     assert isinstance(model.backbone, ViTAdapter)
     assert falling(totals), totals
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.spm.parameters())
+
+
+def test_detrex_channel_mapper_on_the_adapter():
+    neck = pytest.importorskip("detrex.modeling.neck", reason="detrex is not installed")
+    adapter = ViTAdapter(GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO), deform_heads=4, out_channels=48,
+                         out_features=["res3", "res4", "res5"])
+    assert list(adapter.output_shape()) == ["res3", "res4", "res5"]
+    mapper = neck.ChannelMapper(input_shapes=adapter.output_shape(), in_features=["res3", "res4", "res5"],
+                                out_channels=32, kernel_size=1, norm_layer=torch.nn.GroupNorm(8, 32), num_outs=4)
+    outs = mapper(adapter(torch.randn(1, 3, 64, 96)))
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 8, 12), (1, 32, 4, 6), (1, 32, 2, 3), (1, 32, 1, 2)]

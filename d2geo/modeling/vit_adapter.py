@@ -237,12 +237,15 @@ class ViTAdapter(Backbone):
         out_channels: if set, a 1x1 conv + ``out_norm`` maps every output (after the temporal
             fold) to this width; None keeps the encoder width (times the time steps for
             ``temporal_fold="concat"``).
+        out_features: the outputs to return (default all of ``res2..res5``), e.g.
+            ``["res3", "res4", "res5"]`` for detrex's DINO, whose ``ChannelMapper`` takes
+            exactly the levels it maps.
     """
 
     def __init__(self, net: GeoBackbone, *, num_interactions: int = 4, deform_heads: int = 8,
                  deform_points: int = 4, value_ratio: float = 1.0, ffn_ratio: float = 0.25,
                  spm_channels: int = 64, norm: str = "GN", out_norm: str = "LN",
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, out_features: Sequence[str] | None = None):
         super().__init__()
         if not isinstance(net, GeoBackbone):
             raise TypeError(f"ViTAdapter wraps a d2geo GeoBackbone, got {type(net).__name__}")
@@ -281,6 +284,11 @@ class ViTAdapter(Backbone):
         self._out_features = ["res2", "res3", "res4", "res5"]
         self._out_feature_strides = {n: 2 ** (i + 2) for i, n in enumerate(self._out_features)}
         self._out_feature_channels = {n: channels for n in self._out_features}
+        if out_features is not None:
+            unknown = [n for n in out_features if n not in self._out_features]
+            if unknown or not out_features:
+                raise ValueError(f"out_features={list(out_features)}: choose from {self._out_features}")
+            self._out_features = [n for n in self._out_features if n in out_features]
         self._size_divisibility = math.lcm(32, net.patch_size)
 
     # -- detectron2 Backbone interface ----------------------------------------------------
@@ -339,7 +347,9 @@ class ViTAdapter(Backbone):
         # the stem halves with rounding up, so 2x the stride-8 map covers the stride-4 one
         c1 = c1 + self.up(c2)[..., : c1.shape[-2], : c1.shape[-1]]
         outs = {}
-        for i, (name, m) in enumerate(zip(self._out_features, (c1, c2, c3, c4))):
+        for i, (name, m) in enumerate(zip(("res2", "res3", "res4", "res5"), (c1, c2, c3, c4))):
+            if name not in self._out_features:
+                continue
             m = m + F.interpolate(vit, size=m.shape[-2:], mode="bilinear", align_corners=False)
             m = self.out_norms[i](m)
             if net.temporal:
