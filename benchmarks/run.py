@@ -106,7 +106,7 @@ FULL = Profile(
     encoders=[
         dict(family="dinov2", label="DINOv2-B/14", ours="dinov2_vitb14", timm="vit_base_patch14_dinov2",
              size=518, arch={}, gemm_target=True),
-        dict(family="dinov3", label="DINOv3-B/16", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3",
+        dict(family="dinov3", label="DINOv3-B/16", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3_qkvb",
              size=512, arch={}),
         dict(family="prithvi", label="Prithvi-EO-1.0-100M (3 frames)", ours="prithvi_eo_v1_100", size=224,
              frames=3, arch=dict(embed_dim=768, depth=12, num_heads=12)),
@@ -123,7 +123,7 @@ QUICK = Profile(
     encoders=[
         dict(family="dinov2", label="DINOv2 tiny", ours="dinov2_vitb14", timm="vit_base_patch14_dinov2",
              size=56, arch=TINY, gemm_target=True),
-        dict(family="dinov3", label="DINOv3 tiny", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3",
+        dict(family="dinov3", label="DINOv3 tiny", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3_qkvb",
              size=64, arch=TINY),
         dict(family="prithvi", label="Prithvi tiny (2 frames)", ours="prithvi_eo_v1_100", size=32, frames=2,
              arch=TINY),
@@ -253,7 +253,9 @@ def _encoder_pair(row: dict):
         ours = build_encoder(row["ours"], img_size=size, **arch).eval()
         ref = timm.create_model(row["timm"], pretrained=False, num_classes=0, global_pool="", img_size=size,
                                 dynamic_img_size=True, **arch).eval()
-        ref.load_state_dict(ours.vit.state_dict(), strict=True)
+        weights = ours.vit.state_dict()
+        weights.pop("rope.periods", None)  # DINOv3: ours keeps the checkpoint's; timm computes them
+        ref.load_state_dict(weights, strict=True)
         x = smooth_image((1, 3, size, size))
         g = size // ours.patch_size
         P = ours.num_prefix_tokens

@@ -374,3 +374,236 @@ def test_one_pixel_wide_image_survives_a_flip(tmp_path):
     out = GeoDatasetMapper(True, augmentations=[T.RandomFlip(prob=1.0, horizontal=False, vertical=True)])(
         {"file_name": path})
     assert out["image"][0, :, 0].tolist() == [5, 4, 3, 2, 1]
+
+
+# -- metadata and input dtypes ------------------------------------------------------------------
+def _utc(*args):
+    import datetime as dt
+
+    return dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _tl_prithvi(**kw):
+    enc = build_encoder("prithvi_eo_v2_100_tl", embed_dim=64, depth=2, num_heads=4, patch_size=16,
+                        img_size=32, num_frames=1, **kw).eval()
+    with torch.no_grad():  # the coordinate scales start at 0.1: make the encodings matter
+        enc.temporal_embed_enc.scale.fill_(1.0)
+        enc.location_embed_enc.scale.fill_(1.0)
+    return enc
+
+
+def test_float32_timestamps_are_refused_with_the_fix():
+    from d2geo.encoders.prithvi import timestamps_to_year_doy
+
+    late = _utc(2022, 9, 7, 23, 59, 30)  # day 250
+    as_f32 = torch.tensor([[late]])  # torch's default dtype
+    assert timestamps_to_year_doy(as_f32.double()).tolist() == [[[2022.0, 251.0]]]  # what float32 does
+    enc = _tl_prithvi()
+    x = torch.randn(1, 6, 1, 32, 32)
+    fix = r"float64: torch.tensor\(\.\.\., dtype=torch.float64\)"
+    with pytest.raises(EncoderInputError, match=r"metadata 'timestamps' are float32, .*next day.*" + fix):
+        enc.forward_features(x, metadata={"timestamps": as_f32})
+    with pytest.raises(EncoderInputError, match="are float32"):  # NumPy too
+        enc.forward_features(x, metadata={"timestamps": np.array([[late]], dtype=np.float32)})
+    with pytest.raises(EncoderInputError, match="are bfloat16"):
+        enc.forward_features(x, metadata={"timestamps": torch.tensor([[late]], dtype=torch.bfloat16)})
+    with torch.no_grad():  # float64 and integer seconds (exact) are accepted, and agree
+        a = enc.forward_features(x, metadata={"timestamps": torch.tensor([[late]], dtype=torch.float64)})[0]
+        b = enc.forward_features(x, metadata={"timestamps": torch.tensor([[int(late)]])})[0]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the same through a meta-architecture (the dataset dict of a hand-written mapper)
+    seg = tiny_segmentor(SimpleFeaturePyramid(dino_backbone(), out_channels=32), num_bands=5).eval()
+    sample = _sample(H=32, W=32)
+    sample["metadata"]["timestamps"] = torch.tensor([late])
+    with torch.no_grad(), pytest.raises(EncoderInputError, match=r"sample 0: metadata 'timestamps' are float32.*" + fix):
+        seg([sample])
+
+
+@pytest.mark.parametrize("value,hint", [
+    (250.0, "day number"),  # day of year
+    (19242.0, "day number"),  # days since the epoch
+    (2022250.0, "date digits"),  # YYYYDDD
+    (20220907.0, "date digits"),  # YYYYMMDD
+    (1662595170000.0, "milliseconds"),
+    (1662595170000000000.0, "nanoseconds"),
+    (-1.0, ""),
+    (5e9, ""),  # 2128
+])
+@pytest.mark.parametrize("family", ["prithvi", "clay"])
+def test_timestamps_in_other_units_are_refused(family, value, hint):
+    if family == "prithvi":
+        enc, x, md = _tl_prithvi(), torch.randn(1, 6, 1, 32, 32), {}
+    else:
+        enc = build_encoder("clay_v1_base", **{**TINY_CLAY, "depth": 1}).eval()
+        x, md = torch.randn(1, 3, 16, 16), {"wavelengths": [0.665, 0.56, 0.49], "gsd": [10.0]}
+    md["timestamps"] = torch.tensor([[value]], dtype=torch.float64)
+    with pytest.raises(EncoderInputError, match=r"outside 1972-01-01 \.\. 2100-01-01 .*" + hint
+                       + r".*pass seconds since the Unix epoch \(UTC\) as float64"):
+        enc.forward_features(x, metadata=md)
+
+
+def test_mapper_and_reader_give_float64_seconds(tmp_path):
+    path = write_tif(tmp_path / "tile.tif", np.ones((3, 16, 16), dtype="uint16"))
+    late = _utc(2022, 9, 7, 23, 59, 30)
+    mapper = GeoDatasetMapper(False, augmentations=[])
+    out = mapper({"file_name": path, "geo": {"timestamps": ["2022-09-07T23:59:30Z"]}})
+    ts = out["metadata"]["timestamps"]
+    assert ts.dtype == torch.float64 and ts.tolist() == [late]
+    read = read_geotiff(path, timestamps=["2022-09-07T23:59:30Z"]).metadata["timestamps"]
+    assert read.dtype == np.float64 and read.tolist() == [late]
+    with pytest.raises(EncoderInputError, match=r"the timestamps of .*tile.tif holds 250, .*day number"):
+        mapper({"file_name": path, "geo": {"timestamps": [250]}})
+
+
+def test_real_tiles_give_float64_epoch_seconds(terramind_examples):
+    import glob
+
+    from d2geo.encoders.metadata import TIMESTAMP_MAX, TIMESTAMP_MIN
+
+    mapper = GeoDatasetMapper(False, augmentations=[])
+    dated = 0
+    for path in sorted(glob.glob(os.path.join(terramind_examples, "*", "*.tif"))):
+        ts = mapper({"file_name": path})["metadata"].get("timestamps")
+        if ts is not None:  # files without a date leave it out
+            assert ts.dtype == torch.float64 and TIMESTAMP_MIN <= float(ts[0]) < TIMESTAMP_MAX
+            assert float(ts[0]) == read_geotiff(path).metadata["timestamps"][0]
+            dated += 1
+    assert dated > 0
+
+
+def test_prithvi_takes_longitudes_0_to_360_and_refuses_bad_latitudes():
+    enc = _tl_prithvi()
+    x = torch.randn(2, 6, 1, 32, 32)
+    with torch.no_grad():
+        east = enc.forward_features(x, metadata={"latlon": [[10.0, 350.0], [-33.0, 181.0]]})[0]
+        west = enc.forward_features(x, metadata={"latlon": [[10.0, -10.0], [-33.0, -179.0]]})[0]
+    torch.testing.assert_close(east, west)
+    with pytest.raises(EncoderInputError, match=r"latitude in -90\.\.90"):
+        enc.forward_features(x, metadata={"latlon": [[95.0, 10.0], [0.0, 0.0]]})
+    with pytest.raises(EncoderInputError, match=r"out of range"):
+        enc.forward_features(x, metadata={"latlon": [[45.0, 400.0], [0.0, 0.0]]})
+
+
+_FAMILIES = {
+    "dinov2": lambda: (build_encoder("dinov2_vits14", embed_dim=32, depth=2, num_heads=2), (3, 28, 28), {}),
+    "dinov3": lambda: (build_encoder("dinov3_vits16", embed_dim=32, depth=2, num_heads=2), (3, 32, 32), {}),
+    "prithvi": lambda: (_tl_prithvi(), (6, 1, 32, 32), {"timestamps": [], "latlon": []}),
+    "clay": lambda: (build_encoder("clay_v1_base", **{**TINY_CLAY, "depth": 2}), (3, 16, 16),
+                     {"wavelengths": [0.665, 0.56, 0.49], "gsd": 10.0, "timestamps": [], "latlon": []}),
+}
+
+
+def _family_metadata(md: dict, batch: int) -> dict:
+    out = dict(md)
+    if "timestamps" in out:
+        out["timestamps"] = torch.full((batch, 1), _utc(2022, 9, 7), dtype=torch.float64)
+    if "latlon" in out:
+        out["latlon"] = torch.tensor([[45.0, 7.0]] * batch).reshape(batch, 2)
+    return out
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint16, torch.int32],
+                         ids=lambda d: str(d).replace("torch.", ""))
+def test_encoders_cast_half_and_integer_input(family, dtype):
+    enc, shape, md = _FAMILIES[family]()
+    enc.eval()
+    x = torch.rand(2, *shape) * (1000 if not dtype.is_floating_point else 1)
+    x = x.to(dtype)
+    md = _family_metadata(md, 2)
+    with torch.no_grad():
+        got = enc.forward_features(x, layers=[0, -1], metadata=md)
+        want = enc.forward_features(x.float(), layers=[0, -1], metadata=md)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", sorted(_FAMILIES))
+def test_empty_layers_and_empty_batches(family):
+    enc, shape, md = _FAMILIES[family]()
+    enc.eval()
+    with pytest.raises(EncoderInputError, match=r"layers=\[\] asks for no feature map; give at least one block"):
+        enc.forward_features(torch.randn(1, *shape), layers=[], metadata=_family_metadata(md, 1))
+    with torch.no_grad():
+        full = enc.forward_features(torch.randn(1, *shape), layers=[0, 1], metadata=_family_metadata(md, 1))
+        empty = enc.forward_features(torch.randn(0, *shape), layers=[0, 1], metadata=_family_metadata(md, 0))
+    for e, f in zip(empty, full):
+        assert e.shape == (0, *f.shape[1:])
+    with pytest.raises(EncoderInputError, match=r"layers=\[\] asks for no feature map"):
+        GeoBackbone(enc, layers=[])
+
+
+# -- targets ------------------------------------------------------------------------------------
+def test_semantic_labels_at_or_above_num_classes_name_the_file(tmp_path):
+    from d2geo.data.datasets import register_geo_semseg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    image = write_tif(tmp_path / "img.tif", np.ones((5, 32, 32), dtype="uint16"))
+    labels = np.zeros((32, 32), dtype="uint8")
+    labels[:4] = 255  # ignored: fine
+    labels[10, 10] = 7
+    label = write_tif(tmp_path / "lab.tif", labels)
+    fine = GeoDatasetMapper(True, augmentations=[], num_classes=8)({"file_name": image, "sem_seg_file_name": label})
+    assert fine["sem_seg"].max() == 255
+    for is_train in (True, False):  # evaluation reads the same files
+        with pytest.raises(GeoTiffError, match=r"lab.tif holds labels \[7\] but there are 5 classes .*label_map"):
+            GeoDatasetMapper(is_train, augmentations=[], num_classes=5)(
+                {"file_name": image, "sem_seg_file_name": label})
+    name = "bad_inputs_label_range"
+    try:  # registered datasets know their class count
+        register_geo_semseg(name, [(image, label)], stuff_classes=["a", "b", "c"])
+        with pytest.raises(GeoTiffError, match=r"lab.tif holds labels \[7\] but there are 3 classes"):
+            GeoDatasetMapper(True, augmentations=[])(DatasetCatalog.get(name)[0])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    # dicts built by hand reach the model: it names the sample and its file
+    seg = tiny_segmentor(SimpleFeaturePyramid(dino_backbone(), out_channels=32), num_bands=5).train()
+    good, bad = _sample(H=32, W=32), _sample(H=32, W=32, seed=1)
+    bad["sem_seg"][3, 3] = 3  # 3 classes: 0..2
+    bad["file_name"] = "tile_9.tif"
+    with pytest.raises(EncoderInputError, match=r"sample 1 of the batch \(tile_9.tif\) has sem_seg labels \[3\] "
+                                                r"but the head predicts 3 classes"):
+        seg([good, bad])
+    good["sem_seg"][0, 0] = 255
+    assert torch.isfinite(seg([good])["loss_sem_seg"])
+
+
+def test_negative_size_boxes_are_dropped_with_or_without_a_flip(tmp_path, caplog):
+    from detectron2.structures import BoxMode
+
+    path = write_tif(tmp_path / "boxes.tif", np.ones((3, 32, 32), dtype="uint16"))
+    annos = [{"id": 41, "bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0},
+             {"id": 42, "bbox": [20, 4, -8, 6], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 1, "iscrowd": 0},
+             {"bbox": [30, 20, 22, 28], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1, "iscrowd": 0}]
+    for augs in ([], [T.RandomFlip(prob=1.0)], [T.RandomFlip(prob=1.0, horizontal=False, vertical=True)]):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="d2geo.data.mapper"):
+            out = GeoDatasetMapper(True, augmentations=augs)({"file_name": path, "annotations": annos,
+                                                              "image_id": 3})
+        assert len(out["instances"]) == 1 and out["instances"].gt_classes.tolist() == [0]
+    GeoDatasetMapper._warned_boxes.clear()
+    with caplog.at_level(logging.WARNING, logger="d2geo.data.mapper"):
+        GeoDatasetMapper(True, augmentations=[])({"file_name": path, "annotations": annos})
+    assert re.search(r"dropping annotation id=42 \(#1 of the image\) of .*boxes.tif: its box \[20, 4, -8, 6\] "
+                     r"\(XYWH_ABS\) has negative width or height", caplog.text)
+    assert "id=? (#2 of the image)" in caplog.text
+
+
+# -- metadata is validated once, where it enters ---------------------------------------------------
+def test_metadata_is_validated_once_where_it_enters(monkeypatch):
+    import d2geo.encoders.metadata as metadata_mod
+    calls = []
+    validate = metadata_mod._validate_metadata
+    monkeypatch.setattr(metadata_mod, "_validate_metadata", lambda *a, **k: calls.append(1) or validate(*a, **k))
+    net = GeoBackbone(_tl_prithvi())
+    model = tiny_segmentor(SimpleFeaturePyramid(net, out_channels=32), num_bands=6).eval()
+    sample = _sample(C=6, H=32, W=32)
+    with torch.no_grad():
+        model([sample, _sample(C=6, H=32, W=32, seed=1)])
+        assert len(calls) == 1  # in the meta-architecture only, not again in backbone and encoder
+        net.encoder.forward_features(torch.randn(1, 6, 32, 32), metadata={"latlon": [[1.0, 2.0]]})
+        assert len(calls) == 2  # a direct encoder call validates at its entry
+        with pytest.raises(EncoderInputError, match=r"the backbone holds metadata '\w+' for 2 images but got a batch of 1"):
+            net(torch.randn(1, 6, 32, 32))  # stale metadata of the last batch

@@ -188,6 +188,8 @@ def test_from_config_builds_training_augmentations():
     names = [type(a).__name__ for a in m.augmentations.augs]
     assert names == ["RandomCrop", "ResizeShortestEdge", "RandomFlip", "RandomFlip"]
     assert m.use_instance_mask and m.recompute_boxes
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 7
+    assert GeoDatasetMapper(cfg, is_train=False).num_classes == 7  # label files are checked against it
 
 
 def test_read_label_shape_matches_image(synth):

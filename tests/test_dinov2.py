@@ -186,3 +186,93 @@ def test_bad_input_is_explained(official, tmp_path):
     with pytest.raises(CheckpointError, match="shapes differ"):
         build_encoder("dinov2_vits14_reg", weights=path, img_size=98,
                       embed_dim=96, depth=3, num_heads=3)
+
+
+@pytest.mark.parametrize("name,timm_name,sizes", [
+    ("dinov2_vits14_reg", "vit_small_patch14_reg4_dinov2", [(224, 224), (168, 280), (518, 518), (98, 126)]),
+    ("dinov2_vits14", "vit_small_patch14_dinov2", [(224, 224)]),
+])
+def test_timm_checkpoint_saved_at_another_grid_keeps_its_grid(name, timm_name, sizes, tmp_path, caplog):
+    """A timm model saved at 224 px (a 16 x 16 table) gives timm's features: its table is
+    interpolated once, from its own grid, to each input size (the register models resize
+    as timm does; the plain ones resize the official way, so only their own grid is timm's)."""
+    kw = dict(embed_dim=48, depth=3, num_heads=3)
+    ref = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=224,
+                            dynamic_img_size=True, **kw).eval()
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            if "gamma" in n or "token" in n or "pos_embed" in n:
+                p.normal_(0, 0.5)
+    path = tmp_path / "timm224.pth"
+    torch.save(ref.state_dict(), path)
+    caplog.set_level("INFO", logger="d2geo")
+    ours = build_encoder(name, weights=path, **kw).eval()
+    assert ours.vit.pos_embed.shape[1] == ref.pos_embed.shape[1]
+    assert "16x16" in caplog.text
+    for size in sizes:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            r = ref.forward_intermediates(x, indices=[0, 2], norm=True, intermediates_only=True)
+            o = ours.forward_features(x, layers=[0, 2])
+        for a, b in zip(o, r):
+            assert rel_err(a, b) <= 1e-4, size
+    # an explicit img_size still means: resize the table once, to that grid
+    fixed = build_encoder(name, weights=path, img_size=518, **kw)
+    assert fixed.vit.pos_embed.shape[1] == ref.pos_embed.shape[1] - 16 * 16 + 37 * 37
+
+
+def _chunked(sd, chunks):
+    """The official layout with block_chunks: chunk c holds identities, then its blocks."""
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    size = depth // chunks
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("blocks."):
+            _, i, rest = k.split(".", 2)
+            k = f"blocks.{int(i) // size}.{i}.{rest}"
+        out[k] = v
+    return out
+
+
+@pytest.mark.parametrize("variant,name", [("plain", "dinov2_vits14"), ("reg", "dinov2_vits14_reg")])
+def test_official_training_checkpoint_with_block_chunks(official, variant, name, caplog):
+    """An official DINOv2 training checkpoint: teacher and student, block_chunks, the heads,
+    and an iteration counter saved as a tensor; the teacher backbone is loaded."""
+    sd = official[variant]["state_dict"]
+    ckpt = {"model": {
+        **{f"teacher.backbone.{k}": v for k, v in _chunked(sd, 3).items()},
+        "teacher.dino_head.mlp.0.weight": torch.zeros(4, 48),
+        **{f"student.backbone.{k}": torch.zeros_like(v) for k, v in _chunked(sd, 3).items()},
+    }, "iteration": torch.tensor(1000)}
+    assert "teacher.backbone.blocks.2.2.attn.qkv.weight" in ckpt["model"]
+    caplog.set_level("INFO", logger="d2geo")
+    ours = build_encoder(name, weights=ckpt, img_size=98, **TINY).eval()
+    x, case = official["inputs"][1], official[variant]["cases"][1]
+    with torch.no_grad():
+        for o, r in zip(ours.forward_features(x, layers=[0, 1, 2]), case["norm"]):
+            assert rel_err(o, r) <= 1e-4
+    for named in ("iteration", "student.backbone", "teacher.dino_head", "mask_token"):
+        assert named in caplog.text
+
+
+def test_stray_top_level_tensors_are_named_not_refused(official, caplog):
+    """A tensor next to the state dict container, or a dot-free non-encoder tensor among the
+    encoder's, is logged by name; the encoder loads."""
+    sd = official["plain"]["state_dict"]
+    caplog.set_level("INFO", logger="d2geo")
+    ref = build_encoder("dinov2_vits14", weights=sd, img_size=98, **TINY).eval()
+    x = official["inputs"][2]
+    for ckpt, stray in (({"model": dict(sd), "epoch_tensor": torch.tensor(3)}, "epoch_tensor"),
+                        ({**sd, "loss_scale": torch.tensor(2.0 ** 16)}, "loss_scale")):
+        caplog.clear()
+        ours = build_encoder("dinov2_vits14", weights=ckpt, img_size=98, **TINY).eval()
+        with torch.no_grad():
+            assert torch.equal(ours.forward_features(x)[0], ref.forward_features(x)[0])
+        assert stray in caplog.text
+
+
+def test_unknown_encoder_tensors_are_refused(official):
+    sd = dict(official["plain"]["state_dict"])
+    sd["blocks.1.attn.q_norm.weight"] = torch.ones(16)  # qk-norm: another architecture
+    with pytest.raises(CheckpointError, match=r"has no place for .*blocks\.1\.attn\.q_norm\.weight"):
+        build_encoder("dinov2_vits14", weights=sd, img_size=98, **TINY)

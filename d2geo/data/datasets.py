@@ -83,7 +83,7 @@ def load_geo_coco_json(json_file: str, image_root: str, dataset_name: str | None
                        geo: dict | None = None) -> list[dict]:
     """detectron2's ``load_coco_json`` plus time series: an image entry's ``file_names``
     (list, relative to ``image_root``) becomes the dict's ``file_names``."""
-    dicts = load_coco_json(json_file, image_root, dataset_name)
+    dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["id"])
     with open(json_file, encoding="utf-8") as f:
         images = {img["id"]: img for img in json.load(f)["images"]}
     for d in dicts:
@@ -191,8 +191,9 @@ def register_geo_semseg(name: str, pairs: Callable[[], Iterable] | Sequence, *, 
     """
     geo = dict(geo or {})
 
-    def load():
-        return load_geo_semseg(pairs() if callable(pairs) else pairs, geo)
+    def load():  # num_classes lets the mapper name a label file holding larger values
+        return load_geo_semseg(pairs() if callable(pairs) else pairs,
+                               {**geo, "num_classes": len(stuff_classes)})
 
     DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(

@@ -40,8 +40,10 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
 from fvcore.transforms.transform import Transform
 
+from ..encoders.metadata import as_timestamps
 from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label
 
 logger = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ class GeoDatasetMapper:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  use_instance_mask: bool = False, instance_mask_format: str = "polygon",
                  recompute_boxes: bool = False, ignore_label: int = IGNORE_LABEL,
-                 label_map: dict | None = None):
+                 label_map: dict | None = None, num_classes: int | None = None):
         """
         Args:
             is_train: keep annotations/targets (test-time dicts drop them like detectron2).
@@ -157,6 +159,15 @@ class GeoDatasetMapper:
             use_instance_mask, instance_mask_format, recompute_boxes: as detectron2's mapper.
             ignore_label: label of pixels without valid data in ``sem_seg``.
             label_map: default stored-value -> label map for the semantic masks.
+            num_classes: semantic classes; a label file holding a value outside
+                ``0..num_classes-1`` (other than ``ignore_label``) is an error naming the file
+                and the values. Default: the dict's ``geo["num_classes"]``
+                (``register_geo_semseg`` sets it from ``stuff_classes``), else unchecked here
+                (``GeoSemanticSegmentor`` still checks in training).
+
+        COCO boxes of negative width or height are dropped, with a warning naming the
+        annotation id and the image (an augmentation that flips would otherwise turn them
+        into valid boxes, while without one detectron2 drops them as empty).
         """
         if fill is None:
             raise ValueError("fill=None would hand NaN to the model: use 'zero', 'mean' or a number")
@@ -179,6 +190,7 @@ class GeoDatasetMapper:
         self.recompute_boxes = recompute_boxes
         self.ignore_label = ignore_label
         self.label_map = label_map
+        self.num_classes = num_classes
         logger.info("[GeoDatasetMapper] augmentations (%s): %s", "train" if is_train else "test",
                     self.augmentations)
 
@@ -192,6 +204,7 @@ class GeoDatasetMapper:
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             "recompute_boxes": cfg.MODEL.MASK_ON and is_train and cfg.INPUT.CROP.ENABLED,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
         if geo is not None:
             for key in ("BANDS", "SENSOR", "FILL", "SCALE"):
@@ -208,6 +221,36 @@ class GeoDatasetMapper:
             kwargs.setdefault("scale", self.scale)
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
+
+    def _check_label_range(self, labels: np.ndarray, path, num_classes: int | None) -> None:
+        if num_classes is None:
+            return
+        bad = (labels >= num_classes) & (labels != self.ignore_label)
+        if bad.any():
+            values = np.unique(labels[bad])
+            raise GeoTiffError(
+                f"{path} holds labels {values[:8].tolist()} but there are {num_classes} classes "
+                f"(0..{num_classes - 1}, and {self.ignore_label} for ignored pixels): map them with "
+                f"geo['label_map'] (e.g. {{{int(values[0])}: {self.ignore_label}}}) or register the "
+                "dataset with more stuff_classes / set the model's num_classes")
+
+    _warned_boxes: set = set()
+
+    def _box_is_valid(self, obj: dict, index: int, file_name) -> bool:
+        """False (with a warning, once per annotation) for a box of negative width or height."""
+        if "bbox" not in obj:
+            return True
+        box = BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS)
+        if box[2] >= box[0] and box[3] >= box[1]:
+            return True
+        key = (str(file_name), index, tuple(obj["bbox"]))
+        if key not in self._warned_boxes:
+            self._warned_boxes.add(key)
+            logger.warning("dropping annotation id=%s (#%d of the image) of %s: its box %s (%s) has "
+                           "negative width or height; fix it in the annotation file (x0 <= x1, y0 <= y1)",
+                           obj.get("id", "?"), index, file_name, list(obj["bbox"]),
+                           BoxMode(obj["bbox_mode"]).name)
+        return False
 
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
@@ -226,8 +269,10 @@ class GeoDatasetMapper:
         sem_seg = None
         if "sem_seg_file_name" in d:
             label_map = geo.get("label_map", self.label_map)
-            sem_seg = read_label(d.pop("sem_seg_file_name"), label_map=label_map,
+            label_path = d.pop("sem_seg_file_name")
+            sem_seg = read_label(label_path, label_map=label_map,
                                  ignore_label=self.ignore_label, invalid=~sample.valid)
+            self._check_label_range(sem_seg, label_path, geo.get("num_classes", self.num_classes))
 
         if "geojson_file_name" in d:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
@@ -260,7 +305,8 @@ class GeoDatasetMapper:
 
         md = {}
         if "timestamps" in sample.metadata:
-            md["timestamps"] = torch.as_tensor(sample.metadata["timestamps"], dtype=torch.float64)
+            md["timestamps"] = as_timestamps(sample.metadata["timestamps"],
+                                             where=f"the timestamps of {d['file_name']}")
         if "latlon" in sample.metadata:
             md["latlon"] = torch.as_tensor(sample.metadata["latlon"], dtype=torch.float32)
         if "gsd" in sample.metadata:
@@ -276,8 +322,9 @@ class GeoDatasetMapper:
             d.pop("annotations", None)
             return d
         if "annotations" in d:
-            annos = [utils.transform_instance_annotations(obj, transforms, (nh, nw))
-                     for obj in d.pop("annotations") if obj.get("iscrowd", 0) == 0]
+            kept = [obj for i, obj in enumerate(d.pop("annotations"))
+                    if obj.get("iscrowd", 0) == 0 and self._box_is_valid(obj, i, d["file_name"])]
+            annos = [utils.transform_instance_annotations(obj, transforms, (nh, nw)) for obj in kept]
             if not self.use_instance_mask:
                 for a in annos:
                     a.pop("segmentation", None)

@@ -16,12 +16,12 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from . import windowing
+from .errors import EncoderInputError
+from .metadata import Metadata, check_metadata
 
 logger = logging.getLogger(__name__)
 
-
-class EncoderInputError(ValueError):
-    """The input tensor or its metadata does not fit the encoder."""
+__all__ = ["EncoderInputError", "GeoEncoder"]
 
 
 class GeoEncoder(nn.Module):
@@ -81,6 +81,11 @@ class GeoEncoder(nn.Module):
         """Turn block indices (negative ones count from the end) into positive ones, in order."""
         if isinstance(layers, int):
             layers = [layers]
+        if len(layers) == 0:
+            raise EncoderInputError(
+                f"layers={list(layers)!r} asks for no feature map; give at least one block index "
+                f"(0..{self.depth - 1}, or -1 for the last block)"
+            )
         out = []
         for i in layers:
             j = i + self.depth if i < 0 else i
@@ -103,12 +108,17 @@ class GeoEncoder(nn.Module):
         """Patch-token feature maps of the requested blocks, in the order requested.
 
         Returns ``(B, D, h, w)`` maps for image encoders and ``(B, D, t, h, w)`` for
-        temporal ones. Prefix tokens (cls, registers) are dropped. With ``norm=True`` the
-        encoder's final norm is applied to every returned layer; with ``norm=False`` the
-        raw block outputs are returned.
+        temporal ones (``B`` may be 0: empty maps). Prefix tokens (cls, registers) are
+        dropped. With ``norm=True`` the encoder's final norm is applied to every returned
+        layer; with ``norm=False`` the raw block outputs are returned. ``x`` is cast to the
+        weights' dtype; ``metadata`` (schema of :mod:`.metadata`) is validated here, once.
         """
         wanted = self.resolve_layers(layers)
-        x = self.check_input(x)
+        x = self.cast_input(self.check_input(x))
+        metadata = self.check_metadata(metadata, x)
+        if x.shape[0] == 0:  # an empty batch: empty maps of the right shape, from every family
+            grid = self.token_grid(x)
+            return [x.new_zeros((0, self.embed_dim, *grid)) for _ in wanted]
         tokens, grid, ctx = self._embed(x, metadata)
         last = max(wanted)
         taken: dict[int, torch.Tensor] = {}
@@ -138,6 +148,29 @@ class GeoEncoder(nn.Module):
         B, _, D = patches.shape
         fmap = patches.reshape(B, *grid, D)
         return fmap.movedim(-1, 1).contiguous()
+
+    def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The token grid of the checked input ``x``: ``(H/p, W/p)``, with ``T/tubelet`` first
+        for temporal encoders."""
+        p = self.patch_size
+        hw = (x.shape[-2] // p, x.shape[-1] // p)
+        if self.input_ndim == 3:
+            return (x.shape[2] // getattr(self, "tubelet_size", 1), *hw)
+        return hw
+
+    def cast_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the dtype of the encoder's weights (float16, bfloat16 and integer images
+        such as uint16 DNs are cast, as the detectron2 meta-architectures do)."""
+        weight = next((p for p in self.parameters() if p.is_floating_point()), None)
+        dtype = weight.dtype if weight is not None else torch.float32
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def check_metadata(self, metadata: Mapping[str, Any] | None, x: torch.Tensor) -> Metadata:
+        """Validate ``metadata`` for the checked input ``x`` (once: a :class:`Metadata` that
+        the meta-architecture validated is only matched against the batch)."""
+        frames = x.shape[2] if self.input_ndim == 3 else None
+        return check_metadata(metadata, batch_size=x.shape[0], num_frames=frames,
+                              num_bands=x.shape[1], device=x.device)
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
         """Validate the band count and the spatial size of ``x``."""

@@ -11,7 +11,8 @@ import logging
 import os
 import pickle
 import zipfile
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Collection, Mapping
 
 import torch
 import torch.nn as nn
@@ -19,8 +20,8 @@ import torch.nn as nn
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CheckpointError", "read_checkpoint", "unwrap_state_dict", "strip_to_anchor",
-    "load_encoder_weights",
+    "CheckpointError", "FilteredStateDict", "LoadReport", "read_checkpoint", "unwrap_state_dict",
+    "strip_to_anchor", "load_encoder_weights", "log_ignored",
 ]
 
 
@@ -59,32 +60,94 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 _CONTAINER_KEYS = ("state_dict", "model", "module", "model_ema", "teacher")
 
+#: why a checkpoint tensor that is not under the encoder's prefix is not loaded
+OUTSIDE_ENCODER = "outside the encoder"
+
+
+class FilteredStateDict(dict):
+    """A checkpoint's tensors under the encoder's names, plus the ones deliberately left out.
+
+    ``ignored`` maps each checkpoint tensor a family decided not to load (a decoder, a
+    pretraining-only token, a copy outside the encoder) to the reason. Every tensor of a
+    checkpoint is either loaded or named here; anything else is an error.
+    """
+
+    def __init__(self, *args, ignored: Mapping[str, str] | None = None, prefix: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ignored: dict[str, str] = dict(ignored or {})
+        #: the prefix the encoder's tensors have in the checkpoint (``teacher.backbone.``, ...)
+        self.prefix = prefix
+
+    def ignore(self, key: str, reason: str) -> None:
+        """Record that the tensor ``key`` (a name under the prefix) is deliberately not loaded."""
+        self.ignored[self.prefix + key] = reason
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_encoder_weights` did: the model keys it loaded and the checkpoint
+    tensors it did not load, each with the reason."""
+
+    loaded: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+
 
 def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Find the flat ``name -> tensor`` mapping inside a checkpoint.
 
     Handles Lightning (``state_dict``), detectron2 / d2geo (``model``), and training
-    checkpoints that nest the weights one level deeper.
+    checkpoints that nest the weights one level deeper. Tensors next to the container
+    (an epoch counter saved as a tensor, another copy of the model) are not loaded and
+    are logged by name.
     """
-    seen = 0
-    while not _is_flat(obj):
-        for key in _CONTAINER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        else:
-            raise CheckpointError(
-                "no state dict found in the checkpoint: top-level keys are "
-                f"{sorted(obj)[:10]}; expected tensors or one of {_CONTAINER_KEYS}"
-            )
-        seen += 1
-        if seen > 4:
-            raise CheckpointError("checkpoint nests state dicts too deeply to unwrap")
-    return {k: v for k, v in obj.items() if torch.is_tensor(v)}
+    return _unwrap(obj)[0]
 
 
-def _is_flat(obj: Mapping[str, Any]) -> bool:
-    return isinstance(obj, Mapping) and any(torch.is_tensor(v) for v in obj.values())
+def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"a checkpoint is a mapping of names to tensors, got {type(obj).__name__}")
+    ignored: dict[str, str] = {}
+    path = ""
+    for _ in range(5):
+        key = next((k for k in _CONTAINER_KEYS
+                    if isinstance(obj.get(k), Mapping) and _has_tensors(obj[k])), None)
+        if key is None:
+            flat = {k: v for k, v in obj.items() if torch.is_tensor(v)}
+            if not flat:
+                raise CheckpointError(
+                    "no state dict found in the checkpoint: top-level keys are "
+                    f"{sorted(map(str, obj))[:10]}; expected tensors or one of {_CONTAINER_KEYS}")
+            for k, v in obj.items():  # nested dicts of tensors beside the weights
+                if isinstance(v, Mapping) and _has_tensors(v):
+                    for name in _tensor_names(v, f"{path}{k}."):
+                        ignored[name] = f"{OUTSIDE_ENCODER} (not the state dict)"
+            return flat, ignored
+        reason = f"{OUTSIDE_ENCODER} (the weights are under {path + key!r})"
+        for k, v in obj.items():
+            if k == key:
+                continue
+            if torch.is_tensor(v):
+                ignored[f"{path}{k}"] = reason
+            elif isinstance(v, Mapping):
+                for name in _tensor_names(v, f"{path}{k}."):
+                    ignored[name] = reason
+        obj, path = obj[key], f"{path}{key}/"
+    raise CheckpointError("checkpoint nests state dicts too deeply to unwrap")
+
+
+def _has_tensors(obj: Mapping[str, Any], depth: int = 0) -> bool:
+    return depth < 5 and any(torch.is_tensor(v) or (isinstance(v, Mapping) and _has_tensors(v, depth + 1))
+                             for v in obj.values())
+
+
+def _tensor_names(obj: Mapping[str, Any], prefix: str, depth: int = 0) -> list[str]:
+    out = []
+    for k, v in obj.items():
+        if torch.is_tensor(v):
+            out.append(f"{prefix}{k}")
+        elif isinstance(v, Mapping) and depth < 5:
+            out.extend(_tensor_names(v, f"{prefix}{k}.", depth + 1))
+    return out
 
 
 def _short(keys, n=8) -> str:
@@ -93,16 +156,42 @@ def _short(keys, n=8) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Any]) -> None:
+def _summarise(names: list[str]) -> str:
+    """Names, with large groups under a common two-level prefix folded into ``prefix.* (N)``."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split(".")
+        groups.setdefault(".".join(parts[:2]) if len(parts) > 2 else name, []).append(name)
+    items = []
+    for group, members in sorted(groups.items()):
+        items.extend(members if len(members) < 3 else [f"{group}.* ({len(members)} tensors)"])
+    return _short(items, 12)
+
+
+def log_ignored(ignored: Mapping[str, str], source: str) -> None:
+    """Log the tensors a load left out, by name, grouped by reason (once per load)."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in ignored.items():
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in sorted(by_reason.items()):
+        logger.info("not loaded from %s, %s: %s", source, reason, _summarise(names))
+        logger.debug("all %d tensors not loaded (%s): %s", len(names), reason, sorted(names))
+
+
+def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Any]) -> LoadReport:
     """Load a checkpoint (a path or an already-read mapping) into ``model``.
 
-    The model's ``checkpoint_filter_fn`` converts the upstream names. Missing encoder
-    keys are an error; unexpected keys that survive the filter are logged.
+    The model's ``checkpoint_filter_fn`` converts the upstream names and names the
+    tensors it leaves out (``FilteredStateDict.ignored``). Missing encoder keys, and
+    checkpoint tensors that are neither loaded nor named as left out, are errors; the
+    left-out ones are logged by name. Returns a :class:`LoadReport`.
     """
     source = weights if isinstance(weights, (str, os.PathLike)) else "<state dict>"
+    source = os.fspath(source) if not isinstance(source, str) else source
     obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
-    state_dict = unwrap_state_dict(obj)
+    state_dict, ignored = _unwrap(obj)
     state_dict = model.checkpoint_filter_fn(state_dict)
+    ignored.update(getattr(state_dict, "ignored", {}))
     own = model.state_dict()
     shape_errors = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -115,26 +204,42 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
             + "; ".join(shape_errors[:6])
             + ". Is it a checkpoint of another variant (embed_dim, depth, bands)?"
         )
-    result = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if k not in getattr(model, "_non_checkpoint_keys", ())]
+    unknown = [k for k in state_dict if k not in own]
+    missing = [k for k in own if k not in state_dict
+               and k not in getattr(model, "_non_checkpoint_keys", ())]
     if missing:
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: {len(missing)} encoder keys are missing "
-            f"({_short(missing)}). Keys it has instead: {_short(result.unexpected_keys) or 'none'}. "
+            f"({_short(missing)}). Keys it has instead: {_short(unknown) or 'none'}. "
             f"Is this a checkpoint of another model?"
         )
-    if result.unexpected_keys:
-        logger.warning("ignored %d unexpected keys from %s: %s", len(result.unexpected_keys),
-                       source, _short(result.unexpected_keys))
+    if unknown:
+        raise CheckpointError(
+            f"{source} has {len(unknown)} encoder tensors that {type(model).__name__} has no place "
+            f"for ({_short(unknown)}; names as converted for the model): it is a checkpoint of "
+            f"another variant or version of the model, and loading it without them would give "
+            f"other features than the model it comes from. Use the matching variant; if these "
+            f"tensors are really not needed, delete them from the state dict and load that"
+        )
+    result = model.load_state_dict(dict(state_dict), strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    if ignored:
+        log_ignored(ignored, str(source))
     logger.info("loaded %d tensors from %s into %s", len(state_dict), source, type(model).__name__)
+    return LoadReport(loaded=sorted(state_dict), ignored=ignored)
 
 
-def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str) -> dict[str, torch.Tensor]:
+def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str,
+                    top_level: Collection[str] | None = None) -> FilteredStateDict:
     """Keep the keys under the prefix that ``anchor`` sits under, with the prefix removed.
 
     This finds the encoder inside wrapped checkpoints (``teacher.backbone.``,
     ``encoder.``, ``model.encoder.``, d2geo's ``vit.``, a detectron2 model's
-    ``backbone.net.encoder.``) without a list of known wrappers.
+    ``backbone.net.encoder.``) without a list of known wrappers. The keys outside the
+    prefix are returned in ``ignored``. ``top_level`` names the tensors without a dot that
+    the family's layouts have (``cls_token``, ...): any other dot-free name under the
+    prefix (an epoch counter saved as a tensor) is not part of the encoder and is ignored
+    too; names with a dot are left to the family, which must load or name each of them.
     """
     hits = sorted((k[: -len(anchor)] for k in state_dict if k.endswith(anchor)), key=len)
     if not hits:
@@ -144,4 +249,12 @@ def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str) -> dict
         )
     # Prefer the teacher in DINO-style training checkpoints, else the shortest prefix.
     prefix = next((p for p in hits if p.startswith("teacher")), hits[0])
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    out = FilteredStateDict(prefix=prefix)
+    for k, v in state_dict.items():
+        if not k.startswith(prefix):
+            out.ignored[k] = f"{OUTSIDE_ENCODER} (which is under {prefix!r})"
+        elif top_level is not None and "." not in k[len(prefix):] and k[len(prefix):] not in top_level:
+            out.ignored[k] = "a top-level tensor that is not part of the encoder"
+        else:
+            out[k[len(prefix):]] = v
+    return out

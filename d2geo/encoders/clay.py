@@ -60,7 +60,7 @@ from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
 from .base import EncoderInputError, GeoEncoder
-from .checkpoint import CheckpointError, strip_to_anchor
+from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import band_wavelengths, check_metadata, warn_once
 from .registry import register_encoder
 
@@ -81,6 +81,8 @@ KERNEL_SCALE = 0.02
 NUM_META_CHANNELS = 8
 LATLON_ORDERS = ("lon_first", "lat_first")
 _TEMPERATURE = 10000
+#: dot-free tensor names of the Clay layouts
+_TOP_LEVEL = ("cls_token",)
 
 
 # -- metadata encodings ----------------------------------------------------------------
@@ -326,10 +328,9 @@ class ClayEncoder(GeoEncoder):
     def encode_metadata(self, metadata: Mapping[str, Any] | None, batch_size: int,
                         num_bands: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Our schema -> Clay's inputs: wavelengths ``(C,)``, gsd ``(B,)``, 8 values ``(B, 8)``."""
-        metadata = dict(metadata or {})
-        waves = self._wavelengths(metadata, num_bands)
-        rest = {k: v for k, v in metadata.items() if k != "wavelengths"}
-        meta = check_metadata(rest, batch_size=batch_size)
+        # validated once where it entered (forward_features); a raw mapping is checked here
+        meta = check_metadata(metadata, batch_size=batch_size, num_bands=num_bands)
+        waves = self._wavelengths(meta, num_bands)
         owner = type(self).__name__
         if "timestamps" in meta:
             ts = meta["timestamps"]
@@ -439,15 +440,16 @@ class ClayEncoder(GeoEncoder):
         (r"^transformer\.norm\.", "norm."),
     )
 
-    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """Clay Lightning checkpoints (``model.encoder.*``), bare encoders, and d2geo keys.
 
         The decoder (``model.decoder.*``), the distillation teacher (``model.teacher.*``)
-        and the projection head (``model.proj.*``) are dropped.
+        and the projection head (``model.proj.*``) are outside the encoder: not loaded, and
+        named in ``ignored``.
         """
         if any(k.endswith(self._UPSTREAM_ANCHOR) for k in state_dict):
-            sd = strip_to_anchor(state_dict, self._UPSTREAM_ANCHOR)
-            out = {}
+            sd = strip_to_anchor(state_dict, self._UPSTREAM_ANCHOR, top_level=_TOP_LEVEL)
+            out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
             for key, value in sd.items():
                 for pattern, repl in self._RENAMES:
                     new, n = re.subn(pattern, repl, key)
@@ -457,7 +459,7 @@ class ClayEncoder(GeoEncoder):
                 out[key] = value
             return out
         if any(k.endswith(self._OWN_ANCHOR) for k in state_dict):
-            return strip_to_anchor(state_dict, self._OWN_ANCHOR)
+            return strip_to_anchor(state_dict, self._OWN_ANCHOR, top_level=_TOP_LEVEL)
         raise CheckpointError(
             f"not a Clay checkpoint: it has no {self._UPSTREAM_ANCHOR!r} (Clay's own format) nor "
             f"{self._OWN_ANCHOR!r} (d2geo's); first keys: {sorted(state_dict)[:6]}. Use the "

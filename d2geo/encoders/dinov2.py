@@ -7,23 +7,32 @@ antialiasing (both bicubic, in float32).
 """
 from __future__ import annotations
 
+import logging
 import math
+import re
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
-from timm.models.vision_transformer import VisionTransformer, _convert_dinov2
+from timm.models.vision_transformer import VisionTransformer
 
 from .adapt import adapt_patch_embed
 from .base import GeoEncoder
-from .checkpoint import CheckpointError, strip_to_anchor
+from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DINOv2Encoder", "RGB_BANDS"]
 
 RGB_BANDS = ("red", "green", "blue")
+
+#: dot-free tensor names of the official and timm layouts
+_TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_token")
+#: official training checkpoints with ``block_chunks``: ``blocks.<chunk>.<block>.``
+_CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 
 
 def interpolate_dinov2_pos(pos: torch.Tensor, grid: tuple[int, int], *, offset: float,
@@ -54,8 +63,11 @@ class DINOv2Encoder(GeoEncoder):
         embed_dim, depth, num_heads: the architecture.
         patch_size: the patch size to run at; a checkpoint trained with
             ``pretrained_patch_size`` is resampled on load (``patch_resample``).
-        img_size: the image size the position table is kept at. Defaults to the
-            pretrained grid (37 x 37 tokens). Other sizes are interpolated at run time.
+        img_size: the image size the position table is kept at (a checkpoint's table is
+            resized to it once, on load). By default the table keeps the grid of the
+            checkpoint it is loaded from (37 x 37 tokens for the official ones, 16 x 16 for
+            a timm model saved at 224 px), or 37 x 37 without weights. Other input sizes are
+            interpolated from it at run time.
         num_register_tokens: 0 or 4.
         bands: names of the input bands, in order. Pretrained weights exist for
             red, green and blue; other names start at zero (see ``adapt.select_bands``).
@@ -74,6 +86,8 @@ class DINOv2Encoder(GeoEncoder):
         if img_size is not None and img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         grid = img_size // patch_size if img_size else pretrained_grid
+        #: without an explicit img_size the position table takes the checkpoint's grid
+        self.img_size_given = img_size is not None
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
         self.pretrained_patch_size = pretrained_patch_size
         self.pretrained_grid = pretrained_grid
@@ -122,11 +136,14 @@ class DINOv2Encoder(GeoEncoder):
         return self.vit.norm(x)
 
     # -- checkpoints -------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Official hub, official training (``teacher.backbone.``), timm and d2geo keys."""
-        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight")
-        if "mask_token" in sd or "register_tokens" in sd:
-            sd = _convert_dinov2(dict(sd), self.vit)
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
+        """Official hub, official training (``teacher.backbone.``, ``block_chunks``), timm and
+        d2geo keys."""
+        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight", top_level=_TOP_LEVEL)
+        if "mask_token" in sd:
+            sd.ignore("mask_token", "the masked-patch token, used only in pretraining")
+        ignored, prefix = sd.ignored, sd.prefix
+        sd = self._from_official(sd)
         has_reg = "reg_token" in sd
         if has_reg != bool(self.num_register_tokens):
             raise CheckpointError(
@@ -143,15 +160,57 @@ class DINOv2Encoder(GeoEncoder):
                 f"{e}: upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load "
                 f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
             ) from e
-        sd["pos_embed"] = self._resize_pos_table(sd["pos_embed"])
-        return {f"vit.{k}": v for k, v in sd.items()}
+        if "pos_embed" in sd:
+            sd["pos_embed"] = self._fit_pos_table(sd["pos_embed"])
+        return FilteredStateDict({f"vit.{k}": v for k, v in sd.items()}, ignored=ignored, prefix=prefix)
 
-    def _resize_pos_table(self, pos: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _from_official(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Official names -> timm's: block chunks, registers, SwiGLU (ViT-g); timm keys pass."""
+        out = {}
+        for k, v in sd.items():
+            if k == "mask_token":
+                continue
+            k = _CHUNKED.sub(r"blocks.\1.", k)
+            k = re.sub(r"^(blocks\.\d+\.mlp)\.w12\.", r"\1.fc1.", k)
+            k = re.sub(r"^(blocks\.\d+\.mlp)\.w3\.", r"\1.fc2.", k)
+            out[k] = v
+        if "register_tokens" in out:
+            # official: the cls position is in pos_embed; timm's no_embed_class model folds it
+            # into cls_token (registers have no position)
+            if "cls_token" not in out or "pos_embed" not in out:
+                raise CheckpointError("the checkpoint has register_tokens but no cls_token or pos_embed: "
+                                      "is it complete?")
+            out["reg_token"] = out.pop("register_tokens")
+            pos = out.pop("pos_embed")
+            out["cls_token"] = out["cls_token"] + pos[:, :1]
+            out["pos_embed"] = pos[:, 1:]
+        return out
+
+    def _fit_pos_table(self, pos: torch.Tensor) -> torch.Tensor:
+        """The checkpoint's table at its own grid, or resized once to an explicit ``img_size``."""
         prefix = 0 if self.vit.no_embed_class else 1
-        grid = self.vit.patch_embed.grid_size
-        if pos.shape[1] - prefix == grid[0] * grid[1]:
+        n = pos.shape[1] - prefix
+        M = math.isqrt(n)
+        if M * M != n or pos.ndim != 3:
+            raise CheckpointError(f"the checkpoint's pos_embed {tuple(pos.shape)} is not a square grid "
+                                  f"of positions (plus {prefix} class position)")
+        grid = tuple(self.vit.patch_embed.grid_size)
+        if (M, M) == grid:
             return pos
-        patch = interpolate_dinov2_pos(pos[:, prefix:], tuple(grid), offset=self.interpolate_offset,
+        if not self.img_size_given:
+            # keep the grid the checkpoint was saved at: resizing it to the default grid and
+            # again to each input size would change the features
+            logger.info("the checkpoint's position table is %dx%d: kept at that grid (img_size %d)",
+                        M, M, M * self.patch_size)
+            self.vit.pos_embed = nn.Parameter(torch.zeros(1, pos.shape[1], pos.shape[2],
+                                                          dtype=self.vit.pos_embed.dtype,
+                                                          device=self.vit.pos_embed.device))
+            self.vit.patch_embed.grid_size = (M, M)
+            self.vit.patch_embed.img_size = (M * self.patch_size, M * self.patch_size)
+            self.vit.patch_embed.num_patches = M * M
+            return pos
+        patch = interpolate_dinov2_pos(pos[:, prefix:], grid, offset=self.interpolate_offset,
                                        antialias=self.interpolate_antialias)
         return torch.cat([pos[:, :prefix], patch], dim=1)
 

@@ -1,22 +1,32 @@
 """DINOv3 ViT encoders on timm's ``Eva`` (rotary position embeddings, 4 registers).
 
+The official models (facebookresearch/dinov3 ``hub/backbones.py``) have a qkv bias whose
+k part is masked to zero (``qkv.bias_mask``), so the encoders are built on timm's
+``*_dinov3_qkvb`` variants, which carry the q and v biases. Their rotary embedding uses
+the ``rope_embed.periods`` stored in the checkpoint (bfloat16 in the published files);
+timm recomputes the periods in float32 and does not save them, so the encoder keeps them
+as a saved buffer and loads them from official checkpoints.
+
 RoPE needs no interpolation: any input whose sides are multiples of 16 works. The
 satellite variant (``dinov3_vitl16_sat``, pretrained on SAT-493M) shares the ViT-L/16
 architecture; only its weights and input statistics differ (``SAT_PIXEL_STATS``).
 """
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, Mapping, Sequence
 
 import timm
 import torch
-from timm.models.eva import checkpoint_filter_fn as _timm_eva_filter
 
 from .adapt import adapt_patch_embed
 from .base import GeoEncoder
-from .checkpoint import CheckpointError, strip_to_anchor
+from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dinov2 import RGB_BANDS
 from .registry import register_encoder
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS"]
 
@@ -24,12 +34,24 @@ __all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS"]
 LVD_PIXEL_STATS = {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
 SAT_PIXEL_STATS = {"mean": (109.65, 104.805, 75.48), "std": (54.315, 39.78, 36.465)}
 
+#: dot-free tensor names of the official and timm layouts
+_TOP_LEVEL = ("cls_token", "storage_tokens", "reg_token", "mask_token")
+#: official name -> timm name
+_RENAMES = ((r"\.ls1\.gamma$", ".gamma_1"), (r"\.ls2\.gamma$", ".gamma_2"),
+            (r"^storage_tokens$", "reg_token"), (r"^rope_embed\.periods$", "rope.periods"))
+#: official tensors that pretraining uses and the backbone does not, with the reason
+_PRETRAINING_ONLY = {
+    "mask_token": "the masked-patch token, used only in pretraining",
+    "local_cls_norm.weight": "the local-crop class-token norm, used only in pretraining",
+    "local_cls_norm.bias": "the local-crop class-token norm, used only in pretraining",
+}
+
 
 class DINOv3Encoder(GeoEncoder):
     """A DINOv3 ViT with the :class:`GeoEncoder` interface.
 
     Args:
-        timm_name: the timm architecture (``vit_large_patch16_dinov3`` ...).
+        timm_name: the timm architecture (``vit_large_patch16_dinov3_qkvb`` ...).
         patch_size: run at another patch size; checkpoint kernels are resampled on load.
         bands: input band names; pretrained weights exist for red, green, blue.
         pixel_stats: the input statistics the weights were trained with (informative).
@@ -52,6 +74,12 @@ class DINOv3Encoder(GeoEncoder):
             timm_name, pretrained=False, num_classes=0, global_pool="", img_size=img_size,
             patch_size=patch_size, in_chans=len(self.bands), drop_path_rate=drop_path_rate,
             dynamic_img_size=True, **timm_kwargs)
+        if getattr(self.vit.blocks[0].attn, "q_bias", None) is None:
+            raise ValueError(f"{timm_name} has no q/v attention biases; the official DINOv3 models "
+                             f"have them: use timm's *_dinov3_qkvb architectures")
+        # the official model takes the rope periods from the checkpoint: keep them in ours
+        rope = self.vit.rope
+        rope.register_buffer("periods", rope.periods, persistent=True)
         self.embed_dim = self.vit.embed_dim
         self.depth = len(self.vit.blocks)
         self.patch_size = patch_size
@@ -72,14 +100,44 @@ class DINOv3Encoder(GeoEncoder):
     def _final_norm(self, x):
         return self.vit.norm(x)
 
-    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Official DINOv3 (``storage_tokens``, ``ls1.gamma``, ``qkv.bias``), timm and d2geo keys."""
-        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight")
-        # timm converts the official names; resize the patch kernel ourselves afterwards.
-        kernel = sd.pop("patch_embed.proj.weight")
-        sd = _timm_eva_filter(sd, self.vit)
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
+        """Official DINOv3 (``storage_tokens``, ``ls1.gamma``, ``qkv.bias`` with its
+        ``bias_mask``, ``rope_embed.periods``; hub and ``teacher.backbone.`` training files),
+        timm (``*_dinov3_qkvb``, and the bias-free ``*_dinov3`` whose biases are zero) and
+        d2geo keys."""
+        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight", top_level=_TOP_LEVEL)
+        out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
+        official = "storage_tokens" in sd
+        for k, v in sd.items():
+            if k in _PRETRAINING_ONLY:
+                out.ignore(k, _PRETRAINING_ONLY[k])
+            elif k.endswith(".qkv.bias_mask") and k[: -len("_mask")] in sd:
+                continue  # applied with its bias below
+            elif k.endswith(".qkv.bias"):
+                out.update(self._split_qkv_bias(k, v, sd.get(k + "_mask"), official))
+            else:
+                for pattern, repl in _RENAMES:
+                    k = re.sub(pattern, repl, k)
+                out[k] = v
+        if official and "rope.periods" not in out:
+            raise CheckpointError(
+                "the checkpoint is in the official DINOv3 layout but has no rope_embed.periods, which "
+                "the official model loads from it (they set its rotary frequencies): is it complete? "
+                "Use the file as published")
+        if "rope.periods" not in out:  # timm layouts do not save them: timm's own values
+            out["rope.periods"] = self.vit.rope._compute_periods()
+        blocks = range(len(self.vit.blocks))
+        if not official and not any(f"blocks.{i}.attn.{b}" in out for i in blocks for b in ("q_bias", "v_bias")):
+            # timm's bias-free *_dinov3 models: what that model computes is zero biases
+            logger.info("the checkpoint has no attention biases (timm's bias-free DINOv3 layout): "
+                        "q and v biases are set to zero, as in that model")
+            for i in blocks:
+                attn = self.vit.blocks[i].attn
+                out[f"blocks.{i}.attn.q_bias"] = torch.zeros_like(attn.q_bias)
+                out[f"blocks.{i}.attn.v_bias"] = torch.zeros_like(attn.v_bias)
+        kernel = out.pop("patch_embed.proj.weight")
         try:
-            sd["patch_embed.proj.weight"] = adapt_patch_embed(
+            out["patch_embed.proj.weight"] = adapt_patch_embed(
                 kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
                 patch_size=self.patch_size, method=self.patch_resample)
         except ValueError as e:
@@ -87,14 +145,35 @@ class DINOv3Encoder(GeoEncoder):
                 f"{e}: upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load "
                 f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
             ) from e
-        return {f"vit.{k}": v for k, v in sd.items()}
+        return FilteredStateDict({f"vit.{k}": v for k, v in out.items()}, ignored=out.ignored, prefix=sd.prefix)
+
+    @staticmethod
+    def _split_qkv_bias(key: str, bias: torch.Tensor, mask: torch.Tensor | None,
+                        official: bool) -> dict[str, torch.Tensor]:
+        """The official ``qkv.bias`` times its ``bias_mask`` -> timm's ``q_bias`` and ``v_bias``."""
+        if mask is None and official:
+            raise CheckpointError(
+                f"the checkpoint has {key} but no {key}_mask: the official DINOv3 models mask the k "
+                f"part of the qkv bias with it and load it from the checkpoint; use the file as published")
+        if mask is not None:
+            if mask.shape != bias.shape or not torch.isfinite(mask).all():
+                raise CheckpointError(f"{key}_mask has shape {tuple(mask.shape)} or non-finite values; "
+                                      f"it should be {tuple(bias.shape)} zeros and ones")
+            bias = bias * mask.to(bias.dtype)
+        q, k, v = bias.chunk(3)
+        if torch.count_nonzero(k):
+            raise CheckpointError(
+                f"{key} has a non-zero k bias after its mask: the DINOv3 architecture (official and "
+                f"timm) has none, so this is a checkpoint of another model")
+        stem = key[: -len("qkv.bias")]
+        return {stem + "q_bias": q, stem + "v_bias": v}
 
 
 _VARIANTS = {
-    "dinov3_vits16": dict(timm_name="vit_small_patch16_dinov3"),
-    "dinov3_vitb16": dict(timm_name="vit_base_patch16_dinov3"),
-    "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3"),
-    "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3", pixel_stats=SAT_PIXEL_STATS),
+    "dinov3_vits16": dict(timm_name="vit_small_patch16_dinov3_qkvb"),
+    "dinov3_vitb16": dict(timm_name="vit_base_patch16_dinov3_qkvb"),
+    "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
+    "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb", pixel_stats=SAT_PIXEL_STATS),
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, **_cfg)

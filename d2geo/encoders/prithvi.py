@@ -18,7 +18,9 @@ Metadata for the TL variants (see :mod:`d2geo.encoders.metadata`):
   inference example, which read it from HLS file names (``YYYYDDD``). Note that a few
   terratorch datasets count from 0 instead; feed timestamps, not day numbers, and the
   convention is fixed here.
-* ``latlon`` ``(B, 2)`` is used as (latitude, longitude) in degrees.
+* ``latlon`` ``(B, 2)`` is used as (latitude, longitude) in degrees, longitudes brought
+  to -180..180 first (0..360 is accepted; the encoding is not periodic, so 350 and -10
+  would otherwise differ).
 
 A missing key means "unknown": that encoding is left out, as upstream does when its
 coordinates are ``None`` (the TL models were pretrained with random metadata drop-out).
@@ -37,7 +39,7 @@ from timm.models.vision_transformer import Block
 
 from .adapt import adapt_patch_embed
 from .base import EncoderInputError, GeoEncoder
-from .checkpoint import CheckpointError, strip_to_anchor
+from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
 from .registry import register_encoder
 
@@ -52,6 +54,8 @@ __all__ = [
 HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 
 _COORD_KINDS = ("time", "location")
+#: dot-free tensor names of the published layouts (v1 flat, v2, terratorch)
+_TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "decoder_pos_embed")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -320,6 +324,7 @@ class PrithviEncoder(GeoEncoder):
     # -- GeoEncoder hooks --------------------------------------------------------------
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         B, C, T = x.shape[:3]
+        # validated once where it entered (forward_features); a raw mapping is checked here
         meta = check_metadata(metadata, batch_size=B, num_frames=T, num_bands=C, device=x.device)
         tokens = self.patch_embed["proj"](x)  # (B, D, t, h, w)
         grid = tuple(tokens.shape[-3:])
@@ -350,14 +355,14 @@ class PrithviEncoder(GeoEncoder):
         return self.norm(x)
 
     # -- checkpoints -------------------------------------------------------------------
-    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """Prithvi v1 (flat), v2 (``encoder.``/``decoder.``), terratorch/Lightning and d2geo keys.
 
-        Decoder weights, the mask token and the stored position tables are dropped (the
-        table is recomputed for the configured frames and size); the patch kernel is
-        adapted to ``bands`` and ``patch_size``.
+        Decoder weights, the mask token and the stored position tables are not loaded and
+        are named in ``ignored`` (the table is recomputed for the configured frames and
+        size); the patch kernel is adapted to ``bands`` and ``patch_size``.
         """
-        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight")
+        sd = strip_to_anchor(state_dict, "patch_embed.proj.weight", top_level=_TOP_LEVEL)
         kernel = sd["patch_embed.proj.weight"]
         if kernel.ndim != 5:
             raise CheckpointError(
@@ -370,21 +375,25 @@ class PrithviEncoder(GeoEncoder):
                 f"the checkpoint's patches span {kernel.shape[2]} frame(s) but the encoder was built "
                 f"with tubelet_size={self.tubelet_size}; build it with tubelet_size={kernel.shape[2]}"
             )
-        out, dropped = {}, []
+        out = FilteredStateDict(ignored=sd.ignored, prefix=sd.prefix)
         wanted_coords = {"temporal_embed_enc.": self.temporal_embed_enc,
                          "location_embed_enc.": self.location_embed_enc}
         for k, v in sd.items():
-            if k.startswith("decoder") or k == "mask_token" or k == "pos_embed":
-                dropped.append(k)
+            if k.startswith("decoder") or k == "mask_token":
+                out.ignore(k, "the MAE decoder, used only in pretraining")
+                continue
+            if k == "pos_embed":
+                out.ignore(k, "the fixed sine-cosine position table, recomputed for each input grid")
                 continue
             prefix = next((p for p in wanted_coords if k.startswith(p)), None)
-            if prefix is not None and (wanted_coords[prefix] is None or not self.coords_scale_learn):
-                dropped.append(k)  # a TL checkpoint in a plain encoder, or a fixed scale of 1
+            if prefix is not None and wanted_coords[prefix] is None:
+                out.ignore(k, "a time/location encoding weight of a '_tl' checkpoint, which this "
+                              "encoder (built without that encoding) does not use")
+                continue
+            if prefix is not None and not self.coords_scale_learn:
+                out.ignore(k, "a learned encoding scale; this encoder fixes it at 1")
                 continue
             out[k] = v
-        if any(k.startswith(("temporal_embed_enc.", "location_embed_enc.")) for k in dropped):
-            logger.info("checkpoint has time/location encoding weights the encoder does not use: %s",
-                        [k for k in dropped if "_embed_enc." in k])
         if self.coords_scale_learn:
             for name, enc in wanted_coords.items():
                 if enc is not None and f"{name}scale" not in out:

@@ -33,6 +33,7 @@ from detectron2.modeling.backbone import Backbone
 
 from ..encoders import build_encoder
 from ..encoders.base import EncoderInputError, GeoEncoder
+from ..encoders.metadata import Metadata
 from .temporal import TEMPORAL_FOLDS, TemporalAttentionPool, fold_time, resolve_frames
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,9 @@ class GeoBackbone(Backbone):
     # -- metadata -------------------------------------------------------------------------
     def set_metadata(self, metadata: Mapping[str, Any] | None) -> None:
         """Metadata for the next forward passes (schema of ``d2geo.encoders.metadata``)."""
-        self._metadata = None if metadata is None else dict(metadata)
+        if metadata is not None and not isinstance(metadata, Metadata):  # validated ones stay as they are
+            metadata = dict(metadata)
+        self._metadata = metadata
 
     @property
     def metadata(self) -> Mapping[str, Any] | None:

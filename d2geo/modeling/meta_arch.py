@@ -4,8 +4,8 @@ Dataset dicts carry
 
 * ``"image"``: a ``(C, H, W)`` or ``(C, T, H, W)`` tensor (any number of bands ``C``;
   integer tensors are cast to float32);
-* optionally ``"metadata"``: a dict with any of ``timestamps`` ``(T,)`` seconds since
-  the Unix epoch, ``latlon`` ``(2,)`` degrees, ``gsd`` (float, metres) and
+* optionally ``"metadata"``: a dict with any of ``timestamps`` ``(T,)`` float64 seconds
+  since the Unix epoch, ``latlon`` ``(2,)`` degrees, ``gsd`` (float, metres) and
   ``wavelengths`` ``(C,)`` micrometres.
 
 ``pixel_mean`` / ``pixel_std`` are per band (length ``C``) and apply to every frame.
@@ -31,7 +31,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
 from ..encoders.base import EncoderInputError
-from ..encoders.metadata import METADATA_KEYS, check_metadata
+from ..encoders.metadata import METADATA_KEYS, as_timestamps, check_metadata
 from .backbone import find_geo_backbones
 from .pyramid import fuse_channel_layer_norms
 
@@ -74,8 +74,11 @@ def collate_metadata(batched_inputs: Sequence[Mapping[str, Any]], *,
 
     out: dict[str, torch.Tensor] = {}
     for key in sorted(keys):
-        dtype = torch.float64 if key == "timestamps" else torch.float32
-        values = [torch.as_tensor(md[key], dtype=dtype) for md in mds]
+        if key == "timestamps":  # float64 or integer seconds; the range is checked with the batch
+            values = [as_timestamps(md[key], where=f"sample {i}: metadata 'timestamps'", check_range=False)
+                      for i, md in enumerate(mds)]
+        else:
+            values = [torch.as_tensor(md[key], dtype=torch.float32) for md in mds]
         if key == "wavelengths":
             first = values[0]
             for i, v in enumerate(values[1:], 1):
@@ -173,6 +176,7 @@ class GeoInputMixin:
         if metadata:
             C = images.tensor.shape[1]
             T = images.tensor.shape[2] if images.tensor.ndim == 5 else None
+            # validated here, once: the backbone and the encoder take the Metadata as it is
             metadata = check_metadata(metadata, batch_size=len(batched_inputs), num_frames=T,
                                       num_bands=C, device=device)
             if T is None and "timestamps" in metadata and metadata["timestamps"].shape[1] != 1:
@@ -192,6 +196,33 @@ def require_targets(batched_inputs: Sequence[Mapping[str, Any]], key: str, fix: 
             f"training needs {key!r} in every dataset dict, but samples {missing} of the batch have "
             f"none; {fix}"
         )
+
+
+def check_sem_seg_targets(batched_inputs: Sequence[Mapping[str, Any]], num_classes: int | None,
+                          ignore_value: int) -> None:
+    """Every ``sem_seg`` value is a class id below ``num_classes`` or the ignore value; else
+    an error naming the sample, its file and the values (torch's loss would fail on the
+    device without either)."""
+    if num_classes is None:
+        return
+    for i, x in enumerate(batched_inputs):
+        t = x["sem_seg"]
+        bad = ((t < 0) | (t >= num_classes)) & (t != ignore_value)
+        if bool(bad.any()):
+            values = torch.unique(t[bad])[:8].tolist()
+            raise EncoderInputError(
+                f"sample {i} of the batch ({x.get('file_name', 'no file_name')}) has sem_seg labels "
+                f"{values} but the head predicts {num_classes} classes (0..{num_classes - 1}, and "
+                f"{ignore_value} for ignored pixels): map the labels (GeoDatasetMapper's label_map) "
+                "or set the head's num_classes"
+            )
+
+
+def _head_num_classes(head: nn.Module) -> int | None:
+    n = getattr(head, "num_classes", None)
+    if n is None and isinstance(getattr(head, "predictor", None), nn.Conv2d):
+        n = head.predictor.out_channels
+    return n
 
 
 @META_ARCH_REGISTRY.register()
@@ -231,6 +262,8 @@ class GeoSemanticSegmentor(GeoInputMixin, SemanticSegmentor):
             require_targets(batched_inputs, "sem_seg",
                             "give each dataset dict 'sem_seg_file_name' (a label GeoTIFF) and map it "
                             "with is_train=True")
+            check_sem_seg_targets(batched_inputs, _head_num_classes(self.sem_seg_head),
+                                  self.sem_seg_head.ignore_value)
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         targets = None
