@@ -73,6 +73,12 @@ def test_lora_every_family(name):
         same = lora(x)  # B starts at zero: the adapted model is the pretrained one
         for k in ref:
             torch.testing.assert_close(same[k], ref[k], rtol=0, atol=0)
+        with torch.no_grad():  # the fused qkv's adapter alone is on the forward path (DINOv3's
+            for n, layer in peft_modules(lora.encoder):  # timm attention would bypass it)
+                if n.endswith("qkv"):
+                    layer.lora_B["default"].weight.normal_(0, 0.1)
+        qkv_only = lora(x)
+        assert all((qkv_only[k] - ref[k]).abs().max() > 1e-3 for k in ref)
         with torch.no_grad():
             for _, layer in peft_modules(lora.encoder):
                 layer.lora_B["default"].weight.normal_(0, 0.1)

@@ -63,6 +63,8 @@ def test_output_strides_for_odd_sizes(size):
     for name, stride in (("res2", 4), ("res3", 8), ("res4", 16), ("res5", 32)):
         assert out[name].shape == (2, 64, -(-H // stride), -(-W // stride)), (name, out[name].shape)
     assert adapter.padding_constraints == {"size_divisibility": 32}
+    empty = adapter(torch.randn(0, 3, H, W))
+    assert {k: v.shape for k, v in empty.items()} == {k: (0, *v.shape[1:]) for k, v in out.items()}
 
 
 def test_trunk_is_the_pretrained_encoder_at_init():

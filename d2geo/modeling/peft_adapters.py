@@ -118,6 +118,7 @@ def apply_peft(encoder: nn.Module, spec: Any, *, train_norms: bool = True) -> li
             raise ValueError(f"peft target_modules {unknown} name no Linear layer inside the blocks of "
                              f"{type(encoder).__name__}; the blocks have {found}")
         config.target_modules = names
+    _route_qkv_through_module(encoder)
     peft.inject_adapter_in_model(config, encoder)
     adapted = [n for n, _ in peft_modules(encoder)]
     if not adapted:
@@ -136,6 +137,18 @@ def apply_peft(encoder: nn.Module, spec: Any, *, train_norms: bool = True) -> li
     logger.info("peft %s: %d modules adapted, %d of %d encoder parameters train (%.2f%%)",
                 type(config).__name__, len(adapted), n_train, n_all, 100.0 * n_train / max(n_all, 1))
     return adapted
+
+
+def _route_qkv_through_module(encoder: nn.Module) -> None:
+    """timm's ``EvaAttention`` (DINOv3 with q/v biases) computes ``F.linear(x, qkv.weight,
+    bias)`` itself, which would bypass an adapter on ``qkv`` without a word; its
+    ``qkv_bias_separate`` path calls ``qkv(x)`` and adds the same bias (``qkv`` has none),
+    the same result with the adapter on the path."""
+    for m in encoder.modules():
+        qkv = getattr(m, "qkv", None)
+        if (hasattr(m, "qkv_bias_separate") and getattr(m, "q_bias", None) is not None
+                and isinstance(qkv, nn.Linear) and qkv.bias is None):
+            m.qkv_bias_separate = True
 
 
 def _all_names(encoder: nn.Module) -> list[str]:

@@ -309,8 +309,13 @@ class ViTAdapter(Backbone):
         net, enc = self.net, self.net.encoder
         x = net._check_input(x)
         net._check_metadata_batch(x.shape[0])
-        enc.check_input(x)
-        tokens, grid, ctx = enc._embed(x, net.metadata)
+        x = enc.cast_input(enc.check_input(x))  # as GeoEncoder.forward_features does
+        metadata = enc.check_metadata(net.metadata, x)
+        if x.shape[0] == 0:  # an empty batch: empty maps of the right shape
+            H, W = x.shape[-2:]
+            return {n: x.new_zeros((0, self._out_feature_channels[n], -(-H // s), -(-W // s)))
+                    for n, s in self._out_feature_strides.items() if n in self._out_features}
+        tokens, grid, ctx = enc._embed(x, metadata)
         B, P = x.shape[0], enc.num_prefix_tokens
         t = grid[0] if len(grid) == 3 else 1
         h, w = grid[-2], grid[-1]
