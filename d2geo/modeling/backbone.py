@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS"]
 
+
 def find_geo_backbones(module: nn.Module) -> list["GeoBackbone"]:
     """Every :class:`GeoBackbone` inside ``module`` (itself included), outermost first."""
     return [m for m in module.modules() if isinstance(m, GeoBackbone)]
