@@ -13,8 +13,8 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from d2geo import model_zoo  # noqa: E402
-from d2geo.data import synthetic_geotiff as sg  # noqa: E402
-from d2geo.data.synthetic_change import CHANGE_CLASSES, make_change_dataset, render_change_pair  # noqa: E402
+from d2geo.data.synthetic import generator as sg  # noqa: E402
+from d2geo.data.synthetic.change import CHANGE_CLASSES, make_change_dataset, render_change_pair  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)

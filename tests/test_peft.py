@@ -15,7 +15,8 @@ pytest.importorskip("peft", reason="peft is not installed: pip install 'd2geo[pe
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-from d2geo.modeling import GeoBackbone, get_lr_decay_rate  # noqa: E402
+from d2geo.modeling import GeoBackbone  # noqa: E402
+from d2geo.modeling.lr_decay import lr_decay_factor_func  # noqa: E402
 from d2geo.modeling.peft_adapters import has_peft, peft_modules  # noqa: E402
 
 FAMILIES = {
@@ -123,8 +124,9 @@ def test_lora_lr_decay_and_plain_checkpoint(tmp_path):
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     a = "backbone.net.encoder.vit.blocks.2.attn.qkv.lora_A.default.weight"
     assert a in names
-    assert get_lr_decay_rate(a, 0.5, num_layers=4) == get_lr_decay_rate(
-        "backbone.net.encoder.vit.blocks.2.attn.qkv.base_layer.weight", 0.5, num_layers=4) == 0.5 ** 2
+    factor = lr_decay_factor_func(model, 0.5)  # the adapters sit in their block's layer
+    assert factor(a) == factor("backbone.net.encoder.vit.blocks.2.attn.qkv.lora_B.default.weight") == 0.5 ** 2
+    assert factor("backbone.net.encoder.vit.blocks.0.attn.proj.lora_A.default.weight") == 0.5 ** 4
     # a plain checkpoint (upstream conversion, zoo file) loads into the adapted model's base layers
     path = tmp_path / "plain.pth"
     torch.save({"model": {f"backbone.net.{k}": v for k, v in plain.state_dict().items()},
@@ -141,8 +143,7 @@ def test_lora_lr_decay_and_plain_checkpoint(tmp_path):
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
 
     names = {}
     for frames in (1, 4):

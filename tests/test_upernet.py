@@ -43,8 +43,10 @@ def terratorch_upernet():
         import importlib.util
         import zipfile
 
-        from conftest import upstream_wheel
-        with zipfile.ZipFile(upstream_wheel("terratorch")) as zf:
+        from conftest import _or_skip
+
+        from benchmarks import upstream
+        with zipfile.ZipFile(_or_skip(upstream.upstream_wheel, "terratorch")) as zf:
             source = zf.read("terratorch/models/decoders/upernet_decoder.py").decode()
         module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_ref_tt_upernet", loader=None))
         module.__package__ = "terratorch.models.decoders"
@@ -137,8 +139,7 @@ UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
 
     names = {}
     for frames in (1, 4):

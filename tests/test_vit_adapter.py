@@ -72,7 +72,7 @@ def test_trunk_is_the_pretrained_encoder_at_init():
     net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO, norm=False)
     adapter = ViTAdapter(net, deform_heads=4).eval()
     seen = []
-    hook = list(net.encoder._blocks())[-1].register_forward_hook(lambda m, a, o: seen.append(o))
+    hook = list(net.encoder.get_blocks())[-1].register_forward_hook(lambda m, a, o: seen.append(o))
     x = torch.randn(1, 3, 48, 64)
     adapter(x)
     hook.remove()
@@ -83,7 +83,7 @@ def test_trunk_is_the_pretrained_encoder_at_init():
         for inter in adapter.interactions:
             inter.gamma.fill_(1.0)
     seen.clear()
-    hook = list(net.encoder._blocks())[-1].register_forward_hook(lambda m, a, o: seen.append(o))
+    hook = list(net.encoder.get_blocks())[-1].register_forward_hook(lambda m, a, o: seen.append(o))
     adapter(x)
     hook.remove()
     assert not torch.allclose(seen[0][:, P:].transpose(1, 2).reshape(plain.shape), plain)
@@ -151,8 +151,7 @@ def test_bad_settings():
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
 
     names = {}
     for frames in (1, 4):

@@ -17,7 +17,7 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
 from d2geo.data.synthetic import SYNTH_BANDS
-from d2geo.data.synthetic_change import CHANGE_CLASSES
+from d2geo.data.synthetic.change import CHANGE_CLASSES
 from d2geo.modeling import SimpleFeaturePyramid
 
 from ..common.data.synthetic_change import dataloader

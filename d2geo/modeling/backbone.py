@@ -335,16 +335,11 @@ class GeoBackbone(Backbone):
 
     def _trainable_modules(self) -> list[nn.Module]:
         """Encoder parts that stay trainable: the unfrozen blocks and the final norm."""
-        blocks = list(self.encoder._blocks())
         if self.freeze == "none":
             return [self.encoder]
         if self.freeze == "all":
             return []
-        keep = blocks[self.freeze:]
-        from .lr_decay import is_final_norm  # the naming rules live with the lr decay rules
-
-        keep += [m for n, m in self.encoder.named_modules() if n and is_final_norm(n + ".weight")]
-        return keep
+        return [*list(self.encoder.get_blocks())[self.freeze:], self.encoder.final_norm_module()]
 
     def frozen_modules(self) -> list[nn.Module]:
         """Encoder submodules kept in eval mode (all but the trainable blocks, the final norm

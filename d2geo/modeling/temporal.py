@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..encoders.base import time_to_channels
+
 __all__ = ["TEMPORAL_FOLDS", "fold_time", "select_frames", "resolve_frames", "TemporalAttentionPool"]
 
 TEMPORAL_FOLDS = ("concat", "mean", "max", "diff", "attention")
@@ -79,8 +81,7 @@ def fold_time(x: torch.Tensor, mode: str, frames: Sequence[int] | None = None,
         raise ValueError(f"temporal_fold={mode!r} is not one of {TEMPORAL_FOLDS}")
     x = select_frames(x, frames)
     if mode == "concat":
-        B, D, t, h, w = x.shape
-        return x.transpose(1, 2).reshape(B, t * D, h, w)
+        return time_to_channels(x)
     if mode == "mean":
         return x.mean(dim=2)
     if mode == "max":

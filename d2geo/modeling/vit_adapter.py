@@ -331,7 +331,7 @@ class ViTAdapter(Backbone):
         vit_ref = _reference_points([(h, w)], x.device, c.dtype)[None].expand(B * t, -1, -1)
         c_ref = _reference_points(c_shapes, x.device, c.dtype)[None].expand(B * t, -1, -1)
 
-        blocks = list(enc._blocks())
+        blocks = list(enc.get_blocks())
         for inter, (a, b) in zip(self.interactions, self.groups):
             patches = tokens[:, P:].reshape(B * t, h * w, D)
             patches = inter.inject(patches, c, vit_ref, c_shapes)

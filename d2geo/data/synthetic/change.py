@@ -1,6 +1,6 @@
 """A synthetic bi-temporal change-detection dataset (two dates per tile, a change label).
 
-Each tile is rendered by :func:`d2geo.data.synthetic_geotiff.render_tile` at two dates, then
+Each tile is rendered by :func:`d2geo.data.synthetic.generator.render_tile` at two dates, then
 buildings and fields change between them:
 
 * buildings are split at random into kept, **demolished** (on the first date only) and
@@ -16,7 +16,7 @@ Labels are ``0`` no change, ``1`` change, ``255`` no data. Scenes use plain land
 (``mixed_land_cover=False``) so that the with- and without-building renders share every
 random draw.
 
-Layout (as :func:`~d2geo.data.synthetic_geotiff.make_synthetic_dataset` writes a two-date
+Layout (as :func:`~d2geo.data.synthetic.generator.make_synthetic_dataset` writes a two-date
 series)::
 
     root/<split>/images/tile_00000.2020123.tif, tile_00000.2020183.tif
@@ -24,7 +24,8 @@ series)::
 
 :func:`register_synthetic_change` registers ``<prefix>_change_{train,val}`` (generated on
 first use into ``$D2GEO_DATASETS/d2geo_synth/<prefix>-<digest>``); importing this module
-registers ``d2geo_synth_change_{train,val}`` (the change quickstart's data).
+registers ``d2geo_synth_change_{train,val}`` (the change quickstart's data); importing
+:mod:`d2geo.data.synthetic` does not.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from .synthetic_geotiff import (
+from .generator import (
     GENERATOR_VERSION,
     HLS_BANDS,
     SIGNATURES,
@@ -174,7 +175,7 @@ _SPECS: dict[str, dict] = {}
 
 
 def _dataset_dir(prefix: str, params: dict) -> str:
-    from .synthetic import synthetic_cache_root
+    from .cache import synthetic_cache_root
 
     key = json.dumps({"generator": GENERATOR_VERSION, "change": 1, **params}, sort_keys=True)
     return os.path.join(synthetic_cache_root(), f"{prefix}_change-{hashlib.sha256(key.encode()).hexdigest()[:10]}")
@@ -212,7 +213,7 @@ def _ensure(prefix: str) -> SyntheticGeoDataset:
 
 
 def _load(prefix: str, split: str) -> list[dict]:
-    from .datasets import load_geo_semseg
+    from ..datasets import load_geo_semseg
 
     ds = _ensure(prefix)
     return load_geo_semseg([(f, ds.mask_file(split, f)) for f in ds.splits[split]])
@@ -224,8 +225,8 @@ def register_synthetic_change(prefix: str = CHANGE_PREFIX, **params) -> list[str
     :func:`make_change_dataset`'s (``num_train``, ``num_val``, ``size``, ``seed``)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from .datasets import load_sem_seg_gt
-    from .geotiff import IGNORE_LABEL
+    from ..datasets import load_sem_seg_gt
+    from ..geotiff import IGNORE_LABEL
 
     unknown = sorted(set(params) - set(CHANGE_PARAMS))
     if unknown:
