@@ -73,8 +73,11 @@ def test_config_adamw_is_fused_and_matches_the_unfused_update():
             opt.zero_grad()
             m["backbone"](x)["layer2"].square().mean().backward()
             opt.step()
+    # Adam divides by sqrt(v): where a gradient is near zero, the fused and the unfused kernels'
+    # rounding differs by a few 1e-6 after three steps. Updates are ~lr (1e-4) a step, so
+    # 5e-6 is 5% of one step: a wrong update (lr, decay or group) is far outside it.
     for (n, p), q in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=5e-6, msg=n)
     moved = [n for n, p in model.named_parameters() if not torch.equal(p, start[n])]
     assert "backbone.encoder.vit.blocks.0.attn.qkv.weight" in moved and "backbone.encoder.vit.pos_embed" in moved
 
