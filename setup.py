@@ -43,7 +43,8 @@ setup(
     extras_require={
         # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6",
+        "peft": ["peft>=0.13"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
                  "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
     },
 )

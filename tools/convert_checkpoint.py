@@ -26,6 +26,13 @@ config first. The output holds ``{"model": {<prefix>encoder.<key>: tensor}, "__a
 "matching_heuristics": False, "d2geo": {provenance}}``, only tensors and plain containers
 (loadable with ``torch.load(weights_only=True)``), and its name ends in the first 8 hex
 digits of its sha256, which the ``d2geo://`` handler checks after downloads.
+
+Models fine-tuned with LoRA (``GeoBackbone(peft=...)``): the conversion above is unchanged
+(the adapted model loads plain encoder keys into its frozen base layers); a trained model's
+checkpoint becomes a plain zoo file with the adapters merged by::
+
+    python tools/convert_checkpoint.py output/model_final.pth --merge-peft \
+        --config-file configs/dino_v2/semantic_fpn_vitb14.py 'model.backbone.net.peft={r: 8}'
 """
 from __future__ import annotations
 
@@ -130,17 +137,22 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
     model = build_encoder(encoder, weights=weights, **encoder_kwargs)  # CheckpointError if it does not fit
     state = {f"{prefix}encoder.{k}": v.detach().cpu().contiguous().clone()
              for k, v in model.state_dict().items()}
+    return _write_zoo_file(state, weights, output_dir, name, {
+        "encoder": encoder,
+        "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
+        "prefix": prefix,
+    }, source=source)
+
+
+def _write_zoo_file(state: dict, weights: str, output_dir: str, name: str, provenance: dict,
+                    source: str | None = None) -> str:
+    """``source``: where the weights came from (an hf:// or https:// name); the file's name if None."""
+    source = source if source is not None and is_remote(source) else os.path.basename(weights)
     out = {
         "model": state,
-        "__author__": f"d2geo tools/convert_checkpoint.py from {source if is_remote(source) else os.path.basename(weights)}",
+        "__author__": f"d2geo tools/convert_checkpoint.py from {source}",
         "matching_heuristics": False,
-        "d2geo": {
-            "encoder": encoder,
-            "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
-            "prefix": prefix,
-            "source": source if is_remote(source) else os.path.basename(weights),
-            "source_sha256": _sha256(weights),
-        },
+        "d2geo": {**provenance, "source": source, "source_sha256": _sha256(weights)},
     }
     os.makedirs(output_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=output_dir)
@@ -156,8 +168,47 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    logger.info("wrote %d tensors (%s) to %s", len(state), f"{prefix}encoder.*", final)
+    logger.info("wrote %d tensors to %s", len(state), final)
     return final
+
+
+def merge_peft_checkpoint(weights: str, *, config_file: str, output_dir: str, name: str, opts=()) -> str:
+    """Model-zoo file of a model trained with ``GeoBackbone(peft=...)``: the whole model of
+    ``config_file`` loaded from the training checkpoint ``weights``, the adapters merged into
+    the encoder weights (plain upstream keys, no peft needed to load it)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from d2geo.modeling import find_geo_backbones
+
+    if not os.path.isfile(config_file):
+        from d2geo.model_zoo import get_config_file
+
+        config_file = get_config_file(config_file)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    for _, node in _find_backbone_nodes(cfg.model, ("model",)):
+        node.weights = None  # everything comes from the training checkpoint
+    model = instantiate(cfg.model)
+    backbones = [b for b in find_geo_backbones(model) if b.peft_adapted]
+    if not backbones:
+        raise ConversionError(f"--merge-peft: the model of {config_file} has no peft adapters; set "
+                              "model.backbone.net.peft as in training (or convert without --merge-peft)")
+    ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    adapter_keys = [k for k in state if ".lora_" in k]
+    if not adapter_keys:
+        raise ConversionError(f"--merge-peft: {weights} holds no LoRA adapter weights (no '.lora_' keys); "
+                              "give the checkpoint written by training with peft (e.g. model_final.pth)")
+    incompatible = model.load_state_dict(state, strict=False)
+    if incompatible.missing_keys or incompatible.unexpected_keys:
+        raise ConversionError(
+            f"--merge-peft: {weights} does not fit the model of {config_file} (missing "
+            f"{incompatible.missing_keys[:5]}, unexpected {incompatible.unexpected_keys[:5]}); give the "
+            "config (and overrides) the model was trained with")
+    merged = sum(b.merge_peft() for b in backbones)
+    out = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    logger.info("merged %d adapter layers", merged)
+    return _write_zoo_file(out, weights, output_dir, name, {"config": os.path.basename(config_file),
+                                                           "peft_merged_layers": merged})
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -176,6 +227,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "e.g. 'backbone.net.'; derived from --config-file if not given")
     p.add_argument("--output-dir", default=".", help="directory of the output file")
     p.add_argument("--name", default=None, help="output file stem (default: <encoder>[_<config name>])")
+    p.add_argument("--merge-peft", action="store_true", help="weights is a checkpoint of a model "
+                   "trained with GeoBackbone(peft=...) from --config-file: write the whole model with "
+                   "the adapters merged into the encoder weights")
     p.add_argument("opts", nargs="*", help="config overrides key=value")
     return p
 
@@ -184,6 +238,14 @@ def main(argv=None) -> str:
     args = get_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.merge_peft:
+            if not args.config_file:
+                raise ConversionError("--merge-peft needs the --config-file the model was trained with")
+            stem = args.name or os.path.splitext(os.path.basename(args.config_file))[0] + "_merged"
+            path = merge_peft_checkpoint(args.weights, config_file=args.config_file,
+                                         output_dir=args.output_dir, name=stem, opts=args.opts)
+            print(path)
+            return path
         encoder, kwargs, prefix = args.encoder, None, args.prefix
         if args.config_file:
             c_encoder, c_kwargs, c_prefix = encoder_from_config(args.config_file, args.opts)
