@@ -14,7 +14,9 @@ every date), and returns what d2geo's models read:
 * ``"instances"``: detectron2 ``Instances`` from pixel-coordinate annotations (COCO) or a
   GeoJSON in the scene CRS.
 
-Dataset dict keys read: ``file_names`` (one path per date, for time series) or else
+Dataset dict keys read: ``modality_files`` (``{modality: path}``, one file per modality
+stacked by :func:`~d2geo.data.geotiff.read_modalities`, channels ``"<MODALITY>:<band>"``), else
+``file_names`` (one path per date, for time series), else
 ``file_name`` (one path; a list is taken as one path per date),
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
 ``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
@@ -44,7 +46,7 @@ from detectron2.structures import BoxMode
 from fvcore.transforms.transform import Transform
 
 from ..encoders.metadata import as_timestamps
-from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label
+from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label, read_modalities
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +221,18 @@ class GeoDatasetMapper:
         kwargs.setdefault("sensor", self.sensor)
         if self.scale is not None:
             kwargs.setdefault("scale", self.scale)
+        if "modality_files" in d:
+            if "num_frames" in kwargs or "timestamps" in kwargs or "time_tag" in kwargs:
+                raise GeoTiffError(f"geo options num_frames/timestamps/time_tag are for one file or dates; "
+                                   f"{d['file_name']} is a sample of modalities {list(d['modality_files'])}")
+            kwargs = {k: v for k, v in kwargs.items() if k != "time_from_name"}
+            if isinstance(kwargs.get("sensor"), str):
+                raise GeoTiffError(
+                    f"sensor={kwargs['sensor']!r} names one sensor but {d['file_name']} is a sample of the "
+                    f"modalities {list(d['modality_files'])}: leave sensor unset (TerraMind modalities know "
+                    f"theirs) or give one per modality, sensor={{modality: sensor}}")
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            return read_modalities(d["modality_files"], bands=self.bands, fill=self.fill, **kwargs), geo
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 
