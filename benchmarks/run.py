@@ -112,6 +112,8 @@ FULL = Profile(
              frames=3, arch=dict(embed_dim=768, depth=12, num_heads=12)),
         dict(family="clay", label="Clay v1 base (4 bands)", ours="clay_v1_base", size=256,
              arch=dict(embed_dim=768, depth=12, num_heads=12, head_dim=64)),
+        dict(family="terramind", label="TerraMind 1.0 base (S2L2A+S1RTC+DEM)", ours="terramind_v1_base", size=224,
+             modalities=("S2L2A", "S1RTC", "DEM"), arch=dict(embed_dim=768, depth=12, num_heads=12)),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2-S/14", arch={}, sizes=(224, 512, 1024, 2048),
                window=14, global_blocks=(2, 5, 8, 11), reps=3, warmup=1, single_run_from=2048),
@@ -129,6 +131,8 @@ QUICK = Profile(
              arch=TINY),
         dict(family="clay", label="Clay tiny (4 bands)", ours="clay_v1_base", size=32,
              arch=dict(embed_dim=72, depth=2, num_heads=2, head_dim=16)),
+        dict(family="terramind", label="TerraMind tiny (S2L2A+S1RTC)", ours="terramind_v1_tiny", size=32,
+             modalities=("S2L2A", "S1RTC"), arch=TINY),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2 tiny", arch=TINY, sizes=(56,), window=2,
                global_blocks=(1,), reps=1, warmup=0, single_run_from=10**9, parallel=True),
@@ -300,6 +304,29 @@ def _encoder_pair(row: dict):
             return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
 
         return ((lambda: ours(x, metadata=meta)), (lambda: ref(cube)[0]), to_map, f"4x{size}x{size}", g * g)
+    if family == "terramind":
+        from functools import partial
+
+        from upstream import terratorch_terramind
+
+        mod = terratorch_terramind()
+        mods = list(row["modalities"])
+        ref = mod.terramind_vit.TerraMindViT(
+            modalities=mods, merge_method="mean", dim=arch["embed_dim"], encoder_depth=arch["depth"],
+            num_heads=arch["num_heads"], mlp_ratio=4, qkv_bias=False, proj_bias=False, mlp_bias=False,
+            norm_layer=partial(mod.tm_utils.LayerNorm, eps=1e-6, bias=False), act_layer=torch.nn.SiLU,
+            gated_mlp=True).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), bands=mods, **arch).eval()
+        chans = [len(ours._channels[m]) for m in mods]
+        x = smooth_image((1, sum(chans), size, size))
+        inputs = dict(zip(mods, torch.split(x, chans, dim=1)))
+        g = size // 16
+
+        def to_map(t):
+            return t.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x)), (lambda: ref(dict(inputs))[-1]), to_map,
+                f"{'+'.join(mods)} {sum(chans)}x{size}x{size}", len(mods) * g * g)
     raise ValueError(f"unknown family {family}")
 
 
@@ -792,7 +819,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)}")
-    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay)")
+    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay,terramind)")
     ap.add_argument("--weights", default=None, help="checkpoint for the resolution sweep's encoder")
     ap.add_argument("--output", default=None, help="markdown file (default docs/benchmarks.md, "
                                                    "docs/benchmarks-quick.md with --quick)")

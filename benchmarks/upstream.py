@@ -56,3 +56,22 @@ def claymodel():
     finally:
         # model.py lowers the float32 matmul precision of the whole process on import
         torch.set_float32_matmul_precision(precision)
+
+
+def terratorch_terramind():
+    """terratorch 1.2.13's terramind model package (``terramind_vit.TerraMindViT``), loaded file
+    by file as package ``_ref_terramind`` (its relative imports resolve among the loaded files)."""
+    import types
+
+    pkg_name, root = "_ref_terramind", "terratorch/models/backbones/terramind/"
+    pkg = sys.modules.get(pkg_name)
+    if pkg is None:
+        pkg = types.ModuleType(pkg_name)
+        pkg.__path__ = []
+        sys.modules[pkg_name] = pkg
+    _load("terratorch", root + "utils.py", f"{pkg_name}.utils",
+          aliases=("terratorch.models.backbones.terramind.utils",))
+    for name in ("tm_utils", "encoder_embeddings", "decoder_embeddings", "modality_info", "terramind",
+                 "terramind_vit"):
+        setattr(pkg, name, _load("terratorch", f"{root}model/{name}.py", f"{pkg_name}.{name}"))
+    return pkg
