@@ -15,13 +15,12 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 rasterio = pytest.importorskip("rasterio")
 import cv2  # noqa: E402
 
-from d2geo.data.geotiff import apply_affine, read_geotiff  # noqa: E402
+from d2geo.data.geotiff import GeoTiffError, apply_affine, read_geotiff  # noqa: E402
 from d2geo.data.scene import (  # noqa: E402
     SceneInstance, blend_weights, merge_instances, predict_scene, tile_windows,
 )
 from d2geo.data.synthetic_geotiff import Building, write_scene  # noqa: E402
 
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 # A tiny "trained" model: nearest spectral centroid on a context-blurred input whose zero
 # padding darkens window edges (like a CNN's), then buildings = connected components.
@@ -242,15 +241,11 @@ def test_geojson_in_epsg4326_and_cli_with_lazyconfig(scene, model, tmp_path):
 
         model = L(TinySceneModel)(num_classes=4)
     '''))
-    sys.path.insert(0, TOOLS)
-    try:
-        import predict_scene as tool
-    finally:
-        sys.path.remove(TOOLS)
+    tool = _tool()
     out_tif, out_gj = str(tmp_path / "cli.tif"), str(tmp_path / "cli.geojson")
     summary = tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path,
                          "--out-semseg", out_tif, "--out-geojson", out_gj, "--to-crs", "EPSG:4326",
-                         "--tile", str(TILE), "--overlap", str(OVERLAP), "--class-names", "building",
+                         "--tile", str(TILE), "--overlap", str(OVERLAP), "--object-names", "building",
                          "--no-progress"])
     assert len(summary["instances"]) == len(blds)
     direct = str(tmp_path / "direct.tif")
@@ -325,3 +320,165 @@ def test_fuzz_windows_cover_every_pixel_with_positive_weight(h, w, tile, frac):
         wsum[r:r + tile, c:c + tile] += wt[: h - r, : w - c]
     assert (wsum > 0).all()
     assert len(wins) == len(set(wins))
+
+
+# -- the request is checked before any work; outputs are atomic and self-describing ------------
+class _SemanticOnly(torch.nn.Module):
+    """Looks like a detectron2 semantic segmentor (it has a sem_seg_head); counts its calls."""
+
+    def __init__(self, inner, bands=6):
+        super().__init__()
+        self.inner = inner
+        self.sem_seg_head = torch.nn.Identity()
+        self.register_buffer("pixel_mean", torch.zeros(bands, 1, 1), persistent=False)
+        self.calls = 0
+
+    def forward(self, batched_inputs):
+        self.calls += 1
+        return [{"sem_seg": o["sem_seg"]} for o in self.inner(batched_inputs)]
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scene, model, tmp_path):
+    from d2geo.data.scene import SceneRequestError
+
+    path = scene[0]
+    m, model_dir = model
+    sem = _SemanticOnly(m)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SceneRequestError, match=r"predicts a class map \(--out-semseg\), not instances"):
+        predict_scene(sem, path, tile=TILE, overlap=OVERLAP, semseg_path=str(out / "pred.tif"),
+                      instances_path=str(out / "pred.geojson"), progress=False)
+    # a band list of another length than the model's input
+    with pytest.raises(SceneRequestError, match="the model takes 6 bands but the scene gives 3"):
+        predict_scene(sem, path, tile=TILE, overlap=OVERLAP, semseg_path=str(out / "pred.tif"),
+                      bands=["red", "green", "blue"], progress=False)
+    with pytest.raises(GeoTiffError, match="band 'B99' is not in"):
+        predict_scene(sem, path, semseg_path=str(out / "pred.tif"), bands=["B99"] * 6, progress=False)
+    with pytest.raises(SceneRequestError, match="is the scene itself"):
+        predict_scene(sem, path, semseg_path=path, progress=False)
+    with pytest.raises(SceneRequestError, match="does not exist: create it first"):
+        predict_scene(sem, path, semseg_path=str(out / "missing" / "pred.tif"), progress=False)
+    assert sem.calls == 0 and _files(out) == []
+    # the command line says the same, without a traceback and without a file
+    weights = str(tmp_path / "sem.pth")
+    torch.save({"model": sem.state_dict()}, weights)
+    cfg = tmp_path / "sem_cfg.py"
+    cfg.write_text(textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(model_dir)!r})
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from detectron2.config import LazyCall as L
+        from d2geo_tiny_scene_model import TinySceneModel
+        from test_predict_scene import _SemanticOnly
+
+        model = L(_SemanticOnly)(inner=L(TinySceneModel)())
+    '''))
+    tool = _tool()
+    with pytest.raises(SystemExit, match="not instances"):
+        tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-semseg",
+                   str(out / "pred.tif"), "--out-geojson", str(out / "pred.geojson"), "--no-progress"])
+    assert _files(out) == []
+
+
+def _tool():
+    from d2geo.tools_support import load_tool
+
+    return load_tool("predict_scene")
+
+
+class _Interrupted(torch.nn.Module):
+    def __init__(self, inner, after):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, batched_inputs):
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return self.inner(batched_inputs)
+
+
+def test_interrupted_run_leaves_no_file_and_keeps_the_old_one(scene, model, tmp_path):
+    path = scene[0]
+    m, _ = model
+    tif, gj = tmp_path / "pred.tif", tmp_path / "pred.geojson"
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(_Interrupted(m, after=3), path, tile=TILE, overlap=OVERLAP, semseg_path=str(tif),
+                      instances_path=str(gj), progress=False)
+    assert _files(tmp_path) == []  # neither the outputs nor their temporary files
+    # an output that exists already stays as it was
+    tif.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(_Interrupted(m, after=5), path, tile=TILE, overlap=OVERLAP, semseg_path=str(tif),
+                      progress=False)
+    assert _files(tmp_path) == ["pred.tif"] and tif.read_bytes() == b"old"
+    # and a complete run replaces it
+    predict_scene(m, path, tile=TILE, overlap=OVERLAP, semseg_path=str(tif), progress=False, quicklook=False)
+    with rasterio.open(tif) as src:
+        assert src.read(1).shape == (H, W)
+
+
+def _gdal_category_names(path):
+    """Category names as GDAL itself reads them (through rasterio's own libgdal)."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(os.path.join(os.path.dirname(os.path.dirname(rasterio.__file__)), "rasterio.libs", "libgdal*"))
+    if not libs:
+        pytest.skip("rasterio's libgdal is not where a wheel puts it")
+    gdal = ctypes.CDLL(libs[0])
+    gdal.GDALOpen.restype = ctypes.c_void_p
+    gdal.GDALOpen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    gdal.GDALGetRasterBand.restype = ctypes.c_void_p
+    gdal.GDALGetRasterBand.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    gdal.GDALGetRasterCategoryNames.restype = ctypes.POINTER(ctypes.c_char_p)
+    gdal.GDALGetRasterCategoryNames.argtypes = [ctypes.c_void_p]
+    gdal.GDALClose.argtypes = [ctypes.c_void_p]
+    gdal.GDALGetProjectionRef.restype = ctypes.c_char_p
+    gdal.GDALGetProjectionRef.argtypes = [ctypes.c_void_p]
+    gdal.GDALAllRegister()
+    ds = gdal.GDALOpen(str(path).encode(), 0)
+    assert ds
+    try:
+        # a GIS reads the georeferencing first; GTiff loads the .aux.xml sidecar with it
+        assert b"UTM zone 10N" in gdal.GDALGetProjectionRef(ds)
+        names = gdal.GDALGetRasterCategoryNames(gdal.GDALGetRasterBand(ds, 1))
+        out = []
+        while names and names[len(out)] is not None:
+            out.append(names[len(out)].decode())
+        return out
+    finally:
+        gdal.GDALClose(ds)
+
+
+def test_class_map_carries_class_names_and_a_colour_table(scene, model, tmp_path):
+    from PIL import Image
+
+    from d2geo.data.render import class_colours
+    from d2geo.data.synthetic_geotiff import SEMSEG_CLASSES
+
+    path = scene[0]
+    m, _ = model
+    tif = tmp_path / "pred.tif"
+    res = predict_scene(m, path, tile=TILE, overlap=OVERLAP, semseg_path=str(tif), progress=False,
+                        class_names=list(SEMSEG_CLASSES))
+    names = list(SEMSEG_CLASSES)
+    with rasterio.open(tif) as src:
+        cmap = src.colormap(1)
+        assert [cmap[i][:3] for i in range(4)] == [tuple(c) for c in class_colours(names)]
+        assert cmap[255][3] == 0  # no data is transparent
+        assert json.loads(src.tags(1)["class_names"]) == names
+        assert src.colorinterp[0] == rasterio.enums.ColorInterp.palette
+    assert _gdal_category_names(tif) == names
+    assert set(_files(tmp_path)) == {"pred.tif", "pred.tif.aux.xml", "pred.tif.png"}
+    # the quick-look: scene and class map side by side, the class colours present
+    assert res["quicklooks"] == [str(tif) + ".png"]
+    png = np.asarray(Image.open(str(tif) + ".png").convert("RGB"))
+    assert png.shape[1] > 2 * W
+    for c in class_colours(names)[1:3]:  # water and field are drawn at full colour in the legend
+        assert (np.abs(png.astype(int) - np.array(c)).sum(-1) == 0).any()

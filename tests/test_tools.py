@@ -181,6 +181,62 @@ def test_two_cpu_processes_train_to_the_end(tmp_path):
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
 
 
+def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
+    """A real Ctrl-C (SIGINT) during training: no traceback, a checkpoint of the finished
+    iteration, and a --resume command that continues right after it; third-party start-up
+    noise is filtered, d2geo's own warnings are not."""
+    import shlex
+    import signal
+    import time
+
+    out = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env.pop("D2GEO_ALL_WARNINGS", None)
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", SEG,
+           f"train.output_dir={out}", "train.max_iter=1000", "train.log_period=1", "train.eval_period=0"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if " iter: 1 " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(lines[-20:])
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130
+    text = "".join(lines)
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    m = re.search(r"stopped after iteration (\d+); checkpoint written to (\S+)\. Continue with:\n  (.*)\n", text)
+    assert m, text[-2000:]
+    stopped, ckpt, command = int(m.group(1)), m.group(2), m.group(3)
+    assert stopped >= 1 and os.path.isfile(ckpt)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == stopped
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == os.path.basename(ckpt)
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", os.path.join(ROOT, "tools", "train_net.py")] and "--resume" in argv
+    # the start-up noise of torch/detectron2 is gone from the log
+    for noise in ("torch.jit.script` is deprecated", "No CUDA runtime is found", "pkg_resources is deprecated",
+                  "torch.meshgrid: in an upcoming release"):
+        assert noise not in text, noise
+    # the printed command continues after the checkpoint
+    rest = subprocess.run([sys.executable] + argv[1:] + [f"train.max_iter={stopped + 2}"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    iters = [r["iteration"] for r in metrics(out) if "total_loss" in r]
+    assert iters[-1:] == [stopped + 1] and iters.count(stopped + 1) == 1
+
+
+def test_resume_command_keeps_the_arguments_and_puts_resume_before_the_overrides():
+    import shlex
+
+    cmd = train_net.resume_command(["--config-file", "c.py", "train.max_iter=5", "a.b='x y'"])
+    assert shlex.split(cmd)[2:] == ["--config-file", "c.py", "--resume", "train.max_iter=5", "a.b='x y'"]
+    assert train_net.resume_command(["--config-file", "c.py", "--resume"]).count("--resume") == 1
+
+
 # -- checkpoint conversion -----------------------------------------------------------------
 def upstream_checkpoint(path, embed_dim=96):
     """An official-layout DINOv2 checkpoint (RGB, 14-pixel patches, 37x37 positions)."""

@@ -38,6 +38,10 @@ try:
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from d2geo.tools_support import quiet_third_party_warnings  # noqa: E402
+
+quiet_third_party_warnings()
+
 import torch
 
 from d2geo.encoders import CheckpointError, build_encoder

@@ -3,9 +3,16 @@
 
 Examples::
 
-    # semantic map (GeoTIFF, scene CRS) from a LazyConfig + checkpoint
-    python tools/predict_scene.py --config-file configs/quickstart/semseg_tiny.py \
-        --weights output/model_final.pth --scene T10SEG.2020245.tif --out-semseg pred.tif
+    # class map (GeoTIFF in the scene CRS, with class names and colours) from a LazyConfig
+    # and its checkpoint; a quick-look pred.tif.png is written next to it
+    python tools/predict_scene.py --config-file configs/quickstart/semantic_fpn_tiny.py \
+        --weights output/quickstart/semantic_fpn_tiny/model_final.pth --scene T10SEG.2020245.tif \
+        --out-semseg pred.tif
+
+    # a Sentinel-2 L2A file without band descriptions into a model of six HLS bands
+    python tools/predict_scene.py --config-file ... --weights ... --scene S2L2A/tile.tif \
+        --band-names B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 --sensor sentinel-2-l2a \
+        --bands B02,B03,B04,B8A,B11,B12 --dn-scale 0.0001 --out-semseg pred.tif
 
     # buildings as GeoJSON polygons in EPSG:4326, 512 px windows overlapping by 128 px
     python tools/predict_scene.py --config-file ... --weights ... --scene scene.tif \
@@ -15,6 +22,10 @@ Examples::
     python tools/predict_scene.py ... --scene d1.tif d2.tif d3.tif --out-semseg pred.tif
 
 Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
+The request is checked against the model and the scene before any window is read (a
+semantic model asked for --out-geojson, bands the file lacks or a band count the model
+does not take, a missing output folder: an error and no file). Outputs are written to a
+temporary file and renamed when complete: an interrupted run leaves no partial file.
 The merging logic lives in ``d2geo.data.scene`` (see its docstring for the blending
 and the duplicate removal).
 """
@@ -30,11 +41,15 @@ try:
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from d2geo.tools_support import quiet_third_party_warnings  # noqa: E402
+
+quiet_third_party_warnings()
+
 logger = logging.getLogger("d2geo.predict_scene")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
     p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
@@ -48,8 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--band-names", default=None, help="comma-separated names of the file's bands "
                                                       "(when it has no band descriptions)")
     p.add_argument("--sensor", default=None, help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a)")
-    p.add_argument("--scale", type=float, default=None, help="DN -> reflectance scale (default: from the file)")
-    p.add_argument("--class-names", default=None, help="comma-separated class names for the GeoJSON")
+    p.add_argument("--dn-scale", type=float, default=None,
+                   help="scale of the file's numbers to the model's input, e.g. 0.0001 for Sentinel-2 int16 "
+                        "reflectance (default: from the file)")
+    p.add_argument("--class-names", default=None,
+                   help="comma-separated names of the classes of the class map (default: those of the "
+                        "config's test dataset)")
+    p.add_argument("--object-names", default=None,
+                   help="comma-separated names of the instance classes for the GeoJSON (default: --class-names "
+                        "when there is no --out-semseg, else the config's)")
+    p.add_argument("--no-quicklook", action="store_true", help="no quick-look PNG next to the outputs")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--dedup-threshold", type=float, default=0.5,
                    help="intersection over the smaller object above which two detections are one")
@@ -64,40 +87,38 @@ def _split(s):
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
 
-def load_model(config_file: str, weights: str, device: str = "cpu", opts=()):
-    """Instantiate ``cfg.model`` of a LazyConfig and load ``weights`` into it."""
-    from detectron2.config import LazyConfig, instantiate
-
-    from d2geo.engine import GeoCheckpointer
-
-    if not os.path.exists(config_file):
-        raise FileNotFoundError(f"config file not found: {config_file}")
-    cfg = LazyConfig.load(config_file)
-    cfg = LazyConfig.apply_overrides(cfg, list(opts))
-    if "model" not in cfg:
-        raise KeyError(f"{config_file} has no `model` entry")
-    model = instantiate(cfg.model)
-    model.to(device)
-    GeoCheckpointer(model).load(weights)
-    model.eval()
-    return model, cfg
-
-
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from d2geo.tools_support import config_class_names, load_model, setup_tool_logging
+
+    setup_tool_logging()
     if not args.out_semseg and not args.out_geojson:
         raise SystemExit("give --out-semseg and/or --out-geojson")
-    from d2geo.data.scene import predict_scene
+    from d2geo.data.scene import SceneRequestError, check_request, predict_scene
 
-    model, _ = load_model(args.config_file, args.weights, args.device, args.opts)
+    model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
     scene = args.scene if len(args.scene) > 1 else args.scene[0]
-    summary = predict_scene(
-        model, scene, tile=args.tile, overlap=args.overlap, bands=_split(args.bands),
-        band_names=_split(args.band_names), sensor=args.sensor, scale=args.scale,
-        semseg_path=args.out_semseg, instances_path=args.out_geojson, to_crs=args.to_crs,
-        class_names=_split(args.class_names), score_threshold=args.score_threshold,
-        dedup_threshold=args.dedup_threshold, batch_size=args.batch_size, progress=not args.no_progress)
+    kw = dict(tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=_split(args.band_names),
+              sensor=args.sensor, semseg_path=args.out_semseg, instances_path=args.out_geojson)
+    try:
+        check_request(model, list(args.scene), **kw)
+    except (SceneRequestError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"predict_scene: {e}") from None
+    class_names, object_names = _split(args.class_names), _split(args.object_names)
+    if args.out_semseg and class_names is None:
+        class_names = config_class_names(cfg, "semantic")
+    if args.out_geojson and object_names is None:
+        object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
+    try:
+        summary = predict_scene(
+            model, scene, scale=args.dn_scale, to_crs=args.to_crs, class_names=class_names,
+            object_names=object_names, score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, batch_size=args.batch_size,
+            progress=not args.no_progress, quicklook=not args.no_quicklook, **kw)
+    except SceneRequestError as e:
+        raise SystemExit(f"predict_scene: {e}") from None
+    for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
+        if path:
+            logger.info("wrote %s", path)
     logger.info("windows: %d, detections: %d, instances kept: %d", summary["windows"], summary["detections"],
                 len(summary["instances"]))
     return summary

@@ -42,25 +42,106 @@ try:
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch
-from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import (
+from d2geo.tools_support import quiet_third_party_warnings  # noqa: E402
+
+quiet_third_party_warnings()  # before torch and detectron2 are imported
+
+import shlex  # noqa: E402
+import signal  # noqa: E402
+
+import torch  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import (  # noqa: E402
     default_argument_parser,
     default_setup,
     default_writers,
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import inference_on_dataset, print_csv_format
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine.defaults import create_ddp_model  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
-import d2geo.model_zoo  # noqa: F401  (registers the d2geo:// checkpoint handler)
-from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume
-from d2geo.engine.amp import build_trainer
+import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// checkpoint handler)
+from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume  # noqa: E402
+from d2geo.engine.amp import build_trainer  # noqa: E402
 
 logger = logging.getLogger("d2geo.train_net")
+
+# where the running training writes (for the message after Ctrl-C)
+_RUN: dict = {}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C, after the checkpoint of the last finished iteration was written."""
+
+    def __init__(self, iteration: int, checkpoint: str | None):
+        super().__init__(iteration, checkpoint)
+        self.iteration, self.checkpoint = iteration, checkpoint
+
+
+class StopOnCtrlC(hooks.HookBase):
+    """The first Ctrl-C lets the running iteration finish, writes a checkpoint of it (the same
+    kind as the periodic ones, so ``--resume`` continues exactly there) and stops training;
+    a second Ctrl-C stops at once. Only in a single process (several processes stop with the
+    last periodic checkpoint)."""
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:  # the second Ctrl-C
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("Ctrl-C: finishing iteration %d, then writing a checkpoint (Ctrl-C again to stop at once)",
+                       self.trainer.iter)
+
+    def before_train(self):
+        if comm.get_world_size() == 1 and threading_is_main():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def after_step(self):
+        if self.requested:
+            name = f"model_{self.trainer.iter:07d}"
+            self.checkpointer.save(name, iteration=self.trainer.iter)
+            raise TrainingInterrupted(self.trainer.iter, os.path.join(self.checkpointer.save_dir, f"{name}.pth"))
+
+    def after_train(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def resume_command(argv) -> str:
+    """The command line that continues this run: the same arguments with ``--resume``."""
+    args = list(argv)
+    if "--resume" not in args:
+        # before the config overrides (everything after the flags is an override)
+        pos = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+        args.insert(pos, "--resume")
+    script = sys.argv[0] if sys.argv and sys.argv[0].endswith("train_net.py") else \
+        os.path.relpath(os.path.abspath(__file__))
+    return shlex.join(["python", script, *args])
+
+
+def _last_checkpoint(output_dir: str | None) -> str | None:
+    if not output_dir:
+        return None
+    try:
+        with open(os.path.join(output_dir, "last_checkpoint"), encoding="utf-8") as f:
+            return os.path.join(output_dir, f.read().strip())
+    except OSError:
+        return None
 
 
 def resolve_config_file(path: str) -> str:
@@ -145,6 +226,7 @@ def do_train(args, cfg):
 
     trainer.register_hooks([
         hooks.IterationTimer(),
+        StopOnCtrlC(checkpointer) if comm.is_main_process() else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
@@ -172,6 +254,7 @@ def main(args):
     cfg = LazyConfig.load(resolve_config_file(args.config_file))
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     device = _resolve_device(cfg)
+    _RUN["output_dir"] = cfg.train.output_dir
     default_setup(cfg, args)
     # detectron2's setup logs 'detectron2' and 'fvcore'; d2geo's own messages (dataset
     # generation, checkpoint conversion, the model summary) go to the same log
@@ -214,10 +297,25 @@ def check_process_count(num_processes: int) -> None:
 
 
 def invoke_main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = get_parser().parse_args(argv)
     check_process_count(args.num_gpus)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except KeyboardInterrupt as e:
+        # no traceback: say where the weights are and how to continue
+        if isinstance(e, TrainingInterrupted):
+            where = f"stopped after iteration {e.iteration}; checkpoint written to {e.checkpoint}"
+        else:
+            last = _last_checkpoint(_RUN.get("output_dir"))
+            where = (f"stopped; the last checkpoint is {last}" if last else
+                     "stopped before the first checkpoint was written (train.checkpointer.period sets how often)")
+        msg = f"\nInterrupted (Ctrl-C): {where}."
+        if not args.eval_only and (isinstance(e, TrainingInterrupted) or _last_checkpoint(_RUN.get("output_dir"))):
+            msg += f" Continue with:\n  {resume_command(argv)}"
+        print(msg, file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

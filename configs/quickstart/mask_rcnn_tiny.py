@@ -1,8 +1,8 @@
 """Quickstart: Mask R-CNN with a tiny ViT on d2geo's synthetic 6-band GeoTIFFs.
 
-Runs on a 2-core CPU in about 3 minutes, downloads nothing, and exercises the whole
-pipeline (GeoTIFF reading, multispectral input, acquisition metadata, training,
-checkpointing, COCO evaluation)::
+Runs on 2 idle CPU cores in about 2 minutes (README, Quickstart), downloads nothing, and
+exercises the whole pipeline (GeoTIFF reading, multispectral input, acquisition metadata,
+training, checkpointing, COCO evaluation)::
 
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py
 
@@ -10,7 +10,7 @@ The first run writes the dataset (240 GeoTIFF tiles of 96 x 96 px, a few seconds
 ``$D2GEO_DATASETS/d2geo_synth`` (default ``./datasets/d2geo_synth``); see
 ``d2geo.data.synthetic``. The instances are the buildings (small rotated rectangles among
 roof-like soil patches); the final evaluation prints box and mask AP on the val split
-(box AP50 ~79; connected components of a per-pixel spectral MLP's building map score 44).
+(box AP50 79.3; connected components of a per-pixel spectral MLP's building map score 43.5).
 The encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel
 patches over the six HLS bands, trained from scratch (no pretrained weights exist for
 this size). Swap in a real backbone with the family configs.

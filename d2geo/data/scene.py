@@ -16,6 +16,19 @@ of a scene and merges the results:
   object). Of duplicates the one not touching an interior window edge wins, then the
   higher score. Output: GeoJSON polygons in the scene CRS or EPSG:4326.
 
+Before any window is read the request is checked against the model and the scene
+(:func:`check_request`): a semantic model asked for instances, a band list the file does
+not have or of another length than the model's input, an output over the scene itself,
+an output folder that does not exist: each is an error that says what to change, and no
+file is written. Every output is written to a temporary file beside its final name and
+renamed when complete, so an interrupted run (an error, Ctrl-C) leaves no partial file.
+
+The class map carries the class names and a colour table (GDAL reads both; QGIS shows
+the classes by name and colour): the colour table in the GeoTIFF, the names as GDAL
+category names in the ``<file>.aux.xml`` sidecar and as a ``class_names`` tag in the
+file. Next to each output a quick-look PNG ``<output>.png`` shows the scene and the
+result (``quicklook=False`` to skip it).
+
 Memory: windows are read with rasterio windowed reads and the class map is written in
 strips; the blending buffer holds ``K x tile x scene_width`` floats (one row of windows),
 so memory grows with the scene width, never with its height. Kept instances hold only
@@ -33,12 +46,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .geotiff import GeoTiffError, apply_affine, read_geotiff, translate_affine
+from .files import atomic_path
+from .geotiff import GeoTiffError, apply_affine, read_geotiff, resolve_band_indices, translate_affine
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["tile_windows", "blend_weights", "SceneInstance", "merge_instances", "predict_scene",
-           "instances_to_geojson"]
+           "instances_to_geojson", "check_request", "model_outputs", "SceneRequestError"]
 
 NODATA_CLASS = 255
 
@@ -225,27 +239,223 @@ def _progress(iterable, total: int, enabled: bool):
     return iterable
 
 
+class SceneRequestError(GeoTiffError):
+    """A predict_scene request that cannot work with this model or scene (nothing was written)."""
+
+
+def model_outputs(model) -> set[str] | None:
+    """What a detectron2-style model returns per image (``{"sem_seg"}``, ``{"instances"}``, both
+    for panoptic models), judged by its parts; None when it cannot be told without running it."""
+    m = getattr(model, "module", model)  # DDP
+    declared = getattr(m, "output_keys", None)
+    if declared:
+        return set(declared)
+    has_sem = hasattr(m, "sem_seg_head")
+    has_inst = hasattr(m, "roi_heads") or hasattr(m, "proposal_generator") or hasattr(m, "transformer")
+    if has_sem and has_inst:
+        return {"sem_seg", "instances", "panoptic_seg"}
+    if has_sem:
+        return {"sem_seg"}
+    if has_inst:
+        return {"instances"}
+    return None
+
+
+def _model_in_channels(model) -> int | None:
+    m = getattr(model, "module", model)
+    mean = getattr(m, "pixel_mean", None)
+    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
+        return int(mean.numel())  # one value per band (d2geo's and detectron2's meta-architectures)
+    return None
+
+
+def _model_bands(model) -> list[str] | None:
+    """The band names the model's encoder was built for, when it names them."""
+    m = getattr(model, "module", model)
+    for mod in (m.modules() if hasattr(m, "modules") else ()):
+        b = getattr(mod, "bands", None)
+        if isinstance(b, (list, tuple)) and b and all(isinstance(x, str) for x in b):
+            return list(b)
+    return None
+
+
+_KIND = {"sem_seg": "a class map (--out-semseg)", "instances": "instances (--out-geojson)"}
+
+
+def _check_output_path(path: str, what: str, exts: Sequence[str], scene_paths: Sequence[str]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SceneRequestError(f"the folder of the {what} output {path} does not exist: create it first "
+                                f"(mkdir -p {directory})")
+    if not path.lower().endswith(tuple(exts)):
+        raise SceneRequestError(f"the {what} output {path} should end with {' or '.join(exts)}")
+    for sp in scene_paths:
+        if os.path.abspath(sp) == os.path.abspath(path):
+            raise SceneRequestError(f"the {what} output {path} is the scene itself: choose another file name")
+
+
+def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None = None,
+                  instances_path: str | None = None, bands: Sequence[str] | None = None,
+                  band_names: Sequence[str] | None = None, sensor: str | None = None,
+                  tile: int = 256, overlap: int = 64) -> dict:
+    """Check a predict_scene request before any work; returns the scene's size, CRS and
+    transform. Raises :class:`SceneRequestError` (or FileNotFoundError) naming the fix."""
+    import rasterio
+
+    if semseg_path is None and instances_path is None:
+        raise ValueError("give semseg_path and/or instances_path: there is nothing to write")
+    tile_windows(1, 1, tile, overlap)  # tile/overlap range check
+    for p in scene_paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"scene file not found: {p}")
+    if semseg_path is not None:
+        _check_output_path(semseg_path, "class map", (".tif", ".tiff"), scene_paths)
+    if instances_path is not None:
+        _check_output_path(instances_path, "instances", (".geojson", ".json"), scene_paths)
+    if semseg_path is not None and instances_path is not None and \
+            os.path.abspath(semseg_path) == os.path.abspath(instances_path):
+        raise SceneRequestError("the class map and the instances would go to the same file")
+    outputs = model_outputs(model)
+    if outputs is not None:
+        for path, key in ((semseg_path, "sem_seg"), (instances_path, "instances")):
+            if path is not None and key not in outputs:
+                have = " and ".join(_KIND.get(k, k) for k in sorted(outputs) if k in _KIND) or sorted(outputs)
+                raise SceneRequestError(
+                    f"{type(getattr(model, 'module', model)).__name__} predicts {have}, not {_KIND[key]}: "
+                    f"drop that output, or use a model that predicts it")
+    with rasterio.open(scene_paths[0]) as src:
+        info = {"height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
+                "count": src.count, "descriptions": src.descriptions}
+    for p in scene_paths[1:]:
+        with rasterio.open(p) as src:
+            if (src.height, src.width) != (info["height"], info["width"]):
+                raise SceneRequestError(f"the dates of a scene must share one grid: {p} is {src.height}x"
+                                        f"{src.width}, {scene_paths[0]} is {info['height']}x{info['width']}")
+    if band_names is not None and len(band_names) != info["count"]:
+        raise SceneRequestError(f"{len(band_names)} band names were given for a file with {info['count']} "
+                                f"bands ({scene_paths[0]}): name every band, in file order")
+    names = list(band_names) if band_names is not None else [
+        d or f"band{i + 1}" for i, d in enumerate(info["descriptions"])]
+    n_in = info["count"]
+    if bands is not None:
+        resolve_band_indices(names, list(bands), sensor, where=scene_paths[0])
+        n_in = len(bands)
+    expected = _model_in_channels(model)
+    if expected is not None and expected != n_in:
+        known = _model_bands(model)
+        raise SceneRequestError(
+            f"the model takes {expected} bands but the scene gives {n_in} "
+            f"({'--bands ' + ','.join(bands) if bands else 'all bands of ' + scene_paths[0]}): "
+            f"choose the model's bands with --bands (bands=), in its training order"
+            + (f" ({', '.join(known)}; with --sensor, a sensor's own band ids work too)" if known else ""))
+    info["band_names"] = names
+    return info
+
+
+def _write_category_names(path: str, class_names: Sequence[str]) -> None:
+    """GDAL category names of band 1 in the PAM sidecar ``<path>.aux.xml`` (GTiff keeps
+    category names there; QGIS labels the colour table with them)."""
+    from xml.sax.saxutils import escape
+
+    cats = "".join(f"      <Category>{escape(str(n))}</Category>\n" for n in class_names)
+    xml = ("<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <CategoryNames>\n" + cats +
+           "    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(xml)
+
+
+def _scene_preview(paths, band_names, sensor, max_side: int = 1024):
+    """A decimated true-colour (else first-bands) composite of the scene and the decimation."""
+    import rasterio
+
+    from .render import composite, composite_channels
+
+    with rasterio.open(paths[0]) as src:
+        f = max(1, -(-max(src.height, src.width) // max_side))
+        out_shape = (-(-src.height // f), -(-src.width // f))
+        try:
+            idx, _ = composite_channels(list(band_names), "true", sensor)
+        except GeoTiffError:
+            idx = [0, 1, 2] if src.count >= 3 else [0, 0, 0]
+        data = src.read([i + 1 for i in idx], out_shape=(len(idx),) + out_shape, masked=True,
+                        resampling=rasterio.enums.Resampling.nearest)
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    return composite(np.ma.filled(data.astype(np.float32), np.nan), (0, 1, 2), valid=valid), f
+
+
+def _write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path: str | None = None,
+                     instances: Sequence[SceneInstance] = (), class_names: Sequence[str] | None = None) -> None:
+    import rasterio
+
+    from .render import (
+        PanelInstance, auto_scale, class_colours, draw_panel, layout_panels, legend_entries, save_png,
+    )
+
+    rgb, f = _scene_preview(paths, band_names, sensor)
+    s = auto_scale(*rgb.shape[:2], target=256) if max(rgb.shape[:2]) < 512 else 1
+    panels = [("scene", draw_panel(rgb, scale=s))]
+    legend = []
+    if class_map_path is not None:
+        with rasterio.open(class_map_path) as src:
+            labels = src.read(1, out_shape=rgb.shape[:2], resampling=rasterio.enums.Resampling.nearest)
+        n = int(labels[labels != NODATA_CLASS].max()) + 1 if (labels != NODATA_CLASS).any() else 1
+        names = list(class_names) if class_names else [f"class {i}" for i in range(n)]
+        colours = class_colours(names)
+        panels.append(("class map", draw_panel(rgb, scale=s, class_map=labels, colours=colours, alpha=0.75)))
+        legend = legend_entries(names, colours, "classes")
+    else:
+        h, w = rgb.shape[:2]
+        drawn = []
+        for inst in instances:
+            if inst.mask is not None:
+                crop = inst.mask[::f, ::f]
+                m = np.zeros((h, w), bool)
+                y0, x0 = inst.y0 // f, inst.x0 // f
+                crop = crop[: h - y0, : w - x0]
+                m[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+                drawn.append(PanelInstance(inst.category_id, mask=m))
+            else:
+                drawn.append(PanelInstance(inst.category_id, box=[v / f for v in inst.box]))
+        n = max([i.category_id for i in instances] + [0]) + 1
+        names = list(class_names) if class_names else [f"object {i}" for i in range(n)]
+        colours = class_colours(names)
+        panels.append((f"{len(drawn)} instances", draw_panel(rgb, scale=s, instances=drawn, thing_colours=colours)))
+        legend = legend_entries(names, colours, "objects")
+    title = os.path.basename(paths[0]) + (f" (1:{f})" if f > 1 else "")
+    text = "; ".join(f"{e.group}: {e.name} = #{'%02x%02x%02x' % tuple(e.colour)}" for e in legend)
+    save_png(png_path, layout_panels([panels], legend=legend, row_titles=[title]), text={"legend": text})
+
+
 @torch.no_grad()
 def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Sequence[str] | None = None,
                   band_names: Sequence[str] | None = None, sensor: str | None = None, scale=None,
                   fill="zero", semseg_path: str | None = None, instances_path: str | None = None,
                   to_crs: str | None = None, class_names: Sequence[str] | None = None,
+                  object_names: Sequence[str] | None = None,
                   score_threshold: float = 0.5, dedup_threshold: float = 0.5, edge_margin: int = 2,
-                  batch_size: int = 1, progress: bool = True) -> dict:
+                  batch_size: int = 1, progress: bool = True, quicklook: bool = True) -> dict:
     """Run ``model`` over ``scene`` (a GeoTIFF, or a list of one GeoTIFF per date).
 
     Writes the blended class map to ``semseg_path`` and the merged instances as GeoJSON
-    to ``instances_path`` (in ``to_crs``, e.g. ``"EPSG:4326"``, else the scene CRS).
+    to ``instances_path`` (in ``to_crs``, e.g. ``"EPSG:4326"``, else the scene CRS), each
+    atomically, with a quick-look ``<output>.png`` beside each. ``class_names`` name the
+    classes of the class map, ``object_names`` the instance classes (default: ``class_names``
+    when there is no class map).
     Returns a summary with the window count and the instances (``SceneInstance`` list).
     """
+    import contextlib
+
     import rasterio
     from rasterio.windows import Window
 
-    if semseg_path is None and instances_path is None:
-        raise ValueError("give semseg_path and/or instances_path: there is nothing to write")
-    paths = [scene] if isinstance(scene, (str, os.PathLike)) else list(scene)
-    with rasterio.open(paths[0]) as src:
-        height, width, crs, transform = src.height, src.width, src.crs, src.transform
+    from .render import class_colours
+
+    paths = [os.fspath(scene)] if isinstance(scene, (str, os.PathLike)) else [os.fspath(p) for p in scene]
+    if object_names is None and semseg_path is None:
+        object_names = class_names
+    info = check_request(model, paths, semseg_path=semseg_path, instances_path=instances_path, bands=bands,
+                         band_names=band_names, sensor=sensor, tile=tile, overlap=overlap)
+    height, width, crs, transform = info["height"], info["width"], info["crs"], info["transform"]
     windows = tile_windows(height, width, tile, overlap)
     weights = blend_weights(tile, overlap)
     was_training = getattr(model, "training", False)
@@ -258,6 +468,8 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
     scene_valid_rows = None
     detections: list[SceneInstance] = []
     n_classes = None
+    checked = False
+    tmp: dict[str, str] = {}
 
     def flush(until: int):
         """Write rows [buf_top, until) of the class map and shift the buffer."""
@@ -277,77 +489,108 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
         scene_valid_rows[-n:] = False
         buf_top += n
 
-    try:
+    def open_class_map(k: int):
+        nonlocal sem_dst
+        if class_names is not None and len(class_names) != k:
+            raise SceneRequestError(f"the model predicts {k} classes but {len(class_names)} class names were "
+                                    f"given ({list(class_names)})")
+        names = list(class_names) if class_names is not None else [f"class {i}" for i in range(k)]
+        sem_dst = rasterio.open(tmp["semseg"], "w", driver="GTiff", width=width, height=height, count=1,
+                                dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS,
+                                compress="deflate", photometric="palette")
+        cmap = {i: (*c, 255) for i, c in enumerate(class_colours(names))}
+        cmap[NODATA_CLASS] = (0, 0, 0, 0)
+        sem_dst.write_colormap(1, cmap)
+        sem_dst.set_band_description(1, "class")
+        sem_dst.update_tags(1, class_names=json.dumps(names))
+        _write_category_names(tmp["semseg_aux"], names)
+
+    with contextlib.ExitStack() as stack:
+        # entered in this order, renamed in the reverse one: the class map appears last
+        if instances_path is not None:
+            tmp["instances"] = stack.enter_context(atomic_path(instances_path))
         if semseg_path is not None:
-            sem_dst = rasterio.open(semseg_path, "w", driver="GTiff", width=width, height=height, count=1,
-                                    dtype="uint8", crs=crs, transform=transform, nodata=NODATA_CLASS,
-                                    compress="deflate")
-        batch: list = []
+            tmp["semseg"] = stack.enter_context(atomic_path(semseg_path))
+            tmp["semseg_aux"] = stack.enter_context(atomic_path(semseg_path + ".aux.xml"))
+        try:
+            batch: list = []
 
-        def run(batch):
-            nonlocal acc, wsum, n_classes, scene_valid_rows
-            inputs = [item[2] for item in batch]
-            outputs = model(inputs)
-            if len(outputs) != len(inputs):
-                raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
-            for (row, col, _, valid), out in zip(batch, outputs):
-                if sem_dst is not None:
-                    if "sem_seg" not in out:
-                        raise GeoTiffError("semseg_path was given but the model returns no 'sem_seg'")
-                    logits = out["sem_seg"].detach().float().cpu().numpy()
-                    if logits.shape[-2:] != (tile, tile):
-                        raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected (K, {tile}, {tile})")
-                    if acc is None:
-                        n_classes = logits.shape[0]
-                        acc = np.zeros((n_classes, tile, width), np.float32)
-                        wsum = np.zeros((tile, width), np.float32)
-                        scene_valid_rows = np.zeros((tile, width), bool)
-                    r0 = row - buf_top
-                    hh, ww = min(tile, height - row), min(tile, width - col)
-                    w = weights[:hh, :ww] * valid[:hh, :ww]
-                    acc[:, r0:r0 + hh, col:col + ww] += logits[:, :hh, :ww] * w
-                    wsum[r0:r0 + hh, col:col + ww] += w
-                    scene_valid_rows[r0:r0 + hh, col:col + ww] |= valid[:hh, :ww]
-                if instances_path is not None:
-                    if "instances" not in out:
-                        raise GeoTiffError("instances_path was given but the model returns no 'instances'")
-                    detections.extend(_window_instances(out["instances"], row, col, tile, height, width,
-                                                        valid, score_threshold, edge_margin))
+            def run(batch):
+                nonlocal acc, wsum, n_classes, scene_valid_rows, checked
+                inputs = [item[2] for item in batch]
+                outputs = model(inputs)
+                if len(outputs) != len(inputs):
+                    raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
+                if not checked:  # models whose outputs model_outputs() could not tell
+                    for path, key in ((semseg_path, "sem_seg"), (instances_path, "instances")):
+                        if path is not None and key not in outputs[0]:
+                            raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
+                                                    f"cannot give {_KIND[key]}")
+                    checked = True
+                for (row, col, _, valid), out in zip(batch, outputs):
+                    if semseg_path is not None:
+                        logits = out["sem_seg"].detach().float().cpu().numpy()
+                        if logits.shape[-2:] != (tile, tile):
+                            raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected (K, {tile}, {tile})")
+                        if acc is None:
+                            n_classes = logits.shape[0]
+                            open_class_map(n_classes)
+                            acc = np.zeros((n_classes, tile, width), np.float32)
+                            wsum = np.zeros((tile, width), np.float32)
+                            scene_valid_rows = np.zeros((tile, width), bool)
+                        r0 = row - buf_top
+                        hh, ww = min(tile, height - row), min(tile, width - col)
+                        w = weights[:hh, :ww] * valid[:hh, :ww]
+                        acc[:, r0:r0 + hh, col:col + ww] += logits[:, :hh, :ww] * w
+                        wsum[r0:r0 + hh, col:col + ww] += w
+                        scene_valid_rows[r0:r0 + hh, col:col + ww] |= valid[:hh, :ww]
+                    if instances_path is not None:
+                        detections.extend(_window_instances(out["instances"], row, col, tile, height, width,
+                                                            valid, score_threshold, edge_margin))
 
-        current_row = None
-        for row, col in _progress(windows, len(windows), progress):
-            if row != current_row:
-                if batch:
+            current_row = None
+            for row, col in _progress(windows, len(windows), progress):
+                if row != current_row:
+                    if batch:
+                        run(batch)
+                        batch = []
+                    if sem_dst is not None:
+                        flush(row)
+                    current_row = row
+                sample = read_geotiff(paths if len(paths) > 1 else paths[0], bands=bands, band_names=band_names,
+                                      sensor=sensor, scale=scale, fill=fill, window=Window(col, row, tile, tile))
+                item = {"image": torch.as_tensor(sample.image), "height": tile, "width": tile,
+                        "metadata": {k: (torch.as_tensor(v) if not isinstance(v, float) else v)
+                                     for k, v in sample.metadata.items()}}
+                batch.append((row, col, item, sample.valid))
+                if len(batch) >= batch_size:
                     run(batch)
                     batch = []
-                if sem_dst is not None:
-                    flush(row)
-                current_row = row
-            sample = read_geotiff(paths if len(paths) > 1 else paths[0], bands=bands, band_names=band_names,
-                                  sensor=sensor, scale=scale, fill=fill, window=Window(col, row, tile, tile))
-            item = {"image": torch.as_tensor(sample.image), "height": tile, "width": tile,
-                    "metadata": {k: (torch.as_tensor(v) if not isinstance(v, float) else v)
-                                 for k, v in sample.metadata.items()}}
-            batch.append((row, col, item, sample.valid))
-            if len(batch) >= batch_size:
+            if batch:
                 run(batch)
-                batch = []
-        if batch:
-            run(batch)
-        if sem_dst is not None:
-            flush(height)
-    finally:
-        if sem_dst is not None:
-            sem_dst.close()
-        if was_training and hasattr(model, "train"):
-            model.train()
+            if sem_dst is not None:
+                flush(height)
+        finally:
+            if sem_dst is not None:
+                sem_dst.close()
+            if was_training and hasattr(model, "train"):
+                model.train()
 
-    kept = merge_instances(detections, dedup_threshold) if instances_path is not None else []
-    if instances_path is not None:
-        gj = instances_to_geojson(kept, transform, crs, to_crs=to_crs, class_names=class_names)
-        with open(instances_path, "w", encoding="utf-8") as f:
-            json.dump(gj, f)
+        kept = merge_instances(detections, dedup_threshold) if instances_path is not None else []
+        if instances_path is not None:
+            gj = instances_to_geojson(kept, transform, crs, to_crs=to_crs, class_names=object_names)
+            with open(tmp["instances"], "w", encoding="utf-8") as f:
+                json.dump(gj, f)
+        if quicklook:
+            if semseg_path is not None:
+                qnames = list(class_names) if class_names is not None else None
+                _write_quicklook(semseg_path + ".png", paths, info["band_names"], sensor,
+                                 class_map_path=tmp["semseg"], class_names=qnames)
+            if instances_path is not None:
+                _write_quicklook(instances_path + ".png", paths, info["band_names"], sensor, instances=kept,
+                                 class_names=object_names)
     logger.info("predicted %d windows of %s (%dx%d); %d instances kept of %d detections",
                 len(windows), paths[0], height, width, len(kept), len(detections))
     return {"windows": len(windows), "detections": len(detections), "instances": kept,
-            "semseg_path": semseg_path, "instances_path": instances_path}
+            "semseg_path": semseg_path, "instances_path": instances_path,
+            "quicklooks": [p + ".png" for p in (semseg_path, instances_path) if p is not None and quicklook]}

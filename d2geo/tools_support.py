@@ -1,0 +1,157 @@
+"""What the command-line tools in ``tools/`` share: quiet third-party warnings, logging,
+loading a trained model from a LazyConfig, and the class names a config's data carry.
+
+Import this module before torch and detectron2 (it imports neither at import time) and
+call :func:`quiet_third_party_warnings` first thing, so the filters are in place when those
+libraries are imported.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Sequence
+
+__all__ = ["quiet_third_party_warnings", "setup_tool_logging", "load_model", "config_class_names", "load_tool",
+           "TOOLS_DIR"]
+
+#: ``tools/`` of a source checkout (the tools are scripts, not a package)
+TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+# (message regex, category, module regex): warnings of libraries d2geo uses that say nothing
+# a d2geo user can act on. d2geo's own warnings are never filtered here.
+_THIRD_PARTY_WARNINGS = (
+    # detectron2 and fvcore script a few helpers with torch.jit.script at import
+    (r"`torch\.jit\.script` is deprecated", FutureWarning, r"torch\.jit"),
+    (r"`torch\.jit\.script_method` is deprecated", FutureWarning, r"torch\.jit"),
+    # detectron2's model zoo imports pkg_resources
+    (r"pkg_resources is deprecated as an API", UserWarning, ""),
+    (r"Deprecated call to `pkg_resources\.declare_namespace", DeprecationWarning, ""),
+    # detectron2's anchor generator calls torch.meshgrid without indexing=
+    (r"torch\.meshgrid: in an upcoming release", UserWarning, r"torch\.functional"),
+    # iopath/fvcore on Python 3.12+
+    (r"datetime\.datetime\.utcfromtimestamp\(\) is deprecated", DeprecationWarning, r"(iopath|fvcore)"),
+)
+# loggers of libraries whose INFO/WARNING lines are noise on a CPU-only machine
+_QUIET_LOGGERS = {
+    # "No CUDA runtime is found, using CUDA_HOME=..." when detectron2 collects its environment info
+    "torch.utils.cpp_extension": logging.ERROR,
+}
+# (logger, message fragment): log lines of libraries dropped for the same reason
+_DROPPED_LOG_LINES = (
+    ("torch.utils.cpp_extension", "No CUDA runtime is found"),
+    # detectron2 asks torch.fx whether it is tracing; torch warns about how it asks
+    ("torch.fx._symbolic_trace", "is_fx_tracing will return true"),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(f in msg for f in self.fragments)
+
+
+def quiet_third_party_warnings() -> None:
+    """Filter the warnings of torch, detectron2, fvcore and pkg_resources that every run of a
+    tool would print and that no user can act on (the list is in this module). d2geo's own
+    warnings and every other warning still show. Idempotent; set ``D2GEO_ALL_WARNINGS=1`` to
+    see everything."""
+    if os.environ.get("D2GEO_ALL_WARNINGS"):
+        return
+    for message, category, module in _THIRD_PARTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name, level in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    # torch logs these through its own handler; a filter holds even if torch resets the level
+    for name, fragment in _DROPPED_LOG_LINES:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(fragment))
+
+
+def setup_tool_logging(level: int = logging.INFO) -> None:
+    """One log format for the inference tools (train_net uses detectron2's logger setup)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+def load_model(config_file: str, weights: str, device: str = "cpu", opts: Sequence[str] = ()):
+    """Instantiate ``cfg.model`` of a LazyConfig (a path or a d2geo model-zoo name), load
+    ``weights`` into it and put it in eval mode; returns ``(model, cfg)``."""
+    from detectron2.config import LazyConfig, instantiate
+
+    import d2geo.model_zoo  # noqa: F401  (d2geo:// checkpoints)
+    from d2geo.engine import GeoCheckpointer
+
+    path = config_file
+    if not os.path.isfile(path):
+        from d2geo.model_zoo import get_config_file
+
+        try:
+            path = get_config_file(config_file)
+        except RuntimeError:
+            raise FileNotFoundError(
+                f"config file not found: {config_file} (give a path to a LazyConfig .py file or a "
+                f"config name of the d2geo model zoo, see d2geo.model_zoo.list_configs())") from None
+    if not os.path.isfile(weights) and "://" not in weights:
+        raise FileNotFoundError(f"weights not found: {weights} (train with tools/train_net.py; the "
+                                f"final weights are <train.output_dir>/model_final.pth)")
+    cfg = LazyConfig.load(path)
+    cfg = LazyConfig.apply_overrides(cfg, list(opts))
+    if "model" not in cfg:
+        raise KeyError(f"{config_file} has no `model` entry")
+    model = instantiate(cfg.model)
+    model.to(device)
+    GeoCheckpointer(model).load(weights)
+    model.eval()
+    return model, cfg
+
+
+def config_class_names(cfg, kind: str = "auto") -> list[str] | None:
+    """Class names of the data a config evaluates on (``stuff_classes`` for semantic models,
+    ``thing_classes`` for instances), from detectron2's ``MetadataCatalog``; None if unknown."""
+    try:
+        names = cfg.dataloader.test.dataset.names
+    except (AttributeError, KeyError):
+        return None
+    if isinstance(names, (list, tuple)):
+        names = names[0] if names else None
+    if not names:
+        return None
+    import d2geo.data  # noqa: F401  (registers the built-in datasets)
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(names)
+    keys = {"semantic": ("stuff_classes",), "instances": ("thing_classes",)}.get(
+        kind, ("stuff_classes", "thing_classes"))
+    for key in keys:
+        value = meta.get(key, None)
+        if value:
+            return list(value)
+    return None
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` of the source checkout as a module (for tests and for one
+    tool using another), without putting ``tools/`` on ``sys.path``."""
+    import importlib.util
+    import sys
+
+    path = os.path.join(TOOLS_DIR, f"{name}.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no tool {name!r} at {path} (the tools live in a source checkout of d2geo)")
+    module_name = f"d2geo_tool_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
