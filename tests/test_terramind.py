@@ -304,3 +304,29 @@ def test_other_patch_size_and_merge_are_refused():
         build_encoder("terramind_v1_tiny", patch_size=14, **TINY)
     with pytest.raises(ValueError, match="merge='concat' is not one of"):
         build_encoder("terramind_v1_tiny", merge="concat", **TINY)
+
+
+def test_window_attention_spans_the_modalities_and_a_grid_sized_window_is_global():
+    enc = build_encoder("terramind_v1_tiny", bands=["S2RGB", "DEM"], **TINY).eval()
+    x = torch.randn(2, 4, 64, 96)
+    with torch.no_grad():
+        ref = enc.forward_features(x, layers=[0, 2])
+        enc.set_window_attention(6, global_blocks=(1,))  # one 4x6 window: the same as global
+        same = enc.forward_features(x, layers=[0, 2])
+        enc.set_window_attention(2, global_blocks=(2,))
+        windowed = enc.forward_features(x, layers=[0, 2])
+    for a, b in zip(ref, same):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert windowed[0].shape == ref[0].shape and (windowed[0] - ref[0]).abs().max() > 1e-3
+
+
+def test_grad_checkpointing_and_empty_batch():
+    enc = build_encoder("terramind_v1_tiny", bands=["S1GRD"], **TINY)
+    x = torch.randn(1, 2, 32, 32)
+    plain = enc.forward_features(x, layers=[2])[0]
+    enc.set_grad_checkpointing(True)
+    ckpt = enc.forward_features(x, layers=[2])[0]
+    torch.testing.assert_close(plain, ckpt)
+    ckpt.sum().backward()
+    assert enc.patch_embed["S1GRD"].weight.grad.abs().sum() > 0
+    assert enc.forward_features(torch.zeros(0, 2, 32, 48))[0].shape == (0, 64, 2, 3)
