@@ -17,36 +17,8 @@ from rasterio.windows import Window  # noqa: E402
 from d2geo.data.geotiff import (  # noqa: E402
     GeoTiffError, apply_affine, parse_time, read_geotiff, read_label, time_from_filename,
 )
+from conftest import UTM, write_tif  # noqa: E402
 from d2geo.encoders import band_wavelengths  # noqa: E402
-
-UTM = "EPSG:32610"
-
-
-def write_tif(path, data, *, crs=UTM, transform=None, nodata=None, names=None, tags=None, scales=None,
-              offsets=None):
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    c, h, w = data.shape
-    transform = transform if transform is not None else from_origin(500_000, 4_000_000, 30, 30)
-    kw = dict(driver="GTiff", width=w, height=h, count=c, dtype=data.dtype.name, transform=transform)
-    if crs is not None:
-        kw["crs"] = crs
-    if nodata is not None:
-        kw["nodata"] = nodata
-    with rasterio.open(path, "w", **kw) as dst:
-        dst.write(data)
-        if names:
-            for i, n in enumerate(names):
-                dst.set_band_description(i + 1, n)
-        if tags:
-            dst.update_tags(**tags)
-        if scales is not None:
-            dst.scales = scales
-        if offsets is not None:
-            dst.offsets = offsets
-    return str(path)
-
 
 def epoch(*args):
     return dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()

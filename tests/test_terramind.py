@@ -8,37 +8,23 @@ buffers. Features must match ``TerraMindViT`` built as terratorch's ``terramind_
 registrations build it, on one and several modalities, native and other sizes.
 """
 import logging
-import sys
-import types
 from functools import partial
 
 import pytest
 import torch
 
-from conftest import load_upstream_module, rel_err
+from conftest import rel_err, terratorch_terramind
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders import terramind as tm
 
 TINY = dict(embed_dim=64, depth=3, num_heads=4)
 TOL = 1e-4
-_PKG = "_ref_terramind"
-_DIR = "terratorch/models/backbones/terramind/"
 
 
 @pytest.fixture(scope="module")
 def ref():
     """terratorch's terramind model package, loaded file by file from the wheel."""
-    if _PKG not in sys.modules:
-        pkg = types.ModuleType(_PKG)
-        pkg.__path__ = []
-        sys.modules[_PKG] = pkg
-    load_upstream_module("terratorch", _DIR + "utils.py", f"{_PKG}.utils",
-                         aliases=("terratorch.models.backbones.terramind.utils",))
-    for name in ("tm_utils", "encoder_embeddings", "decoder_embeddings", "modality_info", "terramind",
-                 "terramind_vit"):
-        mod = load_upstream_module("terratorch", f"{_DIR}model/{name}.py", f"{_PKG}.{name}")
-        setattr(sys.modules[_PKG], name, mod)
-    return sys.modules[_PKG]
+    return terratorch_terramind()
 
 
 def _arch(ref, **over):

@@ -9,6 +9,7 @@ from .synthetic import (  # noqa: F401
     SYNTH_THING_CLASSES,
     ensure_synthetic_dataset,
     register_synthetic,
+    register_synthetic_geotiff,
     synthetic_pixel_stats,
 )
 
@@ -20,7 +21,6 @@ from .datasets import (  # noqa: F401,E402
     register_geo_semseg,
     register_hls_burn_scars,
     register_sen1floods11,
-    register_synthetic_geotiff,
 )
 from .geotiff import GeoSample, GeoTiffError, read_geotiff, read_label  # noqa: F401,E402
 from .mapper import GeoDatasetMapper, RandomExtentND, build_geo_augmentation  # noqa: F401,E402

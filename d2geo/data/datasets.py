@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "register_geo_instances", "register_geo_semseg", "load_geo_coco_json", "load_geo_semseg",
     "load_sem_seg_gt", "load_sen1floods11", "register_sen1floods11", "load_hls_burn_scars",
-    "register_hls_burn_scars", "register_synthetic_geotiff", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS",
+    "register_hls_burn_scars", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS",
 ]
 
 #: Sentinel-2 L1C band ids in the order of Sen1Floods11's S2Hand chips
@@ -327,32 +327,4 @@ def register_hls_burn_scars(root: str, prefix: str = "hls_burn_scars") -> list[s
             bands=HLS_BURN_SCARS_BANDS, sensor="hls", stats="hls_burn_scars",
             sem_seg_loading_fn=functools.partial(load_sem_seg_gt, label_map={-1: IGNORE_LABEL}))
         names.append(name)
-    return names
-
-
-# ------------------------------------------------------------------ synthetic GeoTIFF
-def register_synthetic_geotiff(dataset, prefix: str = "d2geo_geotiff_synth") -> list[str]:
-    """Register a :func:`~d2geo.data.synthetic_geotiff.make_synthetic_dataset` output as
-    ``<prefix>_seg_{train,val}`` (semantic) and ``<prefix>_det_{train,val}`` (buildings)."""
-    from .synthetic_geotiff import HLS_BANDS, SEMSEG_CLASSES, THING_CLASSES
-
-    geo = {"band_names": HLS_BANDS, "sensor": "hls"}
-    names = []
-    for split, files in dataset.splits.items():
-        base = dataset.split_dir(split)
-
-        def pairs(files=files, base=base):
-            out = []
-            for f in files:
-                first = f[0] if isinstance(f, list) else f
-                tile = os.path.basename(first).split(".")[0]
-                out.append((f, os.path.join(base, "masks", f"{tile}_mask.tif")))
-            return out
-
-        seg = f"{prefix}_seg_{split}"
-        register_geo_semseg(seg, pairs, stuff_classes=SEMSEG_CLASSES, geo=geo)
-        det = f"{prefix}_det_{split}"
-        register_geo_instances(det, dataset.coco_json(split), os.path.join(base, "images"), geo=geo,
-                               thing_classes=list(THING_CLASSES))
-        names += [seg, det]
     return names

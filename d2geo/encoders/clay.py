@@ -277,21 +277,8 @@ class ClayEncoder(GeoEncoder):
         return len(self.bands)
 
     # -- input checks --------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape and size checks; the band count is checked against the wavelengths."""
-        if not torch.is_tensor(x):
-            raise EncoderInputError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise EncoderInputError(
-                f"{type(self).__name__} takes a 4-D input (B, C, H, W) of one acquisition, got "
-                f"shape {tuple(x.shape)}; Clay is single-frame: run time series frame by frame")
-        H, W = x.shape[-2:]
-        p = self.patch_size
-        if H % p or W % p or H < p or W < p:
-            raise EncoderInputError(
-                f"input size {H}x{W} is not a positive multiple of the patch size {p}; "
-                f"pad or resize it to a multiple of {p} (the detectron2 backbone pads for you)")
-        return x
+    #: the band count is checked against the wavelengths (:meth:`_wavelengths`), not ``bands``
+    checks_band_count = False
 
     def _wavelengths(self, metadata: Mapping[str, Any], num_bands: int) -> torch.Tensor:
         waves = metadata.get("wavelengths")
@@ -415,11 +402,16 @@ class ClayEncoder(GeoEncoder):
         tokens = torch.cat([self.cls_token.expand(B, -1, -1).to(tokens.dtype), tokens], dim=1)
         return tokens, (h, w), None
 
-    def _blocks(self):
+    # -- structure -----------------------------------------------------------------------
+    def get_blocks(self):
         return self.blocks
 
-    def _final_norm(self, x):
-        return self.norm(x)
+    def final_norm_module(self):
+        return self.norm
+
+    def no_weight_decay(self) -> set[str]:
+        # the kernel generator's learned tokens are embeddings, like the cls token
+        return {"cls_token", "patch_embed.generator.weight_tokens", "patch_embed.generator.bias_token"}
 
     # -- checkpoints ---------------------------------------------------------------------
     _UPSTREAM_ANCHOR = "patch_embedding.weight_generator.weight_tokens"

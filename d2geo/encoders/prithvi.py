@@ -37,7 +37,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from .adapt import adapt_patch_embed
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
@@ -47,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PrithviEncoder", "HLS_BANDS", "sincos_1d", "sincos_3d", "prithvi_pos_table",
-    "timestamps_to_year_doy", "time_to_channels",
+    "timestamps_to_year_doy",
 ]
 
 #: the six HLS bands every published Prithvi checkpoint was pretrained on, in order
@@ -125,18 +124,6 @@ def timestamps_to_year_doy(timestamps: torch.Tensor) -> torch.Tensor:
     return coords.to(timestamps.device)
 
 
-def time_to_channels(fmap: torch.Tensor) -> torch.Tensor:
-    """Fold the time axis of a ``(B, D, t, h, w)`` map into channels: ``(B, t*D, h, w)``.
-
-    Channel ``i*D + d`` is channel ``d`` of frame ``i``, the layout terratorch's
-    ``prepare_features_for_image_model`` hands to its image decoders.
-    """
-    if fmap.ndim != 5:
-        raise EncoderInputError(f"expected a (B, D, t, h, w) map, got shape {tuple(fmap.shape)}")
-    B, D, t, h, w = fmap.shape
-    return fmap.transpose(1, 2).reshape(B, t * D, h, w)
-
-
 class _CoordEncoding(nn.Module):
     """Sine-cosine encoding of two scalars per sample, times a (learned) scale.
 
@@ -165,8 +152,8 @@ class PrithviEncoder(GeoEncoder):
 
     Input ``(B, C, T, H, W)`` with ``T == num_frames``; a ``(B, C, H, W)`` image is accepted
     when ``num_frames == 1``. Output maps are ``(B, D, t, h, w)`` with
-    ``t = num_frames // tubelet_size`` (see :func:`time_to_channels` for terratorch's
-    2-D layout).
+    ``t = num_frames // tubelet_size`` (see :func:`~d2geo.encoders.base.time_to_channels`
+    for terratorch's 2-D layout).
 
     Args:
         embed_dim, depth, num_heads, mlp_ratio: the architecture.
@@ -348,11 +335,15 @@ class PrithviEncoder(GeoEncoder):
         cls = self.cls_token.to(tokens.dtype).expand(B, -1, -1)  # its position entry is zero
         return torch.cat([cls, tokens], dim=1), grid, None
 
-    def _blocks(self):
+    # -- structure -------------------------------------------------------------------
+    def get_blocks(self):
         return self.blocks
 
-    def _final_norm(self, x):
-        return self.norm(x)
+    def final_norm_module(self):
+        return self.norm
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}  # the position table is computed, not a parameter
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
@@ -401,12 +392,8 @@ class PrithviEncoder(GeoEncoder):
                         f"the checkpoint has no {name}scale: it is a Prithvi without "
                         f"time/location encodings; load it into the variant without '_tl'"
                     )
-        try:
-            out["patch_embed.proj.weight"] = adapt_patch_embed(
-                kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-                patch_size=self.patch_size, method=self.patch_resample)
-        except ValueError as e:
-            raise CheckpointError(f"{e}; pass pretrained_bands=[...] naming the checkpoint's bands") from e
+        out["patch_embed.proj.weight"] = self._adapt_checkpoint_patch_embed(
+            kernel, "; pass pretrained_bands=[...] naming the checkpoint's bands")
         return out
 
 

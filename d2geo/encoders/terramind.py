@@ -314,13 +314,6 @@ class TerraMindEncoder(GeoEncoder):
     def no_weight_decay(self) -> set[str]:
         return {f"mod_emb.{m}" for m in self.mod_emb}
 
-    # the hook names of the encoder contract before get_blocks / final_norm_module
-    def _blocks(self):
-        return self.get_blocks()
-
-    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final_norm_module()(x)
-
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """The published TerraMind checkpoints (the pretraining encoder-decoder), terratorch
