@@ -51,6 +51,10 @@ RAW = ("untok_sen2l2a@224", "untok_sen2l1c@224", "untok_sen2rgb@224", "untok_sen
 
 @pytest.fixture(scope="module")
 def published(ref):
+    return published_state_dict(ref)
+
+
+def published_state_dict(ref) -> dict:
     """A random-weight state dict in the layout of the published TerraMind_v1 files."""
     torch.manual_seed(1)
     info = ref.modality_info.MODALITY_INFO
