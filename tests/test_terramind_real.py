@@ -48,6 +48,15 @@ def test_real_modalities_stack_with_their_band_names_and_values(terramind_exampl
     np.testing.assert_array_equal(s.image[2], raw[0][8])
 
 
+def test_real_s2l1c_and_s2rgb_read_with_their_modality_bands(terramind_examples):
+    name = _places(terramind_examples)[0]
+    s = read_modalities(_files(terramind_examples, name, ("S2L1C", "S2RGB", "S1RTC")))
+    assert s.image.shape == (18, 224, 224)
+    assert s.band_names[10] == "S2L1C:B10" and s.band_names[13:16] == ("S2RGB:red", "S2RGB:green", "S2RGB:blue")
+    with rasterio.open(os.path.join(terramind_examples, "S2RGB", name)) as src:
+        np.testing.assert_array_equal(s.image[13:16], src.read().astype(np.float32))
+
+
 def test_real_file_of_another_modality_is_refused(terramind_examples):
     name = _places(terramind_examples)[0]
     with pytest.raises(GeoTiffError, match="is the S2L2A file but holds 13 bands.*another modality"):

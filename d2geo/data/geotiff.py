@@ -532,6 +532,7 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     ``timestamps`` only when every file that has a time has the same one (modalities
     acquired on different days have no single time); no ``wavelengths`` (mixed sensors).
     """
+    from d2geo.encoders import SENSOR_BANDS as known_sensors
     from d2geo.encoders.terramind import MODALITY_SEP, TERRAMIND_MODALITIES
 
     if not isinstance(files, Mapping) or not files:
@@ -590,8 +591,9 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
                     f"({', '.join(spec.bands)}; {spec.description}), and does not name them: is it "
                     f"the file of another modality? Otherwise pass band_names={{{m!r}: [...]}}")
         msensor = per(sensor, m, "sensor")
-        if msensor is None and spec is not None and spec.sensor is not None and names == spec.bands:
-            msensor = spec.sensor
+        if (msensor is None and spec is not None and spec.sensor is not None and names == spec.bands
+                and spec.sensor in known_sensors):
+            msensor = spec.sensor  # for band aliases in bands=[...]
         samples[m] = read_geotiff(
             path, bands=None if None in sel else sel, band_names=names, sensor=msensor,
             scale=per(scale, m, "scale"), offset=per(offset, m, "offset"), nodata=per(nodata, m, "nodata"),
