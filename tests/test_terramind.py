@@ -320,3 +320,20 @@ def test_grad_checkpointing_and_empty_batch():
     ckpt.sum().backward()
     assert enc.patch_embed["S1GRD"].weight.grad.abs().sum() > 0
     assert enc.forward_features(torch.zeros(0, 2, 32, 48))[0].shape == (0, 64, 2, 3)
+
+
+def test_bands_by_common_name_select_the_kernel_columns_of_their_ids(published):
+    enc = build_encoder("terramind_v1_tiny", weights=published, **TINY,
+                        bands=["S2L2A:nir_narrow", "S2L2A:nir", "S2L2A:swir16", "S1RTC:vh", "S2RGB:R"])
+    assert enc.bands[:2] == ("S2L2A:nir_narrow", "S2L2A:nir")
+
+    def columns(key, n):
+        w = published[f"encoder_embeddings.{key}.proj.weight"]
+        return w.reshape(w.shape[0], 16, 16, n).permute(0, 3, 1, 2)
+
+    s2 = columns("untok_sen2l2a@224", 12)
+    torch.testing.assert_close(enc.patch_embed["S2L2A"].weight, s2[:, [8, 7, 10]], rtol=0, atol=0)  # B8A B08 B11
+    torch.testing.assert_close(enc.patch_embed["S1RTC"].weight, columns("untok_sen1rtc@224", 2)[:, [1]], rtol=0, atol=0)
+    torch.testing.assert_close(enc.patch_embed["S2RGB"].weight, columns("untok_sen2rgb@224", 3)[:, [0]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="S2RGB has no band 'nir'"):
+        build_encoder("terramind_v1_tiny", bands=["S2RGB:nir"], **TINY)

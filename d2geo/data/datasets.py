@@ -46,6 +46,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from d2geo.encoders.bands import HLS_BANDS
+
 from .geotiff import IGNORE_LABEL, parse_time, read_label
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ __all__ = [
 #: Sentinel-2 L1C band ids in the order of Sen1Floods11's S2Hand chips
 SEN1FLOODS11_S2_BANDS = ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10",
                          "b11", "b12")
-HLS_BURN_SCARS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+HLS_BURN_SCARS_BANDS = HLS_BANDS
 
 
 def load_sem_seg_gt(path, dtype=int, *, label_map=None, ignore_label: int = IGNORE_LABEL):
@@ -258,7 +260,7 @@ def load_sen1floods11(root: str, split: str = "train") -> list[dict]:
     dates = _sen1floods11_dates(root)
     # chip ids are plain numbers (Paraguay_2012345 would pass for 2012, day 345): the date
     # comes from the metadata file only
-    geo = {"band_names": SEN1FLOODS11_S2_BANDS, "sensor": "sentinel-2-l2a", "scale": 1e-4,
+    geo = {"band_names": SEN1FLOODS11_S2_BANDS, "sensor": "sentinel-2-l1c", "scale": 1e-4,
            "label_map": {-1: IGNORE_LABEL}, "time_from_name": False}
     pairs, geos = [], []
     for chip in ids:
@@ -285,7 +287,7 @@ def register_sen1floods11(root: str, prefix: str = "sen1floods11_s2") -> list[st
         DatasetCatalog.register(name, functools.partial(load_sen1floods11, root, split))
         MetadataCatalog.get(name).set(
             stuff_classes=["dry", "water"], ignore_label=IGNORE_LABEL, evaluator_type="sem_seg",
-            bands=SEN1FLOODS11_S2_BANDS, sensor="sentinel-2-l2a", stats="sen1floods11_s2",
+            bands=SEN1FLOODS11_S2_BANDS, sensor="sentinel-2-l1c", stats="sen1floods11_s2",
             sem_seg_loading_fn=functools.partial(load_sem_seg_gt, label_map={-1: IGNORE_LABEL}))
         names.append(name)
     return names

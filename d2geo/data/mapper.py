@@ -285,7 +285,7 @@ class GeoDatasetMapper:
             label_map = geo.get("label_map", self.label_map)
             label_path = d.pop("sem_seg_file_name")
             sem_seg = read_label(label_path, label_map=label_map,
-                                 ignore_label=self.ignore_label, invalid=~sample.valid)
+                                 ignore_label=self.ignore_label, invalid=~sample.valid, like=sample)
             self._check_label_range(sem_seg, label_path, geo.get("num_classes", self.num_classes))
 
         if "geojson_file_name" in d:

@@ -18,6 +18,7 @@ import torch.utils.checkpoint
 
 from . import windowing
 from .adapt import adapt_patch_embed
+from .bands import BandError
 from .checkpoint import CheckpointError
 from .errors import EncoderInputError
 from .metadata import Metadata, check_metadata
@@ -119,6 +120,8 @@ class GeoEncoder(nn.Module):
         try:
             return adapt_patch_embed(kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
                                      patch_size=self.patch_size, method=self.patch_resample)
+        except BandError:
+            raise  # names the requested and the pretrained bands already
         except ValueError as e:
             raise CheckpointError(f"{e}{fix}") from e
 

@@ -60,8 +60,9 @@ from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
 from .base import EncoderInputError, GeoEncoder
+from .bands import band_wavelengths, expand_bands
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .metadata import band_wavelengths, check_metadata, warn_once
+from .metadata import check_metadata, warn_once
 from .registry import register_encoder
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class ClayEncoder(GeoEncoder):
         self.patch_resample = patch_resample
         self.latlon_order = latlon_order
         self.default_gsd = None if gsd is None else float(gsd)
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         if wavelengths is not None:
             default = torch.as_tensor(wavelengths, dtype=torch.float32).flatten()
         elif sensor is not None:

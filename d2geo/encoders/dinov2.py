@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 
+from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DINOv2Encoder", "RGB_BANDS"]
 
-RGB_BANDS = ("red", "green", "blue")
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_token")
@@ -91,7 +91,7 @@ class DINOv2Encoder(GeoEncoder):
         self.pretrained_patch_size = pretrained_patch_size
         self.pretrained_grid = pretrained_grid
         self.patch_resample = patch_resample
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         # The official hub models: registers go with exact-size antialiased resizing.

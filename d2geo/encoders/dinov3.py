@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence
 import timm
 import torch
 
+from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .dinov2 import RGB_BANDS
 from .registry import register_encoder
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class DINOv3Encoder(GeoEncoder):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.patch_resample = patch_resample
         self.vit = timm.create_model(
             timm_name, pretrained=False, num_classes=0, global_pool="", img_size=img_size,

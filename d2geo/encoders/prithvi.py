@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from .bands import HLS_BANDS, expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
@@ -49,8 +50,6 @@ __all__ = [
     "timestamps_to_year_doy",
 ]
 
-#: the six HLS bands every published Prithvi checkpoint was pretrained on, in order
-HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 
 _COORD_KINDS = ("time", "location")
 #: dot-free tensor names of the published layouts (v1 flat, v2, terratorch)
@@ -194,8 +193,7 @@ class PrithviEncoder(GeoEncoder):
                  coords_scale_learn: bool = False, drop_path_rate: float = 0.0,
                  patch_resample: str = "pinv", pos_cache_size: int = 16):
         super().__init__()
-        if isinstance(bands, str) or isinstance(pretrained_bands, str):
-            raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
+        bands, pretrained_bands = expand_bands(bands), expand_bands(pretrained_bands)
         if num_frames < 1 or tubelet_size < 1:
             raise ValueError(f"num_frames ({num_frames}) and tubelet_size ({tubelet_size}) must be >= 1")
         if num_frames % tubelet_size:
@@ -222,8 +220,8 @@ class PrithviEncoder(GeoEncoder):
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
         self.img_size = img_hw
-        self.bands = tuple(bands)
-        self.pretrained_bands = tuple(pretrained_bands)
+        self.bands = expand_bands(bands)
+        self.pretrained_bands = pretrained_bands
         self.patch_resample = patch_resample
         self.coords_encoding = coords_encoding
         self.coords_scale_learn = coords_scale_learn

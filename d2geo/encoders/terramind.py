@@ -14,7 +14,8 @@ Bands and modalities
     modality name stands for all its pretrained bands in order (``bands=["S2L2A", "S1RTC",
     "DEM"]`` is 15 channels). The channels of one modality go to that modality's patch
     embedding; bands of a modality may be a subset or another order of its pretrained
-    bands (the kernel is selected by name, see :func:`d2geo.encoders.adapt.select_bands`).
+    bands, named by id, common name or alias (``B8A``, ``nir08``, ``nir_narrow``; the band
+    vocabulary of :mod:`d2geo.encoders.bands`, read with the modality's sensor: ``nir`` is B08).
     Modalities are fed to the transformer in the order they first appear in ``bands``, as
     terratorch feeds them in the order of its input dict. A sample that combines files
     (one per modality) is read with :func:`d2geo.data.geotiff.read_modalities`, which names
@@ -50,7 +51,7 @@ from timm.layers import SwiGLU
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from .adapt import adapt_patch_embed
+from .bands import match_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
@@ -181,8 +182,7 @@ class TerraMindEncoder(GeoEncoder):
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  bands: Sequence[str] = ("S2L2A",), img_size: int = 224, patch_size: int = 16,
-                 merge: str = "mean", drop_path_rate: float = 0.0, patch_resample: str = "pinv",
-                 pos_cache_size: int = 16):
+                 merge: str = "mean", drop_path_rate: float = 0.0, pos_cache_size: int = 16):
         super().__init__()
         if merge not in MERGE_METHODS:
             raise ValueError(f"merge={merge!r} is not one of {MERGE_METHODS}")
@@ -197,7 +197,7 @@ class TerraMindEncoder(GeoEncoder):
         if not self.bands:
             raise ValueError("bands is empty: name at least one modality, e.g. bands=['S2L2A']")
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
-        self.img_size, self.merge, self.patch_resample = img_size, merge, patch_resample
+        self.img_size, self.merge = img_size, merge
         self.pos_cache_size = pos_cache_size
         self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
@@ -209,8 +209,13 @@ class TerraMindEncoder(GeoEncoder):
         self._channels = {m: idx for m, idx in groups.items()}
         for m, idx in groups.items():
             own = [self.bands[i].split(MODALITY_SEP, 1)[1] for i in idx]
-            known = [b.lower() for b in TERRAMIND_MODALITIES[m].bands]
-            unknown = [b for b in own if b.lower() not in known]
+            spec = TERRAMIND_MODALITIES[m]
+            found = match_bands(own, spec.bands, sensor=spec.sensor, available_sensor=spec.sensor,
+                                where=f"{m}'s bands")  # ids, common names and aliases (B8A = nir08)
+            unknown = [b for b, i in zip(own, found) if i is None]
+            if len(set(found)) != len(found) and not unknown:
+                raise ValueError(f"{m} names one band twice in bands={list(own)} (its bands: "
+                                 f"{', '.join(spec.bands)})")
             if unknown:
                 raise ValueError(
                     f"{m} has no band {', '.join(map(repr, unknown))}: its bands are "
@@ -389,13 +394,15 @@ class TerraMindEncoder(GeoEncoder):
                 f"p x p x {C} ({mod}'s bands {', '.join(spec.bands)}): it was made for another band "
                 f"count; load a checkpoint of the published {mod} layout"
             )
+        if p != self.patch_size:
+            raise CheckpointError(
+                f"the checkpoint's {mod} patch embedding is for {p}-pixel patches, not TerraMind 1.0's "
+                f"{self.patch_size}: it is not a TerraMind 1.0 checkpoint")
         kernel = weight.reshape(D, p, p, C).permute(0, 3, 1, 2)
         wanted = [b.split(MODALITY_SEP, 1)[1] for b in (self.bands[i] for i in self._channels[mod])]
-        try:
-            return adapt_patch_embed(kernel, src_bands=spec.bands, dst_bands=wanted,
-                                     patch_size=self.patch_size, method=self.patch_resample).contiguous()
-        except ValueError as e:
-            raise CheckpointError(f"{mod}: {e}") from e
+        # the bands by name, as the encoder matched them when it was built (ids, names, aliases)
+        idx = match_bands(wanted, spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
+        return kernel[:, idx].contiguous()
 
     def _check_pos_table(self, key: str, table: torch.Tensor) -> None:
         mine = sincos_table(self.embed_dim, self.ref_grid)

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from d2geo.encoders.bands import HLS_BANDS
+
 from ..geotiff import apply_affine
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ __all__ = ["GENERATOR_VERSION", "HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", 
 #: bumped whenever the generator's output for given parameters changes (it keys the cache
 #: of :mod:`d2geo.data.synthetic.cache`)
 GENERATOR_VERSION = 2
-HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 SEMSEG_CLASSES = ("background", "water", "field", "building")
 THING_CLASSES = ("building",)
 NODATA = -9999
