@@ -33,6 +33,8 @@ setup(
         "safetensors>=0.4",
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
+        # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
+        "huggingface_hub>=0.34",
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read

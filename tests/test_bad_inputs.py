@@ -21,7 +21,8 @@ from detectron2.config import LazyCall as L  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label  # noqa: E402
+from d2geo.data.datasets import geojson_to_annotations  # noqa: E402
+from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid  # noqa: E402

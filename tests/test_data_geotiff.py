@@ -198,7 +198,7 @@ def test_read_label_maps_nodata_and_invalid(tmp_path):
 
 def test_geojson_to_annotations_maps_scene_coords_to_pixels(tmp_path):
     pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
-    from d2geo.data.geotiff import geojson_to_annotations
+    from d2geo.data.datasets import geojson_to_annotations
 
     tr = from_origin(500_000, 4_000_000, 10, 10)
     xs, ys = apply_affine(tr, [2, 6, 6, 2, 2], [3, 3, 8, 8, 3])

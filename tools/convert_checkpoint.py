@@ -15,6 +15,10 @@ loads them with ``DetectionCheckpointer`` and no name-matching heuristics::
     python tools/convert_checkpoint.py Prithvi_EO_V2_300M_TL.pt --encoder prithvi_eo_v2_300_tl \
         --prefix backbone.net. --encoder-kwargs '{"num_frames": 4}'
 
+    # published weights by name: hf://<org>/<repo>[@<revision>]/<file>, an https:// URL, or
+    # "pretrained" for the encoder's own entry in its pretrained table (sha256-checked)
+    python tools/convert_checkpoint.py pretrained --config-file configs/prithvi/mask_rcnn_eo_v2_300_tl.py
+
 With ``--config-file`` the encoder name and its ``encoder_kwargs`` come from the config's
 ``GeoBackbone``, and the key prefix from where that module sits in the built model
 (``backbone.net.`` for both d2geo pyramids); trailing ``key=value`` arguments override the
@@ -44,32 +48,15 @@ quiet_third_party_warnings()
 
 import torch
 
-from d2geo.encoders import CheckpointError, build_encoder
+from d2geo.encoders import CheckpointError, build_encoder, get_pretrained_cfg
+from d2geo.encoders.hub import is_remote, resolve_weights
+from d2geo.encoders.registry import pretrained_sha256
 
 logger = logging.getLogger("d2geo.convert_checkpoint")
 
 
 class ConversionError(RuntimeError):
     """The conversion cannot be done as asked (config, names or checkpoint)."""
-
-
-def _find_backbone_nodes(node, path=()):
-    """(config path, node) of every GeoBackbone LazyCall in a config tree."""
-    from omegaconf import DictConfig, ListConfig
-
-    from d2geo.modeling import GeoBackbone
-
-    found = []
-    if isinstance(node, DictConfig):
-        target = node.get("_target_", None)
-        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
-            found.append((".".join(path), node))
-        for key in node.keys():
-            found += _find_backbone_nodes(node[key], path + (str(key),))
-    elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            found += _find_backbone_nodes(item, path + (str(i),))
-    return found
 
 
 def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
@@ -90,7 +77,9 @@ def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     if "model" not in cfg:
         raise ConversionError(f"{config_file} has no 'model'")
-    nodes = _find_backbone_nodes(cfg.model, ("model",))
+    from d2geo.model_zoo import find_backbone_nodes
+
+    nodes = find_backbone_nodes(cfg.model, ("model",))
     if len(nodes) != 1:
         raise ConversionError(
             f"{config_file} has {len(nodes)} GeoBackbones ({[p for p, _ in nodes]}); the converter "
@@ -103,7 +92,9 @@ def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
                               f"use --encoder and --prefix")
     kwargs = node.get("encoder_kwargs", None)
     kwargs = {} if kwargs is None else OmegaConf.to_container(kwargs, resolve=True)
-    node.weights = None  # the placeholder upstream path need not exist to find the prefix
+    node.weights = None  # nothing is loaded (or downloaded) just to find the prefix
+    if "pretrained" in node:
+        node.pretrained = False
     model = instantiate(cfg.model)
     modules = {id(m): n for n, m in model.named_modules()}
     found = find_geo_backbones(model)
@@ -129,18 +120,25 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
     if "/" in name or not name:
         raise ConversionError(f"output name {name!r} must be a plain file stem")
     encoder_kwargs = dict(encoder_kwargs or {})
+    source = weights
+    if weights == "pretrained":
+        source = get_pretrained_cfg(encoder).source
+        if source is None:
+            raise ConversionError(f"{encoder} has no published weights; give the checkpoint file")
+    # hf://, https://: downloaded (or taken from the cache) and sha256-checked
+    weights = resolve_weights(source, sha256=pretrained_sha256(source) if is_remote(source) else None)
     model = build_encoder(encoder, weights=weights, **encoder_kwargs)  # CheckpointError if it does not fit
     state = {f"{prefix}encoder.{k}": v.detach().cpu().contiguous().clone()
              for k, v in model.state_dict().items()}
     out = {
         "model": state,
-        "__author__": f"d2geo tools/convert_checkpoint.py from {os.path.basename(weights)}",
+        "__author__": f"d2geo tools/convert_checkpoint.py from {source if is_remote(source) else os.path.basename(weights)}",
         "matching_heuristics": False,
         "d2geo": {
             "encoder": encoder,
             "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
             "prefix": prefix,
-            "source": os.path.basename(weights),
+            "source": source if is_remote(source) else os.path.basename(weights),
             "source_sha256": _sha256(weights),
         },
     }
@@ -165,7 +163,9 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors)")
+    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors): a path, "
+                   "hf://<org>/<repo>[@<revision>]/<file>, an https:// URL, or 'pretrained' (the "
+                   "encoder's published weights)")
     p.add_argument("--config-file", help="a d2geo config (path or zoo name) whose GeoBackbone "
                    "gives the encoder, its kwargs and the key prefix")
     p.add_argument("--encoder", help="encoder name (see d2geo.encoders.list_encoders()); "

@@ -6,6 +6,14 @@ Examples::
     # a few minutes on a laptop CPU, no download: the built-in synthetic dataset
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py
 
+    # the family configs load their encoder's published weights by name (downloaded once
+    # into the Hugging Face / torch.hub cache, sha256-checked); any hf:// file works too
+    python tools/train_net.py --config-file configs/prithvi/mask_rcnn_eo_v2_300_tl.py
+    python tools/train_net.py --config-file ... \
+        model.backbone.net.weights=hf://ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL/Prithvi_EO_V2_300M_TL.pt
+    # a whole detectron2-format model: a path, d2geo://... or hf://...
+    python tools/train_net.py --config-file ... train.init_checkpoint=hf://<org>/<repo>/<file>.pth
+
     # evaluate a checkpoint
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
@@ -63,9 +71,10 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// checkpoint handler)
+import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// and hf:// checkpoint handlers)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume  # noqa: E402
 from d2geo.engine.amp import build_trainer  # noqa: E402
+from d2geo.model_zoo import skip_encoder_weights  # noqa: E402
 
 logger = logging.getLogger("d2geo.train_net")
 
@@ -262,6 +271,9 @@ def main(args):
     _share_cpu_threads(device, cfg)
 
     if args.eval_only:
+        if cfg.train.init_checkpoint or args.resume:
+            # every weight comes from that checkpoint: do not load (or download) encoder weights first
+            skip_encoder_weights(cfg.model)
         model = instantiate(cfg.model)
         model.to(device)
         model = _ddp(model, cfg)

@@ -118,7 +118,8 @@ def render_sample(d: dict, *, composites: Sequence = ("true",), class_names: Seq
     """Panels of one raw dataset dict (as registered): one per composite, the ground truth (if
     any) and the prediction (if given). Returns ``(panels, legend)``: ``[(title, rgb), ...]``
     and the legend entries of the classes drawn."""
-    from d2geo.data.geotiff import geojson_to_annotations, read_geotiff, read_label
+    from d2geo.data.datasets import geojson_to_annotations
+    from d2geo.data.geotiff import read_geotiff, read_label
     from d2geo.data.render import (
         COMPOSITE_TITLES, auto_scale, class_colours, composite, composite_channels, draw_panel, legend_entries,
     )

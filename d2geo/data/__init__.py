@@ -15,6 +15,7 @@ from .synthetic import (  # noqa: F401
 
 # GeoTIFF data layer (rasterio is imported only when a file is read: pip install 'd2geo[geo]')
 from .datasets import (  # noqa: F401,E402
+    geojson_to_annotations,
     load_hls_burn_scars,
     load_sen1floods11,
     register_geo_instances,

@@ -65,7 +65,7 @@ __all__ = [
     "read_modalities",
     "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
     "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
-    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "geojson_to_annotations", "apply_affine", "translate_affine",
+    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "apply_affine", "translate_affine",
 ]
 
 #: acquisition-time tags searched, in order, before the file name
@@ -893,67 +893,3 @@ def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | No
         raise GeoTiffError(f"{path} holds labels {np.unique(labels[off])[:5].tolist()} outside 0..255: "
                            "map them with label_map= (e.g. {-1: 255} for a -1 nodata value)")
     return labels.astype(np.uint8)
-
-
-# ------------------------------------------------------------------------ annotations
-def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, crs=None,
-                           geojson_crs=None, category_key: str = "category_id",
-                           class_names: Sequence[str] | None = None) -> list[dict]:
-    """Polygons of a GeoJSON FeatureCollection as detectron2 annotations in pixel coordinates.
-
-    Coordinates are taken to be in the scene CRS (``crs``) unless ``geojson_crs`` names
-    another CRS (e.g. ``"EPSG:4326"`` for RFC 7946 files); they are then reprojected. The
-    inverse of the raster ``transform`` maps them to pixel coordinates (0, 0 = top-left
-    corner of the top-left pixel). Each feature's class is ``properties[category_key]``:
-    an int id, or a name looked up in ``class_names``. Polygon holes are dropped.
-    """
-    import json
-
-    from detectron2.structures import BoxMode
-
-    if isinstance(geojson, (str, os.PathLike)):
-        with open(geojson, encoding="utf-8") as f:
-            geojson = json.load(f)
-    features = geojson.get("features") if isinstance(geojson, Mapping) else None
-    if features is None:
-        raise GeoTiffError("expected a GeoJSON FeatureCollection (a mapping with 'features')")
-    if geojson_crs is not None:
-        if crs is None:
-            raise GeoTiffError("reprojecting GeoJSON needs the scene CRS: the image has none")
-        from rasterio.warp import transform_geom
-    inv = ~transform
-    annos = []
-    for i, feat in enumerate(features):
-        geom = feat.get("geometry")
-        if not geom:
-            continue
-        if geojson_crs is not None:
-            geom = transform_geom(geojson_crs, crs, geom)
-        if geom["type"] == "Polygon":
-            rings = [geom["coordinates"][0]]
-        elif geom["type"] == "MultiPolygon":
-            rings = [poly[0] for poly in geom["coordinates"]]
-        else:
-            raise GeoTiffError(f"feature {i} is a {geom['type']}; only Polygon/MultiPolygon become instances")
-        props = feat.get("properties") or {}
-        if category_key not in props:
-            raise GeoTiffError(f"feature {i} has no property {category_key!r} (its properties: {sorted(props)})")
-        cat = props[category_key]
-        if isinstance(cat, str):
-            if not class_names or cat not in class_names:
-                raise GeoTiffError(f"feature {i} has class {cat!r}, not in class_names={class_names}")
-            cat = list(class_names).index(cat)
-        polys = []
-        for ring in rings:
-            xy = np.array([(float(p[0]), float(p[1])) for p in ring], dtype=np.float64)
-            pts = np.stack(apply_affine(inv, xy[:, 0], xy[:, 1]), axis=1)
-            if len(pts) >= 3:
-                polys.append(pts.reshape(-1).tolist())
-        if not polys:
-            continue
-        allpts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
-        x0, y0 = allpts.min(0)
-        x1, y1 = allpts.max(0)
-        annos.append({"bbox": [float(x0), float(y0), float(x1), float(y1)], "bbox_mode": BoxMode.XYXY_ABS,
-                      "segmentation": polys, "category_id": int(cat), "iscrowd": 0})
-    return annos

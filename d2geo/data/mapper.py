@@ -46,7 +46,8 @@ from detectron2.structures import BoxMode
 from fvcore.transforms.transform import Transform
 
 from ..encoders.metadata import as_timestamps
-from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label, read_modalities
+from .datasets import geojson_to_annotations
+from .geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label, read_modalities
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,15 @@ from timm.models.vision_transformer import VisionTransformer
 from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DINOv2Encoder", "RGB_BANDS"]
+__all__ = ["DINOv2Encoder", "RGB_BANDS", "IMAGENET_RGB_STATS"]
 
+#: ImageNet statistics on a 0-255 scale (DINOv2's and DINOv3-LVD's input normalization)
+IMAGENET_RGB_STATS = InputStats("rgb", None, RGB_BANDS, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375),
+                                "0-255")
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_token")
@@ -220,6 +223,18 @@ _VARIANTS = {
     "vitl14": dict(embed_dim=1024, depth=24, num_heads=16),
     "vitg14": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu"),
 }
+
+
+def _pretrained(arch: str, reg: bool) -> PretrainedCfg:
+    # Meta's official files (facebookresearch/dinov2 hubconf); no digest is published.
+    suffix = "_reg4" if reg else ""
+    return PretrainedCfg(
+        source=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_{arch}/dinov2_{arch}{suffix}_pretrain.pth",
+        license="Apache-2.0", stats=(IMAGENET_RGB_STATS,), input_size=518, patch_size=14,
+        page="https://github.com/facebookresearch/dinov2")
+
+
 for _arch, _cfg in _VARIANTS.items():
-    register_encoder(f"dinov2_{_arch}", DINOv2Encoder, **_cfg)
-    register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, num_register_tokens=4, **_cfg)
+    register_encoder(f"dinov2_{_arch}", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, False), **_cfg)
+    register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, True),
+                     num_register_tokens=4, **_cfg)

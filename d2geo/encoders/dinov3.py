@@ -23,15 +23,19 @@ import torch
 from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .dinov2 import IMAGENET_RGB_STATS
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS"]
+__all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS", "SAT493M_RGB_STATS"]
 
+#: SAT-493M input statistics on a 0-255 scale (0.430, 0.411, 0.296 / 0.213, 0.156, 0.143 x 255)
+SAT493M_RGB_STATS = InputStats("rgb", None, RGB_BANDS, (109.65, 104.805, 75.48), (54.315, 39.78, 36.465),
+                               "0-255")
 #: Input statistics on a 0-255 scale, as detectron2 configs take them.
-LVD_PIXEL_STATS = {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
-SAT_PIXEL_STATS = {"mean": (109.65, 104.805, 75.48), "std": (54.315, 39.78, 36.465)}
+LVD_PIXEL_STATS = {"mean": IMAGENET_RGB_STATS.mean, "std": IMAGENET_RGB_STATS.std}
+SAT_PIXEL_STATS = {"mean": SAT493M_RGB_STATS.mean, "std": SAT493M_RGB_STATS.std}
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "storage_tokens", "reg_token", "mask_token")
@@ -170,5 +174,23 @@ _VARIANTS = {
     "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
     "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
 }
+
+
+def _timm_copy(model: str, stats: InputStats, notes: str = "") -> PretrainedCfg:
+    # timm's copies on the Hub need no signed link (Meta's own URLs expire, dinov3#129).
+    # The ``_qkvb`` copies keep the official q/v biases (and a k bias of zero).
+    return PretrainedCfg(
+        source=f"hf://timm/{model}/model.safetensors", license="DINOv3 License",
+        stats=(stats,), input_size=256, patch_size=16,
+        page=f"https://huggingface.co/timm/{model}",
+        notes=notes or "official files (Meta's download form) load too, by path or URL")
+
+
+_PRETRAINED = {
+    "dinov3_vits16": _timm_copy("vit_small_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitb16": _timm_copy("vit_base_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitl16": _timm_copy("vit_large_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitl16_sat": _timm_copy("vit_large_patch16_dinov3_qkvb.sat493m", SAT493M_RGB_STATS),
+}
 for _name, _cfg in _VARIANTS.items():
-    register_encoder(_name, DINOv3Encoder, **_cfg)
+    register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)

@@ -41,13 +41,13 @@ from .bands import HLS_BANDS, expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PrithviEncoder", "HLS_BANDS", "sincos_1d", "sincos_3d", "prithvi_pos_table",
-    "timestamps_to_year_doy",
+    "PrithviEncoder", "HLS_BANDS", "PRITHVI_V1_STATS", "PRITHVI_V2_STATS", "sincos_1d", "sincos_3d",
+    "prithvi_pos_table", "timestamps_to_year_doy",
 ]
 
 
@@ -406,5 +406,34 @@ _VARIANTS = {
     "prithvi_eo_v2_600": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4),
     "prithvi_eo_v2_600_tl": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4, **_TL),
 }
+#: HLS statistics published with the weights (surface reflectance x 10 000)
+PRITHVI_V1_STATS = InputStats("hls", "hls", HLS_BANDS, (775.0, 1081.0, 1229.0, 2497.0, 2204.0, 1611.0),
+                              (1282.0, 1270.0, 1399.0, 1368.0, 1292.0, 1155.0), "dn")
+PRITHVI_V2_STATS = InputStats("hls", "hls", HLS_BANDS, (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0),
+                              (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0), "dn")
+
+
+def _hub(repo: str, filename: str, stats: InputStats, cfg: dict, sha256: str | None = None,
+         notes: str = "") -> PretrainedCfg:
+    return PretrainedCfg(
+        source=f"hf://ibm-nasa-geospatial/{repo}/{filename}", license="Apache-2.0", stats=(stats,),
+        sha256=sha256, input_size=224, patch_size=cfg["patch_size"], num_frames=cfg["num_frames"],
+        page=f"https://huggingface.co/ibm-nasa-geospatial/{repo}", notes=notes)
+
+
+# File names as terratorch's pretrained table has them (the v1 file is also published under
+# its older name Prithvi_100M.pt, with the same sha256).
+_PRETRAINED = {
+    "prithvi_eo_v1_100": ("Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt", PRITHVI_V1_STATS,
+                          "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731"),
+    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_100_tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_300": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_300_tl": ("Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_600": ("Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_600_tl": ("Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt", PRITHVI_V2_STATS, None),
+}
 for _name, _cfg in _VARIANTS.items():
-    register_encoder(_name, PrithviEncoder, img_size=224, **_cfg)
+    _repo, _file, _stats, _sha = _PRETRAINED[_name]
+    register_encoder(_name, PrithviEncoder, pretrained_cfg=_hub(_repo, _file, _stats, _cfg, _sha),
+                     img_size=224, **_cfg)

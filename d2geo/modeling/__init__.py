@@ -1,7 +1,8 @@
 """detectron2 glue: d2geo encoders as backbones, pyramids, meta-architectures, optimizer
 parameter groups. Importing this package registers ``GeoRCNN`` / ``GeoSemanticSegmentor``
 in META_ARCH_REGISTRY and ``build_geo_vit_sfp_backbone`` / ``build_geo_vit_fpn_backbone``
-in BACKBONE_REGISTRY.
+in BACKBONE_REGISTRY, and the ``d2geo://`` and ``hf://`` path handlers on detectron2's
+``PathManager`` (so ``DetectionCheckpointer`` and every detectron2 tool read them).
 """
 from .backbone import TEMPORAL_FOLDS, GeoBackbone, find_geo_backbones, fold_time
 from .config import (
@@ -36,3 +37,7 @@ __all__ = [
     "NO_WEIGHT_DECAY_NAMES",
     "add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone", "build_geo_vit_fpn_backbone",
 ]
+
+from .file_io import register_path_handlers as _register_path_handlers  # noqa: E402
+
+_register_path_handlers()

@@ -70,7 +70,10 @@ class GeoBackbone(Backbone):
         encoder: a registered encoder name (see ``d2geo.encoders.list_encoders()``) or a
             :class:`~d2geo.encoders.GeoEncoder` instance.
         weights: checkpoint to load when ``encoder`` is a name (any upstream format the
-            family reads).
+            family reads): a local path, ``hf://<org>/<repo>[@<revision>]/<file>`` or an
+            ``https://`` URL. With ``pretrained=True`` it replaces the published source.
+        pretrained: load the variant's published weights from its pretrained table
+            (downloaded once, sha256-checked, cached; see ``d2geo.encoders.hub``).
         layers: block indices to tap; negative ones count from the end.
         norm: apply the encoder's final norm to every tap.
         temporal_fold: how temporal encoders' ``(B, D, t, h, w)`` maps become 2-D:
@@ -93,6 +96,7 @@ class GeoBackbone(Backbone):
         encoder: str | nn.Module,
         *,
         weights: Any = None,
+        pretrained: bool = False,
         layers: int | Sequence[int] = (-1,),
         norm: bool = True,
         temporal_fold: str = "concat",
@@ -109,9 +113,10 @@ class GeoBackbone(Backbone):
         if isinstance(encoder, str):
             if drop_path_rate is not None:
                 encoder_kwargs["drop_path_rate"] = drop_path_rate
-            encoder = build_encoder(encoder, weights=weights, **encoder_kwargs)
+            encoder = build_encoder(encoder, weights=weights, pretrained=pretrained, **encoder_kwargs)
         elif isinstance(encoder, nn.Module):
             given = [k for k, v in (("weights", weights), ("drop_path_rate", drop_path_rate)) if v is not None]
+            given += ["pretrained"] if pretrained else []
             if given or encoder_kwargs:
                 raise ValueError(
                     f"GeoBackbone got an encoder instance together with {given + sorted(encoder_kwargs)}; "

@@ -31,7 +31,8 @@ def add_d2geo_config(cfg: CN) -> CN:
     """Add the ``MODEL.D2GEO`` section (defaults in the comments below) to ``cfg``."""
     d = cfg.MODEL.D2GEO = CN()
     d.ENCODER = "dinov2_vitb14_reg"      # registered encoder name
-    d.WEIGHTS = None                     # encoder checkpoint (any upstream format); None: random
+    d.WEIGHTS = None                     # encoder checkpoint (any upstream format; a path, hf://..., https://...)
+    d.PRETRAINED = False                 # the encoder's published weights (used when WEIGHTS is None)
     d.ENCODER_KWARGS = CN(new_allowed=True)  # build_encoder overrides (lower-case keys)
     d.LAYERS = [-1]                      # taps; the FPN builder defaults to four evenly spaced
     d.NORM = True                        # final encoder norm on every tap
@@ -54,7 +55,7 @@ def build_geo_backbone(cfg, input_shape: ShapeSpec | None = None, layers=None) -
     """The plain single-stride :class:`GeoBackbone` described by ``cfg.MODEL.D2GEO``."""
     d = cfg.MODEL.D2GEO
     backbone = GeoBackbone(
-        d.ENCODER, weights=d.WEIGHTS or None, layers=tuple(layers if layers is not None else d.LAYERS),
+        d.ENCODER, weights=d.WEIGHTS or None, pretrained=d.PRETRAINED, layers=tuple(layers if layers is not None else d.LAYERS),
         norm=d.NORM, temporal_fold=d.TEMPORAL_FOLD, freeze=d.FREEZE, drop_path_rate=d.DROP_PATH_RATE,
         grad_checkpointing=d.GRAD_CHECKPOINTING, encoder_kwargs=_encoder_kwargs(cfg),
     )
