@@ -79,6 +79,25 @@ def test_modalities_on_another_grid_are_refused(terramind_examples, tmp_path):
         read_modalities(files)
 
 
+def test_mapper_reads_modality_files_and_refuses_options_that_do_not_fit(terramind_examples):
+    pytest.importorskip("detectron2", reason="detectron2 is not installed: see README")
+    from d2geo.data.datasets import load_geo_semseg
+    from d2geo.data.mapper import GeoDatasetMapper
+
+    name = _places(terramind_examples)[0]
+    (d,) = load_geo_semseg([(_files(terramind_examples, name), os.path.join(terramind_examples, "LULC", name))])
+    assert d["file_name"].endswith(os.path.join("S2L2A", name)) and list(d["modality_files"]) == list(MODS)
+    bands = ["S2L2A:nir_narrow", "S1RTC:VH", "DEM"]
+    out = GeoDatasetMapper(is_train=False, bands=bands)(d)
+    assert out["image"].shape == (3, 224, 224) and out["sem_seg"].shape == (224, 224)
+    with rasterio.open(os.path.join(terramind_examples, "S1RTC", name)) as src:
+        np.testing.assert_array_equal(out["image"][1].numpy(), src.read(2).astype(np.float32))
+    with pytest.raises(GeoTiffError, match="sensor='sentinel-2-l2a' names one sensor.*one per modality"):
+        GeoDatasetMapper(is_train=False, bands=bands, sensor="sentinel-2-l2a")(d)
+    with pytest.raises(GeoTiffError, match=r"\['num_frames'\] are for a time series"):
+        GeoDatasetMapper(is_train=False, bands=bands)({**d, "geo": {"num_frames": 2}})
+
+
 def test_semantic_fpn_config_trains_on_real_s2l2a_s1rtc_dem_and_lulc(terramind_examples, tmp_path):
     pytest.importorskip("detectron2", reason="detectron2 is not installed: see README")
     from detectron2.config import LazyConfig, instantiate

@@ -50,6 +50,7 @@ import functools
 import logging
 import math
 import os
+import warnings
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
@@ -100,10 +101,15 @@ def _open_raster(path: str):
     """``rasterio.open(path)``; GDAL's errors on opening or reading become a GeoTiffError."""
     rasterio = _rasterio()
     from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # the reader says itself, in its own words, what a file without georeferencing
+            # loses (location and GSD) and what to do: rasterio's generic warning adds nothing
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             yield src
     except (RasterioError, CPLE_BaseError) as e:
         raise GeoTiffError(
@@ -672,7 +678,8 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
 def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | None = None,
                     band_names: Mapping[str, Sequence[str]] | None = None,
                     sensor: Mapping[str, str] | None = None, scale=None, offset=None, nodata=None,
-                    fill: str | float | None = "zero", window=None, require_crs: bool = False) -> GeoSample:
+                    fill: str | float | None = "zero", window=None, require_crs: bool = False,
+                    time_tag: str | None = None, time_from_name: bool = True) -> GeoSample:
     """Read one sample whose modalities are separate files on one grid, stacked band-wise.
 
     ``files`` maps a modality name to its GeoTIFF, e.g. ``{"S2L2A": ..., "S1RTC": ..., "DEM":
@@ -686,7 +693,8 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     ``bands`` selects and orders channels: ``"MOD:band"`` names, or a bare modality name for
     all of its bands; default: every band of every file, in the order of ``files``.
     ``sensor``, ``band_names`` and ``scale``/``offset``/``nodata`` may be given per modality
-    (a mapping) or, for the last three, as one value for all. A pixel is valid when it is
+    (a mapping) or, for the last three, as one value for all; ``time_tag`` and
+    ``time_from_name`` apply to every file (see :func:`read_geotiff`). A pixel is valid when it is
     valid in every modality (then filled as ``fill`` says, see :func:`read_geotiff`). The
     files must share CRS, transform and size. Metadata: ``latlon``/``gsd`` of the grid;
     ``timestamps`` only when every file that has a time has the same one (modalities
@@ -757,7 +765,8 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
         samples[m] = read_geotiff(
             path, bands=None if None in sel else sel, band_names=names, sensor=msensor,
             scale=per(scale, m, "scale"), offset=per(offset, m, "offset"), nodata=per(nodata, m, "nodata"),
-            fill=None, window=window, require_crs=require_crs)
+            fill=None, window=window, require_crs=require_crs, time_tag=time_tag,
+            time_from_name=time_from_name)
 
     first = samples[mods[0]] if mods[0] in samples else next(iter(samples.values()))
     for m, s in samples.items():

@@ -223,10 +223,11 @@ class GeoDatasetMapper:
         if self.scale is not None:
             kwargs.setdefault("scale", self.scale)
         if "modality_files" in d:
-            if "num_frames" in kwargs or "timestamps" in kwargs or "time_tag" in kwargs:
-                raise GeoTiffError(f"geo options num_frames/timestamps/time_tag are for one file or dates; "
-                                   f"{d['file_name']} is a sample of modalities {list(d['modality_files'])}")
-            kwargs = {k: v for k, v in kwargs.items() if k != "time_from_name"}
+            dated = [k for k in ("num_frames", "timestamps") if kwargs.get(k) is not None]
+            if dated:
+                raise GeoTiffError(
+                    f"geo options {dated} are for a time series, but {d['file_name']} is one date of the "
+                    f"modalities {list(d['modality_files'])}: remove them from the dataset's geo options")
             if isinstance(kwargs.get("sensor"), str):
                 raise GeoTiffError(
                     f"sensor={kwargs['sensor']!r} names one sensor but {d['file_name']} is a sample of the "
