@@ -123,6 +123,7 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_s1rtc_dem_and_lulc(terramind_e
         net = cfg.model.backbone.net
         assert net.encoder_kwargs["bands"] == cfg.dataloader.train.mapper.bands
         net.weights = None
+        net.pretrained = False
         net.drop_path_rate = 0.0
         net.layers = (0, 1, 2, 3)
         net.encoder = "terramind_v1_tiny"

@@ -1,8 +1,8 @@
 """Mask R-CNN with TerraMind 1.0 base on Sentinel-2 L2A + Sentinel-1 RTC + DEM (ViTDet recipe).
 
-Weights: ``TerraMind_v1_base.pt`` of ``ibm-esa-geospatial/TerraMind-1.0-base`` on the Hugging
-Face Hub, saved where ``model.backbone.net.weights`` points (see
-``configs/common/encoders/terramind.py``).
+Weights by name (``pretrained=True``, see ``configs/common/encoders/terramind.py``):
+``TerraMind_v1_base.pt`` of ``ibm-esa-geospatial/TerraMind-1.0-base`` on the Hugging Face Hub,
+downloaded once into the Hub cache.
 
 Data: one GeoTIFF per modality on one grid; register ``geo_det_train`` / ``geo_det_val``
 (``configs/common/data/geo_detection.py``) with ``{"S2L2A": ..., "S1RTC": ..., "DEM": ...}``

@@ -1,8 +1,8 @@
 """Semantic FPN with TerraMind 1.0 base on Sentinel-2 L2A + Sentinel-1 RTC + DEM (e.g. land cover).
 
-Weights: ``TerraMind_v1_base.pt`` of ``ibm-esa-geospatial/TerraMind-1.0-base`` on the Hugging
-Face Hub, saved where ``model.backbone.net.weights`` points (see
-``configs/common/encoders/terramind.py``).
+Weights by name (``pretrained=True``, see ``configs/common/encoders/terramind.py``):
+``TerraMind_v1_base.pt`` of ``ibm-esa-geospatial/TerraMind-1.0-base`` on the Hugging Face Hub,
+downloaded once into the Hub cache.
 
 Data: one GeoTIFF per modality on one grid, registered as ``{modality: path}`` images, e.g.::
 

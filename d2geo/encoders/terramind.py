@@ -54,12 +54,12 @@ from timm.models.vision_transformer import Block
 from .bands import match_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "expand_terramind_bands",
-           "split_band", "MERGE_METHODS", "TERRAMIND_V1_STATS", "TERRAMIND_V1_WEIGHTS", "terramind_stats"]
+           "split_band", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
 
 MERGE_METHODS = ("mean", "max")
 #: separates the modality from the band in a channel name: ``"S2L2A:B04"``
@@ -425,46 +425,48 @@ class TerraMindEncoder(GeoEncoder):
 
 # -- published weights and input statistics ---------------------------------------------------
 #: Per-modality input statistics of the TerraMind 1.0 pretraining (terratorch's
-#: ``v1_pretraining_mean/std`` of the raw-data modalities), in the modality's band order, in
-#: the units the modalities are stored in (Sentinel-2 reflectance x 10 000 DN, S2RGB 0-255,
-#: Sentinel-1 dB, DEM metres).
-TERRAMIND_V1_STATS: dict[str, tuple[tuple, tuple]] = {
-    "S2L2A": ((1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22,
-               3162.988, 2424.884, 1857.648),
-              (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829,
-               1797.379, 1434.261, 1334.311)),
-    "S2L1C": ((2357.089, 2137.385, 2018.788, 2082.986, 2295.651, 2854.537, 3122.849, 3040.56, 3306.481,
-               1473.847, 506.07, 2472.825, 1838.929),
-              (1624.683, 1675.806, 1557.708, 1833.702, 1823.738, 1733.977, 1732.131, 1679.732, 1727.26,
-               1024.687, 442.165, 1331.411, 1160.419)),
-    "S2RGB": ((87.271, 80.931, 66.667), (58.767, 47.663, 42.631)),
-    "S1GRD": ((-12.599, -20.293), (5.195, 5.890)),
-    "S1RTC": ((-10.93, -17.329), (4.391, 4.459)),
-    "DEM": ((670.665,), (951.272,)),
-}
+#: ``v1_pretraining_mean/std`` of the raw-data modalities), in the modality's band order
+#: (channel names as the encoder takes them), in the units the modalities are stored in.
+#: The first (S2L2A) is the default of the pretrained table.
+TERRAMIND_V1_STATS = (
+    InputStats("S2L2A", "sentinel-2-l2a", tuple(f"S2L2A{MODALITY_SEP}{b}" for b in _S2 + ("B11", "B12")),
+               (1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22,
+                3162.988, 2424.884, 1857.648),
+               (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829,
+                1797.379, 1434.261, 1334.311), "dn"),
+    InputStats("S2L1C", "sentinel-2-l1c", tuple(f"S2L1C{MODALITY_SEP}{b}" for b in _S2 + ("B10", "B11", "B12")),
+               (2357.089, 2137.385, 2018.788, 2082.986, 2295.651, 2854.537, 3122.849, 3040.56, 3306.481,
+                1473.847, 506.07, 2472.825, 1838.929),
+               (1624.683, 1675.806, 1557.708, 1833.702, 1823.738, 1733.977, 1732.131, 1679.732, 1727.26,
+                1024.687, 442.165, 1331.411, 1160.419), "dn"),
+    InputStats("S2RGB", None, ("S2RGB:red", "S2RGB:green", "S2RGB:blue"), (87.271, 80.931, 66.667),
+               (58.767, 47.663, 42.631), "0-255"),
+    InputStats("S1GRD", "sentinel-1", ("S1GRD:VV", "S1GRD:VH"), (-12.599, -20.293), (5.195, 5.890), "dB"),
+    InputStats("S1RTC", "sentinel-1", ("S1RTC:VV", "S1RTC:VH"), (-10.93, -17.329), (4.391, 4.459), "dB"),
+    InputStats("DEM", None, ("DEM:DEM",), (670.665,), (951.272,), "m"),
+)
 
-#: Published weights of each variant (Hugging Face; Apache-2.0). The files are the
-#: pretraining encoder-decoder state dicts (plain tensors, read with weights_only); only
-#: the raw-data encoder is loaded. File names as terratorch's ``pretrained_weights``; the
-#: publisher states no sha256.
-TERRAMIND_V1_WEIGHTS = {
-    name: dict(repo=f"ibm-esa-geospatial/TerraMind-1.0-{size}", filename=f"TerraMind_v1_{size}.pt",
-               source=f"hf://ibm-esa-geospatial/TerraMind-1.0-{size}/TerraMind_v1_{size}.pt",
-               license="Apache-2.0", input_size=224, patch_size=16,
-               page=f"https://huggingface.co/ibm-esa-geospatial/TerraMind-1.0-{size}")
-    for size, name in ((s, f"terramind_v1_{s}") for s in ("tiny", "small", "base", "large"))
-}
+
+def _pretrained(size: str) -> PretrainedCfg:
+    # the pretraining encoder-decoder state dicts (plain tensors); only the raw-data encoder is
+    # loaded. File names as terratorch's ``pretrained_weights``; no sha256 is published.
+    repo = f"ibm-esa-geospatial/TerraMind-1.0-{size}"
+    return PretrainedCfg(source=f"hf://{repo}/TerraMind_v1_{size}.pt", license="Apache-2.0",
+                         stats=TERRAMIND_V1_STATS, input_size=224, patch_size=16,
+                         page=f"https://huggingface.co/{repo}")
 
 
 def terramind_stats(bands: Sequence[str]) -> tuple[list[float], list[float]]:
     """Per-channel pretraining mean and std of TerraMind 1.0 for ``bands`` (channel names as
     the encoder takes them, bare modality names expanded), e.g. for ``model.pixel_mean/std``."""
+    by_mod = {st.name: st for st in TERRAMIND_V1_STATS}
     mean, std = [], []
     for b in expand_terramind_bands(bands):
         mod, band = b.split(MODALITY_SEP, 1)
-        i = [x.lower() for x in TERRAMIND_MODALITIES[mod].bands].index(band.lower())
-        mean.append(TERRAMIND_V1_STATS[mod][0][i])
-        std.append(TERRAMIND_V1_STATS[mod][1][i])
+        spec, st = TERRAMIND_MODALITIES[mod], by_mod[mod]
+        (i,) = match_bands([band], spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
+        mean.append(st.mean[i])
+        std.append(st.std[i])
     return mean, std
 
 
@@ -477,4 +479,5 @@ _VARIANTS = {
     "terramind_v1_large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
 for _name, _cfg in _VARIANTS.items():
-    register_encoder(_name, TerraMindEncoder, img_size=224, patch_size=16, mlp_ratio=4.0, **_cfg)
+    register_encoder(_name, TerraMindEncoder, pretrained_cfg=_pretrained(_name.rsplit("_", 1)[1]),
+                     img_size=224, patch_size=16, mlp_ratio=4.0, **_cfg)
