@@ -22,13 +22,17 @@ FAMILIES = {
     "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+    "terramind": dict(embed_dim=64, depth=4, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
     "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
+    "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
 }
+#: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
+TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 
@@ -52,10 +56,9 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     seg = "semantic_fpn" in name
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
-    # user-facing configs name the family's encoder and load its published weights by name (or an
-    # upstream file), never train from scratch
-    assert net.encoder.startswith(family)
-    assert net.get("pretrained", False) is True or (isinstance(net.weights, str) and net.weights)
+    # user-facing configs name the family's encoder and load its published weights by name,
+    # never train from scratch (as tests/test_configs.py checks for the real-size builds)
+    assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
     net.weights = None
     net.pretrained = False
     net.drop_path_rate = 0.0
@@ -63,7 +66,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     kwargs.update(FAMILIES[family])
     rgb = family.startswith("dino")
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
-    kwargs["bands"] = bands
+    kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
     if family == "clay":
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
