@@ -38,6 +38,8 @@ setup(
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
     ],
     extras_require={
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "geopandas>=0.14", "pyarrow>=14"],
+        # tools/predict_region.py's vector outputs (GeoParquet)
+        "region": ["geopandas>=0.14", "pyarrow>=14"],
     },
 )
