@@ -232,8 +232,9 @@ def _text_width(draw, text, font) -> int:
 
 def layout_panels(rows: Sequence[Sequence[tuple[str, np.ndarray]]], *, legend: Sequence[LegendEntry] = (),
                   row_titles: Sequence[str] | None = None, font_size: int = 14, gap: int = 6) -> np.ndarray:
-    """One picture of ``rows`` of titled panels (each ``(title, rgb)``), row titles on the left
-    of nothing but above each row, and a legend of class colours and names at the bottom."""
+    """One picture of ``rows`` of titled panels (each ``(title, rgb)``) side by side, an optional
+    title above each row, and a legend of class colours and names at the bottom (wrapped to
+    the width; each group, e.g. ground truth and prediction classes, on lines of its own)."""
     from PIL import Image, ImageDraw
 
     font = _font(font_size)

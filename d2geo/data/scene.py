@@ -269,6 +269,16 @@ def _model_in_channels(model) -> int | None:
     return None
 
 
+def _model_bands(model) -> list[str] | None:
+    """The band names the model's encoder was built for, when it names them."""
+    m = getattr(model, "module", model)
+    for mod in (m.modules() if hasattr(m, "modules") else ()):
+        b = getattr(mod, "bands", None)
+        if isinstance(b, (list, tuple)) and b and all(isinstance(x, str) for x in b):
+            return list(b)
+    return None
+
+
 _KIND = {"sem_seg": "a class map (--out-semseg)", "instances": "instances (--out-geojson)"}
 
 
@@ -332,10 +342,12 @@ def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None 
         n_in = len(bands)
     expected = _model_in_channels(model)
     if expected is not None and expected != n_in:
+        known = _model_bands(model)
         raise SceneRequestError(
             f"the model takes {expected} bands but the scene gives {n_in} "
             f"({'--bands ' + ','.join(bands) if bands else 'all bands of ' + scene_paths[0]}): "
-            f"choose the model's bands with --bands (bands=), in its training order")
+            f"choose the model's bands with --bands (bands=), in its training order"
+            + (f" ({', '.join(known)}; with --sensor, a sensor's own band ids work too)" if known else ""))
     info["band_names"] = names
     return info
 
