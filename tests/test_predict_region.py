@@ -297,6 +297,12 @@ def test_bad_region_requests_name_the_fix_and_write_nothing(region, seg_model, t
         dst.write(np.zeros((6, 8, 8), np.int16))
     with pytest.raises(RegionRequestError, match="has no CRS"):
         predict_region(seg_model, [str(nocrs)], str(out), opts, progress=False)
+    # scenes on two continents: no projected mosaic CRS holds both
+    far = tmp_path / "far.tif"
+    write_geotiff(str(far), np.full((6, 16, 16), 0.1), transform=from_origin(500000, 9000000, 10, 10),
+                  crs="EPSG:32736", when=WHEN)
+    with pytest.raises(RegionRequestError, match="too far apart .* --mosaic-crs EPSG:4326"):
+        predict_region(seg_model, [region["a"], str(far)], str(out), opts, progress=False)
     assert sorted(os.listdir(out)) == [STATE_DIR] and os.listdir(out / STATE_DIR / "done") == []
 
 

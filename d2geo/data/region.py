@@ -342,16 +342,28 @@ def _edge_distance(scene: RegionScene, xs: np.ndarray, ys: np.ndarray) -> np.nda
     return d * scene.gsd
 
 
+def _lonlat_box(scene: RegionScene) -> tuple[float, float, float, float]:
+    """West, south, east, north of the scene in degrees (its edges sampled, 16 points a side)."""
+    from rasterio.warp import transform as warp
+
+    t = np.linspace(0, 1, 17)
+    cols = np.concatenate([t * scene.width, np.full(17, scene.width), t[::-1] * scene.width, np.zeros(17)])
+    rows = np.concatenate([np.zeros(17), t * scene.height, np.full(17, scene.height), t[::-1] * scene.height])
+    xs, ys = apply_affine(scene.transform, cols, rows)
+    lon, lat = warp(scene.crs, "EPSG:4326", xs.tolist(), ys.tolist())
+    return min(lon), min(lat), max(lon), max(lat)
+
+
 def _neighbours(scene: RegionScene, scenes: Sequence[RegionScene]) -> list[int]:
-    """Indices of the scenes whose footprints overlap ``scene``'s (bounding boxes in its CRS)."""
-    own = scene.footprint()
-    x0, x1, y0, y1 = own[:, 0].min(), own[:, 0].max(), own[:, 1].min(), own[:, 1].max()
+    """Indices of the scenes whose footprints overlap ``scene``'s (longitude/latitude boxes;
+    scenes across the antimeridian are not matched)."""
+    w, s_, e, n = _lonlat_box(scene)
     out = []
     for i, other in enumerate(scenes):
         if other.id == scene.id:
             continue
-        fp = other.footprint(scene.crs)
-        if fp[:, 0].max() > x0 and fp[:, 0].min() < x1 and fp[:, 1].max() > y0 and fp[:, 1].min() < y1:
+        ow, os_, oe, on = _lonlat_box(other)
+        if ow < e and oe > w and os_ < n and on > s_:
             out.append(i)
     return out
 
@@ -800,6 +812,7 @@ def write_mosaic_vrt(scenes: Sequence[RegionScene], out_dir: str, *, crs=None, n
     """A VRT over every scene's class map (``<id>.tif``) in ``crs`` (default: the first
     scene's); class maps in other CRSs enter through ``<id>.warped.vrt`` (nearest)."""
     import rasterio
+    from rasterio._err import CPLE_BaseError
     from rasterio.crs import CRS
     from rasterio.shutil import copy
     from rasterio.vrt import WarpedVRT
@@ -815,10 +828,14 @@ def write_mosaic_vrt(scenes: Sequence[RegionScene], out_dir: str, *, crs=None, n
             src_path = p
         else:
             src_path = os.path.join(out_dir, s.id + ".warped.vrt")
-            with rasterio.open(p) as src, WarpedVRT(src, crs=crs, resampling=rasterio.enums.Resampling.nearest) as v:
-                with atomic_path(src_path) as tmp:
-                    copy(v, tmp, driver="VRT")
-                    _relative_sources(tmp, out_dir)
+            try:
+                with rasterio.open(p) as src, WarpedVRT(src, crs=crs,
+                                                        resampling=rasterio.enums.Resampling.nearest) as v:
+                    with atomic_path(src_path) as tmp:
+                        copy(v, tmp, driver="VRT")
+                        _relative_sources(tmp, out_dir)
+            except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
+                raise _mosaic_crs_error(s, crs, e) from None
         with rasterio.open(src_path) as src:
             sources.append((src_path, src.transform, src.width, src.height, s.crs == crs))
     # the finest pixel of the class maps already in the mosaic's CRS (else of the warped ones)
@@ -860,6 +877,33 @@ def write_mosaic_vrt(scenes: Sequence[RegionScene], out_dir: str, *, crs=None, n
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(xml)
     return path
+
+
+def _mosaic_crs_error(scene: RegionScene, crs, e) -> RegionRequestError:
+    return RegionRequestError(
+        f"the class map of {scene.id} ({scene.crs}) cannot be warped into the mosaic's CRS {crs} ({e}): the scenes "
+        f"lie too far apart for one projected CRS; choose one that covers them all, e.g. --mosaic-crs EPSG:4326 "
+        f"(mosaic_crs=)")
+
+
+def check_mosaic_crs(scenes: Sequence[RegionScene], crs=None) -> None:
+    """Raise :class:`RegionRequestError` (before any work) when a scene cannot be warped into
+    the mosaic's CRS (default: the first scene's)."""
+    from rasterio.crs import CRS
+    from rasterio.warp import calculate_default_transform
+
+    crs = CRS.from_user_input(crs) if crs is not None else scenes[0].crs
+    for s in scenes:
+        if s.crs == crs:
+            continue
+        try:
+            left, top = apply_affine(s.transform, 0, 0)
+            right, bottom = apply_affine(s.transform, s.width, s.height)
+            calculate_default_transform(s.crs, crs, s.width, s.height, left=float(min(left, right)),
+                                        bottom=float(min(top, bottom)), right=float(max(left, right)),
+                                        top=float(max(top, bottom)))
+        except Exception as e:  # GDAL's CPLE_* errors
+            raise _mosaic_crs_error(s, crs, e) from None
 
 
 def _relative_sources(vrt_path: str, out_dir: str) -> None:
@@ -959,6 +1003,8 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
     if opts.max_strip_width < opts.tile:
         raise RegionRequestError(f"max_strip_width={opts.max_strip_width} is narrower than a window ({opts.tile}): "
                                  f"make it at least the tile size")
+    if semseg:
+        check_mosaic_crs(scenes, mosaic_crs)
     if device_type is None:
         params = list(getattr(model, "parameters", lambda: [])())
         device_type = params[0].device.type if params else "cpu"
