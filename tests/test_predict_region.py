@@ -160,6 +160,17 @@ def test_a_scene_without_neighbours_matches_predict_scene(region, seg_model, tmp
     with rasterio.open(out / "c_zone11.tif") as a, rasterio.open(out2 / "c_zone11.tif") as b:
         la, lb = a.read(1), b.read(1)
     assert (lb != 255).all() and (la == lb).mean() > 0.97
+    # bfloat16 autocast (forced; "auto" uses it where the CPU or GPU computes bf16 natively)
+    from d2geo.data.region import _autocast
+
+    assert not isinstance(_autocast("cpu", "off"), torch.autocast)
+    assert isinstance(_autocast("cpu", "bf16"), torch.autocast)
+    out3 = tmp_path / "bf16"
+    out3.mkdir()
+    opts.max_strip_width, opts.amp = 4096, "bf16"
+    predict_region(seg_model, [region["c"]], str(out3), opts, progress=False)
+    with rasterio.open(out3 / "c_zone11.tif") as b:
+        assert (b.read(1) == la).mean() > 0.95
 
 
 def test_overlapping_scenes_predict_each_point_once_and_the_mosaic_shows_all(region, seg_run):

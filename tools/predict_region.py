@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mosaic-crs", default=None, help="CRS of mosaic.vrt (default: the first scene's)")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--dedup-threshold", type=float, default=0.5)
-    p.add_argument("--amp", choices=("bf16", "off"), default="bf16",
-                   help="bfloat16 autocast where the device has it (default), or float32")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                   help="bfloat16 autocast: auto (default) where the device computes in bfloat16 natively "
+                        "(CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16), bf16 always, off: float32")
     p.add_argument("--max-strip-width", type=int, default=4096,
                    help="scenes wider than this are processed in column strips (bounds the memory)")
     p.add_argument("--cog-blocksize", type=int, default=512,
@@ -136,7 +137,12 @@ def run(args) -> dict:
         opts.class_names = config_class_names(cfg, "semantic")
     if opts.object_names is None:
         opts.object_names = config_class_names(cfg, "instances")
-    with open(args.config_file, encoding="utf-8") as f:
+    config_path = args.config_file
+    if not os.path.isfile(config_path):  # a model-zoo name (load_model resolved it the same way)
+        from d2geo.model_zoo import get_config_file
+
+        config_path = get_config_file(config_path)
+    with open(config_path, encoding="utf-8") as f:
         config_text = f.read()
     key = model_key(args.weights, config_text, args.opts, opts)
     try:

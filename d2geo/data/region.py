@@ -459,12 +459,27 @@ def _sha256(path: str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def _cpu_has_fast_bf16() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
 def _autocast(device_type: str, amp: str):
+    """bfloat16 autocast: ``"auto"`` where the device computes in bfloat16 natively (CUDA GPUs
+    with bf16, CPUs with AMX or AVX512-BF16), ``"bf16"`` always, ``"off"`` never."""
     if amp in (None, "off", "none", False):
         return contextlib.nullcontext()
-    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
-        return contextlib.nullcontext()  # bfloat16 only; fp16 outputs could overflow the scores
+    if amp not in ("auto", "bf16", "bfloat16"):
+        raise ValueError(f"amp={amp!r}: use 'auto', 'bf16' or 'off'")
     if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        return contextlib.nullcontext()  # bfloat16 only: float16 scores could overflow
+    if amp == "auto" and device_type == "cpu" and not _cpu_has_fast_bf16():
         return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=torch.bfloat16)
 
@@ -498,7 +513,7 @@ class RegionOptions:
     score_threshold: float = 0.5
     dedup_threshold: float = 0.5
     edge_margin: int = 2
-    amp: str = "bf16"
+    amp: str = "auto"  # bfloat16 autocast where the device has it natively; "bf16", "off"
     max_strip_width: int = 4096
     cog_blocksize: int = COG_BLOCK  # overviews are made until the image fits one block
 
@@ -653,7 +668,8 @@ def predict_region_scene(model, scene: RegionScene, scenes: Sequence[RegionScene
                         if instances:
                             if "instances" not in out:
                                 raise RegionRequestError(f"the model returns {sorted(out)}, not 'instances'")
-                            detections.extend(_window_instances(_float32(out["instances"]), row, col, tile, height, width,
+                            detections.extend(_window_instances(_float32(out["instances"]), row, col, tile, height,
+                                                                width,
                                                                 valid, opts.score_threshold, opts.edge_margin))
                     if on_windows is not None:
                         on_windows(len(batch), len(wins))
@@ -860,7 +876,8 @@ def write_mosaic_vrt(scenes: Sequence[RegionScene], out_dir: str, *, crs=None, n
     for path, t, w, h in sources:
         dx, dy = (t.c - x0) / res, (y1 - t.f) / res
         srcs.append(f'    <ComplexSource resampling="nearest">\n'
-                    f'      <SourceFilename relativeToVRT="1">{escape(os.path.relpath(path, out_dir))}</SourceFilename>\n'
+                    f'      <SourceFilename relativeToVRT="1">{escape(os.path.relpath(path, out_dir))}'
+                    f"</SourceFilename>\n"
                     f"      <SourceBand>1</SourceBand>\n"
                     f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
                     f'      <DstRect xOff="{dx!r}" yOff="{dy!r}" xSize="{w * abs(t.a) / res!r}" '
@@ -1025,14 +1042,12 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
     try:
         for s in todo:
             t0 = time.perf_counter()
-            n_windows = [0]
 
             def on_windows(n, total, s=s):
                 bar.add(s.km2 * n / max(total, 1) / max(len(_strips(s.width, opts.max_strip_width)), 1))
 
             outs = predict_region_scene(model, s, scenes, out_dir, opts, semseg=semseg, instances=instances,
                                         device_type=device_type, on_windows=on_windows)
-            del n_windows
             _record_done(s, out_dir, key, outs, time.perf_counter() - t0)
             done.append(s.id)
     finally:
