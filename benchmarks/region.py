@@ -91,7 +91,7 @@ def write_scene(path: str, size: int, seed: int = 0) -> None:
     import numpy as np
     from rasterio.transform import from_origin
 
-    from d2geo.data.synthetic_geotiff import render_tile, write_geotiff
+    from d2geo.data.synthetic.generator import render_tile, write_geotiff
 
     rng = np.random.default_rng(seed)
     n = -(-size // 64)

@@ -78,6 +78,8 @@ __all__ = ["RegionScene", "collect_scenes", "stac_item_vrt", "shard_scenes", "ow
 #: hidden folder in the output folder with the manifest entries and STAC VRTs
 STATE_DIR = ".d2geo-region"
 GDAL_CACHE_MB = 64
+#: a scene may lie this far (degrees) outside the area of use of the mosaic's CRS
+MOSAIC_MARGIN_DEG = 10.0
 COG_BLOCK = 512
 _RASTER_EXT = (".tif", ".tiff", ".vrt", ".jp2")
 
@@ -320,10 +322,7 @@ def collect_scenes(inputs: Sequence[str], state_dir: str | None = None, *,
                 raise RegionRequestError(f"{paths[0]} has no CRS: region outputs need georeferenced scenes "
                                          f"(assign one with gdal_edit.py -a_srs)")
             crs, transform, h, w = src.crs, src.transform, src.height, src.width
-        lat = None
-        if crs.is_geographic:
-            lat = float(apply_affine(transform, w / 2, h / 2)[1])
-        scenes.append(RegionScene(sid, paths, sources, crs, transform, h, w, pixel_gsd(crs, transform, lat)))
+        scenes.append(RegionScene(sid, paths, sources, crs, transform, h, w, pixel_gsd(crs, transform, h, w)))
     return scenes
 
 
@@ -909,10 +908,20 @@ def check_mosaic_crs(scenes: Sequence[RegionScene], crs=None) -> None:
     from rasterio.crs import CRS
     from rasterio.warp import calculate_default_transform
 
+    import pyproj
+
     crs = CRS.from_user_input(crs) if crs is not None else scenes[0].crs
+    epsg = crs.to_epsg()
+    area = (pyproj.CRS.from_epsg(epsg) if epsg else pyproj.CRS.from_wkt(crs.to_wkt())).area_of_use
     for s in scenes:
         if s.crs == crs:
             continue
+        if area is not None and not (area.west <= -180 and area.east >= 180):
+            w, so, e, n = _lonlat_box(s)
+            m = MOSAIC_MARGIN_DEG
+            if w > area.east + m or e < area.west - m or so > area.north + m or n < area.south - m:
+                raise _mosaic_crs_error(s, crs, f"it lies more than {m} degrees outside the area of use of "
+                                                f"{crs} ({area.name})")
         try:
             left, top = apply_affine(s.transform, 0, 0)
             right, bottom = apply_affine(s.transform, s.width, s.height)
