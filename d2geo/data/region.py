@@ -40,8 +40,9 @@ written to a temporary name and renamed when complete; a finished scene gets an 
 config and every option that changes outputs) and of its outputs. A rerun skips the
 scenes whose entry matches (resume after a kill), and redoes the others.
 
-Memory: a ``DataLoader`` reads ``batch_size`` windows per step ahead of the model
-(``num_workers`` processes), the model sees ``batch_size`` windows per forward, the class
+Memory and speed: a ``DataLoader`` reads ``batch_size`` windows per step ahead of the model
+(``num_workers`` processes), the model sees ``batch_size`` windows per forward (under
+bfloat16 autocast where the device computes bfloat16 natively, ``amp="auto"``), the class
 map is written in strips to a tiled GeoTIFF and converted to a COG by GDAL with a bounded
 block cache (``GDAL_CACHEMAX``, 64 MB): the peak does not grow with the scene size.
 Kept instances hold only their mask crops.
