@@ -77,13 +77,12 @@ def terratorch_tiled_inference():
         sys.modules.setdefault(name, types.ModuleType(name))
     utils = types.ModuleType("terratorch.models.utils")
 
-    def pad_images(*a, **k):  # pragma: no cover - never called with padding=False... and delta=0
+    def pad_images(*a, **k):  # pragma: no cover - tiled_inference imports it but never calls it
         raise RuntimeError("pad_images stub called")
 
     utils.pad_images = pad_images
     sys.modules.setdefault("terratorch.models.utils", utils)
-    load = getattr(upstream, "load_upstream_module", None) or upstream._load
-    return load("terratorch", "terratorch/tasks/tiled_inference.py", "_ref_tiled_inference")
+    return upstream.load_upstream_module("terratorch", "terratorch/tasks/tiled_inference.py", "_ref_tiled_inference")
 
 
 def write_scene(path: str, size: int, seed: int = 0) -> None:

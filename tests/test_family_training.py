@@ -55,6 +55,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     # user-facing configs name the family's encoder and its upstream file, never train from scratch
     assert net.encoder.startswith(family) and isinstance(net.weights, str) and net.weights
     net.weights = None
+    net.pretrained = False
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(FAMILIES[family])
