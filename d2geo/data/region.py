@@ -703,8 +703,8 @@ def predict_region_scene(model, scene: RegionScene, scenes: Sequence[RegionScene
             final["geoparquet"] = stack.enter_context(atomic_path(outs["geoparquet"]))
             _write_geoparquet(gj, final["geoparquet"], opts.to_crs or scene.crs)
         # leaving the stack renames every output into place (class map last)
-    logger.info("%s: %dx%d px, %.2f km^2, %d instances kept of %d detections", scene.id, height, width, scene.km2,
-                len(kept), len(detections))
+    logger.info("%s: %dx%d px, %.2f km^2%s", scene.id, height, width, scene.km2,
+                f", {len(kept)} instances kept of {len(detections)} detections" if instances else "")
     return outs
 
 
@@ -963,7 +963,7 @@ class _Progress:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=round(total_km2, 3), unit="km²", unit_scale=False, desc="region",
+                self.bar = tqdm(total=total_km2, unit="km²", unit_scale=False, desc="region",
                                 bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} km² [{elapsed}<{remaining}, "
                                            "{rate_fmt}]")
             except ImportError:  # pragma: no cover
@@ -972,7 +972,7 @@ class _Progress:
     def add(self, km2: float):
         if self.bar is None:
             return
-        self.bar.update(km2)
+        self.bar.update(min(km2, max(self.bar.total - self.bar.n, 0.0)))  # float sums never pass the total
         now = time.monotonic()
         if now - self.last_poll > 2.0:
             self.poll()
