@@ -200,7 +200,8 @@ def main(argv=None) -> str:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--sections", nargs="+", default=["onnx", "compile"], choices=["onnx", "compile"])
     p.add_argument("--reps", type=int, default=None)
-    p.add_argument("--output", default=None, help="also write the markdown here")
+    p.add_argument("--output", default=None,
+                   help="also write the markdown here (the committed page is docs/benchmarks-deployment.md)")
     args = p.parse_args(argv)
     import logging
 
