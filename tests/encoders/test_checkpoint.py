@@ -15,7 +15,7 @@ from conftest import load_upstream_module
 from d2geo.encoders import CheckpointError, build_encoder
 from d2geo.encoders.checkpoint import load_encoder_weights
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 DINOV2_TINY = dict(embed_dim=48, depth=3, num_heads=3, img_size=98)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

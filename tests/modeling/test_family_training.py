@@ -57,7 +57,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     # user-facing configs name the family's encoder and load its published weights by name,
-    # never train from scratch (as tests/test_configs.py checks for the real-size builds)
+    # never train from scratch (as tests/configs/test_configs.py checks for the real-size builds)
     assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
     net.weights = None
     net.pretrained = False

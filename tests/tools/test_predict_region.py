@@ -25,7 +25,7 @@ from d2geo.data.region import (  # noqa: E402
 from d2geo.data.scene import SceneRequestError, predict_scene  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS, render_tile, write_geotiff  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
 DET = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_tiny.py")
 TOOL = os.path.join(ROOT, "tools", "predict_region.py")

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("detectron2")
 pytest.importorskip("detrex", reason="detrex is not installed (optional)")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
