@@ -16,6 +16,10 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 REPO = Path(__file__).resolve().parents[2]
 
 
+# the quick benchmark run takes about a minute: CI runs it in its slow pass
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")

@@ -53,6 +53,7 @@ def _final_weights(out):
     return torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
 
 
+@pytest.mark.slow  # three training processes, one SIGKILLed (~60 s)
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     """~30 s: three short runs of the quickstart segmentation model in fresh interpreters."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",

@@ -38,6 +38,7 @@ def test_get_config_and_file():
         model_zoo.get_config("dino_v2/mask_rcnn_vitb14.yaml")
 
 
+@pytest.mark.slow  # builds a wheel (~20 s)
 def test_built_package_ships_the_configs(tmp_path):
     """setup.py's build step copies configs/ into d2geo/model_zoo/configs, and the zoo reads
     them from there when d2geo is not a source checkout."""
