@@ -21,12 +21,14 @@ FAMILIES = {
     "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+    "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
     "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
+    "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
 }
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 

@@ -14,6 +14,7 @@ from . import dinov2  # noqa: F401,E402  isort: skip
 from . import clay  # noqa: F401,E402  isort: skip
 from . import prithvi  # noqa: F401,E402  isort: skip
 from . import dinov3  # noqa: F401,E402  isort: skip
+from . import ssl4eo  # noqa: F401,E402  isort: skip
 
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
