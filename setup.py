@@ -36,6 +36,7 @@ setup(
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
+        "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
     ],
     extras_require={
         "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],

@@ -1,58 +1,95 @@
-"""Upstream reference modules for the benchmarks, loaded exactly as the test suite does.
+"""Upstream reference modules, read straight from pinned wheels.
 
-The loading logic lives in ``tests/conftest.py`` (one ``.py`` file read straight from the
-pinned upstream wheel, never an installed package); this module imports that file by
-path instead of repeating it.
+The fidelity tests (through ``tests/conftest.py``) and the benchmarks compare d2geo with
+the upstream implementations. Those are test references only, never runtime
+dependencies: one ``.py`` file is read from the pinned wheel and executed as a module,
+without installing the package or its dependencies. The wheels are downloaded (no deps)
+into ``$D2GEO_UPSTREAM_WHEELS`` (default ``~/.cache/d2geo/wheels``) on first use.
+
+Nothing here needs pytest: a reference that cannot be had raises
+:class:`UpstreamUnavailable`, which the tests turn into a skip and the benchmarks into a
+"not measured" row.
 """
 from __future__ import annotations
 
+import glob
 import importlib.util
+import os
+import subprocess
 import sys
-from pathlib import Path
+import types
+import zipfile
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+#: the pinned upstream wheels
+UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0"}
+WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
+                           os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
 
 
 class UpstreamUnavailable(RuntimeError):
     """The reference module could not be loaded (wheel not downloadable, einops missing...)."""
 
 
-def _conftest():
-    name = "_d2geo_tests_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = REPO / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+def upstream_wheel(dist: str) -> str:
+    """Path of the pinned upstream wheel, downloaded (no deps) into WHEEL_DIR if needed."""
+    spec = UPSTREAM_WHEELS[dist]
+    version = spec.split("==")[1]
+    pattern = os.path.join(WHEEL_DIR, f"{dist}-{version}-*.whl")
+    found = glob.glob(pattern)
+    if not found:
+        os.makedirs(WHEEL_DIR, exist_ok=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", WHEEL_DIR, spec],
+            capture_output=True, text=True)
+        found = glob.glob(pattern)
+        if not found:
+            raise UpstreamUnavailable(f"upstream reference wheel {spec} is not available "
+                                      f"(pip download failed: {proc.stderr.strip()[-300:]})")
+    return found[0]
+
+
+def load_upstream_module(dist: str, member: str, module_name: str, *, aliases=()) -> types.ModuleType:
+    """Import one ``.py`` file of an upstream wheel as ``module_name``.
+
+    ``aliases`` registers the module under further names too, so that sibling files
+    that import it by their own package path (``from src.utils import ...``) find it.
+    """
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if importlib.util.find_spec("einops") is None:
+        raise UpstreamUnavailable("the upstream reference modules need einops (pip install einops)")
+    with zipfile.ZipFile(upstream_wheel(dist)) as zf:
+        source = zf.read(member).decode()
+    spec = importlib.util.spec_from_loader(module_name, loader=None)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
+    module.__file__ = f"<{dist} wheel>/{member}"
+    sys.modules[module_name] = module
+    for alias in aliases:
+        sys.modules[alias] = module
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+    except BaseException:
+        for name in (module_name, *aliases):
+            sys.modules.pop(name, None)
+        raise
     return module
 
 
-def _load(dist: str, member: str, module_name: str, aliases=()):
-    try:
-        return _conftest().load_upstream_module(dist, member, module_name, aliases=aliases)
-    except BaseException as e:  # pytest.skip raises an OutcomeException (a BaseException)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise UpstreamUnavailable(f"{dist} reference not available: {e}") from None
-
-
-def terratorch_prithvi():
+def terratorch_prithvi() -> types.ModuleType:
     """terratorch 1.2.13's ``prithvi_mae`` module (``PrithviViT``)."""
-    return _load("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
+    return load_upstream_module("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
 
 
-def claymodel():
+def claymodel() -> types.ModuleType:
     """claymodel 1.5.0's ``model`` module (``Encoder``), its ``src.*`` siblings aliased."""
     precision = torch.get_float32_matmul_precision()
     try:
-        _load("claymodel", "utils.py", "_ref_clay_utils", aliases=("src.utils",))
-        _load("claymodel", "factory.py", "_ref_clay_factory", aliases=("src.factory",))
-        _load("claymodel", "backbone.py", "_ref_clay_backbone", aliases=("src.backbone",))
-        return _load("claymodel", "model.py", "_ref_clay_model", aliases=("src.model",))
+        load_upstream_module("claymodel", "utils.py", "_ref_clay_utils", aliases=("src.utils",))
+        load_upstream_module("claymodel", "factory.py", "_ref_clay_factory", aliases=("src.factory",))
+        load_upstream_module("claymodel", "backbone.py", "_ref_clay_backbone", aliases=("src.backbone",))
+        return load_upstream_module("claymodel", "model.py", "_ref_clay_model", aliases=("src.model",))
     finally:
         # model.py lowers the float32 matmul precision of the whole process on import
         torch.set_float32_matmul_precision(precision)

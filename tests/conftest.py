@@ -1,62 +1,36 @@
 """Shared test helpers: the upstream reference modules and tiny checkpoints."""
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
-import subprocess
-import sys
 import types
-import zipfile
 
 import pytest
 import torch
 
-#: Upstream wheels the fidelity tests read their reference modules from. They are test
-#: references only, never runtime dependencies: the module files are loaded straight
-#: from the wheel, without installing the package or its dependencies.
-UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0"}
-WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
-                           os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
+from benchmarks import upstream  # the pinned upstream wheels, shared with the benchmarks
+from benchmarks.common import tiny_rcnn_heads  # noqa: F401  (the benchmarks' quick profile uses it too)
 
-
-def upstream_wheel(dist: str) -> str:
-    """Path of the pinned upstream wheel, downloaded (no deps) into WHEEL_DIR if needed."""
-    spec = UPSTREAM_WHEELS[dist]
-    version = spec.split("==")[1]
-    pattern = os.path.join(WHEEL_DIR, f"{dist}-{version}-*.whl")
-    found = glob.glob(pattern)
-    if not found:
-        os.makedirs(WHEEL_DIR, exist_ok=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", WHEEL_DIR, spec],
-            capture_output=True, text=True)
-        found = glob.glob(pattern)
-        if not found:
-            pytest.skip(f"upstream reference wheel {spec} is not available "
-                        f"(pip download failed: {proc.stderr.strip()[-300:]})")
-    return found[0]
+def _or_skip(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except upstream.UpstreamUnavailable as e:
+        pytest.skip(str(e))
 
 
 def load_upstream_module(dist: str, member: str, module_name: str, *, aliases=()) -> types.ModuleType:
-    """Import one ``.py`` file of an upstream wheel as ``module_name``.
+    """One ``.py`` file of a pinned upstream wheel as a module (see :mod:`benchmarks.upstream`);
+    skips the test when the reference cannot be had."""
+    return _or_skip(upstream.load_upstream_module, dist, member, module_name, aliases=aliases)
 
-    ``aliases`` registers the module under further names too, so that sibling files
-    that import it by their own package path (``from src.utils import ...``) find it.
-    """
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    pytest.importorskip("einops", reason="the upstream reference modules need einops")
-    with zipfile.ZipFile(upstream_wheel(dist)) as zf:
-        source = zf.read(member).decode()
-    spec = importlib.util.spec_from_loader(module_name, loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__file__ = f"<{dist} wheel>/{member}"
-    sys.modules[module_name] = module
-    for alias in aliases:
-        sys.modules[alias] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
+
+def terratorch_prithvi() -> types.ModuleType:
+    """terratorch's ``prithvi_mae`` module (``PrithviViT``), or a skip."""
+    return _or_skip(upstream.terratorch_prithvi)
+
+
+def claymodel() -> types.ModuleType:
+    """claymodel's ``model`` module (``Encoder``, its ``src.*`` siblings aliased), or a skip."""
+    return _or_skip(upstream.claymodel)
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -85,3 +59,142 @@ def terramind_examples() -> str:
         pytest.skip(f"the real example tiles are not at {TERRAMIND_EXAMPLES} "
                     "(set D2GEO_TERRAMIND_EXAMPLES to their folder)")
     return TERRAMIND_EXAMPLES
+
+
+# -- tiny detectron2 heads: the tests are about d2geo's glue, not detectron2's heads ---------------
+def tiny_semseg_head(model, channels: int = 32):
+    """Shrink the pyramid and the SemSegFPNHead of a semantic FPN LazyConfig ``model`` in place."""
+    model.backbone.out_channels = channels
+    model.sem_seg_head.conv_dims = channels
+    model.sem_seg_head.norm = ""
+    return model
+
+
+def tiny_mask_rcnn(backbone=None, num_bands: int = 5, *, pixel_mean: float = 500.0, pixel_std: float = 290.0,
+                   num_classes: int = 2, box_conv_dims=()):
+    """detectron2's ViTDet Mask R-CNN as a ``GeoRCNN`` on the GeoBackbone (or its LazyCall)
+    ``backbone`` (default: a tiny DINOv2 on :data:`BANDS5`), with tiny heads."""
+    from detectron2 import model_zoo
+    from detectron2.config import LazyCall as L
+    from detectron2.config import instantiate
+    from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+
+    from d2geo.modeling import GeoBackbone, GeoRCNN, SimpleFeaturePyramid
+
+    net = backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO)
+    cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
+    cfg._target_ = GeoRCNN
+    cfg.backbone = L(SimpleFeaturePyramid)(net=net, out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
+    cfg.pixel_mean, cfg.pixel_std = [pixel_mean] * num_bands, [pixel_std] * num_bands
+    cfg.input_format = None
+    cfg.roi_heads.num_classes = num_classes
+    return instantiate(tiny_rcnn_heads(cfg, 32, box_conv_dims))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: tiny models run ~10x faster on one thread than on two on a shared
+    CPU (the OpenMP workers spin-wait for each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_segmentor(backbone, num_bands: int, num_classes: int = 3):
+    """A GeoSemanticSegmentor with a tiny SemSegFPNHead on the pyramid ``backbone``."""
+    from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
+
+    from d2geo.modeling import GeoSemanticSegmentor
+
+    head = SemSegFPNHead(backbone.output_shape(), num_classes=num_classes, conv_dims=32, common_stride=4,
+                         norm="", ignore_value=255)
+    return GeoSemanticSegmentor(backbone=backbone, sem_seg_head=head,
+                                pixel_mean=[500.0] * num_bands, pixel_std=[290.0] * num_bands)
+
+
+#: five bands of a tiny multispectral DINOv2 (pretrained RGB plus coastal and nir)
+BANDS5 = ("coastal", "blue", "green", "red", "nir")
+TINY_DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=BANDS5)
+
+
+def dino_backbone(**kw):
+    """A GeoBackbone on a tiny DINOv2 with registers over :data:`BANDS5`."""
+    from d2geo.modeling import GeoBackbone
+
+    enc_kw = {**TINY_DINO, **kw.pop("encoder_kwargs", {})}
+    return GeoBackbone("dinov2_vits14_reg", encoder_kwargs=enc_kw, **kw)
+
+
+def make_sample(C=5, H=64, W=64, T=None, meta=True, n_boxes=2, seed=0) -> dict:
+    """A dataset dict as a mapper makes it: image (x1000), metadata, two box/mask instances and
+    the matching semantic labels."""
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    shape = (C, H, W) if T is None else (C, T, H, W)
+    d = {"image": torch.rand(shape, generator=g) * 1000, "height": H, "width": W}
+    if meta:
+        d["metadata"] = {"latlon": [10.0 + seed, 20.0], "gsd": 10.0 + seed,
+                         "timestamps": [1.6e9 + 86400 * k for k in range(T or 1)]}
+    boxes = torch.tensor([[4.0, 6.0, 30.0, 28.0], [34.0, 30.0, 60.0, 60.0]])[:n_boxes]
+    inst = Instances((H, W))
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.tensor([0, 1])[:n_boxes]
+    masks = torch.zeros(n_boxes, H, W, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+        masks[i, y0:y1, x0:x1] = True
+    inst.gt_masks = BitMasks(masks)
+    d["instances"] = inst
+    d["sem_seg"] = (masks.long() * torch.tensor([1, 2])[:n_boxes, None, None]).amax(0)
+    return d
+
+
+# -- GeoTIFFs and detectron2's catalogs -----------------------------------------------------------
+UTM = "EPSG:32610"
+
+
+def write_tif(path, data, *, crs=UTM, transform=None, nodata=None, names=None, tags=None, scales=None,
+              offsets=None) -> str:
+    """Write ``data`` ``(C, H, W)`` or ``(H, W)`` (its dtype) as a GeoTIFF; returns the path.
+    The default transform puts 30 m pixels in UTM zone 10N."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    c, h, w = data.shape
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    transform = transform if transform is not None else from_origin(500_000, 4_000_000, 30, 30)
+    kw = dict(driver="GTiff", width=w, height=h, count=c, dtype=data.dtype.name, transform=transform)
+    if crs is not None:
+        kw["crs"] = crs
+    if nodata is not None:
+        kw["nodata"] = nodata
+    with rasterio.open(path, "w", **kw) as dst:
+        dst.write(data)
+        if names:
+            for i, n in enumerate(names):
+                dst.set_band_description(i + 1, n)
+        if tags:
+            dst.update_tags(**tags)
+        if scales is not None:
+            dst.scales = scales
+        if offsets is not None:
+            dst.offsets = offsets
+    return str(path)
+
+
+@pytest.fixture
+def d2_catalog():
+    """A list to put registered dataset names in: they leave detectron2's catalogs afterwards."""
+    names: list[str] = []
+    yield names
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    for n in names:
+        if n in DatasetCatalog.list():
+            DatasetCatalog.remove(n)
+        MetadataCatalog.remove(n)

@@ -21,12 +21,13 @@ from detectron2.config import LazyCall as L  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label  # noqa: E402
+from d2geo.data.datasets import geojson_to_annotations  # noqa: E402
+from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid  # noqa: E402
-from test_data_geotiff import write_tif  # noqa: E402
-from test_modeling import _sample, dino_backbone, tiny_mask_rcnn, tiny_segmentor  # noqa: E402
+from conftest import dino_backbone, tiny_mask_rcnn, tiny_segmentor, write_tif  # noqa: E402
+from conftest import make_sample as _sample  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
@@ -50,12 +51,7 @@ def fuzz(**strategies):
     return wrap
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- pixels ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from conftest import load_upstream_module, rel_err
+from conftest import claymodel, load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, band_wavelengths, build_encoder
 from d2geo.encoders import metadata as metadata_module
 from d2geo.encoders.checkpoint import load_encoder_weights
@@ -38,14 +38,7 @@ CLAY_WAVELENGTHS = {
 @pytest.fixture(scope="module")
 def upstream():
     """claymodel's model.py (with utils, factory and backbone under their ``src.*`` names)."""
-    precision = torch.get_float32_matmul_precision()
-    load_upstream_module("claymodel", "utils.py", "_ref_clay_utils", aliases=("src.utils",))
-    load_upstream_module("claymodel", "factory.py", "_ref_clay_factory", aliases=("src.factory",))
-    load_upstream_module("claymodel", "backbone.py", "_ref_clay_backbone", aliases=("src.backbone",))
-    model = load_upstream_module("claymodel", "model.py", "_ref_clay_model", aliases=("src.model",))
-    # model.py lowers the float32 matmul precision for the whole process on import
-    torch.set_float32_matmul_precision(precision)
-    return model
+    return claymodel()
 
 
 def _ref_encoder(upstream, **cfg):
@@ -238,6 +231,7 @@ def _upstream_key(key):
     return key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,size", [("clay_v1_5_large", "large"), ("clay_v1_base", "base")])
 def test_real_size_architectures_with_random_weights(upstream, name, size, monkeypatch):
     """clay_v1_5_large (clay-v1.5.ckpt) and clay_v1_base (clay-v1-base.ckpt) with the

@@ -70,6 +70,7 @@ def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
     return {"image": image, "height": size, "width": size, "metadata": meta}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILY_CONFIGS)
 def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     cfg = load(name)
@@ -190,6 +191,7 @@ def test_schedules_follow_max_iter():
     assert cosine(0.5) < cosine(0.1) and cosine(1.0 - 1e-9) == pytest.approx(0.01, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_detrex_dino_config():
     pytest.importorskip("detrex", reason="detrex is not installed (optional: install it from "
                                          "github.com/IDEA-Research/detrex as its docs say)")
@@ -262,21 +264,22 @@ def test_quickstart_datasets_are_geotiffs_generated_once(synthetic_cache):
 
 
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
-    from d2geo.data import synthetic, synthetic_geotiff
+    from d2geo.data import synthetic
+    from d2geo.data.synthetic import cache
 
     monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path))
     synthetic.register_synthetic("_test_synth_small", num_train=3, num_val=1, size=48, seed=4)
-    real = synthetic_geotiff.make_synthetic_dataset
+    real = cache.make_synthetic_dataset
 
     def dies_halfway(root, **kw):
         real(root, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "make_synthetic_dataset", dies_halfway)
+    monkeypatch.setattr(cache, "make_synthetic_dataset", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         synthetic.ensure_synthetic_dataset("_test_synth_small")
     assert os.listdir(tmp_path / "d2geo_synth") == []  # neither the dataset nor a temporary folder
-    monkeypatch.setattr(synthetic, "make_synthetic_dataset", real)
+    monkeypatch.setattr(cache, "make_synthetic_dataset", real)
     ds = synthetic.ensure_synthetic_dataset("_test_synth_small")
     assert len(ds.splits["train"]) == 3 and os.path.isdir(ds.root)
     # the same prefix again: fine with the same parameters, an error with others
@@ -318,8 +321,8 @@ def test_quickstart_pixel_stats_match_the_data():
 def geotiff_datasets(tmp_path_factory):
     """Registered GeoTIFF datasets (d2geo's synthetic writer), keyed by frames per sample."""
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio (pip install 'd2geo[geo]')")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import register_synthetic_geotiff
+    from d2geo.data.synthetic.generator import make_synthetic_dataset
 
     out = {}
     for frames in (1, 4):
@@ -330,6 +333,7 @@ def geotiff_datasets(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, task", [("prithvi/semantic_fpn_eo_v2_300_tl.py", "seg"),
                                         ("dino_v2/mask_rcnn_vitb14.py", "det")])
 def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypatch, tmp_path):

@@ -16,7 +16,7 @@ from detectron2.data.datasets import load_coco_json  # noqa: E402
 
 from d2geo.data.geotiff import GeoTiffError, read_geotiff, read_label  # noqa: E402
 from d2geo.data.mapper import ExtentTransformND, GeoDatasetMapper, RandomExtentND  # noqa: E402
-from d2geo.data.synthetic_geotiff import HLS_BANDS, make_synthetic_dataset  # noqa: E402
+from d2geo.data.synthetic.generator import HLS_BANDS, make_synthetic_dataset  # noqa: E402
 from d2geo.encoders import band_wavelengths  # noqa: E402
 
 

@@ -12,27 +12,22 @@ rasterio = pytest.importorskip("rasterio")
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
+from conftest import write_tif  # noqa: E402
 from d2geo.data.datasets import (  # noqa: E402
     SEN1FLOODS11_S2_BANDS, load_hls_burn_scars, load_sen1floods11, register_geo_instances,
-    register_hls_burn_scars, register_sen1floods11, register_synthetic_geotiff,
+    register_hls_burn_scars, register_sen1floods11,
 )
 from d2geo.data.geotiff import parse_time  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.data.stats import get_stats  # noqa: E402
-from d2geo.data.synthetic_geotiff import make_synthetic_dataset  # noqa: E402
+from d2geo.data.synthetic import (  # noqa: E402
+    SyntheticGeoDataset, make_synthetic_dataset, register_synthetic_geotiff,
+)
 
 
 def _write(path, data, dtype, nodata=None, crs="EPSG:32719"):
-    data = np.asarray(data, dtype=dtype)
-    if data.ndim == 2:
-        data = data[None]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    kw = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
-              crs=crs, transform=from_origin(300_000, 8_200_000, 10, 10))
-    if nodata is not None:
-        kw["nodata"] = nodata
-    with rasterio.open(path, "w", **kw) as dst:
-        dst.write(data)
+    write_tif(path, np.asarray(data, dtype=dtype), crs=crs, nodata=nodata,
+              transform=from_origin(300_000, 8_200_000, 10, 10))
 
 
 @pytest.fixture
@@ -83,19 +78,14 @@ def test_sen1floods11_layout_to_model_inputs(sen1floods11):
     np.testing.assert_allclose(mean, [0.12353792, 0.13795798, 0.1412956, 0.00652506], rtol=1e-6)
 
 
-def test_sen1floods11_registration_and_evaluator_loader(sen1floods11):
-    names = register_sen1floods11(sen1floods11, prefix="t_s1f11")
-    try:
-        assert names == ["t_s1f11_train", "t_s1f11_val", "t_s1f11_test"]
-        assert len(DatasetCatalog.get("t_s1f11_test")) == 1
-        meta = MetadataCatalog.get("t_s1f11_train")
-        assert meta.stuff_classes == ["dry", "water"] and meta.ignore_label == 255
-        gt = meta.sem_seg_loading_fn(DatasetCatalog.get("t_s1f11_train")[0]["sem_seg_file_name"], dtype=int)
-        assert gt.dtype == int and (gt[:2] == 255).all()
-    finally:
-        for n in names:
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
+def test_sen1floods11_registration_and_evaluator_loader(sen1floods11, d2_catalog):
+    d2_catalog += register_sen1floods11(sen1floods11, prefix="t_s1f11")
+    assert d2_catalog == ["t_s1f11_train", "t_s1f11_val", "t_s1f11_test"]
+    assert len(DatasetCatalog.get("t_s1f11_test")) == 1
+    meta = MetadataCatalog.get("t_s1f11_train")
+    assert meta.stuff_classes == ["dry", "water"] and meta.ignore_label == 255
+    gt = meta.sem_seg_loading_fn(DatasetCatalog.get("t_s1f11_train")[0]["sem_seg_file_name"], dtype=int)
+    assert gt.dtype == int and (gt[:2] == 255).all()
     with pytest.raises(ValueError, match="unknown Sen1Floods11 split"):
         load_sen1floods11(sen1floods11, "holdout")
     with pytest.raises(FileNotFoundError, match="S2Hand"):
@@ -117,63 +107,60 @@ def burn_scars(tmp_path):
     return str(root)
 
 
-def test_hls_burn_scars_layout(burn_scars):
+def test_hls_burn_scars_layout(burn_scars, d2_catalog):
     dicts = load_hls_burn_scars(burn_scars, "train")
     assert len(dicts) == 2 and all(d["sem_seg_file_name"].endswith("mask.tif") for d in dicts)
     out = GeoDatasetMapper(True, augmentations=[])(dicts[0])
     assert out["image"].shape == (6, 12, 12)
     assert (out["sem_seg"][-1] == 255).all() and (out["sem_seg"][:-1] != 255).all()
     assert out["metadata"]["timestamps"].item() == parse_time("2018-07-09")  # 2018 day 190
-    names = register_hls_burn_scars(burn_scars, prefix="t_burn")
-    try:
-        assert len(DatasetCatalog.get("t_burn_val")) == 1
-        assert MetadataCatalog.get("t_burn_train").stats == "hls_burn_scars"
-    finally:
-        for n in names:
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
+    d2_catalog += register_hls_burn_scars(burn_scars, prefix="t_burn")
+    assert len(DatasetCatalog.get("t_burn_val")) == 1
+    assert MetadataCatalog.get("t_burn_train").stats == "hls_burn_scars"
     with pytest.raises(ValueError, match="use train or val"):
         load_hls_burn_scars(burn_scars, "test")
 
 
-def test_register_synthetic_geotiff_semseg_and_instances(tmp_path):
+def test_register_synthetic_geotiff_semseg_and_instances(tmp_path, d2_catalog):
     ds = make_synthetic_dataset(tmp_path / "s", num_train=4, num_val=2, size=48, num_frames=2, seed=5)
-    names = register_synthetic_geotiff(ds, prefix="t_syn")
-    try:
-        seg = DatasetCatalog.get("t_syn_seg_train")
-        assert len(seg) == 4 and len(seg[0]["file_names"]) == 2 and seg[0]["file_name"] == seg[0]["file_names"][0]
-        det = DatasetCatalog.get("t_syn_det_val")
-        assert len(det) == 2 and len(det[0]["file_names"]) == 2
-        cats = {a["category_id"] for d in DatasetCatalog.get("t_syn_det_train") for a in d["annotations"]}
-        assert cats == {0}  # COCO id 1 -> contiguous 0
-        assert MetadataCatalog.get("t_syn_det_train").thing_classes == ["building"]
-        out = GeoDatasetMapper(True, augmentations=[])(seg[0])
-        assert out["image"].shape == (6, 2, 48, 48) and out["metadata"]["timestamps"].shape == (2,)
-    finally:
-        for n in names:
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
+    d2_catalog += register_synthetic_geotiff(ds, prefix="t_syn")
+    seg = DatasetCatalog.get("t_syn_seg_train")
+    assert len(seg) == 4 and len(seg[0]["file_names"]) == 2 and seg[0]["file_name"] == seg[0]["file_names"][0]
+    det = DatasetCatalog.get("t_syn_det_val")
+    assert len(det) == 2 and len(det[0]["file_names"]) == 2
+    cats = {a["category_id"] for d in DatasetCatalog.get("t_syn_det_train") for a in d["annotations"]}
+    assert cats == {0}  # COCO id 1 -> contiguous 0
+    assert MetadataCatalog.get("t_syn_det_train").thing_classes == ["building"]
+    out = GeoDatasetMapper(True, augmentations=[])(seg[0])
+    assert out["image"].shape == (6, 2, 48, 48) and out["metadata"]["timestamps"].shape == (2,)
 
 
-def test_register_geo_instances_from_geojson_samples(tmp_path):
+def test_synthetic_dataset_reopened_from_its_folder_lists_the_same_files(tmp_path):
+    written = make_synthetic_dataset(tmp_path / "s", num_train=3, num_val=1, size=48, num_frames=2, seed=5)
+    opened = SyntheticGeoDataset.open(tmp_path / "s")
+    assert opened.splits == written.splits and opened.num_frames == 2
+    assert opened.semseg_pairs("val") == written.semseg_pairs("val")
+    assert all(os.path.isfile(m) for _, m in opened.semseg_pairs("train"))
+    with pytest.raises(FileNotFoundError, match="layout make_synthetic_dataset writes"):
+        SyntheticGeoDataset.open(tmp_path / "nothing")
+
+
+def test_register_geo_instances_from_geojson_samples(tmp_path, d2_catalog):
     ds = make_synthetic_dataset(tmp_path / "g", num_train=2, num_val=0, size=48, seed=6)
     base = ds.split_dir("train")
     samples = [{"file_name": f, "geojson_file_name": os.path.join(base, "geojson",
                                                                   os.path.basename(f).split(".")[0] + ".geojson")}
                for f in ds.splits["train"]]
     register_geo_instances("t_gj", samples=samples, geo={"sensor": "hls"}, thing_classes=["building"])
-    try:
-        dicts = DatasetCatalog.get("t_gj")
-        assert [d["image_id"] for d in dicts] == [0, 1]
-        counts = [len(json.load(open(s["geojson_file_name"]))["features"]) for s in samples]
-        k = int(np.argmax(counts))
-        n = counts[k]
-        assert n > 0 and len(dicts[k]["annotations"]) == n and (dicts[k]["height"], dicts[k]["width"]) == (48, 48)
-        out = GeoDatasetMapper(True, augmentations=[])(dicts[k])
-        assert len(out["instances"]) == n
-    finally:
-        DatasetCatalog.remove("t_gj")
-        MetadataCatalog.remove("t_gj")
+    d2_catalog.append("t_gj")
+    dicts = DatasetCatalog.get("t_gj")
+    assert [d["image_id"] for d in dicts] == [0, 1]
+    counts = [len(json.load(open(s["geojson_file_name"]))["features"]) for s in samples]
+    k = int(np.argmax(counts))
+    n = counts[k]
+    assert n > 0 and len(dicts[k]["annotations"]) == n and (dicts[k]["height"], dicts[k]["width"]) == (48, 48)
+    out = GeoDatasetMapper(True, augmentations=[])(dicts[k])
+    assert len(out["instances"]) == n
     with pytest.raises(ValueError, match="either json_file"):
         register_geo_instances("t_bad")
 

@@ -58,6 +58,7 @@ def _timm_pair(timm_name, ours_name, tmp_path, **kw):
     return ref, ours
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,timm_name,size", [
     ("dinov2_vitb14", "vit_base_patch14_dinov2", (518, 518)),
     ("dinov2_vitb14_reg", "vit_base_patch14_reg4_dinov2", (518, 518)),

@@ -235,7 +235,8 @@ def test_real_size_sat_large_matches_official(official):
                     assert rel_err(o, r) <= 1e-4, (norm, rel_err(o, r))
 
 
-@pytest.mark.parametrize("size", [pytest.param((224, 224), marks=pytest.mark.slow), (160, 288)])
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(224, 224), (160, 288)])
 def test_real_size_large_matches_timm_qkvb(size, tmp_path):
     """Real ViT-L/16 in timm's qkvb layout, random weights and biases, several layers."""
     ref = _timm_model("vit_large_patch16_dinov3_qkvb")

@@ -1,7 +1,7 @@
 """Every encoder family trains in its packaged detection and segmentation config.
 
-The configs are the shipped ones with three changes: a tiny encoder (the same family and
-code path, few blocks), no upstream weights, and d2geo's synthetic GeoTIFFs (HLS-like
+The configs are the shipped ones with four changes: a tiny encoder (the same family and
+code path, few blocks), tiny heads, no upstream weights, and d2geo's synthetic GeoTIFFs (HLS-like
 bands, one or four dates) read through ``GeoDatasetMapper`` with their metadata. A fixed
 batch is trained for a few steps with the config's own optimizer; the loss must fall.
 """
@@ -13,8 +13,9 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
+from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
-from d2geo.data.synthetic_geotiff import HLS_BANDS  # noqa: E402
+from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
 
 FAMILIES = {
     "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
@@ -36,8 +37,8 @@ CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.datasets import register_synthetic_geotiff
-    from d2geo.data.synthetic_geotiff import make_synthetic_dataset
+    from d2geo.data.synthetic import register_synthetic_geotiff
+    from d2geo.data.synthetic.generator import make_synthetic_dataset
 
     names = {}
     for frames in (1, 4):
@@ -53,6 +54,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     seg = "semantic_fpn" in name
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
+    # user-facing configs name the family's encoder and its upstream file, never train from scratch
+    assert net.encoder.startswith(family) and isinstance(net.weights, str) and net.weights
     net.weights = None
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
@@ -74,8 +77,10 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     cfg.dataloader.train.num_workers = 0
     if seg:
         net.layers = (0, 1, 2, 3)  # the four taps of the multi-layer pyramid, in 4 blocks
+        tiny_semseg_head(cfg.model)
         cfg.model.sem_seg_head.num_classes = 4
     else:
+        tiny_rcnn_heads(cfg.model)
         cfg.model.roi_heads.num_classes = 1
 
     batch = next(iter(instantiate(cfg.dataloader.train)))
@@ -84,7 +89,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     model = instantiate(cfg.model)
     model.train()
     cfg.optimizer.params.model = model
-    cfg.optimizer.lr = 1e-3
+    cfg.optimizer.lr = 3e-3
     optimizer = instantiate(cfg.optimizer)
     totals = []
     with EventStorage():

@@ -1,6 +1,8 @@
 """detectron2 glue: GeoBackbone, pyramids, meta-architectures, lr decay / weight decay."""
 from __future__ import annotations
 
+import json
+import os
 import types
 
 import pytest
@@ -9,53 +11,40 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
 from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import get_cfg, instantiate  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool  # noqa: E402
 from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as D2SimpleFeaturePyramid  # noqa: E402
 from detectron2.solver.build import get_default_optimizer_params  # noqa: E402
-from detectron2.structures import Boxes, BitMasks, ImageList, Instances  # noqa: E402
+from detectron2.structures import ImageList  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from conftest import load_upstream_module, rel_err  # noqa: E402
+import conftest  # noqa: E402
+from conftest import (  # noqa: E402
+    TINY_DINO, dino_backbone, rel_err, tiny_mask_rcnn, tiny_segmentor,
+)
+from conftest import make_sample as _sample  # noqa: E402
 from d2geo.encoders import EncoderInputError, build_encoder, list_encoders  # noqa: E402
 from d2geo.modeling import (  # noqa: E402
     GeoBackbone,
-    GeoRCNN,
     GeoSemanticSegmentor,
     MultiLayerPyramid,
     SimpleFeaturePyramid,
     add_d2geo_config,
     collate_metadata,
-    encoder_layer_id,
+    encoder_layer_ids,
     fold_time,
     geo_optimizer_params,
-    get_lr_decay_rate,
+    lr_decay_factor_func,
     no_weight_decay_overrides,
     normalize_image,
 )
-from d2geo.modeling.lr_decay import is_final_norm  # noqa: E402
 
-BANDS5 = ("coastal", "blue", "green", "red", "nir")
-TINY_DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=BANDS5)
 TINY_PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=32, num_frames=2)
 TINY_CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny models here run ~10x faster on one thread than on two on a shared CPU
-    (the OpenMP workers spin-wait for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def dino_backbone(**kw) -> GeoBackbone:
-    enc_kw = {**TINY_DINO, **kw.pop("encoder_kwargs", {})}
-    return GeoBackbone("dinov2_vits14_reg", encoder_kwargs=enc_kw, **kw)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def needs(pattern: str):
@@ -239,7 +228,7 @@ def test_freeze_all_disables_drop_path_and_none_keeps_everything():
 # -- temporal folds (Prithvi) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def terratorch_prithvi():
-    return load_upstream_module("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
+    return conftest.terratorch_prithvi()
 
 
 def test_concat_fold_matches_terratorch_layout(terratorch_prithvi):
@@ -324,12 +313,20 @@ def test_normalize_image_per_band_over_frames():
         normalize_image(torch.zeros(3, 8, 8), mean, std)
 
 
-def test_imagelist_pads_time_series_batches():
-    a, b = torch.randn(6, 2, 40, 50), torch.randn(6, 2, 30, 20)
-    il = ImageList.from_tensors([a, b], 32)
-    assert tuple(il.tensor.shape) == (2, 6, 2, 64, 64) and il.image_sizes == [(40, 50), (30, 20)]
-    assert torch.equal(il.tensor[0, :, :, :40, :50], a) and il.tensor[0, :, :, 40:].abs().sum() == 0
-    assert torch.equal(il.tensor[1, :, :, :30, :20], b)
+@needs("prithvi_eo_*")
+def test_preprocess_normalizes_then_pads_time_series_batches():
+    """GeoInputMixin.preprocess_image: per-band normalization over every frame, then zero padding
+    of the (C, T, H, W) images to the backbone's divisibility (padding after normalizing)."""
+    net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
+    model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6)
+    div = model.backbone.size_divisibility
+    a, b = torch.randn(6, 2, 40, 50) + 500, torch.randn(6, 2, 30, 20) + 500
+    il = model.preprocess_image([{"image": a}, {"image": b}])
+    H, W = -(-40 // div) * div, -(-50 // div) * div
+    assert tuple(il.tensor.shape) == (2, 6, 2, H, W) and il.image_sizes == [(40, 50), (30, 20)]
+    assert torch.allclose(il.tensor[0, :, :, :40, :50], (a - 500) / 290)
+    assert torch.allclose(il.tensor[1, :, :, :30, :20], (b - 500) / 290)
+    assert il.tensor[0, :, :, 40:].abs().sum() == 0 and il.tensor[1, :, :, :, 20:].abs().sum() == 0
 
 
 class _Spy:
@@ -344,64 +341,6 @@ class _Spy:
             return orig(x, **kw)
 
         encoder.forward_features = wrapped
-
-
-def _sample(C=5, H=64, W=64, T=None, meta=True, n_boxes=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    shape = (C, H, W) if T is None else (C, T, H, W)
-    d = {"image": torch.rand(shape, generator=g) * 1000, "height": H, "width": W}
-    if meta:
-        d["metadata"] = {"latlon": [10.0 + seed, 20.0], "gsd": 10.0 + seed,
-                         "timestamps": [1.6e9 + 86400 * k for k in range(T or 1)]}
-    boxes = torch.tensor([[4.0, 6.0, 30.0, 28.0], [34.0, 30.0, 60.0, 60.0]])[:n_boxes]
-    inst = Instances((H, W))
-    inst.gt_boxes = Boxes(boxes)
-    inst.gt_classes = torch.tensor([0, 1])[:n_boxes]
-    masks = torch.zeros(n_boxes, H, W, dtype=torch.bool)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
-        masks[i, y0:y1, x0:x1] = True
-    inst.gt_masks = BitMasks(masks)
-    d["instances"] = inst
-    d["sem_seg"] = (masks.long() * torch.tensor([1, 2])[:n_boxes, None, None]).amax(0)
-    return d
-
-
-def tiny_mask_rcnn(backbone=None, num_bands=5):
-    from detectron2 import model_zoo
-
-    cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
-    cfg._target_ = GeoRCNN
-    cfg.backbone = L(SimpleFeaturePyramid)(
-        net=backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO),
-        out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
-    cfg.pixel_mean, cfg.pixel_std = [500.0] * num_bands, [290.0] * num_bands
-    cfg.input_format = None
-    cfg.proposal_generator.head.in_channels = 32
-    cfg.proposal_generator.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
-    cfg.proposal_generator.batch_size_per_image = 64
-    cfg.proposal_generator.pre_nms_topk = (200, 100)
-    cfg.proposal_generator.post_nms_topk = (64, 32)
-    rh = cfg.roi_heads
-    rh.num_classes = 2
-    rh.batch_size_per_image = 32
-    rh.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
-    rh.box_head.conv_dims = []
-    rh.box_head.fc_dims = [64]
-    rh.box_predictor.input_shape = ShapeSpec(channels=64)
-    rh.box_predictor.test_score_thresh = 0.0
-    rh.box_predictor.test_topk_per_image = 10
-    rh.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
-    rh.mask_head.conv_dims = [32, 32]
-    return instantiate(cfg)
-
-
-def tiny_segmentor(backbone, num_bands, num_classes=3):
-    from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
-
-    head = SemSegFPNHead(backbone.output_shape(), num_classes=num_classes, conv_dims=32, common_stride=4,
-                         norm="GN" if False else "", ignore_value=255)
-    return GeoSemanticSegmentor(backbone=backbone, sem_seg_head=head,
-                                pixel_mean=[500.0] * num_bands, pixel_std=[290.0] * num_bands)
 
 
 @pytest.fixture(scope="module")
@@ -575,42 +514,97 @@ FAMILIES = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,depth", FAMILIES, ids=[f[0].split("_")[0] for f in FAMILIES])
-def test_lr_decay_follows_block_structure(name, kwargs, depth):
+def _family_model(name, kwargs, **backbone_kw):
     if name not in list_encoders():
         pytest.skip(f"{name} is not registered yet")
     model = torch.nn.Module()
-    model.backbone = SimpleFeaturePyramid(GeoBackbone(name, encoder_kwargs=kwargs), out_channels=16,
-                                          scale_factors=(2.0, 1.0, 0.5))
+    model.backbone = SimpleFeaturePyramid(GeoBackbone(name, encoder_kwargs=kwargs, **backbone_kw),
+                                          out_channels=16, scale_factors=(2.0, 1.0, 0.5))
+    return model
+
+
+def _param_settings(model, **kw):
+    groups = geo_optimizer_params(model, base_lr=1.0, weight_decay=0.1, lr_decay_rate=0.5, **kw)
+    by_id = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    return {n: by_id[id(p)] for n, p in model.named_parameters()}
+
+
+RECORDED = os.path.join(os.path.dirname(__file__), "data", "param_groups_before_contract.json")
+
+
+@pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vits14", "dinov3_vits16", "prithvi_eo_v2_100_tl",
+                                  "clay_v1_5_large"])
+def test_optimizer_groups_and_freezing_are_the_recorded_ones(name):
+    """Every family's per-parameter lr factor and weight decay, and what freeze=2 freezes, are
+    those recorded from the name-matching rules the encoder contract replaced."""
+    with open(RECORDED, encoding="utf-8") as f:
+        rec = json.load(f)[name]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["kwargs"].items()}
+    model = _family_model(name, kwargs)
+    got = _param_settings(model, weight_decay_norm=0.01)
+    assert set(rec["params"]) <= set(got)  # a parameter added since (a new bias) is checked below
+    for n, (lr, wd) in rec["params"].items():
+        assert got[n] == (pytest.approx(lr), wd), n
+    lr6 = {n: lr for n, (lr, _) in _param_settings(model, num_layers=6).items()}
+    for n, lr in rec["lr_num_layers_6"].items():
+        assert lr6[n] == pytest.approx(lr), n
+    bb = GeoBackbone(name, encoder_kwargs=kwargs, freeze=2).train()
+    frozen = {n for n, p in bb.encoder.named_parameters() if not p.requires_grad}
+    enc_prefix = "backbone.net.encoder."
+    recorded = {n[len(enc_prefix):] for n in rec["params"] if n.startswith(enc_prefix)}
+    assert frozen & recorded == set(rec["freeze_2_frozen"])
+    assert frozen == {n for n, layer in bb.encoder.param_layer_ids().items() if layer <= 2}
+    in_eval = {n for n, m in bb.encoder.named_modules() if not m.training and next(m.parameters(recurse=False), None) is not None}
+    owners = {n.rsplit(".", 1)[0] for n in recorded if "." in n}  # modules owning a recorded parameter
+    assert in_eval & owners == set(rec["freeze_2_eval"])
+    assert all(not p.requires_grad for n in in_eval for p in bb.encoder.get_submodule(n).parameters(recurse=False))
+
+
+@pytest.mark.parametrize("name,kwargs,depth", FAMILIES, ids=[f[0].split("_")[0] for f in FAMILIES])
+def test_lr_decay_and_weight_decay_agree_with_timm(name, kwargs, depth):
+    """timm's own layer-decay grouping, fed the encoder's contract (group_matcher,
+    no_weight_decay), gives every encoder parameter the lr scale and weight decay we give it."""
+    from timm.optim import param_groups_layer_decay
+
+    model = _family_model(name, kwargs)
     enc, prefix = model.backbone.net.encoder, "backbone.net.encoder."
-    block_of = {id(p): i for i, blk in enumerate(enc._blocks()) for p in blk.parameters()}
-    rate = 0.5
-    seen_blocks = set()
-    for n, p in model.named_parameters():
-        r = get_lr_decay_rate(n, lr_decay_rate=rate, num_layers=depth)
-        if not n.startswith(prefix):
-            assert r == 1.0, n  # pyramid / heads: full lr
-            continue
-        rel = n[len(prefix):]
-        if id(p) in block_of:
-            i = block_of[id(p)]
-            seen_blocks.add(i)
-            assert r == pytest.approx(rate ** (depth - i)), n
-        elif is_final_norm(rel):
-            assert r == 1.0 and p.ndim == 1, n
-        else:  # embeddings
-            assert r == pytest.approx(rate ** (depth + 1)), n
-    assert seen_blocks == set(range(depth))
-    assert sum(is_final_norm(n[len(prefix):]) for n, _ in model.named_parameters() if n.startswith(prefix)) == 2
+    ours = _param_settings(model, weight_decay_norm=0.0)
+    theirs = {}
+    for g in param_groups_layer_decay(enc, weight_decay=0.1, layer_decay=0.5,
+                                      no_weight_decay_list=enc.no_weight_decay()):
+        for p in g["params"]:
+            theirs[id(p)] = (g["lr_scale"], g["weight_decay"])
+    named = dict(enc.named_parameters())
+    assert len(theirs) == len(named)
+    for n, p in named.items():
+        assert ours[prefix + n] == (pytest.approx(theirs[id(p)][0]), theirs[id(p)][1]), n
+    layers = enc.param_layer_ids()
+    assert set(layers.values()) == set(range(depth + 2))  # embeddings, every block, the final norm
+    assert {n for n, p in model.named_parameters() if not n.startswith(prefix)} <= {
+        n for n, (lr, _) in ours.items() if lr == 1.0}  # pyramid: full lr
 
 
-def test_lr_decay_ignores_non_backbone_encoders_and_checks_depth():
-    # detrex's DINO has transformer.encoder.layers.N: not backbone blocks
-    assert get_lr_decay_rate("transformer.encoder.layers.0.attn.weight", 0.5, 4) == 1.0
-    assert get_lr_decay_rate("backbone.net.encoder.patch_embed.generator.mixer.norm1.weight", 0.5, 4) == 0.5 ** 5
-    assert get_lr_decay_rate("backbone.net.encoder.transformer.layers.3.0.weight", 0.5, 4) == 0.5
+def test_lr_decay_is_for_geo_backbone_encoders_and_checks_depth():
+    model = _family_model("dinov2_vits14_reg", TINY_DINO)
+    model.transformer = torch.nn.Module()  # detrex's DINO has transformer.encoder.layers.N: not backbone blocks
+    model.transformer.encoder = torch.nn.Module()
+    model.transformer.encoder.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+    factor = lr_decay_factor_func(model, 0.5)
+    assert factor("transformer.encoder.layers.0.weight") == 1.0
+    assert factor("backbone.net.encoder.vit.blocks.3.mlp.fc1.weight") == 0.5
+    assert factor("backbone.net.encoder.vit.patch_embed.proj.weight") == 0.5 ** 5
+    ids, depth = encoder_layer_ids(model)
+    assert depth == 4 and ids["backbone.net.encoder.vit.norm.weight"] == 5
     with pytest.raises(ValueError, match="num_layers"):
-        get_lr_decay_rate("backbone.net.encoder.vit.blocks.11.mlp.fc1.weight", 0.5, 4)
+        lr_decay_factor_func(model, 0.5, num_layers=2)
+    with pytest.raises(ValueError, match="no GeoBackbone"):
+        lr_decay_factor_func(torch.nn.Linear(2, 2), 0.5)
+
+
+def test_family_exemptions_reach_detectron2_overrides_only_with_the_model():
+    model = _family_model("clay_v1_5_large", TINY_CLAY)
+    assert {"weight_tokens", "bias_token", "cls_token"} <= set(no_weight_decay_overrides(model))
+    assert "weight_tokens" not in no_weight_decay_overrides()
 
 
 def test_no_weight_decay_on_embeddings_tokens_norms_biases():

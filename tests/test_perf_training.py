@@ -12,52 +12,24 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 from detectron2.config import LazyCall as L  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.engine import SimpleTrainer  # noqa: E402
-from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.layers.batch_norm import LayerNorm as D2LayerNorm  # noqa: E402
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool  # noqa: E402
 from detectron2.structures import BitMasks, Boxes, Instances  # noqa: E402
 
+from conftest import tiny_mask_rcnn  # noqa: E402
 from d2geo.engine.amp import AutocastTrainer, build_trainer, resolve_precision  # noqa: E402
-from d2geo.modeling import GeoBackbone, GeoRCNN, MultiLayerPyramid, SimpleFeaturePyramid  # noqa: E402
+from d2geo.modeling import GeoBackbone, MultiLayerPyramid, SimpleFeaturePyramid  # noqa: E402
 from d2geo.modeling.pyramid import ChannelLayerNorm  # noqa: E402
 
 BANDS4 = ("blue", "green", "red", "nir")
 TINY = dict(embed_dim=64, depth=3, num_heads=2, patch_size=16, img_size=64, bands=BANDS4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_rcnn(grad_checkpointing=False, box_conv_dims=()):
-    from detectron2 import model_zoo
-
-    cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
-    cfg._target_ = GeoRCNN
-    cfg.backbone = L(SimpleFeaturePyramid)(
-        net=L(GeoBackbone)(encoder="dinov2_vits14", encoder_kwargs=TINY, grad_checkpointing=grad_checkpointing),
-        out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
-    cfg.pixel_mean, cfg.pixel_std = [0.3] * 4, [0.2] * 4
-    cfg.input_format = None
-    cfg.proposal_generator.head.in_channels = 32
-    cfg.proposal_generator.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
-    cfg.proposal_generator.batch_size_per_image = 64
-    cfg.proposal_generator.pre_nms_topk = (200, 100)
-    cfg.proposal_generator.post_nms_topk = (64, 32)
-    rh = cfg.roi_heads
-    rh.num_classes = 2
-    rh.batch_size_per_image = 32
-    rh.box_head.input_shape = ShapeSpec(channels=32, height=7, width=7)
-    rh.box_head.conv_dims = list(box_conv_dims)
-    rh.box_head.fc_dims = [64]
-    rh.box_predictor.input_shape = ShapeSpec(channels=64)
-    rh.mask_head.input_shape = ShapeSpec(channels=32, width=14, height=14)
-    rh.mask_head.conv_dims = [32, 32]
-    return instantiate(cfg)
+    net = L(GeoBackbone)(encoder="dinov2_vits14", encoder_kwargs=TINY, grad_checkpointing=grad_checkpointing)
+    return tiny_mask_rcnn(net, num_bands=4, pixel_mean=0.3, pixel_std=0.2, box_conv_dims=box_conv_dims)
 
 
 def batch_of(n=2, size=64):
@@ -101,8 +73,11 @@ def test_config_adamw_is_fused_and_matches_the_unfused_update():
             opt.zero_grad()
             m["backbone"](x)["layer2"].square().mean().backward()
             opt.step()
+    # Adam divides by sqrt(v): where a gradient is near zero, the fused and the unfused kernels'
+    # rounding differs by a few 1e-6 after three steps. Updates are ~lr (1e-4) a step, so
+    # 5e-6 is 5% of one step: a wrong update (lr, decay or group) is far outside it.
     for (n, p), q in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=5e-6, msg=n)
     moved = [n for n, p in model.named_parameters() if not torch.equal(p, start[n])]
     assert "backbone.encoder.vit.blocks.0.attn.qkv.weight" in moved and "backbone.encoder.vit.pos_embed" in moved
 

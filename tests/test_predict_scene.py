@@ -19,7 +19,7 @@ from d2geo.data.geotiff import GeoTiffError, apply_affine, read_geotiff  # noqa:
 from d2geo.data.scene import (  # noqa: E402
     SceneInstance, blend_weights, merge_instances, predict_scene, tile_windows,
 )
-from d2geo.data.synthetic_geotiff import Building, write_scene  # noqa: E402
+from d2geo.data.synthetic.generator import Building, write_scene  # noqa: E402
 
 
 # A tiny "trained" model: nearest spectral centroid on a context-blurred input whose zero
@@ -88,7 +88,7 @@ def model(tmp_path_factory):
         mod = importlib.import_module("d2geo_tiny_scene_model")
     finally:
         sys.path.remove(str(d))
-    from d2geo.data.synthetic_geotiff import SEMSEG_CLASSES, SIGNATURES
+    from d2geo.data.synthetic.generator import SEMSEG_CLASSES, SIGNATURES
 
     m = mod.TinySceneModel()
     with torch.no_grad():
@@ -460,7 +460,7 @@ def test_class_map_carries_class_names_and_a_colour_table(scene, model, tmp_path
     from PIL import Image
 
     from d2geo.data.render import class_colours
-    from d2geo.data.synthetic_geotiff import SEMSEG_CLASSES
+    from d2geo.data.synthetic.generator import SEMSEG_CLASSES
 
     path = scene[0]
     m, _ = model

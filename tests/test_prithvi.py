@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import torch
 
-from conftest import load_upstream_module, rel_err
+from conftest import rel_err, terratorch_prithvi
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders import metadata as metadata_mod
+from d2geo.encoders.base import time_to_channels
 from d2geo.encoders import prithvi as prithvi_mod
 
 TINY = dict(embed_dim=64, depth=3, num_heads=4)
@@ -22,7 +23,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_upstream_module("terratorch", "terratorch/models/backbones/prithvi_mae.py", "_ref_prithvi_mae")
+    return terratorch_prithvi()
 
 
 def _randomize(model: torch.nn.Module) -> torch.nn.Module:
@@ -186,7 +187,7 @@ def test_single_frame_4d_input_and_time_to_channels(ref, tmp_path):
         assert rel_err(ours[1], _to_map(refs[2], (1, 4, 4))) <= TOL
         # terratorch's 2-D layout for image decoders
         ref2d = vit.prepare_features_for_image_model(refs)
-        assert rel_err(prithvi_mod.time_to_channels(ours[1]), ref2d[2]) <= TOL
+        assert rel_err(time_to_channels(ours[1]), ref2d[2]) <= TOL
 
 
 def test_time_to_channels_layout_with_two_token_frames(ref):
@@ -198,9 +199,10 @@ def test_time_to_channels_layout_with_two_token_frames(ref):
         ours = enc.forward_features(x, layers=[1], norm=False)[0]
         ref2d = vit.prepare_features_for_image_model(_upstream(vit, x, norm=False))[1]
     assert ref2d.shape == (2, 128, 4, 4)
-    assert rel_err(prithvi_mod.time_to_channels(ours), ref2d) <= TOL
+    assert rel_err(time_to_channels(ours), ref2d) <= TOL
 
 
+@pytest.mark.slow
 def test_real_size_v2_300_tl_architecture(ref):
     """prithvi_eo_v2_300_tl as registered (1024 wide, 24 blocks, patch 16, 224) with random weights."""
     torch.manual_seed(1)

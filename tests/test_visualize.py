@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from d2geo.data.geotiff import GeoTiffError  # noqa: E402
 from d2geo.data.render import class_colours, composite, composite_channels, layout_panels  # noqa: E402
-from d2geo.data.synthetic_geotiff import SEMSEG_CLASSES, make_synthetic_dataset  # noqa: E402
+from d2geo.data.synthetic.generator import SEMSEG_CLASSES, make_synthetic_dataset  # noqa: E402
 from d2geo.tools_support import load_tool  # noqa: E402
 
 SIZE = 64

@@ -65,7 +65,7 @@ def test_windowed_block_equals_attention_within_each_window(family):
     with torch.no_grad():
         tokens, grid, ctx = enc._embed(enc.check_input(x), None)
         assert tuple(grid[-2:]) == GRID
-        block = enc._blocks()[0]
+        block = enc.get_blocks()[0]
         out = block_runner(enc, 0, grid)(block, tokens, ctx)
         glob = enc._run_block(block, tokens, ctx)
         frames = grid[0] if len(grid) == 3 else 1
@@ -92,7 +92,7 @@ def test_prefix_tokens_average_the_windows_weighted_by_real_tokens():
     P = enc.num_prefix_tokens
     with torch.no_grad():
         tokens, grid, ctx = enc._embed(x, None)
-        block = enc._blocks()[0]
+        block = enc.get_blocks()[0]
         out = block_runner(enc, 0, grid)(block, tokens, ctx)
         index = torch.arange(GRID[0] * GRID[1]).reshape(GRID)
         attn = 0

@@ -118,7 +118,8 @@ def render_sample(d: dict, *, composites: Sequence = ("true",), class_names: Seq
     """Panels of one raw dataset dict (as registered): one per composite, the ground truth (if
     any) and the prediction (if given). Returns ``(panels, legend)``: ``[(title, rgb), ...]``
     and the legend entries of the classes drawn."""
-    from d2geo.data.geotiff import geojson_to_annotations, read_geotiff, read_label
+    from d2geo.data.datasets import geojson_to_annotations
+    from d2geo.data.geotiff import read_geotiff, read_label
     from d2geo.data.render import (
         COMPOSITE_TITLES, auto_scale, class_colours, composite, composite_channels, draw_panel, legend_entries,
     )
@@ -238,8 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_synthetic_root(root: str) -> list[str]:
     """Register the synthetic dataset(s) in ``root``; an error when there is none."""
-    from d2geo.data import datasets as dsets
-    from d2geo.data.synthetic_geotiff import SyntheticGeoDataset
+    from d2geo.data.synthetic import SyntheticGeoDataset, register_synthetic_geotiff
 
     if not os.path.isdir(root):
         raise SystemExit(f"--synthetic-root {root}: no such folder")
@@ -254,13 +254,8 @@ def _register_synthetic_root(root: str) -> list[str]:
                 candidates.append(sub)
     names = []
     for k, folder in enumerate(candidates):
-        splits = {}
-        for split in ("train", "val"):
-            img_dir = os.path.join(folder, split, "images")
-            if os.path.isdir(img_dir):
-                splits[split] = sorted(os.path.join(img_dir, f) for f in os.listdir(img_dir) if f.endswith(".tif"))
         prefix = "d2geo_geotiff_synth" if k == 0 else f"d2geo_geotiff_synth{k}"
-        new = dsets.register_synthetic_geotiff(SyntheticGeoDataset(root=folder, splits=splits), prefix=prefix)
+        new = register_synthetic_geotiff(SyntheticGeoDataset.open(folder), prefix=prefix)
         logger.info("registered %s from %s", ", ".join(new), folder)
         names += new
     if not names:

@@ -9,18 +9,19 @@ from .synthetic import (  # noqa: F401
     SYNTH_THING_CLASSES,
     ensure_synthetic_dataset,
     register_synthetic,
+    register_synthetic_geotiff,
     synthetic_pixel_stats,
 )
 
 # GeoTIFF data layer (rasterio is imported only when a file is read: pip install 'd2geo[geo]')
 from .datasets import (  # noqa: F401,E402
+    geojson_to_annotations,
     load_hls_burn_scars,
     load_sen1floods11,
     register_geo_instances,
     register_geo_semseg,
     register_hls_burn_scars,
     register_sen1floods11,
-    register_synthetic_geotiff,
 )
 from .geotiff import GeoSample, GeoTiffError, read_geotiff, read_label  # noqa: F401,E402
 from .mapper import GeoDatasetMapper, RandomExtentND, build_geo_augmentation  # noqa: F401,E402

@@ -41,25 +41,29 @@ import json
 import logging
 import os
 import re
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from detectron2.structures import BoxMode
 
-from .geotiff import IGNORE_LABEL, parse_time, read_label
+from d2geo.encoders.bands import HLS_BANDS
+
+from .geotiff import IGNORE_LABEL, GeoTiffError, PathLike, apply_affine, parse_time, read_label
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "register_geo_instances", "register_geo_semseg", "load_geo_coco_json", "load_geo_semseg",
     "load_sem_seg_gt", "load_sen1floods11", "register_sen1floods11", "load_hls_burn_scars",
-    "register_hls_burn_scars", "register_synthetic_geotiff", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS",
+    "register_hls_burn_scars", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS",
 ]
 
 #: Sentinel-2 L1C band ids in the order of Sen1Floods11's S2Hand chips
 SEN1FLOODS11_S2_BANDS = ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10",
                          "b11", "b12")
-HLS_BURN_SCARS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+HLS_BURN_SCARS_BANDS = HLS_BANDS
 
 
 def load_sem_seg_gt(path, dtype=int, *, label_map=None, ignore_label: int = IGNORE_LABEL):
@@ -136,7 +140,7 @@ def register_geo_instances(name: str, json_file: str | None = None, image_root: 
 def _geojson_to_pixel_annotations(d: dict) -> None:
     """Turn a dict's ``geojson_file_name`` into pixel ``annotations`` (+ height/width), so that
     evaluators that build COCO ground truth from the dataset dicts see the objects."""
-    from .geotiff import _rasterio, geojson_to_annotations
+    from .geotiff import _rasterio
 
     with _rasterio().open(d["file_name"]) as src:
         crs, transform, h, w = src.crs, src.transform, src.height, src.width
@@ -252,7 +256,7 @@ def load_sen1floods11(root: str, split: str = "train") -> list[dict]:
     dates = _sen1floods11_dates(root)
     # chip ids are plain numbers (Paraguay_2012345 would pass for 2012, day 345): the date
     # comes from the metadata file only
-    geo = {"band_names": SEN1FLOODS11_S2_BANDS, "sensor": "sentinel-2-l2a", "scale": 1e-4,
+    geo = {"band_names": SEN1FLOODS11_S2_BANDS, "sensor": "sentinel-2-l1c", "scale": 1e-4,
            "label_map": {-1: IGNORE_LABEL}, "time_from_name": False}
     pairs, geos = [], []
     for chip in ids:
@@ -279,7 +283,7 @@ def register_sen1floods11(root: str, prefix: str = "sen1floods11_s2") -> list[st
         DatasetCatalog.register(name, functools.partial(load_sen1floods11, root, split))
         MetadataCatalog.get(name).set(
             stuff_classes=["dry", "water"], ignore_label=IGNORE_LABEL, evaluator_type="sem_seg",
-            bands=SEN1FLOODS11_S2_BANDS, sensor="sentinel-2-l2a", stats="sen1floods11_s2",
+            bands=SEN1FLOODS11_S2_BANDS, sensor="sentinel-2-l1c", stats="sen1floods11_s2",
             sem_seg_loading_fn=functools.partial(load_sem_seg_gt, label_map={-1: IGNORE_LABEL}))
         names.append(name)
     return names
@@ -324,29 +328,61 @@ def register_hls_burn_scars(root: str, prefix: str = "hls_burn_scars") -> list[s
     return names
 
 
-# ------------------------------------------------------------------ synthetic GeoTIFF
-def register_synthetic_geotiff(dataset, prefix: str = "d2geo_geotiff_synth") -> list[str]:
-    """Register a :func:`~d2geo.data.synthetic_geotiff.make_synthetic_dataset` output as
-    ``<prefix>_seg_{train,val}`` (semantic) and ``<prefix>_det_{train,val}`` (buildings)."""
-    from .synthetic_geotiff import HLS_BANDS, SEMSEG_CLASSES, THING_CLASSES
+# ------------------------------------------------------------------------ annotations
+def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, crs=None,
+                           geojson_crs=None, category_key: str = "category_id",
+                           class_names: Sequence[str] | None = None) -> list[dict]:
+    """Polygons of a GeoJSON FeatureCollection as detectron2 annotations in pixel coordinates.
 
-    geo = {"band_names": HLS_BANDS, "sensor": "hls"}
-    names = []
-    for split, files in dataset.splits.items():
-        base = dataset.split_dir(split)
-
-        def pairs(files=files, base=base):
-            out = []
-            for f in files:
-                first = f[0] if isinstance(f, list) else f
-                tile = os.path.basename(first).split(".")[0]
-                out.append((f, os.path.join(base, "masks", f"{tile}_mask.tif")))
-            return out
-
-        seg = f"{prefix}_seg_{split}"
-        register_geo_semseg(seg, pairs, stuff_classes=SEMSEG_CLASSES, geo=geo)
-        det = f"{prefix}_det_{split}"
-        register_geo_instances(det, dataset.coco_json(split), os.path.join(base, "images"), geo=geo,
-                               thing_classes=list(THING_CLASSES))
-        names += [seg, det]
-    return names
+    Coordinates are taken to be in the scene CRS (``crs``) unless ``geojson_crs`` names
+    another CRS (e.g. ``"EPSG:4326"`` for RFC 7946 files); they are then reprojected. The
+    inverse of the raster ``transform`` maps them to pixel coordinates (0, 0 = top-left
+    corner of the top-left pixel). Each feature's class is ``properties[category_key]``:
+    an int id, or a name looked up in ``class_names``. Polygon holes are dropped.
+    """
+    if isinstance(geojson, (str, os.PathLike)):
+        with open(geojson, encoding="utf-8") as f:
+            geojson = json.load(f)
+    features = geojson.get("features") if isinstance(geojson, Mapping) else None
+    if features is None:
+        raise GeoTiffError("expected a GeoJSON FeatureCollection (a mapping with 'features')")
+    if geojson_crs is not None:
+        if crs is None:
+            raise GeoTiffError("reprojecting GeoJSON needs the scene CRS: the image has none")
+        from rasterio.warp import transform_geom
+    inv = ~transform
+    annos = []
+    for i, feat in enumerate(features):
+        geom = feat.get("geometry")
+        if not geom:
+            continue
+        if geojson_crs is not None:
+            geom = transform_geom(geojson_crs, crs, geom)
+        if geom["type"] == "Polygon":
+            rings = [geom["coordinates"][0]]
+        elif geom["type"] == "MultiPolygon":
+            rings = [poly[0] for poly in geom["coordinates"]]
+        else:
+            raise GeoTiffError(f"feature {i} is a {geom['type']}; only Polygon/MultiPolygon become instances")
+        props = feat.get("properties") or {}
+        if category_key not in props:
+            raise GeoTiffError(f"feature {i} has no property {category_key!r} (its properties: {sorted(props)})")
+        cat = props[category_key]
+        if isinstance(cat, str):
+            if not class_names or cat not in class_names:
+                raise GeoTiffError(f"feature {i} has class {cat!r}, not in class_names={class_names}")
+            cat = list(class_names).index(cat)
+        polys = []
+        for ring in rings:
+            xy = np.array([(float(p[0]), float(p[1])) for p in ring], dtype=np.float64)
+            pts = np.stack(apply_affine(inv, xy[:, 0], xy[:, 1]), axis=1)
+            if len(pts) >= 3:
+                polys.append(pts.reshape(-1).tolist())
+        if not polys:
+            continue
+        allpts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
+        x0, y0 = allpts.min(0)
+        x1, y1 = allpts.max(0)
+        annos.append({"bbox": [float(x0), float(y0), float(x1), float(y1)], "bbox_mode": BoxMode.XYXY_ABS,
+                      "segmentation": polys, "category_id": int(cat), "iscrowd": 0})
+    return annos

@@ -7,28 +7,37 @@ encoders read (``d2geo.encoders.metadata``).
 
 Conventions, decided once here:
 
-* **Band names** come from the band descriptions stored in the file, or, when the file
-  has none, from ``band_names=`` (e.g. a sensor's band list). ``bands=`` selects and
-  orders bands by name (case-insensitive; with ``sensor=`` two names meaning the same
-  band of that sensor, like ``b04`` and ``red``, match too).
+* **Band names** come from ``band_names=``, else the band descriptions stored in the
+  file (when every band has its own), else, with ``sensor=`` (or a ``SENSOR`` tag), the
+  sensor's band ids when the file holds all of them in the sensor's order (B01..B12 for a
+  12-band Sentinel-2 L2A file), else ``band1``, ``band2``, ... ``bands=`` selects and orders
+  bands by name through the band vocabulary of ``d2geo.encoders.bands`` (``nir_narrow``,
+  ``nir08`` and ``B8A`` are one band). Dates stored as separate files are stacked by band
+  name whenever the files name their bands; dates that disagree are an error. An alpha
+  band is the validity of the others, not data.
 * **Validity**: a pixel is invalid when any selected band, in any frame, equals the
-  band's nodata value or is NaN/inf. Invalid pixels are then filled (``fill="zero"``,
-  ``"mean"`` = per-band mean of the valid pixels, a number, or ``None`` to keep NaN).
+  band's nodata value, is NaN/inf, or is masked by GDAL (an internal per-dataset mask,
+  as JPEG-compressed COGs carry, or an alpha band). Invalid pixels are then filled
+  (``fill="zero"``, ``"mean"`` = per-band mean of the valid pixels, a number, or ``None``
+  to keep NaN). Labels: the same pixels get the ignore label, and a label must be on its
+  image's grid (CRS, transform, shape).
 * **Scaling**: ``value * scale + offset`` as float32. ``scale=None`` uses the per-band
   scale/offset stored in the file (GDAL ``scales``/``offsets``), else the
   ``scale_factor``/``add_offset`` tags, else 1/0.
-* **Time**: from the first of the tags :data:`TIME_TAGS` present (ISO 8601 or TIFF's
-  ``YYYY:MM:DD HH:MM:SS``; naive times are taken as UTC), else from the file name:
+* **Time**: from the first acquisition tag of :data:`TIME_TAGS` present (ISO 8601 or
+  TIFF's ``YYYY:MM:DD HH:MM:SS``; naive times are taken as UTC), else from the file name:
   ``YYYY-MM-DD``, ``YYYYMMDD[THHMMSS]`` or HLS-style ``YYYYDOY[THHMMSS]`` (e.g.
-  ``HLS.S30.T10SEG.2020245T185919.v2.0.tif`` or ``T10SEH.2018190.v1.4``). A band-stacked
-  multi-date file gives one time per date in the tag ``TIMESTAMPS`` (comma-separated).
-  No time found: ``timestamps`` is left out of the metadata (the encoders then fall
-  back to 'unknown').
+  ``HLS.S30.T10SEG.2020245T185919.v2.0.tif`` or ``T10SEH.2018190.v1.4``), else from the TIFF
+  ``DateTime`` tag with a warning (by the TIFF spec it is when the file was made). A TIFF
+  ``DateTime`` on the file name's date gives that date its time of day. Which source was
+  used is logged. A band-stacked multi-date file gives one time per date in the tag
+  ``TIMESTAMPS`` (comma-separated). No time found: ``timestamps`` is left out of the
+  metadata (the encoders then fall back to 'unknown').
 * **Location**: ``latlon`` is the tile centre reprojected from the file's CRS to
-  EPSG:4326. ``gsd`` is the square root of the pixel area in metres; for a geographic
-  CRS degrees are converted with 111 320 m per degree of latitude and
-  ``111 320 * cos(lat)`` per degree of longitude (spherical approximation, good to
-  ~0.5 %). A file **without a CRS** is read, but ``latlon`` and ``gsd`` are left out of
+  EPSG:4326. ``gsd`` is the ground sample distance in metres at the tile centre
+  (:func:`pixel_gsd`: geodesic on the CRS's ellipsoid, so degrees, US feet and Web
+  Mercator's stretched metres all come out as ground metres). A file **without a CRS**,
+  or with a CRS but no geotransform, is read, but ``latlon`` and ``gsd`` are left out of
   the metadata with a warning; pass ``require_crs=True`` to make that an error.
 * **Wavelengths** come from ``d2geo.encoders.band_wavelengths(sensor, band names)``
   when ``sensor=`` is given (or the file has a ``SENSOR`` tag).
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import logging
 import math
 import os
@@ -46,26 +56,28 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from d2geo.encoders.metadata import SENSOR_BANDS, band_wavelengths
+from d2geo.encoders.bands import SENSORS, BandError, describe_bands, expand_bands, match_bands, sensor_file_bands
+from d2geo.encoders.bands import wavelengths as _wavelengths
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
     "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
-    "TIME_TAGS", "IGNORE_LABEL", "geojson_to_annotations", "apply_affine", "translate_affine",
+    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "apply_affine", "translate_affine",
 ]
 
-#: tags searched, in order, for the acquisition time
-TIME_TAGS = ("ACQUISITION_DATE", "ACQUISITION_TIME", "DATETIME", "SENSING_TIME",
-             "SENSING_DATE", "TIFFTAG_DATETIME", "TIMESTAMP")
+#: acquisition-time tags searched, in order, before the file name
+TIME_TAGS = ("ACQUISITION_DATETIME", "ACQUISITION_DATE", "ACQUISITION_TIME", "SENSING_TIME",
+             "SENSING_DATE", "DATETIME", "TIMESTAMP")
+#: the TIFF ``DateTime`` tag: the file's creation time by the TIFF spec, often processing time
+TIFF_DATETIME_TAG = "TIFFTAG_DATETIME"
 #: the label segmentation targets use for pixels that must not be learned from
 IGNORE_LABEL = 255
-#: metres per degree of latitude on the sphere used for geographic-CRS GSD
-METRES_PER_DEGREE = 111_320.0
-
-#: wavelengths (micrometres) of bands the shared sensor table does not carry
-_EXTRA_WAVELENGTHS = {("sentinel-2-l2a", "b10"): 1.375, ("sentinel-2-l2a", "cirrus"): 1.375}
+#: a projected CRS whose scale at the tile centre is within this of 1 reports its nominal
+#: pixel size (UTM's 0.9996..1.001); farther off (Web Mercator away from the equator,
+#: other non-equidistant projections), the geodesic ground distance
+GSD_SCALE_TOLERANCE = 0.005
 
 PathLike = Union[str, os.PathLike]
 
@@ -180,15 +192,50 @@ def time_from_filename(name: str) -> float | None:
     return None
 
 
+_TIME_SOURCES_LOGGED: set = set()
+
+
+def _log_time_source(source: str, path: str, level=logging.INFO, extra: str = "") -> None:
+    if source not in _TIME_SOURCES_LOGGED:  # once per kind of source, not per sample
+        _TIME_SOURCES_LOGGED.add(source)
+        logger.log(level, "acquisition time from %s (e.g. %s)%s", source, path, extra)
+    logger.debug("%s: acquisition time from %s", path, source)
+
+
 def _time_of(src, path: str, time_tag: str | None, from_name: bool = True) -> float | None:
+    """Acquisition time: acquisition tags, then the file name, then (warned) TIFF DateTime."""
     tags = {k.upper(): v for k, v in src.tags().items()}
-    names = (time_tag.upper(),) if time_tag else TIME_TAGS
-    for key in names:
-        if key in tags and str(tags[key]).strip():
-            return parse_time(tags[key])
     if time_tag:
-        raise GeoTiffError(f"{path} has no tag {time_tag!r}; its tags are {sorted(tags)}")
-    return time_from_filename(path) if from_name else None
+        key = time_tag.upper()
+        if key not in tags or not str(tags[key]).strip():
+            raise GeoTiffError(f"{path} has no tag {time_tag!r}; its tags are {sorted(tags)}")
+        _log_time_source(f"tag {key}", path)
+        return parse_time(tags[key])
+    for key in TIME_TAGS:
+        if key in tags and str(tags[key]).strip():
+            _log_time_source(f"tag {key}", path)
+            return parse_time(tags[key])
+    tiff = tags.get(TIFF_DATETIME_TAG)
+    tiff_t = parse_time(tiff) if tiff is not None and str(tiff).strip() else None
+    named = time_from_filename(path) if from_name else None
+    if named is not None:
+        day = 86_400
+        if tiff_t is not None and named % day == 0 and named <= tiff_t < named + day:
+            _log_time_source("the file name's date and the TIFF DateTime's time of day", path)
+            return tiff_t
+        if tiff_t is not None:
+            logger.debug("%s: TIFF DateTime %s differs from the file name's date; using the file name",
+                         path, tiff)
+        _log_time_source("the file name", path)
+        return named
+    if tiff_t is not None:
+        _log_time_source(
+            "the TIFF DateTime tag", path, logging.WARNING,
+            ": by the TIFF spec this is when the file was made, often the processing time, not the "
+            "acquisition; write the acquisition time into an ACQUISITION_DATETIME tag, put the date in "
+            "the file name, or pass timestamps=")
+        return tiff_t
+    return None
 
 
 # -------------------------------------------------------------------------- location
@@ -216,74 +263,106 @@ def tile_latlon(crs, transform, height: int, width: int) -> np.ndarray:
     return np.array([lat[0], lon[0]], dtype=np.float64)
 
 
-def pixel_gsd(crs, transform, lat: float | None = None) -> float:
-    """Ground sample distance in metres: square root of the pixel area (see module doc)."""
-    a, b, _, d, e, _ = tuple(transform)[:6]
-    area = abs(a * e - b * d)
-    if crs.is_geographic:
-        if lat is None:
-            raise GeoTiffError("a geographic CRS needs the latitude to convert degrees to metres")
-        return float(math.sqrt(area) * METRES_PER_DEGREE * math.sqrt(max(math.cos(math.radians(lat)), 1e-6)))
-    factor = crs.linear_units_factor[1] if crs.is_projected else 1.0
-    return float(math.sqrt(area) * factor)
+@functools.lru_cache(maxsize=64)
+def _geodesy(wkt: str):
+    """pyproj CRS, its ellipsoid's Geod and a transformer to its geographic CRS (cached)."""
+    from pyproj import CRS, Transformer
+
+    pcrs = CRS.from_user_input(wkt)
+    geod, geodetic = pcrs.get_geod(), pcrs.geodetic_crs
+    if geod is None or geodetic is None:
+        raise GeoTiffError(f"the CRS {pcrs.name!r} has no ellipsoid, so its units cannot be turned into "
+                           "ground metres: write an EPSG CRS into the file")
+    return pcrs, geod, Transformer.from_crs(pcrs, geodetic, always_xy=True)
+
+
+def pixel_gsd(crs, transform, height: int = 1, width: int = 1) -> float:
+    """Ground sample distance in metres at the centre of a ``height x width`` tile.
+
+    The square root of the ground area of one pixel: the pixel's two edges are measured
+    as geodesics on the CRS's ellipsoid (pyproj), so degrees, feet and projections that
+    stretch distance (Web Mercator: 10 projected metres are 5 m at 60 degrees latitude)
+    all give ground metres. A projected CRS whose scale there is within
+    :data:`GSD_SCALE_TOLERANCE` of 1 (UTM) gives its nominal pixel size.
+    """
+    pcrs, geod, to_geo = _geodesy(crs.to_wkt())
+    cx, cy = width / 2.0, height / 2.0
+    x, y = apply_affine(transform, [cx, cx + 1, cx], [cy, cy, cy + 1])
+    lon, lat = to_geo.transform(x, y)
+    if not np.all(np.isfinite(lon)) or not np.all(np.isfinite(lat)):
+        raise GeoTiffError(f"the tile centre of this file is outside its CRS's area ({pcrs.name})")
+    az_x, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
+    az_y, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
+    ground = math.sqrt(abs(dx * dy * math.sin(math.radians(az_x - az_y))))
+    if pcrs.is_projected:
+        a, b, _, d, e, _ = tuple(transform)[:6]
+        nominal = math.sqrt(abs(a * e - b * d)) * crs.linear_units_factor[1]
+        if nominal > 0 and abs(ground / nominal - 1) <= GSD_SCALE_TOLERANCE:
+            return float(nominal)
+    return float(ground)
 
 
 # ----------------------------------------------------------------------------- bands
-def band_names_of(src, band_names: Sequence[str] | None = None, *, bands_per_frame: int | None = None) -> tuple:
-    """The names of the bands of an open dataset (descriptions, else ``band_names``)."""
-    n = bands_per_frame or src.count
+def _band_names(src, band_names: Sequence[str] | None, count: int, sensor: str | None,
+                data_bands: Sequence[int] | None = None) -> tuple[tuple, str]:
+    """``(names, source)`` of the (data) bands; source is "band_names", "descriptions",
+    "sensor" or "position" (``band1``, ``band2``, ...: the file does not name them)."""
     if band_names is not None:
         band_names = tuple(band_names)
-        if len(band_names) != n:
-            raise GeoTiffError(f"{src.name} has {n} bands per frame but {len(band_names)} band names "
+        if len(band_names) != count:
+            raise GeoTiffError(f"{src.name} has {count} bands per frame but {len(band_names)} band names "
                                f"were given: {band_names}")
-        return band_names
-    desc = tuple(src.descriptions[:n])
-    if all(desc):
-        return tuple(str(d) for d in desc)
-    return tuple(f"band{i + 1}" for i in range(n))
-
-
-def _canonical(sensor: str | None, name: str):
+        return band_names, "band_names"
+    idx = list(data_bands) if data_bands is not None else list(range(count))
+    desc = tuple(src.descriptions[i] for i in idx)
+    # descriptions name the bands only if every band has its own (xarray writes 'bands' to all)
+    if all(desc) and len({str(d).lower() for d in desc}) == len(desc):
+        return tuple(str(d) for d in desc), "descriptions"
     if sensor:
-        try:
-            return round(float(sensor_wavelengths(sensor, [name])[0]), 4)
-        except KeyError:
-            pass
-    return name.lower()
+        ids = sensor_file_bands(sensor, count)
+        if ids is not None:
+            return ids, "sensor"
+    return tuple(f"band{i + 1}" for i in range(count)), "position"
+
+
+def band_names_of(src, band_names: Sequence[str] | None = None, *, bands_per_frame: int | None = None,
+                  sensor: str | None = None) -> tuple:
+    """The names of the bands of an open dataset: ``band_names``, else the band descriptions
+    when every band has its own, else the ``sensor``'s band ids when the file holds all of
+    that sensor's bands (12 for Sentinel-2 L2A, 13 for L1C), else ``band1``, ``band2``, ..."""
+    return _band_names(src, band_names, bands_per_frame or src.count, sensor)[0]
 
 
 def resolve_band_indices(available: Sequence[str], wanted: Sequence[str] | None,
                          sensor: str | None = None, *, where: str = "the file") -> list[int]:
-    """Indices of ``wanted`` band names in ``available`` (all of them if ``wanted`` is None)."""
+    """Indices of ``wanted`` band names in ``available`` (all of them if ``wanted`` is None).
+
+    Names match through the band vocabulary (``d2geo.encoders.bands``): equal names, then
+    ids, common names and aliases of one physical band (``B8A`` = ``nir08`` =
+    ``nir_narrow``), read in ``sensor``'s vocabulary when it is given.
+    """
     if wanted is None:
         return list(range(len(available)))
-    if isinstance(wanted, str):
-        raise GeoTiffError(f"bands must be a list of band names, not the string {wanted!r}")
-    lower = [a.lower() for a in available]
-    canon = [_canonical(sensor, a) for a in available]
-    out = []
-    for w in wanted:
-        if w.lower() in lower:
-            out.append(lower.index(w.lower()))
-            continue
-        c = _canonical(sensor, w)
-        if not isinstance(c, str) and c in canon:
-            out.append(canon.index(c))
-            continue
-        raise GeoTiffError(f"band {w!r} is not in {where}; its bands are {list(available)} "
-                           "(name the bands with band_names= if the file has no band descriptions)")
-    return out
+    try:
+        wanted = expand_bands(wanted)  # "rgb" stands for red, green, blue
+        idx = match_bands(wanted, available, sensor=sensor, available_sensor=sensor, where=where)
+    except (BandError, KeyError) as e:
+        raise GeoTiffError(str(e.args[0] if isinstance(e, KeyError) else e)) from None
+    missing = [w for w, i in zip(wanted, idx) if i is None]
+    if missing:
+        generic = all(re.fullmatch(r"band\d+", a) for a in available)
+        hint = ("the file does not name its bands: pass band_names=[...] or sensor= (e.g. "
+                "'sentinel-2-l2a' for a 12-band L2A file)" if generic else
+                "name the bands with band_names= if the file's descriptions are not their names")
+        raise GeoTiffError(f"band {missing[0]!r} is not in {where}; its bands are {list(available)}"
+                           + ("" if generic else f" (also known as: {describe_bands(available, sensor)})")
+                           + f"; {hint}")
+    return idx
 
 
 def sensor_wavelengths(sensor: str, names: Sequence[str]) -> np.ndarray:
-    """Centre wavelengths (micrometres) of ``names``; like ``band_wavelengths`` plus cirrus."""
-    key = sensor.lower()
-    out = []
-    for n in names:
-        extra = _EXTRA_WAVELENGTHS.get((key, n.lower()))
-        out.append(extra if extra is not None else float(band_wavelengths(key, [n])[0]))
-    return np.asarray(out, dtype=np.float32)
+    """Centre wavelengths (micrometres) of ``names`` of ``sensor`` (see ``d2geo.encoders.bands``)."""
+    return np.asarray(_wavelengths(sensor, names), dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -317,13 +396,39 @@ def _representable(value: float, dtype) -> bool:
     return float(value).is_integer() and info.min <= value <= info.max
 
 
-def _read_window(src, indexes, window):
+def _gdal_masked(src, indexes) -> list:
+    """The 1-based ``indexes`` whose validity GDAL keeps in a mask (internal per-dataset
+    mask, as JPEG-compressed COGs use, or an alpha band) rather than in a nodata value."""
+    from rasterio.enums import MaskFlags
+
+    return [i for i in indexes
+            if MaskFlags.per_dataset in src.mask_flag_enums[i - 1] or MaskFlags.alpha in src.mask_flag_enums[i - 1]]
+
+
+_ALPHA_AS_DATA_WARNED: set = set()
+
+
+def _is_mask_band(src, index: int) -> bool:
+    """An alpha band that holds only 0 (invalid) and its type's maximum (valid)."""
+    dtype = np.dtype(src.dtypes[index - 1])
+    if dtype.kind not in "u":
+        return False
+    # a nearest-neighbour overview is enough to tell a 0/max mask from data, and cheap on scenes
+    shape = (min(src.height, 512), min(src.width, 512))
+    a = src.read(index, out_shape=shape)
+    full = np.iinfo(dtype).max
+    return bool(((a == 0) | (a == full)).all() and (a == full).any())
+
+
+def _read_window(src, indexes, window, masks: bool = False):
     """Read ``indexes`` within ``window`` (may reach past the edges); returns (raw, outside, transform).
 
-    Pixels outside the raster are zero in ``raw`` and True in ``outside``.
+    Pixels outside the raster are zero in ``raw`` and True in ``outside``. With
+    ``masks=True`` the GDAL masks of the bands are read instead (0 = invalid).
     """
+    read = src.read_masks if masks else src.read
     if window is None:
-        raw = src.read(indexes)
+        raw = read(indexes)
         return raw, np.zeros(raw.shape[-2:], dtype=bool), src.transform
     from rasterio.windows import Window
 
@@ -333,10 +438,10 @@ def _read_window(src, indexes, window):
         raise GeoTiffError(f"empty read window {window}")
     r0, r1 = max(row, 0), min(row + h, src.height)
     c0, c1 = max(col, 0), min(col + w, src.width)
-    raw = np.zeros((len(indexes), h, w), dtype=src.dtypes[indexes[0] - 1])
+    raw = np.zeros((len(indexes), h, w), dtype=np.uint8 if masks else src.dtypes[indexes[0] - 1])
     outside = np.ones((h, w), dtype=bool)
     if r1 > r0 and c1 > c0:
-        raw[:, r0 - row:r1 - row, c0 - col:c1 - col] = src.read(
+        raw[:, r0 - row:r1 - row, c0 - col:c1 - col] = read(
             indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
         outside[r0 - row:r1 - row, c0 - col:c1 - col] = False
     return raw, outside, src.window_transform(Window(col, row, w, h))
@@ -344,18 +449,46 @@ def _read_window(src, indexes, window):
 
 def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
               num_frames, time_tag, time_from_name=True):
+    from rasterio.enums import ColorInterp
+
     with _open_raster(path) as src:
         if num_frames:
             if src.count % num_frames:
                 raise GeoTiffError(f"{path} has {src.count} bands, not a multiple of num_frames={num_frames}")
             per = src.count // num_frames
+            data_bands = list(range(per))
+            use_masks = True
         else:
-            per = src.count
-        names = band_names_of(src, band_names, bands_per_frame=per)
-        idx = resolve_band_indices(names, bands, sensor, where=os.path.basename(path))
+            # an alpha band is the validity of the others, not data
+            alpha = [i for i in range(src.count) if src.colorinterp[i] == ColorInterp.alpha]
+            use_masks = all(_is_mask_band(src, i + 1) for i in alpha)
+            if not use_masks and path not in _ALPHA_AS_DATA_WARNED:
+                _ALPHA_AS_DATA_WARNED.add(path)
+                logger.warning(
+                    "%s: band(s) %s are marked alpha but hold values other than 0 and the maximum: read as "
+                    "data, and the file's alpha mask is not used (GDAL marks the 4th band of a 4-band 8-bit "
+                    "file alpha unless it is written with photometric='MINISBLACK')",
+                    path, [i + 1 for i in alpha])
+            if not use_masks:
+                alpha = []
+            data_bands = [i for i in range(src.count) if i not in alpha]
+            if not data_bands:
+                raise GeoTiffError(f"{path} holds only alpha bands")
+            per = len(data_bands)
+        file_sensor = src.tags().get("SENSOR")
+        if sensor is None and file_sensor and file_sensor.lower() in SENSORS:
+            sensor = file_sensor
+        names, names_from = _band_names(src, band_names, per, sensor, data_bands)
+        idx = [data_bands[i] for i in resolve_band_indices(names, bands, sensor, where=os.path.basename(path))]
         frames = range(num_frames or 1)
-        file_idx = [f * per + i for f in frames for i in idx]
+        file_idx = [f * per + i for f in frames for i in idx] if num_frames else idx
         raw, outside, transform = _read_window(src, [i + 1 for i in file_idx], window)
+        masked = _gdal_masked(src, [i + 1 for i in file_idx]) if use_masks else []
+        if masked:
+            gdal_invalid = (_read_window(src, masked, window, masks=True)[0] == 0).any(axis=0)
+        else:
+            gdal_invalid = None
+        has_transform = not src.transform.is_identity or bool(src.gcps[0])
         height, width = raw.shape[-2:]
         nd = [nodata if nodata is not None else src.nodatavals[i] for i in file_idx]
         s, o = _scale_offset(src, file_idx, scale, offset)
@@ -369,13 +502,17 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
                 times = [None] * num_frames
         else:
             times = [_time_of(src, path, time_tag, time_from_name)]
+        pos = {b: k for k, b in enumerate(data_bands)}
         info = dict(crs=src.crs, transform=transform, height=height, width=width,
-                    names=tuple(names[i] for i in idx), sensor=tags.get("SENSOR"),
+                    names=tuple(names[pos[i]] for i in idx), names_from=names_from, count=per,
+                    sensor=tags.get("SENSOR"), has_transform=has_transform,
                     georeferenced=src.crs is not None or not src.transform.is_identity)
     if raw.dtype.kind == "c":
         raise GeoTiffError(f"{path} holds complex values ({raw.dtype}): convert them to real bands "
                            "(e.g. amplitude or dB) first")
     invalid = outside.copy()
+    if gdal_invalid is not None:
+        invalid |= gdal_invalid
     data = raw.astype(np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64)
     for k in range(data.shape[0]):
         band = data[k]
@@ -432,15 +569,33 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
         if not os.path.exists(p):
             raise FileNotFoundError(f"GeoTIFF not found: {p}")
 
+    if sensor is not None and sensor.lower() not in SENSORS:
+        raise GeoTiffError(f"unknown sensor {sensor!r}; known sensors: {', '.join(SENSORS)}")
     arrays, valid, times, info0 = [], None, [], None
     for p in path_list:
-        data, ok, t, info = _read_one(p, bands=bands, band_names=band_names, sensor=sensor,
-                                      scale=scale, offset=offset, nodata=nodata, window=window,
-                                      num_frames=num_frames, time_tag=time_tag,
-                                      time_from_name=time_from_name)
+        # dates after the first are read in the first date's band order, by name where the
+        # files name their bands (dates may store them in another order)
+        by_name = bands is None and info0 is not None and info0["names_from"] in ("descriptions", "sensor")
+        try:
+            data, ok, t, info = _read_one(p, bands=info0["names"] if by_name else bands,
+                                          band_names=band_names, sensor=sensor, scale=scale, offset=offset,
+                                          nodata=nodata, window=window, num_frames=num_frames,
+                                          time_tag=time_tag, time_from_name=time_from_name)
+        except GeoTiffError as e:
+            if not by_name:
+                raise
+            raise GeoTiffError(f"the dates name their bands differently: {path_list[0]} has "
+                               f"{list(info0['names'])}, but {e}") from None
         if info0 is None:
             info0 = info
         else:
+            if bands is None and (info["count"] != info0["count"] or (info0["names_from"] == "position") !=
+                                  (info["names_from"] == "position")):
+                raise GeoTiffError(
+                    f"{p} and {path_list[0]} hold different bands ({info['count']} named by "
+                    f"{info['names_from']} vs {info0['count']} named by {info0['names_from']}), so they cannot "
+                    "be stacked band by band: pass bands=[...] to select the same bands from every date, or "
+                    "band_names=[...] if every date stores the same bands in the same order")
             if (info["height"], info["width"]) != (info0["height"], info0["width"]):
                 raise GeoTiffError(f"{p} is {info['height']}x{info['width']} but {path_list[0]} is "
                                    f"{info0['height']}x{info0['width']}: the dates of a stack must share one grid")
@@ -484,21 +639,26 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
         logger.debug("no acquisition time found for %s", path_list)
     # location
     crs, transform = info0["crs"], info0["transform"]
-    if crs is None:
-        msg = (f"{path_list[0]} has no CRS: 'latlon' and 'gsd' are left out of the metadata "
-               "(write the CRS into the file, e.g. with rasterio's crs= on writing, to get them)")
+    if crs is None or not info0["has_transform"]:
+        if crs is None:
+            msg = (f"{path_list[0]} has no CRS: 'latlon' and 'gsd' are left out of the metadata "
+                   "(write the CRS into the file, e.g. with rasterio's crs= on writing, to get them)")
+        else:
+            msg = (f"{path_list[0]} has a CRS but no geotransform (pixel (0, 0) would sit at the CRS "
+                   "origin with 1-unit pixels): 'latlon' and 'gsd' are left out of the metadata "
+                   "(write the transform into the file, e.g. with rasterio's transform= on writing)")
         if require_crs:
             raise GeoTiffError(msg.replace("are left out of the metadata", "are unknown"))
         logger.warning(msg)
     else:
         latlon = tile_latlon(crs, transform, info0["height"], info0["width"])
         metadata["latlon"] = latlon
-        metadata["gsd"] = pixel_gsd(crs, transform, lat=float(latlon[0]))
+        metadata["gsd"] = pixel_gsd(crs, transform, info0["height"], info0["width"])
     # wavelengths
     sensor_key = sensor or info0["sensor"]
     if sensor_key:
-        if sensor_key.lower() not in SENSOR_BANDS:
-            raise GeoTiffError(f"unknown sensor {sensor_key!r}; known sensors: {', '.join(SENSOR_BANDS)}")
+        if sensor_key.lower() not in SENSORS:
+            raise GeoTiffError(f"unknown sensor {sensor_key!r}; known sensors: {', '.join(SENSORS)}")
         try:
             metadata["wavelengths"] = sensor_wavelengths(sensor_key, info0["names"])
         except KeyError as e:
@@ -508,19 +668,64 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
                      crs=crs, transform=transform, paths=tuple(path_list))
 
 
+def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tolerance: float = 1e-3) -> None:
+    """Raise when a raster (a label) is not on the grid of the image ``like`` was read from.
+
+    Compares CRS, shape and transform; the transform's coefficients may differ by
+    ``tolerance`` of a pixel (offsets) or of the pixel size (scale, rotation). A side
+    without georeferencing is compared by shape only.
+    """
+    h, w = like.image.shape[-2:]
+    problems = []
+    if tuple(shape) != (h, w):
+        problems.append(f"its shape is {tuple(shape)[0]}x{tuple(shape)[1]}, the image's {h}x{w}")
+    if like.crs is not None and crs is not None and crs != like.crs:
+        problems.append(f"its CRS is {crs.to_string()}, the image's {like.crs.to_string()}")
+    elif (like.crs is None) != (crs is None) and like.transform is not None and not like.transform.is_identity:
+        problems.append(f"{'it' if crs is None else 'the image'} has no CRS")
+    if transform is not None and like.transform is not None and not problems:
+        a = np.asarray(tuple(transform)[:6], dtype=np.float64)
+        b = np.asarray(tuple(like.transform)[:6], dtype=np.float64)
+        px = max(abs(b[0]), abs(b[4]), abs(b[1]), abs(b[3]), 1e-12)
+        if np.any(np.abs(a - b) > tolerance * px):
+            what = []
+            if np.any(np.abs(a[[0, 1, 3, 4]] - b[[0, 1, 3, 4]]) > tolerance * px):
+                fmt = lambda v: "(" + ", ".join(f"{float(x):g}" for x in v[[0, 1, 3, 4]]) + ")"  # noqa: E731
+                what.append(f"pixel size/rotation (a, b, d, e) {fmt(a)} vs {fmt(b)}")
+            if np.any(np.abs(a[[2, 5]] - b[[2, 5]]) > tolerance * px):
+                off = [float(x) + 0.0 for x in ((a[2] - b[2]) / b[0], (a[5] - b[5]) / b[4])]
+                what.append(f"origin ({a[2]:.10g}, {a[5]:.10g}) vs ({b[2]:.10g}, {b[5]:.10g}), off by "
+                            f"({off[0]:.3g}, {off[1]:.3g}) pixels")
+            problems.append("its geotransform differs from the image's: " + "; ".join(what))
+    if problems:
+        raise GeoTiffError(
+            f"{path} is not on the grid of its image {like.paths[0] if like.paths else ''}: "
+            + "; ".join(problems) + ". A label must cover the same pixels as its image: reproject "
+            "or resample it onto the image's grid (e.g. rasterio.warp.reproject with the image's "
+            "crs/transform/shape and nearest resampling)")
+
+
 def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | None = None,
                ignore_label: int = IGNORE_LABEL, invalid: np.ndarray | None = None,
-               band: int = 1) -> np.ndarray:
-    """A segmentation target as ``uint8 (H, W)``; nodata, NaN and ``invalid`` pixels get ``ignore_label``.
+               band: int = 1, like: GeoSample | None = None) -> np.ndarray:
+    """A segmentation target as ``uint8 (H, W)``; nodata, NaN, GDAL-masked and ``invalid``
+    pixels get ``ignore_label``.
 
     ``label_map`` maps stored values to training labels (e.g. ``{-1: 255}``). Labels must
-    fit in 0..254 plus the ignore label: more classes than that are an error.
+    fit in 0..254 plus the ignore label: more classes than that are an error. ``like``:
+    the image sample the label belongs to; the label must then be on its grid (CRS,
+    transform and shape, see :func:`check_same_grid`).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"label GeoTIFF not found: {path}")
     with _open_raster(path) as src:
-        raw, bad, _ = _read_window(src, [band], window)
+        raw, bad, transform = _read_window(src, [band], window)
+        if like is not None:
+            georef = not src.transform.is_identity
+            check_same_grid(path, src.crs, transform if georef else None, raw.shape[-2:], like=like)
+        if _gdal_masked(src, [band]):
+            bad |= _read_window(src, [band], window, masks=True)[0][0] == 0
         raw = raw[0]
         nd = src.nodatavals[band - 1]
     if raw.dtype.kind == "f":
@@ -546,67 +751,3 @@ def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | No
         raise GeoTiffError(f"{path} holds labels {np.unique(labels[off])[:5].tolist()} outside 0..255: "
                            "map them with label_map= (e.g. {-1: 255} for a -1 nodata value)")
     return labels.astype(np.uint8)
-
-
-# ------------------------------------------------------------------------ annotations
-def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, crs=None,
-                           geojson_crs=None, category_key: str = "category_id",
-                           class_names: Sequence[str] | None = None) -> list[dict]:
-    """Polygons of a GeoJSON FeatureCollection as detectron2 annotations in pixel coordinates.
-
-    Coordinates are taken to be in the scene CRS (``crs``) unless ``geojson_crs`` names
-    another CRS (e.g. ``"EPSG:4326"`` for RFC 7946 files); they are then reprojected. The
-    inverse of the raster ``transform`` maps them to pixel coordinates (0, 0 = top-left
-    corner of the top-left pixel). Each feature's class is ``properties[category_key]``:
-    an int id, or a name looked up in ``class_names``. Polygon holes are dropped.
-    """
-    import json
-
-    from detectron2.structures import BoxMode
-
-    if isinstance(geojson, (str, os.PathLike)):
-        with open(geojson, encoding="utf-8") as f:
-            geojson = json.load(f)
-    features = geojson.get("features") if isinstance(geojson, Mapping) else None
-    if features is None:
-        raise GeoTiffError("expected a GeoJSON FeatureCollection (a mapping with 'features')")
-    if geojson_crs is not None:
-        if crs is None:
-            raise GeoTiffError("reprojecting GeoJSON needs the scene CRS: the image has none")
-        from rasterio.warp import transform_geom
-    inv = ~transform
-    annos = []
-    for i, feat in enumerate(features):
-        geom = feat.get("geometry")
-        if not geom:
-            continue
-        if geojson_crs is not None:
-            geom = transform_geom(geojson_crs, crs, geom)
-        if geom["type"] == "Polygon":
-            rings = [geom["coordinates"][0]]
-        elif geom["type"] == "MultiPolygon":
-            rings = [poly[0] for poly in geom["coordinates"]]
-        else:
-            raise GeoTiffError(f"feature {i} is a {geom['type']}; only Polygon/MultiPolygon become instances")
-        props = feat.get("properties") or {}
-        if category_key not in props:
-            raise GeoTiffError(f"feature {i} has no property {category_key!r} (its properties: {sorted(props)})")
-        cat = props[category_key]
-        if isinstance(cat, str):
-            if not class_names or cat not in class_names:
-                raise GeoTiffError(f"feature {i} has class {cat!r}, not in class_names={class_names}")
-            cat = list(class_names).index(cat)
-        polys = []
-        for ring in rings:
-            xy = np.array([(float(p[0]), float(p[1])) for p in ring], dtype=np.float64)
-            pts = np.stack(apply_affine(inv, xy[:, 0], xy[:, 1]), axis=1)
-            if len(pts) >= 3:
-                polys.append(pts.reshape(-1).tolist())
-        if not polys:
-            continue
-        allpts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
-        x0, y0 = allpts.min(0)
-        x1, y1 = allpts.max(0)
-        annos.append({"bbox": [float(x0), float(y0), float(x1), float(y1)], "bbox_mode": BoxMode.XYXY_ABS,
-                      "segmentation": polys, "category_id": int(cat), "iscrowd": 0})
-    return annos

@@ -44,7 +44,8 @@ from detectron2.structures import BoxMode
 from fvcore.transforms.transform import Transform
 
 from ..encoders.metadata import as_timestamps
-from .geotiff import IGNORE_LABEL, GeoTiffError, geojson_to_annotations, read_geotiff, read_label
+from .datasets import geojson_to_annotations
+from .geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class GeoDatasetMapper:
             label_map = geo.get("label_map", self.label_map)
             label_path = d.pop("sem_seg_file_name")
             sem_seg = read_label(label_path, label_map=label_map,
-                                 ignore_label=self.ignore_label, invalid=~sample.valid)
+                                 ignore_label=self.ignore_label, invalid=~sample.valid, like=sample)
             self._check_label_range(sem_seg, label_path, geo.get("num_classes", self.num_classes))
 
         if "geojson_file_name" in d:

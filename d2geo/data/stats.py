@@ -28,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from d2geo.encoders.bands import HLS_BANDS
+
 __all__ = ["BandStats", "SENSOR_STATS", "get_stats", "list_stats"]
 
 
@@ -52,7 +54,7 @@ class BandStats:
         return mean, std
 
 
-_HLS6 = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+_HLS6 = HLS_BANDS
 
 SENSOR_STATS: dict[str, BandStats] = {
     "prithvi_eo_v1": BandStats(
@@ -82,7 +84,7 @@ SENSOR_STATS: dict[str, BandStats] = {
     "clay_sentinel-1-rtc": BandStats(
         "sentinel-1", ("vv", "vh"), (0.123273, 0.027337), (1.492154, 0.122182), "linear"),
     "sen1floods11_s2": BandStats(
-        "sentinel-2-l2a",
+        "sentinel-2-l1c",
         ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10", "b11", "b12"),
         (0.16450718, 0.1412956, 0.13795798, 0.12353792, 0.1481099, 0.23991728, 0.28587557,
          0.26345379, 0.30902815, 0.04911151, 0.00652506, 0.2044958, 0.11912015),

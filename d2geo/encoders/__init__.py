@@ -6,7 +6,8 @@
 """
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
-from .metadata import METADATA_KEYS, SENSOR_BANDS, band_wavelengths
+from .bands import HLS_BANDS, RGB_BANDS, SENSOR_BANDS, SENSORS, BandError, band_wavelengths, match_bands
+from .metadata import METADATA_KEYS
 from .registry import build_encoder, get_encoder_config, list_encoders, register_encoder
 
 # Importing the family modules registers their variants.
@@ -19,5 +20,6 @@ from . import ssl4eo  # noqa: F401,E402  isort: skip
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
     "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
-    "METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths",
+    "METADATA_KEYS", "SENSOR_BANDS", "SENSORS", "band_wavelengths", "BandError", "match_bands",
+    "RGB_BANDS", "HLS_BANDS",
 ]

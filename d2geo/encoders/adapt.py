@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from timm.layers import resample_patch_embed
 
+from .bands import BandError, describe_bands, expand_bands, match_bands
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PATCH_RESAMPLE_METHODS", "select_bands", "resize_patch", "adapt_patch_embed"]
@@ -19,29 +21,48 @@ PATCH_RESAMPLE_METHODS = ("pinv", "bicubic")
 def select_bands(weight: torch.Tensor, src: Sequence[str], dst: Sequence[str]) -> torch.Tensor:
     """Reorder the input-channel axis (dim 1) of ``weight`` from bands ``src`` to ``dst``.
 
+    Bands are matched through the band vocabulary (``d2geo.encoders.bands.match_bands``):
+    ``B8A``, ``nir08`` and ``nir_narrow`` are one band, ``"rgb"`` is red, green, blue.
     Bands of ``dst`` that the pretrained weights know keep their weights; new bands start
-    at zero, so a freshly built encoder gives the pretrained features on the kept bands
-    and learns the new bands' contribution during fine-tuning.
+    at zero (logged by name), so a freshly built encoder gives the pretrained features on
+    the kept bands and learns the new bands' contribution during fine-tuning. A ``dst``
+    that keeps none of the pretrained bands, or names a band ambiguously, is a
+    :class:`~d2geo.encoders.bands.BandError` listing the bands the weights know.
     """
-    src_l = [b.lower() for b in src]
-    if [b.lower() for b in dst] == src_l:
+    src, dst = expand_bands(src), expand_bands(dst)
+    if [b.lower() for b in dst] == [b.lower() for b in src]:
         return weight
+    known = describe_bands(src)
+    try:
+        idx = match_bands(dst, src, where="the pretrained weights")
+    except BandError as e:
+        raise BandError(f"{e}. The pretrained weights know: {known}") from None
+    if all(i is None for i in idx):
+        raise BandError(
+            f"none of the bands {list(dst)} is one the pretrained weights know, so the whole "
+            f"pretrained patch embedding would be dropped and the encoder would ignore its input. "
+            f"The weights know: {known}. Name your bands with these names or their sensor ids "
+            f"(e.g. B02, B8A), or build the encoder without pretrained weights"
+        )
     out = weight.new_zeros((weight.shape[0], len(dst), *weight.shape[2:]))
     new = []
-    for j, band in enumerate(dst):
-        if band.lower() in src_l:
-            out[:, j] = weight[:, src_l.index(band.lower())]
+    for j, i in enumerate(idx):
+        if i is None:
+            new.append(dst[j])
         else:
-            new.append(band)
+            out[:, j] = weight[:, i]
     if new:
+        src_l = [b.lower() for b in src]
+        dst_l = [b.lower() for b in dst]
         close = {b: difflib.get_close_matches(b.lower(), src_l, n=1, cutoff=0.75) for b in new}
-        typos = {b: m[0] for b, m in close.items() if m and m[0] not in [d.lower() for d in dst]}
+        typos = {b: m[0] for b, m in close.items()
+                 if m and src_l.index(m[0]) not in idx and m[0] not in dst_l}
         if typos:  # a misspelt pretrained band would silently lose its pretrained weights
             logger.warning("patch embedding: bands %s are not pretrained bands and start at zero; "
                            "did you mean %s? (pretrained bands: %s)", sorted(typos),
                            ", ".join(f"{m!r} for {b!r}" for b, m in sorted(typos.items())), list(src))
-        logger.info("patch embedding: new bands %s start at zero (pretrained bands: %s)",
-                    new, list(src))
+        logger.info("patch embedding: new bands %s start at zero; kept pretrained bands %s",
+                    new, {dst[j]: src[i] for j, i in enumerate(idx) if i is not None})
     return out
 
 
@@ -69,6 +90,7 @@ def resize_patch(weight: torch.Tensor, size: int, method: str = "pinv") -> torch
 def adapt_patch_embed(weight: torch.Tensor, *, src_bands: Sequence[str], dst_bands: Sequence[str],
                       patch_size: int, method: str = "pinv") -> torch.Tensor:
     """Band selection, then patch resampling, of a checkpoint's patch-embedding kernel."""
+    src_bands, dst_bands = expand_bands(src_bands), expand_bands(dst_bands)
     if weight.shape[1] != len(src_bands):
         raise ValueError(
             f"the checkpoint's patch embedding has {weight.shape[1]} input bands but the "

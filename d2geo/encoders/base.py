@@ -2,20 +2,24 @@
 
 An encoder is a plain ``nn.Module`` (no detectron2 here) that turns an image, or a
 time series of images, into a list of patch-token feature maps, one per requested
-block. Families implement four small hooks; :class:`GeoEncoder` does the rest:
-layer selection, input validation, activation checkpointing and token-to-map
-reshaping.
+block. Families implement a few small hooks and declare their structure (see
+:class:`GeoEncoder`); the base does the rest: layer selection, input validation,
+activation checkpointing, token-to-map reshaping, and the per-parameter layer ids that
+layer-wise lr decay and freezing use.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
 from . import windowing
+from .adapt import adapt_patch_embed
+from .bands import BandError
+from .checkpoint import CheckpointError
 from .errors import EncoderInputError
 from .metadata import Metadata, check_metadata
 
@@ -28,14 +32,26 @@ class GeoEncoder(nn.Module):
     """Base class of all d2geo encoders.
 
     Subclasses set ``embed_dim``, ``depth``, ``patch_size``, ``num_prefix_tokens`` and
-    ``bands`` (the band names the patch embedding expects, in order) and implement:
+    ``bands`` (the band names the patch embedding expects, in order) and implement the
+    forward hooks:
 
     * ``_embed(x, metadata) -> (tokens, grid, ctx)``: tokens ``(B, P + N, D)`` with the
       ``P`` prefix tokens first, ``grid`` the token grid (``(h, w)`` or ``(t, h, w)``)
       and ``ctx`` whatever the blocks need (rotary embeddings, ...);
-    * ``_blocks() -> Sequence[nn.Module]``;
     * ``_run_block(block, x, ctx)`` (the default calls ``block(x)``);
-    * ``_final_norm(x)``.
+
+    and declare their structure, timm-style, so that nothing above the encoder has to
+    know its parameter names:
+
+    * :meth:`get_blocks`: the transformer blocks, in order;
+    * :meth:`final_norm_module`: the norm applied after the last block;
+    * :meth:`no_weight_decay`: names of the parameters that take no weight decay besides
+      biases, norms and other 1-D parameters (position tables, prefix tokens, ...);
+    * :meth:`checkpoint_filter_fn`: upstream checkpoint keys -> this module's keys.
+
+    From these the base derives :meth:`param_layer_ids` (embeddings 0, block ``i`` ``i + 1``,
+    the final norm ``depth + 1``) and :meth:`group_matcher` (the same, in the form timm's
+    ``param_groups_layer_decay`` takes).
     """
 
     embed_dim: int
@@ -45,23 +61,69 @@ class GeoEncoder(nn.Module):
     bands: tuple[str, ...]
     #: spatial dims of the input after batch and channel: 2 for images, 3 for (T, H, W)
     input_ndim: int = 2
+    #: whether :meth:`check_input` checks the band count against ``bands`` (Clay checks it
+    #: against the wavelengths instead)
+    checks_band_count: bool = True
     grad_checkpointing: bool = False
     #: window attention (see :mod:`.windowing`): window in tokens (0 = off) and global blocks
     window_size: int | tuple[int, int] = 0
     global_blocks: tuple[int, ...] = ()
 
-    # -- hooks ---------------------------------------------------------------------------
-    def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
+    # -- structure (every family declares it) ---------------------------------------------
+    def get_blocks(self) -> Sequence[nn.Module]:
+        """The transformer blocks, in the order they run."""
         raise NotImplementedError
 
-    def _blocks(self) -> Sequence[nn.Module]:
+    def final_norm_module(self) -> nn.Module:
+        """The norm after the last block (applied to every tap with ``norm=True``)."""
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (as in ``named_parameters()``) of parameters that must not be weight-decayed
+        although they are not 1-D: position tables, prefix tokens, generator tokens."""
+        raise NotImplementedError
+
+    def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Convert an upstream (or d2geo) state dict to this module's keys and shapes."""
+        raise NotImplementedError
+
+    def param_layer_ids(self) -> dict[str, int]:
+        """Layer id of every parameter: 0 for the embeddings (everything before the blocks),
+        ``i + 1`` for block ``i``, ``depth + 1`` for the final norm."""
+        blocks = list(self.get_blocks())
+        layer_of = {id(p): i + 1 for i, block in enumerate(blocks) for p in block.parameters()}
+        layer_of.update({id(p): len(blocks) + 1 for p in self.final_norm_module().parameters()})
+        return {name: layer_of.get(id(p), 0) for name, p in self.named_parameters()}
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's layer grouping: a function from parameter name to layer id (see
+        :meth:`param_layer_ids`); ``coarse`` is accepted for timm and changes nothing."""
+        ids = self.param_layer_ids()
+        after = len(self.get_blocks()) + 1
+        return lambda name: ids.get(name, after)
+
+    # -- forward hooks ---------------------------------------------------------------------
+    def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         raise NotImplementedError
 
     def _run_block(self, block: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         return block(x)
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self.final_norm_module()(x)
+
+    # -- helpers for families ----------------------------------------------------------------
+    def _adapt_checkpoint_patch_embed(self, kernel: torch.Tensor, fix: str) -> torch.Tensor:
+        """A checkpoint's patch kernel for this encoder's ``bands`` (selected by name from
+        ``pretrained_bands``) and ``patch_size`` (resampled with ``patch_resample``); a kernel
+        made for another band count is a :class:`CheckpointError` ending in ``fix``."""
+        try:
+            return adapt_patch_embed(kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
+                                     patch_size=self.patch_size, method=self.patch_resample)
+        except BandError:
+            raise  # names the requested and the pretrained bands already
+        except ValueError as e:
+            raise CheckpointError(f"{e}{fix}") from e
 
     # -- public API ------------------------------------------------------------------
     @property
@@ -122,7 +184,7 @@ class GeoEncoder(nn.Module):
         tokens, grid, ctx = self._embed(x, metadata)
         last = max(wanted)
         taken: dict[int, torch.Tensor] = {}
-        for i, block in enumerate(self._blocks()):
+        for i, block in enumerate(self.get_blocks()):
             run = windowing.block_runner(self, i, grid)
             if self.grad_checkpointing and torch.is_grad_enabled():
                 tokens = torch.utils.checkpoint.checkpoint(
@@ -178,12 +240,14 @@ class GeoEncoder(nn.Module):
             raise EncoderInputError(f"expected a torch.Tensor, got {type(x).__name__}")
         expected_ndim = 2 + self.input_ndim
         if x.ndim != expected_ndim:
+            hint = ("; the encoder is single-frame: run a time series frame by frame, or use a "
+                    "temporal encoder" if self.input_ndim == 2 and x.ndim == 5 else "")
             raise EncoderInputError(
                 f"{type(self).__name__} takes a {expected_ndim}-D input "
                 f"{'(B, C, T, H, W)' if self.input_ndim == 3 else '(B, C, H, W)'}, "
-                f"got shape {tuple(x.shape)}"
+                f"got shape {tuple(x.shape)}{hint}"
             )
-        if x.shape[1] != self.in_chans:
+        if self.checks_band_count and x.shape[1] != self.in_chans:
             raise EncoderInputError(
                 f"input has {x.shape[1]} bands but the encoder expects {self.in_chans} "
                 f"({', '.join(self.bands)}); reorder or select the input bands, or build the "
@@ -197,3 +261,15 @@ class GeoEncoder(nn.Module):
                 f"pad or resize it to a multiple of {p} (the detectron2 backbone pads for you)"
             )
         return x
+
+
+def time_to_channels(fmap: torch.Tensor) -> torch.Tensor:
+    """Fold the time axis of a ``(B, D, t, h, w)`` map into channels: ``(B, t*D, h, w)``.
+
+    Channel ``i*D + d`` is channel ``d`` of frame ``i``, the layout terratorch's
+    ``prepare_features_for_image_model`` hands to its image decoders.
+    """
+    if fmap.ndim != 5:
+        raise EncoderInputError(f"expected a (B, D, t, h, w) map, got shape {tuple(fmap.shape)}")
+    B, D, t, h, w = fmap.shape
+    return fmap.transpose(1, 2).reshape(B, t * D, h, w)

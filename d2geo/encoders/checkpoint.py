@@ -205,8 +205,7 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
             + ". Is it a checkpoint of another variant (embed_dim, depth, bands)?"
         )
     unknown = [k for k in state_dict if k not in own]
-    missing = [k for k in own if k not in state_dict
-               and k not in getattr(model, "_non_checkpoint_keys", ())]
+    missing = [k for k in own if k not in state_dict]
     if missing:
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: {len(missing)} encoder keys are missing "

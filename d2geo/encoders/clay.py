@@ -60,8 +60,9 @@ from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
 from .base import EncoderInputError, GeoEncoder
+from .bands import band_wavelengths, expand_bands
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .metadata import band_wavelengths, check_metadata, warn_once
+from .metadata import check_metadata, warn_once
 from .registry import register_encoder
 
 logger = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class ClayEncoder(GeoEncoder):
         self.patch_resample = patch_resample
         self.latlon_order = latlon_order
         self.default_gsd = None if gsd is None else float(gsd)
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         if wavelengths is not None:
             default = torch.as_tensor(wavelengths, dtype=torch.float32).flatten()
         elif sensor is not None:
@@ -277,21 +278,8 @@ class ClayEncoder(GeoEncoder):
         return len(self.bands)
 
     # -- input checks --------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape and size checks; the band count is checked against the wavelengths."""
-        if not torch.is_tensor(x):
-            raise EncoderInputError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise EncoderInputError(
-                f"{type(self).__name__} takes a 4-D input (B, C, H, W) of one acquisition, got "
-                f"shape {tuple(x.shape)}; Clay is single-frame: run time series frame by frame")
-        H, W = x.shape[-2:]
-        p = self.patch_size
-        if H % p or W % p or H < p or W < p:
-            raise EncoderInputError(
-                f"input size {H}x{W} is not a positive multiple of the patch size {p}; "
-                f"pad or resize it to a multiple of {p} (the detectron2 backbone pads for you)")
-        return x
+    #: the band count is checked against the wavelengths (:meth:`_wavelengths`), not ``bands``
+    checks_band_count = False
 
     def _wavelengths(self, metadata: Mapping[str, Any], num_bands: int) -> torch.Tensor:
         waves = metadata.get("wavelengths")
@@ -415,11 +403,16 @@ class ClayEncoder(GeoEncoder):
         tokens = torch.cat([self.cls_token.expand(B, -1, -1).to(tokens.dtype), tokens], dim=1)
         return tokens, (h, w), None
 
-    def _blocks(self):
+    # -- structure -----------------------------------------------------------------------
+    def get_blocks(self):
         return self.blocks
 
-    def _final_norm(self, x):
-        return self.norm(x)
+    def final_norm_module(self):
+        return self.norm
+
+    def no_weight_decay(self) -> set[str]:
+        # the kernel generator's learned tokens are embeddings, like the cls token
+        return {"cls_token", "patch_embed.generator.weight_tokens", "patch_embed.generator.bias_token"}
 
     # -- checkpoints ---------------------------------------------------------------------
     _UPSTREAM_ANCHOR = "patch_embedding.weight_generator.weight_tokens"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 
-from .adapt import adapt_patch_embed
+from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DINOv2Encoder", "RGB_BANDS"]
 
-RGB_BANDS = ("red", "green", "blue")
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_token")
@@ -92,7 +91,7 @@ class DINOv2Encoder(GeoEncoder):
         self.pretrained_patch_size = pretrained_patch_size
         self.pretrained_grid = pretrained_grid
         self.patch_resample = patch_resample
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.num_register_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
         # The official hub models: registers go with exact-size antialiased resizing.
@@ -129,11 +128,16 @@ class DINOv2Encoder(GeoEncoder):
         x = vit.norm_pre(vit.patch_drop(vit.pos_drop(x)))
         return x, (h, w), None
 
-    def _blocks(self):
+    # -- structure -------------------------------------------------------------------
+    def get_blocks(self):
         return self.vit.blocks
 
-    def _final_norm(self, x):
-        return self.vit.norm(x)
+    def final_norm_module(self):
+        return self.vit.norm
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"vit.pos_embed", "vit.cls_token", "vit.reg_token"}
+        return {n for n, _ in self.named_parameters() if n in names}
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
@@ -151,15 +155,10 @@ class DINOv2Encoder(GeoEncoder):
                 f"encoder was built {'with' if self.num_register_tokens else 'without'}: pick the "
                 f"{'_reg' if has_reg else 'non-_reg'} variant"
             )
-        try:
-            sd["patch_embed.proj.weight"] = adapt_patch_embed(
-                sd["patch_embed.proj.weight"], src_bands=self.pretrained_bands, dst_bands=self.bands,
-                patch_size=self.patch_size, method=self.patch_resample)
-        except ValueError as e:
-            raise CheckpointError(
-                f"{e}: upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load "
-                f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
-            ) from e
+        sd["patch_embed.proj.weight"] = self._adapt_checkpoint_patch_embed(
+            sd["patch_embed.proj.weight"],
+            ": upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load a "
+            "fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights")
         if "pos_embed" in sd:
             sd["pos_embed"] = self._fit_pos_table(sd["pos_embed"])
         return FilteredStateDict({f"vit.{k}": v for k, v in sd.items()}, ignored=ignored, prefix=prefix)

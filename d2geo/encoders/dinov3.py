@@ -20,10 +20,9 @@ from typing import Any, Mapping, Sequence
 import timm
 import torch
 
-from .adapt import adapt_patch_embed
+from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .dinov2 import RGB_BANDS
 from .registry import register_encoder
 
 logger = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ class DINOv3Encoder(GeoEncoder):
         timm_name: the timm architecture (``vit_large_patch16_dinov3_qkvb`` ...).
         patch_size: run at another patch size; checkpoint kernels are resampled on load.
         bands: input band names; pretrained weights exist for red, green, blue.
-        pixel_stats: the input statistics the weights were trained with (informative).
         **timm_kwargs: architecture overrides passed to ``timm.create_model``.
     """
 
@@ -63,13 +61,12 @@ class DINOv3Encoder(GeoEncoder):
 
     def __init__(self, *, timm_name: str, patch_size: int = 16, bands: Sequence[str] = RGB_BANDS,
                  img_size: int = 224, drop_path_rate: float = 0.0, patch_resample: str = "pinv",
-                 pixel_stats: Mapping[str, Sequence[float]] = LVD_PIXEL_STATS, **timm_kwargs: Any):
+                 **timm_kwargs: Any):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-        self.bands = tuple(bands)
+        self.bands = expand_bands(bands)
         self.patch_resample = patch_resample
-        self.pixel_stats = dict(pixel_stats)
         self.vit = timm.create_model(
             timm_name, pretrained=False, num_classes=0, global_pool="", img_size=img_size,
             patch_size=patch_size, in_chans=len(self.bands), drop_path_rate=drop_path_rate,
@@ -91,14 +88,17 @@ class DINOv3Encoder(GeoEncoder):
         tokens, rope = self.vit._pos_embed(tokens)
         return self.vit.norm_pre(tokens), grid, rope
 
-    def _blocks(self):
+    def get_blocks(self):
         return self.vit.blocks
+
+    def final_norm_module(self):
+        return self.vit.norm
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"vit.{n}" for n in self.vit.no_weight_decay()} & {n for n, _ in self.named_parameters()}
 
     def _run_block(self, block, x, rope):
         return block(x, rope=rope)
-
-    def _final_norm(self, x):
-        return self.vit.norm(x)
 
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """Official DINOv3 (``storage_tokens``, ``ls1.gamma``, ``qkv.bias`` with its
@@ -136,15 +136,10 @@ class DINOv3Encoder(GeoEncoder):
                 out[f"blocks.{i}.attn.q_bias"] = torch.zeros_like(attn.q_bias)
                 out[f"blocks.{i}.attn.v_bias"] = torch.zeros_like(attn.v_bias)
         kernel = out.pop("patch_embed.proj.weight")
-        try:
-            out["patch_embed.proj.weight"] = adapt_patch_embed(
-                kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-                patch_size=self.patch_size, method=self.patch_resample)
-        except ValueError as e:
-            raise CheckpointError(
-                f"{e}: upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load "
-                f"a fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights"
-            ) from e
+        out["patch_embed.proj.weight"] = self._adapt_checkpoint_patch_embed(
+            kernel,
+            ": upstream DINOv3 checkpoints are RGB, so this one was made for other bands; load a "
+            "fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights")
         return FilteredStateDict({f"vit.{k}": v for k, v in out.items()}, ignored=out.ignored, prefix=sd.prefix)
 
     @staticmethod
@@ -173,7 +168,7 @@ _VARIANTS = {
     "dinov3_vits16": dict(timm_name="vit_small_patch16_dinov3_qkvb"),
     "dinov3_vitb16": dict(timm_name="vit_base_patch16_dinov3_qkvb"),
     "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
-    "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb", pixel_stats=SAT_PIXEL_STATS),
+    "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, **_cfg)

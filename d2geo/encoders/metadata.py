@@ -1,4 +1,4 @@
-"""The one acquisition-metadata schema every encoder reads, and sensor band tables.
+"""The one acquisition-metadata schema every encoder reads (band tables: ``bands.py``).
 
 A metadata mapping may hold any of these keys (all optional at this level; an encoder
 says which ones it needs):
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
+from .bands import SENSOR_BANDS, band_wavelengths  # noqa: F401  (their home is bands.py)
 from .errors import EncoderInputError
 
 logger = logging.getLogger(__name__)
@@ -36,60 +37,6 @@ __all__ = ["METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths", "check_metadata"
 __all__ += ["Metadata", "TIMESTAMP_MAX", "TIMESTAMP_MIN", "as_timestamps", "normalize_longitude"]
 
 METADATA_KEYS = ("timestamps", "latlon", "gsd", "wavelengths")
-
-#: centre wavelengths in micrometres, keyed by sensor then by band name. Names follow the
-#: STAC ``eo:bands`` common names where they exist; Sentinel-2 and Landsat also accept
-#: their band ids. Sentinel-1 has no optical wavelength: the values are the
-#: stand-ins Clay was trained with for its VV and VH channels.
-SENSOR_BANDS: dict[str, dict[str, float]] = {
-    "sentinel-2-l2a": {
-        "coastal": 0.443, "blue": 0.493, "green": 0.560, "red": 0.665,
-        "rededge1": 0.704, "rededge2": 0.740, "rededge3": 0.783, "nir": 0.842,
-        "nir08": 0.865, "nir09": 0.945, "swir16": 1.610, "swir22": 2.190,
-    },
-    "landsat-c2": {
-        "coastal": 0.443, "blue": 0.48, "green": 0.56, "red": 0.65,
-        "nir08": 0.86, "swir16": 1.6, "swir22": 2.2,
-    },
-    "hls": {
-        "coastal": 0.443, "blue": 0.490, "green": 0.560, "red": 0.665,
-        "nir_narrow": 0.865, "swir_1": 1.610, "swir_2": 2.190,
-    },
-    "naip": {"red": 0.650, "green": 0.560, "blue": 0.480, "nir": 0.842},
-    "sentinel-1": {"vv": 3.5, "vh": 4.0},
-}
-
-_BAND_ALIASES: dict[str, dict[str, str]] = {
-    "sentinel-2-l2a": {
-        "b01": "coastal", "b02": "blue", "b03": "green", "b04": "red", "b05": "rededge1",
-        "b06": "rededge2", "b07": "rededge3", "b08": "nir", "b8a": "nir08", "b09": "nir09",
-        "b11": "swir16", "b12": "swir22",
-    },
-    "landsat-c2": {
-        "b1": "coastal", "b2": "blue", "b3": "green", "b4": "red", "b5": "nir08",
-        "b6": "swir16", "b7": "swir22",
-    },
-    "hls": {"nir": "nir_narrow", "nir08": "nir_narrow", "swir16": "swir_1", "swir22": "swir_2"},
-}
-
-
-def band_wavelengths(sensor: str, bands: Sequence[str]) -> torch.Tensor:
-    """Centre wavelengths (micrometres) of the named ``bands`` of ``sensor``."""
-    key = sensor.lower()
-    if key not in SENSOR_BANDS:
-        raise KeyError(f"unknown sensor {sensor!r}; known sensors: {', '.join(SENSOR_BANDS)}")
-    table, aliases = SENSOR_BANDS[key], _BAND_ALIASES.get(key, {})
-    out = []
-    for band in bands:
-        name = aliases.get(band.lower(), band.lower())
-        if name not in table:
-            raise KeyError(
-                f"unknown band {band!r} for {sensor}; known bands: {', '.join(table)}"
-                + (f" (or ids {', '.join(aliases)})" if aliases else "")
-            )
-        out.append(table[name])
-    return torch.tensor(out, dtype=torch.float32)
-
 
 _WARNED: set[tuple[str, str]] = set()
 

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from .adapt import adapt_patch_embed
+from .bands import HLS_BANDS, expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
@@ -47,11 +47,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "PrithviEncoder", "HLS_BANDS", "sincos_1d", "sincos_3d", "prithvi_pos_table",
-    "timestamps_to_year_doy", "time_to_channels",
+    "timestamps_to_year_doy",
 ]
 
-#: the six HLS bands every published Prithvi checkpoint was pretrained on, in order
-HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 
 _COORD_KINDS = ("time", "location")
 #: dot-free tensor names of the published layouts (v1 flat, v2, terratorch)
@@ -125,18 +123,6 @@ def timestamps_to_year_doy(timestamps: torch.Tensor) -> torch.Tensor:
     return coords.to(timestamps.device)
 
 
-def time_to_channels(fmap: torch.Tensor) -> torch.Tensor:
-    """Fold the time axis of a ``(B, D, t, h, w)`` map into channels: ``(B, t*D, h, w)``.
-
-    Channel ``i*D + d`` is channel ``d`` of frame ``i``, the layout terratorch's
-    ``prepare_features_for_image_model`` hands to its image decoders.
-    """
-    if fmap.ndim != 5:
-        raise EncoderInputError(f"expected a (B, D, t, h, w) map, got shape {tuple(fmap.shape)}")
-    B, D, t, h, w = fmap.shape
-    return fmap.transpose(1, 2).reshape(B, t * D, h, w)
-
-
 class _CoordEncoding(nn.Module):
     """Sine-cosine encoding of two scalars per sample, times a (learned) scale.
 
@@ -165,8 +151,8 @@ class PrithviEncoder(GeoEncoder):
 
     Input ``(B, C, T, H, W)`` with ``T == num_frames``; a ``(B, C, H, W)`` image is accepted
     when ``num_frames == 1``. Output maps are ``(B, D, t, h, w)`` with
-    ``t = num_frames // tubelet_size`` (see :func:`time_to_channels` for terratorch's
-    2-D layout).
+    ``t = num_frames // tubelet_size`` (see :func:`~d2geo.encoders.base.time_to_channels`
+    for terratorch's 2-D layout).
 
     Args:
         embed_dim, depth, num_heads, mlp_ratio: the architecture.
@@ -207,8 +193,7 @@ class PrithviEncoder(GeoEncoder):
                  coords_scale_learn: bool = False, drop_path_rate: float = 0.0,
                  patch_resample: str = "pinv", pos_cache_size: int = 16):
         super().__init__()
-        if isinstance(bands, str) or isinstance(pretrained_bands, str):
-            raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
+        bands, pretrained_bands = expand_bands(bands), expand_bands(pretrained_bands)
         if num_frames < 1 or tubelet_size < 1:
             raise ValueError(f"num_frames ({num_frames}) and tubelet_size ({tubelet_size}) must be >= 1")
         if num_frames % tubelet_size:
@@ -235,8 +220,8 @@ class PrithviEncoder(GeoEncoder):
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
         self.img_size = img_hw
-        self.bands = tuple(bands)
-        self.pretrained_bands = tuple(pretrained_bands)
+        self.bands = expand_bands(bands)
+        self.pretrained_bands = pretrained_bands
         self.patch_resample = patch_resample
         self.coords_encoding = coords_encoding
         self.coords_scale_learn = coords_scale_learn
@@ -348,11 +333,15 @@ class PrithviEncoder(GeoEncoder):
         cls = self.cls_token.to(tokens.dtype).expand(B, -1, -1)  # its position entry is zero
         return torch.cat([cls, tokens], dim=1), grid, None
 
-    def _blocks(self):
+    # -- structure -------------------------------------------------------------------
+    def get_blocks(self):
         return self.blocks
 
-    def _final_norm(self, x):
-        return self.norm(x)
+    def final_norm_module(self):
+        return self.norm
+
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}  # the position table is computed, not a parameter
 
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
@@ -401,12 +390,8 @@ class PrithviEncoder(GeoEncoder):
                         f"the checkpoint has no {name}scale: it is a Prithvi without "
                         f"time/location encodings; load it into the variant without '_tl'"
                     )
-        try:
-            out["patch_embed.proj.weight"] = adapt_patch_embed(
-                kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-                patch_size=self.patch_size, method=self.patch_resample)
-        except ValueError as e:
-            raise CheckpointError(f"{e}; pass pretrained_bands=[...] naming the checkpoint's bands") from e
+        out["patch_embed.proj.weight"] = self._adapt_checkpoint_patch_embed(
+            kernel, "; pass pretrained_bands=[...] naming the checkpoint's bands")
         return out
 
 

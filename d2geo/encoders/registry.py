@@ -62,7 +62,6 @@ def build_encoder(name: str, *, weights: str | os.PathLike | Mapping | None = No
 
     entry = _lookup(name)
     model = entry.builder(**{**entry.config, **overrides})
-    model.encoder_name = name
     if weights is not None:
         load_encoder_weights(model, weights)
     return model

@@ -107,7 +107,7 @@ def set_window_attention(encoder: nn.Module, window_size: int | Sequence[int] | 
                 f"use indices 0..{depth - 1} (or -1..-{depth})")
         resolved.append(j)
     resolved = tuple(sorted(set(resolved)))
-    blocks = list(encoder._blocks())
+    blocks = list(encoder.get_blocks())
     for j, block in enumerate(blocks):
         if j in resolved:
             continue

@@ -12,9 +12,9 @@ from .config import (
 )
 from .lr_decay import (
     NO_WEIGHT_DECAY_NAMES,
-    encoder_layer_id,
+    encoder_layer_ids,
     geo_optimizer_params,
-    get_lr_decay_rate,
+    lr_decay_factor_func,
     no_weight_decay_overrides,
 )
 from .meta_arch import (
@@ -32,7 +32,7 @@ __all__ = [
     "SimpleFeaturePyramid", "MultiLayerPyramid",
     "GeoRCNN", "GeoSemanticSegmentor", "GeoInputMixin", "collate_metadata", "attach_metadata",
     "normalize_image",
-    "get_lr_decay_rate", "encoder_layer_id", "no_weight_decay_overrides", "geo_optimizer_params",
+    "lr_decay_factor_func", "encoder_layer_ids", "no_weight_decay_overrides", "geo_optimizer_params",
     "NO_WEIGHT_DECAY_NAMES",
     "add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone", "build_geo_vit_fpn_backbone",
 ]

@@ -32,9 +32,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import Backbone
 
 from ..encoders import build_encoder
-from ..encoders.base import EncoderInputError, GeoEncoder
+from ..encoders.base import EncoderInputError, GeoEncoder, time_to_channels
 from ..encoders.metadata import Metadata
-from ..encoders.prithvi import time_to_channels
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ def fold_time(x: torch.Tensor, mode: str) -> torch.Tensor:
 
     ``"concat"`` stacks the time steps into channels, time-major (the layout terratorch's
     Prithvi models hand to their decoders, see
-    :func:`d2geo.encoders.prithvi.time_to_channels`). ``"mean"`` averages over time.
+    :func:`d2geo.encoders.base.time_to_channels`). ``"mean"`` averages over time.
     """
     if x.ndim != 5:
         raise ValueError(f"fold_time expects a (B, D, t, h, w) map, got shape {tuple(x.shape)}")
@@ -295,16 +294,11 @@ class GeoBackbone(Backbone):
 
     def _trainable_modules(self) -> list[nn.Module]:
         """Encoder parts that stay trainable: the unfrozen blocks and the final norm."""
-        blocks = list(self.encoder._blocks())
         if self.freeze == "none":
             return [self.encoder]
         if self.freeze == "all":
             return []
-        keep = blocks[self.freeze:]
-        from .lr_decay import is_final_norm  # the naming rules live with the lr decay rules
-
-        keep += [m for n, m in self.encoder.named_modules() if n and is_final_norm(n + ".weight")]
-        return keep
+        return [*list(self.encoder.get_blocks())[self.freeze:], self.encoder.final_norm_module()]
 
     def frozen_modules(self) -> list[nn.Module]:
         """Encoder submodules kept in eval mode (all but the trainable blocks, the final norm

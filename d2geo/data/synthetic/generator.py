@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .geotiff import apply_affine
+from d2geo.encoders.bands import HLS_BANDS
+
+from ..geotiff import apply_affine
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,8 @@ __all__ = ["GENERATOR_VERSION", "HLS_BANDS", "SEMSEG_CLASSES", "THING_CLASSES", 
            "make_synthetic_dataset", "render_tile", "write_scene", "write_geotiff"]
 
 #: bumped whenever the generator's output for given parameters changes (it keys the cache
-#: of :mod:`d2geo.data.synthetic`)
+#: of :mod:`d2geo.data.synthetic.cache`)
 GENERATOR_VERSION = 2
-HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
 SEMSEG_CLASSES = ("background", "water", "field", "building")
 THING_CLASSES = ("building",)
 NODATA = -9999
@@ -304,14 +305,47 @@ class SyntheticGeoDataset:
     def split_dir(self, split: str) -> str:
         return os.path.join(self.root, split)
 
+    def image_dir(self, split: str) -> str:
+        """The folder the COCO json's ``file_name`` entries are relative to."""
+        return os.path.join(self.root, split, "images")
+
     def coco_json(self, split: str) -> str:
         return os.path.join(self.root, split, "instances.json")
 
     def mask_file(self, split: str, image) -> str:
         """The label GeoTIFF of an image of ``split`` (a path, or the list of a time series)."""
         first = image[0] if isinstance(image, (list, tuple)) else image
-        tile = os.path.basename(first).split(".")[0]
-        return os.path.join(self.root, split, "masks", f"{tile}_mask.tif")
+        return os.path.join(self.root, split, "masks", f"{_tile_name(first)}_mask.tif")
+
+    def semseg_pairs(self, split: str) -> list:
+        """``(image or list of dates, label GeoTIFF)`` per tile of ``split``."""
+        return [(image, self.mask_file(split, image)) for image in self.splits[split]]
+
+    @classmethod
+    def open(cls, root) -> "SyntheticGeoDataset":
+        """A dataset that :func:`make_synthetic_dataset` wrote under ``root`` (found by its layout:
+        the ``<split>/images`` folders; the dates of a tile become one time series)."""
+        root = os.fspath(root)
+        splits, num_frames = {}, 1
+        for split in ("train", "val"):
+            folder = os.path.join(root, split, "images")
+            if not os.path.isdir(folder):
+                continue
+            tiles: dict[str, list] = {}
+            for name in sorted(os.listdir(folder)):
+                if name.endswith(".tif"):
+                    tiles.setdefault(_tile_name(name), []).append(os.path.join(folder, name))
+            num_frames = max([num_frames] + [len(v) for v in tiles.values()])
+            splits[split] = [v if len(v) > 1 else v[0] for v in tiles.values()]
+        if not splits:
+            raise FileNotFoundError(f"no synthetic dataset in {root}: expected {root}/train/images or "
+                                    f"{root}/val/images (the layout make_synthetic_dataset writes)")
+        return cls(root=root, splits=splits, num_frames=num_frames)
+
+
+def _tile_name(path) -> str:
+    """``tile_00000`` of ``.../tile_00000.2020245.tif``."""
+    return os.path.basename(os.fspath(path)).split(".")[0]
 
 
 def make_synthetic_dataset(root, *, num_train: int = 64, num_val: int = 16, size: int = 64,

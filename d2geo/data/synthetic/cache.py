@@ -1,18 +1,6 @@
-"""The built-in synthetic datasets: GeoTIFFs written by d2geo's generator, registered for detectron2.
+"""The cache of generated synthetic datasets: one folder per registered prefix and parameters.
 
-Importing this module registers four datasets in detectron2's ``DatasetCatalog`` and
-``MetadataCatalog``, all backed by one generated dataset
-(:func:`d2geo.data.synthetic_geotiff.make_synthetic_dataset`: HLS-like 6-band int16
-GeoTIFFs with a UTM CRS, 10 m pixels, acquisition times and band descriptions):
-
-* ``d2geo_synth_det_train`` / ``d2geo_synth_det_val``: the buildings as instances (COCO
-  json, pixel polygons), evaluated with ``COCOEvaluator``;
-* ``d2geo_synth_seg_train`` / ``d2geo_synth_seg_val``: background / water / field /
-  building label GeoTIFFs (255 = no data), evaluated with ``SemSegEvaluator`` through the
-  datasets' ``sem_seg_loading_fn``.
-
-Nothing is generated at import. The first ``DatasetCatalog.get`` of one of the names
-writes the files into the cache directory::
+The first :func:`ensure_synthetic_dataset` of a prefix writes the files into::
 
     $D2GEO_DATASETS/d2geo_synth/<prefix>-<digest>/    (D2GEO_DATASETS defaults to ./datasets)
 
@@ -21,19 +9,9 @@ tiles are written to a temporary folder next to it that is renamed into place on
 complete, so an interrupted run never leaves a partial dataset; a complete one is reused
 as it is (deterministic by seed, so every machine gets the same tiles), an incomplete one
 (files deleted by hand) is generated again.
-
-The dataset dicts point at the files (``file_name``, ``sem_seg_file_name``, pixel
-``annotations``) and carry no read options: :class:`d2geo.data.mapper.GeoDatasetMapper`
-takes the band names from the band descriptions, the wavelengths from the ``SENSOR``
-tag, the time from ``TIFFTAG_DATETIME`` and the location and GSD from the CRS, as for
-any user's GeoTIFFs.
-
-:func:`register_synthetic` registers further variants (other sizes, counts, seeds,
-multi-temporal tiles) under another prefix.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -43,32 +21,12 @@ import tempfile
 import time
 from typing import Any
 
-import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from .datasets import load_geo_coco_json, load_geo_semseg, load_sem_seg_gt
-from .geotiff import IGNORE_LABEL, read_geotiff
-from .synthetic_geotiff import (
-    GENERATOR_VERSION,
-    HLS_BANDS,
-    SEMSEG_CLASSES,
-    THING_CLASSES,
-    SyntheticGeoDataset,
-    make_synthetic_dataset,
-)
+from .generator import GENERATOR_VERSION, SyntheticGeoDataset, make_synthetic_dataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "SYNTH_BANDS", "SYNTH_THING_CLASSES", "SYNTH_STUFF_CLASSES", "BUILTIN_PREFIX", "BUILTIN_PARAMS",
-    "register_synthetic", "synthetic_cache_root", "synthetic_dataset_dir", "ensure_synthetic_dataset",
-    "synthetic_pixel_stats",
-]
-
-#: the bands of the synthetic tiles (named as in d2geo's ``hls`` sensor table)
-SYNTH_BANDS = HLS_BANDS
-SYNTH_THING_CLASSES = THING_CLASSES
-SYNTH_STUFF_CLASSES = SEMSEG_CLASSES
+__all__ = ["BUILTIN_PREFIX", "BUILTIN_PARAMS", "synthetic_cache_root", "synthetic_dataset_dir",
+           "ensure_synthetic_dataset"]
 
 #: the quickstart datasets: ``d2geo_synth_{det,seg}_{train,val}``
 BUILTIN_PREFIX = "d2geo_synth"
@@ -76,7 +34,8 @@ BUILTIN_PARAMS = dict(num_train=192, num_val=48, size=96, num_frames=1, seed=0)
 
 _MANIFEST = "manifest.json"
 _STALE_TMP_SECONDS = 3600.0
-# prefix -> generation parameters (keyword arguments of make_synthetic_dataset)
+# prefix -> generation parameters (keyword arguments of make_synthetic_dataset); filled by
+# :func:`d2geo.data.synthetic.register.register_synthetic`
 _SPECS: dict[str, dict[str, Any]] = {}
 
 
@@ -184,76 +143,3 @@ def ensure_synthetic_dataset(prefix: str = BUILTIN_PREFIX) -> SyntheticGeoDatase
     return ds
 
 
-# -- detectron2 registration ----------------------------------------------------------------------
-def _load_det(prefix: str, split: str, name: str) -> list[dict]:
-    ds = ensure_synthetic_dataset(prefix)
-    return load_geo_coco_json(ds.coco_json(split), os.path.join(ds.split_dir(split), "images"), name)
-
-
-def _load_seg(prefix: str, split: str) -> list[dict]:
-    ds = ensure_synthetic_dataset(prefix)
-    return load_geo_semseg([(f, ds.mask_file(split, f)) for f in ds.splits[split]])
-
-
-def register_synthetic(prefix: str = BUILTIN_PREFIX, **params) -> list[str]:
-    """Register ``<prefix>_{det,seg}_{train,val}`` over one generated dataset; returns the names.
-
-    ``params`` are keyword arguments of
-    :func:`~d2geo.data.synthetic_geotiff.make_synthetic_dataset` (``num_train``,
-    ``num_val``, ``size``, ``num_frames``, ``seed``, ...); unset ones take the
-    quickstart's values. Registering a prefix again with the same parameters is a
-    no-op, with other parameters an error.
-    """
-    import inspect
-
-    allowed = set(inspect.signature(make_synthetic_dataset).parameters) - {"root"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise TypeError(f"unknown synthetic dataset parameters {unknown}; choose from {sorted(allowed)}")
-    spec = {**BUILTIN_PARAMS, **params}
-    spec = json.loads(json.dumps(spec))  # the form it has in a manifest (tuples become lists)
-    names = [f"{prefix}_{task}_{split}" for task in ("det", "seg") for split in ("train", "val")]
-    if prefix in _SPECS:
-        if _SPECS[prefix] != spec:
-            raise ValueError(f"synthetic prefix {prefix!r} is already registered with other parameters "
-                             f"({_SPECS[prefix]}); pick another prefix")
-        return names
-    taken = [n for n in names if n in DatasetCatalog.list()]
-    if taken:
-        raise ValueError(f"datasets {taken} are already registered by someone else; pick another prefix")
-    if spec.get("size", 64) < 32:
-        raise ValueError(f"tiles must be at least 32 px (got size={spec['size']})")
-    _SPECS[prefix] = spec
-    common = dict(bands=tuple(HLS_BANDS), sensor="hls", ignore_label=IGNORE_LABEL,
-                  num_frames=spec.get("num_frames", 1))
-    for split in ("train", "val"):
-        det = f"{prefix}_det_{split}"
-        DatasetCatalog.register(det, functools.partial(_load_det, prefix, split, det))
-        MetadataCatalog.get(det).set(thing_classes=list(THING_CLASSES), evaluator_type="coco", **common)
-        seg = f"{prefix}_seg_{split}"
-        DatasetCatalog.register(seg, functools.partial(_load_seg, prefix, split))
-        MetadataCatalog.get(seg).set(stuff_classes=list(SEMSEG_CLASSES), evaluator_type="sem_seg",
-                                     sem_seg_loading_fn=load_sem_seg_gt, **common)
-    return names
-
-
-def synthetic_pixel_stats(prefix: str = BUILTIN_PREFIX, split: str = "train") -> tuple[list[float], list[float]]:
-    """Per-band mean and std of a synthetic split as the mapper reads it (reflectance, nodata
-    filled with 0): the values for a model's ``pixel_mean``/``pixel_std``. Generates the
-    dataset if needed."""
-    ds = ensure_synthetic_dataset(prefix)
-    total = np.zeros(len(HLS_BANDS))
-    total_sq = np.zeros(len(HLS_BANDS))
-    count = 0
-    for f in ds.splits[split]:
-        image = read_geotiff(f).image.astype(np.float64)
-        flat = image.reshape(image.shape[0], -1)
-        total += flat.sum(axis=1)
-        total_sq += (flat ** 2).sum(axis=1)
-        count += flat.shape[1]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-    return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
-
-
-register_synthetic(BUILTIN_PREFIX, **BUILTIN_PARAMS)

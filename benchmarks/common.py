@@ -1,0 +1,207 @@
+"""What every benchmark section shares: the profiles (full and quick sizes), the machine
+description, interleaved timing, FLOP counting and number formatting."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("d2geo.benchmarks")
+
+SECTIONS = ("gemm", "encoders", "resolution", "train")
+TARGETS = {
+    "encoder": 1.05,  # ours / upstream forward latency
+    "train": 1.10,  # ours / ViTDet training step
+    "gemm": 0.70,  # DINOv2-B/14 at 518 px: fraction of the GEMM rate
+}
+
+
+# -- profiles ---------------------------------------------------------------------------
+@dataclass
+class Profile:
+    name: str
+    gemm_n: int
+    reps: int
+    warmup: int
+    encoders: list[dict]
+    sweep: dict
+    train: dict
+
+
+TINY = dict(embed_dim=64, depth=2, num_heads=2)
+
+FULL = Profile(
+    name="full", gemm_n=2048, reps=7, warmup=2,
+    encoders=[
+        dict(family="dinov2", label="DINOv2-B/14", ours="dinov2_vitb14", timm="vit_base_patch14_dinov2",
+             size=518, arch={}, gemm_target=True),
+        dict(family="dinov3", label="DINOv3-B/16", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3_qkvb",
+             size=512, arch={}),
+        dict(family="prithvi", label="Prithvi-EO-1.0-100M (3 frames)", ours="prithvi_eo_v1_100", size=224,
+             frames=3, arch=dict(embed_dim=768, depth=12, num_heads=12)),
+        dict(family="clay", label="Clay v1 base (4 bands)", ours="clay_v1_base", size=256,
+             arch=dict(embed_dim=768, depth=12, num_heads=12, head_dim=64)),
+    ],
+    sweep=dict(encoder="dinov2_vits14", label="DINOv2-S/14", arch={}, sizes=(224, 512, 1024, 2048),
+               window=14, global_blocks=(2, 5, 8, 11), reps=3, warmup=1, single_run_from=2048),
+    train=dict(size=512, batch=2, steps=3, warmup=1, tiny=False),
+)
+
+QUICK = Profile(
+    name="quick", gemm_n=256, reps=2, warmup=1,
+    encoders=[
+        dict(family="dinov2", label="DINOv2 tiny", ours="dinov2_vitb14", timm="vit_base_patch14_dinov2",
+             size=56, arch=TINY, gemm_target=True),
+        dict(family="dinov3", label="DINOv3 tiny", ours="dinov3_vitb16", timm="vit_base_patch16_dinov3_qkvb",
+             size=64, arch=TINY),
+        dict(family="prithvi", label="Prithvi tiny (2 frames)", ours="prithvi_eo_v1_100", size=32, frames=2,
+             arch=TINY),
+        dict(family="clay", label="Clay tiny (4 bands)", ours="clay_v1_base", size=32,
+             arch=dict(embed_dim=72, depth=2, num_heads=2, head_dim=16)),
+    ],
+    sweep=dict(encoder="dinov2_vits14", label="DINOv2 tiny", arch=TINY, sizes=(56,), window=2,
+               global_blocks=(1,), reps=1, warmup=0, single_run_from=10**9, parallel=True),
+    train=dict(size=64, batch=2, steps=1, warmup=0, tiny=True),
+)
+
+
+# -- helpers ----------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    info = {
+        "CPU": cpu,
+        "logical cores (usable)": f"{os.cpu_count()} ({usable})",
+        "torch threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timm": pkg("timm"),
+        "detectron2": pkg("detectron2"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load average at start (1, 5, 15 min)": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "date (UTC)": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+    }
+    return info
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each function, run alternately (A B, B A, ...)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(max(1, reps)):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def gemm_rate(n: int, reps: int) -> dict[str, float]:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = time_interleaved({"mm": lambda: torch.mm(a, b)}, reps=reps, warmup=1)["mm"]
+    return {"n": n, "seconds": t, "flops_per_s": 2 * n ** 3 / t}
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call, attention included (torch's counter skips CPU flash attention)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_flash(query, key, value, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(query, key, value)
+
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = cpu_flash
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+def smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A deterministic image-like input: upsampled coarse noise plus a little fine noise."""
+    g = torch.Generator().manual_seed(seed)
+    *lead, H, W = shape
+    lead_n = math.prod(lead)
+    coarse = torch.randn(lead_n, 1, max(2, H // 16), max(2, W // 16), generator=g)
+    img = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
+    img = img + 0.1 * torch.randn(lead_n, 1, H, W, generator=g)
+    return img.reshape(*lead, H, W)
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0:
+            return "0"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def tiny_rcnn_heads(model, channels: int = 32, box_conv_dims=()):
+    """Shrink the pyramid, RPN and ROI heads of a Mask R-CNN LazyConfig ``model`` in place: the
+    quick profile and the tests, which are about the backbone glue, not detectron2's heads."""
+    from detectron2.layers import ShapeSpec
+
+    model.backbone.out_channels = channels
+    top = model.backbone.get("top_block")
+    if top is not None and "in_channels" in top:  # e.g. LastLevelP6P7
+        top.in_channels = top.out_channels = channels
+    pg = model.proposal_generator
+    pg.head.in_channels = channels
+    pg.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
+    pg.batch_size_per_image = 64
+    pg.pre_nms_topk = (200, 100)
+    pg.post_nms_topk = (64, 32)
+    rh = model.roi_heads
+    rh.batch_size_per_image = 32
+    rh.box_head.input_shape = ShapeSpec(channels=channels, height=7, width=7)
+    rh.box_head.conv_dims = list(box_conv_dims)
+    rh.box_head.fc_dims = [64]
+    rh.box_predictor.input_shape = ShapeSpec(channels=64)
+    rh.box_predictor.test_score_thresh = 0.0
+    rh.box_predictor.test_topk_per_image = 10
+    rh.mask_head.input_shape = ShapeSpec(channels=channels, width=14, height=14)
+    rh.mask_head.conv_dims = [channels, channels]
+    return model

@@ -1,0 +1,93 @@
+"""Section ``encoders``: forward latency of each family against its upstream implementation."""
+from __future__ import annotations
+
+import torch
+
+from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
+from .upstream import claymodel, terratorch_prithvi
+
+
+def _encoder_pair(row: dict):
+    """(ours_fn, upstream_fn, to_ref_map(upstream_out) -> map like ours, input description, tokens)."""
+    import timm
+
+    from d2geo.encoders import build_encoder
+
+    torch.manual_seed(0)
+    size, arch, family = row["size"], row["arch"], row["family"]
+    if family in ("dinov2", "dinov3"):
+        ours = build_encoder(row["ours"], img_size=size, **arch).eval()
+        ref = timm.create_model(row["timm"], pretrained=False, num_classes=0, global_pool="", img_size=size,
+                                dynamic_img_size=True, **arch).eval()
+        weights = ours.vit.state_dict()
+        weights.pop("rope.periods", None)  # DINOv3: ours keeps the checkpoint's; timm computes them
+        ref.load_state_dict(weights, strict=True)
+        x = smooth_image((1, 3, size, size))
+        g = size // ours.patch_size
+        P = ours.num_prefix_tokens
+
+        def to_map(t):
+            return t[:, P:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return (lambda: ours(x)), (lambda: ref.forward_features(x)), to_map, f"3x{size}x{size}", g * g
+    if family == "prithvi":
+        frames = row["frames"]
+        mod = terratorch_prithvi()
+        ref = mod.PrithviViT(img_size=size, patch_size=(1, 16, 16), num_frames=frames, in_chans=6,
+                             mlp_ratio=4.0, **arch).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), img_size=size, num_frames=frames,
+                             **arch).eval()
+        x = smooth_image((1, 6, frames, size, size))
+        g = size // 16
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, frames, g, g, -1).permute(0, 4, 1, 2, 3)
+
+        return ((lambda: ours(x)), (lambda: ref.forward_features(x)[-1]), to_map,
+                f"6x{frames}x{size}x{size}", frames * g * g)
+    if family == "clay":
+        mod = claymodel()
+        ref = mod.Encoder(mask_ratio=0.0, patch_size=8, shuffle=False, dim=arch["embed_dim"], depth=arch["depth"],
+                          heads=arch["num_heads"], dim_head=arch["head_dim"], mlp_ratio=4.0).eval()
+        sd = {f"model.encoder.{k}": v for k, v in ref.state_dict().items()}
+        ours = build_encoder(row["ours"], weights={"state_dict": sd}, **arch).eval()
+        waves = torch.tensor([0.65, 0.56, 0.48, 0.842])  # NAIP red, green, blue, nir
+        x = smooth_image((1, 4, size, size))
+        meta = {"wavelengths": waves, "gsd": torch.tensor([1.0])}  # no time/location: zeros, as upstream's
+        cube = {"pixels": x, "time": torch.zeros(1, 4), "latlon": torch.zeros(1, 4), "gsd": torch.tensor(1.0),
+                "waves": waves}
+        g = size // 8
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x, metadata=meta)), (lambda: ref(cube)[0]), to_map, f"4x{size}x{size}", g * g)
+    raise ValueError(f"unknown family {family}")
+
+
+def bench_encoders(profile: Profile, gemm: dict | None, families: set[str] | None) -> list[dict]:
+    rows = []
+    for row in profile.encoders:
+        if families and row["family"] not in families:
+            continue
+        out = dict(family=row["family"], label=row["label"], gemm_target=row.get("gemm_target", False))
+        logger.info("encoder %s ...", row["label"])
+        try:
+            ours_fn, ref_fn, to_map, shape, tokens = _encoder_pair(row)
+        except Exception as e:  # an unavailable reference must not sink the whole run
+            out["error"] = f"not measured: {type(e).__name__}: {e}"
+            logger.warning("%s: %s", row["label"], out["error"])
+            rows.append(out)
+            continue
+        with torch.inference_mode():
+            err = rel_err(ours_fn(), to_map(ref_fn()))
+            t = time_interleaved({"ours": ours_fn, "ref": ref_fn}, reps=profile.reps, warmup=profile.warmup)
+        flops = count_flops(ours_fn)
+        ref_flops = count_flops(ref_fn)
+        out.update(input=shape, tokens=tokens, gflop=flops / 1e9, ref_gflop=ref_flops / 1e9,
+                   ours_s=t["ours"], ref_s=t["ref"], ratio=t["ours"] / t["ref"], rel_err=err)
+        if gemm:
+            out["ours_gemm_frac"] = flops / t["ours"] / gemm["flops_per_s"]
+            out["ref_gemm_frac"] = ref_flops / t["ref"] / gemm["flops_per_s"]
+        rows.append(out)
+    return rows

@@ -1,0 +1,260 @@
+"""The band vocabulary: sensors' band ids, common names, aliases and centre wavelengths.
+
+Every place in d2geo that names a band (the encoders' pretrained bands, the GeoTIFF reader,
+the statistics tables) reads it here. A band is identified by its *key*, the physical band
+it measures (the STAC ``eo:bands`` common name where one exists: ``coastal``, ``blue``,
+``green``, ``red``, ``rededge1..3``, ``nir`` (broad NIR, Sentinel-2 B08), ``nir08`` (narrow
+NIR, Sentinel-2 B8A, Landsat B5, HLS ``nir_narrow``), ``nir09``, ``cirrus``, ``swir16``,
+``swir22``, ``vv``, ``vh``).
+
+How a name is read:
+
+* **With a sensor** (:func:`sensor_band`): the sensor's own band ids and names first (for
+  Sentinel-2 ``nir`` is B08, as in STAC), then the generic aliases below. Another
+  sensor's band ids are not accepted (``B5`` is Landsat's NIR, not Sentinel-2's B05).
+* **Without a sensor** (:func:`band_keys`): Sentinel-2/HLS-S30 ids (``B01``..``B12``,
+  ``B8A``, ``B10``), Landsat Collection 2 ids (``B1``..``B7``, ``SR_B1``..), common names
+  and aliases (``nir_narrow``, ``swir_1``, ``R``/``G``/``B``, ...). ``nir`` alone is
+  generic: it means broad or narrow NIR, so it matches whichever of the two exists and is
+  ambiguous where both do.
+
+:func:`match_bands` maps a requested band list onto the bands of a file or of pretrained
+weights: an exactly equal name first, then by key. A name that two bands could match is a
+:class:`BandError` listing them; a name that matches nothing gives ``None``. HLS L30 files
+use Landsat-style ids (its ``B05`` is narrow NIR, not Sentinel-2's red edge): name their
+bands with common names.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BandError", "BandSpec", "SENSORS", "SENSOR_BANDS", "RGB_BANDS", "HLS_BANDS", "BAND_GROUPS",
+    "expand_bands", "band_keys", "sensor_band", "sensor_file_bands", "band_wavelengths",
+    "wavelengths", "match_bands", "describe_bands",
+]
+
+
+class BandError(ValueError):
+    """Band names that cannot be read, or that do not map onto the bands available."""
+
+
+@dataclass(frozen=True)
+class BandSpec:
+    id: str            # the sensor's band id (B8A, B5, VV)
+    name: str          # the sensor's common name (nir08 for Sentinel-2, nir_narrow for HLS)
+    key: str           # the physical band, shared across sensors
+    wavelength: float  # centre wavelength, micrometres
+
+
+def _specs(rows) -> tuple:
+    return tuple(BandSpec(*r) for r in rows)
+
+
+_S2 = [
+    ("B01", "coastal", "coastal", 0.443), ("B02", "blue", "blue", 0.493),
+    ("B03", "green", "green", 0.560), ("B04", "red", "red", 0.665),
+    ("B05", "rededge1", "rededge1", 0.704), ("B06", "rededge2", "rededge2", 0.740),
+    ("B07", "rededge3", "rededge3", 0.783), ("B08", "nir", "nir", 0.842),
+    ("B8A", "nir08", "nir08", 0.865), ("B09", "nir09", "nir09", 0.945),
+]
+_S2_SWIR = [("B11", "swir16", "swir16", 1.610), ("B12", "swir22", "swir22", 2.190)]
+
+#: Each sensor's bands; the tuple order is the band order of a file that stores all of
+#: them (Sentinel-2 L2A without B10, as ESA's L2A products and most stacks store them).
+#: Sentinel-1 has no optical wavelength: its values are the stand-ins Clay was trained with.
+SENSORS: dict[str, tuple] = {
+    "sentinel-2-l2a": _specs(_S2 + _S2_SWIR),
+    "sentinel-2-l1c": _specs(_S2 + [("B10", "cirrus", "cirrus", 1.375)] + _S2_SWIR),
+    "landsat-c2": _specs([
+        ("B1", "coastal", "coastal", 0.443), ("B2", "blue", "blue", 0.48),
+        ("B3", "green", "green", 0.56), ("B4", "red", "red", 0.65),
+        ("B5", "nir08", "nir08", 0.86), ("B6", "swir16", "swir16", 1.6),
+        ("B7", "swir22", "swir22", 2.2),
+    ]),
+    # HLS v2 S30 ids; the names are the ones Prithvi's configs use
+    "hls": _specs([
+        ("B01", "coastal", "coastal", 0.443), ("B02", "blue", "blue", 0.490),
+        ("B03", "green", "green", 0.560), ("B04", "red", "red", 0.665),
+        ("B8A", "nir_narrow", "nir08", 0.865), ("B11", "swir_1", "swir16", 1.610),
+        ("B12", "swir_2", "swir22", 2.190),
+    ]),
+    "naip": _specs([
+        ("R", "red", "red", 0.650), ("G", "green", "green", 0.560),
+        ("B", "blue", "blue", 0.480), ("N", "nir", "nir", 0.842),
+    ]),
+    "sentinel-1": _specs([("VV", "vv", "vv", 3.5), ("VH", "vh", "vh", 4.0)]),
+}
+
+#: ``{sensor: {common name: wavelength}}``, a view of :data:`SENSORS`
+SENSOR_BANDS: dict[str, dict[str, float]] = {
+    s: {b.name: b.wavelength for b in specs} for s, specs in SENSORS.items()
+}
+
+RGB_BANDS = ("red", "green", "blue")
+#: the six HLS bands the published Prithvi-EO checkpoints were pretrained on, in order
+HLS_BANDS = ("blue", "green", "red", "nir_narrow", "swir_1", "swir_2")
+#: names that stand for a band list where a list is expected
+BAND_GROUPS: dict[str, tuple] = {"rgb": RGB_BANDS}
+
+#: generic names -> keys (lower case). ``nir`` is deliberately generic (broad or narrow).
+_ALIASES: dict[str, frozenset] = {}
+
+
+def _alias(key_or_keys, *names):
+    keys = frozenset([key_or_keys] if isinstance(key_or_keys, str) else key_or_keys)
+    for n in names:
+        _ALIASES[n.lower()] = keys
+
+
+_alias("coastal", "coastal", "coastal_aerosol", "aerosol")
+_alias("blue", "blue", "b")
+_alias("green", "green", "g")
+_alias("red", "red", "r")
+for _i in (1, 2, 3):
+    _alias(f"rededge{_i}", f"rededge{_i}", f"red_edge_{_i}", f"rededge_{_i}", f"re{_i}")
+_alias(("nir", "nir08"), "nir")
+_alias("nir", "nir_broad", "broad_nir")
+_alias("nir08", "nir08", "nir_narrow", "narrow_nir", "rededge4", "red_edge_4")
+_alias("nir09", "nir09", "water_vapour", "water_vapor")
+_alias("cirrus", "cirrus")
+_alias("swir16", "swir16", "swir_1", "swir1")
+_alias("swir22", "swir22", "swir_2", "swir2")
+_alias("vv", "vv")
+_alias("vh", "vh")
+# band ids of Sentinel-2 (= HLS S30) and Landsat C2 (also as its asset names SR_B1..)
+for _b in SENSORS["sentinel-2-l1c"]:
+    _alias(_b.key, _b.id)
+for _b in SENSORS["landsat-c2"]:
+    _alias(_b.key, _b.id, f"SR_{_b.id}")
+
+
+_BAND_IDS = {b.id.lower() for s in ("sentinel-2-l1c", "landsat-c2") for b in SENSORS[s]}
+
+
+def expand_bands(bands) -> tuple:
+    """A band list as a tuple of names; a group name (``"rgb"``) stands for its bands."""
+    if isinstance(bands, str):
+        group = BAND_GROUPS.get(bands.lower())
+        if group is None:
+            raise BandError(f"bands must be a list of band names, not the string {bands!r} "
+                            f"(strings that stand for a list: {', '.join(BAND_GROUPS)})")
+        return group
+    bands = tuple(bands)
+    for b in bands:
+        if not isinstance(b, str):
+            raise BandError(f"band names must be strings, not {b!r} in {list(bands)}")
+    return bands
+
+
+def _sensor(sensor: str) -> tuple:
+    specs = SENSORS.get(sensor.lower())
+    if specs is None:
+        raise KeyError(f"unknown sensor {sensor!r}; known sensors: {', '.join(SENSORS)}")
+    return specs
+
+
+def sensor_band(sensor: str, name: str) -> Optional[BandSpec]:
+    """The band of ``sensor`` that ``name`` names (its id, its name, or an alias), or None.
+
+    Raises :class:`BandError` when the alias fits two bands of the sensor (``nir`` in
+    ``hls`` is its only NIR, but ``rededge4``-style names could fit two in some tables).
+    """
+    specs = _sensor(sensor)
+    low = name.lower()
+    for b in specs:
+        if low in (b.id.lower(), b.name.lower()):
+            return b
+    if low in _BAND_IDS or low.startswith("sr_b"):
+        return None  # another sensor's id: not a name in this sensor's vocabulary
+    keys = _ALIASES.get(low, frozenset())
+    found = [b for b in specs if b.key in keys]
+    if len(found) > 1:
+        raise BandError(f"band {name!r} is ambiguous for {sensor}: it could be "
+                        f"{' or '.join(_describe(b) for b in found)}; use one of those names")
+    return found[0] if found else None
+
+
+def band_keys(name: str, sensor: str | None = None) -> frozenset:
+    """The physical band(s) ``name`` can mean (empty when it names no known band)."""
+    if sensor:
+        b = sensor_band(sensor, name)
+        return frozenset([b.key]) if b is not None else frozenset()
+    return _ALIASES.get(name.lower(), frozenset())
+
+
+def sensor_file_bands(sensor: str, count: int) -> Optional[tuple]:
+    """The band ids of a file of ``sensor`` storing ``count`` bands in the sensor's order, or None."""
+    specs = _sensor(sensor)
+    return tuple(b.id for b in specs) if len(specs) == count else None
+
+
+def wavelengths(sensor: str, bands: Sequence[str]) -> list:
+    """Centre wavelengths (micrometres) of the named ``bands`` of ``sensor``."""
+    specs = _sensor(sensor)
+    out = []
+    for band in bands:
+        b = sensor_band(sensor, band)
+        if b is None:
+            raise KeyError(f"unknown band {band!r} for {sensor}; known bands: "
+                           f"{', '.join(_describe(s) for s in specs)}")
+        out.append(b.wavelength)
+    return out
+
+
+def band_wavelengths(sensor: str, bands: Sequence[str]) -> torch.Tensor:
+    """Centre wavelengths (micrometres) of the named ``bands`` of ``sensor``, as a tensor."""
+    return torch.tensor(wavelengths(sensor, bands), dtype=torch.float32)
+
+
+def _describe(b: BandSpec) -> str:
+    return f"{b.id} ({b.name}, {b.wavelength:g} um)"
+
+
+def describe_bands(names: Iterable[str], sensor: str | None = None) -> str:
+    """``name (= other names)`` for each band, to list what a file or weights know."""
+    ref = {b.key: b for s in ("sentinel-1", "landsat-c2", "sentinel-2-l1c") for b in SENSORS[s]}
+    out = []
+    for n in names:
+        keys = band_keys(n, sensor)
+        b = ref.get(next(iter(keys))) if len(keys) == 1 else None
+        others = [x for x in dict.fromkeys((b.id, b.name)) if x.lower() != n.lower()] if b else []
+        out.append(f"{n} (= {', '.join(others)})" if others else n)
+    return ", ".join(out)
+
+
+def match_bands(requested: Sequence[str], available: Sequence[str], *,
+                sensor: str | None = None, available_sensor: str | None = None,
+                where: str = "the available bands") -> list:
+    """For each requested band, the index of the band of ``available`` it is, or None.
+
+    An equal name (case-insensitive) matches first; otherwise the bands whose keys
+    (:func:`band_keys`, read with ``sensor`` / ``available_sensor``) overlap the requested
+    name's. Two candidates are a :class:`BandError` naming them.
+    """
+    requested, available = expand_bands(requested), expand_bands(available)
+    low = [a.lower() for a in available]
+    akeys = [band_keys(a, available_sensor) for a in available]
+    out: list = []
+    for r in requested:
+        if r.lower() in low:
+            exact = [i for i, a in enumerate(low) if a == r.lower()]
+            if len(exact) > 1:
+                raise BandError(f"{where} name band {r!r} more than once: {list(available)}")
+            out.append(exact[0])
+            continue
+        keys = band_keys(r, sensor)
+        hits = [i for i, k in enumerate(akeys) if k & keys]
+        if len(hits) > 1:
+            raise BandError(
+                f"band {r!r} is ambiguous: it could be any of {[available[i] for i in hits]} in {where}; "
+                f"name one of them (e.g. B08 or nir_broad for broad NIR, B8A or nir_narrow for narrow NIR)"
+            )
+        out.append(hits[0] if hits else None)
+    return out
