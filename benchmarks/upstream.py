@@ -23,7 +23,8 @@ import zipfile
 import torch
 
 #: the pinned upstream wheels
-UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0"}
+UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0",
+                   "torchgeo": "torchgeo==0.8.1"}
 WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
                            os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
 

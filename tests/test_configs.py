@@ -28,12 +28,15 @@ FAMILY_CONFIGS = [
     "clay/semantic_fpn_v1_5_large.py",
     "ssl4eo/mask_rcnn_vits16.py",
     "ssl4eo/semantic_fpn_vits16.py",
+    "scale_mae/mask_rcnn_vitl16.py",
+    "scale_mae/semantic_fpn_vitl16.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
     "dino_v2": ("dinov2_vitb14", 12, 768), "dino_v3": ("dinov3_vitl16_sat", 24, 1024),
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
     "ssl4eo": ("ssl4eo_s12_vits16_dino", 12, 384),
+    "scale_mae": ("scalemae_vitl16", 24, 1024),
 }
 
 

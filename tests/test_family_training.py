@@ -23,6 +23,7 @@ FAMILIES = {
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -30,6 +31,7 @@ CONFIGS = {
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
+    "scalemae": ("scale_mae/mask_rcnn_vitl16.py", "scale_mae/semantic_fpn_vitl16.py"),
 }
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
@@ -60,7 +62,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(FAMILIES[family])
-    rgb = family.startswith("dino")
+    rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = bands
     if family == "clay":

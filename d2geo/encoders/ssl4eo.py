@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
-from .adapt import adapt_patch_embed
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import register_encoder
@@ -63,6 +62,9 @@ class TimmViTEncoder(GeoEncoder):
     num_prefix_tokens = 1
     #: the model's name in timm / torchgeo, for messages
     upstream_name = "timm VisionTransformer"
+    #: whether the position table is a learned parameter (else computed per forward and a
+    #: checkpoint's stored table is left out)
+    learned_positions = True
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int = 224, bands: Sequence[str] = S2_L1C_BANDS,
@@ -103,12 +105,6 @@ class TimmViTEncoder(GeoEncoder):
     def no_weight_decay(self) -> set[str]:
         return {"vit.pos_embed", "vit.cls_token"}
 
-    def _blocks(self):  # the pre-contract hook names
-        return self.get_blocks()
-
-    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final_norm_module()(x)
-
     # -- checkpoints -------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """timm-layout checkpoints, under any prefix (``module.base_encoder.``, ``teacher.``,
@@ -118,6 +114,9 @@ class TimmViTEncoder(GeoEncoder):
         for k, v in sd.items():
             if k.startswith(("head.", "fc_norm.", "decoder", "mask_token")) or k == "mask_token":
                 out.ignore(k, "a classification head or MAE decoder part, not the encoder")
+                continue
+            if k == "pos_embed" and not self.learned_positions:
+                out.ignore(k, "the stored position table; this model computes its table for every input")
                 continue
             out[f"vit.{k}"] = self._convert(k, v)
         for name, fill in (("weight", 1.0), ("bias", 0.0)):
@@ -136,12 +135,8 @@ class TimmViTEncoder(GeoEncoder):
         return value
 
     def _adapt_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
-        try:
-            return adapt_patch_embed(kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-                                     patch_size=self.patch_size, method=self.patch_resample)
-        except ValueError as e:
-            raise CheckpointError(f"{e}; pass pretrained_bands=[...] naming the checkpoint's bands in "
-                                  f"order") from e
+        return self._adapt_checkpoint_patch_embed(
+            kernel, "; pass pretrained_bands=[...] naming the checkpoint's bands in order")
 
     def _check_pos_table(self, pos: torch.Tensor) -> torch.Tensor:
         n = pos.shape[1] - self.num_prefix_tokens if pos.ndim == 3 else -1
