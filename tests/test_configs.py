@@ -30,6 +30,8 @@ FAMILY_CONFIGS = [
     "ssl4eo/semantic_fpn_vits16.py",
     "scale_mae/mask_rcnn_vitl16.py",
     "scale_mae/semantic_fpn_vitl16.py",
+    "satlas/mask_rcnn_swinb.py",
+    "satlas/semantic_fpn_swinb.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -37,6 +39,7 @@ EXPECTED_ENCODERS = {
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
     "ssl4eo": ("ssl4eo_s12_vits16_dino", 12, 384),
     "scale_mae": ("scalemae_vitl16", 24, 1024),
+    "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
 }
 
 
@@ -77,7 +80,8 @@ def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
 @pytest.mark.parametrize("name", FAMILY_CONFIGS)
 def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     cfg = load(name)
-    node = cfg.model.backbone.net
+    hierarchical = "bottom_up" in cfg.model.backbone  # detectron2's FPN on the GeoBackbone's res2..res5
+    node = cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
     family = name.split("/")[0]
     encoder, depth, width = EXPECTED_ENCODERS[family]
     assert node.encoder == encoder
@@ -89,7 +93,7 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     with cheap_init(monkeypatch):
         model = instantiate(cfg.model)
     (backbone,) = find_geo_backbones(model)
-    assert model.backbone.net is backbone
+    assert (model.backbone.bottom_up if hierarchical else model.backbone.net) is backbone
     assert (backbone.encoder.depth, backbone.encoder.embed_dim) == (depth, width)
     assert len(backbone.encoder.bands) == len(cfg.model.pixel_mean) == len(cfg.model.pixel_std)
     assert cfg.dataloader.train.mapper.bands is None or list(cfg.dataloader.train.mapper.bands) == list(
