@@ -364,7 +364,8 @@ def test_label_on_its_image_grid_within_tolerance_is_read(tmp_path):
 # ------------------------------------------------------------------------ georeferencing
 def test_crs_without_geotransform_drops_location(tmp_path, caplog):
     p = str(tmp_path / "nogt.tif")
-    with rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs=UTM) as dst:
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), \
+            rasterio.open(p, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs=UTM) as dst:
         dst.write(np.ones((1, 4, 4), np.uint8))
     with caplog.at_level(logging.WARNING):
         md = read_geotiff(p).metadata

@@ -50,6 +50,7 @@ import functools
 import logging
 import math
 import os
+import warnings
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
@@ -99,10 +100,15 @@ def _open_raster(path: str):
     """``rasterio.open(path)``; GDAL's errors on opening or reading become a GeoTiffError."""
     rasterio = _rasterio()
     from rasterio._err import CPLE_BaseError
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     try:
-        with rasterio.open(path) as src:
+        with warnings.catch_warnings():
+            # the reader says itself, in its own words, what a file without georeferencing
+            # loses (location and GSD) and what to do: rasterio's generic warning adds nothing
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+        with src:
             yield src
     except (RasterioError, CPLE_BaseError) as e:
         raise GeoTiffError(
