@@ -94,3 +94,8 @@ def claymodel() -> types.ModuleType:
     finally:
         # model.py lowers the float32 matmul precision of the whole process on import
         torch.set_float32_matmul_precision(precision)
+
+
+def torchgeo_scale_mae() -> types.ModuleType:
+    """torchgeo 0.8.1's ``scale_mae`` module (``ScaleMAE``)."""
+    return load_upstream_module("torchgeo", "torchgeo/models/scale_mae.py", "_ref_torchgeo_scale_mae")
