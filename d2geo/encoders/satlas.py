@@ -15,6 +15,11 @@ takes them directly, without a pyramid adapter. ``norm=True`` applies torchvisio
 LayerNorm to the last stage (the only stage it belongs to, as in torchvision's forward);
 the other stages, and all with ``norm=False`` (Satlas's own use), are the raw stage outputs.
 
+The ``_mi`` ("multi-image") weights come from Satlas models that ran this backbone on each
+image of a short series and max-pooled the stage maps over the images before their heads;
+the backbone itself is the same, so here, as in torchgeo, an ``_mi`` encoder takes one image
+per forward (pool the maps of several images yourself if you want Satlas' multi-image use).
+
 Inputs must be multiples of 32 (the coarsest stride), so that every stage's map is exactly
 ``H / stride`` and an FPN's top-down sums line up; the detectron2 backbone pads to that.
 """
