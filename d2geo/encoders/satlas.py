@@ -203,7 +203,8 @@ SATLAS_PRETRAINED = {
     "satlas_swint_sentinel2_si_rgb": ("sentinel2_swint_si_rgb-0c1a96e0.pth", _SWIN_T, "sentinel2_rgb"),
     "satlas_swint_sentinel2_mi_rgb": ("sentinel2_swint_mi_rgb-424d91f4.pth", _SWIN_T, "sentinel2_rgb"),
 }
-SATLAS_LICENSE = "ODC-BY-1.0"
+#: the license of the weights (torchgeo/satlas and allenai/satlas-pretrain on the Hugging Face Hub)
+SATLAS_LICENSE = "Apache-2.0"
 
 for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
     _bands = SATLAS_STATS[_stats]["bands"]
