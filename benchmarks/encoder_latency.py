@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import claymodel, terratorch_prithvi, torchgeo_scale_mae
+from .upstream import claymodel, terratorch_prithvi, torchgeo_dofa, torchgeo_scale_mae
 
 
 def _encoder_pair(row: dict):
@@ -113,6 +113,26 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours(x)), ref_fn, (lambda t: t.permute(0, 3, 1, 2)), f"9x{size}x{size}",
                 (size // 4) ** 2)
+    if family == "dofa":  # upstream pools; its dense path (patch_embed, table, blocks) is timed
+        mod = torchgeo_dofa()
+        ref = mod.DOFA(img_size=size, patch_size=16, **arch).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), img_size=size, **arch).eval()
+        waves = [0.665, 0.56, 0.493, 0.842]
+        x = smooth_image((1, 4, size, size))
+        g = size // 16
+
+        def ref_fn():
+            t, _ = ref.patch_embed(x, torch.tensor(waves))
+            t = torch.cat([ref.cls_token + ref.pos_embed[:, :1], t + ref.pos_embed[:, 1:]], dim=1)
+            for blk in ref.blocks:
+                t = blk(t)
+            return t
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours.forward_features(x, layers=-1, norm=False, metadata={"wavelengths": waves})[0]),
+                ref_fn, to_map, f"4x{size}x{size}", g * g)
     raise ValueError(f"unknown family {family}")
 
 

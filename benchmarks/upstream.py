@@ -99,3 +99,8 @@ def claymodel() -> types.ModuleType:
 def torchgeo_scale_mae() -> types.ModuleType:
     """torchgeo 0.8.1's ``scale_mae`` module (``ScaleMAE``)."""
     return load_upstream_module("torchgeo", "torchgeo/models/scale_mae.py", "_ref_torchgeo_scale_mae")
+
+
+def torchgeo_dofa() -> types.ModuleType:
+    """torchgeo 0.8.1's ``dofa`` module (``DOFA``)."""
+    return load_upstream_module("torchgeo", "torchgeo/models/dofa.py", "_ref_torchgeo_dofa")

@@ -32,6 +32,8 @@ FAMILY_CONFIGS = [
     "scale_mae/semantic_fpn_vitl16.py",
     "satlas/mask_rcnn_swinb.py",
     "satlas/semantic_fpn_swinb.py",
+    "dofa/mask_rcnn_vitb16.py",
+    "dofa/semantic_fpn_vitb16.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -39,7 +41,8 @@ EXPECTED_ENCODERS = {
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
     "ssl4eo": ("ssl4eo_s12_vits16_dino", 12, 384),
     "scale_mae": ("scalemae_vitl16", 24, 1024),
-    "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
+    "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),
+    "dofa": ("dofa_vitb16", 12, 768),  # hierarchical: 4 stages, first-stage width
 }
 
 

@@ -26,6 +26,7 @@ FAMILIES = {
     "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "satlas": dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(2, 2, 4, 4)),
+    "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -36,6 +37,7 @@ CONFIGS = {
     "scalemae": ("scale_mae/mask_rcnn_vitl16.py", "scale_mae/semantic_fpn_vitl16.py"),
     # hierarchical: the GeoBackbone's res2..res5 go to detectron2's FPN (cfg.model.backbone.bottom_up)
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
+    "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
 }
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
@@ -69,7 +71,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = bands
-    if family == "clay":
+    if family in ("clay", "dofa"):
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
     cfg.model.pixel_mean = [1000.0] * len(bands)
