@@ -33,12 +33,18 @@ setup(
         "safetensors>=0.4",
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
+        # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
+        "huggingface_hub>=0.34",
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
         "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
     ],
     extras_require={
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6"],
+        # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
+        "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "peft": ["peft>=0.13"],
+        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
+                 "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
     },
 )

@@ -103,6 +103,8 @@ def load_model(config_file: str, weights: str, device: str = "cpu", opts: Sequen
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     if "model" not in cfg:
         raise KeyError(f"{config_file} has no `model` entry")
+    # every weight comes from ``weights`` below: build the encoders without fetching theirs
+    d2geo.model_zoo.skip_encoder_weights(cfg.model)
     model = instantiate(cfg.model)
     model.to(device)
     GeoCheckpointer(model).load(weights)

@@ -1,6 +1,7 @@
 """Shared test helpers: the upstream reference modules and tiny checkpoints."""
 from __future__ import annotations
 
+import logging
 import os
 import types
 
@@ -198,3 +199,22 @@ def d2_catalog():
         if n in DatasetCatalog.list():
             DatasetCatalog.remove(n)
         MetadataCatalog.remove(n)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Tools run in-process (train_net, export_model) call detectron2's ``setup_logger``, which
+    stops d2geo's loggers from propagating to the root: later ``caplog`` tests would then see
+    nothing. Put every logger back as it was before the test."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    saved = {id(lg): (lg, lg.propagate, lg.level, list(lg.handlers), lg.disabled) for lg in loggers}
+    yield
+    for lg in [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]:
+        if id(lg) in saved:
+            _, propagate, level, handlers, disabled = saved[id(lg)]
+        else:  # made during the test: back to a plain logger that propagates
+            propagate, level, handlers, disabled = True, logging.NOTSET, [], False
+        lg.propagate, lg.level, lg.disabled = propagate, level, disabled
+        lg.handlers[:] = handlers

@@ -88,9 +88,10 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     family = name.split("/")[0]
     encoder, depth, width = EXPECTED_ENCODERS[family]
     assert node.encoder == encoder
-    # user-facing configs point at the upstream file, they never silently train from scratch
-    assert isinstance(node.weights, str) and node.weights
-    node.weights = None
+    # user-facing configs load the published weights by name, they never silently train
+    # from scratch (and never point at a local file the user does not have)
+    assert node.pretrained is True and node.weights is None
+    node.pretrained = False
     if "proposal_generator" in cfg.model:  # 1000 test proposals through a 4-conv box head is slow on a CPU
         cfg.model.proposal_generator.post_nms_topk = (1000, 20)
     with cheap_init(monkeypatch):
@@ -131,7 +132,7 @@ def test_family_config_missing_upstream_weights_is_a_clear_error():
 
 def test_family_optimizer_has_layer_decay_and_no_decay_on_embeddings(monkeypatch):
     cfg = load("dino_v2/mask_rcnn_vitb14.py")
-    cfg.model.backbone.net.weights = None
+    cfg.model.backbone.net.pretrained = False
     with cheap_init(monkeypatch):
         model = instantiate(cfg.model)
     cfg.optimizer.params.model = model
@@ -209,7 +210,7 @@ def test_detrex_dino_config():
     if detrex_projects_root() is None:
         pytest.skip("detrex is installed but not from a checkout with projects/dino (pip install -e)")
     cfg = load("detrex_dino/dino_dinov2_vitb14.py")
-    cfg.model.backbone.net.weights = None
+    cfg.model.backbone.net.pretrained = False
     model = instantiate(cfg.model)
     (backbone,) = find_geo_backbones(model)
     assert backbone.encoder.embed_dim == 768
@@ -312,7 +313,7 @@ def test_quickstart_mapper_reads_metadata_from_the_files():
     year_2020 = (1577836800.0, 1609459200.0)
     assert year_2020[0] < float(meta["timestamps"][0]) < year_2020[1]
     assert 30 < float(meta["latlon"][0]) < 45 and -125 < float(meta["latlon"][1]) < -115  # UTM 10N
-    assert meta["gsd"] == pytest.approx(10.0)
+    assert float(meta["gsd"]) == pytest.approx(10.0)
     assert torch.allclose(meta["wavelengths"], torch.tensor([0.49, 0.56, 0.665, 0.865, 1.61, 2.19]))
 
 
@@ -350,7 +351,7 @@ def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypa
     frames = 4 if "prithvi" in name else None
     prefix = geotiff_datasets[frames or 1]
     cfg = load(name, **{"train.output_dir": str(tmp_path)})
-    cfg.model.backbone.net.weights = None
+    cfg.model.backbone.net.pretrained = False
     cfg.dataloader.train.dataset.names = f"{prefix}_{task}_train"
     cfg.dataloader.test.dataset.names = f"{prefix}_{task}_val"
     cfg.dataloader.train.total_batch_size = 2
@@ -368,3 +369,76 @@ def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypa
         losses = model(batch)
     assert losses and all(torch.isfinite(v) for v in losses.values())
     instantiate(cfg.dataloader.evaluator).reset()
+
+
+LARGER_VARIANTS = {  # config -> (the config it extends, the keys it may change)
+    "dino_v2/mask_rcnn_vitl14.py": ("dino_v2/mask_rcnn_vitb14.py", {
+        "model.backbone.net.encoder", "model.backbone.net.drop_path_rate", "optimizer.params.lr_decay_rate",
+        "dataloader.train.total_batch_size", "train.output_dir"}),
+    "dino_v2/semantic_fpn_vitl14.py": ("dino_v2/semantic_fpn_vitb14.py", {
+        "model.backbone.net.encoder", "model.backbone.net.drop_path_rate", "optimizer.params.lr_decay_rate",
+        "dataloader.train.total_batch_size", "train.output_dir", "model.backbone.net.layers"}),
+    "prithvi/mask_rcnn_eo_v2_600_tl.py": ("prithvi/mask_rcnn_eo_v2_300_tl.py", {
+        "model.backbone.net.encoder", "model.backbone.net.encoder_kwargs.patch_size",
+        "optimizer.params.lr_decay_rate", "dataloader.train.total_batch_size", "train.output_dir"}),
+    "prithvi/semantic_fpn_eo_v2_600_tl.py": ("prithvi/semantic_fpn_eo_v2_300_tl.py", {
+        "model.backbone.net.encoder", "model.backbone.net.encoder_kwargs.patch_size", "model.backbone.net.layers",
+        "optimizer.params.lr_decay_rate", "dataloader.train.total_batch_size", "train.output_dir"}),
+}
+
+
+def _flat(node, prefix=""):
+    from omegaconf import DictConfig, OmegaConf
+
+    out = {}
+    for key in node:
+        value = node[key]
+        path = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            out.update(_flat(value, path + "."))
+        else:
+            out[path] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(LARGER_VARIANTS))
+def test_larger_variant_config_overrides_only_what_differs(name):
+    """ViTDet's pattern: the larger encoder's config imports the smaller one's and sets only
+    the encoder and what goes with it; its encoder's block count fits the taps."""
+    from d2geo.encoders import get_encoder_config
+
+    base_name, allowed = LARGER_VARIANTS[name]
+    allowed = allowed | {"dataloader.evaluator.output_dir"}  # follows train.output_dir
+    big, base = _flat(load(name)), _flat(load(base_name))
+    assert set(big) - {"model.backbone.net.encoder_kwargs.patch_size"} <= set(base) | allowed
+    changed = {k for k in big if big.get(k) != base.get(k)}
+    assert changed and changed <= allowed, changed - allowed
+    depth = get_encoder_config(big["model.backbone.net.encoder"])["depth"]
+    assert max(big["model.backbone.net.layers"]) < depth
+
+
+def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
+    from d2geo.encoders import get_pretrained_cfg
+
+    for name in FAMILY_CONFIGS + sorted(LARGER_VARIANTS) + ["detrex_dino/dino_dinov2_vitb14.py"]:
+        if name.startswith("detrex"):
+            pytest.importorskip("detrex")
+        cfg = load(name)
+        net = cfg.model.backbone.bottom_up if "bottom_up" in cfg.model.backbone else cfg.model.backbone.net
+        pre = get_pretrained_cfg(net.encoder)
+        stats = pre.stats_for("sentinel-2-l2a") if net.encoder.startswith("clay") else pre.default_stats
+        assert list(cfg.model.pixel_mean) == list(stats.mean), name
+        assert list(cfg.model.pixel_std) == list(stats.std), name
+        assert list(net.encoder_kwargs.bands) == list(cfg.dataloader.train.mapper.bands) == list(stats.bands)
+        assert net.pretrained is True and net.weights is None, name
+    # ... and no config repeats the numbers: the first mean of every table appears in no file
+    from d2geo.encoders import list_encoders
+
+    # (a zero mean, as of weights trained on DN / 10 000, is no number anyone pastes)
+    firsts = {repr(s.mean[0]) for n in list_encoders() for s in get_pretrained_cfg(n).stats if s.mean[0] != 0}
+    root = model_zoo.config_root()
+    for dirpath, _, filenames in os.walk(root):
+        for f in filenames:
+            if f.endswith(".py"):
+                text = open(os.path.join(dirpath, f)).read()
+                assert not [v for v in firsts if v in text], os.path.join(dirpath, f)

@@ -53,7 +53,7 @@ def test_mapper_output_contract(synth):
     md = out["metadata"]
     assert set(md) == {"timestamps", "latlon", "gsd", "wavelengths"}
     assert md["timestamps"].dtype == torch.float64 and md["timestamps"].shape == (1,)
-    assert md["latlon"].shape == (2,) and isinstance(md["gsd"], float) and md["gsd"] == pytest.approx(10.0)
+    assert md["latlon"].shape == (2,) and md["gsd"].shape == () and float(md["gsd"]) == pytest.approx(10.0)
     torch.testing.assert_close(md["wavelengths"], band_wavelengths("hls", HLS_BANDS))
     assert len(out["instances"]) == len(d["annotations"]) > 0
     assert out["instances"].gt_masks is not None
@@ -78,7 +78,7 @@ def test_resize_flip_keep_targets_aligned_and_scale_gsd(synth):
     augs = [T.ResizeShortestEdge(128, 1000), T.RandomFlip(prob=1.0)]
     out = GeoDatasetMapper(True, augmentations=augs, use_instance_mask=True)(d)
     assert out["image"].shape == (6, 128, 128)
-    assert out["metadata"]["gsd"] == pytest.approx(5.0)  # 2x upsampled: half the ground distance
+    assert float(out["metadata"]["gsd"]) == pytest.approx(5.0)  # 2x upsampled: half the ground distance
     up = torch.nn.functional.interpolate(base["image"][None], scale_factor=2, mode="bilinear",
                                          align_corners=False)[0].flip(-1)
     torch.testing.assert_close(out["image"], up, atol=1e-5, rtol=1e-5)

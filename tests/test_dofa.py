@@ -120,7 +120,7 @@ def test_position_table_of_another_size_is_refused(upstream):
 def test_pretrained_table(ref):
     urls = {w.url.rsplit("/", 1)[1] for enum in (ref.DOFABase16_Weights, ref.DOFALarge16_Weights) for w in enum}
     for name, entry in DOFA_PRETRAINED.items():
-        assert entry["source"].rsplit("/", 1)[1] in urls, name
+        assert entry.source.rsplit("/", 1)[1] in urls, name
 
 
 @pytest.mark.slow

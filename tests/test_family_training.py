@@ -25,7 +25,7 @@ FAMILIES = {
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
-    "satlas": dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(2, 2, 4, 4)),
+    "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 CONFIGS = {
@@ -63,8 +63,9 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up
     # user-facing configs name the family's encoder and its upstream file, never train from scratch
-    assert net.encoder.startswith(family) and isinstance(net.weights, str) and net.weights
+    assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
     net.weights = None
+    net.pretrained = False
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(FAMILIES[family])

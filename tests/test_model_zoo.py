@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import socket
 import subprocess
 import sys
-import threading
 from types import SimpleNamespace
 
 import pytest
 import torch
+from http_stub import HubStandIn, serve
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
@@ -88,22 +87,12 @@ def zoo(tmp_path, monkeypatch):
                 return
             super().do_GET()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30)  # a stuck download fails the test instead of hanging it
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("FVCORE_CACHE", str(cache))
-    monkeypatch.setenv("D2GEO_ZOO_URL", f"http://127.0.0.1:{server.server_address[1]}/zoo")
-    monkeypatch.delenv("D2GEO_ZOO_MIRROR", raising=False)
-    try:
+    with serve(Handler) as url:
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("FVCORE_CACHE", str(cache))
+        monkeypatch.setenv("D2GEO_ZOO_URL", f"{url}/zoo")
+        monkeypatch.delenv("D2GEO_ZOO_MIRROR", raising=False)
         yield SimpleNamespace(root=served / "zoo", hits=hits, cache=cache / "d2geo")
-    finally:
-        socket.setdefaulttimeout(old_timeout)
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def publish(root, rel_dir, stem, payload: bytes, *, digest_of: bytes | None = None) -> str:
@@ -210,3 +199,198 @@ def test_detection_checkpointer_loads_a_zoo_checkpoint(zoo, tmp_path):
     for key, value in stored.items():
         assert torch.equal(state[key], value), key
     assert len(zoo.hits) == 1
+
+
+# -- hf:// ---------------------------------------------------------------------------------------
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A Hugging Face Hub stand-in on 127.0.0.1, with the Hub cache in tmp_path."""
+    stand_in = HubStandIn()
+    with serve(stand_in.handler()) as url:
+        stand_in.url = url
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("D2GEO_CACHE", str(tmp_path / "d2geo"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield stand_in
+
+
+def test_importing_d2geo_modeling_registers_hf_paths_on_pathmanager(hub, tmp_path):
+    """In a fresh process, ``import d2geo.modeling`` alone makes detectron2's PathManager
+    (and so DetectionCheckpointer and every detectron2 tool) read hf:// and d2geo:// paths."""
+    payload = os.urandom(3000)
+    uri = hub.publish("acme/zoo", "models/w.pth", payload)
+    code = ("import d2geo.modeling\n"
+            "from detectron2.utils.file_io import PathManager\n"
+            f"print(PathManager.get_local_path({uri!r}))\n"
+            "print(sorted(p for p in PathManager._path_handlers if p in ('hf://', 'd2geo://')))\n")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    local, handlers = proc.stdout.strip().splitlines()[-2:]
+    assert open(local, "rb").read() == payload
+    assert local.startswith(str(tmp_path / "hf"))
+    assert handlers == "['d2geo://', 'hf://']"
+    # in this process too, through the same handler
+    assert PathManager.get_local_path(uri) == local
+    with PathManager.open(uri, "rb") as f:
+        assert f.read() == payload
+    with pytest.raises(ValueError, match="read-only"):
+        PathManager.open(uri, "wb")
+
+
+def _tiny_upstream_checkpoint(path):
+    """A DINOv2-layout checkpoint that fits the quickstart's tiny encoder (any band set)."""
+    from d2geo.encoders import build_encoder
+
+    torch.manual_seed(3)
+    enc = build_encoder("dinov2_vits14", embed_dim=96, depth=4, num_heads=3)
+    torch.save(dict(enc.vit.state_dict()), path)
+    return open(path, "rb").read()
+
+
+def test_detection_checkpointer_loads_an_hf_init_checkpoint(hub, tmp_path):
+    import importlib.util
+
+    upstream = tmp_path / "up.pth"
+    _tiny_upstream_checkpoint(upstream)
+    spec = importlib.util.spec_from_file_location("_zoo_convert2", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+    # the converter takes the upstream file as an hf:// path too
+    up_uri = hub.publish("acme/upstream", "dinov2_tiny.pth", open(upstream, "rb").read())
+    written = tool.main([up_uri, "--config-file", config, "--output-dir", str(tmp_path / "out")])
+    assert torch.load(written, weights_only=True)["d2geo"]["source"] == up_uri
+    uri = hub.publish("acme/finetuned", os.path.basename(written), open(written, "rb").read())
+
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    cfg.train.init_checkpoint = uri
+    model = instantiate(cfg.model)
+    DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+    stored = torch.load(written, weights_only=True)["model"]
+    state = model.state_dict()
+    for key, value in stored.items():
+        assert torch.equal(state[key], value), key
+
+
+def test_config_trains_from_hf_encoder_weights(hub, tmp_path, monkeypatch):
+    """model.backbone.net.weights="hf://..." in a config: the encoder starts from the Hub file
+    and a couple of training iterations run."""
+    from detectron2.engine import SimpleTrainer
+
+    from d2geo.encoders import build_encoder
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    uri = hub.publish("acme/tiny-dinov2", "dinov2_tiny.pth", data)
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    cfg.model.backbone.net.weights = uri
+    cfg.dataloader.train.total_batch_size = 2
+    model = instantiate(cfg.model)
+    kwargs = dict(cfg.model.backbone.net.encoder_kwargs)
+    ref = build_encoder("dinov2_vits14", weights=str(tmp_path / "up.pth"), **kwargs)
+    assert torch.equal(model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight, ref.vit.blocks[1].attn.qkv.weight)
+    assert [m for m, _ in hub.file_requests()] == ["HEAD", "GET"]
+
+    cfg.optimizer.params.model = model
+    trainer = SimpleTrainer(model, instantiate(cfg.dataloader.train), instantiate(cfg.optimizer))
+    before = model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight.detach().clone()
+    trainer.train(0, 2)
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert not torch.equal(model.backbone.net.encoder.vit.blocks[1].attn.qkv.weight, before)
+
+
+def test_skip_encoder_weights_for_whole_model_checkpoints():
+    """--eval-only with train.init_checkpoint builds the model without fetching the published
+    encoder weights first (the checkpoint replaces them)."""
+    cfg = model_zoo.get_config("prithvi/semantic_fpn_eo_v2_300_tl.py")
+    assert cfg.model.backbone.net.pretrained is True
+    assert model_zoo.skip_encoder_weights(cfg.model) == ["model.backbone.net"]
+    assert cfg.model.backbone.net.pretrained is False and cfg.model.backbone.net.weights is None
+    assert model_zoo.skip_encoder_weights(cfg.model) == []
+
+
+def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the run
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # and nothing is cached there
+    spec = importlib.util.spec_from_file_location("_zoo_train_net", os.path.join(ROOT, "tools", "train_net.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
+    model = instantiate(cfg.model)
+    ckpt = str(tmp_path / "model.pth")
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    args = tool.get_parser().parse_args([
+        "--config-file", model_zoo.get_config_file("quickstart/semantic_fpn_tiny.py"), "--eval-only", f"train.output_dir={tmp_path}",
+        f"train.init_checkpoint={ckpt}", "model.backbone.net.pretrained=True"])
+    # train_net's setup_logger stops the 'd2geo' logger from propagating: undo it for later tests
+    import logging
+
+    saved = {name: (lg.handlers[:], lg.propagate, lg.level) for name in ("d2geo", "detectron2", "fvcore")
+             for lg in [logging.getLogger(name)]}
+    try:
+        results = tool.main(args)
+    finally:
+        for name, (handlers, propagate, level) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.level = propagate, level
+    assert "mIoU" in results["sem_seg"]
+
+
+def test_yacs_config_takes_hf_weights_and_pretrained(hub, tmp_path, monkeypatch):
+    from detectron2.config import get_cfg
+
+    from d2geo.encoders import WeightsDownloadError, build_encoder
+    from d2geo.modeling import add_d2geo_config, build_geo_backbone
+
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    cfg = add_d2geo_config(get_cfg())
+    cfg.MODEL.D2GEO.ENCODER = "dinov2_vits14"
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.EMBED_DIM = 96
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.DEPTH = 4
+    cfg.MODEL.D2GEO.ENCODER_KWARGS.NUM_HEADS = 3
+    cfg.MODEL.D2GEO.WEIGHTS = hub.publish("acme/tiny", "tiny.pth", data)
+    backbone = build_geo_backbone(cfg)
+    ref = build_encoder("dinov2_vits14", weights=str(tmp_path / "up.pth"), embed_dim=96, depth=4, num_heads=3)
+    assert torch.equal(backbone.encoder.vit.blocks[3].mlp.fc1.weight, ref.vit.blocks[3].mlp.fc1.weight)
+    # PRETRAINED reaches the published source (here: offline, so it names the file it looked for)
+    cfg.MODEL.D2GEO.WEIGHTS = None
+    cfg.MODEL.D2GEO.PRETRAINED = True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsDownloadError, match="dl.fbaipublicfiles.com/dinov2/dinov2_vits14/dinov2_vits14_pretrain.pth"):
+        build_geo_backbone(cfg)
+
+
+def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, monkeypatch):
+    """``convert_checkpoint.py pretrained --config-file ...``: the config's encoder's published
+    file, fetched and checked against its pin (here the table entry points at the stand-in)."""
+    import hashlib
+    import importlib.util
+
+    from d2geo.encoders import PretrainedCfg, registry
+
+    data = _tiny_upstream_checkpoint(tmp_path / "up.pth")
+    uri = hub.publish("acme/published", "dinov2_tiny.pth", data)
+    entry = registry._REGISTRY["dinov2_vits14"]
+    pin = PretrainedCfg(source=uri, license="Apache-2.0", sha256=hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(registry._REGISTRY, "dinov2_vits14", registry._Entry(entry.builder, entry.config, pin))
+    spec = importlib.util.spec_from_file_location("_zoo_convert3", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
+    written = tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
+    meta = torch.load(written, weights_only=True)["d2geo"]
+    assert meta["source"] == uri and meta["source_sha256"] == pin.sha256
+    # a file that is not the pinned one is refused
+    hub.publish("acme/published", "dinov2_tiny.pth", data + b"\0")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf2"))
+    with pytest.raises(SystemExit, match="sha256 pinned for it is " + pin.sha256):
+        tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])

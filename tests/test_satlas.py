@@ -34,7 +34,7 @@ def _tiny_swin_v2(weights=None, **kwargs):
 @pytest.fixture(scope="module")
 def tg():
     mod = load_upstream_module("torchgeo", "torchgeo/models/swin.py", "_ref_torchgeo_swin")
-    assert mod._satlas_sentinel2_bands == SATLAS_STATS["sentinel2_ms"]["bands"]  # our table = torchgeo's
+    assert mod._satlas_sentinel2_bands == SATLAS_STATS["sentinel2_ms"].bands  # our table = torchgeo's
     return mod
 
 
@@ -106,7 +106,7 @@ def test_band_selection_through_the_vocabulary(tg, published):
     x = torch.randn(1, 4, 64, 64)
     full = torch.zeros(1, 9, 64, 64)
     for j, b in enumerate(("B04", "B03", "B02", "B11")):
-        full[:, SATLAS_STATS["sentinel2_ms"]["bands"].index(b)] = x[:, j]
+        full[:, SATLAS_STATS["sentinel2_ms"].bands.index(b)] = x[:, j]
     with torch.no_grad():
         got = enc.forward_features(x, layers=[1, 3], norm=True)
     want = _taps(ref, full, True)

@@ -151,7 +151,7 @@ def test_rgb_checkpoint_with_other_band_count_is_refused(published):
 
 def test_pretrained_table_entry():
     entry = SCALE_MAE_PRETRAINED["scalemae_vitl16"]
-    assert entry["source"].startswith("hf://isaaccorley/") and entry["license"]
+    assert entry.source.startswith("hf://isaaccorley/") and entry.license
 
 
 @pytest.mark.slow

@@ -141,8 +141,8 @@ def test_position_grid_of_another_size_is_refused_with_the_fix():
 
 def test_pretrained_table_names_published_sources():
     for name, entry in SSL4EO_PRETRAINED.items():
-        assert entry["source"].startswith("hf://") and entry["source"].endswith(".pth"), name
-        assert entry["license"]
+        assert entry.source.startswith("hf://") and entry.source.endswith(".pth"), name
+        assert entry.license
 
 
 @pytest.mark.slow

@@ -15,6 +15,10 @@ loads them with ``DetectionCheckpointer`` and no name-matching heuristics::
     python tools/convert_checkpoint.py Prithvi_EO_V2_300M_TL.pt --encoder prithvi_eo_v2_300_tl \
         --prefix backbone.net. --encoder-kwargs '{"num_frames": 4}'
 
+    # published weights by name: hf://<org>/<repo>[@<revision>]/<file>, an https:// URL, or
+    # "pretrained" for the encoder's own entry in its pretrained table (sha256-checked)
+    python tools/convert_checkpoint.py pretrained --config-file configs/prithvi/mask_rcnn_eo_v2_300_tl.py
+
 With ``--config-file`` the encoder name and its ``encoder_kwargs`` come from the config's
 ``GeoBackbone``, and the key prefix from where that module sits in the built model
 (``backbone.net.`` for both d2geo pyramids); trailing ``key=value`` arguments override the
@@ -22,6 +26,13 @@ config first. The output holds ``{"model": {<prefix>encoder.<key>: tensor}, "__a
 "matching_heuristics": False, "d2geo": {provenance}}``, only tensors and plain containers
 (loadable with ``torch.load(weights_only=True)``), and its name ends in the first 8 hex
 digits of its sha256, which the ``d2geo://`` handler checks after downloads.
+
+Models fine-tuned with LoRA (``GeoBackbone(peft=...)``): the conversion above is unchanged
+(the adapted model loads plain encoder keys into its frozen base layers); a trained model's
+checkpoint becomes a plain zoo file with the adapters merged by::
+
+    python tools/convert_checkpoint.py output/model_final.pth --merge-peft \
+        --config-file configs/dino_v2/semantic_fpn_vitb14.py 'model.backbone.net.peft={r: 8}'
 """
 from __future__ import annotations
 
@@ -44,32 +55,15 @@ quiet_third_party_warnings()
 
 import torch
 
-from d2geo.encoders import CheckpointError, build_encoder
+from d2geo.encoders import CheckpointError, build_encoder, get_pretrained_cfg
+from d2geo.encoders.hub import is_remote, resolve_weights
+from d2geo.encoders.registry import pretrained_sha256
 
 logger = logging.getLogger("d2geo.convert_checkpoint")
 
 
 class ConversionError(RuntimeError):
     """The conversion cannot be done as asked (config, names or checkpoint)."""
-
-
-def _find_backbone_nodes(node, path=()):
-    """(config path, node) of every GeoBackbone LazyCall in a config tree."""
-    from omegaconf import DictConfig, ListConfig
-
-    from d2geo.modeling import GeoBackbone
-
-    found = []
-    if isinstance(node, DictConfig):
-        target = node.get("_target_", None)
-        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
-            found.append((".".join(path), node))
-        for key in node.keys():
-            found += _find_backbone_nodes(node[key], path + (str(key),))
-    elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            found += _find_backbone_nodes(item, path + (str(i),))
-    return found
 
 
 def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
@@ -90,7 +84,9 @@ def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
     cfg = LazyConfig.apply_overrides(cfg, list(opts))
     if "model" not in cfg:
         raise ConversionError(f"{config_file} has no 'model'")
-    nodes = _find_backbone_nodes(cfg.model, ("model",))
+    from d2geo.model_zoo import find_backbone_nodes
+
+    nodes = find_backbone_nodes(cfg.model, ("model",))
     if len(nodes) != 1:
         raise ConversionError(
             f"{config_file} has {len(nodes)} GeoBackbones ({[p for p, _ in nodes]}); the converter "
@@ -103,7 +99,9 @@ def encoder_from_config(config_file: str, opts=()) -> tuple[str, dict, str]:
                               f"use --encoder and --prefix")
     kwargs = node.get("encoder_kwargs", None)
     kwargs = {} if kwargs is None else OmegaConf.to_container(kwargs, resolve=True)
-    node.weights = None  # the placeholder upstream path need not exist to find the prefix
+    node.weights = None  # nothing is loaded (or downloaded) just to find the prefix
+    if "pretrained" in node:
+        node.pretrained = False
     model = instantiate(cfg.model)
     modules = {id(m): n for n, m in model.named_modules()}
     found = find_geo_backbones(model)
@@ -129,20 +127,32 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
     if "/" in name or not name:
         raise ConversionError(f"output name {name!r} must be a plain file stem")
     encoder_kwargs = dict(encoder_kwargs or {})
+    source = weights
+    if weights == "pretrained":
+        source = get_pretrained_cfg(encoder).source
+        if source is None:
+            raise ConversionError(f"{encoder} has no published weights; give the checkpoint file")
+    # hf://, https://: downloaded (or taken from the cache) and sha256-checked
+    weights = resolve_weights(source, sha256=pretrained_sha256(source) if is_remote(source) else None)
     model = build_encoder(encoder, weights=weights, **encoder_kwargs)  # CheckpointError if it does not fit
     state = {f"{prefix}encoder.{k}": v.detach().cpu().contiguous().clone()
              for k, v in model.state_dict().items()}
+    return _write_zoo_file(state, weights, output_dir, name, {
+        "encoder": encoder,
+        "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
+        "prefix": prefix,
+    }, source=source)
+
+
+def _write_zoo_file(state: dict, weights: str, output_dir: str, name: str, provenance: dict,
+                    source: str | None = None) -> str:
+    """``source``: where the weights came from (an hf:// or https:// name); the file's name if None."""
+    source = source if source is not None and is_remote(source) else os.path.basename(weights)
     out = {
         "model": state,
-        "__author__": f"d2geo tools/convert_checkpoint.py from {os.path.basename(weights)}",
+        "__author__": f"d2geo tools/convert_checkpoint.py from {source}",
         "matching_heuristics": False,
-        "d2geo": {
-            "encoder": encoder,
-            "encoder_kwargs": json.loads(json.dumps(encoder_kwargs)),
-            "prefix": prefix,
-            "source": os.path.basename(weights),
-            "source_sha256": _sha256(weights),
-        },
+        "d2geo": {**provenance, "source": source, "source_sha256": _sha256(weights)},
     }
     os.makedirs(output_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=output_dir)
@@ -158,14 +168,55 @@ def convert(weights: str, *, encoder: str, prefix: str, output_dir: str, name: s
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    logger.info("wrote %d tensors (%s) to %s", len(state), f"{prefix}encoder.*", final)
+    logger.info("wrote %d tensors to %s", len(state), final)
     return final
+
+
+def merge_peft_checkpoint(weights: str, *, config_file: str, output_dir: str, name: str, opts=()) -> str:
+    """Model-zoo file of a model trained with ``GeoBackbone(peft=...)``: the whole model of
+    ``config_file`` loaded from the training checkpoint ``weights``, the adapters merged into
+    the encoder weights (plain upstream keys, no peft needed to load it)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from d2geo.modeling import find_geo_backbones
+
+    if not os.path.isfile(config_file):
+        from d2geo.model_zoo import get_config_file
+
+        config_file = get_config_file(config_file)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    for _, node in _find_backbone_nodes(cfg.model, ("model",)):
+        node.weights = None  # everything comes from the training checkpoint
+    model = instantiate(cfg.model)
+    backbones = [b for b in find_geo_backbones(model) if b.peft_adapted]
+    if not backbones:
+        raise ConversionError(f"--merge-peft: the model of {config_file} has no peft adapters; set "
+                              "model.backbone.net.peft as in training (or convert without --merge-peft)")
+    ckpt = torch.load(weights, map_location="cpu", weights_only=True)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
+    adapter_keys = [k for k in state if ".lora_" in k]
+    if not adapter_keys:
+        raise ConversionError(f"--merge-peft: {weights} holds no LoRA adapter weights (no '.lora_' keys); "
+                              "give the checkpoint written by training with peft (e.g. model_final.pth)")
+    incompatible = model.load_state_dict(state, strict=False)
+    if incompatible.missing_keys or incompatible.unexpected_keys:
+        raise ConversionError(
+            f"--merge-peft: {weights} does not fit the model of {config_file} (missing "
+            f"{incompatible.missing_keys[:5]}, unexpected {incompatible.unexpected_keys[:5]}); give the "
+            "config (and overrides) the model was trained with")
+    merged = sum(b.merge_peft() for b in backbones)
+    out = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    logger.info("merged %d adapter layers", merged)
+    return _write_zoo_file(out, weights, output_dir, name, {"config": os.path.basename(config_file),
+                                                           "peft_merged_layers": merged})
 
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors)")
+    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors): a path, "
+                   "hf://<org>/<repo>[@<revision>]/<file>, an https:// URL, or 'pretrained' (the "
+                   "encoder's published weights)")
     p.add_argument("--config-file", help="a d2geo config (path or zoo name) whose GeoBackbone "
                    "gives the encoder, its kwargs and the key prefix")
     p.add_argument("--encoder", help="encoder name (see d2geo.encoders.list_encoders()); "
@@ -176,6 +227,9 @@ def get_parser() -> argparse.ArgumentParser:
                    "e.g. 'backbone.net.'; derived from --config-file if not given")
     p.add_argument("--output-dir", default=".", help="directory of the output file")
     p.add_argument("--name", default=None, help="output file stem (default: <encoder>[_<config name>])")
+    p.add_argument("--merge-peft", action="store_true", help="weights is a checkpoint of a model "
+                   "trained with GeoBackbone(peft=...) from --config-file: write the whole model with "
+                   "the adapters merged into the encoder weights")
     p.add_argument("opts", nargs="*", help="config overrides key=value")
     return p
 
@@ -184,6 +238,14 @@ def main(argv=None) -> str:
     args = get_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.merge_peft:
+            if not args.config_file:
+                raise ConversionError("--merge-peft needs the --config-file the model was trained with")
+            stem = args.name or os.path.splitext(os.path.basename(args.config_file))[0] + "_merged"
+            path = merge_peft_checkpoint(args.weights, config_file=args.config_file,
+                                         output_dir=args.output_dir, name=stem, opts=args.opts)
+            print(path)
+            return path
         encoder, kwargs, prefix = args.encoder, None, args.prefix
         if args.config_file:
             c_encoder, c_kwargs, c_prefix = encoder_from_config(args.config_file, args.opts)

@@ -6,6 +6,14 @@ Examples::
     # a few minutes on a laptop CPU, no download: the built-in synthetic dataset
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py
 
+    # the family configs load their encoder's published weights by name (downloaded once
+    # into the Hugging Face / torch.hub cache, sha256-checked); any hf:// file works too
+    python tools/train_net.py --config-file configs/prithvi/mask_rcnn_eo_v2_300_tl.py
+    python tools/train_net.py --config-file ... \
+        model.backbone.net.weights=hf://ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL/Prithvi_EO_V2_300M_TL.pt
+    # a whole detectron2-format model: a path, d2geo://... or hf://...
+    python tools/train_net.py --config-file ... train.init_checkpoint=hf://<org>/<repo>/<file>.pth
+
     # evaluate a checkpoint
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
@@ -13,6 +21,9 @@ Examples::
     # bfloat16 autocast and activation checkpointing (CPU or CUDA)
     python tools/train_net.py --config-file ... train.amp.enabled=True \
         model.backbone.net.grad_checkpointing=True
+
+    # torch.compile of the backbone (encoder + pyramid); the heads stay eager
+    python tools/train_net.py --config-file ... train.compile=True
 
     # continue an interrupted run from the last checkpoint in train.output_dir; on one CPU
     # process with num_workers=0 it ends with the uninterrupted run's weights (checkpoints
@@ -63,9 +74,10 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// checkpoint handler)
+import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// and hf:// checkpoint handlers)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume  # noqa: E402
 from d2geo.engine.amp import build_trainer  # noqa: E402
+from d2geo.model_zoo import skip_encoder_weights  # noqa: E402
 
 logger = logging.getLogger("d2geo.train_net")
 
@@ -203,10 +215,26 @@ def do_test(cfg, model):
     return results
 
 
+def maybe_compile(model, cfg):
+    """``train.compile=True``: ``torch.compile`` the model's backbone (encoder and pyramid) in
+    place, so checkpoints keep their parameter names. The detectron2 heads stay eager: their
+    proposal sampling and ROI bookkeeping depend on data, which would break the graph and
+    recompile on every new proposal count. The first iterations pay the compilation."""
+    if not cfg.train.get("compile", False):
+        return model
+    target = getattr(model, "backbone", None)
+    if target is None:
+        raise ValueError("train.compile=True compiles model.backbone, but this model has none")
+    logger.info("torch.compile of %s (first iterations compile)", type(target).__name__)
+    target.compile()
+    return model
+
+
 def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)
+    maybe_compile(model, cfg)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -262,6 +290,9 @@ def main(args):
     _share_cpu_threads(device, cfg)
 
     if args.eval_only:
+        if cfg.train.init_checkpoint or args.resume:
+            # every weight comes from that checkpoint: do not load (or download) encoder weights first
+            skip_encoder_weights(cfg.model)
         model = instantiate(cfg.model)
         model.to(device)
         model = _ddp(model, cfg)

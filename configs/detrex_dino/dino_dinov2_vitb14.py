@@ -13,8 +13,15 @@ max-pooled 64, i.e. DINO's four scales) and ``ChannelMapper`` mapping them to th
 transformer width. ``GeoDINO`` adds d2geo's input handling (per-band normalization, any
 number of bands, acquisition metadata) to detrex's DINO.
 
-Weights and data as in ``configs/dino_v2/mask_rcnn_vitb14.py``; set
+Weights (by name, ``pretrained=True``) and data as in ``configs/dino_v2/mask_rcnn_vitb14.py``; set
 ``model.num_classes`` to your number of classes.
+
+Tile size: DINO picks ``num_queries`` (900, detrex's recipe) of its encoder tokens, one per
+cell of the four levels (strides 8 to 64), so tiles need at least 900 of them: 224 x 224 px
+give 1045, 128 x 128 px only 340 (``d2geo.modeling.detrex.encoder_tokens``). ``GeoDINO`` refuses smaller batches with that
+fix; for small tiles size the queries to the tile instead, e.g. for 128 px tiles (340
+tokens) ``model.num_queries=300 model.select_box_nums_for_evaluation=100`` (the two-stage
+proposal count follows ``num_queries``).
 """
 import os
 
@@ -30,6 +37,7 @@ from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid
 from d2geo.modeling.detrex import GeoDINO, detrex_projects_root
 
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.dino_v2 import encoder as _enc
 from ..common.optim import AdamW as optimizer
 
 _dino_base = os.path.join(detrex_projects_root(), "projects", "dino", "configs", "models", "dino_r50.py")
@@ -38,13 +46,7 @@ model._target_ = GeoDINO
 
 _levels = ["p3", "p4", "p5", "p6"]
 model.backbone = L(SimpleFeaturePyramid)(
-    net=L(GeoBackbone)(
-        encoder="dinov2_vitb14",
-        weights="checkpoints/dinov2_vitb14_pretrain.pth",
-        layers=(-1,),
-        drop_path_rate=0.1,
-        encoder_kwargs=dict(patch_size=16, bands=["red", "green", "blue"]),
-    ),
+    net=L(GeoBackbone)(**_enc.backbone, layers=(-1,)),
     out_channels=256,
     scale_factors=(2.0, 1.0, 0.5),  # strides 8, 16, 32, and p6 (64) from the max pool
     top_block=L(LastLevelMaxPool)(),
@@ -58,11 +60,11 @@ model.neck = L(ChannelMapper)(
     kernel_size=1,
     norm_layer=L(torch.nn.GroupNorm)(num_groups=32, num_channels=256),
 )
-model.pixel_mean = [123.675, 116.28, 103.53]
-model.pixel_std = [58.395, 57.12, 57.375]
+model.pixel_mean = _enc.pixel_mean
+model.pixel_std = _enc.pixel_std
 model.num_classes = 1
 
-dataloader.train.mapper.bands = ["red", "green", "blue"]
+dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 16
 
 lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_12ep
@@ -70,7 +72,7 @@ train = get_config("common/train.py").train
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 1e-4
-optimizer.params.lr_decay_rate = 0.7
+optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 train.max_iter = 90000
 train.output_dir = "./output/detrex_dino/dino_dinov2_vitb14"
 train.clip_grad.enabled = True

@@ -21,7 +21,7 @@ model.backbone = L(FPN)(
     bottom_up=L(GeoBackbone)(**_enc.backbone),
     in_features=_enc.in_features,
     out_channels=256,
-    norm="",
+    norm="LN",
     top_block=None,
 )
 model.pixel_mean = _enc.pixel_mean

@@ -6,7 +6,7 @@
 every date), and returns what d2geo's models read:
 
 * ``"image"``: float32 tensor ``(C, H, W)`` or ``(C, T, H, W)``;
-* ``"metadata"``: ``{"timestamps": (T,) float64, "latlon": (2,), "gsd": float,
+* ``"metadata"``: ``{"timestamps": (T,) float64, "latlon": (2,), "gsd": () float32,
   "wavelengths": (C,)}``, each key only when known. ``gsd`` follows resizing (an image
   upsampled 2x has half the GSD); ``latlon`` stays the centre of the tile read;
 * ``"sem_seg"``: int64 ``(H, W)`` with the ignore label (255) wherever the image had no
@@ -311,7 +311,9 @@ class GeoDatasetMapper:
         if "latlon" in sample.metadata:
             md["latlon"] = torch.as_tensor(sample.metadata["latlon"], dtype=torch.float32)
         if "gsd" in sample.metadata:
-            md["gsd"] = float(sample.metadata["gsd"]) / _area_scale(transforms)
+            # a 0-d tensor, not a float: traced and exported models take tensors only
+            md["gsd"] = torch.tensor(float(sample.metadata["gsd"]) / _area_scale(transforms),
+                                     dtype=torch.float32)
         if "wavelengths" in sample.metadata:
             md["wavelengths"] = torch.as_tensor(sample.metadata["wavelengths"], dtype=torch.float32)
         d["metadata"] = md

@@ -7,11 +7,14 @@ the numbers are in, so that a user can tell whether the data must be scaled firs
 * ``"reflectance"``: surface reflectance in 0..1 (i.e. after the 0.0001 scale factor);
 * ``"linear"``: linear backscatter power (Sentinel-1 RTC).
 
-Sources (numbers only):
+Sources: the statistics published with pretrained weights are read from the encoders'
+pretrained tables (``d2geo.encoders.get_pretrained_cfg``), so they are written once:
 
-* ``prithvi_eo_v1`` / ``prithvi_eo_v2``: the HLS means/stds published with the
-  Prithvi-EO-1.0 and Prithvi-EO-2.0 pretrained weights (HLS surface reflectance x 10 000).
-* ``clay_*``: Clay v1.5 ``configs/metadata.yaml`` (Clay-foundation/model).
+* ``prithvi_eo_v1`` / ``prithvi_eo_v2``: the HLS statistics of Prithvi-EO-1.0 / 2.0;
+* ``clay_*``: Clay v1.5's ``configs/metadata.yaml``, one entry per platform.
+
+Dataset statistics (numbers only):
+
 * ``sen1floods11_s2``: the Sentinel-2 L1C chip statistics used for Sen1Floods11
   fine-tuning (reflectance; TerraTorch's Sen1Floods11 data module).
 * ``hls_burn_scars``: the HLS Burn Scars statistics (reflectance; TerraTorch's fire-scars
@@ -28,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from d2geo.encoders import InputStats, get_pretrained_cfg
 from d2geo.encoders.bands import HLS_BANDS
 
 __all__ = ["BandStats", "SENSOR_STATS", "get_stats", "list_stats"]
@@ -56,33 +60,15 @@ class BandStats:
 
 _HLS6 = HLS_BANDS
 
+
+def _from_table(stats: InputStats) -> BandStats:
+    return BandStats(stats.sensor, stats.bands, stats.mean, stats.std, stats.units)
+
+
 SENSOR_STATS: dict[str, BandStats] = {
-    "prithvi_eo_v1": BandStats(
-        "hls", _HLS6,
-        (775.0, 1081.0, 1229.0, 2497.0, 2204.0, 1611.0),
-        (1282.0, 1270.0, 1399.0, 1368.0, 1292.0, 1155.0), "dn"),
-    "prithvi_eo_v2": BandStats(
-        "hls", _HLS6,
-        (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0),
-        (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0), "dn"),
-    "clay_sentinel-2-l2a": BandStats(
-        "sentinel-2-l2a",
-        ("blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"),
-        (1105.0, 1355.0, 1552.0, 1887.0, 2422.0, 2630.0, 2743.0, 2785.0, 2388.0, 1835.0),
-        (1809.0, 1757.0, 1888.0, 1870.0, 1732.0, 1697.0, 1742.0, 1648.0, 1470.0, 1379.0), "dn"),
-    "clay_landsat-c2l2-sr": BandStats(
-        "landsat-c2", ("red", "green", "blue", "nir08", "swir16", "swir22"),
-        (13705.0, 13310.0, 12474.0, 17801.0, 14615.0, 12701.0),
-        (9578.0, 9408.0, 10144.0, 8277.0, 5300.0, 4522.0), "dn"),
-    "clay_landsat-c2l1": BandStats(
-        "landsat-c2", ("red", "green", "blue", "nir08", "swir16", "swir22"),
-        (10678.0, 10563.0, 11083.0, 14792.0, 12276.0, 10114.0),
-        (6025.0, 5411.0, 5468.0, 6746.0, 5897.0, 4850.0), "dn"),
-    "clay_naip": BandStats(
-        "naip", ("red", "green", "blue", "nir"),
-        (110.16, 115.41, 98.15, 139.04), (47.23, 39.82, 35.43, 49.86), "dn"),
-    "clay_sentinel-1-rtc": BandStats(
-        "sentinel-1", ("vv", "vh"), (0.123273, 0.027337), (1.492154, 0.122182), "linear"),
+    "prithvi_eo_v1": _from_table(get_pretrained_cfg("prithvi_eo_v1_100").stats_for("hls")),
+    "prithvi_eo_v2": _from_table(get_pretrained_cfg("prithvi_eo_v2_300").stats_for("hls")),
+    **{f"clay_{s.name}": _from_table(s) for s in get_pretrained_cfg("clay_v1_5_large").stats},
     "sen1floods11_s2": BandStats(
         "sentinel-2-l1c",
         ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10", "b11", "b12"),

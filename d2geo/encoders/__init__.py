@@ -2,13 +2,25 @@
 
 >>> from d2geo.encoders import build_encoder, list_encoders
 >>> enc = build_encoder("dinov2_vitb14_reg", weights="dinov2_vitb14_reg4_pretrain.pth")
+>>> enc = build_encoder("prithvi_eo_v2_300_tl", pretrained=True)  # published weights, cached
+>>> enc = build_encoder("clay_v1_5_large", weights="hf://made-with-clay/Clay/v1.5/clay-v1.5.ckpt")
 >>> feats = enc.forward_features(images, layers=[3, 5, 7, 11], norm=True)
 """
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
 from .bands import HLS_BANDS, RGB_BANDS, SENSOR_BANDS, SENSORS, BandError, band_wavelengths, match_bands
+from .hub import ChecksumMismatchError, WeightsDownloadError, resolve_weights
 from .metadata import METADATA_KEYS
-from .registry import build_encoder, get_encoder_config, list_encoders, register_encoder
+from .registry import (
+    InputStats,
+    PretrainedCfg,
+    build_encoder,
+    get_encoder_config,
+    get_pretrained_cfg,
+    list_encoders,
+    list_pretrained,
+    register_encoder,
+)
 
 # Importing the family modules registers their variants.
 from . import dinov2  # noqa: F401,E402  isort: skip
@@ -24,5 +36,6 @@ __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
     "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
     "METADATA_KEYS", "SENSOR_BANDS", "SENSORS", "band_wavelengths", "BandError", "match_bands",
-    "RGB_BANDS", "HLS_BANDS",
+    "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
+    "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError",
 ]

@@ -22,10 +22,11 @@ from .bands import BandError
 from .checkpoint import CheckpointError
 from .errors import EncoderInputError
 from .metadata import Metadata, check_metadata
+from .tracing import is_tracing  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EncoderInputError", "GeoEncoder"]
+__all__ = ["EncoderInputError", "GeoEncoder", "is_tracing"]
 
 
 class GeoEncoder(nn.Module):
@@ -220,7 +221,10 @@ class GeoEncoder(nn.Module):
         patches = tokens[:, self.num_prefix_tokens :]
         B, _, D = patches.shape
         fmap = patches.reshape(B, *grid, D)
-        return fmap.movedim(-1, 1).contiguous()
+        # channels first with explicit non-negative dims: movedim(-1, 1) becomes a transpose
+        # with a negative axis in ONNX, which onnxruntime rejects
+        dims = (0, len(grid) + 1) + tuple(range(1, len(grid) + 1))
+        return fmap.permute(dims).contiguous()
 
     def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
         """The token grid of the checked input ``x``: ``(H/p, W/p)``, with ``T/tubelet`` first

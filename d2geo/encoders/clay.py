@@ -59,11 +59,11 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block
 
 from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
-from .base import EncoderInputError, GeoEncoder
 from .bands import band_wavelengths, expand_bands
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +304,8 @@ class ClayEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} gives {waves.numel()} wavelengths but the input has {num_bands} bands; "
                 f"give one wavelength (micrometres) per input band, in the input's band order")
+        if is_tracing():  # no value checks on symbolic tensors
+            return waves
         if not torch.isfinite(waves).all() or (waves <= 0).any():
             raise EncoderInputError(f"{source} must be positive wavelengths in micrometres, "
                                     f"got {waves.tolist()}")
@@ -322,6 +324,11 @@ class ClayEncoder(GeoEncoder):
         owner = type(self).__name__
         if "timestamps" in meta:
             ts = meta["timestamps"]
+            if is_tracing():  # clay_time_code's calendar arithmetic would be frozen into the trace
+                raise EncoderInputError(
+                    "Clay's time code (ISO week, hour) cannot be traced or exported: the traced model "
+                    "would keep this batch's times; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats time as unknown, as in Clay's pretraining)")
             if ts.shape[1] != 1:
                 raise EncoderInputError(
                     f"metadata 'timestamps' has {ts.shape[1]} frames per sample; Clay encodes "
@@ -337,7 +344,7 @@ class ClayEncoder(GeoEncoder):
             place = torch.zeros(batch_size, 4)
         if "gsd" in meta:
             gsd = meta["gsd"].float().cpu()
-            if (gsd <= 0).any():
+            if not is_tracing() and (gsd <= 0).any():
                 raise EncoderInputError(f"metadata 'gsd' must be positive metres, got {gsd.tolist()}")
         elif self.default_gsd is not None:
             gsd = torch.full((batch_size,), self.default_gsd)
@@ -380,6 +387,17 @@ class ClayEncoder(GeoEncoder):
 
     def position_code(self, h: int, w: int, gsd: torch.Tensor, device: torch.device) -> torch.Tensor:
         """``(B, h*w, D-8)`` position code for per-sample gsd ``(B,)`` in metres."""
+        if is_tracing():  # tensor operations only, so a traced model follows h, w and gsd
+            dim = self.embed_dim - NUM_META_CHANNELS
+            n = dim // 4
+            rows, cols = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                                        indexing="ij")
+            exponent = torch.arange(n) / (n - 1)
+            base = (1.0 / (_TEMPERATURE ** (2 * exponent / dim))).to(device)
+            freqs = base[None, :] * gsd.to(device=device, dtype=torch.float32)[:, None]  # (B, n)
+            x = cols.reshape(1, -1, 1).float() * freqs[:, None, :]
+            y = rows.reshape(1, -1, 1).float() * freqs[:, None, :]
+            return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=-1)
         values = gsd.tolist()
         unique = sorted(set(values))
         tables = [self._position_table(h, w, g, device) for g in unique]
@@ -459,9 +477,36 @@ class ClayEncoder(GeoEncoder):
             f"clay-v1-base.ckpt / clay-v1.5.ckpt files of made-with-clay/Clay")
 
 
+#: Clay v1.5's input statistics by platform (its ``configs/metadata.yaml``; digital numbers
+#: as the platforms store them, Sentinel-1 in linear power). The first is the default.
+CLAY_STATS = (
+    InputStats("sentinel-2-l2a", "sentinel-2-l2a",
+               ("blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"),
+               (1105.0, 1355.0, 1552.0, 1887.0, 2422.0, 2630.0, 2743.0, 2785.0, 2388.0, 1835.0),
+               (1809.0, 1757.0, 1888.0, 1870.0, 1732.0, 1697.0, 1742.0, 1648.0, 1470.0, 1379.0), "dn"),
+    InputStats("landsat-c2l2-sr", "landsat-c2", ("red", "green", "blue", "nir08", "swir16", "swir22"),
+               (13705.0, 13310.0, 12474.0, 17801.0, 14615.0, 12701.0),
+               (9578.0, 9408.0, 10144.0, 8277.0, 5300.0, 4522.0), "dn"),
+    InputStats("landsat-c2l1", "landsat-c2", ("red", "green", "blue", "nir08", "swir16", "swir22"),
+               (10678.0, 10563.0, 11083.0, 14792.0, 12276.0, 10114.0),
+               (6025.0, 5411.0, 5468.0, 6746.0, 5897.0, 4850.0), "dn"),
+    InputStats("naip", "naip", ("red", "green", "blue", "nir"),
+               (110.16, 115.41, 98.15, 139.04), (47.23, 39.82, 35.43, 49.86), "dn"),
+    InputStats("sentinel-1-rtc", "sentinel-1", ("vv", "vh"), (0.123273, 0.027337), (1.492154, 0.122182),
+               "linear"),
+)
+
 # v1: clay_mae_base trained at patch 8 on 224 px chips (configs/config.yaml at tag v1.0);
 # v1.5: clay_mae_large, patch 8, 256 px chips (clay-v1.5.ckpt).
-register_encoder("clay_v1_base", ClayEncoder, embed_dim=768, depth=12, num_heads=12,
-                 head_dim=64, mlp_ratio=4.0)
-register_encoder("clay_v1_5_large", ClayEncoder, embed_dim=1024, depth=24, num_heads=16,
-                 head_dim=64, mlp_ratio=4.0)
+register_encoder(
+    "clay_v1_base", ClayEncoder, embed_dim=768, depth=12, num_heads=12, head_dim=64, mlp_ratio=4.0,
+    pretrained_cfg=PretrainedCfg(
+        source="hf://made-with-clay/Clay-legacy/v1/clay-v1-base.ckpt", license="Apache-2.0",
+        stats=CLAY_STATS, input_size=224, patch_size=8, page="https://huggingface.co/made-with-clay/Clay-legacy",
+        notes="the statistics listed are Clay v1.5's metadata.yaml; check them against v1's for exact "
+              "normalization"))
+register_encoder(
+    "clay_v1_5_large", ClayEncoder, embed_dim=1024, depth=24, num_heads=16, head_dim=64, mlp_ratio=4.0,
+    pretrained_cfg=PretrainedCfg(
+        source="hf://made-with-clay/Clay/v1.5/clay-v1.5.ckpt", license="Apache-2.0",
+        stats=CLAY_STATS, input_size=256, patch_size=8, page="https://huggingface.co/made-with-clay/Clay"))

@@ -21,12 +21,15 @@ from timm.models.vision_transformer import VisionTransformer
 from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DINOv2Encoder", "RGB_BANDS"]
+__all__ = ["DINOv2Encoder", "RGB_BANDS", "IMAGENET_RGB_STATS"]
 
+#: ImageNet statistics on a 0-255 scale (DINOv2's and DINOv3-LVD's input normalization)
+IMAGENET_RGB_STATS = InputStats("rgb", None, RGB_BANDS, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375),
+                                "0-255")
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_token")
@@ -34,25 +37,75 @@ _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_to
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 
 
+def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
+    """Keys' cubic convolution kernel with parameter ``a`` (zero for ``|x| >= 2``)."""
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def _bicubic_matrix(out_len, in_len: int, *, offset: float, antialias: bool,
+                    device: torch.device) -> torch.Tensor:
+    """``(out_len, in_len)`` float32 weights of one axis of ``F.interpolate(mode="bicubic")``.
+
+    ``offset > 0``: the resize with ``scale_factor=(out_len + offset) / in_len``;
+    ``offset == 0``: the resize to ``out_len``. Without ``antialias`` the four taps of
+    ``a = -0.75`` are clamped at the border (torch's ``upsample_bicubic2d``); with it the
+    kernel (``a = -0.5``) is widened by the downsampling ratio and its weights are
+    normalised over the taps inside the input (torch's ``_upsample_bicubic2d_aa``).
+    ``out_len`` may be a traced or symbolic size: only tensor operations depend on it.
+    """
+    dst = torch.arange(out_len, device=device, dtype=torch.float32)
+    src_idx = torch.arange(in_len, device=device, dtype=torch.float32)
+    # out_len as a tensor, so nothing branches on it; the scale in float64 then float32, as torch
+    n_out = torch.ones_like(dst, dtype=torch.float64).sum()
+    scale = (in_len / (n_out + offset)).to(torch.float32)  # input pixels per output pixel
+    if antialias:
+        center = scale * (dst + 0.5)
+        inv = 1.0 / scale.clamp(min=1.0)
+        weights = _cubic((src_idx[None, :] - center[:, None] + 0.5) * inv, -0.5)
+        return weights / weights.sum(dim=1, keepdim=True)
+    src = (dst + 0.5) * scale - 0.5
+    base = src.floor()
+    t = src - base
+    weights = torch.zeros_like(dst)[:, None] * src_idx[None, :]
+    for k in (-1, 0, 1, 2):
+        idx = (base + k).clamp(0, in_len - 1)
+        onehot = (idx[:, None] == src_idx[None, :]).to(torch.float32)
+        weights = weights + _cubic(t - k, -0.75)[:, None] * onehot
+    return weights
+
+
+def _native_or(weights: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
+    """``weights``, or the identity (as ``(out, in)`` one-hot rows) where ``native``."""
+    rows = torch.arange(weights.shape[0], device=weights.device)[:, None]
+    cols = torch.arange(weights.shape[1], device=weights.device)[None, :]
+    return torch.where(native, (rows == cols).to(weights.dtype), weights)
+
+
 def interpolate_dinov2_pos(pos: torch.Tensor, grid: tuple[int, int], *, offset: float,
                            antialias: bool) -> torch.Tensor:
-    """Resize a square ``(1, M*M, D)`` patch position table to ``grid`` the DINOv2 way."""
+    """Resize a square ``(1, M*M, D)`` patch position table to ``grid`` the DINOv2 way.
+
+    Equal to the official ``F.interpolate(..., mode="bicubic")`` call, written as two
+    interpolation matrices so that nothing branches in Python on the grid: a traced or
+    ``torch.export``-ed model works at every input size. As in the official code, the
+    table is returned unchanged on the pretrained square grid.
+    """
     n = pos.shape[1]
     M = math.isqrt(n)
     if M * M != n:
         raise ValueError(f"position table of {n} entries is not a square grid")
     h, w = grid
-    if (h, w) == (M, M):
-        return pos
-    table = pos.float().reshape(1, M, M, -1).permute(0, 3, 1, 2)
-    if offset:
-        kwargs = {"scale_factor": ((h + offset) / M, (w + offset) / M)}
-    else:
-        kwargs = {"size": (h, w)}
-    table = F.interpolate(table, mode="bicubic", antialias=antialias, **kwargs)
-    if table.shape[-2:] != (h, w):
-        raise RuntimeError(f"position interpolation gave {tuple(table.shape[-2:])}, wanted {(h, w)}")
-    return table.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)
+    table = pos.float().reshape(M, M, -1).permute(2, 0, 1)  # (D, M, M)
+    wh = _bicubic_matrix(h, M, offset=offset, antialias=antialias, device=pos.device)
+    ww = _bicubic_matrix(w, M, offset=offset, antialias=antialias, device=pos.device)
+    if offset:  # the offset resize is no identity on the native grid: keep the table there
+        native = (torch.ones_like(wh[:, 0]).sum() == M) & (torch.ones_like(ww[:, 0]).sum() == M)
+        wh, ww = _native_or(wh, native), _native_or(ww, native)
+    out = torch.matmul(torch.matmul(wh, table), ww.t())  # (D, h, w)
+    return out.permute(1, 2, 0).reshape(1, -1, out.shape[0]).to(pos.dtype)
 
 
 class DINOv2Encoder(GeoEncoder):
@@ -220,6 +273,18 @@ _VARIANTS = {
     "vitl14": dict(embed_dim=1024, depth=24, num_heads=16),
     "vitg14": dict(embed_dim=1536, depth=40, num_heads=24, ffn="swiglu"),
 }
+
+
+def _pretrained(arch: str, reg: bool) -> PretrainedCfg:
+    # Meta's official files (facebookresearch/dinov2 hubconf); no digest is published.
+    suffix = "_reg4" if reg else ""
+    return PretrainedCfg(
+        source=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_{arch}/dinov2_{arch}{suffix}_pretrain.pth",
+        license="Apache-2.0", stats=(IMAGENET_RGB_STATS,), input_size=518, patch_size=14,
+        page="https://github.com/facebookresearch/dinov2")
+
+
 for _arch, _cfg in _VARIANTS.items():
-    register_encoder(f"dinov2_{_arch}", DINOv2Encoder, **_cfg)
-    register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, num_register_tokens=4, **_cfg)
+    register_encoder(f"dinov2_{_arch}", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, False), **_cfg)
+    register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, True),
+                     num_register_tokens=4, **_cfg)

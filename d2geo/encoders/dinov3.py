@@ -21,17 +21,21 @@ import timm
 import torch
 
 from .bands import RGB_BANDS, expand_bands
-from .base import GeoEncoder
+from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .dinov2 import IMAGENET_RGB_STATS
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS"]
+__all__ = ["DINOv3Encoder", "LVD_PIXEL_STATS", "SAT_PIXEL_STATS", "SAT493M_RGB_STATS"]
 
+#: SAT-493M input statistics on a 0-255 scale (0.430, 0.411, 0.296 / 0.213, 0.156, 0.143 x 255)
+SAT493M_RGB_STATS = InputStats("rgb", None, RGB_BANDS, (109.65, 104.805, 75.48), (54.315, 39.78, 36.465),
+                               "0-255")
 #: Input statistics on a 0-255 scale, as detectron2 configs take them.
-LVD_PIXEL_STATS = {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375)}
-SAT_PIXEL_STATS = {"mean": (109.65, 104.805, 75.48), "std": (54.315, 39.78, 36.465)}
+LVD_PIXEL_STATS = {"mean": IMAGENET_RGB_STATS.mean, "std": IMAGENET_RGB_STATS.std}
+SAT_PIXEL_STATS = {"mean": SAT493M_RGB_STATS.mean, "std": SAT493M_RGB_STATS.std}
 
 #: dot-free tensor names of the official and timm layouts
 _TOP_LEVEL = ("cls_token", "storage_tokens", "reg_token", "mask_token")
@@ -85,8 +89,31 @@ class DINOv3Encoder(GeoEncoder):
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         tokens = self.vit.patch_embed(x)  # (B, h, w, D)
         grid = tuple(tokens.shape[1:3])
-        tokens, rope = self.vit._pos_embed(tokens)
+        if is_tracing() and self._traceable_rope():
+            tokens, rope = self._pos_embed_traced(tokens)
+        else:
+            tokens, rope = self.vit._pos_embed(tokens)
         return self.vit.norm_pre(tokens), grid, rope
+
+    def _traceable_rope(self) -> bool:
+        vit = self.vit
+        rope = getattr(vit, "rope", None)
+        return (vit.pos_embed is None and vit.patch_drop is None and rope is not None
+                and getattr(rope, "normalize_coords", None) == "separate"
+                and getattr(rope, "grid_indexing", None) == "ij")
+
+    def _pos_embed_traced(self, tokens: torch.Tensor):
+        """timm's ``Eva._pos_embed`` for DINOv3 (no absolute table, RoPE on a centred grid),
+        with the grid built from the traced sizes: timm turns them into Python floats, which
+        freezes an exported model to one size."""
+        vit, rope = self.vit, self.vit.rope
+        B, h, w, D = tokens.shape
+        axes = [(torch.arange(0.5, s, dtype=torch.float32) + rope.grid_offset) / s for s in (h, w)]
+        coords = 2.0 * torch.stack(torch.meshgrid(axes, indexing="ij"), dim=-1) - 1.0
+        sin, cos = rope._get_pos_embed_from_coords(coords.flatten(0, 1))
+        prefix = [t.expand(B, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        x = vit.pos_drop(torch.cat(prefix + [tokens.reshape(B, h * w, D)], dim=1))
+        return x, torch.cat([sin, cos], dim=-1)
 
     def get_blocks(self):
         return self.vit.blocks
@@ -170,5 +197,23 @@ _VARIANTS = {
     "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
     "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
 }
+
+
+def _timm_copy(model: str, stats: InputStats, notes: str = "") -> PretrainedCfg:
+    # timm's copies on the Hub need no signed link (Meta's own URLs expire, dinov3#129).
+    # The ``_qkvb`` copies keep the official q/v biases (and a k bias of zero).
+    return PretrainedCfg(
+        source=f"hf://timm/{model}/model.safetensors", license="DINOv3 License",
+        stats=(stats,), input_size=256, patch_size=16,
+        page=f"https://huggingface.co/timm/{model}",
+        notes=notes or "official files (Meta's download form) load too, by path or URL")
+
+
+_PRETRAINED = {
+    "dinov3_vits16": _timm_copy("vit_small_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitb16": _timm_copy("vit_base_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitl16": _timm_copy("vit_large_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vitl16_sat": _timm_copy("vit_large_patch16_dinov3_qkvb.sat493m", SAT493M_RGB_STATS),
+}
 for _name, _cfg in _VARIANTS.items():
-    register_encoder(_name, DINOv3Encoder, **_cfg)
+    register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)

@@ -34,11 +34,11 @@ from timm.models.vision_transformer import Block
 from .bands import BandError, band_wavelengths, expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DOFAEncoder", "DOFA_PRETRAINED", "dofa_wave_code"]
+__all__ = ["DOFAEncoder", "DOFA_PRETRAINED", "DOFA_S2_STATS", "dofa_wave_code"]
 
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token")
 #: width of the wavelength codes and of the kernel-generator transformer (all published models)
@@ -255,15 +255,28 @@ def _vocabulary_wavelengths(bands: Sequence[str]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
+#: Sentinel-2 L2A's ten 10/20 m bands as DN / 10 000: DOFA normalizes every dataset with its own
+#: per-band statistics, so these are the configs' starting point, not the pretraining's
+DOFA_S2_STATS = InputStats("dofa-s2-l2a-dn", "sentinel-2-l2a",
+                           ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+                           (0.0,) * 10, (10000.0,) * 10, "dn")
+_NOTES = ("any bands (kernel from the wavelengths); DOFA normalized each pretraining dataset with its own "
+          "statistics: the listed ones are a Sentinel-2 placeholder, use your data's")
+
+
+def _dofa(filename: str) -> PretrainedCfg:
+    return PretrainedCfg(source=f"hf://torchgeo/dofa@b8db318b64a90b9e085ec04ba8851233c5893666/{filename}",
+                         license="CC-BY-4.0", stats=(DOFA_S2_STATS,), input_size=224, patch_size=16,
+                         page="https://github.com/zhu-xlab/DOFA", notes=_NOTES)
+
+
 #: the published weights (torchgeo 0.8.1's ``DOFABase16_Weights`` / ``DOFALarge16_Weights``)
 DOFA_PRETRAINED = {
-    "dofa_vitb16": dict(
-        source="hf://torchgeo/dofa@b8db318b64a90b9e085ec04ba8851233c5893666/dofa_base_patch16_224-a0275954.pth",
-        license="CC-BY-4.0", page="https://github.com/zhu-xlab/DOFA"),
-    "dofa_vitl16": dict(
-        source="hf://torchgeo/dofa@b8db318b64a90b9e085ec04ba8851233c5893666/dofa_large_patch16_224-0ff904d3.pth",
-        license="CC-BY-4.0", page="https://github.com/zhu-xlab/DOFA"),
+    "dofa_vitb16": _dofa("dofa_base_patch16_224-a0275954.pth"),
+    "dofa_vitl16": _dofa("dofa_large_patch16_224-0ff904d3.pth"),
 }
 
-register_encoder("dofa_vitb16", DOFAEncoder, embed_dim=768, depth=12, num_heads=12)
-register_encoder("dofa_vitl16", DOFAEncoder, embed_dim=1024, depth=24, num_heads=16)
+register_encoder("dofa_vitb16", DOFAEncoder, pretrained_cfg=DOFA_PRETRAINED["dofa_vitb16"],
+                 embed_dim=768, depth=12, num_heads=12)
+register_encoder("dofa_vitl16", DOFAEncoder, pretrained_cfg=DOFA_PRETRAINED["dofa_vitl16"],
+                 embed_dim=1024, depth=24, num_heads=16)

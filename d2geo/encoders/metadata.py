@@ -30,6 +30,7 @@ import torch
 
 from .bands import SENSOR_BANDS, band_wavelengths  # noqa: F401  (their home is bands.py)
 from .errors import EncoderInputError
+from .tracing import is_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def as_timestamps(value: Any, *, where: str = "metadata 'timestamps'",
         t = torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
         raise EncoderInputError(f"{where} could not be read as numbers ({e}); {_TIMESTAMP_FIX}") from None
-    if check_range and t.numel():
+    if check_range and t.numel() and not is_tracing():  # no value checks while exporting
         finite = torch.isfinite(t)
         if not finite.all():
             raise EncoderInputError(f"{where} holds NaN or inf values; {_TIMESTAMP_FIX}")
@@ -231,12 +232,12 @@ def _validate_metadata(metadata: Mapping[str, Any], batch_size: int, num_frames:
         if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
             want = tuple("?" if s is None else s for s in shape)
             raise EncoderInputError(f"metadata {key!r} has shape {tuple(t.shape)}, expected {want}")
-        if not torch.isfinite(t).all():
+        if not is_tracing() and not torch.isfinite(t).all():  # no value checks while exporting
             raise EncoderInputError(f"metadata {key!r} holds NaN or inf values")
         out[key] = t
     if "latlon" in out:
         lat, lon = out["latlon"][:, 0], out["latlon"][:, 1]
-        if (lat.abs() > 90).any() or (lon.abs() > 360).any():
+        if not is_tracing() and ((lat.abs() > 90).any() or (lon.abs() > 360).any()):
             raise EncoderInputError(
                 f"metadata 'latlon' {out['latlon'].tolist()} is out of range: give (latitude, "
                 "longitude) in degrees, latitude in -90..90 and longitude in -180..180 (or 0..360)")

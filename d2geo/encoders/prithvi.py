@@ -38,16 +38,16 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from .bands import HLS_BANDS, expand_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "PrithviEncoder", "HLS_BANDS", "sincos_1d", "sincos_3d", "prithvi_pos_table",
-    "timestamps_to_year_doy",
+    "PrithviEncoder", "HLS_BANDS", "PRITHVI_V1_STATS", "PRITHVI_V2_STATS", "sincos_1d", "sincos_3d",
+    "prithvi_pos_table", "timestamps_to_year_doy",
 ]
 
 
@@ -100,13 +100,13 @@ def prithvi_pos_table(embed_dim: int, ref_hw: Sequence[int], grid: Sequence[int]
     the table is the sine-cosine table of ``(t, *ref_hw)``, bicubically resized per frame
     (aligned corners) when ``(h, w)`` differs.
     """
-    t, h, w = (int(g) for g in grid)
+    t, h, w = grid
     H0, W0 = (int(g) for g in ref_hw)
-    table = sincos_3d(embed_dim, (t, H0, W0)).float()
-    if (h, w) != (H0, W0):
-        table = F.interpolate(table.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=True)
-        table = table.permute(0, 2, 3, 1)
-    return table.reshape(t * h * w, embed_dim).contiguous()
+    table = sincos_3d(embed_dim, (int(t), H0, W0)).float()
+    # always resized (the identity when (h, w) is the reference grid: aligned corners put
+    # every output on an input), so nothing branches on the grid and traced models resize
+    table = F.interpolate(table.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=True)
+    return table.permute(0, 2, 3, 1).reshape(-1, embed_dim).contiguous()
 
 
 def timestamps_to_year_doy(timestamps: torch.Tensor) -> torch.Tensor:
@@ -264,12 +264,15 @@ class PrithviEncoder(GeoEncoder):
     # -- position table ----------------------------------------------------------------
     def pos_embed_for(self, grid: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The ``(t*h*w, D)`` position table of a token grid, from the per-grid cache."""
+        ref_hw = tuple(s // self.patch_size for s in self.img_size)
+        if is_tracing():  # no per-size cache: the table must follow the traced input size
+            return prithvi_pos_table(self.embed_dim, ref_hw, (self.token_frames, *grid[1:])).to(
+                device=device, dtype=dtype)
         key = (*(int(g) for g in grid), torch.device(device), dtype)
         table = self._pos_cache.get(key)
         if table is not None:
             self._pos_cache.move_to_end(key)
             return table
-        ref_hw = tuple(s // self.patch_size for s in self.img_size)
         table = prithvi_pos_table(self.embed_dim, ref_hw, grid).to(device=device, dtype=dtype)
         self._pos_cache[key] = table
         while len(self._pos_cache) > max(1, self.pos_cache_size):
@@ -317,6 +320,11 @@ class PrithviEncoder(GeoEncoder):
         tokens = tokens + self.pos_embed_for(grid, tokens.device, tokens.dtype)
         owner = type(self).__name__
         if self.temporal_embed_enc is not None:
+            if "timestamps" in meta and is_tracing():
+                raise EncoderInputError(
+                    "Prithvi's (year, day of year) encoding cannot be traced or exported: the traced "
+                    "model would keep this batch's dates; leave 'timestamps' out of the metadata of a "
+                    "model to export (it then treats the date as unknown)")
             if "timestamps" in meta:
                 coords = timestamps_to_year_doy(meta["timestamps"])  # (B, T, 2)
                 enc = self.temporal_embed_enc(coords)  # (B, T, D)
@@ -406,5 +414,34 @@ _VARIANTS = {
     "prithvi_eo_v2_600": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4),
     "prithvi_eo_v2_600_tl": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, num_frames=4, **_TL),
 }
+#: HLS statistics published with the weights (surface reflectance x 10 000)
+PRITHVI_V1_STATS = InputStats("hls", "hls", HLS_BANDS, (775.0, 1081.0, 1229.0, 2497.0, 2204.0, 1611.0),
+                              (1282.0, 1270.0, 1399.0, 1368.0, 1292.0, 1155.0), "dn")
+PRITHVI_V2_STATS = InputStats("hls", "hls", HLS_BANDS, (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0),
+                              (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0), "dn")
+
+
+def _hub(repo: str, filename: str, stats: InputStats, cfg: dict, sha256: str | None = None,
+         notes: str = "") -> PretrainedCfg:
+    return PretrainedCfg(
+        source=f"hf://ibm-nasa-geospatial/{repo}/{filename}", license="Apache-2.0", stats=(stats,),
+        sha256=sha256, input_size=224, patch_size=cfg["patch_size"], num_frames=cfg["num_frames"],
+        page=f"https://huggingface.co/ibm-nasa-geospatial/{repo}", notes=notes)
+
+
+# File names as terratorch's pretrained table has them (the v1 file is also published under
+# its older name Prithvi_100M.pt, with the same sha256).
+_PRETRAINED = {
+    "prithvi_eo_v1_100": ("Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt", PRITHVI_V1_STATS,
+                          "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731"),
+    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_100_tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_300": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_300_tl": ("Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_600": ("Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt", PRITHVI_V2_STATS, None),
+    "prithvi_eo_v2_600_tl": ("Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt", PRITHVI_V2_STATS, None),
+}
 for _name, _cfg in _VARIANTS.items():
-    register_encoder(_name, PrithviEncoder, img_size=224, **_cfg)
+    _repo, _file, _stats, _sha = _PRETRAINED[_name]
+    register_encoder(_name, PrithviEncoder, pretrained_cfg=_hub(_repo, _file, _stats, _cfg, _sha),
+                     img_size=224, **_cfg)

@@ -1,30 +1,141 @@
-"""Named encoder variants: ``build_encoder(name)`` and ``list_encoders()``."""
+"""Named encoder variants and their published weights.
+
+``build_encoder(name)``, ``list_encoders()``; each family file registers its variants with
+a :class:`PretrainedCfg` (like timm's pretrained cfgs): where the published weights are,
+their revision and sha256 where the publisher states them, the license, the bands and
+input statistics they were trained with, their native size and patch. Configs,
+``d2geo.data.stats`` and the README read these tables instead of repeating the numbers.
+"""
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch.nn as nn
 
-__all__ = ["register_encoder", "build_encoder", "list_encoders", "get_encoder_config"]
+__all__ = [
+    "register_encoder", "build_encoder", "list_encoders", "get_encoder_config", "InputStats",
+    "PretrainedCfg", "get_pretrained_cfg", "list_pretrained", "pretrained_sha256",
+]
+
+#: units of :class:`InputStats`
+STATS_UNITS = ("0-255", "dn", "reflectance", "linear")
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """Per-band input statistics the weights were trained with.
+
+    ``name``: what the statistics are of (Clay's platform names, ``"hls"``, ``"rgb"``);
+    ``sensor``: the key of ``d2geo.encoders.SENSOR_BANDS`` their band names belong to
+    (``None`` for plain RGB). ``units``: ``"0-255"`` (8-bit RGB), ``"dn"`` (digital numbers as stored, e.g. surface
+    reflectance x 10 000), ``"reflectance"`` (0..1), ``"linear"`` (SAR backscatter power).
+    """
+
+    name: str
+    sensor: str | None
+    bands: tuple
+    mean: tuple
+    std: tuple
+    units: str
+
+    def __post_init__(self):
+        if not (len(self.bands) == len(self.mean) == len(self.std)):
+            raise ValueError(f"{self.name}: {len(self.bands)} bands but {len(self.mean)} means and "
+                             f"{len(self.std)} stds")
+        if self.units not in STATS_UNITS:
+            raise ValueError(f"units {self.units!r} is not one of {STATS_UNITS}")
+
+
+@dataclass(frozen=True)
+class PretrainedCfg:
+    """Where a variant's published weights are, and what they were trained on.
+
+    Args:
+        source: ``hf://<org>/<repo>[@<revision>]/<file>`` or an ``https://`` URL; ``None``
+            when no weights are published (``notes`` says why).
+        sha256: the file's sha256 where the publisher states one (checked after download);
+            ``None``: not published.
+        license: the weights' license (SPDX id or the publisher's name for it).
+        stats: input statistics by sensor; the first entry is the default (its bands are
+            the pretrained bands, in order).
+        input_size: the image size the weights were pretrained at (pixels).
+        patch_size: the pretrained patch size.
+        num_frames: frames per sample in pretraining (temporal models).
+        page: the publisher's page for the weights.
+        notes: anything a user must know (e.g. why there is no source).
+    """
+
+    source: str | None
+    license: str
+    stats: tuple = ()
+    sha256: str | None = None
+    input_size: int | None = None
+    patch_size: int | None = None
+    num_frames: int | None = None
+    page: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
+            raise ValueError(f"sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+
+    @property
+    def default_stats(self) -> InputStats | None:
+        return self.stats[0] if self.stats else None
+
+    @property
+    def bands(self) -> tuple:
+        return self.default_stats.bands if self.stats else ()
+
+    @property
+    def mean(self) -> tuple:
+        return self.default_stats.mean if self.stats else ()
+
+    @property
+    def std(self) -> tuple:
+        return self.default_stats.std if self.stats else ()
+
+    def stats_for(self, name: str) -> InputStats:
+        for s in self.stats:
+            if s.name == name:
+                return s
+        raise KeyError(f"no input statistics named {name!r}; these weights have {[s.name for s in self.stats]}")
+
+    @property
+    def revision(self) -> str | None:
+        if self.source and self.source.startswith("hf://"):
+            from .hub import parse_hf_uri
+
+            return parse_hf_uri(self.source).revision
+        return None
 
 
 @dataclass(frozen=True)
 class _Entry:
     builder: Callable[..., nn.Module]
     config: Mapping[str, Any] = field(default_factory=dict)
+    pretrained: PretrainedCfg | None = None
 
+
+logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_encoder(name: str, builder: Callable[..., nn.Module], **config: Any) -> None:
-    """Register ``name`` as ``builder(**config)``; overrides given at build time win."""
+def register_encoder(name: str, builder: Callable[..., nn.Module], *,
+                     pretrained_cfg: PretrainedCfg | None = None, **config: Any) -> None:
+    """Register ``name`` as ``builder(**config)``; overrides given at build time win.
+
+    ``pretrained_cfg`` says where the variant's published weights are (``None``: the
+    variant has no entry in the pretrained table).
+    """
     if name in _REGISTRY:
         raise KeyError(f"encoder {name!r} is registered twice")
-    _REGISTRY[name] = _Entry(builder, dict(config))
+    _REGISTRY[name] = _Entry(builder, dict(config), pretrained_cfg)
 
 
 def list_encoders(pattern: str | None = None) -> list[str]:
@@ -39,6 +150,43 @@ def get_encoder_config(name: str) -> dict[str, Any]:
     return dict(_lookup(name).config)
 
 
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """The pretrained table entry of ``name`` (source, sha256, license, bands, statistics)."""
+    cfg = _lookup(name).pretrained
+    if cfg is None:
+        raise KeyError(f"encoder {name!r} has no entry in its family's pretrained table")
+    return cfg
+
+
+def list_pretrained(pattern: str | None = None) -> list[str]:
+    """Names of the variants whose weights are published (``source`` is not None)."""
+    return [n for n in list_encoders(pattern) if _REGISTRY[n].pretrained and _REGISTRY[n].pretrained.source]
+
+
+def pretrained_sha256(source: str) -> str | None:
+    """The sha256 pinned for ``source`` by any pretrained table (None if it is not a known source)."""
+    for entry in _REGISTRY.values():
+        if entry.pretrained is not None and entry.pretrained.source == source and entry.pretrained.sha256:
+            return entry.pretrained.sha256
+    return None
+
+
+def _published_weights(name: str, entry: _Entry) -> str:
+    """Local path of ``name``'s published weights (downloaded and verified)."""
+    from .checkpoint import CheckpointError
+    from .hub import resolve_weights
+
+    cfg = entry.pretrained
+    if cfg is None or cfg.source is None:
+        why = f" ({cfg.notes})" if cfg is not None and cfg.notes else ""
+        raise CheckpointError(
+            f"pretrained=True: {name} has no published weights{why}. Pass weights=<path or hf://...> "
+            f"to load a checkpoint you have, or pretrained=False to start from random weights. "
+            f"Variants with published weights: {', '.join(list_pretrained())}"
+        )
+    return resolve_weights(cfg.source, sha256=cfg.sha256)
+
+
 def _lookup(name: str) -> _Entry:
     try:
         return _REGISTRY[name]
@@ -51,16 +199,31 @@ def _lookup(name: str) -> _Entry:
 
 
 def build_encoder(name: str, *, weights: str | os.PathLike | Mapping | None = None,
-                  **overrides: Any) -> nn.Module:
-    """Build the encoder ``name``, optionally loading ``weights`` in an upstream format.
+                  pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build the encoder ``name``, optionally loading weights in an upstream format.
 
-    ``overrides`` replace entries of the variant's configuration (``patch_size``,
-    ``img_size``, ``bands``, ``num_frames``, ``tubelet_size``, or the architecture
-    itself for small test models).
+    Args:
+        weights: a local path, an ``hf://<org>/<repo>[@<revision>]/<file>`` path, an
+            ``https://`` URL (see :mod:`d2geo.encoders.hub`) or an already-read mapping.
+            Given together with ``pretrained=True`` it replaces the published source (as
+            timm's ``pretrained_cfg_overlay=dict(file=...)`` does), e.g. to load a copy of
+            the file you keep yourself.
+        pretrained: load the variant's published weights (its pretrained table entry),
+            downloaded once, checked against the pinned sha256, then read from the cache.
+        overrides: replace entries of the variant's configuration (``patch_size``,
+            ``img_size``, ``bands``, ``num_frames``, ``tubelet_size``, or the
+            architecture itself for small test models).
     """
     from .checkpoint import load_encoder_weights
+    from .hub import is_remote, resolve_weights
 
     entry = _lookup(name)
+    if pretrained and weights is None:
+        weights = _published_weights(name, entry)  # fetched before the (slow) build
+    elif is_remote(weights):
+        weights = resolve_weights(weights, sha256=pretrained_sha256(weights))
+    elif pretrained:
+        logger.info("%s: loading weights=%s instead of the published weights", name, weights)
     model = entry.builder(**{**entry.config, **overrides})
     if weights is not None:
         load_encoder_weights(model, weights)

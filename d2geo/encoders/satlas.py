@@ -36,7 +36,7 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,14 @@ _S2_RGB = ("B04", "B03", "B02")
 _AERIAL = ("red", "green", "blue")
 _S1 = ("VH", "VV")
 #: the input scaling of each band set (torchgeo's transforms): divide by 255 (8-bit RGB
-#: previews), 8160 (Sentinel-2 L1C reflectance x 10 000 bands beyond RGB)
+#: previews, Sentinel-1 and aerial images as Satlas stored them), 8160 (Sentinel-2 L1C
+#: reflectance x 10 000 bands beyond RGB)
 SATLAS_STATS = {
-    "sentinel2_ms": dict(bands=_S2_MS, mean=(0.0,) * 9, std=(255.0,) * 3 + (8160.0,) * 6),
-    "sentinel2_rgb": dict(bands=_S2_RGB, mean=(0.0,) * 3, std=(255.0,) * 3),
-    "aerial": dict(bands=_AERIAL, mean=(0.0,) * 3, std=(255.0,) * 3),
-    "sentinel1": dict(bands=_S1, mean=(0.0,) * 2, std=(255.0,) * 2),
+    "sentinel2_ms": InputStats("satlas-sentinel2", "sentinel-2-l1c", _S2_MS, (0.0,) * 9,
+                               (255.0,) * 3 + (8160.0,) * 6, "dn"),
+    "sentinel2_rgb": InputStats("satlas-sentinel2-rgb", "sentinel-2-l1c", _S2_RGB, (0.0,) * 3, (255.0,) * 3, "0-255"),
+    "aerial": InputStats("satlas-aerial", None, _AERIAL, (0.0,) * 3, (255.0,) * 3, "0-255"),
+    "sentinel1": InputStats("satlas-sentinel1", "sentinel-1", _S1, (0.0,) * 2, (255.0,) * 2, "0-255"),
 }
 
 
@@ -207,5 +209,8 @@ SATLAS_PRETRAINED = {
 SATLAS_LICENSE = "Apache-2.0"
 
 for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
-    _bands = SATLAS_STATS[_stats]["bands"]
-    register_encoder(_name, SatlasSwinEncoder, bands=_bands, pretrained_bands=_bands, **_arch)
+    _bands = SATLAS_STATS[_stats].bands
+    _pre = PretrainedCfg(source=_satlas(_file), license=SATLAS_LICENSE, stats=(SATLAS_STATS[_stats],),
+                         input_size=256, patch_size=4, page=_PAGE,
+                         notes="SatlasPretrain Swin-V2 backbone; _mi: trained on image series (see the module)")
+    register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands, **_arch)

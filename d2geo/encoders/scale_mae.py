@@ -27,7 +27,7 @@ import torch
 
 from .base import EncoderInputError
 from .bands import RGB_BANDS
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 from .ssl4eo import TimmViTEncoder
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["ScaleMAEEncoder", "gsd_sincos_table", "SCALE_MAE_PRETRAINED", "SCALE_MAE_STATS"]
 
 #: the input scaling of the published weights: 0-255 RGB, ImageNet mean and std (x 255)
-SCALE_MAE_STATS = dict(bands=RGB_BANDS, mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
-                       std=(0.229 * 255, 0.224 * 255, 0.225 * 255), units="0-255")
+SCALE_MAE_STATS = InputStats("rgb", None, RGB_BANDS, (0.485 * 255, 0.456 * 255, 0.406 * 255),
+                             (0.229 * 255, 0.224 * 255, 0.225 * 255), "0-255")
 
 
 def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -97,19 +97,15 @@ class ScaleMAEEncoder(TimmViTEncoder):
         return {"vit.cls_token"}
 
 
-def _hf(repo: str, rev: str, filename: str) -> str:
-    return f"hf://{repo}@{rev}/{filename}"
-
-
 #: the published weights (torchgeo 0.8.1's ``ScaleMAELarge16_Weights.FMOW_RGB``)
 SCALE_MAE_PRETRAINED = {
-    "scalemae_vitl16": dict(
-        source=_hf("isaaccorley/vit_large_patch16_224_fmow_rgb_scalemae",
-                   "9dc7f569424baeb780698352cf6e87638c882123",
-                   "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth"),
-        license="CC-BY-NC-4.0", method="Scale-MAE (fMoW RGB)",
-        page="https://github.com/bair-climate-initiative/scale-mae"),
+    "scalemae_vitl16": PretrainedCfg(
+        source="hf://isaaccorley/vit_large_patch16_224_fmow_rgb_scalemae@9dc7f569424baeb780698352cf6e87638c882123/"
+               "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth",
+        license="CC-BY-NC-4.0", stats=(SCALE_MAE_STATS,), input_size=224, patch_size=16,
+        page="https://github.com/bair-climate-initiative/scale-mae",
+        notes="Scale-MAE on fMoW RGB; needs gsd metadata"),
 }
 
-register_encoder("scalemae_vitl16", ScaleMAEEncoder, embed_dim=1024, depth=24, num_heads=16, patch_size=16,
-                 img_size=224)
+register_encoder("scalemae_vitl16", ScaleMAEEncoder, pretrained_cfg=SCALE_MAE_PRETRAINED["scalemae_vitl16"],
+                 embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224)

@@ -30,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ __all__ = ["TimmViTEncoder", "SSL4EOEncoder", "S2_L1C_BANDS", "SSL4EO_PRETRAINED
 #: Sentinel-2 L1C bands in product order: the input order of every SSL4EO-S12 13-band checkpoint
 S2_L1C_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 #: the input scaling the weights were trained with: DN / 10 000 (mean 0, std 10 000 per band)
-SSL4EO_STATS = dict(bands=S2_L1C_BANDS, mean=(0.0,) * 13, std=(10000.0,) * 13, units="dn")
+SSL4EO_STATS = InputStats("ssl4eo-s12-l1c", "sentinel-2-l1c", S2_L1C_BANDS, (0.0,) * 13, (10000.0,) * 13, "dn")
 
 _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token")
 
@@ -163,28 +163,29 @@ def _hf(repo: str, rev: str, filename: str) -> str:
     return f"hf://{repo}@{rev}/{filename}"
 
 
-#: the published weights (torchgeo 0.8.1's ``ViTSmall16_Weights``): source, license, method, paper
+def _entry(source: str, method: str, page: str) -> PretrainedCfg:
+    return PretrainedCfg(source=source, license="CC-BY-4.0", stats=(SSL4EO_STATS,), input_size=224, patch_size=16,
+                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)")
+
+
+_SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
+#: the published weights (torchgeo 0.8.1's ``ViTSmall16_Weights.SENTINEL2_ALL_*``); the file
+#: names end in the first 8 hex digits of their sha256 (torchgeo's convention)
 SSL4EO_PRETRAINED = {
-    "ssl4eo_s12_vits16_mae": dict(
-        source=_hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b",
-                   "B13_vits16_mae_ep99_enc.pth"),
-        license="CC-BY-4.0", method="MAE", page="https://github.com/zhu-xlab/SSL4EO-S12"),
-    "ssl4eo_s12_vits16_dino": dict(
-        source=_hf("torchgeo/vit_small_patch16_224_sentinel2_all_dino",
-                   "5b41dd418a79de47ac9f5be3e035405a83818a62",
-                   "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"),
-        license="CC-BY-4.0", method="DINO", page="https://github.com/zhu-xlab/SSL4EO-S12"),
-    "ssl4eo_s12_vits16_moco": dict(
-        source=_hf("torchgeo/vit_small_patch16_224_sentinel2_all_moco",
-                   "1cb683f6c14739634cdfaaceb076529adf898c74",
-                   "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"),
-        license="CC-BY-4.0", method="MoCo-v3", page="https://github.com/zhu-xlab/SSL4EO-S12"),
-    "ssl4eo_s12_vits16_fgmae": dict(
-        source=_hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122",
-                   "B13_vits16_fgmae_ep99_enc.pth"),
-        license="CC-BY-4.0", method="FG-MAE", page="https://github.com/zhu-xlab/FGMAE"),
+    "ssl4eo_s12_vits16_mae": _entry(
+        _hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", "B13_vits16_mae_ep99_enc.pth"),
+        "MAE", _SSL4EO),
+    "ssl4eo_s12_vits16_dino": _entry(
+        _hf("torchgeo/vit_small_patch16_224_sentinel2_all_dino", "5b41dd418a79de47ac9f5be3e035405a83818a62",
+            "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"), "DINO", _SSL4EO),
+    "ssl4eo_s12_vits16_moco": _entry(
+        _hf("torchgeo/vit_small_patch16_224_sentinel2_all_moco", "1cb683f6c14739634cdfaaceb076529adf898c74",
+            "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"), "MoCo-v3", _SSL4EO),
+    "ssl4eo_s12_vits16_fgmae": _entry(
+        _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", "B13_vits16_fgmae_ep99_enc.pth"),
+        "FG-MAE", "https://github.com/zhu-xlab/FGMAE"),
 }
 
 _VITS16 = dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224)
-for _name in SSL4EO_PRETRAINED:
-    register_encoder(_name, SSL4EOEncoder, **_VITS16)
+for _name, _pre in SSL4EO_PRETRAINED.items():
+    register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_VITS16)

@@ -27,8 +27,9 @@ from .checkpoint import (
     restore_rng_state,
 )
 from .sampler import ResumableTrainingSampler, build_train_loader, prepare_resume
+from .trainer import GeoTrainer
 
 __all__ = [
     "GeoCheckpointer", "atomic_torch_save", "atomic_write_text", "capture_rng_state",
-    "restore_rng_state", "ResumableTrainingSampler", "build_train_loader", "prepare_resume",
+    "restore_rng_state", "ResumableTrainingSampler", "build_train_loader", "prepare_resume", "GeoTrainer",
 ]

@@ -6,20 +6,29 @@
 
 Configs are the files under the repository's ``configs/`` directory; wheels carry a copy
 in ``d2geo/model_zoo/configs`` (copied by ``setup.py`` at build time), and a source
-checkout reads them in place. Importing this package registers the ``d2geo://`` handler
-on detectron2's ``PathManager`` (see :mod:`d2geo.model_zoo.checkpoints`), so
-``train.init_checkpoint="d2geo://..."`` works in configs.
+checkout reads them in place. Importing this package (or ``d2geo.modeling``) registers the
+``d2geo://`` and ``hf://`` handlers on detectron2's ``PathManager`` (see
+:mod:`d2geo.modeling.file_io`), so ``train.init_checkpoint="d2geo://..."`` or
+``"hf://<org>/<repo>/<file>"`` works in configs and detectron2 tools.
 """
 from __future__ import annotations
 
 import difflib
 import os
 
-from .checkpoints import DEFAULT_ZOO_URL, ChecksumError, D2GeoZooHandler, zoo_url
+from .checkpoints import (
+    DEFAULT_ZOO_URL,
+    ChecksumError,
+    D2GeoZooHandler,
+    HFHubHandler,
+    register_path_handlers,
+    zoo_url,
+)
 
 __all__ = [
     "get_config", "get_config_file", "list_configs", "config_root", "register_zoo_handler",
-    "D2GeoZooHandler", "ChecksumError", "DEFAULT_ZOO_URL", "zoo_url",
+    "D2GeoZooHandler", "HFHubHandler", "ChecksumError", "DEFAULT_ZOO_URL", "zoo_url",
+    "register_path_handlers", "find_backbone_nodes", "skip_encoder_weights",
 ]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,18 +81,44 @@ def get_config(config_path: str):
     return LazyConfig.load(get_config_file(config_path))
 
 
-_registered = False
+def find_backbone_nodes(node, path=()) -> list:
+    """``(config path, node)`` of every ``GeoBackbone`` LazyCall in a config tree."""
+    from omegaconf import DictConfig, ListConfig
+
+    from d2geo.modeling import GeoBackbone
+
+    found = []
+    if isinstance(node, DictConfig):
+        target = node.get("_target_", None)
+        if target is GeoBackbone or (isinstance(target, str) and target.endswith("GeoBackbone")):
+            found.append((".".join(path), node))
+        for key in node.keys():
+            found += find_backbone_nodes(node[key], path + (str(key),))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            found += find_backbone_nodes(item, path + (str(i),))
+    return found
+
+
+def skip_encoder_weights(model_cfg) -> list[str]:
+    """Build the config's encoders without loading (or downloading) their weights.
+
+    For a model whose every weight comes from a whole-model checkpoint afterwards
+    (evaluation, prediction): sets ``weights=None`` and ``pretrained=False`` on every
+    ``GeoBackbone``; returns the config paths changed.
+    """
+    changed = []
+    for path, node in find_backbone_nodes(model_cfg, ("model",)):
+        if node.get("weights", None) is not None or node.get("pretrained", False):
+            node.weights = None
+            node.pretrained = False
+            changed.append(path)
+    return changed
 
 
 def register_zoo_handler() -> None:
-    """Register the ``d2geo://`` handler on detectron2's PathManager (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from detectron2.utils.file_io import PathManager
-
-    PathManager.register_handler(D2GeoZooHandler(), allow_override=True)
-    _registered = True
+    """Register the ``d2geo://`` and ``hf://`` handlers on detectron2's PathManager (idempotent)."""
+    register_path_handlers()
 
 
 register_zoo_handler()

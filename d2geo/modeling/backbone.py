@@ -39,30 +39,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import Backbone
 
 from ..encoders import build_encoder
-from ..encoders.base import EncoderInputError, GeoEncoder, time_to_channels
+from ..encoders.base import EncoderInputError, GeoEncoder
 from ..encoders.metadata import Metadata
+from .temporal import TEMPORAL_FOLDS, TemporalAttentionPool, fold_time, resolve_frames
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS"]
-
-TEMPORAL_FOLDS = ("concat", "mean")
-
-
-def fold_time(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Turn a ``(B, D, t, h, w)`` feature map into a 2-D one.
-
-    ``"concat"`` stacks the time steps into channels, time-major (the layout terratorch's
-    Prithvi models hand to their decoders, see
-    :func:`d2geo.encoders.base.time_to_channels`). ``"mean"`` averages over time.
-    """
-    if x.ndim != 5:
-        raise ValueError(f"fold_time expects a (B, D, t, h, w) map, got shape {tuple(x.shape)}")
-    if mode == "concat":
-        return time_to_channels(x)
-    if mode == "mean":
-        return x.mean(dim=2)
-    raise ValueError(f"temporal_fold={mode!r} is not one of {TEMPORAL_FOLDS}")
 
 
 def find_geo_backbones(module: nn.Module) -> list["GeoBackbone"]:
@@ -77,11 +60,20 @@ class GeoBackbone(Backbone):
         encoder: a registered encoder name (see ``d2geo.encoders.list_encoders()``) or a
             :class:`~d2geo.encoders.GeoEncoder` instance.
         weights: checkpoint to load when ``encoder`` is a name (any upstream format the
-            family reads).
+            family reads): a local path, ``hf://<org>/<repo>[@<revision>]/<file>`` or an
+            ``https://`` URL. With ``pretrained=True`` it replaces the published source.
+        pretrained: load the variant's published weights from its pretrained table
+            (downloaded once, sha256-checked, cached; see ``d2geo.encoders.hub``).
         layers: block indices to tap; negative ones count from the end.
         norm: apply the encoder's final norm to every tap.
         temporal_fold: how temporal encoders' ``(B, D, t, h, w)`` maps become 2-D:
-            ``"concat"`` (channels ``D * t``, time-major) or ``"mean"`` (channels ``D``).
+            ``"concat"`` (channels ``D * t``, time-major), ``"mean"``, ``"max"``, ``"diff"``
+            (last minus first time step) or ``"attention"`` (learned L-TAE-style pooling, one
+            :class:`~d2geo.modeling.temporal.TemporalAttentionPool` per tap), all ``D``
+            channels; see :mod:`d2geo.modeling.temporal`.
+        temporal_frames: fold only these time steps (indices after tubelet folding, negative
+            ones from the end, in the order given), e.g. ``[0, -1]``; None keeps all.
+        temporal_heads: heads of the ``"attention"`` fold.
         freeze: ``"none"``, ``"all"``, or an int ``k``: the embedding (patch, position,
             prefix-token and metadata embeddings) and the first ``k`` blocks are frozen
             (``requires_grad=False``, and kept in eval mode so dropout / drop-path are off).
@@ -91,6 +83,13 @@ class GeoBackbone(Backbone):
             but ``global_blocks``; 0 keeps global attention everywhere.
         global_blocks: blocks that keep global attention when ``window_size`` is set.
         out_feature_prefix: output names are ``f"{prefix}{block_index}"``.
+        peft: parameter-efficient fine-tuning with Hugging Face ``peft`` (``pip install
+            'd2geo[peft]'``): a peft config (``peft.LoraConfig(r=8)``) or a dict
+            ``dict(method="lora", r=8, lora_alpha=16, target_modules=["qkv", "proj"])``.
+            Adapters are injected into the encoder in place; only they and (with
+            ``peft_train_norms``) the encoder's norms train. Needs ``freeze="none"``. See
+            :mod:`d2geo.modeling.peft_adapters`; :meth:`merge_peft` folds them in for export.
+        peft_train_norms: keep the encoder's norm layers trainable under ``peft``.
         encoder_kwargs: further overrides for ``build_encoder`` (``bands``,
             ``patch_size``, ``num_frames``, or tiny architectures for tests).
     """
@@ -100,15 +99,20 @@ class GeoBackbone(Backbone):
         encoder: str | nn.Module,
         *,
         weights: Any = None,
+        pretrained: bool = False,
         layers: int | Sequence[int] = (-1,),
         norm: bool = True,
         temporal_fold: str = "concat",
+        temporal_frames: Sequence[int] | None = None,
+        temporal_heads: int = 4,
         freeze: str | int = "none",
         drop_path_rate: float | None = None,
         grad_checkpointing: bool = False,
         window_size: int = 0,
         global_blocks: Sequence[int] = (),
         out_feature_prefix: str = "layer",
+        peft: Any = None,
+        peft_train_norms: bool = True,
         encoder_kwargs: Mapping[str, Any] | None = None,
     ):
         super().__init__()
@@ -116,9 +120,10 @@ class GeoBackbone(Backbone):
         if isinstance(encoder, str):
             if drop_path_rate is not None:
                 encoder_kwargs["drop_path_rate"] = drop_path_rate
-            encoder = build_encoder(encoder, weights=weights, **encoder_kwargs)
+            encoder = build_encoder(encoder, weights=weights, pretrained=pretrained, **encoder_kwargs)
         elif isinstance(encoder, nn.Module):
             given = [k for k, v in (("weights", weights), ("drop_path_rate", drop_path_rate)) if v is not None]
+            given += ["pretrained"] if pretrained else []
             if given or encoder_kwargs:
                 raise ValueError(
                     f"GeoBackbone got an encoder instance together with {given + sorted(encoder_kwargs)}; "
@@ -163,10 +168,28 @@ class GeoBackbone(Backbone):
             if frames % tubelet:
                 raise ValueError(f"num_frames={frames} is not a multiple of tubelet_size={tubelet}")
             self.num_time_tokens = frames // tubelet
+            self.temporal_frames = resolve_frames(temporal_frames, self.num_time_tokens)
+            kept = self.num_time_tokens if self.temporal_frames is None else len(self.temporal_frames)
             if temporal_fold == "concat":
-                channels *= self.num_time_tokens
+                channels *= kept
+            if temporal_fold == "diff" and kept < 2:
+                raise ValueError(
+                    f"temporal_fold='diff' (last minus first time step) needs two time steps but the "
+                    f"backbone keeps {kept}; use an encoder with num_frames >= 2 (num_frames / "
+                    "tubelet_size time steps) and temporal_frames naming at least two"
+                )
+        elif temporal_frames is not None:
+            raise ValueError(f"temporal_frames={temporal_frames} given but {type(encoder).__name__} is not "
+                             "temporal (it returns 2-D maps); drop temporal_frames or use a temporal encoder")
+        else:
+            self.temporal_frames = None
 
         self.patch_size = int(encoder.patch_size)
+        if self.temporal and temporal_fold == "attention":
+            self.temporal_pools = nn.ModuleList(
+                TemporalAttentionPool(encoder.embed_dim, num_heads=temporal_heads) for _ in self.layers)
+        else:
+            self.temporal_pools = None
         self._size_divisibility = int(encoder.size_divisibility)
         if encoder.out_strides is not None:  # hierarchical: a stride and width per stage
             strides = [int(encoder.out_strides[i]) for i in self.layers]
@@ -183,6 +206,16 @@ class GeoBackbone(Backbone):
             self._out_feature_strides = {n: self.patch_size for n in self._out_features}
 
         self.freeze = self._parse_freeze(freeze)
+        self.peft_adapted: list[str] = []
+        if peft is not None:
+            if self.freeze != "none":
+                raise ValueError(
+                    f"GeoBackbone got peft=... together with freeze={freeze!r}; peft already freezes "
+                    "every original encoder weight (only adapters and norms train): leave freeze='none'"
+                )
+            from .peft_adapters import apply_peft
+
+            self.peft_adapted = apply_peft(encoder, peft, train_norms=peft_train_norms)
         self._apply_freeze()
         self._metadata: Mapping[str, Any] | None = None
 
@@ -251,16 +284,18 @@ class GeoBackbone(Backbone):
         self._check_metadata_batch(x.shape[0])
         maps = self.encoder.forward_features(x, layers=self.layers, norm=self.norm, metadata=self._metadata)
         out = {}
-        for name, fmap in zip(self._out_features, maps):
+        for i, (name, fmap) in enumerate(zip(self._out_features, maps)):
             if fmap.ndim == 5:
-                if self.temporal_fold == "concat" and fmap.shape[2] != self.num_time_tokens:
+                if (self.temporal_fold == "concat" or self.temporal_frames is not None) \
+                        and fmap.shape[2] != self.num_time_tokens:
                     raise EncoderInputError(
                         f"the encoder returned {fmap.shape[2]} time steps but the backbone was built "
                         f"for {self.num_time_tokens} (num_frames / tubelet_size), so its 'concat' "
-                        "channel count would be wrong; build the encoder with num_frames matching "
-                        "the data, or use temporal_fold='mean'"
+                        "channel count or its temporal_frames would be wrong; build the encoder "
+                        "with num_frames matching the data, or use temporal_fold='mean'"
                     )
-                fmap = fold_time(fmap, self.temporal_fold)
+                pool = None if self.temporal_pools is None else self.temporal_pools[i]
+                fmap = fold_time(fmap, self.temporal_fold, self.temporal_frames, pool)
             out[name] = fmap
         return out
 
@@ -290,6 +325,17 @@ class GeoBackbone(Backbone):
                 "padding_constraints=backbone.padding_constraints)"
             )
         return x
+
+    def merge_peft(self) -> int:
+        """Fold the peft adapters into the encoder weights (plain layers, upstream keys) for
+        export or a model-zoo file; returns the number of merged layers."""
+        if not self.peft_adapted:
+            return 0
+        from .peft_adapters import merge_peft
+
+        n = merge_peft(self.encoder)
+        self.peft_adapted = []
+        return n
 
     # -- freezing -------------------------------------------------------------------------
     def _parse_freeze(self, freeze: str | int) -> str | int:

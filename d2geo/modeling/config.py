@@ -23,7 +23,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from .backbone import GeoBackbone
 from .pyramid import MultiLayerPyramid, SimpleFeaturePyramid
 
-__all__ = ["add_d2geo_config", "build_geo_backbone", "build_geo_vit_sfp_backbone",
+__all__ = ["add_d2geo_config", "register_d2geo_defaults", "build_geo_backbone", "build_geo_vit_sfp_backbone",
            "build_geo_vit_fpn_backbone"]
 
 
@@ -31,7 +31,8 @@ def add_d2geo_config(cfg: CN) -> CN:
     """Add the ``MODEL.D2GEO`` section (defaults in the comments below) to ``cfg``."""
     d = cfg.MODEL.D2GEO = CN()
     d.ENCODER = "dinov2_vitb14_reg"      # registered encoder name
-    d.WEIGHTS = None                     # encoder checkpoint (any upstream format); None: random
+    d.WEIGHTS = None                     # encoder checkpoint (any upstream format; a path, hf://..., https://...)
+    d.PRETRAINED = False                 # the encoder's published weights (used when WEIGHTS is None)
     d.ENCODER_KWARGS = CN(new_allowed=True)  # build_encoder overrides (lower-case keys)
     d.LAYERS = [-1]                      # taps; the FPN builder defaults to four evenly spaced
     d.NORM = True                        # final encoder norm on every tap
@@ -43,7 +44,33 @@ def add_d2geo_config(cfg: CN) -> CN:
     d.PYRAMID_NORM = None                # None: cfg.MODEL.FPN.NORM, or "LN" if that is ""
     d.TOP_BLOCK = True                   # add p6 with LastLevelMaxPool
     d.SQUARE_PAD = 0
+    if "GEO" not in cfg.INPUT:  # GeoDatasetMapper's read options (d2geo.data.mapper)
+        g = cfg.INPUT.GEO = CN()
+        g.BANDS = []                     # band names to read, in the model's order; []: all
+        g.SENSOR = ""                    # default sensor for band wavelengths
+        g.FILL = "zero"                  # invalid pixels: "zero" | "mean" | a number
+        g.SCALE = None                   # DN -> reflectance scale when the files do not say
     return cfg
+
+
+def register_d2geo_defaults() -> None:
+    """Put the ``MODEL.D2GEO`` / ``INPUT.GEO`` sections into detectron2's own defaults, so
+    that ``get_cfg()`` in detectron2's unmodified tools accepts d2geo yaml configs.
+
+    detectron2's ``tools/deploy/export_model.py`` (and ``train_net.py``) build their config
+    with ``get_cfg()`` and merge the yaml file into it; a key the defaults lack is an error
+    (``Non-existent config key: MODEL.D2GEO``), and the yaml cannot import d2geo to add it.
+    ``python -m d2geo.engine.run_tool TOOL.py ARGS`` calls this, imports d2geo's registries
+    (``GeoRCNN``, ``build_geo_vit_sfp_backbone``, ...) and runs the tool.
+    """
+    from detectron2.config import defaults
+
+    if "D2GEO" not in defaults._C.MODEL:
+        frozen = defaults._C.is_frozen()
+        defaults._C.defrost()
+        add_d2geo_config(defaults._C)
+        if frozen:
+            defaults._C.freeze()
 
 
 def _encoder_kwargs(cfg) -> dict:
@@ -54,7 +81,7 @@ def build_geo_backbone(cfg, input_shape: ShapeSpec | None = None, layers=None) -
     """The plain single-stride :class:`GeoBackbone` described by ``cfg.MODEL.D2GEO``."""
     d = cfg.MODEL.D2GEO
     backbone = GeoBackbone(
-        d.ENCODER, weights=d.WEIGHTS or None, layers=tuple(layers if layers is not None else d.LAYERS),
+        d.ENCODER, weights=d.WEIGHTS or None, pretrained=d.PRETRAINED, layers=tuple(layers if layers is not None else d.LAYERS),
         norm=d.NORM, temporal_fold=d.TEMPORAL_FOLD, freeze=d.FREEZE, drop_path_rate=d.DROP_PATH_RATE,
         grad_checkpointing=d.GRAD_CHECKPOINTING, encoder_kwargs=_encoder_kwargs(cfg),
     )

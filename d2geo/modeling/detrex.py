@@ -7,6 +7,7 @@ editable detrex install.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -45,7 +46,23 @@ DINO = _import_dino()
 
 from .meta_arch import GeoInputMixin  # noqa: E402
 
-__all__ = ["GeoDINO", "detrex_projects_root"]
+from ..encoders.base import EncoderInputError  # noqa: E402
+
+__all__ = ["GeoDINO", "detrex_projects_root", "encoder_tokens", "smallest_tile"]
+
+
+def encoder_tokens(height: int, width: int, strides) -> int:
+    """Tokens DINO's encoder sees for a padded ``height x width`` batch: one per cell of
+    every feature level (``ceil(size / stride)`` cells a side)."""
+    return sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
+
+
+def smallest_tile(num_queries: int, strides, multiple: int = 1) -> int:
+    """The smallest square tile side (a multiple of ``multiple``) with at least ``num_queries`` tokens."""
+    side = multiple
+    while encoder_tokens(side, side, strides) < num_queries:
+        side += multiple
+    return side
 
 
 class GeoDINO(GeoInputMixin, DINO):
@@ -63,3 +80,29 @@ class GeoDINO(GeoInputMixin, DINO):
             raise ValueError(f"pixel_mean has {len(pixel_mean)} bands but pixel_std has {len(pixel_std)}")
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        if self.select_box_nums_for_evaluation > self.num_queries * self.num_classes:
+            raise ValueError(
+                f"select_box_nums_for_evaluation={self.select_box_nums_for_evaluation} exceeds the "
+                f"{self.num_queries * self.num_classes} (num_queries x num_classes) scores DINO ranks at "
+                f"inference; set model.select_box_nums_for_evaluation <= "
+                f"{self.num_queries * self.num_classes}")
+
+    def _level_strides(self) -> list[int]:
+        shapes = self.backbone.output_shape()
+        names = getattr(self.neck, "in_features", None) or list(shapes)
+        return [shapes[n].stride for n in names if n in shapes]
+
+    def preprocess_image(self, batched_inputs):
+        images = super().preprocess_image(batched_inputs)
+        H, W = images.tensor.shape[-2:]
+        strides = self._level_strides()
+        tokens = encoder_tokens(int(H), int(W), strides)
+        if tokens < self.num_queries:
+            side = smallest_tile(self.num_queries, strides, multiple=max(strides))
+            raise EncoderInputError(
+                f"a {H}x{W} batch gives DINO's encoder {tokens} tokens (levels of stride {strides}) but "
+                f"it selects num_queries={self.num_queries} of them (detrex fails with 'selected index "
+                f"k out of range'): use tiles of at least {side}x{side} px, or size the queries to the "
+                f"tile: model.num_queries<={tokens} (and model.select_box_nums_for_evaluation <= "
+                f"num_queries x num_classes)")
+        return images

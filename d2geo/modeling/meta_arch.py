@@ -30,7 +30,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, SemanticSeg
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
-from ..encoders.base import EncoderInputError
+from ..encoders.base import EncoderInputError, is_tracing
 from ..encoders.metadata import METADATA_KEYS, as_timestamps, check_metadata
 from .backbone import find_geo_backbones
 from .pyramid import fuse_channel_layer_norms
@@ -154,7 +154,8 @@ class GeoInputMixin:
             if not torch.is_tensor(image):
                 raise TypeError(f"dataset dict 'image' must be a torch.Tensor (C, H, W) or (C, T, H, W), "
                                 f"got {type(image).__name__}; convert it with torch.as_tensor in the mapper")
-            if image.is_floating_point() and not bool(torch.isfinite(image).all()):
+            # the NaN check needs concrete values: skipped while the model is traced/exported
+            if image.is_floating_point() and not is_tracing() and not bool(torch.isfinite(image).all()):
                 bad = int((~torch.isfinite(image)).sum())
                 raise EncoderInputError(
                     f"sample {i} of the batch ({x.get('file_name', 'no file_name')}) has {bad} NaN/inf "

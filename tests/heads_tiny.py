@@ -1,0 +1,84 @@
+"""Shared helpers of the head / adapter / LoRA / change-detection tests: a packaged config
+shrunk to a tiny encoder of the same family, trained a few steps on one fixed batch."""
+from __future__ import annotations
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.events import EventStorage
+
+from d2geo import model_zoo
+
+HLS = ["blue", "green", "red", "nir_narrow", "swir_1", "swir_2"]
+TINY = {
+    "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
+    "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
+    "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
+    "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+}
+
+
+def family_of(config_name: str) -> str:
+    folder = config_name.split("/")[0]
+    return {"dino_v2": "dinov2", "dino_v3": "dinov3"}.get(folder, folder)
+
+
+def tiny_config(name: str, dataset_prefix: str, tmp_path, *, channels: int = 32):
+    """The packaged config ``name`` with a 4-block encoder of its family, no weights, HLS or
+    RGB bands of the synthetic GeoTIFFs registered under ``dataset_prefix``."""
+    family = family_of(name)
+    cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
+    net = cfg.model.backbone.net
+    net.weights = None
+    net.drop_path_rate = 0.0
+    kwargs = dict(net.encoder_kwargs)
+    kwargs.update(TINY[family])
+    bands = ["red", "green", "blue"] if family.startswith("dino") else list(HLS)
+    kwargs["bands"] = bands
+    if family == "clay":
+        kwargs["sensor"] = "hls"
+    net.encoder_kwargs = kwargs
+    net.layers = (0, 1, 2, 3)
+    cfg.model.pixel_mean = [1000.0] * len(bands)
+    cfg.model.pixel_std = [1000.0] * len(bands)
+    cfg.model.backbone.out_channels = channels
+    head = cfg.model.sem_seg_head
+    head.num_classes = 4
+    if "channels" in head:
+        head.channels = channels
+    if "conv_dims" in head:
+        head.conv_dims = channels
+    cfg.dataloader.train.dataset.names = f"{dataset_prefix}_seg_train"
+    cfg.dataloader.train.mapper.bands = bands
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.num_workers = 0
+    return cfg
+
+
+def train_steps(cfg, steps: int = 10, lr: float = 1e-3, model=None, batch=None):
+    """Train ``steps`` steps on one fixed batch with the config's optimizer; returns
+    (model, losses)."""
+    torch.manual_seed(0)
+    if batch is None:
+        batch = next(iter(instantiate(cfg.dataloader.train)))
+    if model is None:
+        model = instantiate(cfg.model)
+    model.train()
+    cfg.optimizer.params.model = model
+    cfg.optimizer.lr = lr
+    optimizer = instantiate(cfg.optimizer)
+    totals = []
+    with EventStorage():
+        for _ in range(steps):
+            torch.manual_seed(1)
+            losses = model(batch)
+            total = sum(losses.values())
+            assert torch.isfinite(total)
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            totals.append(total.item())
+    return model, totals
+
+
+def falling(totals, factor: float = 0.8) -> bool:
+    return sum(totals[-3:]) / 3 < factor * sum(totals[:3]) / 3

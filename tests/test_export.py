@@ -1,0 +1,137 @@
+"""Traced, exported and ONNX encoders and backbones work at input sizes other than the
+size they were recorded at, and give the eager model's features there."""
+import warnings
+
+import pytest
+import torch
+
+from conftest import rel_err
+from d2geo.encoders import build_encoder
+
+pytest.importorskip("detectron2")
+from d2geo.modeling import GeoBackbone  # noqa: E402
+
+FAMILIES = {
+    # name: (encoder builder, export-time input shape, other shapes to run at)
+    "dinov2": (lambda: build_encoder("dinov2_vits14", embed_dim=48, depth=2, num_heads=3, img_size=98),
+               (1, 3, 56, 70), [(1, 3, 112, 84), (1, 3, 98, 98)]),
+    "dinov2_reg": (lambda: build_encoder("dinov2_vits14_reg", embed_dim=48, depth=2, num_heads=3,
+                                         img_size=98),
+                   (1, 3, 56, 70), [(1, 3, 112, 84), (1, 3, 98, 98)]),
+    "dinov3": (lambda: build_encoder("dinov3_vits16", embed_dim=64, depth=2, num_heads=2),
+               (1, 3, 64, 96), [(1, 3, 128, 80)]),
+    "prithvi": (lambda: build_encoder("prithvi_eo_v1_100", embed_dim=64, depth=2, num_heads=2, num_frames=2),
+                (1, 6, 2, 64, 96), [(1, 6, 2, 128, 80), (1, 6, 2, 224, 224)]),
+    "clay": (lambda: build_encoder("clay_v1_base", embed_dim=72, depth=2, num_heads=2, head_dim=16,
+                                   sensor="sentinel-2-l2a", bands=["red", "green", "blue"], gsd=10.0),
+             (1, 3, 32, 48), [(1, 3, 64, 40)]),
+}
+
+
+def _family(name):
+    torch.manual_seed(0)
+    make, shape, others = FAMILIES[name]
+    enc = make().eval()
+    with torch.no_grad():  # non-trivial tokens and layer scales, as in trained weights
+        for n, p in enc.named_parameters():
+            if "token" in n or "gamma" in n:
+                p.normal_(0, 0.5)
+    return enc, torch.randn(shape), [torch.randn(s) for s in others]
+
+
+def _dynamic_hw(x):
+    return ({x.ndim - 2: torch.export.Dim.AUTO, x.ndim - 1: torch.export.Dim.AUTO},)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_torch_export_with_dynamic_hw_matches_eager(name):
+    enc, x, others = _family(name)
+    ep = torch.export.export(enc, (x,), dynamic_shapes=_dynamic_hw(x))
+    exported = ep.module()
+    for y in [x, *others[:1]]:
+        with torch.no_grad():
+            assert rel_err(exported(y), enc(y)) <= 1e-5, (name, tuple(y.shape))
+
+
+@pytest.mark.parametrize("name", ["dinov2", "clay"])
+def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    enc, x, others = _family(name)
+    path = str(tmp_path / f"{name}.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(enc, (x,), path, dynamic_shapes=_dynamic_hw(x), dynamo=True)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = sess.get_inputs()[0].name
+    for y in others:
+        with torch.no_grad():
+            ref = enc(y)
+        out = torch.from_numpy(sess.run(None, {feed: y.numpy()})[0])
+        assert out.shape == ref.shape
+        assert rel_err(out, ref) <= 1e-5, (name, tuple(y.shape))
+
+
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi"])
+def test_traced_backbone_matches_eager_at_other_sizes(name):
+    enc, x, others = _family(name)
+    backbone = GeoBackbone(enc, layers=(0, 1)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(backbone, (x,), strict=False, check_trace=False)
+    for y in others:
+        with torch.no_grad():
+            ref, out = backbone(y), traced(y)
+        assert set(out) == set(ref)
+        for k in ref:
+            assert out[k].shape == ref[k].shape and rel_err(out[k], ref[k]) <= 1e-5, (name, k, tuple(y.shape))
+
+
+def test_traced_backbone_takes_gsd_as_a_tensor():
+    """The mapper's 0-d tensor gsd, batched, goes through a traced Clay backbone: another
+    gsd and another size give the eager features (a float would be frozen into the trace)."""
+    enc, x, others = _family("clay")
+    backbone = GeoBackbone(enc).eval()
+
+    class WithGsd(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, gsd):
+            with self.net.use_metadata({"gsd": gsd}):
+                return self.net(image)["layer1"]
+
+    model = WithGsd(backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (x, torch.tensor([10.0])), check_trace=False)
+    y = others[0].expand(2, -1, -1, -1).clone()
+    gsd = torch.stack([torch.tensor(0.6), torch.tensor(30.0)])  # what collate_metadata makes of the mapper's
+    with torch.no_grad():
+        ref = model(y, gsd)
+        assert rel_err(traced(y, gsd), ref) <= 1e-5
+        assert rel_err(ref[0], ref[1]) > 1e-3  # the gsd matters
+
+
+def test_tracing_with_timestamps_is_refused_not_frozen():
+    """Calendar codes of the acquisition time (Clay, Prithvi-TL) cannot follow a traced input:
+    tracing them would freeze this batch's dates into the model, so it is refused."""
+    from d2geo.encoders import EncoderInputError
+
+    clay, x, _ = _family("clay")
+    prithvi = build_encoder("prithvi_eo_v2_tiny_tl", embed_dim=64, depth=1, num_heads=2).eval()
+    cases = [(clay, x, "Clay's time code"), (prithvi, torch.randn(1, 6, 32, 32), "Prithvi's .year, day of year.")]
+    for enc, image, match in cases:
+        with pytest.raises(EncoderInputError, match=match):
+            torch.jit.trace(_WithTime(enc), (image, torch.tensor([[1.6e9]], dtype=torch.float64)),
+                            check_trace=False)
+
+
+class _WithTime(torch.nn.Module):
+    def __init__(self, enc):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, image, timestamps):
+        return self.enc(image, metadata={"timestamps": timestamps})
