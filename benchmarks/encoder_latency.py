@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import claymodel, terratorch_prithvi, torchgeo_dofa, torchgeo_scale_mae
+from .upstream import claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_dofa, torchgeo_scale_mae
 
 
 def _encoder_pair(row: dict):
@@ -133,6 +133,27 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours.forward_features(x, layers=-1, norm=False, metadata={"wavelengths": waves})[0]),
                 ref_fn, to_map, f"4x{size}x{size}", g * g)
+    if family == "terramind":
+        from functools import partial
+
+        mod = terratorch_terramind()
+        mods = list(row["modalities"])
+        ref = mod.terramind_vit.TerraMindViT(
+            modalities=mods, merge_method="mean", dim=arch["embed_dim"], encoder_depth=arch["depth"],
+            num_heads=arch["num_heads"], mlp_ratio=4, qkv_bias=False, proj_bias=False, mlp_bias=False,
+            norm_layer=partial(mod.tm_utils.LayerNorm, eps=1e-6, bias=False), act_layer=torch.nn.SiLU,
+            gated_mlp=True).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), bands=mods, **arch).eval()
+        chans = [len(ours._channels[m]) for m in mods]
+        x = smooth_image((1, sum(chans), size, size))
+        inputs = dict(zip(mods, torch.split(x, chans, dim=1)))
+        g = size // 16
+
+        def to_map(t):
+            return t.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x)), (lambda: ref(dict(inputs))[-1]), to_map,
+                f"{'+'.join(mods)} {sum(chans)}x{size}x{size}", len(mods) * g * g)
     raise ValueError(f"unknown family {family}")
 
 

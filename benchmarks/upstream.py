@@ -104,3 +104,21 @@ def torchgeo_scale_mae() -> types.ModuleType:
 def torchgeo_dofa() -> types.ModuleType:
     """torchgeo 0.8.1's ``dofa`` module (``DOFA``)."""
     return load_upstream_module("torchgeo", "torchgeo/models/dofa.py", "_ref_torchgeo_dofa")
+
+
+def terratorch_terramind() -> types.ModuleType:
+    """terratorch 1.2.13's terramind model package (``terramind_vit.TerraMindViT``,
+    ``terramind.TerraMind``, ``modality_info``, ``tm_utils``), loaded file by file as the
+    package ``_ref_terramind`` so that the files' relative imports find each other."""
+    pkg_name, root = "_ref_terramind", "terratorch/models/backbones/terramind/"
+    pkg = sys.modules.get(pkg_name)
+    if pkg is None:
+        pkg = types.ModuleType(pkg_name)
+        pkg.__path__ = []
+        sys.modules[pkg_name] = pkg
+    load_upstream_module("terratorch", root + "utils.py", f"{pkg_name}.utils",
+                         aliases=("terratorch.models.backbones.terramind.utils",))
+    for name in ("tm_utils", "encoder_embeddings", "decoder_embeddings", "modality_info", "terramind",
+                 "terramind_vit"):
+        setattr(pkg, name, load_upstream_module("terratorch", f"{root}model/{name}.py", f"{pkg_name}.{name}"))
+    return pkg

@@ -34,6 +34,11 @@ def claymodel() -> types.ModuleType:
     return _or_skip(upstream.claymodel)
 
 
+def terratorch_terramind() -> types.ModuleType:
+    """terratorch's terramind model package (``TerraMindViT``, ``TerraMind``, ...), or a skip."""
+    return _or_skip(upstream.terratorch_terramind)
+
+
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     """max |ours - ref| / max |ref|: the fidelity measure of the test suite."""
     assert ours.shape == ref.shape, f"shapes differ: {tuple(ours.shape)} vs {tuple(ref.shape)}"

@@ -29,6 +29,7 @@ def tiny_config(name: str, dataset_prefix: str, tmp_path, *, channels: int = 32)
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     net.weights = None
+    net.pretrained = False  # tiny random encoder: nothing to download
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(TINY[family])

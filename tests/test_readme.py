@@ -12,9 +12,15 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_python_examples_run(block):
+def test_python_examples_run(block, monkeypatch):
     if "detectron2" in block:
         pytest.importorskip("detectron2", reason="this README example needs detectron2")
+    if "terramind-examples" in block:  # the real tiles sit beside the repository, read from its root
+        from conftest import TERRAMIND_EXAMPLES
+
+        if not os.path.isdir(os.path.join(ROOT, "..", "shared", "data", "terramind-examples")):
+            pytest.skip(f"the real example tiles are not beside the repository ({TERRAMIND_EXAMPLES})")
+        monkeypatch.chdir(ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})

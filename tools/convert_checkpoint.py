@@ -185,8 +185,9 @@ def merge_peft_checkpoint(weights: str, *, config_file: str, output_dir: str, na
 
         config_file = get_config_file(config_file)
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
-    for _, node in _find_backbone_nodes(cfg.model, ("model",)):
-        node.weights = None  # everything comes from the training checkpoint
+    from d2geo.model_zoo import skip_encoder_weights
+
+    skip_encoder_weights(cfg.model)  # everything comes from the training checkpoint
     model = instantiate(cfg.model)
     backbones = [b for b in find_geo_backbones(model) if b.peft_adapted]
     if not backbones:

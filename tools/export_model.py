@@ -63,13 +63,13 @@ except ImportError:  # running from a source checkout that is not installed
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.export import TracingAdapter
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 import d2geo.model_zoo  # noqa: F401  (d2geo:// checkpoints)
+from d2geo.engine import GeoCheckpointer
 from d2geo.modeling import GeoSemanticSegmentor, find_geo_backbones
 
 logger = logging.getLogger("d2geo.export_model")
@@ -90,8 +90,12 @@ def _load_lazy(path: str, opts: list[str]):
 
     cfg = LazyConfig.load(path)
     cfg = LazyConfig.apply_overrides(cfg, opts)
-    model = instantiate(cfg.model)
     weights = cfg.get("train", {}).get("init_checkpoint", "")
+    if weights:  # every weight comes from the trained model: fetch no encoder weights first
+        from d2geo.model_zoo import skip_encoder_weights
+
+        skip_encoder_weights(cfg.model)
+    model = instantiate(cfg.model)
 
     def mapper():
         test = cfg.get("dataloader", {}).get("test")
@@ -113,6 +117,9 @@ def _load_yacs(path: str, opts: list[str]):
     add_d2geo_config(cfg)
     cfg.merge_from_file(path)
     cfg.merge_from_list([o for opt in opts for o in (opt.split("=", 1) if "=" in opt else [opt])])
+    if cfg.MODEL.WEIGHTS:  # the trained model's file holds every weight: fetch no encoder weights
+        cfg.MODEL.D2GEO.PRETRAINED = False
+        cfg.MODEL.D2GEO.WEIGHTS = None
     cfg.freeze()
     model = build_model(cfg)
     return model, cfg.MODEL.WEIGHTS, lambda: GeoDatasetMapper(cfg, is_train=False)
@@ -130,7 +137,7 @@ def build_model_from_config(config_file: str, opts: list[str]):
     else:
         model, weights, mapper = _load_lazy(path, opts)
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        GeoCheckpointer(model).load(weights)
     else:
         logger.warning("no weights given (train.init_checkpoint / MODEL.WEIGHTS): exporting a "
                        "randomly initialised model")

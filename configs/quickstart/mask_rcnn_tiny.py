@@ -24,7 +24,7 @@ from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
 
 # per-band mean and std of the train split, in reflectance as the mapper reads it
-# (d2geo.data.synthetic.synthetic_pixel_stats(); tests/test_configs.py checks them)
+# (d2geo.data.synthetic.synthetic_pixel_stats(); tests/configs/test_configs.py checks them)
 _mean = [0.104, 0.1243, 0.1189, 0.2412, 0.2238, 0.1556]
 _std = [0.0724, 0.0695, 0.0773, 0.1163, 0.1068, 0.0857]
 _dim = 128

@@ -72,7 +72,12 @@ def load_sem_seg_gt(path, dtype=int, *, label_map=None, ignore_label: int = IGNO
 
 
 def _with_files(record: dict, files) -> dict:
-    if isinstance(files, (list, tuple)):
+    if isinstance(files, Mapping):  # one file per modality (read_modalities), on one grid
+        if not files:
+            raise ValueError("an image given as a mapping needs at least one modality: {name: path}")
+        record["modality_files"] = {str(m): os.fspath(f) for m, f in files.items()}
+        record["file_name"] = next(iter(record["modality_files"].values()))
+    elif isinstance(files, (list, tuple)):
         files = [os.fspath(f) for f in files]
         record["file_name"] = files[0]
         if len(files) > 1:
@@ -166,7 +171,8 @@ def _geo_meta(geo: dict | None) -> dict:
 
 # -------------------------------------------------------------------------- semantic
 def load_geo_semseg(pairs: Iterable, geo: dict | None = None) -> list[dict]:
-    """Dataset dicts from ``(image path or list of dates, label path)`` pairs."""
+    """Dataset dicts from ``(image, label path)`` pairs; the image is a path, a list of
+    dates, or a ``{modality: path}`` mapping (stacked by :func:`~d2geo.data.geotiff.read_modalities`)."""
     from .geotiff import _rasterio
 
     rasterio = _rasterio()

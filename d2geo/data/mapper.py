@@ -14,7 +14,9 @@ every date), and returns what d2geo's models read:
 * ``"instances"``: detectron2 ``Instances`` from pixel-coordinate annotations (COCO) or a
   GeoJSON in the scene CRS.
 
-Dataset dict keys read: ``file_names`` (one path per date, for time series) or else
+Dataset dict keys read: ``modality_files`` (``{modality: path}``, one file per modality
+stacked by :func:`~d2geo.data.geotiff.read_modalities`, channels ``"<MODALITY>:<band>"``), else
+``file_names`` (one path per date, for time series), else
 ``file_name`` (one path; a list is taken as one path per date),
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
 ``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
@@ -45,7 +47,7 @@ from fvcore.transforms.transform import Transform
 
 from ..encoders.metadata import as_timestamps
 from .datasets import geojson_to_annotations
-from .geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label
+from .geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_label, read_modalities
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +222,19 @@ class GeoDatasetMapper:
         kwargs.setdefault("sensor", self.sensor)
         if self.scale is not None:
             kwargs.setdefault("scale", self.scale)
+        if "modality_files" in d:
+            dated = [k for k in ("num_frames", "timestamps") if kwargs.get(k) is not None]
+            if dated:
+                raise GeoTiffError(
+                    f"geo options {dated} are for a time series, but {d['file_name']} is one date of the "
+                    f"modalities {list(d['modality_files'])}: remove them from the dataset's geo options")
+            if isinstance(kwargs.get("sensor"), str):
+                raise GeoTiffError(
+                    f"sensor={kwargs['sensor']!r} names one sensor but {d['file_name']} is a sample of the "
+                    f"modalities {list(d['modality_files'])}: leave sensor unset (TerraMind modalities know "
+                    f"theirs) or give one per modality, sensor={{modality: sensor}}")
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            return read_modalities(d["modality_files"], bands=self.bands, fill=self.fill, **kwargs), geo
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 

@@ -31,6 +31,7 @@ from . import ssl4eo  # noqa: F401,E402  isort: skip
 from . import scale_mae  # noqa: F401,E402  isort: skip
 from . import satlas  # noqa: F401,E402  isort: skip
 from . import dofa  # noqa: F401,E402  isort: skip
+from . import terramind  # noqa: F401,E402  isort: skip
 
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",

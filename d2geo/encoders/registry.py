@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 #: units of :class:`InputStats`
-STATS_UNITS = ("0-255", "dn", "reflectance", "linear")
+STATS_UNITS = ("0-255", "dn", "reflectance", "linear", "dB", "m")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class InputStats:
     ``name``: what the statistics are of (Clay's platform names, ``"hls"``, ``"rgb"``);
     ``sensor``: the key of ``d2geo.encoders.SENSOR_BANDS`` their band names belong to
     (``None`` for plain RGB). ``units``: ``"0-255"`` (8-bit RGB), ``"dn"`` (digital numbers as stored, e.g. surface
-    reflectance x 10 000), ``"reflectance"`` (0..1), ``"linear"`` (SAR backscatter power).
+    reflectance x 10 000), ``"reflectance"`` (0..1), ``"linear"`` (SAR backscatter power), ``"dB"`` (SAR backscatter
+    in decibels), ``"m"`` (elevation in metres).
     """
 
     name: str

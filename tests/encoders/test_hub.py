@@ -28,7 +28,7 @@ from d2geo.encoders import (
 from d2geo.encoders import registry
 from d2geo.encoders.hub import parse_hf_uri, resolve_weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "tests", "data", "dinov2_official_tiny.pt")
 TINY = dict(embed_dim=48, depth=3, num_heads=3, img_size=98)
 

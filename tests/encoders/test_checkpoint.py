@@ -15,7 +15,7 @@ from conftest import load_upstream_module
 from d2geo.encoders import CheckpointError, build_encoder
 from d2geo.encoders.checkpoint import load_encoder_weights
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 DINOV2_TINY = dict(embed_dim=48, depth=3, num_heads=3, img_size=98)
 
 
@@ -54,11 +54,18 @@ def _clay():
     return "clay_v1_base", TINY, ckpt["state_dict"], "model.encoder.", lambda s: {"state_dict": s, **rest}
 
 
+def _terramind():
+    from test_terramind import TINY, published_state_dict
+    from conftest import terratorch_terramind
+    sd = published_state_dict(terratorch_terramind())
+    return "terramind_v1_base", dict(TINY, bands=["S2L2A", "S1RTC"]), sd, "", lambda s: s
+
+
 CASES = {
     "dinov2": lambda: _dinov2("plain"), "dinov2_reg": lambda: _dinov2("reg"),
     "dinov3_sat": lambda: _dinov3("vitl16_sat"), "dinov3_s": lambda: _dinov3("vits16"),
     "prithvi_v1_flat": lambda: _prithvi("v1_flat"), "prithvi_v2_tl": lambda: _prithvi("v2_tl"),
-    "clay_lightning": _clay,
+    "clay_lightning": _clay, "terramind_published": _terramind,
 }
 
 

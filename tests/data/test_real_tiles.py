@@ -118,6 +118,7 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_and_lulc(terramind_examples, t
                                          [f"train.output_dir={tmp_path}"])
         net = cfg.model.backbone.net
         net.weights = None
+        net.pretrained = False  # tiny random encoder: nothing to download
         net.drop_path_rate = 0.0
         net.layers = (0, 1, 2, 3)
         net.temporal_fold = "mean"

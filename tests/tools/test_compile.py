@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("detectron2")
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _train_net():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "dinov2_official_tiny.pt")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "dinov2_official_tiny.pt")
 TINY = dict(embed_dim=48, depth=3, num_heads=3)
 
 

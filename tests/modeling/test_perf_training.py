@@ -52,7 +52,7 @@ def batch_of(n=2, size=64):
 def test_config_adamw_is_fused_and_matches_the_unfused_update():
     import os
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = LazyConfig.load(os.path.join(repo, "configs", "common", "optim.py"))
     torch.manual_seed(0)
     model = torch.nn.ModuleDict({"backbone": GeoBackbone("dinov2_vits14", encoder_kwargs=TINY)})

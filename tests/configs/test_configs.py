@@ -34,6 +34,8 @@ FAMILY_CONFIGS = [
     "satlas/semantic_fpn_swinb.py",
     "dofa/mask_rcnn_vitb16.py",
     "dofa/semantic_fpn_vitb16.py",
+    "terramind/mask_rcnn_v1_base.py",
+    "terramind/semantic_fpn_v1_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -41,8 +43,9 @@ EXPECTED_ENCODERS = {
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
     "ssl4eo": ("ssl4eo_s12_vits16_dino", 12, 384),
     "scale_mae": ("scalemae_vitl16", 24, 1024),
-    "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),
-    "dofa": ("dofa_vitb16", 12, 768),  # hierarchical: 4 stages, first-stage width
+    "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
+    "dofa": ("dofa_vitb16", 12, 768),
+    "terramind": ("terramind_v1_base", 12, 768),
 }
 
 
@@ -427,9 +430,17 @@ def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
         net = cfg.model.backbone.bottom_up if "bottom_up" in cfg.model.backbone else cfg.model.backbone.net
         pre = get_pretrained_cfg(net.encoder)
         stats = pre.stats_for("sentinel-2-l2a") if net.encoder.startswith("clay") else pre.default_stats
-        assert list(cfg.model.pixel_mean) == list(stats.mean), name
-        assert list(cfg.model.pixel_std) == list(stats.std), name
-        assert list(net.encoder_kwargs.bands) == list(cfg.dataloader.train.mapper.bands) == list(stats.bands)
+        bands, mean, std = list(stats.bands), list(stats.mean), list(stats.std)
+        if net.encoder.startswith("terramind"):  # several modalities: each one's table, in channel order
+            from d2geo.encoders.terramind import terramind_stats
+
+            bands = list(net.encoder_kwargs.bands)
+            assert bands[:12] == list(stats.bands) and bands[12:] == ["S1RTC:VV", "S1RTC:VH", "DEM:DEM"]
+            mean, std = terramind_stats(bands)
+            assert mean[12:] == list(pre.stats_for("S1RTC").mean) + list(pre.stats_for("DEM").mean)
+        assert list(cfg.model.pixel_mean) == mean, name
+        assert list(cfg.model.pixel_std) == std, name
+        assert list(net.encoder_kwargs.bands) == list(cfg.dataloader.train.mapper.bands) == bands
         assert net.pretrained is True and net.weights is None, name
     # ... and no config repeats the numbers: the first mean of every table appears in no file
     from d2geo.encoders import list_encoders

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("detectron2")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETECTRON2_TOOL = os.path.join(os.path.dirname(importlib.util.find_spec("detectron2").origin), "..",
                                "tools", "deploy", "export_model.py")
 # tiny and fast; random init

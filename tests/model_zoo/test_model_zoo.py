@@ -22,7 +22,7 @@ from d2geo import model_zoo  # noqa: E402
 from d2geo.model_zoo import ChecksumError, D2GeoZooHandler  # noqa: E402
 from d2geo.model_zoo.checkpoints import expected_digest  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # -- configs -----------------------------------------------------------------------------------

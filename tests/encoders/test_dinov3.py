@@ -1,4 +1,4 @@
-"""DINOv3 fidelity: the official code (carried as data, tests/data/make_dinov3_fixture.py)
+"""DINOv3 fidelity: the official code (carried as data, tests/fixtures/make_dinov3_fixture.py)
 is the reference; timm's layouts must load with their biases intact."""
 import contextlib
 import io
@@ -12,10 +12,10 @@ import torch
 from conftest import rel_err
 from d2geo.encoders import CheckpointError, build_encoder, get_encoder_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "data"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
 from make_dinov3_fixture import formula_input, formula_weights  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "dinov3_official_tiny.pt")
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "dinov3_official_tiny.pt")
 VARIANTS = {"vits16": "dinov3_vits16", "vitb16": "dinov3_vitb16", "vitl16": "dinov3_vitl16",
             "vitl16_sat": "dinov3_vitl16_sat"}
 #: what each official variant holds that the backbone does not use

@@ -27,6 +27,7 @@ FAMILIES = {
     "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "terramind": dict(embed_dim=64, depth=4, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -38,7 +39,10 @@ CONFIGS = {
     # hierarchical: the GeoBackbone's res2..res5 go to detectron2's FPN (cfg.model.backbone.bottom_up)
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
     "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
+    "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
 }
+#: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
+TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 
@@ -62,7 +66,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     seg = "semantic_fpn" in name
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up
-    # user-facing configs name the family's encoder and its upstream file, never train from scratch
+    # user-facing configs name the family's encoder and load its published weights by name,
+    # never train from scratch (as tests/configs/test_configs.py checks for the real-size builds)
     assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
     net.weights = None
     net.pretrained = False
@@ -71,7 +76,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     kwargs.update(FAMILIES[family])
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
-    kwargs["bands"] = bands
+    kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
     if family in ("clay", "dofa"):
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs

@@ -22,7 +22,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from d2geo.data.synthetic import SYNTH_BANDS  # noqa: E402
 from d2geo.encoders import build_encoder  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DET = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_tiny.py")
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
 

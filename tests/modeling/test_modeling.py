@@ -529,7 +529,7 @@ def _param_settings(model, **kw):
     return {n: by_id[id(p)] for n, p in model.named_parameters()}
 
 
-RECORDED = os.path.join(os.path.dirname(__file__), "data", "param_groups_before_contract.json")
+RECORDED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "param_groups_before_contract.json")
 
 
 @pytest.mark.parametrize("name", ["dinov2_vits14_reg", "dinov2_vits14", "dinov3_vits16", "prithvi_eo_v2_100_tl",

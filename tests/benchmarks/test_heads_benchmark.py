@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _script():

@@ -36,7 +36,7 @@ from d2geo.engine import (  # noqa: E402
 from d2geo.engine import checkpoint as engine_checkpoint  # noqa: E402
 from d2geo.modeling import GeoBackbone  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
 TINY = dict(embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32)
 

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("detectron2")
 pytest.importorskip("detrex", reason="detrex is not installed (optional)")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def dino():
             "model.transformer.encoder.num_layers=1", "model.transformer.decoder.num_layers=1",
             "model.device=cpu", *overrides])
         cfg.model.backbone.net.weights = None  # random init
+        cfg.model.backbone.net.pretrained = False
         torch.manual_seed(0)
         return instantiate(cfg.model).eval()
     return build

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Run a trained d2geo model over a whole region: many scenes, many processes, COG outputs.
+
+Examples::
+
+    # every GeoTIFF of a folder, class maps as Cloud-Optimized GeoTIFFs and a mosaic.vrt
+    python tools/predict_region.py --config-file configs/quickstart/semantic_fpn_tiny.py \
+        --weights output/quickstart/semantic_fpn_tiny/model_final.pth --scenes scenes/ --output-dir out/
+
+    # a text file (one scene a line; several files on a line are the dates of one scene),
+    # with class scores, 4 windows a forward, on 8 GPUs
+    python tools/predict_region.py --config-file ... --weights ... --scenes scenes.txt \
+        --output-dir out/ --probabilities --batch-size 4 --num-gpus 8
+
+    # STAC items (local JSON whose assets point at local files; the band names come from
+    # the assets), on 2 CPU processes (gloo)
+    python tools/predict_region.py --config-file ... --weights ... --scenes items/*.json \
+        --bands blue,green,red,nir_narrow,swir_1,swir_2 --output-dir out/ --num-processes 2
+
+    # two machines: the same command on each, --machine-rank 0 and 1
+    python tools/predict_region.py ... --num-gpus 8 --num-machines 2 --machine-rank 0 \
+        --dist-url tcp://10.0.0.1:29500
+
+Per scene ``<id>.tif`` (class map COG), ``<id>.scores.tif`` (--probabilities), and for
+models that predict instances ``<id>.geojson`` and ``<id>.parquet``; over all scenes
+``mosaic.vrt`` and ``manifest.json``. A rerun with the same model and options skips the
+scenes whose outputs are complete (after a kill, it continues); --overwrite redoes all.
+Where scenes overlap each ground point is predicted by one scene only (see
+``d2geo.data.region``). Anything after the flags overrides the config.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+try:
+    import d2geo  # noqa: F401
+except ImportError:  # running from a source checkout that is not installed
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from d2geo.tools_support import quiet_third_party_warnings  # noqa: E402
+
+quiet_third_party_warnings()
+
+logger = logging.getLogger("d2geo.predict_region")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
+    p.add_argument("--weights", required=True, help="checkpoint to load")
+    p.add_argument("--scenes", required=True, nargs="+",
+                   help="scene rasters, folders of them, text files listing them, or STAC item JSON files")
+    p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
+    p.add_argument("--tile", type=int, default=256, help="window size in pixels")
+    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    p.add_argument("--num-workers", type=int, default=1,
+                   help="processes reading windows ahead of the model (0: read in the main process)")
+    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order")
+    p.add_argument("--band-names", default=None, help="comma-separated names of the files' bands "
+                                                      "(when they have no band descriptions)")
+    p.add_argument("--sensor", default=None, help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a)")
+    p.add_argument("--dn-scale", type=float, default=None, help="scale of the files' numbers (default: from the file)")
+    p.add_argument("--class-names", default=None, help="comma-separated class names of the class map "
+                                                       "(default: those of the config's test dataset)")
+    p.add_argument("--object-names", default=None, help="comma-separated instance class names")
+    p.add_argument("--probabilities", action="store_true", help="also write the class scores (float32 COG)")
+    p.add_argument("--no-vectors", action="store_true", help="no GeoJSON/GeoParquet for instance models")
+    p.add_argument("--to-crs", default=None, help="CRS of the vectors (default: each scene's), e.g. EPSG:4326")
+    p.add_argument("--mosaic-crs", default=None, help="CRS of mosaic.vrt (default: the first scene's)")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--dedup-threshold", type=float, default=0.5)
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                   help="bfloat16 autocast: auto (default) where the device computes in bfloat16 natively "
+                        "(CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16), bf16 always, off: float32")
+    p.add_argument("--max-strip-width", type=int, default=4096,
+                   help="scenes wider than this are processed in column strips (bounds the memory)")
+    p.add_argument("--cog-blocksize", type=int, default=512,
+                   help="tile size of the COGs; overviews are made until the image fits one tile")
+    p.add_argument("--overwrite", action="store_true", help="redo scenes the manifest marks as done")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU)")
+    p.add_argument("--num-processes", dest="num_gpus", type=int,
+                   help="the same as --num-gpus (on a machine without CUDA: CPU processes over gloo)")
+    p.add_argument("--num-machines", type=int, default=1)
+    p.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")
+    p.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    return p
+
+
+def _split(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def options(args):
+    from d2geo.data.region import RegionOptions
+
+    return RegionOptions(
+        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, num_workers=args.num_workers,
+        bands=_split(args.bands), band_names=_split(args.band_names), sensor=args.sensor, scale=args.dn_scale,
+        class_names=_split(args.class_names), object_names=_split(args.object_names),
+        probabilities=args.probabilities, instances=False if args.no_vectors else None, to_crs=args.to_crs,
+        score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,
+        max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize)
+
+
+def run(args) -> dict:
+    """One process (rank) of the run."""
+    import torch
+    from detectron2.utils import comm
+
+    from d2geo.data.region import model_key, predict_region, remove_stale_temporaries
+    from d2geo.data.scene import SceneRequestError
+    from d2geo.tools_support import config_class_names, load_model, setup_tool_logging
+
+    setup_tool_logging(logging.INFO if comm.get_rank() == 0 else logging.WARNING)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and comm.get_world_size() > 1:
+        device = f"cuda:{comm.get_local_rank()}"
+    if device == "cpu" and comm.get_world_size() > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    os.makedirs(args.output_dir, exist_ok=True)
+    if comm.get_rank() == 0:
+        n = remove_stale_temporaries(args.output_dir)
+        if n:
+            logger.info("removed %d temporary file(s) an interrupted run left in %s", n, args.output_dir)
+    comm.synchronize()
+    model, cfg = load_model(args.config_file, args.weights, device, args.opts)
+    opts = options(args)
+    if opts.class_names is None:
+        opts.class_names = config_class_names(cfg, "semantic")
+    if opts.object_names is None:
+        opts.object_names = config_class_names(cfg, "instances")
+    config_path = args.config_file
+    if not os.path.isfile(config_path):  # a model-zoo name (load_model resolved it the same way)
+        from d2geo.model_zoo import get_config_file
+
+        config_path = get_config_file(config_path)
+    with open(config_path, encoding="utf-8") as f:
+        config_text = f.read()
+    key = model_key(args.weights, config_text, args.opts, opts)
+    try:
+        summary = predict_region(model, args.scenes, args.output_dir, opts, key=key, rank=comm.get_rank(),
+                                 world_size=comm.get_world_size(), progress=not args.no_progress,
+                                 overwrite=args.overwrite, barrier=comm.synchronize, mosaic_crs=args.mosaic_crs,
+                                 device_type=torch.device(device).type)
+    except (SceneRequestError, FileNotFoundError) as e:
+        raise SystemExit(f"predict_region: {e}") from None
+    if comm.get_rank() == 0:
+        logger.info("%d scene(s), %.2f km^2: %d predicted here, %d already done; mosaic %s", len(summary["scenes"]),
+                    summary["km2"], len(summary["done"]), len(summary["skipped"]), summary.get("mosaic"))
+    return summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import torch
+    from detectron2.engine import launch
+
+    if args.num_gpus < 1:
+        raise SystemExit(f"--num-gpus must be at least 1, got {args.num_gpus}")
+    if torch.cuda.is_available() and (args.device or "cuda").startswith("cuda") and \
+            args.num_gpus > torch.cuda.device_count():
+        raise SystemExit(f"--num-gpus {args.num_gpus} but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s); use at most that many (or --device cpu)")
+    if args.num_gpus * args.num_machines == 1:
+        return run(args)
+    from datetime import timedelta
+
+    # ranks wait at the end for the slowest one: a long timeout
+    launch(run, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,), timeout=timedelta(hours=24))
+    return None
+
+
+if __name__ == "__main__":
+    main()
