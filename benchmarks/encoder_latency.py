@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import claymodel, terratorch_prithvi, terratorch_terramind
+from .upstream import claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_dofa, torchgeo_scale_mae
 
 
 def _encoder_pair(row: dict):
@@ -62,6 +62,77 @@ def _encoder_pair(row: dict):
             return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
 
         return ((lambda: ours(x, metadata=meta)), (lambda: ref(cube)[0]), to_map, f"4x{size}x{size}", g * g)
+    if family == "ssl4eo":  # torchgeo's vit_small_patch16_224: timm's model with 13 bands
+        ours = build_encoder(row["ours"], **{"img_size": size, **arch}).eval()
+        ref = timm.create_model("vit_small_patch16_224", in_chans=13, num_classes=0, global_pool="",
+                                dynamic_img_size=True, **{"img_size": size, **arch}).eval()
+        ref.load_state_dict({k[len("vit."):]: v for k, v in ours.state_dict().items()}, strict=True)
+        x = smooth_image((1, 13, size, size))
+        g = size // 16
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return (lambda: ours(x)), (lambda: ref.forward_features(x)), to_map, f"13x{size}x{size}", g * g
+    if family == "scalemae":
+        from functools import partial
+
+        mod = torchgeo_scale_mae()
+        dims = {k: v for k, v in arch.items() if k != "img_size"} or dict(embed_dim=1024, depth=24, num_heads=16)
+        ref = mod.ScaleMAE(res=1.0, img_size=size, patch_size=16, mlp_ratio=4, qkv_bias=True,
+                           norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), **dims).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), **{"img_size": size, **arch}).eval()
+        x = smooth_image((1, 3, size, size))
+        meta = {"gsd": torch.tensor([1.0])}
+        g = size // 16
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x, metadata=meta)), (lambda: ref.forward_features(x)), to_map,
+                f"3x{size}x{size}", g * g)
+    if family == "satlas":  # torchgeo's swin_v2_b: torchvision's Swin-V2 with a 9-band first conv
+        import torchvision
+        from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformerBlockV2
+
+        ours = build_encoder(row["ours"], **arch).eval()
+        if arch:
+            ref = torchvision.models.SwinTransformer(
+                patch_size=[4, 4], embed_dim=arch["embed_dim"], depths=list(arch["depths"]),
+                num_heads=list(arch["num_heads"]), window_size=[8, 8], block=SwinTransformerBlockV2,
+                downsample_layer=PatchMergingV2)
+        else:
+            ref = torchvision.models.swin_v2_b(weights=None)
+        ref.features[0][0] = torch.nn.Conv2d(9, ref.features[0][0].out_channels, kernel_size=4, stride=4)
+        ref.load_state_dict(ours.state_dict(), strict=False)
+        ref.eval()
+        x = smooth_image((1, 9, size, size))
+
+        def ref_fn():  # the last stage, normed, as torchvision's forward computes it before pooling
+            return ref.norm(ref.features(x))
+
+        return ((lambda: ours(x)), ref_fn, (lambda t: t.permute(0, 3, 1, 2)), f"9x{size}x{size}",
+                (size // 4) ** 2)
+    if family == "dofa":  # upstream pools; its dense path (patch_embed, table, blocks) is timed
+        mod = torchgeo_dofa()
+        ref = mod.DOFA(img_size=size, patch_size=16, **arch).eval()
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), img_size=size, **arch).eval()
+        waves = [0.665, 0.56, 0.493, 0.842]
+        x = smooth_image((1, 4, size, size))
+        g = size // 16
+
+        def ref_fn():
+            t, _ = ref.patch_embed(x, torch.tensor(waves))
+            t = torch.cat([ref.cls_token + ref.pos_embed[:, :1], t + ref.pos_embed[:, 1:]], dim=1)
+            for blk in ref.blocks:
+                t = blk(t)
+            return t
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours.forward_features(x, layers=-1, norm=False, metadata={"wavelengths": waves})[0]),
+                ref_fn, to_map, f"4x{size}x{size}", g * g)
     if family == "terramind":
         from functools import partial
 

@@ -23,7 +23,8 @@ import zipfile
 import torch
 
 #: the pinned upstream wheels
-UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0"}
+UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0",
+                   "torchgeo": "torchgeo==0.8.1"}
 WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
                            os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
 
@@ -94,6 +95,15 @@ def claymodel() -> types.ModuleType:
         # model.py lowers the float32 matmul precision of the whole process on import
         torch.set_float32_matmul_precision(precision)
 
+
+def torchgeo_scale_mae() -> types.ModuleType:
+    """torchgeo 0.8.1's ``scale_mae`` module (``ScaleMAE``)."""
+    return load_upstream_module("torchgeo", "torchgeo/models/scale_mae.py", "_ref_torchgeo_scale_mae")
+
+
+def torchgeo_dofa() -> types.ModuleType:
+    """torchgeo 0.8.1's ``dofa`` module (``DOFA``)."""
+    return load_upstream_module("torchgeo", "torchgeo/models/dofa.py", "_ref_torchgeo_dofa")
 
 
 def terratorch_terramind() -> types.ModuleType:

@@ -27,6 +27,10 @@ from . import dinov2  # noqa: F401,E402  isort: skip
 from . import clay  # noqa: F401,E402  isort: skip
 from . import prithvi  # noqa: F401,E402  isort: skip
 from . import dinov3  # noqa: F401,E402  isort: skip
+from . import ssl4eo  # noqa: F401,E402  isort: skip
+from . import scale_mae  # noqa: F401,E402  isort: skip
+from . import satlas  # noqa: F401,E402  isort: skip
+from . import dofa  # noqa: F401,E402  isort: skip
 from . import terramind  # noqa: F401,E402  isort: skip
 
 __all__ = [

@@ -69,6 +69,17 @@ class GeoEncoder(nn.Module):
     #: window attention (see :mod:`.windowing`): window in tokens (0 = off) and global blocks
     window_size: int | tuple[int, int] = 0
     global_blocks: tuple[int, ...] = ()
+    #: hierarchical encoders (Swin) declare the stride and channels of each block's output
+    #: (their blocks are stages; ``forward_features`` returns ``(B, out_channels[i], H / s_i,
+    #: W / s_i)`` maps); plain ViTs leave them ``None``: every block at ``patch_size``, ``embed_dim``
+    out_strides: tuple[int, ...] | None = None
+    out_channels: tuple[int, ...] | None = None
+
+    @property
+    def size_divisibility(self) -> int:
+        """Input sides must be multiples of this: the patch size, or a hierarchical encoder's
+        coarsest stride."""
+        return max(self.out_strides) if self.out_strides else self.patch_size
 
     # -- structure (every family declares it) ---------------------------------------------
     def get_blocks(self) -> Sequence[nn.Module]:

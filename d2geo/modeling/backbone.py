@@ -1,16 +1,22 @@
 """A d2geo encoder as a detectron2 :class:`~detectron2.modeling.Backbone`.
 
 :class:`GeoBackbone` taps one or more transformer blocks of a
-:class:`~d2geo.encoders.GeoEncoder` and returns them as single-stride feature maps
-(stride = patch size). Feed it to :class:`SimpleFeaturePyramid` (one tap, ViTDet style)
-or :class:`~d2geo.modeling.pyramid.MultiLayerPyramid` (four taps) to get the ``p2..p6``
-maps detectron2's FPN heads expect.
+:class:`~d2geo.encoders.GeoEncoder` and returns them as feature maps.
+
+Plain ViTs give single-stride maps (stride = patch size): feed them to
+:class:`SimpleFeaturePyramid` (one tap, ViTDet style) or
+:class:`~d2geo.modeling.pyramid.MultiLayerPyramid` (four taps) to get the ``p2..p6`` maps
+detectron2's FPN heads expect. Hierarchical encoders (Satlas Swin-V2) declare a stride and
+a channel count per stage (``encoder.out_strides`` / ``out_channels``): their taps are
+already a pyramid and go to detectron2's own ``FPN`` (``in_features=["res2", ..., "res5"]``)
+with no adapter in between.
 
 Output names
-    Every tap is named ``f"{out_feature_prefix}{i}"`` with ``i`` the non-negative block
-    index, e.g. ``layers=(-1,)`` on a 12-block encoder gives ``"layer11"``. Taps are
-    returned in increasing block order. The pyramids find the names themselves, so
-    configs rarely need to spell them out.
+    A ViT tap is named ``f"{out_feature_prefix}{i}"`` with ``i`` the non-negative block
+    index, e.g. ``layers=(-1,)`` on a 12-block encoder gives ``"layer11"``. A hierarchical
+    encoder's stage taps are named the detectron2 way, ``res<log2 stride>`` (``res2`` ..
+    ``res5`` for strides 4 .. 32). Taps are returned in increasing block order. The
+    pyramids find the names themselves, so configs rarely need to spell them out.
 
 Acquisition metadata
     Metadata (timestamps, location, ground sample distance, band wavelengths; see
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
@@ -183,9 +190,20 @@ class GeoBackbone(Backbone):
                 TemporalAttentionPool(encoder.embed_dim, num_heads=temporal_heads) for _ in self.layers)
         else:
             self.temporal_pools = None
-        self._out_features = [f"{out_feature_prefix}{i}" for i in self.layers]
-        self._out_feature_channels = {n: channels for n in self._out_features}
-        self._out_feature_strides = {n: self.patch_size for n in self._out_features}
+        self._size_divisibility = int(encoder.size_divisibility)
+        if encoder.out_strides is not None:  # hierarchical: a stride and width per stage
+            strides = [int(encoder.out_strides[i]) for i in self.layers]
+            if any(s & (s - 1) for s in strides):
+                raise ValueError(f"{type(encoder).__name__} declares strides {strides}; stage outputs "
+                                 "are named res<log2 stride> and need power-of-two strides")
+            self._out_features = [f"res{int(math.log2(s))}" for s in strides]
+            self._out_feature_channels = {n: int(encoder.out_channels[i])
+                                          for n, i in zip(self._out_features, self.layers)}
+            self._out_feature_strides = dict(zip(self._out_features, strides))
+        else:
+            self._out_features = [f"{out_feature_prefix}{i}" for i in self.layers]
+            self._out_feature_channels = {n: channels for n in self._out_features}
+            self._out_feature_strides = {n: self.patch_size for n in self._out_features}
 
         self.freeze = self._parse_freeze(freeze)
         self.peft_adapted: list[str] = []
@@ -204,11 +222,12 @@ class GeoBackbone(Backbone):
     # -- detectron2 Backbone interface ----------------------------------------------------
     @property
     def size_divisibility(self) -> int:
-        return self.patch_size
+        """The patch size, or a hierarchical encoder's coarsest stride."""
+        return self._size_divisibility
 
     @property
     def padding_constraints(self) -> dict[str, int]:
-        return {"size_divisibility": self.patch_size}
+        return {"size_divisibility": self._size_divisibility}
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {
@@ -296,10 +315,11 @@ class GeoBackbone(Backbone):
                     "(e.g. prithvi_eo_*)" if x.ndim == 5 else "")
             raise EncoderInputError(f"the backbone takes {layout} input, got shape {tuple(x.shape)}{hint}")
         H, W = x.shape[-2:]
-        p = self.patch_size
+        p = self._size_divisibility
         if H % p or W % p:
+            what = "patch size" if p == self.patch_size else "encoder's coarsest stride"
             raise EncoderInputError(
-                f"input size {H}x{W} is not a multiple of the patch size {p}. detectron2 meta-"
+                f"input size {H}x{W} is not a multiple of the {what} {p}. detectron2 meta-"
                 "architectures pad to backbone.padding_constraints; when calling the backbone "
                 "yourself, pad with detectron2.structures.ImageList.from_tensors(images, "
                 "padding_constraints=backbone.padding_constraints)"

@@ -170,7 +170,10 @@ class MultiLayerPyramid(Backbone):
             raise ValueError(f"in_features={in_features} must be four outputs of the backbone ({names})")
         net_strides = {shapes[n].stride for n in in_features}
         if len(net_strides) != 1:
-            raise ValueError(f"MultiLayerPyramid needs same-stride inputs, got strides {sorted(net_strides)}")
+            raise ValueError(
+                f"MultiLayerPyramid needs same-stride inputs, got strides {sorted(net_strides)}: the backbone "
+                "is already hierarchical (e.g. Satlas Swin); feed its res2..res5 outputs to detectron2's FPN "
+                "(see configs/satlas/) instead of a ViT pyramid")
         net_stride = net_strides.pop()
         strides = _check_strides(net_stride, self.scale_factors, "MultiLayerPyramid")
         _assert_strides_are_log2_contiguous(strides)

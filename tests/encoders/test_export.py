@@ -25,6 +25,8 @@ FAMILIES = {
     "clay": (lambda: build_encoder("clay_v1_base", embed_dim=72, depth=2, num_heads=2, head_dim=16,
                                    sensor="sentinel-2-l2a", bands=["red", "green", "blue"], gsd=10.0),
              (1, 3, 32, 48), [(1, 3, 64, 40)]),
+    "ssl4eo": (lambda: build_encoder("ssl4eo_s12_vits16_dino", embed_dim=64, depth=2, num_heads=2, img_size=64),
+               (1, 13, 64, 96), [(1, 13, 128, 80)]),
 }
 
 

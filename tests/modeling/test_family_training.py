@@ -15,6 +15,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
+from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
 
 FAMILIES = {
@@ -22,6 +23,10 @@ FAMILIES = {
     "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+    "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
+    "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
 }
 CONFIGS = {
@@ -29,6 +34,11 @@ CONFIGS = {
     "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
+    "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
+    "scalemae": ("scale_mae/mask_rcnn_vitl16.py", "scale_mae/semantic_fpn_vitl16.py"),
+    # hierarchical: the GeoBackbone's res2..res5 go to detectron2's FPN (cfg.model.backbone.bottom_up)
+    "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
+    "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
@@ -55,7 +65,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     torch.manual_seed(0)
     seg = "semantic_fpn" in name
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
-    net = cfg.model.backbone.net
+    net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up
     # user-facing configs name the family's encoder and load its published weights by name,
     # never train from scratch (as tests/configs/test_configs.py checks for the real-size builds)
     assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
@@ -64,10 +74,10 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(FAMILIES[family])
-    rgb = family.startswith("dino")
+    rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
-    if family == "clay":
+    if family in ("clay", "dofa"):
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
     cfg.model.pixel_mean = [1000.0] * len(bands)
@@ -80,7 +90,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     cfg.dataloader.train.total_batch_size = 2
     cfg.dataloader.train.num_workers = 0
     if seg:
-        net.layers = (0, 1, 2, 3)  # the four taps of the multi-layer pyramid, in 4 blocks
+        net.layers = (0, 1, 2, 3)  # the four taps of the pyramid, in 4 blocks (Swin: 4 stages)
         tiny_semseg_head(cfg.model)
         cfg.model.sem_seg_head.num_classes = 4
     else:
@@ -106,6 +116,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
             total.backward()
             optimizer.step()
             totals.append(total.item())
-    encoder = model.backbone.net.encoder
+    (backbone,) = find_geo_backbones(model)
+    encoder = backbone.encoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
     assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals

@@ -1,0 +1,33 @@
+"""SatlasPretrain Swin-V2-B (Sentinel-2, nine bands, one image) for the task configs.
+
+Weights: ``sentinel2_swinb_si_ms-fe22a12c.pth`` of the Hugging Face repository
+``torchgeo/satlas`` (``SATLAS_PRETRAINED`` in ``d2geo/encoders/satlas.py`` lists the RGB,
+multi-image, aerial, Sentinel-1 and Swin-V2-T files), loaded by name
+(``pretrained=True``). Bands ``B04, B03, B02, B05, B06, B07, B08, B11, B12`` (L1C reflectance x 10 000),
+scaled as the weights were trained: RGB / 255, the others / 8160 (torchgeo's transforms).
+
+Swin is hierarchical: ``backbone`` taps its four stages (strides 4..32, ``res2..res5``),
+which detectron2's ``FPN`` takes directly. ``norm=False``: the raw stage outputs Satlas's
+own FPN takes.
+"""
+from d2geo.encoders import get_pretrained_cfg
+
+_name = "satlas_swinb_sentinel2_si_ms"
+_pre = get_pretrained_cfg(_name)
+
+encoder = dict(
+    backbone=dict(
+        encoder=_name,
+        pretrained=True,
+        weights=None,
+        layers=(0, 1, 2, 3),
+        norm=False,
+        drop_path_rate=0.2,
+        encoder_kwargs=dict(bands=list(_pre.bands)),
+    ),
+    in_features=["res2", "res3", "res4", "res5"],
+    bands=list(_pre.bands),
+    pixel_mean=list(_pre.mean),
+    pixel_std=list(_pre.std),
+    lr_decay_rate=0.9,
+)

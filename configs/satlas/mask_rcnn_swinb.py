@@ -1,0 +1,43 @@
+"""Mask R-CNN with the SatlasPretrain Swin-V2-B (Sentinel-2, nine bands) and detectron2's FPN.
+
+Swin's four stages are already a pyramid (strides 4, 8, 16, 32): the ``GeoBackbone`` gives
+them as ``res2..res5`` and detectron2's own ``FPN`` (with ``LastLevelMaxPool`` for p6)
+feeds the ViTDet-style RPN and ROI heads of ``common/models/mask_rcnn_geo.py``; no ViT
+pyramid in between. Inputs are padded to multiples of 32.
+
+Weights, bands and scaling: ``configs/common/encoders/satlas.py``. Register
+``geo_det_train`` / ``geo_det_val`` (``configs/common/data/geo_detection.py``) and set
+``model.roi_heads.num_classes``.
+"""
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+
+from d2geo.modeling import GeoBackbone
+
+from ..common.data.geo_detection import dataloader
+from ..common.encoders.satlas import encoder as _enc
+from ..common.models.mask_rcnn_geo import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import step as lr_multiplier
+from ..common.train import train
+
+model.backbone = L(FPN)(
+    bottom_up=L(GeoBackbone)(**_enc.backbone),
+    in_features=_enc.in_features,
+    out_channels=256,
+    norm="LN",
+    top_block=L(LastLevelMaxPool)(),
+)
+model.pixel_mean = _enc.pixel_mean
+model.pixel_std = _enc.pixel_std
+model.roi_heads.num_classes = 1
+
+dataloader.train.mapper.bands = _enc.bands
+dataloader.train.total_batch_size = 8
+
+optimizer.lr = 1e-4
+optimizer.weight_decay = 0.05
+optimizer.params.lr_decay_rate = _enc.lr_decay_rate
+
+train.output_dir = "./output/satlas/mask_rcnn_swinb"
+train.max_iter = 20000

@@ -1,0 +1,38 @@
+"""Semantic FPN with the SatlasPretrain Swin-V2-B (Sentinel-2, nine bands): Swin's stages
+``res2..res5`` through detectron2's FPN (``p2..p5``) into ``SemSegFPNHead``.
+
+Weights, bands and scaling: ``configs/common/encoders/satlas.py``. Register
+``geo_seg_train`` / ``geo_seg_val`` (``configs/common/data/geo_semseg.py``) and set
+``model.sem_seg_head.num_classes``.
+"""
+from detectron2.config import LazyCall as L
+from detectron2.modeling.backbone.fpn import FPN
+
+from d2geo.modeling import GeoBackbone
+
+from ..common.data.geo_semseg import dataloader
+from ..common.encoders.satlas import encoder as _enc
+from ..common.models.semantic_fpn_geo import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import step as lr_multiplier
+from ..common.train import train
+
+model.backbone = L(FPN)(
+    bottom_up=L(GeoBackbone)(**_enc.backbone),
+    in_features=_enc.in_features,
+    out_channels=256,
+    norm="LN",
+    top_block=None,
+)
+model.pixel_mean = _enc.pixel_mean
+model.pixel_std = _enc.pixel_std
+model.sem_seg_head.num_classes = 2
+
+dataloader.train.mapper.bands = _enc.bands
+dataloader.train.total_batch_size = 8
+
+optimizer.lr = 1e-4
+optimizer.params.lr_decay_rate = _enc.lr_decay_rate
+
+train.output_dir = "./output/satlas/semantic_fpn_swinb"
+train.max_iter = 20000
