@@ -325,6 +325,9 @@ def test_instance_models_write_geojson_and_geoparquet(region, tmp_path):
                             out, "--score-threshold", "0.52", "--to-crs", "EPSG:4326", "--batch-size", "4",
                             *FLAGS])
     assert summary["done"] == ["c_zone11"]
+    with pytest.raises(SystemExit, match="predicts no sem_seg: drop --polygons"):
+        _tool().main(["--config-file", DET, "--weights", weights, "--scenes", region["c"], "--output-dir",
+                      str(tmp_path / "poly"), "--polygons", *FLAGS])
     gj = json.load(open(os.path.join(out, "c_zone11.geojson")))
     gdf = gpd.read_parquet(os.path.join(out, "c_zone11.parquet"))
     assert len(gj["features"]) == len(gdf) > 0
@@ -419,4 +422,7 @@ def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(re
     with pytest.raises(SystemExit, match="'lake' is not a class name"):
         _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir",
                       str(tmp_path / "bad"), "--polygons", "--polygon-classes", "lake", *FLAGS])
-    assert os.listdir(tmp_path / "bad") == [STATE_DIR] or not os.listdir(tmp_path / "bad")
+    with pytest.raises(SystemExit, match="min_area_m2=-1.0 is negative"):
+        _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir",
+                      str(tmp_path / "bad"), "--polygons", "--min-area-m2", "-1", *FLAGS])
+    assert sorted(os.listdir(tmp_path / "bad")) == [STATE_DIR]
