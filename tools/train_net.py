@@ -287,6 +287,9 @@ def main(args):
     # detectron2's setup logs 'detectron2' and 'fvcore'; d2geo's own messages (dataset
     # generation, checkpoint conversion, the model summary) go to the same log
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="d2geo", abbrev_name="d2geo")
+    # setup_logger lets DEBUG through; d2geo's debug lines are per sample (e.g. where each file's
+    # acquisition time came from): D2GEO_DEBUG=1 shows them
+    logging.getLogger("d2geo").setLevel(logging.DEBUG if os.environ.get("D2GEO_DEBUG") else logging.INFO)
     _share_cpu_threads(device, cfg)
 
     if args.eval_only:
