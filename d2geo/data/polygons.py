@@ -27,7 +27,7 @@ from .geotiff import pixel_gsd
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["polygonize_class_map", "resolve_classes", "PolygonRequestError"]
+__all__ = ["polygonize_class_map", "resolve_classes", "require_shapely", "PolygonRequestError"]
 
 NODATA_CLASS = 255  # the class maps' no-data value (d2geo.data.scene.NODATA_CLASS)
 
@@ -60,9 +60,11 @@ def resolve_classes(selection: Sequence[str | int] | None, class_names: Sequence
     return out
 
 
-def _shapely():
+def require_shapely():
     try:
         import shapely
+        import shapely.affinity
+        import shapely.geometry
     except ImportError:  # pragma: no cover
         raise PolygonRequestError("polygons of a class map need shapely: pip install 'd2geo[region]'") from None
     return shapely
@@ -80,7 +82,7 @@ def polygonize_class_map(path: str, *, class_names: Sequence[str] | None = None,
     from rasterio.warp import transform_geom
     from rasterio.windows import Window
 
-    shapely = _shapely()
+    shapely = require_shapely()
     from shapely.geometry import shape
 
     if strip_rows < 1:
@@ -101,8 +103,8 @@ def polygonize_class_map(path: str, *, class_names: Sequence[str] | None = None,
                 keep &= np.isin(data, list(classes))
             if exclude:
                 keep &= ~np.isin(data, list(exclude))
-            pieces = [(int(v), shape(g)) for g, v in shapes(data, mask=keep, connectivity=4,
-                                                             transform=Affine.translation(0, row0))]
+            found = shapes(data, mask=keep, connectivity=4, transform=Affine.translation(0, row0))
+            pieces = [(int(v), shape(g)) for g, v in found]
             top = [(c, p) for c, p in pieces if row0 > 0 and p.bounds[1] <= row0]
             rest = [(c, p) for c, p in pieces if not (row0 > 0 and p.bounds[1] <= row0)]
             merged = _merge_across_seam(shapely, open_, top) if (open_ or top) else []

@@ -1050,7 +1050,7 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
         raise RegionRequestError("polygons (--polygons) are made from the class map, but this model predicts no "
                                  "sem_seg: drop --polygons (instance models write their polygons anyway)")
     if opts.polygons:
-        from .polygons import PolygonRequestError, resolve_classes
+        from .polygons import PolygonRequestError, require_shapely, resolve_classes
 
         if opts.polygon_strip_rows < 1:
             raise RegionRequestError(f"polygon_strip_rows={opts.polygon_strip_rows}: use at least 1 row")
@@ -1058,6 +1058,7 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
             raise RegionRequestError(f"min_area_m2={opts.min_area_m2} is negative: use 0 (keep every region) "
                                      f"or a positive area in square metres")
         try:  # names against the given class names, before any work
+            require_shapely()
             resolve_classes(opts.polygon_classes, opts.class_names, what="--polygon-classes")
             resolve_classes(opts.polygon_exclude, opts.class_names, what="--polygon-exclude")
         except PolygonRequestError as e:

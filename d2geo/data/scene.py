@@ -483,9 +483,10 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
                          band_names=band_names, sensor=sensor, tile=tile, overlap=overlap, regions_path=regions_path)
     want_sem = semseg_path is not None or regions_path is not None
     if regions_path is not None:
-        from .polygons import PolygonRequestError, resolve_classes
+        from .polygons import PolygonRequestError, require_shapely, resolve_classes
 
-        try:  # names against the given class names, before any work
+        try:  # shapely, and the names against the given class names, before any work
+            require_shapely()
             resolve_classes(polygon_classes, class_names, what="--polygon-classes")
             resolve_classes(polygon_exclude, class_names, what="--polygon-exclude")
         except PolygonRequestError as e:
