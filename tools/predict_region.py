@@ -22,7 +22,9 @@ Examples::
         --dist-url tcp://10.0.0.1:29500
 
 Per scene ``<id>.tif`` (class map COG), ``<id>.scores.tif`` (--probabilities), and for
-models that predict instances ``<id>.geojson`` and ``<id>.parquet``; over all scenes
+models that predict instances ``<id>.geojson`` and ``<id>.parquet``; with --polygons (semantic
+models) the class map's regions as ``<id>.regions.geojson`` and ``<id>.regions.parquet``
+(--polygon-exclude background, --min-area-m2 500 drops specks); over all scenes
 ``mosaic.vrt`` and ``manifest.json``. A rerun with the same model and options skips the
 scenes whose outputs are complete (after a kill, it continues); --overwrite redoes all.
 Where scenes overlap each ground point is predicted by one scene only (see
@@ -70,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-names", default=None, help="comma-separated instance class names")
     p.add_argument("--probabilities", action="store_true", help="also write the class scores (float32 COG)")
     p.add_argument("--no-vectors", action="store_true", help="no GeoJSON/GeoParquet for instance models")
+    p.add_argument("--polygons", action="store_true",
+                   help="semantic models: also write the class map's connected regions as polygons "
+                        "(<id>.regions.geojson and <id>.regions.parquet)")
+    p.add_argument("--polygon-classes", default=None,
+                   help="comma-separated class names or ids to polygonize (default: every class)")
+    p.add_argument("--polygon-exclude", default=None,
+                   help="comma-separated class names or ids not to polygonize (e.g. background)")
+    p.add_argument("--min-area-m2", type=float, default=0.0, help="drop regions smaller than this (m^2)")
+    p.add_argument("--polygon-strip-rows", type=int, default=1024,
+                   help="rows of the class map polygonized at a time (bounds the memory)")
     p.add_argument("--to-crs", default=None, help="CRS of the vectors (default: each scene's), e.g. EPSG:4326")
     p.add_argument("--mosaic-crs", default=None, help="CRS of mosaic.vrt (default: the first scene's)")
     p.add_argument("--score-threshold", type=float, default=0.5)
@@ -107,7 +119,9 @@ def options(args):
         class_names=_split(args.class_names), object_names=_split(args.object_names),
         probabilities=args.probabilities, instances=False if args.no_vectors else None, to_crs=args.to_crs,
         score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,
-        max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize)
+        max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize, polygons=args.polygons,
+        polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),
+        min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows)
 
 
 def run(args) -> dict:

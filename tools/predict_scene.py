@@ -22,8 +22,11 @@ Examples::
     python tools/predict_scene.py ... --scene d1.tif d2.tif d3.tif --out-semseg pred.tif
 
 Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
-The request is checked against the model and the scene before any window is read (a
-semantic model asked for --out-geojson, bands the file lacks or a band count the model
+With a semantic model, --out-geojson writes the class map's connected regions as polygons
+(one feature per region: class id and name, area in m^2; --polygon-exclude background,
+--min-area-m2 500 drops specks; see ``d2geo.data.polygons``).
+The request is checked against the model and the scene before any window is read (an
+instance model asked for --out-semseg, bands the file lacks or a band count the model
 does not take, a missing output folder: an error and no file). Outputs are written to a
 temporary file and renamed when complete: an interrupted run leaves no partial file.
 The merging logic lives in ``d2geo.data.scene`` (see its docstring for the blending
@@ -55,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
     p.add_argument("--scene", required=True, nargs="+", help="GeoTIFF scene, or one file per date")
     p.add_argument("--out-semseg", help="class map GeoTIFF to write")
-    p.add_argument("--out-geojson", help="instance polygons GeoJSON to write")
+    p.add_argument("--out-geojson", help="GeoJSON to write: the instances' polygons (instance models) or the "
+                                         "class map's connected regions (semantic models)")
+    p.add_argument("--polygon-classes", default=None,
+                   help="semantic models: comma-separated class names or ids to polygonize (default: all)")
+    p.add_argument("--polygon-exclude", default=None,
+                   help="semantic models: comma-separated class names or ids not to polygonize (e.g. background)")
+    p.add_argument("--min-area-m2", type=float, default=0.0, help="semantic models: drop regions under this (m^2)")
+    p.add_argument("--polygon-strip-rows", type=int, default=1024,
+                   help="semantic models: class-map rows polygonized at a time (bounds the memory)")
     p.add_argument("--to-crs", default=None, help="CRS of the GeoJSON (default: the scene CRS), e.g. EPSG:4326")
     p.add_argument("--tile", type=int, default=256, help="window size in pixels")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
@@ -94,28 +105,36 @@ def main(argv=None) -> dict:
     setup_tool_logging()
     if not args.out_semseg and not args.out_geojson:
         raise SystemExit("give --out-semseg and/or --out-geojson")
-    from d2geo.data.scene import SceneRequestError, check_request, predict_scene
+    from d2geo.data.scene import SceneRequestError, check_request, model_outputs, predict_scene
 
     model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
     scene = args.scene if len(args.scene) > 1 else args.scene[0]
+    outputs = model_outputs(model)
+    # a semantic model's GeoJSON: the class map's regions (instance and panoptic models: the instances)
+    regions = bool(args.out_geojson) and outputs is not None and "sem_seg" in outputs and "instances" not in outputs
     kw = dict(tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=_split(args.band_names),
-              sensor=args.sensor, semseg_path=args.out_semseg, instances_path=args.out_geojson)
+              sensor=args.sensor, semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
+              regions_path=args.out_geojson if regions else None)
     try:
         check_request(model, list(args.scene), **kw)
     except (SceneRequestError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"predict_scene: {e}") from None
     class_names, object_names = _split(args.class_names), _split(args.object_names)
-    if args.out_semseg and class_names is None:
+    if (args.out_semseg or regions) and class_names is None:
         class_names = config_class_names(cfg, "semantic")
-    if args.out_geojson and object_names is None:
+    if args.out_geojson and not regions and object_names is None:
         object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
     try:
         summary = predict_scene(
             model, scene, scale=args.dn_scale, to_crs=args.to_crs, class_names=class_names,
             object_names=object_names, score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, batch_size=args.batch_size,
-            progress=not args.no_progress, quicklook=not args.no_quicklook, **kw)
+            progress=not args.no_progress, quicklook=not args.no_quicklook,
+            polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),
+            min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows, **kw)
     except SceneRequestError as e:
         raise SystemExit(f"predict_scene: {e}") from None
+    if regions:
+        logger.info("%d class-map regions as polygons in %s", summary["regions"], args.out_geojson)
     for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)

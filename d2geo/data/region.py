@@ -10,6 +10,13 @@ one file per date, or STAC items) and writes, per scene, into one output folder:
   one band per class (softmax of the blended ``sem_seg``; average overviews; NaN = none);
 * ``<id>.geojson`` and ``<id>.parquet`` (GeoParquet, needs ``pip install d2geo[region]``):
   the instances as polygons (models that predict instances);
+* ``<id>.regions.geojson`` and ``<id>.regions.parquet`` (``polygons=True``, semantic models):
+  the class map's connected regions as polygons (:mod:`d2geo.data.polygons`: one feature per
+  4-connected region of one class, properties ``class_id``, ``class``, ``area_m2``, ``scene``;
+  no data and the classes of ``polygon_exclude`` left out, only ``polygon_classes`` when given,
+  regions under ``min_area_m2`` dropped), made from the written COG ``polygon_strip_rows`` rows
+  at a time (pieces cut at strip seams are joined); pixels the scene does not own are no data
+  in the class map, so overlapping scenes give each region once;
 
 and over all scenes ``mosaic.vrt`` (a GDAL VRT of every class map, in the CRS of the first
 scene or ``mosaic_crs``; class maps in other CRSs enter through a warped VRT
@@ -516,10 +523,16 @@ class RegionOptions:
     amp: str = "auto"  # bfloat16 autocast where the device has it natively; "bf16", "off"
     max_strip_width: int = 4096
     cog_blocksize: int = COG_BLOCK  # overviews are made until the image fits one block
+    polygons: bool = False  # semantic models: the class map's regions as GeoJSON and GeoParquet
+    polygon_classes: Sequence[str | int] | None = None  # only these classes (names or ids)
+    polygon_exclude: Sequence[str | int] | None = None  # not these classes (names or ids)
+    min_area_m2: float = 0.0  # regions smaller than this are dropped
+    polygon_strip_rows: int = 1024  # rows of the class map polygonized at a time (memory)
 
     def output_key(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("num_workers")  # changes speed, not outputs
+        d.pop("polygon_strip_rows")  # changes memory, not outputs (polygons are normalized and sorted)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
@@ -529,6 +542,9 @@ def _outputs_of(scene: RegionScene, out_dir: str, opts: RegionOptions, semseg: b
         out["class_map"] = os.path.join(out_dir, scene.id + ".tif")
         if opts.probabilities:
             out["scores"] = os.path.join(out_dir, scene.id + ".scores.tif")
+        if opts.polygons:
+            out["regions_geojson"] = os.path.join(out_dir, scene.id + ".regions.geojson")
+            out["regions_geoparquet"] = os.path.join(out_dir, scene.id + ".regions.parquet")
     if instances:
         out["geojson"] = os.path.join(out_dir, scene.id + ".geojson")
         out["geoparquet"] = os.path.join(out_dir, scene.id + ".parquet")
@@ -688,6 +704,24 @@ def predict_region_scene(model, scene: RegionScene, scenes: Sequence[RegionScene
             if opts.probabilities:
                 final["scores"] = stack.enter_context(atomic_path(outs["scores"]))
                 _to_cog(raw["scores"], final["scores"], "average", opts.cog_blocksize)
+            if opts.polygons:  # read back from the written COG, strip by strip
+                from .polygons import PolygonRequestError, polygonize_class_map, resolve_classes
+
+                try:
+                    chosen = resolve_classes(opts.polygon_classes, names, what="--polygon-classes")
+                    excluded = resolve_classes(opts.polygon_exclude, names, what="--polygon-exclude")
+                except PolygonRequestError as e:
+                    raise RegionRequestError(str(e)) from None
+                fc = polygonize_class_map(
+                    final["class_map"], class_names=names, classes=chosen, exclude=excluded,
+                    min_area_m2=opts.min_area_m2, to_crs=opts.to_crs, strip_rows=opts.polygon_strip_rows,
+                    extra={"scene": scene.id})
+                final["regions_geojson"] = stack.enter_context(atomic_path(outs["regions_geojson"]))
+                with open(final["regions_geojson"], "w", encoding="utf-8") as f:
+                    json.dump(fc, f)
+                final["regions_geoparquet"] = stack.enter_context(atomic_path(outs["regions_geoparquet"]))
+                _write_geoparquet(fc, final["regions_geoparquet"], opts.to_crs or scene.crs,
+                                  empty_columns=("class_id", "class", "area_m2", "scene"))
         kept = []
         if instances:
             kept = merge_instances(detections, opts.dedup_threshold)
@@ -741,7 +775,8 @@ def _owns_instance(own: Ownership, d: SceneInstance) -> bool:
     return bool(own.owned(r, c, 1, 1)[0, 0])
 
 
-def _write_geoparquet(geojson: dict, path: str, crs) -> None:
+def _write_geoparquet(geojson: dict, path: str, crs,
+                      empty_columns: Sequence[str] = ("category_id", "score", "scene")) -> None:
     try:
         import geopandas as gpd
     except ImportError:
@@ -753,7 +788,7 @@ def _write_geoparquet(geojson: dict, path: str, crs) -> None:
     if geojson["features"]:
         gdf = gpd.GeoDataFrame.from_features(geojson["features"], crs=crs_s)
     else:
-        gdf = gpd.GeoDataFrame({"category_id": [], "score": [], "scene": []}, geometry=[], crs=crs_s)
+        gdf = gpd.GeoDataFrame({c: [] for c in empty_columns}, geometry=[], crs=crs_s)
     gdf.to_parquet(path, index=False)
 
 
@@ -1011,7 +1046,24 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
     instances = opts.instances if opts.instances is not None else (outputs is not None and "instances" in outputs)
     if not semseg and not instances:
         raise RegionRequestError("nothing to write: the model predicts neither sem_seg nor instances")
-    if instances:
+    if opts.polygons and not semseg:
+        raise RegionRequestError("polygons (--polygons) are made from the class map, but this model predicts no "
+                                 "sem_seg: drop --polygons (instance models write their polygons anyway)")
+    if opts.polygons:
+        from .polygons import PolygonRequestError, require_shapely, resolve_classes
+
+        if opts.polygon_strip_rows < 1:
+            raise RegionRequestError(f"polygon_strip_rows={opts.polygon_strip_rows}: use at least 1 row")
+        if opts.min_area_m2 < 0:
+            raise RegionRequestError(f"min_area_m2={opts.min_area_m2} is negative: use 0 (keep every region) "
+                                     f"or a positive area in square metres")
+        try:  # names against the given class names, before any work
+            require_shapely()
+            resolve_classes(opts.polygon_classes, opts.class_names, what="--polygon-classes")
+            resolve_classes(opts.polygon_exclude, opts.class_names, what="--polygon-exclude")
+        except PolygonRequestError as e:
+            raise RegionRequestError(str(e)) from None
+    if instances or opts.polygons:
         try:
             import geopandas  # noqa: F401
             import pyarrow  # noqa: F401

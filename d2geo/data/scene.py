@@ -36,17 +36,19 @@ their mask crops.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .files import atomic_path
+from .files import TMP_MARK, atomic_path
 from .geotiff import GeoTiffError, apply_affine, read_geotiff, resolve_band_indices, translate_affine
 
 logger = logging.getLogger(__name__)
@@ -297,13 +299,13 @@ def _check_output_path(path: str, what: str, exts: Sequence[str], scene_paths: S
 def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None = None,
                   instances_path: str | None = None, bands: Sequence[str] | None = None,
                   band_names: Sequence[str] | None = None, sensor: str | None = None,
-                  tile: int = 256, overlap: int = 64) -> dict:
+                  tile: int = 256, overlap: int = 64, regions_path: str | None = None) -> dict:
     """Check a predict_scene request before any work; returns the scene's size, CRS and
     transform. Raises :class:`SceneRequestError` (or FileNotFoundError) naming the fix."""
     import rasterio
 
-    if semseg_path is None and instances_path is None:
-        raise ValueError("give semseg_path and/or instances_path: there is nothing to write")
+    if semseg_path is None and instances_path is None and regions_path is None:
+        raise ValueError("give semseg_path, instances_path and/or regions_path: there is nothing to write")
     tile_windows(1, 1, tile, overlap)  # tile/overlap range check
     for p in scene_paths:
         if not os.path.isfile(p):
@@ -312,12 +314,15 @@ def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None 
         _check_output_path(semseg_path, "class map", (".tif", ".tiff"), scene_paths)
     if instances_path is not None:
         _check_output_path(instances_path, "instances", (".geojson", ".json"), scene_paths)
-    if semseg_path is not None and instances_path is not None and \
-            os.path.abspath(semseg_path) == os.path.abspath(instances_path):
-        raise SceneRequestError("the class map and the instances would go to the same file")
+    if regions_path is not None:
+        _check_output_path(regions_path, "class-map polygons", (".geojson", ".json"), scene_paths)
+    given = [os.path.abspath(p) for p in (semseg_path, instances_path, regions_path) if p is not None]
+    if len(set(given)) < len(given):
+        raise SceneRequestError("two outputs (class map, instances, class-map polygons) would go to the same file: "
+                                "give each its own file name")
     outputs = model_outputs(model)
     if outputs is not None:
-        for path, key in ((semseg_path, "sem_seg"), (instances_path, "instances")):
+        for path, key in ((semseg_path, "sem_seg"), (regions_path, "sem_seg"), (instances_path, "instances")):
             if path is not None and key not in outputs:
                 have = " and ".join(_KIND.get(k, k) for k in sorted(outputs) if k in _KIND) or sorted(outputs)
                 raise SceneRequestError(
@@ -426,6 +431,20 @@ def _write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path
     save_png(png_path, layout_panels([panels], legend=legend, row_titles=[title]), text={"legend": text})
 
 
+@contextlib.contextmanager
+def _deleted_after(path: str):
+    """A temporary file name beside ``path``, deleted (with its .aux.xml) when the block ends."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TMP_MARK + ".tif",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        yield tmp
+    finally:
+        for p in (tmp, tmp + ".aux.xml"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
 @torch.no_grad()
 def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Sequence[str] | None = None,
                   band_names: Sequence[str] | None = None, sensor: str | None = None, scale=None,
@@ -433,7 +452,10 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
                   to_crs: str | None = None, class_names: Sequence[str] | None = None,
                   object_names: Sequence[str] | None = None,
                   score_threshold: float = 0.5, dedup_threshold: float = 0.5, edge_margin: int = 2,
-                  batch_size: int = 1, progress: bool = True, quicklook: bool = True) -> dict:
+                  batch_size: int = 1, progress: bool = True, quicklook: bool = True,
+                  regions_path: str | None = None, polygon_classes: Sequence[str | int] | None = None,
+                  polygon_exclude: Sequence[str | int] | None = None, min_area_m2: float = 0.0,
+                  polygon_strip_rows: int = 1024) -> dict:
     """Run ``model`` over ``scene`` (a GeoTIFF, or a list of one GeoTIFF per date).
 
     Writes the blended class map to ``semseg_path`` and the merged instances as GeoJSON
@@ -441,6 +463,10 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
     atomically, with a quick-look ``<output>.png`` beside each. ``class_names`` name the
     classes of the class map, ``object_names`` the instance classes (default: ``class_names``
     when there is no class map).
+    ``regions_path`` (semantic models): the class map's connected regions as GeoJSON polygons
+    (:func:`d2geo.data.polygons.polygonize_class_map`, read back ``polygon_strip_rows`` rows at a
+    time; ``polygon_classes`` / ``polygon_exclude`` select classes by name or id, ``min_area_m2``
+    drops specks); without ``semseg_path`` the class map goes to a temporary file.
     Returns a summary with the window count and the instances (``SceneInstance`` list).
     """
     import contextlib
@@ -454,7 +480,20 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
     if object_names is None and semseg_path is None:
         object_names = class_names
     info = check_request(model, paths, semseg_path=semseg_path, instances_path=instances_path, bands=bands,
-                         band_names=band_names, sensor=sensor, tile=tile, overlap=overlap)
+                         band_names=band_names, sensor=sensor, tile=tile, overlap=overlap, regions_path=regions_path)
+    want_sem = semseg_path is not None or regions_path is not None
+    if regions_path is not None:
+        from .polygons import PolygonRequestError, require_shapely, resolve_classes
+
+        try:  # shapely, and the names against the given class names, before any work
+            require_shapely()
+            resolve_classes(polygon_classes, class_names, what="--polygon-classes")
+            resolve_classes(polygon_exclude, class_names, what="--polygon-exclude")
+        except PolygonRequestError as e:
+            raise SceneRequestError(str(e)) from None
+        if min_area_m2 < 0 or polygon_strip_rows < 1:
+            raise SceneRequestError(f"min_area_m2={min_area_m2}, polygon_strip_rows={polygon_strip_rows}: the area "
+                                    f"is 0 or more square metres, the strip at least 1 row")
     height, width, crs, transform = info["height"], info["width"], info["crs"], info["transform"]
     windows = tile_windows(height, width, tile, overlap)
     weights = blend_weights(tile, overlap)
@@ -468,6 +507,7 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
     scene_valid_rows = None
     detections: list[SceneInstance] = []
     n_classes = None
+    names = None
     checked = False
     tmp: dict[str, str] = {}
 
@@ -490,7 +530,7 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
         buf_top += n
 
     def open_class_map(k: int):
-        nonlocal sem_dst
+        nonlocal sem_dst, names
         if class_names is not None and len(class_names) != k:
             raise SceneRequestError(f"the model predicts {k} classes but {len(class_names)} class names were "
                                     f"given ({list(class_names)})")
@@ -509,9 +549,14 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
         # entered in this order, renamed in the reverse one: the class map appears last
         if instances_path is not None:
             tmp["instances"] = stack.enter_context(atomic_path(instances_path))
+        if regions_path is not None:
+            tmp["regions"] = stack.enter_context(atomic_path(regions_path))
         if semseg_path is not None:
             tmp["semseg"] = stack.enter_context(atomic_path(semseg_path))
             tmp["semseg_aux"] = stack.enter_context(atomic_path(semseg_path + ".aux.xml"))
+        elif regions_path is not None:  # a class map to polygonize, deleted afterwards
+            tmp["semseg"] = stack.enter_context(_deleted_after(regions_path + ".classes.tif"))
+            tmp["semseg_aux"] = tmp["semseg"] + ".aux.xml"
         try:
             batch: list = []
 
@@ -522,13 +567,14 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
                 if len(outputs) != len(inputs):
                     raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(inputs)} inputs")
                 if not checked:  # models whose outputs model_outputs() could not tell
-                    for path, key in ((semseg_path, "sem_seg"), (instances_path, "instances")):
+                    for path, key in ((semseg_path, "sem_seg"), (regions_path, "sem_seg"),
+                                      (instances_path, "instances")):
                         if path is not None and key not in outputs[0]:
                             raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
                                                     f"cannot give {_KIND[key]}")
                     checked = True
                 for (row, col, _, valid), out in zip(batch, outputs):
-                    if semseg_path is not None:
+                    if want_sem:
                         logits = out["sem_seg"].detach().float().cpu().numpy()
                         if logits.shape[-2:] != (tile, tile):
                             raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected (K, {tile}, {tile})")
@@ -576,6 +622,17 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
             if was_training and hasattr(model, "train"):
                 model.train()
 
+        n_regions = None
+        if regions_path is not None:
+            from .polygons import polygonize_class_map, resolve_classes
+
+            fc = polygonize_class_map(tmp["semseg"], class_names=names,
+                                      classes=resolve_classes(polygon_classes, names, what="--polygon-classes"),
+                                      exclude=resolve_classes(polygon_exclude, names, what="--polygon-exclude"),
+                                      min_area_m2=min_area_m2, to_crs=to_crs, strip_rows=polygon_strip_rows)
+            n_regions = len(fc["features"])
+            with open(tmp["regions"], "w", encoding="utf-8") as f:
+                json.dump(fc, f)
         kept = merge_instances(detections, dedup_threshold) if instances_path is not None else []
         if instances_path is not None:
             gj = instances_to_geojson(kept, transform, crs, to_crs=to_crs, class_names=object_names)
@@ -592,5 +649,6 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
     logger.info("predicted %d windows of %s (%dx%d); %d instances kept of %d detections",
                 len(windows), paths[0], height, width, len(kept), len(detections))
     return {"windows": len(windows), "detections": len(detections), "instances": kept,
-            "semseg_path": semseg_path, "instances_path": instances_path,
+            "semseg_path": semseg_path, "instances_path": instances_path, "regions_path": regions_path,
+            "regions": n_regions,
             "quicklooks": [p + ".png" for p in (semseg_path, instances_path) if p is not None and quicklook]}

@@ -325,6 +325,9 @@ def test_instance_models_write_geojson_and_geoparquet(region, tmp_path):
                             out, "--score-threshold", "0.52", "--to-crs", "EPSG:4326", "--batch-size", "4",
                             *FLAGS])
     assert summary["done"] == ["c_zone11"]
+    with pytest.raises(SystemExit, match="predicts no sem_seg: drop --polygons"):
+        _tool().main(["--config-file", DET, "--weights", weights, "--scenes", region["c"], "--output-dir",
+                      str(tmp_path / "poly"), "--polygons", *FLAGS])
     gj = json.load(open(os.path.join(out, "c_zone11.geojson")))
     gdf = gpd.read_parquet(os.path.join(out, "c_zone11.parquet"))
     assert len(gj["features"]) == len(gdf) > 0
@@ -367,3 +370,59 @@ def test_benchmark_compares_with_terratorchs_tiled_inference_on_the_same_windows
         ours = src.read(1)
     mine = ours != 255
     assert theirs.shape == ours.shape and (theirs[mine] == ours[mine]).mean() > 0.9
+
+
+def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(region, seg_weights, seg_run,
+                                                                                tmp_path):
+    """--polygons on the three scenes (strips of 40 rows: every region taller than that is cut and
+    joined): the polygons rasterize back to each scene's class map, and are in the manifest."""
+    gpd = pytest.importorskip("geopandas", reason="GeoParquet needs d2geo[region] (geopandas, pyarrow)")
+    from rasterio.features import rasterize
+    from scipy import ndimage
+
+    out = str(tmp_path / "poly")
+    summary = _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", os.path.dirname(region["a"]),
+                            "--output-dir", out, "--polygons", "--polygon-strip-rows", "40", "--probabilities",
+                            *FLAGS])
+    assert sorted(summary["done"]) == ["a_zone10", "b_zone10", "c_zone11"]
+    ref_out, _ = seg_run
+    outputs = _manifest_outputs(out)
+    for sid in summary["scenes"]:
+        assert {f"{sid}.regions.geojson", f"{sid}.regions.parquet"} <= set(outputs[sid])
+        with rasterio.open(os.path.join(out, sid + ".tif")) as src:
+            cm, t, crs = src.read(1), src.transform, src.crs
+            names = json.loads(src.tags(1)["class_names"])
+        with rasterio.open(os.path.join(ref_out, sid + ".tif")) as src:  # polygons change no raster
+            assert np.array_equal(src.read(1), cm)
+        gj = json.load(open(os.path.join(out, sid + ".regions.geojson")))
+        back = np.full(cm.shape, 255, np.uint8)
+        for f in gj["features"]:
+            m = rasterize([f["geometry"]], out_shape=cm.shape, transform=t).astype(bool)
+            assert (back[m] == 255).all()
+            back[m] = f["properties"]["class_id"]
+            assert f["properties"]["class"] == names[f["properties"]["class_id"]]
+            assert f["properties"]["scene"] == sid
+        assert np.array_equal(back, cm)  # no-data (incl. pixels another scene owns) stays out
+        assert len(gj["features"]) == sum(ndimage.label(cm == c)[1] for c in range(len(names)))
+        if sid == "a_zone10":  # regions cut by the 40-row strip seams came out whole
+            rows = [(lambda ys: (max(ys) - min(ys)) / abs(t.e))([y for _, y in f["geometry"]["coordinates"][0]])
+                    for f in gj["features"]]
+            assert max(rows) > 40 and (cm == 255).any()  # b owns part of a
+        gdf = gpd.read_parquet(os.path.join(out, sid + ".regions.parquet"))
+        assert len(gdf) == len(gj["features"]) and gdf.crs == crs
+        assert list(gdf["class_id"]) == [f["properties"]["class_id"] for f in gj["features"]]
+    # class selection, specks and the output CRS
+    sel = str(tmp_path / "sel")
+    _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir", sel,
+                  "--polygons", "--polygon-exclude", "0", "--min-area-m2", "2000", "--to-crs", "EPSG:4326",
+                  *FLAGS])
+    gdf = gpd.read_parquet(os.path.join(sel, "a_zone10.regions.parquet"))
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) > 0
+    assert 0 not in set(gdf["class_id"]) and (gdf["area_m2"] >= 2000).all()
+    with pytest.raises(SystemExit, match="'lake' is not a class name"):
+        _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir",
+                      str(tmp_path / "bad"), "--polygons", "--polygon-classes", "lake", *FLAGS])
+    with pytest.raises(SystemExit, match="min_area_m2=-1.0 is negative"):
+        _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir",
+                      str(tmp_path / "bad"), "--polygons", "--min-area-m2", "-1", *FLAGS])
+    assert sorted(os.listdir(tmp_path / "bad")) == [STATE_DIR]

@@ -379,10 +379,42 @@ def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scen
         model = L(_SemanticOnly)(inner=L(TinySceneModel)())
     '''))
     tool = _tool()
-    with pytest.raises(SystemExit, match="not instances"):
+    with pytest.raises(SystemExit, match="the class-map polygons output .* should end with .geojson"):
         tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-semseg",
-                   str(out / "pred.tif"), "--out-geojson", str(out / "pred.geojson"), "--no-progress"])
+                   str(out / "pred.tif"), "--out-geojson", path, "--no-progress"])
+    with pytest.raises(SystemExit, match="'lake' is not a class name"):
+        tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-geojson",
+                   str(out / "pred.geojson"), "--polygon-classes", "lake", "--no-progress"])
     assert _files(out) == []
+    # a semantic model's --out-geojson: the class map's regions, pixel for pixel
+    from rasterio.features import rasterize
+
+    summary = tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-semseg",
+                         str(out / "pred.tif"), "--out-geojson", str(out / "pred.geojson"), "--no-progress",
+                         "--tile", str(TILE), "--overlap", str(OVERLAP), "--polygon-strip-rows", "17",
+                         "--no-quicklook"])
+    assert _files(out) == ["pred.geojson", "pred.tif", "pred.tif.aux.xml"]
+    with rasterio.open(out / "pred.tif") as src:
+        cm, t = src.read(1), src.transform
+        names = json.loads(src.tags(1)["class_names"])
+    gj = json.load(open(out / "pred.geojson"))
+    assert summary["regions"] == len(gj["features"]) > 1
+    back = np.full(cm.shape, 255, np.uint8)
+    for f in gj["features"]:
+        m = rasterize([f["geometry"]], out_shape=cm.shape, transform=t).astype(bool)
+        assert (back[m] == 255).all()
+        back[m] = f["properties"]["class_id"]
+        assert f["properties"]["class"] == names[f["properties"]["class_id"]]
+    assert np.array_equal(back, cm)
+    assert max(np.ptp([y for _, y in f["geometry"]["coordinates"][0]]) for f in gj["features"]) > 17 * abs(t.e)
+    # without --out-semseg the class map is a temporary file; specks and background dropped
+    os.unlink(out / "pred.geojson")
+    tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-geojson",
+               str(out / "regions.geojson"), "--no-progress", "--tile", str(TILE), "--overlap", str(OVERLAP),
+               "--polygon-exclude", "0", "--min-area-m2", "500", "--no-quicklook"])
+    assert _files(out) == ["pred.tif", "pred.tif.aux.xml", "regions.geojson"]
+    kept = json.load(open(out / "regions.geojson"))["features"]
+    assert kept and all(f["properties"]["class_id"] != 0 and f["properties"]["area_m2"] >= 500 for f in kept)
 
 
 def _tool():
