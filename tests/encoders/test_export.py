@@ -116,6 +116,7 @@ def test_traced_backbone_takes_gsd_as_a_tensor():
         assert rel_err(ref[0], ref[1]) > 1e-3  # the gsd matters
 
 
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')
 def test_tracing_with_timestamps_is_refused_not_frozen():
     """Calendar codes of the acquisition time (Clay, Prithvi-TL) cannot follow a traced input:
     tracing them would freeze this batch's dates into the model, so it is refused."""

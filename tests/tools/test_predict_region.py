@@ -284,6 +284,7 @@ def test_stac_items_and_a_text_list_give_the_same_class_map(region, seg_model, t
     assert s.metadata["timestamps"][0] == dt.datetime(2020, 9, 1, 18, 30, tzinfo=dt.timezone.utc).timestamp()
 
 
+@pytest.mark.filterwarnings('ignore::rasterio.errors.NotGeoreferencedWarning')
 def test_bad_region_requests_name_the_fix_and_write_nothing(region, seg_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -317,6 +318,7 @@ def test_bad_region_requests_name_the_fix_and_write_nothing(region, seg_model, t
     assert sorted(os.listdir(out)) == [STATE_DIR] and os.listdir(out / STATE_DIR / "done") == []
 
 
+@pytest.mark.filterwarnings('ignore:Geometry is in a geographic CRS:UserWarning')
 def test_instance_models_write_geojson_and_geoparquet(region, tmp_path):
     gpd = pytest.importorskip("geopandas", reason="GeoParquet needs d2geo[region] (geopandas, pyarrow)")
     weights = _weights(DET, str(tmp_path / "det.pth"))
