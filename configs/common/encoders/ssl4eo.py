@@ -2,9 +2,9 @@
 
 Weights: ``vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth`` of the Hugging Face
 repository ``torchgeo/vit_small_patch16_224_sentinel2_all_dino`` (``SSL4EO_PRETRAINED`` in
-``d2geo/encoders/ssl4eo.py`` lists the MAE, MoCo-v3 and FG-MAE files too). The weights were trained on the 13 L1C bands
-scaled by 1/10 000
-(mean 0, std 10 000 here), read from the pretrained table
+``d2geo/encoders/ssl4eo.py`` lists the MAE, MoCo-v3 and FG-MAE files too). The weights were
+trained on the 13 L1C bands scaled by 1/10 000 (mean 0, std 10 000 here), read from the
+pretrained table
 (``d2geo.encoders.get_pretrained_cfg(_name)``). ``pretrained=True`` downloads the file once
 into the Hub cache. Swap ``encoder`` for another method's variant.
 """
