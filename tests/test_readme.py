@@ -13,7 +13,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_python_examples_run(block, monkeypatch):
-    if "detectron2" in block:
+    # d2geo.data, d2geo.modeling and d2geo.engine are d2geo's detectron2 side
+    if re.search(r"detectron2|d2geo\.(data|modeling|engine)", block):
         pytest.importorskip("detectron2", reason="this README example needs detectron2")
     if "terramind-examples" in block:  # the real tiles sit beside the repository, read from its root
         from conftest import TERRAMIND_EXAMPLES

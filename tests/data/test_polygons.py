@@ -10,6 +10,7 @@ import pytest
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("shapely", reason="polygons need shapely (d2geo[region])")
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source (d2geo.data needs it)")
 from rasterio.features import rasterize  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 

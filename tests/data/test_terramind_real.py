@@ -10,6 +10,7 @@ import pytest
 import torch
 
 rasterio = pytest.importorskip("rasterio")
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source (d2geo.data needs it)")
 
 from d2geo.data.geotiff import GeoTiffError, read_modalities  # noqa: E402
 from d2geo.encoders.terramind import TERRAMIND_MODALITIES, terramind_stats  # noqa: E402
