@@ -36,6 +36,8 @@ FAMILY_CONFIGS = [
     "dofa/semantic_fpn_vitb16.py",
     "terramind/mask_rcnn_v1_base.py",
     "terramind/semantic_fpn_v1_base.py",
+    "copernicusfm/mask_rcnn_vitb16.py",
+    "copernicusfm/semantic_fpn_vitb16.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -46,6 +48,7 @@ EXPECTED_ENCODERS = {
     "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
     "dofa": ("dofa_vitb16", 12, 768),
     "terramind": ("terramind_v1_base", 12, 768),
+    "copernicusfm": ("copernicusfm_vitb16", 12, 768),
 }
 
 

@@ -17,6 +17,7 @@ from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
+from d2geo.encoders.bands import bandwidths  # noqa: E402
 
 FAMILIES = {
     "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
@@ -28,6 +29,7 @@ FAMILIES = {
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
+    "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -40,6 +42,7 @@ CONFIGS = {
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
     "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
+    "copernicusfm": ("copernicusfm/mask_rcnn_vitb16.py", "copernicusfm/semantic_fpn_vitb16.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
@@ -77,8 +80,10 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
-    if family in ("clay", "dofa"):
+    if family in ("clay", "dofa", "copernicusfm"):
         kwargs["sensor"] = "hls"
+    if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
+        kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
     net.encoder_kwargs = kwargs
     cfg.model.pixel_mean = [1000.0] * len(bands)
     cfg.model.pixel_std = [1000.0] * len(bands)

@@ -1,0 +1,29 @@
+"""Semantic FPN with the Copernicus-FM ViT-B/16 (patch kernel from the band wavelengths and
+bandwidths, location/time/area embeddings from the metadata): four raw taps (blocks 3, 5, 7,
+11), multi-layer pyramid.
+
+Weights and input scaling: ``configs/common/encoders/copernicusfm.py``. Data as in
+``mask_rcnn_vitb16.py``; register ``geo_seg_train`` / ``geo_seg_val``
+(``configs/common/data/geo_semseg.py``) and set ``model.sem_seg_head.num_classes``.
+"""
+from ..common.data.geo_semseg import dataloader
+from ..common.encoders.copernicusfm import encoder as _enc
+from ..common.models.semantic_fpn_geo import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import step as lr_multiplier
+from ..common.train import train
+
+model.backbone.net.update(_enc.backbone)
+model.backbone.net.layers = _enc.taps
+model.pixel_mean = _enc.pixel_mean
+model.pixel_std = _enc.pixel_std
+model.sem_seg_head.num_classes = 2
+
+dataloader.train.mapper.bands = _enc.bands
+dataloader.train.total_batch_size = 8
+
+optimizer.lr = 1e-4
+optimizer.params.lr_decay_rate = _enc.lr_decay_rate
+
+train.output_dir = "./output/copernicusfm/semantic_fpn_vitb16"
+train.max_iter = 20000
