@@ -145,7 +145,8 @@ def _encoder_pair(row: dict):
         waves_nm, bws_nm = [665.0, 560.0, 493.0, 842.0], [30.0, 35.0, 65.0, 115.0]
         x = smooth_image((1, 4, size, size))
         seconds, latlon = 1.6e9, torch.tensor([[47.5, 8.2]])
-        meta = {"latlon": latlon, "gsd": torch.tensor([10.0]), "timestamps": torch.tensor([[seconds]], dtype=torch.float64)}
+        meta = {"latlon": latlon, "gsd": torch.tensor([10.0]),
+                "timestamps": torch.tensor([[seconds]], dtype=torch.float64)}
         # upstream's (lon, lat, days since 1970, km^2 per patch), from the same float32 lat/lon
         ref_meta = torch.tensor([[0.0, 0.0, seconds / 86400, (10.0 * 16 / 1000) ** 2]], dtype=torch.float64)
         ref_meta[0, :2] = latlon[0].flip(0).double()

@@ -287,65 +287,51 @@ class CopernicusFMEncoder(GeoEncoder):
         return waves.to(device), bws.to(device)
 
     # -- metadata --------------------------------------------------------------------------
-    def _meta_embeddings(self, metadata: Mapping[str, Any], batch: int, device) -> torch.Tensor:
-        """``(B, 1, D)``: the sum of the coded location, area and time (or their tokens)."""
+    def _meta_embeddings(self, metadata: Mapping[str, Any], batch: int) -> torch.Tensor:
+        """``(B, 1, D)``: the sum of the coded location, patch area and time, each through its
+        linear layer; an absent item (or a sample's NaN) takes the item's learned token."""
         D = self.embed_dim
-        checks = not is_tracing()
 
-        def coded(values, unknown, token, fc, make):
+        def item(values, code_fn, token, fc):
+            """``values`` ``(B, k)`` float64 or None -> ``fc(code or token)`` ``(B, 1, D)``."""
             if values is None:
                 return fc(token).expand(batch, 1, D)
-            safe = torch.where(unknown, torch.zeros_like(values), values)
-            code = make(safe).to(token.dtype)[:, None]
-            return fc(torch.where(unknown[:, None, None], token, code))
+            unknown = values.isnan().any(dim=1)
+            code = code_fn(torch.where(values.isnan(), torch.zeros_like(values), values))
+            return fc(torch.where(unknown[:, None, None], token, code.to(token.dtype)[:, None]))
+
+        def coord_code(lat_lon):
+            half = D // 2
+            code = torch.cat([fourier_expansion(lat_lon[:, 1] + 180, *_COORD_RANGE, half),
+                              fourier_expansion(lat_lon[:, 0] + 90, *_COORD_RANGE, half)], dim=-1)
+            return nn.functional.pad(code, (0, D - code.shape[-1]))  # odd widths: zeros, as upstream
 
         latlon = metadata.get("latlon")
-        lat = lon = unknown = None
-        if latlon is not None:
-            lat, lon = latlon[:, 0].double(), latlon[:, 1].double()
-            unknown = lat.isnan() | lon.isnan()
+        coord = item(None if latlon is None else latlon.double(), coord_code, self.coord_token, self.coord_fc)
 
-        def coord_code(ll):
-            half = D // 2
-            code = torch.cat([fourier_expansion(ll[1] + 180, *_COORD_RANGE, half),
-                              fourier_expansion(ll[0] + 90, *_COORD_RANGE, half)], dim=-1)
-            return nn.functional.pad(code, (0, D - code.shape[-1]))
-
-        if latlon is None:
-            coord = self.coord_fc(self.coord_token).expand(batch, 1, D)
-        else:
-            safe = [torch.where(unknown, torch.zeros_like(v), v) for v in (lat, lon)]
-            code = coord_code(safe).to(self.coord_token.dtype)[:, None]
-            coord = self.coord_fc(torch.where(unknown[:, None, None], self.coord_token, code))
-
-        gsd = metadata.get("gsd")
-        areas = None
+        gsd, areas = metadata.get("gsd"), None
         if gsd is not None:
             gsd = gsd.double()
-            areas = (gsd * self.patch_size / 1000.0) ** 2
-            if checks:
-                known = ~gsd.isnan()
-                bad = known & ((gsd <= 0) | _out_of_range(areas, *_AREA_RANGE))
-                if bad.any():
-                    g = float(gsd[bad][0])
-                    raise EncoderInputError(
-                        f"metadata 'gsd' {g:g} m gives patch tokens of {(g * self.patch_size) ** 2:g} m^2, outside "
-                        f"Copernicus-FM's area range {_AREA_RANGE[0]:g}..{_AREA_RANGE[1]:g} km^2 (it needs "
-                        f"gsd * patch_size >= {math.sqrt(_AREA_RANGE[0]) * 1000:.1f} m and gsd > 0); leave 'gsd' "
-                        f"out of the metadata (the learned unknown-area token is used) or give the gsd in metres")
-        area = coded(areas, None if areas is None else areas.isnan(), self.scale_token, self.scale_fc,
-                     lambda a: fourier_expansion(a, *_AREA_RANGE, D))
+            areas = (gsd * self.patch_size / 1000.0) ** 2  # km^2 of one patch token
+            bad = ~gsd.isnan() & ((gsd <= 0) | _out_of_range(areas, *_AREA_RANGE))
+            if not is_tracing() and bad.any():
+                g = float(gsd[bad][0])
+                raise EncoderInputError(
+                    f"metadata 'gsd' {g:g} m gives patch tokens of {(g * self.patch_size) ** 2:g} m^2, outside "
+                    f"Copernicus-FM's area range {_AREA_RANGE[0]:g}..{_AREA_RANGE[1]:g} km^2 (it needs "
+                    f"gsd * patch_size >= {math.sqrt(_AREA_RANGE[0]) * 1000:.1f} m and gsd > 0); leave 'gsd' "
+                    f"out of the metadata (the learned unknown-area token is used) or give the gsd in metres")
+            areas = areas[:, None]
+        area = item(areas, lambda a: fourier_expansion(a[:, 0], *_AREA_RANGE, D), self.scale_token, self.scale_fc)
 
-        ts = metadata.get("timestamps")
-        days = None
+        ts, days = metadata.get("timestamps"), None
         if ts is not None:
             if ts.ndim == 2 and ts.shape[1] != 1:
                 raise EncoderInputError(
                     f"metadata 'timestamps' has shape {tuple(ts.shape)}: Copernicus-FM is an image encoder and "
                     f"takes one acquisition time per sample; give shape (B,) or (B, 1)")
-            days = ts.reshape(batch).double() / 86400.0
-        time = coded(days, None if days is None else days.isnan(), self.time_token, self.time_fc,
-                     lambda t: fourier_expansion(t, *_TIME_RANGE, D))
+            days = ts.reshape(batch, 1).double() / 86400.0  # days since 1970-01-01
+        time = item(days, lambda t: fourier_expansion(t[:, 0], *_TIME_RANGE, D), self.time_token, self.time_fc)
         return coord + area + time
 
     # -- GeoEncoder hooks ------------------------------------------------------------------
@@ -362,7 +348,7 @@ class CopernicusFMEncoder(GeoEncoder):
         tokens = self.patch_embed_spectral(x, waves, bws, self.patch_size)
         grid = tuple(tokens.shape[-2:])
         tokens = tokens.flatten(2).transpose(1, 2)
-        pos = self._pos_table(grid).to(tokens.dtype) + self._meta_embeddings(metadata, x.shape[0], x.device).to(tokens.dtype)
+        pos = self._pos_table(grid).to(tokens.dtype) + self._meta_embeddings(metadata, x.shape[0]).to(tokens.dtype)
         cls = self.cls_token + pos[:, :1]
         return torch.cat([cls, tokens + pos[:, 1:]], dim=1), grid, None
 
@@ -457,5 +443,5 @@ COPERNICUSFM_PRETRAINED = {
                "the statistics are Copernicus-Bench's per-dataset values, use your data's")),
 }
 
-register_encoder("copernicusfm_vitb16", CopernicusFMEncoder, pretrained_cfg=COPERNICUSFM_PRETRAINED["copernicusfm_vitb16"],
-                 embed_dim=768, depth=12, num_heads=12)
+register_encoder("copernicusfm_vitb16", CopernicusFMEncoder,
+                 pretrained_cfg=COPERNICUSFM_PRETRAINED["copernicusfm_vitb16"], embed_dim=768, depth=12, num_heads=12)
