@@ -16,7 +16,7 @@ import torch.nn as nn
 from conftest import rel_err, torchgeo_copernicusfm
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders.bands import bandwidths
-from d2geo.encoders.copernicusfm import COPERNICUSFM_PRETRAINED
+from d2geo.encoders.copernicusfm import COPERNICUSFM_PRETRAINED, _out_of_range, fourier_expansion
 from d2geo.encoders.metadata import Metadata
 
 TINY = dict(embed_dim=64, depth=3, num_heads=4, img_size=64)
@@ -197,6 +197,21 @@ def test_sar_bands_use_copernicusfms_convention(ref, upstream, monkeypatch):
     with torch.no_grad():
         got = s1.forward_features(x, layers=[2], norm=False, metadata=ours_md)[0]
     assert rel_err(got, want) <= TOL
+
+
+def test_fourier_codes_and_ranges_are_upstreams(ref):
+    from d2geo.encoders.copernicusfm import _AREA_RANGE, _BANDWIDTH_RANGE, _COORD_RANGE, _TIME_RANGE, _WAVE_RANGE
+
+    values = torch.tensor([0.0, 1.5e-3, 0.0256, 3.0, 359.9, 2.1e4], dtype=torch.float64)
+    for lo, hi in (_WAVE_RANGE, _BANDWIDTH_RANGE, _COORD_RANGE, _AREA_RANGE, _TIME_RANGE):
+        up = ref.FourierExpansion(lo, hi, assert_range=False)
+        assert torch.equal(fourier_expansion(values, lo, hi, 64), up(values, 64))
+    # the ranges are upstream's: a value its assertion refuses is one d2geo's checks refuse
+    up_area = ref.FourierExpansion(*_AREA_RANGE)
+    with pytest.raises(AssertionError):
+        up_area(torch.tensor([1e-4]), 8)
+    assert _out_of_range(torch.tensor([1e-4]), *_AREA_RANGE).all()
+    assert not _out_of_range(torch.tensor([0.0, 1e-3, 5.1e8]), *_AREA_RANGE).any()
 
 
 def test_bandwidths_in_the_band_vocabulary():
