@@ -8,7 +8,8 @@ scales ``1 nm .. 1e9 nm``) go through DOFA's kernel generator to a ``(D, C, 16, 
 and a bias, both scaled by 0.01; the image is cut by a convolution with stride = patch size
 **and padding 1**, as upstream does. A ``patch_size`` other than 16 (upstream's
 ``kernel_size=``) resamples the generated kernel by FlexiViT's pseudo-inverse resize (bicubic,
-antialiased; timm's cached resampler), as upstream does on every call.
+antialiased; timm's ``resample_patch_embed``, its matrix cached), as upstream does on every
+call.
 
 **Position table.** The checkpoint's 14 x 14 (+ class) table of the 224 px grid; other token
 grids resize its patch part bicubically **with antialiasing** (``align_corners=False``),
@@ -74,8 +75,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import resample_abs_pos_embed
-from timm.layers.patch_embed import PatchEmbedResamplerFixedOrigSize
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import Block
 
 from .bands import BandError, expand_bands, sensor_band
@@ -137,7 +137,20 @@ class _SpectralPatchEmbed(nn.Module):
         self.embed_dim, self.kernel_size, self.hyper_dim = embed_dim, kernel_size, hyper_dim
         self.weight_generator = _KernelGenerator(hyper_dim, kernel_size * kernel_size * embed_dim, embed_dim)
         self.fclayer = _ResMLP(hyper_dim)
-        self.resampler = PatchEmbedResamplerFixedOrigSize((kernel_size, kernel_size))
+        self._resize_maps: dict = {}  # (patch size, device) -> (k*k, p*p); not state, not a buffer
+
+    def _resize_map(self, patch_size: int, device) -> torch.Tensor:
+        """FlexiViT's pseudo-inverse resize from ``k x k`` to ``p x p`` as a matrix: timm's
+        ``resample_patch_embed`` applied to the basis kernels (it is linear), computed once."""
+        key = (patch_size, str(device))
+        m = self._resize_maps.get(key)
+        if m is None:
+            k = self.kernel_size
+            with torch.inference_mode(False), torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
+                basis = torch.eye(k * k, device=device).reshape(k * k, 1, k, k)
+                m = resample_patch_embed(basis, [patch_size, patch_size]).reshape(k * k, -1)
+            self._resize_maps[key] = m
+        return m
 
     def kernel(self, wavelengths_nm: torch.Tensor, bandwidths_nm: torch.Tensor,
                patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +160,8 @@ class _SpectralPatchEmbed(nn.Module):
         k, D = self.kernel_size, self.embed_dim
         weight = weight.view(-1, k, k, D).permute(3, 0, 1, 2)  # (D, C, k, k)
         if patch_size != k:
-            weight = self.resampler(weight, [patch_size, patch_size])
+            w = weight.reshape(D, -1, k * k).float() @ self._resize_map(patch_size, weight.device)
+            weight = w.to(weight.dtype).reshape(D, -1, patch_size, patch_size)
         return weight * KERNEL_SCALE, bias.view(D) * KERNEL_SCALE
 
     def forward(self, x: torch.Tensor, wavelengths_nm: torch.Tensor, bandwidths_nm: torch.Tensor,

@@ -169,6 +169,13 @@ def test_other_patch_size_resamples_the_generated_kernel(ref, upstream, monkeypa
     assert tuple(got[0].shape) == (1, 64, 8, 6)
     for g, i in zip(got, (0, 2)):
         assert rel_err(g, want[i]) <= TOL, (i, rel_err(g, want[i]))
+    # the cached resize matrix made under inference mode trains, and is no state
+    with torch.inference_mode():
+        enc8.forward_features(x, layers=[0], metadata=ours_md)
+    enc8.forward_features(x, layers=[0], metadata=ours_md)[0].sum().backward()
+    assert enc8.patch_embed_spectral.fclayer.w1.weight.grad.abs().sum() > 0
+    encoder_keys = {k for k in published if "variable" not in k} | {"norm.weight", "norm.bias"}
+    assert set(enc8.state_dict()) == encoder_keys
 
 
 def test_norm_eps_of_torchgeos_builder(ref, upstream, monkeypatch):
