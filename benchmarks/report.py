@@ -42,7 +42,9 @@ def render(results: dict) -> str:
     if enc is not None:
         md += ["", "## Encoder forward latency vs upstream", "",
                "Batch 1, fp32, inference mode, same weights. Upstream: timm (DINOv2, DINOv3), terratorch "
-               "`PrithviViT.forward_features`, claymodel `Encoder` (mask ratio 0). `rel err` = "
+               "`PrithviViT.forward_features` and `TerraMindViT`, claymodel `Encoder` (mask ratio 0), torchgeo "
+               "`ScaleMAE`, `DOFA` (its dense path) and `CopernicusFM` (its whole forward with metadata, the last "
+               "block's output taken), timm/torchvision for SSL4EO-S12 and Satlas. `rel err` = "
                "max|ours - upstream| / max|upstream| of the last-layer features.", ""]
         rows = []
         for r in enc:
