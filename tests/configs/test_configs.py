@@ -334,17 +334,9 @@ def test_quickstart_pixel_stats_match_the_data():
 @pytest.fixture(scope="module")
 def geotiff_datasets(tmp_path_factory):
     """Registered GeoTIFF datasets (d2geo's synthetic writer), keyed by frames per sample."""
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio (pip install 'd2geo[geo]')")
-    from d2geo.data.synthetic import register_synthetic_geotiff
-    from d2geo.data.synthetic.generator import make_synthetic_dataset
+    from heads_tiny import synthetic_geotiffs
 
-    out = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"geotiff{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=3)
-        register_synthetic_geotiff(data, prefix=f"_cfgtest_geotiff_t{frames}")
-        out[frames] = f"_cfgtest_geotiff_t{frames}"
-    return out
+    return synthetic_geotiffs(tmp_path_factory, "cfgtest_geotiff", seed=3)
 
 
 @pytest.mark.slow
