@@ -138,16 +138,9 @@ UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+    from heads_tiny import synthetic_geotiffs
 
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"upernet_t{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=5)
-        register_synthetic_geotiff(data, prefix=f"_upernet_t{frames}")
-        names[frames] = f"_upernet_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "upernet")
 
 
 def test_upernet_configs_compose_the_family_configs():
@@ -174,8 +167,7 @@ def test_upernet_config_trains(name, synthetic, tmp_path):
     from heads_tiny import falling, family_of, tiny_config, train_steps
 
     name, _, fold = name.partition(":")
-    frames = 4 if family_of(name) == "prithvi" else 1
-    cfg = tiny_config(name, synthetic[frames], tmp_path)
+    cfg = tiny_config(name, synthetic, tmp_path)
     if fold:  # the learned temporal pooling trains with the head
         cfg.model.backbone.net.temporal_fold = fold
         cfg.model.backbone.net.temporal_frames = [0, 2, 3]

@@ -150,25 +150,17 @@ def test_bad_settings():
 # -- packaged configs train ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+    from heads_tiny import synthetic_geotiffs
 
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"adapter_t{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=5)
-        register_synthetic_geotiff(data, prefix=f"_adapter_t{frames}")
-        names[frames] = f"_adapter_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "adapter")
 
 
 @pytest.mark.parametrize("name", ["dino_v2/upernet_vit_adapter_vitb14.py",
                                   "prithvi/upernet_vit_adapter_eo_v2_300_tl.py"])
 def test_adapter_config_trains(name, synthetic, tmp_path):
-    from heads_tiny import falling, family_of, tiny_config, train_steps
+    from heads_tiny import falling, tiny_config, train_steps
 
-    frames = 4 if family_of(name) == "prithvi" else 1
-    cfg = tiny_config(name, synthetic[frames], tmp_path)
+    cfg = tiny_config(name, synthetic, tmp_path)
     model, totals = train_steps(cfg, steps=14, lr=3e-3)
     assert isinstance(model.backbone, ViTAdapter)
     assert falling(totals), totals
