@@ -59,7 +59,7 @@ from .registry import InputStats, PretrainedCfg, register_encoder
 logger = logging.getLogger(__name__)
 
 __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "expand_terramind_bands",
-           "split_band", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
+           "split_band", "canonical_channel", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
 
 MERGE_METHODS = ("mean", "max")
 #: separates the modality from the band in a channel name: ``"S2L2A:B04"``
@@ -147,6 +147,22 @@ def expand_terramind_bands(bands: Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"channel {b!r} is named twice in bands={list(bands)}")
         seen.add(b.lower())
     return tuple(out)
+
+
+def canonical_channel(name: str) -> str:
+    """A channel name with its band as the modality's pretrained band id, for comparing
+    channel lists: ``"S2L2A:nir08"`` -> ``"S2L2A:B8A"``, ``"DEM"`` -> ``"DEM:DEM"``. Names of
+    other modalities or bands come back as given."""
+    try:
+        mod, band = split_band(name)
+    except ValueError:
+        return name
+    spec = TERRAMIND_MODALITIES[mod]
+    try:
+        (i,) = match_bands([band], spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
+    except ValueError:
+        i = None
+    return f"{mod}{MODALITY_SEP}{spec.bands[i] if i is not None else band}"
 
 
 def _swiglu(in_features, hidden_features, act_layer=nn.SiLU, bias=True, drop=0.0, **_):
