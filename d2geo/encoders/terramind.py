@@ -30,10 +30,13 @@ Position table
 
 Output
     Block outputs hold one token grid per modality; the feature map of a block is their
-    mean over modalities (``merge="mean"``, terratorch's default ``merge_method``) or
-    their maximum (``"max"``). With ``norm=True`` the final norm is applied to each token
-    before merging (terratorch applies it to the last block's output only, also before
-    merging). There are no prefix tokens.
+    mean over modalities (``merge="mean"``, terratorch's default ``merge_method``), their
+    maximum (``"max"``) or their concatenation along the channels (``"concat"``: ``D`` times
+    the number of modalities, the first modality's ``D`` channels first; ``feature_dim`` says
+    the width, and the detectron2 backbone's ShapeSpec follows it). With ``norm=True`` the
+    final norm is applied to each token before merging (terratorch applies it to the last
+    block's output only, also before merging). There are no prefix tokens. terratorch's
+    ``"dict"`` and ``None`` return per-modality token sequences, not maps, and are refused.
 """
 from __future__ import annotations
 
@@ -61,7 +64,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "expand_terramind_bands",
            "split_band", "canonical_channel", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
 
-MERGE_METHODS = ("mean", "max")
+#: how the modalities' token grids become one feature map: terratorch's ``merge_method``
+#: values that give one dense map per block (its "dict" and None give token sequences)
+MERGE_METHODS = ("mean", "max", "concat")
 #: separates the modality from the band in a channel name: ``"S2L2A:B04"``
 MODALITY_SEP = ":"
 
@@ -188,7 +193,8 @@ class TerraMindEncoder(GeoEncoder):
             module docstring). Default: the 12 Sentinel-2 L2A bands.
         img_size: the reference image size (224 for all published weights): its token grid
             is the grid of the position table.
-        merge: ``"mean"`` or ``"max"`` over the modalities' token grids.
+        merge: ``"mean"``, ``"max"`` or ``"concat"`` (channels) over the modalities' token
+            grids (terratorch's ``merge_method``).
         drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks
             (as terratorch).
         pos_cache_size: how many interpolated position tables (grid, device, dtype) to keep.
@@ -201,7 +207,11 @@ class TerraMindEncoder(GeoEncoder):
                  merge: str = "mean", drop_path_rate: float = 0.0, pos_cache_size: int = 16):
         super().__init__()
         if merge not in MERGE_METHODS:
-            raise ValueError(f"merge={merge!r} is not one of {MERGE_METHODS}")
+            what = ("returns per-modality token sequences (terratorch's 'dict' / None), which a dense "
+                    "detectron2 head cannot take" if merge in ("dict", None, "none") else "is unknown")
+            raise ValueError(
+                f"merge={merge!r} {what}: use one of {', '.join(map(repr, MERGE_METHODS))} (mean or maximum over "
+                f"the modalities, or their concatenation along the channels: embed_dim x modalities)")
         if embed_dim % 4:
             raise ValueError(f"TerraMind's 2-D position table needs embed_dim divisible by 4, got {embed_dim}")
         if patch_size != 16:
@@ -265,6 +275,12 @@ class TerraMindEncoder(GeoEncoder):
                 nn.init.xavier_uniform_(m.weight)
 
     @property
+    def feature_dim(self) -> int:
+        """Channels of the feature maps: ``embed_dim``, times the number of modalities for
+        ``merge="concat"``."""
+        return self.embed_dim * (len(self.modalities) if self.merge == "concat" else 1)
+
+    @property
     def ref_grid(self) -> tuple[int, int]:
         g = self.img_size // self.patch_size
         return g, g
@@ -322,6 +338,8 @@ class TerraMindEncoder(GeoEncoder):
         M, h, w = grid
         B, _, D = tokens.shape
         t = tokens.reshape(B, M, h * w, D)
+        if self.merge == "concat":  # (B, M, N, D) -> (B, M*D, h, w), the first modality's channels first
+            return t.permute(0, 1, 3, 2).reshape(B, M * D, h, w).contiguous()
         t = t.mean(dim=1) if self.merge == "mean" else t.amax(dim=1)
         return t.transpose(1, 2).reshape(B, D, h, w).contiguous()
 
@@ -393,6 +411,9 @@ class TerraMindEncoder(GeoEncoder):
                 out.ignore(k, "the zero bias buffer of a bias-free LayerNorm")
             elif k.startswith("decoder") or k == "mask_token":
                 out.ignore(k, "the decoder, used only in pretraining and generation")
+            elif k == "missing_mod_token":
+                out.ignore(k, "the token terratorch's 'concat' merge puts in place of a modality missing from its "
+                              "input; d2geo's input always holds every modality of bands")
             else:
                 out[k] = v
         return out
