@@ -104,9 +104,27 @@ _BY_KEY = {m.key: m for m in TERRAMIND_MODALITIES.values()}
 _LOWER = {**{n.lower(): m for n, m in TERRAMIND_MODALITIES.items()}, **{k.lower(): m for k, m in _BY_KEY.items()}}
 
 
+#: TerraMind's inputs that are not raw data: token ids of its tokenizers (``tok_*``), land
+#: cover and NDVI (which terratorch tokenizes), captions and coordinates (sequences)
+_NOT_RAW = ("lulc", "ndvi", "caption", "coords", "coord", "det")
+
+
+def _check_not_tokenized(name: str) -> None:
+    low = name.strip().lower()
+    base = low.split("@", 1)[0]
+    if low.startswith("tok_") or base in _NOT_RAW or base.removeprefix("untok_") in _NOT_RAW:
+        raise ValueError(
+            f"{name!r} is one of TerraMind's tokenized or sequence modalities (LULC, NDVI, caption, coords and the "
+            f"tok_* token-id inputs): terratorch feeds them as token ids of TerraMind's tokenizers, which the "
+            f"generation side uses and d2geo does not include. d2geo's TerraMind encoder takes the raw-data "
+            f"modalities {', '.join(TERRAMIND_MODALITIES)}; a land-cover map is a segmentation target (register "
+            f"it as the dataset's label), an index such as NDVI can be computed from the S2 bands by the model")
+
+
 def _modality(name: str, band: str) -> TerraMindModality:
     mod = _LOWER.get(name.lower())
     if mod is None:
+        _check_not_tokenized(name)
         raise ValueError(
             f"band {band!r} names the modality {name!r}, which TerraMind 1.0 does not have; its raw-data "
             f"modalities are {', '.join(TERRAMIND_MODALITIES)} (name channels '<MODALITY>:<band>', "
@@ -125,6 +143,7 @@ def split_band(name: str) -> tuple[str, str]:
     mod = _LOWER.get(name.lower())
     if mod is not None and len(mod.bands) == 1:
         return mod.name, mod.bands[0]
+    _check_not_tokenized(name)
     raise ValueError(
         f"band {name!r} does not say which TerraMind modality it belongs to: name it "
         f"'<MODALITY>:<band>' (e.g. 'S2L2A:{name}' or 'S2L1C:{name}'), or give a bare modality name "

@@ -279,6 +279,16 @@ def test_unknown_modality_is_refused():
         build_encoder("terramind_v1_tiny", bands=["S2L3A:B04"], **TINY)
 
 
+def test_tokenized_and_sequence_modalities_are_refused_naming_the_raw_ones():
+    for name in (["LULC"], ["S2L2A", "NDVI"], ["tok_sen2l2a@224:B04"], ["tok_lulc@224"], ["coords"],
+                 ["untok_ndvi@224"], ["caption"]):
+        with pytest.raises(ValueError, match="tokenized or sequence modalities.*raw-data modalities S2L2A, S2L1C, "
+                                             "S2RGB, S1GRD, S1RTC, DEM"):
+            build_encoder("terramind_v1_tiny", bands=name, **TINY)
+    # the raw-data modalities under terratorch's keys still work
+    assert build_encoder("terramind_v1_tiny", bands=["untok_sen1rtc@224"], **TINY).bands == ("S1RTC:VV", "S1RTC:VH")
+
+
 def test_band_without_modality_is_refused():
     with pytest.raises(ValueError, match="does not say which TerraMind modality.*'S2L2A:B04'"):
         build_encoder("terramind_v1_tiny", bands=["B04", "B03"], **TINY)
