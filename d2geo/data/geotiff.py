@@ -675,6 +675,9 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
                      crs=crs, transform=transform, paths=tuple(path_list))
 
 
+_MODALITY_NAMES_LOGGED: set = set()
+
+
 def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | None = None,
                     band_names: Mapping[str, Sequence[str]] | None = None,
                     sensor: Mapping[str, str] | None = None, scale=None, offset=None, nodata=None,
@@ -750,9 +753,11 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
             own = {d.lower() for d in desc}
             if count == len(spec.bands) and own != {b.lower() for b in spec.bands}:
                 names = spec.bands  # the modality's bands (descriptions such as 'bands' name none)
-                if all(desc):
-                    logger.info("%s: reading the %s bands as %s (its band descriptions %s are not %s's "
-                                "band names)", path, m, list(spec.bands), list(desc), m)
+                if all(desc):  # once per file and modality: scenes read it once per window
+                    level = logging.DEBUG if (path, m) in _MODALITY_NAMES_LOGGED else logging.INFO
+                    _MODALITY_NAMES_LOGGED.add((path, m))
+                    logger.log(level, "%s: reading the %s bands as %s (its band descriptions %s are not %s's "
+                               "band names)", path, m, list(spec.bands), list(desc), m)
             elif count != len(spec.bands) and not (all(desc) and len(own) == count):
                 raise GeoTiffError(
                     f"{path} is the {m} file but holds {count} bands where {m} has {len(spec.bands)} "
