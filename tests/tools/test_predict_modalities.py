@@ -80,6 +80,18 @@ def test_modality_scene_equals_the_model_on_the_stacked_array_and_a_stacked_file
     with rasterio.open(a) as src, rasterio.open(files["DEM"]) as dem:
         assert src.crs == dem.crs and src.transform.almost_equals(dem.transform)
     assert os.path.getsize(a + ".png") > 0  # the quick-look of the S2L2A file
+    # a pixel without data in one modality (the DEM's nodata) has no class
+    with rasterio.open(files["DEM"]) as src:
+        profile, dem = src.profile, src.read()
+    dem[:, 40:60, 100:150] = -32768
+    holed = str(tmp_path / "dem_nodata.tif")
+    with rasterio.open(holed, "w", **dict(profile, nodata=-32768)) as dst:
+        dst.write(dem)
+    gap = str(tmp_path / "gap.tif")
+    predict_scene(model, {**files, "DEM": holed}, tile=224, overlap=0, semseg_path=gap, progress=False,
+                  quicklook=False)
+    labels = _read(gap)
+    assert (labels[40:60, 100:150] == 255).all() and (labels == 255).sum() == 20 * 50
 
 
 def test_misaligned_or_misordered_modalities_are_refused_before_any_window(terramind_examples, tiny, tmp_path):
