@@ -898,8 +898,8 @@ def check_modality_grid(files: Mapping[str, PathLike], tolerance: float = 1e-3) 
     if problems:
         raise GeoTiffError(
             f"the modalities are not on one grid: {' | '.join(problems)} (compared with {p0}, {m0}). The files "
-            f"of a sample have another CRS/transform/size: reproject or resample the modalities onto one grid "
-            f"first, e.g. gdalwarp -t_srs <{m0}'s CRS> -tr <pixel size> -te <{m0}'s bounds> -r bilinear (nearest "
+            f"of one sample or scene must share CRS, transform and size: reproject or resample the modalities "
+            f"onto one grid first, e.g. gdalwarp -t_srs <{m0}'s CRS> -tr <pixel size> -te <{m0}'s bounds> -r bilinear (nearest "
             f"for class maps), or rasterio.warp.reproject with {m0}'s crs/transform/shape")
     return {"height": shape0[0], "width": shape0[1], "crs": crs0, "transform": grids[m0][2] or
             _rasterio().Affine.identity(), "paths": [g[0] for g in grids.values()]}
