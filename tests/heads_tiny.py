@@ -16,6 +16,7 @@ TINY = {
     "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+    "terramind": dict(embed_dim=64, depth=4, num_heads=4),
 }
 
 
@@ -53,7 +54,8 @@ def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int 
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(TINY[family])
     bands = ["red", "green", "blue"] if family.startswith("dino") else list(HLS)
-    kwargs["bands"] = bands
+    # TerraMind names each channel's modality: the HLS bands are Sentinel-2 L2A's
+    kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
     if family == "clay":
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs

@@ -133,7 +133,7 @@ def test_upernet_bad_inputs():
 
 # -- packaged configs --------------------------------------------------------------------------
 UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
-                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py"]
+                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py"]
 
 
 @pytest.fixture(scope="module")
@@ -162,12 +162,22 @@ def test_upernet_configs_compose_the_family_configs():
             assert sorted(cfg.model.sem_seg_head.input_shape) == ["p2", "p3", "p4", "p5"]
 
 
-@pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention"])
+@pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention",
+                                                   "terramind/upernet_v1_base.py:concat"])
 def test_upernet_config_trains(name, synthetic, tmp_path):
     from heads_tiny import falling, family_of, tiny_config, train_steps
 
     name, _, fold = name.partition(":")
     cfg = tiny_config(name, synthetic, tmp_path)
+    if fold == "concat":  # TerraMind's modalities side by side: two modalities, 2 x 64 channels
+        kw = cfg.model.backbone.net.encoder_kwargs
+        cfg.model.backbone.net.encoder_kwargs = dict(kw, merge="concat", bands=kw["bands"][:4] + [
+            "S2L1C:swir_1", "S2L1C:swir_2"])
+        model, totals = train_steps(cfg, steps=14, lr=3e-3)
+        assert all(s.channels == 128 for s in model.backbone.net.output_shape().values())
+        assert model.backbone.net.encoder.feature_dim == 128
+        assert falling(totals), totals
+        return
     if fold:  # the learned temporal pooling trains with the head
         cfg.model.backbone.net.temporal_fold = fold
         cfg.model.backbone.net.temporal_frames = [0, 2, 3]

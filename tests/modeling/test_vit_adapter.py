@@ -147,6 +147,18 @@ def test_bad_settings():
         ViTAdapter(torch.nn.Linear(2, 2))
 
 
+def test_terramind_of_one_modality_adapts_and_of_several_is_refused():
+    tm = dict(embed_dim=64, depth=4, num_heads=4)
+    one = ViTAdapter(GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A"])), deform_heads=4)
+    with torch.no_grad():
+        out = one.eval()(torch.randn(2, 12, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "res2": (2, 64, 16, 16), "res3": (2, 64, 8, 8), "res4": (2, 64, 4, 4), "res5": (2, 64, 2, 2)}
+    several = GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A", "S1RTC"]))
+    with pytest.raises(ValueError, match=r"one grid per modality \(S2L2A, S1RTC\); use the multi-layer pyramid"):
+        ViTAdapter(several, deform_heads=4)
+
+
 # -- packaged configs train ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
