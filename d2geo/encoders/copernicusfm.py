@@ -343,7 +343,7 @@ class CopernicusFMEncoder(GeoEncoder):
             if ts.ndim == 2 and ts.shape[1] != 1:
                 raise EncoderInputError(
                     f"metadata 'timestamps' has shape {tuple(ts.shape)}: Copernicus-FM is an image encoder and "
-                    f"takes one acquisition time per sample; give shape (B,) or (B, 1)")
+                    f"takes one acquisition time per sample; give shape (B, 1)")
             days = ts.reshape(batch, 1).double() / 86400.0  # days since 1970-01-01
         time = item(days, lambda t: fourier_expansion(t[:, 0], *_TIME_RANGE, D), self.time_token, self.time_fc)
         return coord + area + time
