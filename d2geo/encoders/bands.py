@@ -77,12 +77,13 @@ _S2_SWIR = [("B11", "swir16", "swir16", 1.610, 0.090), ("B12", "swir22", "swir22
 SENSORS: dict[str, tuple] = {
     "sentinel-2-l2a": _specs(_S2 + _S2_SWIR),
     "sentinel-2-l1c": _specs(_S2 + [("B10", "cirrus", "cirrus", 1.375, 0.030)] + _S2_SWIR),
-    # Landsat 8/9 OLI band ids; bandwidths: the OLI band edges' widths (USGS)
+    # Landsat 8/9 OLI band ids; bandwidths: the widths of USGS's OLI band table (0.45-0.51 um
+    # for blue, ...), whose midpoints the centres here are
     "landsat-c2": _specs([
-        ("B1", "coastal", "coastal", 0.443, 0.020), ("B2", "blue", "blue", 0.48, 0.065),
-        ("B3", "green", "green", 0.56, 0.075), ("B4", "red", "red", 0.65, 0.050),
-        ("B5", "nir08", "nir08", 0.86, 0.040), ("B6", "swir16", "swir16", 1.6, 0.100),
-        ("B7", "swir22", "swir22", 2.2, 0.200),
+        ("B1", "coastal", "coastal", 0.443, 0.020), ("B2", "blue", "blue", 0.48, 0.060),
+        ("B3", "green", "green", 0.56, 0.060), ("B4", "red", "red", 0.65, 0.030),
+        ("B5", "nir08", "nir08", 0.86, 0.030), ("B6", "swir16", "swir16", 1.6, 0.080),
+        ("B7", "swir22", "swir22", 2.2, 0.180),
     ]),
     # HLS v2 S30 ids; the names are the ones Prithvi's configs use
     "hls": _specs([
