@@ -350,9 +350,9 @@ class CopernicusFMEncoder(GeoEncoder):
 
     # -- GeoEncoder hooks ------------------------------------------------------------------
     def _pos_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The table for ``grid`` (timm returns it unchanged on the native grid; no branch of
+        our own, so that an exported model takes any grid)."""
         g = self.img_size // KERNEL_SIZE
-        if tuple(grid) == (g, g):
-            return self.pos_embed
         return resample_abs_pos_embed(self.pos_embed, list(grid), [g, g], num_prefix_tokens=1,
                                       interpolation="bicubic", antialias=True)
 

@@ -27,6 +27,9 @@ FAMILIES = {
              (1, 3, 32, 48), [(1, 3, 64, 40)]),
     "ssl4eo": (lambda: build_encoder("ssl4eo_s12_vits16_dino", embed_dim=64, depth=2, num_heads=2, img_size=64),
                (1, 13, 64, 96), [(1, 13, 128, 80)]),
+    "copernicusfm": (lambda: build_encoder("copernicusfm_vitb16", embed_dim=64, depth=2, num_heads=2, img_size=64,
+                                           bands=("B04", "B03", "B02")),
+                     (1, 3, 64, 96), [(1, 3, 64, 64), (1, 3, 128, 80)]),
 }
 
 
