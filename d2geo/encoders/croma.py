@@ -68,7 +68,7 @@ from .registry import InputStats, PretrainedCfg, register_encoder
 logger = logging.getLogger(__name__)
 
 __all__ = ["CROMAEncoder", "CROMA_MODALITIES", "CROMA_OPTICAL_BANDS", "CROMA_SAR_BANDS", "CROMA_PRETRAINED",
-           "alibi_2d", "alibi_slopes", "croma_bands"]
+           "alibi_2d", "alibi_slopes", "croma_bands", "croma_stats", "CROMA_S2_STATS", "CROMA_S1_STATS"]
 
 #: the 12 Sentinel-2 bands of the optical encoder, in its kernel's order (B10, cirrus, removed)
 CROMA_OPTICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
@@ -507,6 +507,21 @@ CROMA_S2_STATS = _croma_form(
     (1612.9, 1397.6, 1322.3, 1373.1, 1561.0, 2108.4, 2390.7, 2318.7, 2581.0, 837.7, 2195.2, 1537.4),
     (791.0, 854.3, 878.7, 1144.9, 1127.5, 1164.2, 1276.0, 1249.5, 1345.9, 577.5, 1340.0, 1142.9), "dn")
 CROMA_S1_STATS = _croma_form("croma-s1", "sentinel-1", CROMA_SAR_BANDS, (-12.59, -20.26), (5.26, 5.91), "dB")
+
+def croma_stats(bands: Sequence[str]) -> tuple[list[float], list[float]]:
+    """Per-channel ``(pixel_mean, pixel_std)`` of the pretrained table for CROMA channel names
+    (bare modality names expanded), e.g. for ``model.pixel_mean/std`` of a joint config."""
+    table = {"optical": CROMA_S2_STATS, "sar": CROMA_S1_STATS}
+    mean, std = [], []
+    for b in croma_bands(bands):
+        mod, band = _split(b)
+        (i,) = match_bands([band], _PRETRAINED_BANDS[mod], sensor=_SENSOR[mod], available_sensor=_SENSOR[mod])
+        if i is None:
+            raise ValueError(f"channel {b!r} is none of CROMA's {mod} bands ({', '.join(_PRETRAINED_BANDS[mod])})")
+        mean.append(table[mod].mean[i])
+        std.append(table[mod].std[i])
+    return mean, std
+
 
 _NOTES = ("Sentinel-2 (12 bands, no B10), Sentinel-1 (VV, VH) or both (modality='optical' | 'sar' | 'joint'); "
           "CROMA scales each band with its dataset's own mean +- 2 std: the listed statistics are SSL4EO-S12's "
