@@ -269,7 +269,8 @@ class CROMAEncoder(GeoEncoder):
             raise ValueError(f"num_heads={num_heads}: CROMA's 2-D ALiBi slopes are defined for a power of two "
                              f"heads (the published models have 16); use 1, 2, 4, 8, 16, ...")
         if embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+            raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}; use a multiple "
+                             f"of num_heads (the published models: 768 or 1024 with 16 heads)")
         half = depth // 2
         if modality != "optical" and half < 1:
             raise ValueError(f"depth={depth}: the Sentinel-1 ViT and the joint encoder have depth // 2 blocks, "
@@ -316,7 +317,7 @@ class CROMAEncoder(GeoEncoder):
                     f"CROMA's {mod} encoder has no band {', '.join(map(repr, unknown))}: its bands are "
                     f"{', '.join(_PRETRAINED_BANDS[mod])}{hint}")
             if len(set(found)) != len(found):
-                raise ValueError(f"the {mod} channels name one band twice: {names[mod]}")
+                raise ValueError(f"the {mod} channels name one band twice: {names[mod]}; give each band once")
         self._channels = {m: groups[m] for m in needed}
         self._band_names = {m: names[m] for m in needed}
 

@@ -220,6 +220,8 @@ def test_modality_and_band_mismatches_are_refused():
         build_encoder("croma_base", bands=["DEM:DEM"], **TINY)
     with pytest.raises(ValueError, match="not one of"):
         build_encoder("croma_base", modality="both", **TINY)
+    with pytest.raises(ValueError, match="name one band twice"):
+        build_encoder("croma_base", bands=["B02", "blue"], **TINY)
 
 
 def test_architecture_constraints_are_refused():
