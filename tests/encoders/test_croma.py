@@ -30,7 +30,11 @@ def ref():
 
 @pytest.fixture(scope="module")
 def published(ref):
-    """A random-weight checkpoint in the published layout."""
+    return published_state_dict(ref)
+
+
+def published_state_dict(ref) -> dict:
+    """A random-weight checkpoint in the published layout (one state dict per sub-module)."""
     torch.manual_seed(7)
     model = ref.CROMA(modalities=["sar", "optical"], encoder_dim=64, encoder_depth=4, num_heads=16, image_size=64)
     with torch.no_grad():
