@@ -61,7 +61,7 @@ from timm.layers import DropPath
 
 from .adapt import adapt_patch_embed
 from .bands import BandError, match_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
@@ -94,14 +94,16 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return torch.tensor([start ** (k + 1) for k in range(num_heads)], dtype=torch.float32)
 
 
-def alibi_2d(num_heads: int, grid: Sequence[int]) -> torch.Tensor:
+def alibi_2d(num_heads: int, grid: Sequence[int], device=None) -> torch.Tensor:
     """The ``(1, H, h*w, h*w)`` float32 attention bias of an ``h x w`` token grid (row-major
-    tokens): minus each head's slope times the distance between the patch centres."""
-    h, w = (int(g) for g in grid)
-    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)
-    cols = torch.arange(w, dtype=torch.float64).repeat(h)
-    dist = ((rows[:, None] - rows[None]) ** 2 + (cols[:, None] - cols[None]) ** 2).sqrt().float()
-    return (dist[None] * alibi_slopes(num_heads)[:, None, None]).neg_().unsqueeze(0)
+    tokens): minus each head's slope times the distance between the patch centres. Tensor
+    operations only, so a traced or exported model follows the input size."""
+    h, w = grid
+    idx = torch.arange(h * w, device=device)
+    rows = torch.div(idx, w, rounding_mode="floor").float()
+    cols = (idx % w).float()
+    dist = ((rows[:, None] - rows[None]) ** 2 + (cols[:, None] - cols[None]) ** 2).sqrt()
+    return (dist[None] * alibi_slopes(num_heads).to(dist.device)[:, None, None]).neg().unsqueeze(0)
 
 
 # -- channel names -------------------------------------------------------------------------
@@ -353,12 +355,14 @@ class CROMAEncoder(GeoEncoder):
     # -- attention bias ----------------------------------------------------------------------
     def attn_bias_for(self, grid: Sequence[int], device, dtype: torch.dtype) -> torch.Tensor:
         """The 2-D ALiBi bias ``(1, H, h*w, h*w)`` of a token grid (cached per grid, device, dtype)."""
+        if is_tracing():  # no per-size cache in a recorded model: it must work at every size
+            return alibi_2d(self.num_heads, grid, device).to(dtype)
         key = (int(grid[0]), int(grid[1]), torch.device(device), dtype)
         bias = self._bias_cache.get(key)
         if bias is not None:
             self._bias_cache.move_to_end(key)
             return bias
-        bias = alibi_2d(self.num_heads, key[:2]).to(device=device, dtype=dtype)
+        bias = alibi_2d(self.num_heads, key[:2], device).to(dtype)
         self._bias_cache[key] = bias
         while len(self._bias_cache) > max(1, self.bias_cache_size):
             self._bias_cache.popitem(last=False)
