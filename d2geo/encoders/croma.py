@@ -24,7 +24,8 @@ Modalities (``modality=``)
 
 Bands
     Pretrained bands: Sentinel-2's 12 bands without the cirrus band B10 (``B01`` .. ``B08``,
-    ``B8A``, ``B09``, ``B11``, ``B12``, product order; upstream's "remove the cirrus band"),
+    ``B8A``, ``B09``, ``B11``, ``B12``, product order; upstream's "remove the cirrus band";
+    the pretraining data, SSL4EO-S12, holds L1C and L2A, and the code does not say which),
     and Sentinel-1's ``VV``, ``VH``. A channel is named by its band (``"B04"``, ``"red"``,
     ``"VV"``) or ``"<MODALITY>:<band>"`` with ``MODALITY`` one of ``S2``, ``S2L1C``, ``S2L2A``
     (optical) or ``S1``, ``S1GRD``, ``S1RTC`` (SAR), the names
