@@ -265,3 +265,14 @@ def test_published_size_builds():
     with torch.no_grad():
         out = enc.forward_features(torch.zeros(1, 14, 120, 80), layers=[5, 11])
     assert tuple(out[1].shape) == (1, 1024, 15, 10)
+
+
+def test_joint_layer_ids_put_the_unimodal_vits_in_the_embedding():
+    """Freezing and layer-wise lr decay see the joint blocks; the two ViTs before them are layer 0."""
+    enc = build_encoder("croma_base", modality="joint", **TINY)
+    ids = enc.param_layer_ids()
+    assert {ids[k] for k in ids if k.startswith(("s1_encoder.", "s2_encoder."))} == {0}
+    assert ids["joint_encoder.blocks.1.cross_attn.to_k.weight"] == 2
+    assert ids["joint_encoder.norm.weight"] == enc.depth + 1 == 3
+    optical = build_encoder("croma_base", **TINY)
+    assert optical.param_layer_ids()["s2_encoder.blocks.3.ffn.net.0.weight"] == 4 and optical.depth == 4
