@@ -13,24 +13,20 @@ The mapper stacks the files (``d2geo.data.geotiff.read_modalities``) into the 14
 six blocks are tapped; at stride 8 the pyramid resamples them to strides 4, 8, 16, 32.
 """
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.croma import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc["backbone"])
-model.backbone.net.layers = _enc["taps"]
+_apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 model.backbone.scale_factors = (2.0, 1.0, 0.5, 0.25)
-model.pixel_mean = _enc["pixel_mean"]
-model.pixel_std = _enc["pixel_std"]
 model.sem_seg_head.num_classes = 10
 
-dataloader.train.mapper.bands = _enc["bands"]
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc["lr_decay_rate"]
 
 train.output_dir = "./output/croma/semantic_fpn_base"
 train.max_iter = 20000
