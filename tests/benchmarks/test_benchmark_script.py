@@ -58,7 +58,7 @@ def test_encoder_rows_compare_with_upstream(quick_run):
     md, results, _ = quick_run
     rows = results["encoders"]
     assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo", "scalemae",
-                                           "satlas", "dofa", "copernicusfm"}
+                                           "satlas", "dofa", "croma", "copernicusfm"}
     for r in rows:
         assert "error" not in r, r
         for key in ("ratio", "ours_gemm_frac", "ref_gemm_frac"):
