@@ -218,3 +218,13 @@ def test_pretrained_entry_says_how_to_download_by_hand(official, tmp_path):
     torch.save({"model": official["state_dict"]}, path)
     enc = build_encoder(NAME, pretrained=True, weights=str(path), **_tiny(official))
     assert torch.equal(enc.beit.cls_token, official["state_dict"]["cls_token"])
+
+
+def test_window_attention_is_refused_with_the_fix(official):
+    """timm's BEiT attention takes no attention mask (its bias is the relative position table),
+    so ViTDet window attention cannot run in its blocks."""
+    enc = build_encoder(NAME, **_tiny(official))
+    with pytest.raises(ValueError, match="has no attention module 'attn' taking an attn_mask keyword, which "
+                                         "window attention needs; list it in global_blocks"):
+        enc.set_window_attention(2, global_blocks=(2,))
+    assert enc.window_size == 0
