@@ -38,7 +38,9 @@ values outside the source offsets taken from the nearest one). The resampling is
 the table, so it is applied as two small matrices (cached per grid) and the table keeps
 its gradient when fine-tuned at any size. timm's own ``Beit.set_input_size`` would resample
 linearly unless ``TIMM_USE_SCIPY_INTERP=1``, and its SciPy path needs ``interp2d``, which
-SciPy 1.14 removed; hence the matrices here.
+SciPy 1.14 removed; hence the matrices here. Because they are computed per grid in Python,
+a traced or exported model holds the table of the size it was traced at: run at another
+size, the traced graph refuses with the fix (trace again), ``torch.export`` fails its guard.
 
 Input: the 13 L1C bands in product order, DN / 10 000 (the SSL4EO-S12 README: "input clip
 to [0,1] by dividing 10000"), the statistics of ``ssl4eo.SSL4EO_STATS``.
@@ -111,6 +113,17 @@ def resample_rel_pos_axis(src: int, dst: int) -> np.ndarray:
     return make_interp_spline(x, np.eye(src), k=3)(target)
 
 
+@torch.jit.script_if_tracing
+def _check_traced_grid(x: torch.Tensor, patch_size: int, h: int, w: int) -> torch.Tensor:
+    """In a traced model: refuse another grid than the one traced (the resampled table is
+    baked in), with the fix, instead of a shape error inside attention."""
+    if x.shape[-2] // patch_size != h or x.shape[-1] // patch_size != w:
+        raise ValueError("this traced SSL4EO data2vec encoder was traced for a " + str(h) + "x" + str(w)
+                         + " patch grid; its relative position table is resampled per grid when traced, "
+                         "so trace or export it again at this input size (or run the eager model)")
+    return x
+
+
 class SSL4EOData2vecEncoder(GeoEncoder):
     """SSL4EO-S12 data2vec ViT (BEiT-style; see the module docstring) as a GeoEncoder.
 
@@ -152,18 +165,22 @@ class SSL4EOData2vecEncoder(GeoEncoder):
         )
         self.beit.patch_embed.strict_img_size = False  # any multiple of the patch size
         self.table_grid = tuple(self.beit.rel_pos_bias.window_size)
-        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._index: tuple | None = None
 
     # -- the shared relative position bias for any grid ---------------------------------
     def _grid_tensors(self, grid: tuple[int, int], device: torch.device, dtype: torch.dtype):
+        """The two resampling matrices (small; cached per grid) and the ``(1+h*w)^2`` index
+        (large: only the last grid's is kept, so multi-scale training does not pile them up)."""
         key = (grid, device, dtype)
         if key not in self._grids:
             (h0, w0), (h, w) = self.table_grid, grid
             my = torch.from_numpy(resample_rel_pos_axis(2 * h0 - 1, 2 * h - 1)).to(device, dtype)
             mx = torch.from_numpy(resample_rel_pos_axis(2 * w0 - 1, 2 * w - 1)).to(device, dtype)
-            index = gen_relative_position_index(grid, device=device)
-            self._grids[key] = (my, mx, index)
-        return self._grids[key]
+            self._grids[key] = (my, mx)
+        if self._index is None or self._index[0] != (grid, device):
+            self._index = ((grid, device), gen_relative_position_index(grid, device=device))
+        return (*self._grids[key], self._index[1])
 
     def relative_position_bias(self, grid: Sequence[int]) -> torch.Tensor:
         """The shared bias ``(heads, 1 + h*w, 1 + h*w)`` for a ``grid = (h, w)`` of patches."""
@@ -183,6 +200,8 @@ class SSL4EOData2vecEncoder(GeoEncoder):
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         b = self.beit
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
+        if torch.jit.is_tracing():
+            x = _check_traced_grid(x, self.patch_size, int(grid[0]), int(grid[1]))
         x = b.patch_embed(x)  # (B, N, D)
         x = torch.cat([b.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return b.pos_drop(x), grid, self.relative_position_bias(grid)

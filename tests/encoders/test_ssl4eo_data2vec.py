@@ -228,3 +228,19 @@ def test_window_attention_is_refused_with_the_fix(official):
                                          "window attention needs; list it in global_blocks"):
         enc.set_window_attention(2, global_blocks=(2,))
     assert enc.window_size == 0
+
+
+def test_traced_encoder_refuses_another_grid_with_the_fix(official, encoder):
+    """The resampled table is computed in Python per grid, so a traced model holds the table
+    of the traced size: at that size it equals eager, at another it says to trace again."""
+    import warnings
+
+    x = formula_input((1, 13, 64, 96), 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(encoder, (x,), check_trace=False)
+    with torch.no_grad():
+        assert rel_err(traced(x), encoder(x)) <= 1e-6
+    with pytest.raises(Exception, match=r"traced for a 4x6 patch grid; .* trace or export it again at this "
+                                        r"input size"):
+        traced(formula_input((1, 13, 80, 64), 8))
