@@ -244,3 +244,14 @@ def test_traced_encoder_refuses_another_grid_with_the_fix(official, encoder):
     with pytest.raises(Exception, match=r"traced for a 4x6 patch grid; .* trace or export it again at this "
                                         r"input size"):
         traced(formula_input((1, 13, 80, 64), 8))
+
+
+def test_checkpoint_of_other_bands_is_refused_with_the_fix(official):
+    sd = dict(official["state_dict"])
+    sd["patch_embed.proj.weight"] = sd["patch_embed.proj.weight"][:, :12]
+    with pytest.raises(CheckpointError, match=r"pass pretrained_bands=\[\.\.\.\] naming the checkpoint's bands"):
+        build_encoder(NAME, weights=sd, **_tiny(official))
+    # the 12 L2A bands picked by name from the 13 pretrained ones load (B10's kernel dropped)
+    l2a = [b for b in S2_L1C_BANDS if b != "B10"]
+    enc = build_encoder(NAME, weights=official["state_dict"], bands=l2a, **_tiny(official))
+    assert torch.equal(enc.beit.patch_embed.proj.weight[:, 10], official["state_dict"]["patch_embed.proj.weight"][:, 11])
