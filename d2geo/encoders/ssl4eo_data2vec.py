@@ -23,6 +23,8 @@ training checkpoint ``{"model": ..., "model_ema": ..., "optimizer": ...}`` (the 
 ``model``, which is what the official fine-tuning loads: ``--model_key model|module``) or the
 bare state dict, in BEiT key names, with ``mask_token``, ``lm_head.*`` and the
 ``relative_position_index`` buffers, which are left out by name (timm builds the index itself).
+A file without the final ``norm`` keeps a fresh one (weight 1, bias 0; logged), as the
+SSL4EO-S12 files of the other methods do here.
 
 Other input sizes: the official fine-tuning resizes the shared table once, when it builds
 the model for another square input size (``linear_BE_data2vec.py``, as BEiT's
@@ -253,6 +255,13 @@ class SSL4EOData2vecEncoder(GeoEncoder):
                 out[f"beit.{k}"] = self._check_table(v)
             else:
                 out[f"beit.{k}"] = v
+        for name, fill in (("weight", 1.0), ("bias", 0.0)):
+            key = f"beit.norm.{name}"
+            if key not in out:  # a backbone file saved without the pretraining model's final norm
+                logger.info("%s: the checkpoint has no norm.%s; the final norm keeps its fresh value %g (the "
+                            "official fine-tuning does not use it either: it pools and adds a new fc_norm)",
+                            type(self).__name__, name, fill)
+                out[key] = torch.full_like(self.beit.norm.weight, fill)
         return out
 
     def _check_table(self, table: torch.Tensor) -> torch.Tensor:

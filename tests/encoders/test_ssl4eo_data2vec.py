@@ -255,3 +255,13 @@ def test_checkpoint_of_other_bands_is_refused_with_the_fix(official):
     l2a = [b for b in S2_L1C_BANDS if b != "B10"]
     enc = build_encoder(NAME, weights=official["state_dict"], bands=l2a, **_tiny(official))
     assert torch.equal(enc.beit.patch_embed.proj.weight[:, 10], official["state_dict"]["patch_embed.proj.weight"][:, 11])
+
+
+def test_backbone_file_without_the_final_norm_keeps_a_fresh_one(official, caplog):
+    import logging
+
+    sd = {k: v for k, v in official["state_dict"].items() if not k.startswith("norm.")}
+    with caplog.at_level(logging.INFO, logger="d2geo.encoders.ssl4eo_data2vec"):
+        enc = build_encoder(NAME, weights=sd, **_tiny(official))
+    assert torch.equal(enc.beit.norm.weight, torch.ones(32)) and torch.equal(enc.beit.norm.bias, torch.zeros(32))
+    assert "the checkpoint has no norm.weight" in caplog.text
