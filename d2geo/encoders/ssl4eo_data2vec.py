@@ -105,10 +105,6 @@ def resample_rel_pos_axis(src: int, dst: int) -> np.ndarray:
         return np.eye(src)
     from scipy.interpolate import make_interp_spline
 
-    if src < 4:
-        raise CheckpointError(
-            f"a relative position table of {src} offsets per axis is too small to resample with a "
-            f"cubic spline: build the encoder with an img_size of at least 3 patches per side")
     x = _source_offsets(src, dst)
     t = dst // 2
     target = np.clip(np.arange(-t, t + 0.1, 1.0), x[0], x[-1])  # outside: the nearest offset's value
@@ -135,8 +131,8 @@ class SSL4EOData2vecEncoder(GeoEncoder):
             resampled on load (``patch_resample``).
         img_size: the image size of the shared relative position table (224: a 14 x 14 grid);
             other input sizes resample the table at run time.
-        init_values: layer-scale initial value (0.1 in the published training; the checkpoint
-            overwrites it).
+        init_values: layer-scale initial value (0.1, the official fine-tuning's default; the
+            pretraining ran with 1e-4; a checkpoint overwrites it).
         bands: names of the input bands in order; pretrained weights are picked from
             ``pretrained_bands`` by name.
         pretrained_bands: the band order of the checkpoint's patch embedding.
@@ -155,6 +151,9 @@ class SSL4EOData2vecEncoder(GeoEncoder):
             raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        if img_size // patch_size < 3:  # the table's cubic resampling needs 5 offsets per axis
+            raise ValueError(f"img_size {img_size} gives a {img_size // patch_size}-patch table grid; the "
+                             f"shared relative position table needs at least 3 patches per side")
         self.embed_dim, self.depth, self.patch_size, self.img_size = embed_dim, depth, patch_size, img_size
         self.bands = tuple(bands)
         self.pretrained_bands = tuple(pretrained_bands)
@@ -181,7 +180,7 @@ class SSL4EOData2vecEncoder(GeoEncoder):
             mx = torch.from_numpy(resample_rel_pos_axis(2 * w0 - 1, 2 * w - 1)).to(device, dtype)
             self._grids[key] = (my, mx)
         if self._index is None or self._index[0] != (grid, device):
-            self._index = ((grid, device), gen_relative_position_index(grid, device=device))
+            self._index = ((grid, device), gen_relative_position_index(grid).to(device))
         return (*self._grids[key], self._index[1])
 
     def relative_position_bias(self, grid: Sequence[int]) -> torch.Tensor:
