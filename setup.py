@@ -29,7 +29,7 @@ setup(
         # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
         "torch>=2.1",
         "torchvision>=0.16",
-        "timm>=1.0.20",  # DINOv3 architectures
+        "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
         "safetensors>=0.4",
         "fvcore>=0.1.5",
         "iopath>=0.1.9",

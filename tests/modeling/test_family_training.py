@@ -11,9 +11,9 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
 
 from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
+from heads_tiny import falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
@@ -51,16 +51,7 @@ CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import register_synthetic_geotiff
-    from d2geo.data.synthetic.generator import make_synthetic_dataset
-
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"family_t{frames}")
-        data = make_synthetic_dataset(root, num_train=4, num_val=1, size=64, num_frames=frames, seed=5)
-        names[frames] = register_synthetic_geotiff(data, prefix=f"_family_t{frames}") and f"_family_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "family", num_train=4)
 
 
 @pytest.mark.parametrize("family, name", CASES, ids=[c for _, c in CASES])
@@ -104,23 +95,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     batch = next(iter(instantiate(cfg.dataloader.train)))
     assert batch[0]["image"].shape[0] == len(bands)
     assert set(batch[0]["metadata"]) >= {"timestamps", "latlon", "gsd", "wavelengths"}
-    model = instantiate(cfg.model)
-    model.train()
-    cfg.optimizer.params.model = model
-    cfg.optimizer.lr = 3e-3
-    optimizer = instantiate(cfg.optimizer)
-    totals = []
-    with EventStorage():
-        for _ in range(10):
-            torch.manual_seed(1)  # the same proposal/ROI sampling draws every step
-            losses = model(batch)
-            total = sum(losses.values())
-            assert torch.isfinite(total)
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            totals.append(total.item())
+    model, totals = train_steps(cfg, steps=10, lr=3e-3, model=instantiate(cfg.model), batch=batch)
     (backbone,) = find_geo_backbones(model)
     encoder = backbone.encoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
-    assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
+    assert falling(totals), totals

@@ -6,13 +6,8 @@ repository ``torchgeo/vit_small_patch16_224_sentinel2_all_dino`` (``SSL4EO_PRETR
 trained on the 13 L1C bands scaled by 1/10 000 (mean 0, std 10 000 here), read from the
 pretrained table
 (``d2geo.encoders.get_pretrained_cfg(_name)``). ``pretrained=True`` downloads the file once
-into the Hub cache. Swap ``encoder`` for another method's variant.
-
-``data2vec``: the data2vec ViT-S/16 (``ssl4eo_s12_vits16_data2vec``, a BEiT-style network:
-``d2geo/encoders/ssl4eo_data2vec.py``), same bands and scaling, with the official fine-tuning's
-layer decay (0.65) and drop path (0.2). Its weights are on Google Drive only: download the
-backbone file from the link in ``get_pretrained_cfg("ssl4eo_s12_vits16_data2vec").source`` and
-set ``model.backbone.net.weights`` to its path (``pretrained=True`` alone says so and stops).
+into the Hub cache. Swap ``encoder`` for another method's variant (data2vec, a BEiT-style
+network, has its own fragment: ``ssl4eo_data2vec.py``).
 """
 from d2geo.encoders import get_pretrained_cfg
 
@@ -32,20 +27,4 @@ encoder = dict(
     pixel_std=list(_pre.std),
     taps=[3, 5, 7, 11],
     lr_decay_rate=0.75,
-)
-
-_d2v = get_pretrained_cfg("ssl4eo_s12_vits16_data2vec")
-data2vec = dict(
-    backbone=dict(
-        encoder="ssl4eo_s12_vits16_data2vec",
-        pretrained=True,
-        weights=None,
-        drop_path_rate=0.2,
-        encoder_kwargs=dict(bands=list(_d2v.bands)),
-    ),
-    bands=list(_d2v.bands),
-    pixel_mean=list(_d2v.mean),
-    pixel_std=list(_d2v.std),
-    taps=[3, 5, 7, 11],
-    lr_decay_rate=0.65,
 )
