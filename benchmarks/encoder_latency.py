@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_dofa, torchgeo_scale_mae
+from .upstream import (claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_croma, torchgeo_dofa,
+                       torchgeo_scale_mae)
 
 
 def _encoder_pair(row: dict):
@@ -173,6 +174,22 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours(x)), (lambda: ref(dict(inputs))[-1]), to_map,
                 f"{'+'.join(mods)} {sum(chans)}x{size}x{size}", len(mods) * g * g)
+    if family == "croma":  # the joint encoder: both ViTs, then the cross-attention blocks
+        mod = torchgeo_croma()
+        dims = arch or dict(embed_dim=768, depth=12, num_heads=16)
+        ref = mod.CROMA(modalities=["sar", "optical"], encoder_dim=dims["embed_dim"], encoder_depth=dims["depth"],
+                        num_heads=dims["num_heads"], image_size=size).eval()
+        weights = {k: getattr(ref, k).state_dict() for k in ("s1_encoder", "s2_encoder", "joint_encoder")}
+        ours = build_encoder(row["ours"], weights=weights, modality="joint", **arch).eval()
+        x = smooth_image((1, 14, size, size))
+        s2, s1 = x[:, :12], x[:, 12:]
+        g = size // 8
+
+        def to_map(t):
+            return t.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x)), (lambda: ref(x_sar=s1, x_optical=s2)["joint_encodings"]), to_map,
+                f"14x{size}x{size}", g * g)
     raise ValueError(f"unknown family {family}")
 
 

@@ -688,7 +688,9 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     ``files`` maps a modality name to its GeoTIFF, e.g. ``{"S2L2A": ..., "S1RTC": ..., "DEM":
     ...}`` (the folder names of TerraMind's data). The channels are named
     ``"<MODALITY>:<band>"`` (``"S2L2A:B04"``, ``"S1RTC:VV"``, ``"DEM:DEM"``), the names
-    :class:`d2geo.encoders.terramind.TerraMindEncoder` takes. A TerraMind modality's file that
+    :class:`d2geo.encoders.terramind.TerraMindEncoder` takes (and
+    :class:`d2geo.encoders.croma.CROMAEncoder`, for ``S2L1C``/``S2L2A`` with ``S1GRD``/``S1RTC``).
+    A TerraMind modality's file that
     holds exactly the modality's pretrained bands gets their names when it does not name
     them itself (a 12-band S2L2A file: B01..B09, B8A, B11, B12); other files must name their
     bands (descriptions, or ``band_names={modality: [...]}``).

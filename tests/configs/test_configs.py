@@ -38,6 +38,8 @@ FAMILY_CONFIGS = [
     "dofa/semantic_fpn_vitb16.py",
     "terramind/mask_rcnn_v1_base.py",
     "terramind/semantic_fpn_v1_base.py",
+    "croma/mask_rcnn_base.py",
+    "croma/semantic_fpn_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -48,6 +50,7 @@ EXPECTED_ENCODERS = {
     "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
     "dofa": ("dofa_vitb16", 12, 768),
     "terramind": ("terramind_v1_base", 12, 768),
+    "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {
@@ -437,6 +440,11 @@ def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
             assert bands[:12] == list(stats.bands) and bands[12:] == ["S1RTC:VV", "S1RTC:VH", "DEM:DEM"]
             mean, std = terramind_stats(bands)
             assert mean[12:] == list(pre.stats_for("S1RTC").mean) + list(pre.stats_for("DEM").mean)
+        if net.encoder.startswith("croma"):  # joint: the optical table, then the SAR one
+            bands = list(net.encoder_kwargs.bands)
+            assert bands == [f"S2L1C:{b}" for b in stats.bands] + ["S1GRD:VV", "S1GRD:VH"]
+            s1 = pre.stats_for("croma-s1")
+            mean, std = mean + list(s1.mean), std + list(s1.std)
         assert list(cfg.model.pixel_mean) == mean, name
         assert list(cfg.model.pixel_std) == std, name
         assert list(net.encoder_kwargs.bands) == list(cfg.dataloader.train.mapper.bands) == bands

@@ -30,6 +30,8 @@ FAMILIES = {
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
+    # the joint encoder (the tapped one) has depth // 2 = 4 blocks
+    "croma": dict(embed_dim=64, depth=8, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -43,9 +45,12 @@ CONFIGS = {
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
     "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
+    "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
+#: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
+CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 
@@ -71,7 +76,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     kwargs.update(FAMILIES[family])
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
-    kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
+    kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT}.get(family, bands)
     if family in ("clay", "dofa"):
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
