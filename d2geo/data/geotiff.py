@@ -439,6 +439,22 @@ def _read_window(src, indexes, window, masks: bool = False):
         return raw, np.zeros(raw.shape[-2:], dtype=bool), src.transform
     from rasterio.windows import Window
 
+    if not isinstance(window, Window):
+        try:  # rasterio's ((row_start, row_stop), (col_start, col_stop)) form
+            (r_a, r_b), (c_a, c_b) = window
+            r_a, r_b, c_a, c_b = (float(v) for v in (r_a, r_b, c_a, c_b))
+        except (TypeError, ValueError):
+            raise GeoTiffError(
+                f"read window {window!r} is neither a rasterio Window nor ((row_start, row_stop), "
+                "(col_start, col_stop)); pass rasterio.windows.Window(col_off, row_off, width, height)"
+            ) from None
+        if min(r_a, r_b, c_a, c_b) < 0:  # rasterio counts those from the far edge; we read past it
+            raise GeoTiffError(
+                f"read window {window!r} has negative indexes, which rasterio counts from the far "
+                "edge: for a read past the top or left edge pass "
+                "rasterio.windows.Window(col_off, row_off, width, height) with negative offsets"
+            )
+        window = Window(c_a, r_a, c_b - c_a, r_b - r_a)
     col, row = int(round(window.col_off)), int(round(window.row_off))
     w, h = int(round(window.width)), int(round(window.height))
     if w <= 0 or h <= 0:
