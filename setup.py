@@ -37,6 +37,7 @@ setup(
         "huggingface_hub>=0.34",
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
+        "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
         "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
     ],

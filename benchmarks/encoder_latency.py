@@ -75,6 +75,25 @@ def _encoder_pair(row: dict):
             return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
 
         return (lambda: ours(x)), (lambda: ref.forward_features(x)), to_map, f"13x{size}x{size}", g * g
+    if family == "ssl4eo_data2vec":
+        # the official module (SSL4EO-S12 modeling_finetune.py) is in no wheel: the reference is
+        # timm's Beit, which d2geo wraps and which tests/encoders/test_ssl4eo_data2vec.py checks
+        # against the official outputs; here a separate timm Beit in the published configuration
+        from timm.models.beit import Beit
+
+        ours = build_encoder(row["ours"], **{"img_size": size, **arch}).eval()
+        dims = {k: v for k, v in arch.items() if k != "img_size"} or dict(embed_dim=384, depth=12, num_heads=6)
+        ref = Beit(img_size=size, patch_size=16, in_chans=13, num_classes=0, global_pool="", qkv_bias=True,
+                   init_values=0.1, use_abs_pos_emb=False, use_shared_rel_pos_bias=True, use_fc_norm=False,
+                   **dims).eval()
+        ref.load_state_dict({k[len("beit."):]: v for k, v in ours.state_dict().items()}, strict=True)
+        x = smooth_image((1, 13, size, size))
+        g = size // 16
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return (lambda: ours(x)), (lambda: ref.forward_features(x)), to_map, f"13x{size}x{size}", g * g
     if family == "scalemae":
         from functools import partial
 

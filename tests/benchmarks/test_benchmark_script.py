@@ -57,8 +57,9 @@ def test_report_structure_and_machine(quick_run):
 def test_encoder_rows_compare_with_upstream(quick_run):
     md, results, _ = quick_run
     rows = results["encoders"]
-    assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo", "scalemae",
-                                           "satlas", "dofa", "croma", "copernicusfm"}
+    assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo",
+                                           "ssl4eo_data2vec", "scalemae", "satlas", "dofa", "croma",
+                                           "copernicusfm"}
     for r in rows:
         assert "error" not in r, r
         for key in ("ratio", "ours_gemm_frac", "ref_gemm_frac"):

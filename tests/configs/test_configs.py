@@ -28,6 +28,8 @@ FAMILY_CONFIGS = [
     "clay/semantic_fpn_v1_5_large.py",
     "ssl4eo/mask_rcnn_vits16.py",
     "ssl4eo/semantic_fpn_vits16.py",
+    "ssl4eo/mask_rcnn_vits16_data2vec.py",
+    "ssl4eo/semantic_fpn_vits16_data2vec.py",
     "scale_mae/mask_rcnn_vitl16.py",
     "scale_mae/semantic_fpn_vitl16.py",
     "satlas/mask_rcnn_swinb.py",
@@ -52,6 +54,11 @@ EXPECTED_ENCODERS = {
     "terramind": ("terramind_v1_base", 12, 768),
     "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
+}
+#: configs of a family folder that use another of its encoders
+EXPECTED_BY_CONFIG = {
+    "ssl4eo/mask_rcnn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
+    "ssl4eo/semantic_fpn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
 }
 
 
@@ -95,7 +102,7 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     hierarchical = "bottom_up" in cfg.model.backbone  # detectron2's FPN on the GeoBackbone's res2..res5
     node = cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
     family = name.split("/")[0]
-    encoder, depth, width = EXPECTED_ENCODERS[family]
+    encoder, depth, width = EXPECTED_BY_CONFIG.get(name, EXPECTED_ENCODERS[family])
     assert node.encoder == encoder
     # user-facing configs load the published weights by name, they never silently train
     # from scratch (and never point at a local file the user does not have)
@@ -530,3 +537,12 @@ def _detrex_available():
         return detrex_projects_root() is not None
     except ImportError:
         return False
+
+
+def test_data2vec_config_without_its_hand_downloaded_file_says_how_to_get_it():
+    from d2geo.encoders import ManualDownloadError
+
+    cfg = load("ssl4eo/semantic_fpn_vits16_data2vec.py")
+    with pytest.raises(ManualDownloadError, match=r"drive\.google\.com/file/d/1YecuYPAxl1NIzLmsmdbUROjCb5g0t80l/view"
+                                                  r", which d2geo cannot download .* set model\.backbone\.net\.weights"):
+        instantiate(cfg.model)

@@ -25,6 +25,8 @@ FAMILIES = {
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    # BEiT-style: shared relative position table, layer scale, q/v biases (its own code path)
+    "ssl4eo_data2vec": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
@@ -39,6 +41,7 @@ CONFIGS = {
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
+    "ssl4eo_data2vec": ("ssl4eo/mask_rcnn_vits16_data2vec.py", "ssl4eo/semantic_fpn_vits16_data2vec.py"),
     "scalemae": ("scale_mae/mask_rcnn_vitl16.py", "scale_mae/semantic_fpn_vitl16.py"),
     # hierarchical: the GeoBackbone's res2..res5 go to detectron2's FPN (cfg.model.backbone.bottom_up)
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
@@ -67,7 +70,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up
     # user-facing configs name the family's encoder and load its published weights by name,
     # never train from scratch (as tests/configs/test_configs.py checks for the real-size builds)
-    assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
+    assert net.encoder.startswith(family.split("_")[0]) and net.pretrained is True and net.weights is None
+    assert net.encoder.endswith("_data2vec") == family.endswith("_data2vec")
     net.weights = None
     net.pretrained = False
     net.drop_path_rate = 0.0
