@@ -60,6 +60,8 @@ FULL = Profile(
              arch={}),
         dict(family="dofa", label="DOFA ViT-B/16 (4 bands)", ours="dofa_vitb16", size=224,
              arch=dict(embed_dim=768, depth=12, num_heads=12)),
+        dict(family="copernicusfm", label="Copernicus-FM ViT-B/16 (4 bands, metadata)", ours="copernicusfm_vitb16",
+             size=224, arch=dict(embed_dim=768, depth=12, num_heads=12)),
         dict(family="terramind", label="TerraMind 1.0 base (S2L2A+S1RTC+DEM)", ours="terramind_v1_base", size=224,
              modalities=("S2L2A", "S1RTC", "DEM"), arch=dict(embed_dim=768, depth=12, num_heads=12)),
         dict(family="croma", label="CROMA base joint (S2 12 + S1 2 bands, 120 px)", ours="croma_base", size=120,
@@ -89,6 +91,8 @@ QUICK = Profile(
         dict(family="satlas", label="Satlas Swin-V2 tiny", ours="satlas_swinb_sentinel2_si_ms", size=64,
              arch=dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(2, 2, 4, 4))),
         dict(family="dofa", label="DOFA tiny (4 bands)", ours="dofa_vitb16", size=64, arch=TINY),
+        dict(family="copernicusfm", label="Copernicus-FM tiny (4 bands, metadata)", ours="copernicusfm_vitb16",
+             size=64, arch=TINY),
         dict(family="terramind", label="TerraMind tiny (S2L2A+S1RTC)", ours="terramind_v1_tiny", size=32,
              modalities=("S2L2A", "S1RTC"), arch=TINY),
         # upstream's ViTs have 16 heads whatever the width

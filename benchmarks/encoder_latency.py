@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import (claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_croma, torchgeo_dofa,
-                       torchgeo_scale_mae)
+from .upstream import (claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm, torchgeo_croma,
+                       torchgeo_dofa, torchgeo_scale_mae)
 
 
 def _encoder_pair(row: dict):
@@ -152,6 +152,35 @@ def _encoder_pair(row: dict):
             return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
 
         return ((lambda: ours.forward_features(x, layers=-1, norm=False, metadata={"wavelengths": waves})[0]),
+                ref_fn, to_map, f"4x{size}x{size}", g * g)
+    if family == "copernicusfm":  # upstream pools: its whole forward runs, its last block output is taken
+        from functools import partial
+
+        mod = torchgeo_copernicusfm()
+        ref = mod.CopernicusFM(img_size=size, patch_size=16, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                               **arch).eval()
+        bands = ("B04", "B03", "B02", "B08")
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), img_size=size, bands=bands, **arch).eval()
+        waves_nm, bws_nm = [665.0, 560.0, 493.0, 842.0], [30.0, 35.0, 65.0, 115.0]
+        x = smooth_image((1, 4, size, size))
+        seconds, latlon = 1.6e9, torch.tensor([[47.5, 8.2]])
+        meta = {"latlon": latlon, "gsd": torch.tensor([10.0]),
+                "timestamps": torch.tensor([[seconds]], dtype=torch.float64)}
+        # upstream's (lon, lat, days since 1970, km^2 per patch), from the same float32 lat/lon
+        ref_meta = torch.tensor([[0.0, 0.0, seconds / 86400, (10.0 * 16 / 1000) ** 2]], dtype=torch.float64)
+        ref_meta[0, :2] = latlon[0].flip(0).double()
+        taken = {}
+        ref.blocks[-1].register_forward_hook(lambda m, i, o: taken.__setitem__("t", o))
+        g = size // 16
+
+        def ref_fn():
+            ref.forward_features(x, ref_meta, wavelengths=waves_nm, bandwidths=bws_nm)
+            return taken.pop("t")
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours.forward_features(x, layers=-1, norm=False, metadata=meta)[0]),
                 ref_fn, to_map, f"4x{size}x{size}", g * g)
     if family == "terramind":
         from functools import partial

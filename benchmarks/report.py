@@ -42,8 +42,11 @@ def render(results: dict) -> str:
     if enc is not None:
         md += ["", "## Encoder forward latency vs upstream", "",
                "Batch 1, fp32, inference mode, same weights. Upstream: timm (DINOv2, DINOv3), terratorch "
-               "`PrithviViT.forward_features`, claymodel `Encoder` (mask ratio 0); for SSL4EO data2vec, whose "
-               "official module is in no wheel, timm's `Beit` in its configuration (the fidelity tests "
+               "`PrithviViT.forward_features` and `TerraMindViT`, claymodel `Encoder` (mask ratio 0), torchgeo "
+               "`ScaleMAE`, `CROMA`, `DOFA` (its dense path) and `CopernicusFM` (its whole forward with "
+               "metadata, the last block's output taken), timm/torchvision for SSL4EO-S12 and Satlas; for "
+               "SSL4EO data2vec, "
+               "whose official module is in no wheel, timm's `Beit` in its configuration (the fidelity tests "
                "check it against the official outputs). `rel err` = "
                "max|ours - upstream| / max|upstream| of the last-layer features.", ""]
         rows = []

@@ -106,6 +106,21 @@ def torchgeo_dofa() -> types.ModuleType:
     return load_upstream_module("torchgeo", "torchgeo/models/dofa.py", "_ref_torchgeo_dofa")
 
 
+def torchgeo_copernicusfm() -> types.ModuleType:
+    """torchgeo 0.8.1's ``copernicusfm`` module (``CopernicusFM``), loaded as
+    ``_ref_torchgeo.models.copernicusfm`` with the two sibling files its relative imports name
+    (``models/dofa.py``, ``samplers/utils.py``)."""
+    root = "_ref_torchgeo"
+    for pkg_name in (root, f"{root}.models", f"{root}.samplers"):
+        if pkg_name not in sys.modules:
+            pkg = types.ModuleType(pkg_name)
+            pkg.__path__ = []
+            sys.modules[pkg_name] = pkg
+    load_upstream_module("torchgeo", "torchgeo/samplers/utils.py", f"{root}.samplers.utils")
+    load_upstream_module("torchgeo", "torchgeo/models/dofa.py", f"{root}.models.dofa")
+    return load_upstream_module("torchgeo", "torchgeo/models/copernicusfm.py", f"{root}.models.copernicusfm")
+
+
 def torchgeo_croma() -> types.ModuleType:
     """torchgeo 0.8.1's ``croma`` module (``CROMA``, ``get_2dalibi``, ``ViT``, ...)."""
     return load_upstream_module("torchgeo", "torchgeo/models/croma.py", "_ref_torchgeo_croma")

@@ -39,6 +39,11 @@ def terratorch_terramind() -> types.ModuleType:
     return _or_skip(upstream.terratorch_terramind)
 
 
+def torchgeo_copernicusfm() -> types.ModuleType:
+    """torchgeo's ``copernicusfm`` module (``CopernicusFM``, its siblings loaded), or a skip."""
+    return _or_skip(upstream.torchgeo_copernicusfm)
+
+
 def torchgeo_croma() -> types.ModuleType:
     """torchgeo's ``croma`` module (``CROMA``, ``get_2dalibi``), or a skip."""
     return _or_skip(upstream.torchgeo_croma)

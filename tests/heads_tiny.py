@@ -17,6 +17,7 @@ TINY = {
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
+    "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
 }
 
 
@@ -56,8 +57,12 @@ def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int 
     bands = ["red", "green", "blue"] if family.startswith("dino") else list(HLS)
     # TerraMind names each channel's modality: the HLS bands are Sentinel-2 L2A's
     kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
-    if family == "clay":
+    if family in ("clay", "copernicusfm"):
         kwargs["sensor"] = "hls"
+    if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
+        from d2geo.encoders.bands import bandwidths
+
+        kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
     net.encoder_kwargs = kwargs
     net.layers = (0, 1, 2, 3)
     cfg.model.pixel_mean = [1000.0] * len(bands)

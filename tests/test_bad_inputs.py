@@ -486,6 +486,9 @@ _FAMILIES = {
     "prithvi": lambda: (_tl_prithvi(), (6, 1, 32, 32), {"timestamps": [], "latlon": []}),
     "clay": lambda: (build_encoder("clay_v1_base", **{**TINY_CLAY, "depth": 2}), (3, 16, 16),
                      {"wavelengths": [0.665, 0.56, 0.49], "gsd": 10.0, "timestamps": [], "latlon": []}),
+    "copernicusfm": lambda: (build_encoder("copernicusfm_vitb16", embed_dim=32, depth=2, num_heads=2, img_size=32,
+                                           bands=("B04", "B03", "B02")), (3, 32, 32),
+                             {"wavelengths": [0.665, 0.56, 0.493], "gsd": 10.0, "timestamps": [], "latlon": []}),
 }
 
 

@@ -33,6 +33,7 @@ from . import scale_mae  # noqa: F401,E402  isort: skip
 from . import satlas  # noqa: F401,E402  isort: skip
 from . import dofa  # noqa: F401,E402  isort: skip
 from . import terramind  # noqa: F401,E402  isort: skip
+from . import copernicusfm  # noqa: F401,E402  isort: skip
 from . import croma  # noqa: F401,E402  isort: skip
 
 __all__ = [

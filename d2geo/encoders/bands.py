@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BandError", "BandSpec", "SENSORS", "SENSOR_BANDS", "RGB_BANDS", "HLS_BANDS", "BAND_GROUPS",
     "expand_bands", "band_keys", "sensor_band", "sensor_file_bands", "band_wavelengths",
-    "wavelengths", "match_bands", "describe_bands",
+    "wavelengths", "bandwidths", "match_bands", "describe_bands",
 ]
 
 
@@ -51,32 +51,39 @@ class BandSpec:
     name: str          # the sensor's common name (nir08 for Sentinel-2, nir_narrow for HLS)
     key: str           # the physical band, shared across sensors
     wavelength: float  # centre wavelength, micrometres
+    #: spectral bandwidth (full width), micrometres; None where the table has none (SAR
+    #: bands, harmonized or aerial products)
+    bandwidth: Optional[float] = None
 
 
 def _specs(rows) -> tuple:
     return tuple(BandSpec(*r) for r in rows)
 
 
+# Sentinel-2 MSI bandwidths: ESA's nominal values (the ones Copernicus-FM's configs use)
 _S2 = [
-    ("B01", "coastal", "coastal", 0.443), ("B02", "blue", "blue", 0.493),
-    ("B03", "green", "green", 0.560), ("B04", "red", "red", 0.665),
-    ("B05", "rededge1", "rededge1", 0.704), ("B06", "rededge2", "rededge2", 0.740),
-    ("B07", "rededge3", "rededge3", 0.783), ("B08", "nir", "nir", 0.842),
-    ("B8A", "nir08", "nir08", 0.865), ("B09", "nir09", "nir09", 0.945),
+    ("B01", "coastal", "coastal", 0.443, 0.020), ("B02", "blue", "blue", 0.493, 0.065),
+    ("B03", "green", "green", 0.560, 0.035), ("B04", "red", "red", 0.665, 0.030),
+    ("B05", "rededge1", "rededge1", 0.704, 0.015), ("B06", "rededge2", "rededge2", 0.740, 0.015),
+    ("B07", "rededge3", "rededge3", 0.783, 0.020), ("B08", "nir", "nir", 0.842, 0.115),
+    ("B8A", "nir08", "nir08", 0.865, 0.020), ("B09", "nir09", "nir09", 0.945, 0.020),
 ]
-_S2_SWIR = [("B11", "swir16", "swir16", 1.610), ("B12", "swir22", "swir22", 2.190)]
+_S2_SWIR = [("B11", "swir16", "swir16", 1.610, 0.090), ("B12", "swir22", "swir22", 2.190, 0.180)]
 
 #: Each sensor's bands; the tuple order is the band order of a file that stores all of
 #: them (Sentinel-2 L2A without B10, as ESA's L2A products and most stacks store them).
-#: Sentinel-1 has no optical wavelength: its values are the stand-ins Clay was trained with.
+#: Sentinel-1 has no optical wavelength: its values are the stand-ins Clay was trained with
+#: (Copernicus-FM encodes SAR bands by its own convention, see ``copernicusfm.py``).
 SENSORS: dict[str, tuple] = {
     "sentinel-2-l2a": _specs(_S2 + _S2_SWIR),
-    "sentinel-2-l1c": _specs(_S2 + [("B10", "cirrus", "cirrus", 1.375)] + _S2_SWIR),
+    "sentinel-2-l1c": _specs(_S2 + [("B10", "cirrus", "cirrus", 1.375, 0.030)] + _S2_SWIR),
+    # Landsat 8/9 OLI band ids; bandwidths: the widths of USGS's OLI band table (0.45-0.51 um
+    # for blue, ...), whose midpoints the centres here are
     "landsat-c2": _specs([
-        ("B1", "coastal", "coastal", 0.443), ("B2", "blue", "blue", 0.48),
-        ("B3", "green", "green", 0.56), ("B4", "red", "red", 0.65),
-        ("B5", "nir08", "nir08", 0.86), ("B6", "swir16", "swir16", 1.6),
-        ("B7", "swir22", "swir22", 2.2),
+        ("B1", "coastal", "coastal", 0.443, 0.020), ("B2", "blue", "blue", 0.48, 0.060),
+        ("B3", "green", "green", 0.56, 0.060), ("B4", "red", "red", 0.65, 0.030),
+        ("B5", "nir08", "nir08", 0.86, 0.030), ("B6", "swir16", "swir16", 1.6, 0.080),
+        ("B7", "swir22", "swir22", 2.2, 0.180),
     ]),
     # HLS v2 S30 ids; the names are the ones Prithvi's configs use
     "hls": _specs([
@@ -205,6 +212,18 @@ def wavelengths(sensor: str, bands: Sequence[str]) -> list:
             raise KeyError(f"unknown band {band!r} for {sensor}; known bands: "
                            f"{', '.join(_describe(s) for s in specs)}")
         out.append(b.wavelength)
+    return out
+
+
+def bandwidths(sensor: str, bands: Sequence[str]) -> list:
+    """Bandwidths (micrometres) of the named ``bands`` of ``sensor``; a band the table has no
+    bandwidth for is a :class:`KeyError` naming it."""
+    out = []
+    for band in bands:
+        b = sensor_band(sensor, band)
+        if b is None or b.bandwidth is None:
+            raise KeyError(f"no bandwidth for band {band!r} of {sensor} in the band vocabulary")
+        out.append(b.bandwidth)
     return out
 
 

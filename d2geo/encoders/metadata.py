@@ -119,8 +119,11 @@ def _flatten(value):
 
 
 def normalize_longitude(lon: torch.Tensor) -> torch.Tensor:
-    """Longitudes in degrees (any of -360..360, e.g. 0..360) to -180..180."""
-    return torch.remainder(lon + 180.0, 360.0) - 180.0
+    """Longitudes in degrees (any of -360..360, e.g. 0..360) to -180..180. Values already
+    within -180..180 are returned bit for bit (the float32 round trip through the wrap would
+    move them by up to 1e-5 degrees, which Copernicus-FM's 1e-4-degree location code sees)."""
+    wrapped = torch.remainder(lon + 180.0, 360.0) - 180.0
+    return torch.where((lon >= -180.0) & (lon <= 180.0), lon, wrapped)
 
 
 class Metadata(Mapping):

@@ -38,6 +38,8 @@ FAMILY_CONFIGS = [
     "dofa/semantic_fpn_vitb16.py",
     "terramind/mask_rcnn_v1_base.py",
     "terramind/semantic_fpn_v1_base.py",
+    "copernicusfm/mask_rcnn_vitb16.py",
+    "copernicusfm/semantic_fpn_vitb16.py",
     "croma/mask_rcnn_base.py",
     "croma/semantic_fpn_base.py",
 ]
@@ -50,6 +52,7 @@ EXPECTED_ENCODERS = {
     "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
     "dofa": ("dofa_vitb16", 12, 768),
     "terramind": ("terramind_v1_base", 12, 768),
+    "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
 }
 #: configs of a family folder that use another of its encoders

@@ -154,3 +154,44 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_and_lulc(terramind_examples, t
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+def test_real_s1_tile_metadata_reaches_copernicusfm_as_upstream_reads_it(terramind_examples):
+    """A real Sentinel-1 RTC tile through the GeoTIFF reader and Copernicus-FM equals torchgeo's
+    CopernicusFM given the tile's (lon, lat, days since 1970, km^2 per patch) computed here from
+    the file itself, with Copernicus-FM's SAR wavelength/bandwidth (5 cm, 1 m)."""
+    from functools import partial
+
+    from pyproj import Transformer
+
+    from conftest import rel_err, torchgeo_copernicusfm
+
+    ref = torchgeo_copernicusfm()
+    path = _tiles(terramind_examples, "S1RTC")[0]
+    s = read_geotiff(path, sensor="sentinel-1")
+    with rasterio.open(path) as src:
+        crs, tr, h, w, tag = src.crs, src.transform, src.height, src.width, src.tags()["datetime"]
+    lon, lat = Transformer.from_crs(crs.to_wkt(), "EPSG:4326", always_xy=True).transform(
+        tr.c + tr.a * w / 2, tr.f + tr.e * h / 2)
+    days = dt.datetime.fromisoformat(tag[:19]).replace(tzinfo=dt.timezone.utc).timestamp() / 86400
+    lat32, lon32 = torch.tensor([lat, lon]).float().double().tolist()  # the schema holds latlon as float32
+    torch.manual_seed(0)
+    model = ref.CopernicusFM(img_size=224, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+                             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+    with torch.no_grad():
+        for name in ("coord_token", "scale_token", "time_token", "pos_embed"):
+            getattr(model, name).normal_()
+    enc = build_encoder("copernicusfm_vitb16", weights=model.state_dict(), embed_dim=32, depth=1, num_heads=2,
+                        bands=s.band_names, sensor="sentinel-1").eval()
+    x = torch.as_tensor(s.image, dtype=torch.float32)[None] / 10  # any numbers: the same for both
+    md = {"latlon": torch.as_tensor(s.metadata["latlon"])[None], "gsd": torch.tensor([s.metadata["gsd"]]),
+          "timestamps": torch.as_tensor(s.metadata["timestamps"], dtype=torch.float64)[None],
+          "wavelengths": torch.as_tensor(s.metadata["wavelengths"])}
+    up_md = torch.tensor([[lon32, lat32, days, (10.0 * 16 / 1000) ** 2]], dtype=torch.float64)
+    taken = []
+    model.blocks[-1].register_forward_hook(lambda m, i, o: taken.append(o))
+    with torch.no_grad():
+        got = enc.forward_features(x, layers=[0], norm=False, metadata=md)[0]
+        model.forward_features(x, up_md, wavelengths=[5e7, 5e7], bandwidths=[1e9, 1e9])
+    want = taken[0][:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    assert rel_err(got, want) <= 1e-4

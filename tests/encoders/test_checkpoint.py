@@ -77,11 +77,22 @@ def _croma():
     return "croma_base", dict(TINY, modality="joint"), flat, "", wrap
 
 
+def _copernicusfm():
+    from conftest import torchgeo_copernicusfm
+    ref = torchgeo_copernicusfm()
+    torch.manual_seed(0)
+    model = ref.CopernicusFM(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2)
+    # the published file: everything but the classifier's fc_norm and head (variable mode included)
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith(("fc_norm.", "head."))}
+    return "copernicusfm_vitb16", dict(embed_dim=32, depth=2, num_heads=2, img_size=32), sd, "", lambda s: s
+
+
 CASES = {
     "dinov2": lambda: _dinov2("plain"), "dinov2_reg": lambda: _dinov2("reg"),
     "dinov3_sat": lambda: _dinov3("vitl16_sat"), "dinov3_s": lambda: _dinov3("vits16"),
     "prithvi_v1_flat": lambda: _prithvi("v1_flat"), "prithvi_v2_tl": lambda: _prithvi("v2_tl"),
     "clay_lightning": _clay, "terramind_published": _terramind, "croma_published": _croma,
+    "copernicusfm_published": _copernicusfm,
 }
 
 

@@ -27,6 +27,9 @@ FAMILIES = {
              (1, 3, 32, 48), [(1, 3, 64, 40)]),
     "ssl4eo": (lambda: build_encoder("ssl4eo_s12_vits16_dino", embed_dim=64, depth=2, num_heads=2, img_size=64),
                (1, 13, 64, 96), [(1, 13, 128, 80)]),
+    "copernicusfm": (lambda: build_encoder("copernicusfm_vitb16", embed_dim=64, depth=2, num_heads=2, img_size=64,
+                                           bands=("B04", "B03", "B02")),
+                     (1, 3, 64, 96), [(1, 3, 64, 64), (1, 3, 128, 80)]),
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
@@ -82,7 +85,7 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
         assert rel_err(out, ref) <= 1e-5, (name, tuple(y.shape))
 
 
-@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi"])
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()

@@ -17,6 +17,7 @@ from heads_tiny import falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
+from d2geo.encoders.bands import bandwidths  # noqa: E402
 
 FAMILIES = {
     "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
@@ -30,6 +31,7 @@ FAMILIES = {
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
+    "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     # the joint encoder (the tapped one) has depth // 2 = 4 blocks
     "croma": dict(embed_dim=64, depth=8, num_heads=4),
 }
@@ -45,6 +47,7 @@ CONFIGS = {
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
     "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
+    "copernicusfm": ("copernicusfm/mask_rcnn_vitb16.py", "copernicusfm/semantic_fpn_vitb16.py"),
     "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
@@ -77,8 +80,10 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT}.get(family, bands)
-    if family in ("clay", "dofa"):
+    if family in ("clay", "dofa", "copernicusfm"):
         kwargs["sensor"] = "hls"
+    if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
+        kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
     net.encoder_kwargs = kwargs
     cfg.model.pixel_mean = [1000.0] * len(bands)
     cfg.model.pixel_std = [1000.0] * len(bands)

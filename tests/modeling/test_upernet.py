@@ -133,7 +133,8 @@ def test_upernet_bad_inputs():
 
 # -- packaged configs --------------------------------------------------------------------------
 UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
-                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py"]
+                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py",
+                   "copernicusfm/upernet_vitb16.py"]
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def test_upernet_config_trains(name, synthetic, tmp_path):
     if fold:  # the learned temporal pooling trains with the head
         cfg.model.backbone.net.temporal_fold = fold
         cfg.model.backbone.net.temporal_frames = [0, 2, 3]
-    if family_of(name) in ("dinov3", "clay"):  # build and one step: the wiring is what differs
+    if family_of(name) in ("dinov3", "clay", "copernicusfm"):  # build and one step: the wiring is what differs
         model, totals = train_steps(cfg, steps=1)
         assert isinstance(model.sem_seg_head, UperNetHead)
         return
