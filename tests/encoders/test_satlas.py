@@ -121,6 +121,42 @@ def test_head_is_named_as_left_out(published):
     assert set(report.ignored) == {"backbone.head.weight", "backbone.head.bias"}
 
 
+# -- the recorded (export) path ---------------------------------------------------------------
+@pytest.mark.parametrize("shift", [0, 4])
+def test_traceable_window_attention_equals_torchvision(shift):
+    """The attention the encoder runs while it is recorded equals torchvision's at sizes with
+    one and several windows per axis, padded and unpadded, square and not, shifted or not
+    (torchvision does not shift an axis that is one window)."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
+
+    from d2geo.encoders.satlas import window_attention_v2
+
+    torch.manual_seed(0)
+    attn = ShiftedWindowAttentionV2(32, [8, 8], [shift, shift], num_heads=4).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for H, W in [(8, 8), (16, 8), (8, 24), (12, 20), (3, 5), (32, 40), (9, 17)]:
+            x = torch.randn(2, H, W, 32)
+            assert rel_err(window_attention_v2(attn, x), attn(x)) <= 1e-6, (shift, H, W)
+
+
+def test_encoder_on_the_recorded_path_equals_upstream(tg, published, monkeypatch):
+    """The whole encoder with the recorded-model attention (as under torch.export) against
+    torchgeo's swin at native and non-square sizes, every stage."""
+    import d2geo.encoders.satlas as satlas
+
+    ref = _upstream(tg, published)
+    enc = build_encoder("satlas_swinb_sentinel2_si_ms", weights=published, **TINY).eval()
+    monkeypatch.setattr(satlas, "is_tracing", lambda: True)
+    for shape in ((1, 9, 256, 256), (1, 9, 96, 160), (1, 9, 64, 32)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            got = enc.forward_features(x, layers=[0, 1, 2, 3], norm=True)
+        for i, (a, b) in enumerate(zip(got, _taps(ref, x, True))):
+            assert rel_err(a, b) <= TOL, (shape, i)
+
+
 # -- the hierarchical path into detectron2 ---------------------------------------------------
 def test_geobackbone_gives_res2_to_res5_for_detectron2_fpn(published):
     pytest.importorskip("detectron2")
