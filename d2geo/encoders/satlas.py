@@ -45,6 +45,7 @@ import torch.utils.checkpoint
 from torchvision.models.swin_transformer import (PatchMergingV2, ShiftedWindowAttentionV2, SwinTransformer,
                                                  SwinTransformerBlockV2)
 
+from .bands import SENSORS
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
@@ -57,15 +58,18 @@ _S2_MS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 _S2_RGB = ("B04", "B03", "B02")
 _AERIAL = ("red", "green", "blue")
 _S1 = ("VH", "VV")
+#: Landsat 8/9 Level-1, all eleven OLI/TIRS bands in order (torchgeo's ``B01``..``B11``)
+_LANDSAT = tuple(b.id for b in SENSORS["landsat-c2-l1"])
 #: the input scaling of each band set (torchgeo's transforms): divide by 255 (8-bit RGB
 #: previews, Sentinel-1 and aerial images as Satlas stored them), 8160 (Sentinel-2 L1C
-#: reflectance x 10 000 bands beyond RGB)
+#: reflectance x 10 000 bands beyond RGB); Landsat Level-1 DNs: (x - 4000) / 16320
 SATLAS_STATS = {
     "sentinel2_ms": InputStats("satlas-sentinel2", "sentinel-2-l1c", _S2_MS, (0.0,) * 9,
                                (255.0,) * 3 + (8160.0,) * 6, "dn"),
     "sentinel2_rgb": InputStats("satlas-sentinel2-rgb", "sentinel-2-l1c", _S2_RGB, (0.0,) * 3, (255.0,) * 3, "0-255"),
     "aerial": InputStats("satlas-aerial", None, _AERIAL, (0.0,) * 3, (255.0,) * 3, "0-255"),
     "sentinel1": InputStats("satlas-sentinel1", "sentinel-1", _S1, (0.0,) * 2, (255.0,) * 2, "0-255"),
+    "landsat": InputStats("satlas-landsat", "landsat-c2-l1", _LANDSAT, (4000.0,) * 11, (16320.0,) * 11, "dn"),
 }
 
 
@@ -157,6 +161,10 @@ class SatlasSwinEncoder(GeoEncoder):
         window_size: attention window in tokens (8 for the published weights).
         bands / pretrained_bands: input bands, and the band order of the checkpoint's first
             convolution (bands the weights do not know start at zero).
+        sensor / pretrained_sensor: the sensors whose band ids ``bands`` / ``pretrained_bands``
+            use (``"landsat-c2-l1"`` for the Landsat weights, whose ``B10``/``B11`` are thermal,
+            not Sentinel-2's cirrus/SWIR); ``None`` reads names as the band vocabulary does
+            without a sensor.
         drop_path_rate: torchvision's ``stochastic_depth_prob`` (0 here: fine-tuning sets it).
     """
 
@@ -165,7 +173,8 @@ class SatlasSwinEncoder(GeoEncoder):
 
     def __init__(self, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
                  window_size: int = 8, bands: Sequence[str] = _S2_MS, pretrained_bands: Sequence[str] = _S2_MS,
-                 drop_path_rate: float = 0.0, patch_resample: str = "pinv"):
+                 drop_path_rate: float = 0.0, patch_resample: str = "pinv", sensor: str | None = None,
+                 pretrained_sensor: str | None = None):
         super().__init__()
         if isinstance(bands, str) or isinstance(pretrained_bands, str):
             raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
@@ -173,6 +182,7 @@ class SatlasSwinEncoder(GeoEncoder):
             raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         self.bands = tuple(bands)
         self.pretrained_bands = tuple(pretrained_bands)
+        self.sensor, self.pretrained_sensor = sensor, pretrained_sensor
         self.patch_resample = patch_resample
         self.embed_dim = embed_dim
         self.depth = len(depths)
@@ -269,7 +279,8 @@ class SatlasSwinEncoder(GeoEncoder):
                                   f"a (C, bands, 4, 4) Swin patch kernel: is it a Satlas Swin checkpoint?")
         out["features.0.0.weight"] = self._adapt_checkpoint_patch_embed(
             kernel, "; pass pretrained_bands=[...] naming the checkpoint's bands in order (Satlas "
-                    "multispectral Sentinel-2 weights take B04, B03, B02, B05, B06, B07, B08, B11, B12)")
+                    "multispectral Sentinel-2 weights take B04, B03, B02, B05, B06, B07, B08, B11, B12; "
+                    "Landsat weights B1..B11 with pretrained_sensor='landsat-c2-l1')")
         return out
 
 
@@ -290,6 +301,8 @@ SATLAS_PRETRAINED = {
     "satlas_swinb_aerial_mi": ("aerial_swinb_mi-326d69e1.pth", _SWIN_B, "aerial"),
     "satlas_swinb_sentinel1_si": ("sentinel1_swinb_si-3981c153.pth", _SWIN_B, "sentinel1"),
     "satlas_swinb_sentinel1_mi": ("sentinel1_swinb_mi-f6c43d97.pth", _SWIN_B, "sentinel1"),
+    "satlas_swinb_landsat_si": ("landsat_swinb_si-4af978f6.pth", _SWIN_B, "landsat"),
+    "satlas_swinb_landsat_mi": ("landsat_swinb_mi-6b4a1cda.pth", _SWIN_B, "landsat"),
     "satlas_swint_sentinel2_si_ms": ("sentinel2_swint_si_ms-bc68e396.pth", _SWIN_T, "sentinel2_ms"),
     "satlas_swint_sentinel2_mi_ms": ("sentinel2_swint_mi_ms-d8c659e3.pth", _SWIN_T, "sentinel2_ms"),
     "satlas_swint_sentinel2_si_rgb": ("sentinel2_swint_si_rgb-0c1a96e0.pth", _SWIN_T, "sentinel2_rgb"),
@@ -303,4 +316,7 @@ for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
     _pre = PretrainedCfg(source=_satlas(_file), license=SATLAS_LICENSE, stats=(SATLAS_STATS[_stats],),
                          input_size=256, patch_size=4, page=_PAGE,
                          notes="SatlasPretrain Swin-V2 backbone; _mi: trained on image series (see the module)")
-    register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands, **_arch)
+    # Landsat ids are read as Landsat's (B10/B11 thermal); the other sets need no sensor
+    _sensor = SATLAS_STATS[_stats].sensor if _stats == "landsat" else None
+    register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands,
+                     sensor=_sensor, pretrained_sensor=_sensor, **_arch)
