@@ -100,7 +100,7 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
         assert rel_err(out, ref) <= 1e-5, (name, tuple(y.shape))
 
 
-@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi"])
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "dofa", "satlas"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()
