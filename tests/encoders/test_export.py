@@ -66,6 +66,31 @@ def test_torch_export_with_dynamic_hw_matches_eager(name):
             assert rel_err(exported(y), enc(y)) <= 1e-5, (name, tuple(y.shape))
 
 
+@pytest.mark.slow  # another export (~4 s); the default pass exports DOFA with its default bands above
+def test_dofa_exported_with_wavelengths_as_an_input_serves_another_sensor():
+    """The wavelengths as a tensor input of the exported DOFA: one program, other bands'
+    kernels (same band count), other sizes."""
+    torch.manual_seed(0)
+    enc = build_encoder("dofa_vitb16", embed_dim=64, depth=2, num_heads=2).eval()
+
+    class WithWavelengths(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, wavelengths):
+            return self.net(image, metadata={"wavelengths": wavelengths})
+
+    model = WithWavelengths(enc)
+    x, rgb = torch.randn(1, 3, 64, 96), torch.tensor([0.665, 0.56, 0.49])
+    ep = torch.export.export(model, (x, rgb), dynamic_shapes=(_dynamic_hw(x)[0], None))
+    swir = torch.tensor([0.865, 1.61, 2.19])
+    with torch.no_grad():
+        for y, waves in [(torch.randn(1, 3, 128, 80), swir), (x, rgb)]:
+            assert rel_err(ep.module()(y, waves), model(y, waves)) <= 1e-5
+        assert rel_err(model(x, swir), model(x, rgb)) > 1e-3  # the wavelengths matter
+
+
 @pytest.mark.slow  # the tiny Swin's export takes ~20 s of CPU (symbolic shapes of the windows)
 def test_satlas_swin_exports_with_dynamic_hw_and_matches_eager():
     """torchvision's window attention branches on the map size; the recorded encoder runs the
