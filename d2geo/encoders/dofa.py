@@ -249,7 +249,7 @@ def _vocabulary_wavelengths(bands: Sequence[str]) -> torch.Tensor:
 
     out = []
     for band in bands:
-        spec = next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2", "sentinel-1"))
+        spec = next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2-l1", "sentinel-1"))
                      if b is not None), None)
         if spec is None:
             raise KeyError(f"band {band!r} is not in the band vocabulary")
