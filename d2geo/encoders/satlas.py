@@ -28,15 +28,17 @@ shifted block shifts along an axis (not when the padded map is one window wide),
 ``torch.export`` / ``torch.jit.trace`` would freeze at the recorded size. While the model is
 recorded (:func:`~d2geo.encoders.tracing.is_tracing`) the attention therefore runs
 :func:`window_attention_v2`, the same computation with that decision, the cyclic shift and
-the shift mask made of tensor operations; eagerly it runs torchvision's own code.
+the shift mask made of tensor operations, and one extra window of padding per axis (so that
+no window count is 1 at the recorded size, which ``torch.export`` would specialise on): the
+same features at every size, some extra work (docs/benchmarks-deployment.md). Eagerly it
+runs torchvision's own code.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Sequence
-
 from functools import partial
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
