@@ -29,7 +29,7 @@ setup(
         # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
         "torch>=2.1",
         "torchvision>=0.16",
-        "timm>=1.0.20",  # DINOv3 architectures
+        "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
         "safetensors>=0.4",
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
@@ -37,6 +37,7 @@ setup(
         "huggingface_hub>=0.34",
         "opencv-python-headless>=4.5",
         "numpy>=1.23",
+        "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
         "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
     ],

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_dofa, torchgeo_scale_mae
+from .upstream import (claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_croma, torchgeo_dofa,
+                       torchgeo_scale_mae)
 
 
 def _encoder_pair(row: dict):
@@ -67,6 +68,25 @@ def _encoder_pair(row: dict):
         ref = timm.create_model("vit_small_patch16_224", in_chans=13, num_classes=0, global_pool="",
                                 dynamic_img_size=True, **{"img_size": size, **arch}).eval()
         ref.load_state_dict({k[len("vit."):]: v for k, v in ours.state_dict().items()}, strict=True)
+        x = smooth_image((1, 13, size, size))
+        g = size // 16
+
+        def to_map(t):
+            return t[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return (lambda: ours(x)), (lambda: ref.forward_features(x)), to_map, f"13x{size}x{size}", g * g
+    if family == "ssl4eo_data2vec":
+        # the official module (SSL4EO-S12 modeling_finetune.py) is in no wheel: the reference is
+        # timm's Beit, which d2geo wraps and which tests/encoders/test_ssl4eo_data2vec.py checks
+        # against the official outputs; here a separate timm Beit in the published configuration
+        from timm.models.beit import Beit
+
+        ours = build_encoder(row["ours"], **{"img_size": size, **arch}).eval()
+        dims = {k: v for k, v in arch.items() if k != "img_size"} or dict(embed_dim=384, depth=12, num_heads=6)
+        ref = Beit(img_size=size, patch_size=16, in_chans=13, num_classes=0, global_pool="", qkv_bias=True,
+                   init_values=0.1, use_abs_pos_emb=False, use_shared_rel_pos_bias=True, use_fc_norm=False,
+                   **dims).eval()
+        ref.load_state_dict({k[len("beit."):]: v for k, v in ours.state_dict().items()}, strict=True)
         x = smooth_image((1, 13, size, size))
         g = size // 16
 
@@ -154,6 +174,22 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours(x)), (lambda: ref(dict(inputs))[-1]), to_map,
                 f"{'+'.join(mods)} {sum(chans)}x{size}x{size}", len(mods) * g * g)
+    if family == "croma":  # the joint encoder: both ViTs, then the cross-attention blocks
+        mod = torchgeo_croma()
+        dims = arch or dict(embed_dim=768, depth=12, num_heads=16)
+        ref = mod.CROMA(modalities=["sar", "optical"], encoder_dim=dims["embed_dim"], encoder_depth=dims["depth"],
+                        num_heads=dims["num_heads"], image_size=size).eval()
+        weights = {k: getattr(ref, k).state_dict() for k in ("s1_encoder", "s2_encoder", "joint_encoder")}
+        ours = build_encoder(row["ours"], weights=weights, modality="joint", **arch).eval()
+        x = smooth_image((1, 14, size, size))
+        s2, s1 = x[:, :12], x[:, 12:]
+        g = size // 8
+
+        def to_map(t):
+            return t.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x)), (lambda: ref(x_sar=s1, x_optical=s2)["joint_encodings"]), to_map,
+                f"14x{size}x{size}", g * g)
     raise ValueError(f"unknown family {family}")
 
 

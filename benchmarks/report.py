@@ -42,7 +42,9 @@ def render(results: dict) -> str:
     if enc is not None:
         md += ["", "## Encoder forward latency vs upstream", "",
                "Batch 1, fp32, inference mode, same weights. Upstream: timm (DINOv2, DINOv3), terratorch "
-               "`PrithviViT.forward_features`, claymodel `Encoder` (mask ratio 0). `rel err` = "
+               "`PrithviViT.forward_features`, claymodel `Encoder` (mask ratio 0); for SSL4EO data2vec, whose "
+               "official module is in no wheel, timm's `Beit` in its configuration (the fidelity tests "
+               "check it against the official outputs). `rel err` = "
                "max|ours - upstream| / max|upstream| of the last-layer features.", ""]
         rows = []
         for r in enc:

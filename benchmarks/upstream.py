@@ -106,6 +106,11 @@ def torchgeo_dofa() -> types.ModuleType:
     return load_upstream_module("torchgeo", "torchgeo/models/dofa.py", "_ref_torchgeo_dofa")
 
 
+def torchgeo_croma() -> types.ModuleType:
+    """torchgeo 0.8.1's ``croma`` module (``CROMA``, ``get_2dalibi``, ``ViT``, ...)."""
+    return load_upstream_module("torchgeo", "torchgeo/models/croma.py", "_ref_torchgeo_croma")
+
+
 def terratorch_terramind() -> types.ModuleType:
     """terratorch 1.2.13's terramind model package (``terramind_vit.TerraMindViT``,
     ``terramind.TerraMind``, ``modality_info``, ``tm_utils``), loaded file by file as the

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Sequence
+from typing import Mapping, Sequence
 
 __all__ = ["quiet_third_party_warnings", "setup_tool_logging", "load_model", "config_class_names", "load_tool",
-           "TOOLS_DIR"]
+           "TOOLS_DIR", "parse_modality_inputs", "scene_read_options"]
 
 #: ``tools/`` of a source checkout (the tools are scripts, not a package)
 TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
@@ -157,3 +157,85 @@ def load_tool(name: str):
         del sys.modules[module_name]
         raise
     return module
+
+
+# -- one file per modality on the command line (--input S2L2A=s2.tif --input S1RTC=s1.tif ...) ---------
+def _split_pair(text: str, flag: str, example: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise SystemExit(f"{flag} {text!r}: give MODALITY=VALUE, e.g. {flag} {example}")
+    return key.strip(), value.strip()
+
+
+def parse_modality_inputs(values: Sequence[str] | None, flag: str = "--input") -> dict[str, str] | None:
+    """``["S2L2A=s2.tif", "S1RTC=s1.tif"]`` -> ``{"S2L2A": "s2.tif", "S1RTC": "s1.tif"}`` (in the
+    order given: the order of the stacked channels); None when no value was given. A modality
+    named twice, or a value without ``MODALITY=``, is a SystemExit naming the fix."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for v in values:
+        key, path = _split_pair(v, flag, "S2L2A=S2L2A/tile.tif")
+        if key.lower() in {k.lower() for k in out}:
+            raise SystemExit(f"{flag}: the modality {key} is given twice ({out.get(key)} and {path}); give each "
+                             f"modality once")
+        out[key] = path
+    return out
+
+
+def _comma(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def scene_read_options(modalities: Mapping[str, str] | None, *, band_names: Sequence[str] | None,
+                       sensor: Sequence[str] | None, dn_scale: Sequence[str] | None) -> dict:
+    """``band_names``, ``sensor`` and ``scale`` for the readers from the tools' repeatable
+    ``--band-names``, ``--sensor`` and ``--dn-scale``: one plain value each for a one-file (or
+    one-file-per-date) scene; ``MODALITY=value`` entries (each modality once) for a scene of
+    one file per modality, where one value for all would read e.g. a DEM with Sentinel-2's
+    scale."""
+    flags = {"band_names": ("--band-names", band_names, "B02,B03,B04"),
+             "sensor": ("--sensor", sensor, "sentinel-2-l2a"),
+             "scale": ("--dn-scale", dn_scale, "0.0001")}
+    out: dict = {}
+    for key, (flag, values, example) in flags.items():
+        if not values:
+            out[key] = None
+            continue
+        if modalities is None:
+            if len(values) > 1:
+                raise SystemExit(f"{flag} is given {len(values)} times: give it once (MODALITY=value entries are for "
+                                 f"scenes of one file per modality, --input)")
+            value = values[0]
+            if key == "scale":
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise SystemExit(f"{flag} {value!r} is not a number (e.g. {flag} {example})") from None
+            elif key == "band_names":
+                value = _comma(value)
+            out[key] = value
+            continue
+        per: dict = {}
+        for v in values:
+            if "=" not in v:
+                m0 = next(iter(modalities))
+                raise SystemExit(f"{flag} {v!r} is one value for the modalities {', '.join(modalities)}: give it per "
+                                 f"modality, {flag} MODALITY=value (e.g. {flag} {m0}={example}), once per modality")
+            m, value = _split_pair(v, flag, f"{next(iter(modalities))}={example}")
+            match = next((k for k in modalities if k.lower() == m.lower()), None)
+            if match is None:
+                raise SystemExit(f"{flag} {v!r} names the modality {m}, which is not among the --input modalities "
+                                 f"{', '.join(modalities)}")
+            if match in per:
+                raise SystemExit(f"{flag} gives {match} twice; give each modality once")
+            if key == "scale":
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise SystemExit(f"{flag} {v!r}: {value!r} is not a number (e.g. {flag} {m}={example})") from None
+            elif key == "band_names":
+                value = _comma(value)
+            per[match] = value
+        out[key] = per
+    return out

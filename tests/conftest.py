@@ -39,6 +39,11 @@ def terratorch_terramind() -> types.ModuleType:
     return _or_skip(upstream.terratorch_terramind)
 
 
+def torchgeo_croma() -> types.ModuleType:
+    """torchgeo's ``croma`` module (``CROMA``, ``get_2dalibi``), or a skip."""
+    return _or_skip(upstream.torchgeo_croma)
+
+
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     """max |ours - ref| / max |ref|: the fidelity measure of the test suite."""
     assert ours.shape == ref.shape, f"shapes differ: {tuple(ours.shape)} vs {tuple(ref.shape)}"

@@ -1,7 +1,9 @@
-"""Shared helpers of the head / adapter / LoRA / change-detection tests: a packaged config
-shrunk to a tiny encoder of the same family, trained a few steps on one fixed batch."""
+"""Shared helpers of the family / head / adapter / LoRA / change-detection training tests:
+synthetic GeoTIFF datasets, a packaged config shrunk to a tiny encoder of the same family,
+trained a few steps on one fixed batch."""
 from __future__ import annotations
 
+import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.utils.events import EventStorage
@@ -14,6 +16,7 @@ TINY = {
     "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
+    "terramind": dict(embed_dim=64, depth=4, num_heads=4),
 }
 
 
@@ -22,10 +25,27 @@ def family_of(config_name: str) -> str:
     return {"dino_v2": "dinov2", "dino_v3": "dinov3"}.get(folder, folder)
 
 
-def tiny_config(name: str, dataset_prefix: str, tmp_path, *, channels: int = 32):
+def synthetic_geotiffs(tmp_path_factory, name: str, *, num_train: int = 2, seed: int = 5) -> dict[int, str]:
+    """d2geo's synthetic GeoTIFFs (64 px, HLS bands), one-date and four-date, registered as
+    ``_<name>_t1`` and ``_<name>_t4``: ``{frames: prefix}`` (for a module-scoped fixture)."""
+    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
+    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+
+    names = {}
+    for frames in (1, 4):
+        root = tmp_path_factory.mktemp(f"{name}_t{frames}")
+        data = make_synthetic_dataset(root, num_train=num_train, num_val=1, size=64, num_frames=frames, seed=seed)
+        register_synthetic_geotiff(data, prefix=f"_{name}_t{frames}")
+        names[frames] = f"_{name}_t{frames}"
+    return names
+
+
+def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int = 32):
     """The packaged config ``name`` with a 4-block encoder of its family, no weights, HLS or
-    RGB bands of the synthetic GeoTIFFs registered under ``dataset_prefix``."""
+    RGB bands of the synthetic GeoTIFFs ``datasets`` (of :func:`synthetic_geotiffs`): the
+    four-date ones for Prithvi, the one-date ones for the others."""
     family = family_of(name)
+    dataset_prefix = datasets[4 if family == "prithvi" else 1]
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     net.weights = None
@@ -34,7 +54,8 @@ def tiny_config(name: str, dataset_prefix: str, tmp_path, *, channels: int = 32)
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(TINY[family])
     bands = ["red", "green", "blue"] if family.startswith("dino") else list(HLS)
-    kwargs["bands"] = bands
+    # TerraMind names each channel's modality: the HLS bands are Sentinel-2 L2A's
+    kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
     if family == "clay":
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
@@ -70,7 +91,7 @@ def train_steps(cfg, steps: int = 10, lr: float = 1e-3, model=None, batch=None):
     totals = []
     with EventStorage():
         for _ in range(steps):
-            torch.manual_seed(1)
+            torch.manual_seed(1)  # the same proposal/ROI sampling draws every step
             losses = model(batch)
             total = sum(losses.values())
             assert torch.isfinite(total)

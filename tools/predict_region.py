@@ -17,6 +17,12 @@ Examples::
     python tools/predict_region.py --config-file ... --weights ... --scenes items/*.json \
         --bands blue,green,red,nir_narrow,swir_1,swir_2 --output-dir out/ --num-processes 2
 
+    # one file per modality (TerraMind: Sentinel-2 L2A + Sentinel-1 RTC + DEM): a folder per
+    # modality, scenes matched by file name (S2L2A/x.tif with S1RTC/x.tif and DEM/x.tif), each
+    # stacked band-wise in the order given; a text list can hold lines "S2L2A=a.tif S1RTC=b.tif DEM=c.tif"
+    python tools/predict_region.py --config-file configs/terramind/semantic_fpn_v1_base.py --weights ... \
+        --input S2L2A=tiles/S2L2A --input S1RTC=tiles/S1RTC --input DEM=tiles/DEM --output-dir out/
+
     # two machines: the same command on each, --machine-rank 0 and 1
     python tools/predict_region.py ... --num-gpus 8 --num-machines 2 --machine-rank 0 \
         --dist-url tcp://10.0.0.1:29500
@@ -54,19 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
     p.add_argument("--weights", required=True, help="checkpoint to load")
-    p.add_argument("--scenes", required=True, nargs="+",
-                   help="scene rasters, folders of them, text files listing them, or STAC item JSON files")
+    scenes = p.add_mutually_exclusive_group(required=True)
+    scenes.add_argument("--scenes", nargs="+",
+                        help="scene rasters, folders of them, text files listing them, or STAC item JSON files")
+    scenes.add_argument("--input", action="append", metavar="MODALITY=PATH",
+                        help="one folder (scenes matched by file name) or file per modality, repeated (--input "
+                             "S2L2A=s2/ --input S1RTC=s1/ --input DEM=dem/): stacked band-wise in this order into "
+                             "channels '<MODALITY>:<band>'")
     p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
     p.add_argument("--tile", type=int, default=256, help="window size in pixels")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--num-workers", type=int, default=1,
                    help="processes reading windows ahead of the model (0: read in the main process)")
-    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order")
-    p.add_argument("--band-names", default=None, help="comma-separated names of the files' bands "
-                                                      "(when they have no band descriptions)")
-    p.add_argument("--sensor", default=None, help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a)")
-    p.add_argument("--dn-scale", type=float, default=None, help="scale of the files' numbers (default: from the file)")
+    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order "
+                                                 "(with --input: '<MODALITY>:<band>' names or bare modalities)")
+    p.add_argument("--band-names", action="append", default=None,
+                   help="comma-separated names of the files' bands (when they have no band descriptions); with "
+                        "--input, per modality and repeated: --band-names S1RTC=VV,VH")
+    p.add_argument("--sensor", action="append", default=None,
+                   help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a); with --input, per modality: "
+                        "--sensor S2L2A=sentinel-2-l2a (TerraMind modalities know theirs)")
+    p.add_argument("--dn-scale", action="append", default=None,
+                   help="scale of the files' numbers (default: from the file); with --input, per modality: "
+                        "--dn-scale S2L2A=0.0001")
     p.add_argument("--class-names", default=None, help="comma-separated class names of the class map "
                                                        "(default: those of the config's test dataset)")
     p.add_argument("--object-names", default=None, help="comma-separated instance class names")
@@ -112,10 +129,13 @@ def _split(s):
 
 def options(args):
     from d2geo.data.region import RegionOptions
+    from d2geo.tools_support import parse_modality_inputs, scene_read_options
 
+    read = scene_read_options(parse_modality_inputs(args.input), band_names=args.band_names, sensor=args.sensor,
+                              dn_scale=args.dn_scale)
     return RegionOptions(
         tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, num_workers=args.num_workers,
-        bands=_split(args.bands), band_names=_split(args.band_names), sensor=args.sensor, scale=args.dn_scale,
+        bands=_split(args.bands), band_names=read["band_names"], sensor=read["sensor"], scale=read["scale"],
         class_names=_split(args.class_names), object_names=_split(args.object_names),
         probabilities=args.probabilities, instances=False if args.no_vectors else None, to_crs=args.to_crs,
         score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,
@@ -131,7 +151,7 @@ def run(args) -> dict:
 
     from d2geo.data.region import model_key, predict_region, remove_stale_temporaries
     from d2geo.data.scene import SceneRequestError
-    from d2geo.tools_support import config_class_names, load_model, setup_tool_logging
+    from d2geo.tools_support import config_class_names, load_model, parse_modality_inputs, setup_tool_logging
 
     setup_tool_logging(logging.INFO if comm.get_rank() == 0 else logging.WARNING)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -160,7 +180,8 @@ def run(args) -> dict:
         config_text = f.read()
     key = model_key(args.weights, config_text, args.opts, opts)
     try:
-        summary = predict_region(model, args.scenes, args.output_dir, opts, key=key, rank=comm.get_rank(),
+        inputs = parse_modality_inputs(args.input) or args.scenes
+        summary = predict_region(model, inputs, args.output_dir, opts, key=key, rank=comm.get_rank(),
                                  world_size=comm.get_world_size(), progress=not args.no_progress,
                                  overwrite=args.overwrite, barrier=comm.synchronize, mosaic_crs=args.mosaic_crs,
                                  device_type=torch.device(device).type)
@@ -174,6 +195,7 @@ def run(args) -> dict:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    options(args)  # --input, --band-names, --sensor, --dn-scale checked before any process starts
     import torch
     from detectron2.engine import launch
 

@@ -21,6 +21,11 @@ Examples::
     # a time series: one file per date, in time order
     python tools/predict_scene.py ... --scene d1.tif d2.tif d3.tif --out-semseg pred.tif
 
+    # one file per modality on one grid (TerraMind: Sentinel-2 L2A + Sentinel-1 RTC + DEM),
+    # stacked band-wise in the order given: channels S2L2A:B01..S2L2A:B12, S1RTC:VV, S1RTC:VH, DEM:DEM
+    python tools/predict_scene.py --config-file configs/terramind/semantic_fpn_v1_base.py --weights ... \
+        --input S2L2A=S2L2A/tile.tif --input S1RTC=S1RTC/tile.tif --input DEM=DEM/tile.tif --out-semseg pred.tif
+
 Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
 With a semantic model, --out-geojson writes the class map's connected regions as polygons
 (one feature per region: class id and name, area in m^2; --polygon-exclude background,
@@ -56,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
     p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
-    p.add_argument("--scene", required=True, nargs="+", help="GeoTIFF scene, or one file per date")
+    scene = p.add_mutually_exclusive_group(required=True)
+    scene.add_argument("--scene", nargs="+", help="GeoTIFF scene, or one file per date")
+    scene.add_argument("--input", action="append", metavar="MODALITY=PATH",
+                       help="one file per modality on one grid, repeated (--input S2L2A=s2.tif --input S1RTC=s1.tif "
+                            "--input DEM=dem.tif): stacked band-wise in this order into channels "
+                            "'<MODALITY>:<band>'")
     p.add_argument("--out-semseg", help="class map GeoTIFF to write")
     p.add_argument("--out-geojson", help="GeoJSON to write: the instances' polygons (instance models) or the "
                                          "class map's connected regions (semantic models)")
@@ -70,13 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-crs", default=None, help="CRS of the GeoJSON (default: the scene CRS), e.g. EPSG:4326")
     p.add_argument("--tile", type=int, default=256, help="window size in pixels")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
-    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order")
-    p.add_argument("--band-names", default=None, help="comma-separated names of the file's bands "
-                                                      "(when it has no band descriptions)")
-    p.add_argument("--sensor", default=None, help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a)")
-    p.add_argument("--dn-scale", type=float, default=None,
+    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order "
+                                                 "(with --input: '<MODALITY>:<band>' names or bare modalities)")
+    p.add_argument("--band-names", action="append", default=None,
+                   help="comma-separated names of the file's bands (when it has no band descriptions); with "
+                        "--input, per modality and repeated: --band-names S1RTC=VV,VH")
+    p.add_argument("--sensor", action="append", default=None,
+                   help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a); with --input, per modality: "
+                        "--sensor S2L2A=sentinel-2-l2a (TerraMind modalities know theirs)")
+    p.add_argument("--dn-scale", action="append", default=None,
                    help="scale of the file's numbers to the model's input, e.g. 0.0001 for Sentinel-2 int16 "
-                        "reflectance (default: from the file)")
+                        "reflectance (default: from the file); with --input, per modality: --dn-scale S2L2A=0.0001")
     p.add_argument("--class-names", default=None,
                    help="comma-separated names of the classes of the class map (default: those of the "
                         "config's test dataset)")
@@ -100,23 +114,27 @@ def _split(s):
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from d2geo.tools_support import config_class_names, load_model, setup_tool_logging
+    from d2geo.tools_support import (
+        config_class_names, load_model, parse_modality_inputs, scene_read_options, setup_tool_logging,
+    )
 
     setup_tool_logging()
     if not args.out_semseg and not args.out_geojson:
         raise SystemExit("give --out-semseg and/or --out-geojson")
     from d2geo.data.scene import SceneRequestError, check_request, model_outputs, predict_scene
 
+    modalities = parse_modality_inputs(args.input)
+    read = scene_read_options(modalities, band_names=args.band_names, sensor=args.sensor, dn_scale=args.dn_scale)
     model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
-    scene = args.scene if len(args.scene) > 1 else args.scene[0]
+    scene = modalities if modalities is not None else (args.scene if len(args.scene) > 1 else args.scene[0])
     outputs = model_outputs(model)
     # a semantic model's GeoJSON: the class map's regions (instance and panoptic models: the instances)
     regions = bool(args.out_geojson) and outputs is not None and "sem_seg" in outputs and "instances" not in outputs
-    kw = dict(tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=_split(args.band_names),
-              sensor=args.sensor, semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
+    kw = dict(tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=read["band_names"],
+              sensor=read["sensor"], semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
               regions_path=args.out_geojson if regions else None)
     try:
-        check_request(model, list(args.scene), **kw)
+        check_request(model, modalities or list(args.scene), scale=read["scale"], **kw)
     except (SceneRequestError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"predict_scene: {e}") from None
     class_names, object_names = _split(args.class_names), _split(args.object_names)
@@ -126,7 +144,7 @@ def main(argv=None) -> dict:
         object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
     try:
         summary = predict_scene(
-            model, scene, scale=args.dn_scale, to_crs=args.to_crs, class_names=class_names,
+            model, scene, scale=read["scale"], to_crs=args.to_crs, class_names=class_names,
             object_names=object_names, score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, batch_size=args.batch_size,
             progress=not args.no_progress, quicklook=not args.no_quicklook,
             polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),

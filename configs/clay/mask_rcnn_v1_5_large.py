@@ -17,25 +17,22 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
 
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.clay import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
+_apply_encoder(_enc, model, dataloader, optimizer)
 model.backbone.scale_factors = (2.0, 1.0, 0.5)
 model.backbone.top_block = L(LastLevelP6P7)(in_channels=256, out_channels=256, in_feature="p4")
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
 model.roi_heads.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/clay/mask_rcnn_v1_5_large"
 train.max_iter = 20000

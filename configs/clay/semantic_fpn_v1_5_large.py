@@ -17,6 +17,7 @@ from detectron2.layers import ShapeSpec
 from d2geo.modeling import SimpleFeaturePyramid
 
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.clay import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
@@ -30,21 +31,16 @@ model.backbone = L(SimpleFeaturePyramid)(
     top_block=None,
     norm="LN",
 )
-model.backbone.net.update(_enc.backbone)
-model.backbone.net.layers = (-1,)
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, layers=(-1,))
 model.sem_seg_head.input_shape = {
     name: L(ShapeSpec)(stride=stride, channels="${....backbone.out_channels}")
     for name, stride in (("p2", 4), ("p3", 8), ("p4", 16))
 }
 model.sem_seg_head.num_classes = 2
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/clay/semantic_fpn_v1_5_large"
 train.max_iter = 20000

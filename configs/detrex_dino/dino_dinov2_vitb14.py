@@ -37,6 +37,7 @@ from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid
 from d2geo.modeling.detrex import GeoDINO, detrex_projects_root
 
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.dino_v2 import encoder as _enc
 from ..common.optim import AdamW as optimizer
 
@@ -46,7 +47,7 @@ model._target_ = GeoDINO
 
 _levels = ["p3", "p4", "p5", "p6"]
 model.backbone = L(SimpleFeaturePyramid)(
-    net=L(GeoBackbone)(**_enc.backbone, layers=(-1,)),
+    net=L(GeoBackbone)(),  # the fragment's arguments, set below
     out_channels=256,
     scale_factors=(2.0, 1.0, 0.5),  # strides 8, 16, 32, and p6 (64) from the max pool
     top_block=L(LastLevelMaxPool)(),
@@ -60,11 +61,9 @@ model.neck = L(ChannelMapper)(
     kernel_size=1,
     norm_layer=L(torch.nn.GroupNorm)(num_groups=32, num_channels=256),
 )
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, layers=(-1,))
 model.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 16
 
 lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_12ep
@@ -72,7 +71,6 @@ train = get_config("common/train.py").train
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 1e-4
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 train.max_iter = 90000
 train.output_dir = "./output/detrex_dino/dino_dinov2_vitb14"
 train.clip_grad.enabled = True

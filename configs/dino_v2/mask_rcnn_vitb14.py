@@ -12,23 +12,20 @@ and set ``model.roi_heads.num_classes`` to your number of classes::
         model.roi_heads.num_classes=3
 """
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.dino_v2 import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer)
 model.roi_heads.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 16
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/dino_v2/mask_rcnn_vitb14"
 train.max_iter = 20000

@@ -11,23 +11,19 @@ Data: ``red, green, blue`` on a 0-255 scale. Register ``geo_seg_train`` / ``geo_
         model.sem_seg_head.num_classes=5
 """
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.dino_v2 import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
-model.backbone.net.layers = _enc.taps
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 model.sem_seg_head.num_classes = 2
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 16
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/dino_v2/semantic_fpn_vitb14"
 train.max_iter = 20000

@@ -15,24 +15,21 @@ The four dates' feature maps are averaged (``temporal_fold="mean"``) before the 
 objects are assumed not to move between dates. Use ``"concat"`` to keep the dates apart.
 """
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.prithvi import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
+_apply_encoder(_enc, model, dataloader, optimizer)
 model.backbone.net.temporal_fold = "mean"
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
 model.roi_heads.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/prithvi/mask_rcnn_eo_v2_300_tl"
 train.max_iter = 20000

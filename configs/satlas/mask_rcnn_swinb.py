@@ -15,6 +15,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from d2geo.modeling import GeoBackbone
 
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.satlas import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
@@ -22,22 +23,19 @@ from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
 model.backbone = L(FPN)(
-    bottom_up=L(GeoBackbone)(**_enc.backbone),
+    bottom_up=L(GeoBackbone)(),  # the fragment's arguments, set below
     in_features=_enc.in_features,
     out_channels=256,
     norm="LN",
     top_block=L(LastLevelMaxPool)(),
 )
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, net=model.backbone.bottom_up)
 model.roi_heads.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.05
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/satlas/mask_rcnn_swinb"
 train.max_iter = 20000

@@ -11,6 +11,7 @@ from detectron2.modeling.backbone.fpn import FPN
 from d2geo.modeling import GeoBackbone
 
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.satlas import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
@@ -18,21 +19,18 @@ from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
 model.backbone = L(FPN)(
-    bottom_up=L(GeoBackbone)(**_enc.backbone),
+    bottom_up=L(GeoBackbone)(),  # the fragment's arguments, set below
     in_features=_enc.in_features,
     out_channels=256,
     norm="LN",
     top_block=None,
 )
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, net=model.backbone.bottom_up)
 model.sem_seg_head.num_classes = 2
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/satlas/semantic_fpn_swinb"
 train.max_iter = 20000

@@ -8,23 +8,20 @@ get consistent positions. Register ``geo_det_train`` / ``geo_det_val``
 (``configs/common/data/geo_detection.py``) and set ``model.roi_heads.num_classes``.
 """
 from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.scale_mae import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer)
 model.roi_heads.num_classes = 1
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/scale_mae/mask_rcnn_vitl16"
 train.max_iter = 20000

@@ -5,23 +5,19 @@ Weights and input scaling: ``configs/common/encoders/scale_mae.py``. Data as in
 (``configs/common/data/geo_semseg.py``) and set ``model.sem_seg_head.num_classes``.
 """
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.scale_mae import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc.backbone)
-model.backbone.net.layers = _enc.taps
-model.pixel_mean = _enc.pixel_mean
-model.pixel_std = _enc.pixel_std
+_apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 model.sem_seg_head.num_classes = 2
 
-dataloader.train.mapper.bands = _enc.bands
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc.lr_decay_rate
 
 train.output_dir = "./output/scale_mae/semantic_fpn_vitl16"
 train.max_iter = 20000

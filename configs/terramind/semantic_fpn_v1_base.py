@@ -14,23 +14,19 @@ The mapper stacks the files (``d2geo.data.geotiff.read_modalities``) into the 15
 tapped; each block's tokens are averaged over the three modalities (terratorch's default).
 """
 from ..common.data.geo_semseg import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.terramind import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
 from ..common.train import train
 
-model.backbone.net.update(_enc["backbone"])
-model.backbone.net.layers = _enc["taps"]
-model.pixel_mean = _enc["pixel_mean"]
-model.pixel_std = _enc["pixel_std"]
+_apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 model.sem_seg_head.num_classes = 10
 
-dataloader.train.mapper.bands = _enc["bands"]
 dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
-optimizer.params.lr_decay_rate = _enc["lr_decay_rate"]
 
 train.output_dir = "./output/terramind/semantic_fpn_v1_base"
 train.max_iter = 20000

@@ -1,12 +1,26 @@
-"""Output files that appear complete or not at all."""
+"""Output files that appear complete or not at all.
+
+Every writer of d2geo goes through here: :func:`atomic_path` for libraries that write to a
+path (rasterio, PIL, json), :func:`atomic_write` for a file object (``torch.save``; the
+training checkpoints of :mod:`d2geo.engine`). Either writes a temporary file beside the
+target and renames it into place, so a reader of the target sees the old file or the
+complete new one, never a partial one, whenever the writer dies.
+"""
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import tempfile
-from typing import Iterator
+from typing import IO, Any, Callable, Iterator
 
-__all__ = ["atomic_path", "TMP_MARK"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "atomic_path", "atomic_write", "atomic_torch_save", "atomic_write_text", "remove_stale_temporaries",
+    "TMP_MARK",
+]
 
 #: part of the name of every temporary output file (``.<name>.<random>.d2geo-tmp<ext>``)
 TMP_MARK = ".d2geo-tmp"
@@ -35,3 +49,54 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         for leftover in (tmp, tmp + ".aux.xml"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write`` with a binary file object and put what it wrote at ``path`` durably:
+    as :func:`atomic_path`, with the file fsynced before the rename and the directory after
+    it (for checkpoints, which must survive a power cut as well as a killed process)."""
+    path = os.fspath(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a small UTF-8 text file through :func:`atomic_write`."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that writers killed in ``directory`` left behind (what the
+    ``finally`` of :func:`atomic_path` never ran for); returns their paths."""
+    removed = []
+    for stale in glob.glob(os.path.join(os.fspath(directory), f".*{TMP_MARK}*")):
+        logger.info("removing %s, left by a write that did not finish", stale)
+        with contextlib.suppress(OSError):
+            os.unlink(stale)
+            removed.append(stale)
+    return removed
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -66,7 +66,7 @@ __all__ = [
     "read_modalities",
     "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
     "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
-    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "apply_affine", "translate_affine",
+    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "check_modality_grid", "apply_affine", "translate_affine",
 ]
 
 #: acquisition-time tags searched, in order, before the file name
@@ -439,6 +439,22 @@ def _read_window(src, indexes, window, masks: bool = False):
         return raw, np.zeros(raw.shape[-2:], dtype=bool), src.transform
     from rasterio.windows import Window
 
+    if not isinstance(window, Window):
+        try:  # rasterio's ((row_start, row_stop), (col_start, col_stop)) form
+            (r_a, r_b), (c_a, c_b) = window
+            r_a, r_b, c_a, c_b = (float(v) for v in (r_a, r_b, c_a, c_b))
+        except (TypeError, ValueError):
+            raise GeoTiffError(
+                f"read window {window!r} is neither a rasterio Window nor ((row_start, row_stop), "
+                "(col_start, col_stop)); pass rasterio.windows.Window(col_off, row_off, width, height)"
+            ) from None
+        if min(r_a, r_b, c_a, c_b) < 0:  # rasterio counts those from the far edge; we read past it
+            raise GeoTiffError(
+                f"read window {window!r} has negative indexes, which rasterio counts from the far "
+                "edge: for a read past the top or left edge pass "
+                "rasterio.windows.Window(col_off, row_off, width, height) with negative offsets"
+            )
+        window = Window(c_a, r_a, c_b - c_a, r_b - r_a)
     col, row = int(round(window.col_off)), int(round(window.row_off))
     w, h = int(round(window.width)), int(round(window.height))
     if w <= 0 or h <= 0:
@@ -675,6 +691,9 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
                      crs=crs, transform=transform, paths=tuple(path_list))
 
 
+_MODALITY_NAMES_LOGGED: set = set()
+
+
 def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | None = None,
                     band_names: Mapping[str, Sequence[str]] | None = None,
                     sensor: Mapping[str, str] | None = None, scale=None, offset=None, nodata=None,
@@ -685,7 +704,9 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     ``files`` maps a modality name to its GeoTIFF, e.g. ``{"S2L2A": ..., "S1RTC": ..., "DEM":
     ...}`` (the folder names of TerraMind's data). The channels are named
     ``"<MODALITY>:<band>"`` (``"S2L2A:B04"``, ``"S1RTC:VV"``, ``"DEM:DEM"``), the names
-    :class:`d2geo.encoders.terramind.TerraMindEncoder` takes. A TerraMind modality's file that
+    :class:`d2geo.encoders.terramind.TerraMindEncoder` takes (and
+    :class:`d2geo.encoders.croma.CROMAEncoder`, for ``S2L1C``/``S2L2A`` with ``S1GRD``/``S1RTC``).
+    A TerraMind modality's file that
     holds exactly the modality's pretrained bands gets their names when it does not name
     them itself (a 12-band S2L2A file: B01..B09, B8A, B11, B12); other files must name their
     bands (descriptions, or ``band_names={modality: [...]}``).
@@ -750,9 +771,11 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
             own = {d.lower() for d in desc}
             if count == len(spec.bands) and own != {b.lower() for b in spec.bands}:
                 names = spec.bands  # the modality's bands (descriptions such as 'bands' name none)
-                if all(desc):
-                    logger.info("%s: reading the %s bands as %s (its band descriptions %s are not %s's "
-                                "band names)", path, m, list(spec.bands), list(desc), m)
+                if all(desc):  # once per file and modality: scenes read it once per window
+                    level = logging.DEBUG if (path, m) in _MODALITY_NAMES_LOGGED else logging.INFO
+                    _MODALITY_NAMES_LOGGED.add((path, m))
+                    logger.log(level, "%s: reading the %s bands as %s (its band descriptions %s are not %s's "
+                               "band names)", path, m, list(spec.bands), list(desc), m)
             elif count != len(spec.bands) and not (all(desc) and len(own) == count):
                 raise GeoTiffError(
                     f"{path} is the {m} file but holds {count} bands where {m} has {len(spec.bands)} "
@@ -772,14 +795,13 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     for m, s in samples.items():
         if s.image.ndim != 3:
             raise GeoTiffError(f"{s.paths[0]} ({m}) is a time series; read_modalities stacks single dates")
-        if s.image.shape[-2:] != first.image.shape[-2:]:
-            raise GeoTiffError(f"{s.paths[0]} ({m}) is {s.image.shape[1]}x{s.image.shape[2]} but {first.paths[0]} "
-                               f"is {first.image.shape[1]}x{first.image.shape[2]}: the modalities of a sample "
-                               "must share one grid (resample them onto one first)")
-        if s.crs != first.crs or (s.transform is not None and first.transform is not None
-                                  and not s.transform.almost_equals(first.transform)):
-            raise GeoTiffError(f"{s.paths[0]} ({m}) has another CRS/transform than {first.paths[0]}: "
-                               "reproject the modalities onto one grid first")
+        m0 = next(k for k, v in samples.items() if v is first)
+        problems = _grid_problems(s.crs, s.transform, s.image.shape[-2:], ref_crs=first.crs,
+                                  ref_transform=first.transform, ref_shape=first.image.shape[-2:], ref=f"{m0}'s")
+        if problems:
+            raise GeoTiffError(f"{s.paths[0]} ({m}) has another CRS/transform/size than {first.paths[0]} ({m0}): "
+                               + "; ".join(problems) + ". The modalities of a sample must share one grid: "
+                               "reproject or resample them onto one grid first (gdalwarp, rasterio.warp.reproject)")
 
     channels, names, taken = [], [], {m: 0 for m in samples}
     for m, band in wanted:
@@ -819,24 +841,25 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
                      transform=first.transform, paths=tuple(s.paths[0] for s in samples.values()))
 
 
-def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tolerance: float = 1e-3) -> None:
-    """Raise when a raster (a label) is not on the grid of the image ``like`` was read from.
+def _grid_problems(crs, transform, shape, *, ref_crs, ref_transform, ref_shape, ref: str = "the image's",
+                   tolerance: float = 1e-3, no_crs_matters: bool = True) -> list[str]:
+    """What differs between a raster's grid and a reference grid (empty: the same grid).
 
-    Compares CRS, shape and transform; the transform's coefficients may differ by
-    ``tolerance`` of a pixel (offsets) or of the pixel size (scale, rotation). A side
-    without georeferencing is compared by shape only.
-    """
-    h, w = like.image.shape[-2:]
+    The transform's coefficients may differ by ``tolerance`` of a pixel (offsets) or of the
+    pixel size (scale, rotation); a side without georeferencing is compared by shape only.
+    ``ref`` names the reference in the messages (``"the image's"``)."""
+    h, w = ref_shape
     problems = []
     if tuple(shape) != (h, w):
-        problems.append(f"its shape is {tuple(shape)[0]}x{tuple(shape)[1]}, the image's {h}x{w}")
-    if like.crs is not None and crs is not None and crs != like.crs:
-        problems.append(f"its CRS is {crs.to_string()}, the image's {like.crs.to_string()}")
-    elif (like.crs is None) != (crs is None) and like.transform is not None and not like.transform.is_identity:
-        problems.append(f"{'it' if crs is None else 'the image'} has no CRS")
-    if transform is not None and like.transform is not None and not problems:
+        problems.append(f"its shape is {tuple(shape)[0]}x{tuple(shape)[1]}, {ref} {h}x{w}")
+    if ref_crs is not None and crs is not None and crs != ref_crs:
+        problems.append(f"its CRS is {crs.to_string()}, {ref} {ref_crs.to_string()}")
+    elif ((ref_crs is None) != (crs is None) and no_crs_matters and ref_transform is not None
+          and not ref_transform.is_identity):
+        problems.append("it has no CRS" if crs is None else f"{ref.replace(chr(39) + 's', '')} has no CRS")
+    if transform is not None and ref_transform is not None and not problems:
         a = np.asarray(tuple(transform)[:6], dtype=np.float64)
-        b = np.asarray(tuple(like.transform)[:6], dtype=np.float64)
+        b = np.asarray(tuple(ref_transform)[:6], dtype=np.float64)
         px = max(abs(b[0]), abs(b[4]), abs(b[1]), abs(b[3]), 1e-12)
         if np.any(np.abs(a - b) > tolerance * px):
             what = []
@@ -844,16 +867,60 @@ def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tole
                 fmt = lambda v: "(" + ", ".join(f"{float(x):g}" for x in v[[0, 1, 3, 4]]) + ")"  # noqa: E731
                 what.append(f"pixel size/rotation (a, b, d, e) {fmt(a)} vs {fmt(b)}")
             if np.any(np.abs(a[[2, 5]] - b[[2, 5]]) > tolerance * px):
-                off = [float(x) + 0.0 for x in ((a[2] - b[2]) / b[0], (a[5] - b[5]) / b[4])]
+                off = [round(float(x), 4) + 0.0 for x in ((a[2] - b[2]) / b[0], (a[5] - b[5]) / b[4])]
                 what.append(f"origin ({a[2]:.10g}, {a[5]:.10g}) vs ({b[2]:.10g}, {b[5]:.10g}), off by "
                             f"({off[0]:.3g}, {off[1]:.3g}) pixels")
-            problems.append("its geotransform differs from the image's: " + "; ".join(what))
+            problems.append(f"its geotransform differs from {ref}: " + "; ".join(what))
+    return problems
+
+
+def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tolerance: float = 1e-3) -> None:
+    """Raise when a raster (a label) is not on the grid of the image ``like`` was read from.
+
+    Compares CRS, shape and transform; the transform's coefficients may differ by
+    ``tolerance`` of a pixel (offsets) or of the pixel size (scale, rotation). A side
+    without georeferencing is compared by shape only.
+    """
+    problems = _grid_problems(crs, transform, shape, ref_crs=like.crs, ref_transform=like.transform,
+                              ref_shape=like.image.shape[-2:], tolerance=tolerance)
     if problems:
         raise GeoTiffError(
             f"{path} is not on the grid of its image {like.paths[0] if like.paths else ''}: "
             + "; ".join(problems) + ". A label must cover the same pixels as its image: reproject "
             "or resample it onto the image's grid (e.g. rasterio.warp.reproject with the image's "
             "crs/transform/shape and nearest resampling)")
+
+
+def check_modality_grid(files: Mapping[str, PathLike], tolerance: float = 1e-3) -> dict:
+    """Check that the files of a multi-modality sample or scene (``{modality: path}``) share
+    one grid: CRS, geotransform (within ``tolerance`` of a pixel) and size. Returns the grid
+    (``height``, ``width``, ``crs``, ``transform``) of the first file; raises
+    :class:`GeoTiffError` naming each file that differs, what differs and the fix."""
+    if not isinstance(files, Mapping) or not files:
+        raise GeoTiffError(f"files must be a non-empty mapping of modality name to GeoTIFF path, got {files!r}")
+    grids = {}
+    for m, path in files.items():
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the {m} file {path} does not exist")
+        with _open_raster(path) as src:
+            georef = not src.transform.is_identity
+            grids[m] = (path, src.crs, src.transform if georef else None, (src.height, src.width))
+    (m0, (p0, crs0, t0, shape0)), *rest = grids.items()
+    problems = []
+    for m, (p, crs, t, shape) in rest:
+        found = _grid_problems(crs, t, shape, ref_crs=crs0, ref_transform=t0, ref_shape=shape0,
+                               ref=f"{m0}'s", tolerance=tolerance)
+        if found:
+            problems.append(f"{p} ({m}): " + "; ".join(found))
+    if problems:
+        raise GeoTiffError(
+            f"the modalities are not on one grid: {' | '.join(problems)} (compared with {p0}, {m0}). The files "
+            f"of one sample or scene must share CRS, transform and size: reproject or resample the modalities "
+            f"onto one grid first, e.g. gdalwarp -t_srs <{m0}'s CRS> -tr <pixel size> -te <{m0}'s bounds> -r bilinear (nearest "
+            f"for class maps), or rasterio.warp.reproject with {m0}'s crs/transform/shape")
+    return {"height": shape0[0], "width": shape0[1], "crs": crs0, "transform": grids[m0][2] or
+            _rasterio().Affine.identity(), "paths": [g[0] for g in grids.values()]}
 
 
 def read_label(path: PathLike, *, window=None, label_map: Mapping[int, int] | None = None,

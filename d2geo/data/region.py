@@ -1,7 +1,7 @@
 """Region-scale inference: many scenes, many processes, cloud-native outputs.
 
 :func:`predict_region` runs a detectron2-style model over a list of scenes (GeoTIFFs,
-one file per date, or STAC items) and writes, per scene, into one output folder:
+one file per date, one file per modality, or STAC items) and writes, per scene, into one output folder:
 
 * ``<id>.tif``: the class map as a Cloud-Optimized GeoTIFF (uint8, 512 px tiles, deflate,
   nearest-neighbour overviews until the image fits one tile, the colour table and class names of
@@ -21,6 +21,12 @@ one file per date, or STAC items) and writes, per scene, into one output folder:
 and over all scenes ``mosaic.vrt`` (a GDAL VRT of every class map, in the CRS of the first
 scene or ``mosaic_crs``; class maps in other CRSs enter through a warped VRT
 ``<id>.warped.vrt``, nearest neighbour) and ``manifest.json``.
+
+A scene may be one file per modality on one grid (``{modality: path}``, e.g. Sentinel-2 L2A,
+Sentinel-1 RTC and a DEM for TerraMind): its windows are stacked band-wise as
+:func:`~d2geo.data.geotiff.read_modalities` does, and it owns the pixels where every modality
+has data. Give the modalities' folders (``inputs={"S2L2A": "s2/", "S1RTC": "s1/", ...}``,
+scenes matched by file name) or text-list lines of ``MODALITY=path`` entries.
 
 Within a scene, windows are blended exactly as :func:`d2geo.data.scene.predict_scene`
 does (linear ramps over the overlap, arg-max of the weighted mean) and instances are
@@ -65,17 +71,17 @@ import logging
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
 import torch
 
 from .files import TMP_MARK, atomic_path
-from .geotiff import GeoTiffError, apply_affine, pixel_gsd, read_geotiff
+from .geotiff import GeoTiffError, apply_affine, check_modality_grid, pixel_gsd
 from .scene import (
     NODATA_CLASS, SceneInstance, SceneRequestError, _window_instances, _write_category_names, blend_weights,
-    check_request, instances_to_geojson, merge_instances, model_outputs, tile_windows,
+    check_request, instances_to_geojson, merge_instances, model_outputs, read_scene_window, tile_windows,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,7 +105,8 @@ class RegionRequestError(SceneRequestError):
 # ----------------------------------------------------------------------------- scenes
 @dataclasses.dataclass
 class RegionScene:
-    """One scene of a region: ``paths`` are its dates (one raster each, same grid)."""
+    """One scene of a region: ``paths`` are its dates (one raster each, same grid), or with
+    ``modalities`` (``{modality: path}``) its modalities' files, stacked band-wise."""
 
     id: str
     paths: list
@@ -109,6 +116,13 @@ class RegionScene:
     height: int = 0
     width: int = 0
     gsd: float = 0.0  # metres per pixel (square root of the pixel area)
+    modalities: dict | None = None  # one file per modality on one grid (read_modalities)
+
+    @property
+    def files(self):
+        """What the readers and :func:`~d2geo.data.scene.check_request` take: the modality
+        mapping, else the list of dates."""
+        return self.modalities if self.modalities is not None else self.paths
 
     @property
     def km2(self) -> float:
@@ -262,28 +276,85 @@ def _scene_id(path: str) -> str:
     return name
 
 
-def _read_list(path: str) -> list[list[str]]:
+def _read_list(path: str) -> list:
     base = os.path.dirname(os.path.abspath(path))
-    groups = []
+    groups: list = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
             parts = [p for p in line.replace(",", " ").split() if p]
-            groups.append([p if os.path.isabs(p) else os.path.join(base, p) for p in parts])
+            pairs = [p.partition("=") for p in parts]
+            if any(sep for _, sep, _ in pairs):  # MODALITY=path entries: one file per modality
+                if not all(sep and m and v for m, sep, v in pairs):
+                    raise RegionRequestError(
+                        f"{path}, line {n}: mixes MODALITY=path entries with plain paths ({line!r}); a line is "
+                        f"either the dates of a scene (paths) or its modalities (S2L2A=a.tif S1RTC=b.tif ...)")
+                mods: dict[str, str] = {}
+                for m, _, v in pairs:
+                    if m.lower() in {k.lower() for k in mods}:
+                        raise RegionRequestError(f"{path}, line {n}: the modality {m} is named twice")
+                    mods[m] = v if os.path.isabs(v) else os.path.join(base, v)
+                groups.append(mods)
+            else:
+                groups.append([p if os.path.isabs(p) else os.path.join(base, p) for p in parts])
     return groups
 
 
-def collect_scenes(inputs: Sequence[str], state_dir: str | None = None, *,
+def _modality_groups(inputs: Mapping[str, str]) -> list[dict[str, str]]:
+    """Scenes of one file per modality from ``{modality: file or folder}``: files are one
+    scene; folders are matched by file name (``S2L2A/x.tif`` with ``S1RTC/x.tif``, ...), the
+    first modality's folder listing the scenes."""
+    if not inputs:
+        raise RegionRequestError("the modality inputs are empty: give {modality: folder or file}")
+    kinds = {m: os.path.isdir(p) for m, p in inputs.items()}
+    for m, p in inputs.items():
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"the {m} input {p} does not exist")
+    if len(set(kinds.values())) > 1:
+        raise RegionRequestError(
+            f"the modality inputs mix folders and files ({', '.join(f'{m}={p}' for m, p in inputs.items())}): give "
+            f"a folder per modality (scenes matched by file name) or a file per modality (one scene)")
+    if not next(iter(kinds.values())):
+        return [{m: os.path.abspath(p) for m, p in inputs.items()}]
+    listing = {m: sorted(os.path.basename(p) for p in glob.glob(os.path.join(d, "*"))
+                         if p.lower().endswith(_RASTER_EXT)) for m, d in inputs.items()}
+    (m0, names0), *others = listing.items()
+    if not names0:
+        raise RegionRequestError(f"the {m0} folder {inputs[m0]} holds no raster files ({', '.join(_RASTER_EXT)})")
+    for m, names in others:
+        missing = sorted(set(names0) - set(names))
+        if missing:
+            raise RegionRequestError(
+                f"the {m} folder {inputs[m]} has no {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                f"of the {m0} folder {inputs[m0]}: every scene needs a file of every modality, under the same file "
+                f"name; add them, or move those {m0} files out")
+        extra = sorted(set(names) - set(names0))
+        if extra:
+            logger.warning("%d file(s) of the %s folder %s have no %s file and are not predicted: %s", len(extra), m,
+                           inputs[m], m0, ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else ""))
+    return [{m: os.path.abspath(os.path.join(inputs[m], name)) for m in inputs} for name in names0]
+
+
+def collect_scenes(inputs, state_dir: str | None = None, *,
                    stac_assets: Sequence[str] | None = None) -> list[RegionScene]:
     """The scenes named by ``inputs``: raster files, folders (each raster file in it is a
     scene; ``*.json`` STAC items too), text files (one scene a line: one raster or STAC item,
-    or several, one per date, separated by spaces or commas; ``#`` starts a comment) and
-    STAC item JSON files (their assets are stacked into a VRT in ``state_dir``)."""
+    or several, one per date, separated by spaces or commas, or one file per modality as
+    ``MODALITY=path`` entries; ``#`` starts a comment) and STAC item JSON files (their assets
+    are stacked into a VRT in ``state_dir``). ``inputs`` may instead map modalities to folders
+    (scenes matched by file name across them) or to files (one scene): ``{"S2L2A": "s2/",
+    "S1RTC": "s1/", "DEM": "dem/"}``; a scene of modalities is stacked band-wise as
+    :func:`~d2geo.data.geotiff.read_modalities` does, its files checked to share one grid."""
     import rasterio
 
-    groups: list[list[str]] = []
+    groups: list = []
+    if isinstance(inputs, Mapping):
+        groups = _modality_groups({str(m): os.fspath(p) for m, p in inputs.items()})
+        inputs = ()
+    elif isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     for inp in inputs:
         inp = os.fspath(inp)
         if os.path.isdir(inp):
@@ -306,6 +377,23 @@ def collect_scenes(inputs: Sequence[str], state_dir: str | None = None, *,
         raise RegionRequestError("no scenes were given")
     scenes, seen = [], {}
     for group in groups:
+        if isinstance(group, dict):  # one file per modality
+            sid = _scene_id(next(iter(group.values())))
+            if sid in seen:
+                raise RegionRequestError(f"two scenes would write the same outputs {sid}.*: {seen[sid]} and "
+                                         f"{next(iter(group.values()))}; rename one")
+            seen[sid] = next(iter(group.values()))
+            try:
+                grid = check_modality_grid(group)
+            except GeoTiffError as e:
+                raise RegionRequestError(f"scene {sid}: {e}") from None
+            if grid["crs"] is None:
+                raise RegionRequestError(f"{grid['paths'][0]} has no CRS: region outputs need georeferenced scenes "
+                                         f"(assign one with gdal_edit.py -a_srs)")
+            crs, transform, h, w = grid["crs"], grid["transform"], grid["height"], grid["width"]
+            scenes.append(RegionScene(sid, list(group.values()), list(group.values()), crs, transform, h, w,
+                                      pixel_gsd(crs, transform, h, w), modalities=dict(group)))
+            continue
         paths, sources = [], []
         for p in group:
             if not os.path.isfile(p):
@@ -426,10 +514,12 @@ def ownership(scene: RegionScene, scenes: Sequence[RegionScene]) -> Ownership:
 
 # ---------------------------------------------------------------------------- windows
 class _WindowReader(torch.utils.data.Dataset):
-    """Windows of one scene, read with :func:`read_geotiff` (in DataLoader workers)."""
+    """Windows of one scene, read with :func:`read_geotiff` (a scene of modalities: stacked by
+    :func:`~d2geo.data.geotiff.read_modalities`), in DataLoader workers."""
 
-    def __init__(self, paths, windows, tile, read_kwargs):
+    def __init__(self, paths, windows, tile, read_kwargs, modalities=None):
         self.paths, self.windows, self.tile, self.kw = paths, windows, tile, read_kwargs
+        self.modalities = modalities
 
     def __len__(self):
         return len(self.windows)
@@ -438,8 +528,7 @@ class _WindowReader(torch.utils.data.Dataset):
         from rasterio.windows import Window
 
         row, col = self.windows[i]
-        paths = self.paths if len(self.paths) > 1 else self.paths[0]
-        s = read_geotiff(paths, window=Window(col, row, self.tile, self.tile), **self.kw)
+        s = read_scene_window(self.paths, self.modalities, Window(col, row, self.tile, self.tile), **self.kw)
         meta = {k: (torch.as_tensor(v) if not isinstance(v, float) else v) for k, v in s.metadata.items()}
         return row, col, {"image": torch.as_tensor(s.image), "height": self.tile, "width": self.tile,
                           "metadata": meta}, s.valid
@@ -612,7 +701,8 @@ def predict_region_scene(model, scene: RegionScene, scenes: Sequence[RegionScene
                 rw = r1c - r0c
                 wins = [(r, c + r0c) for r, c in tile_windows(height, rw, tile, overlap)]
                 loader = torch.utils.data.DataLoader(
-                    _WindowReader(scene.paths, wins, tile, read_kw), batch_size=opts.batch_size, shuffle=False,
+                    _WindowReader(scene.paths, wins, tile, read_kw, scene.modalities), batch_size=opts.batch_size,
+                    shuffle=False,
                     num_workers=opts.num_workers, collate_fn=_collate,
                     prefetch_factor=2 if opts.num_workers > 0 else None,
                     persistent_workers=False)
@@ -1025,7 +1115,7 @@ class _Progress:
             self.bar.close()
 
 
-def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptions | None = None, *,
+def predict_region(model, inputs, out_dir: str, opts: RegionOptions | None = None, *,
                    key: str = "", rank: int = 0, world_size: int = 1, progress: bool = True,
                    overwrite: bool = False, device_type: str | None = None, barrier=None,
                    mosaic_crs=None) -> dict:
@@ -1072,10 +1162,10 @@ def predict_region(model, inputs: Sequence[str], out_dir: str, opts: RegionOptio
                                      "and pyarrow: pip install 'd2geo[region]'") from None
     # the request against the model and every scene, before any work
     for s in scenes:
-        check_request(model, s.paths, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg else None,
+        check_request(model, s.files, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg else None,
                       instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
                       bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
-                      overlap=opts.overlap)
+                      overlap=opts.overlap, scale=opts.scale)
     if opts.cog_blocksize < 128 or opts.cog_blocksize % 16:
         raise RegionRequestError(f"cog_blocksize={opts.cog_blocksize}: GDAL's COG tiles are a multiple of 16 and at "
                                  f"least 128 px; use 256 or 512")

@@ -16,6 +16,11 @@ of a scene and merges the results:
   object). Of duplicates the one not touching an interior window edge wins, then the
   higher score. Output: GeoJSON polygons in the scene CRS or EPSG:4326.
 
+A scene may also be one file per modality on one grid (``{modality: path}``, e.g.
+Sentinel-2 L2A, Sentinel-1 RTC and a DEM for TerraMind): each window is read from every
+file and stacked band-wise (:func:`~d2geo.data.geotiff.read_modalities`, channels
+``"<MODALITY>:<band>"``); the files' CRS, transform and size are checked first.
+
 Before any window is read the request is checked against the model and the scene
 (:func:`check_request`): a semantic model asked for instances, a band list the file does
 not have or of another length than the model's input, an output over the scene itself,
@@ -43,18 +48,22 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .files import TMP_MARK, atomic_path
-from .geotiff import GeoTiffError, apply_affine, read_geotiff, resolve_band_indices, translate_affine
+from .geotiff import (
+    GeoTiffError, apply_affine, check_modality_grid, read_geotiff, read_modalities, resolve_band_indices,
+    translate_affine,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["tile_windows", "blend_weights", "SceneInstance", "merge_instances", "predict_scene",
-           "instances_to_geojson", "check_request", "model_outputs", "SceneRequestError"]
+           "instances_to_geojson", "check_request", "model_outputs", "SceneRequestError", "scene_files",
+           "read_scene_window"]
 
 NODATA_CLASS = 255
 
@@ -296,20 +305,92 @@ def _check_output_path(path: str, what: str, exts: Sequence[str], scene_paths: S
             raise SceneRequestError(f"the {what} output {path} is the scene itself: choose another file name")
 
 
-def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None = None,
+def scene_files(scene) -> tuple[list[str], dict[str, str] | None]:
+    """The files of a scene and its modalities: a path (one file), a list of paths (one file
+    per date) or a mapping ``{modality: path}`` (one file per modality on one grid, stacked
+    by :func:`~d2geo.data.geotiff.read_modalities`; the modality names of TerraMind's data and
+    of the dataset dicts' ``modality_files``). Returns ``(paths, modalities or None)``."""
+    if isinstance(scene, Mapping):
+        if not scene:
+            raise SceneRequestError("the scene's modality mapping is empty: give {modality: path}, e.g. "
+                                    "{'S2L2A': 's2.tif', 'S1RTC': 's1.tif', 'DEM': 'dem.tif'}")
+        mods = {str(m): os.fspath(p) for m, p in scene.items()}
+        return list(mods.values()), mods
+    if isinstance(scene, (str, os.PathLike)):
+        return [os.fspath(scene)], None
+    paths = [os.fspath(p) for p in scene]
+    if not paths:
+        raise SceneRequestError("no scene file was given")
+    return paths, None
+
+
+def read_scene_window(paths: Sequence[str], modalities: Mapping[str, str] | None, window, **kwargs):
+    """One window of a scene (see :func:`scene_files`) as a GeoSample: the files of the
+    modalities stacked band-wise, else the file or the dates of one scene."""
+    if modalities is not None:
+        return read_modalities(modalities, window=window, **kwargs)
+    return read_geotiff(paths if len(paths) > 1 else paths[0], window=window, **kwargs)
+
+
+def _canonical(names: Sequence[str]) -> list[str]:
+    from d2geo.encoders.terramind import canonical_channel
+
+    return [canonical_channel(n).lower() for n in names]
+
+
+def _check_modality_request(model, modalities: Mapping[str, str], *, bands, band_names, sensor, scale) -> dict:
+    """The grid and the stacked channel names of a multi-modality scene, checked against the model."""
+    from rasterio.windows import Window
+
+    for what, option in (("band_names", band_names), ("sensor", sensor)):
+        if option is not None and not isinstance(option, Mapping):
+            raise SceneRequestError(
+                f"{what}={option!r} is one value for a scene of the modalities {list(modalities)}: give it per "
+                f"modality, {what}={{modality: ...}} (--{what.replace('_', '-')} MODALITY=..., e.g. "
+                f"--{what.replace('_', '-')} {next(iter(modalities))}=...)")
+    try:
+        info = check_modality_grid(modalities)
+        # one pixel read: the stacked channel names, and every band, name and option checked
+        probe = read_modalities(modalities, bands=bands, band_names=band_names, sensor=sensor, scale=scale,
+                                window=Window(0, 0, 1, 1))
+    except GeoTiffError as e:
+        raise SceneRequestError(str(e)) from None
+    names = list(probe.band_names)
+    expected = _model_in_channels(model)
+    known = _model_bands(model)
+    how = ("--bands " + ",".join(bands)) if bands else ("every band of " + ", ".join(modalities) + ", in that order")
+    if expected is not None and expected != len(names):
+        raise SceneRequestError(
+            f"the model takes {expected} bands but the modality files give {len(names)} ({how}: {', '.join(names)}): "
+            f"choose the model's bands with --bands (bands=) as '<MODALITY>:<band>' names, in its training order"
+            + (f" ({', '.join(known)})" if known else ""))
+    if known is not None and len(known) == len(names) and all(":" in b for b in known) \
+            and _canonical(known) != _canonical(names):
+        raise SceneRequestError(
+            f"the model takes the channels {', '.join(known)} but the modality files give {', '.join(names)} "
+            f"({how}): give the modalities (--input) in the model's order, or select its channels with --bands "
+            f"{','.join(known)}")
+    info.update(count=len(names), band_names=names, modalities=dict(modalities))
+    return info
+
+
+def check_request(model, scene_paths, *, semseg_path: str | None = None,
                   instances_path: str | None = None, bands: Sequence[str] | None = None,
-                  band_names: Sequence[str] | None = None, sensor: str | None = None,
-                  tile: int = 256, overlap: int = 64, regions_path: str | None = None) -> dict:
+                  band_names=None, sensor=None, tile: int = 256, overlap: int = 64,
+                  regions_path: str | None = None, scale=None) -> dict:
     """Check a predict_scene request before any work; returns the scene's size, CRS and
-    transform. Raises :class:`SceneRequestError` (or FileNotFoundError) naming the fix."""
+    transform. ``scene_paths``: the scene's files (one, or one per date) or a mapping
+    ``{modality: path}`` (see :func:`scene_files`). Raises :class:`SceneRequestError` (or
+    FileNotFoundError) naming the fix."""
     import rasterio
 
+    scene_paths, modalities = scene_files(scene_paths)
     if semseg_path is None and instances_path is None and regions_path is None:
         raise ValueError("give semseg_path, instances_path and/or regions_path: there is nothing to write")
     tile_windows(1, 1, tile, overlap)  # tile/overlap range check
-    for p in scene_paths:
+    for m, p in (modalities.items() if modalities else ((None, p) for p in scene_paths)):
         if not os.path.isfile(p):
-            raise FileNotFoundError(f"scene file not found: {p}")
+            raise FileNotFoundError(f"scene file not found: {p}" + (f" (the {m} file)" if m else ""))
     if semseg_path is not None:
         _check_output_path(semseg_path, "class map", (".tif", ".tiff"), scene_paths)
     if instances_path is not None:
@@ -328,6 +409,9 @@ def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None 
                 raise SceneRequestError(
                     f"{type(getattr(model, 'module', model)).__name__} predicts {have}, not {_KIND[key]}: "
                     f"drop that output, or use a model that predicts it")
+    if modalities is not None:
+        return _check_modality_request(model, modalities, bands=bands, band_names=band_names, sensor=sensor,
+                                       scale=scale)
     with rasterio.open(scene_paths[0]) as src:
         info = {"height": src.height, "width": src.width, "crs": src.crs, "transform": src.transform,
                 "count": src.count, "descriptions": src.descriptions}
@@ -352,7 +436,9 @@ def check_request(model, scene_paths: Sequence[str], *, semseg_path: str | None 
             f"the model takes {expected} bands but the scene gives {n_in} "
             f"({'--bands ' + ','.join(bands) if bands else 'all bands of ' + scene_paths[0]}): "
             f"choose the model's bands with --bands (bands=), in its training order"
-            + (f" ({', '.join(known)}; with --sensor, a sensor's own band ids work too)" if known else ""))
+            + (f" ({', '.join(known)}; with --sensor, a sensor's own band ids work too)" if known else "")
+            + ("; a model of several modalities reads one file per modality: --input MODALITY=path (scene="
+               "{modality: path})" if known and len({b.split(':', 1)[0] for b in known if ':' in b}) > 1 else ""))
     info["band_names"] = names
     return info
 
@@ -367,6 +453,29 @@ def _write_category_names(path: str, class_names: Sequence[str]) -> None:
            "    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n")
     with open(path, "w", encoding="utf-8") as f:
         f.write(xml)
+
+
+def _preview_source(paths, modalities, names, band_names, sensor):
+    """The file, band names and sensor the quick-look shows: the scene's first file, or of a
+    multi-modality scene its optical file (S2RGB, S2L2A, S2L1C, else the first)."""
+    if modalities is None:
+        return paths, names, sensor
+    import rasterio
+
+    from d2geo.encoders.terramind import TERRAMIND_MODALITIES
+
+    m = next((k for k in ("S2RGB", "S2L2A", "S2L1C") if k in modalities), next(iter(modalities)))
+    spec = TERRAMIND_MODALITIES.get(m.upper())
+    with rasterio.open(modalities[m]) as src:
+        count, desc = src.count, src.descriptions
+    own = (band_names or {}).get(m) if isinstance(band_names, Mapping) else None
+    if own is None and spec is not None and count == len(spec.bands):
+        own = spec.bands
+    own = list(own) if own is not None else [d or f"band{i + 1}" for i, d in enumerate(desc)]
+    msensor = sensor.get(m) if isinstance(sensor, Mapping) else None
+    if msensor is None and spec is not None and spec.sensor is not None and spec.name != "S2RGB":
+        msensor = spec.sensor
+    return [modalities[m]], own, msensor
 
 
 def _scene_preview(paths, band_names, sensor, max_side: int = 1024):
@@ -456,7 +565,13 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
                   regions_path: str | None = None, polygon_classes: Sequence[str | int] | None = None,
                   polygon_exclude: Sequence[str | int] | None = None, min_area_m2: float = 0.0,
                   polygon_strip_rows: int = 1024) -> dict:
-    """Run ``model`` over ``scene`` (a GeoTIFF, or a list of one GeoTIFF per date).
+    """Run ``model`` over ``scene``: a GeoTIFF, a list of one GeoTIFF per date, or a mapping
+    ``{modality: path}`` of one GeoTIFF per modality on one grid (e.g. ``{"S2L2A": ..., "S1RTC":
+    ..., "DEM": ...}`` for TerraMind), whose windows are stacked band-wise by
+    :func:`~d2geo.data.geotiff.read_modalities` into channels ``"<MODALITY>:<band>"`` (every band
+    of every file in the mapping's order, or ``bands``). The files must share CRS, transform and
+    size (else a :class:`SceneRequestError` naming what differs); ``band_names``, ``sensor`` and
+    ``scale`` are then given per modality (mappings; ``scale`` may also be one value for all).
 
     Writes the blended class map to ``semseg_path`` and the merged instances as GeoJSON
     to ``instances_path`` (in ``to_crs``, e.g. ``"EPSG:4326"``, else the scene CRS), each
@@ -476,11 +591,12 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
 
     from .render import class_colours
 
-    paths = [os.fspath(scene)] if isinstance(scene, (str, os.PathLike)) else [os.fspath(p) for p in scene]
+    paths, modalities = scene_files(scene)
     if object_names is None and semseg_path is None:
         object_names = class_names
-    info = check_request(model, paths, semseg_path=semseg_path, instances_path=instances_path, bands=bands,
-                         band_names=band_names, sensor=sensor, tile=tile, overlap=overlap, regions_path=regions_path)
+    info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
+                         bands=bands, band_names=band_names, sensor=sensor, tile=tile, overlap=overlap,
+                         regions_path=regions_path, scale=scale)
     want_sem = semseg_path is not None or regions_path is not None
     if regions_path is not None:
         from .polygons import PolygonRequestError, require_shapely, resolve_classes
@@ -603,8 +719,8 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
                     if sem_dst is not None:
                         flush(row)
                     current_row = row
-                sample = read_geotiff(paths if len(paths) > 1 else paths[0], bands=bands, band_names=band_names,
-                                      sensor=sensor, scale=scale, fill=fill, window=Window(col, row, tile, tile))
+                sample = read_scene_window(paths, modalities, Window(col, row, tile, tile), bands=bands,
+                                           band_names=band_names, sensor=sensor, scale=scale, fill=fill)
                 item = {"image": torch.as_tensor(sample.image), "height": tile, "width": tile,
                         "metadata": {k: (torch.as_tensor(v) if not isinstance(v, float) else v)
                                      for k, v in sample.metadata.items()}}
@@ -639,12 +755,13 @@ def predict_scene(model, scene, *, tile: int = 256, overlap: int = 64, bands: Se
             with open(tmp["instances"], "w", encoding="utf-8") as f:
                 json.dump(gj, f)
         if quicklook:
+            qpaths, qbands, qsensor = _preview_source(paths, modalities, info["band_names"], band_names, sensor)
             if semseg_path is not None:
                 qnames = list(class_names) if class_names is not None else None
-                _write_quicklook(semseg_path + ".png", paths, info["band_names"], sensor,
+                _write_quicklook(semseg_path + ".png", qpaths, qbands, qsensor,
                                  class_map_path=tmp["semseg"], class_names=qnames)
             if instances_path is not None:
-                _write_quicklook(instances_path + ".png", paths, info["band_names"], sensor, instances=kept,
+                _write_quicklook(instances_path + ".png", qpaths, qbands, qsensor, instances=kept,
                                  class_names=object_names)
     logger.info("predicted %d windows of %s (%dx%d); %d instances kept of %d detections",
                 len(windows), paths[0], height, width, len(kept), len(detections))

@@ -9,7 +9,7 @@
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
 from .bands import HLS_BANDS, RGB_BANDS, SENSOR_BANDS, SENSORS, BandError, band_wavelengths, match_bands
-from .hub import ChecksumMismatchError, WeightsDownloadError, resolve_weights
+from .hub import ChecksumMismatchError, ManualDownloadError, WeightsDownloadError, resolve_weights
 from .metadata import METADATA_KEYS
 from .registry import (
     InputStats,
@@ -28,15 +28,17 @@ from . import clay  # noqa: F401,E402  isort: skip
 from . import prithvi  # noqa: F401,E402  isort: skip
 from . import dinov3  # noqa: F401,E402  isort: skip
 from . import ssl4eo  # noqa: F401,E402  isort: skip
+from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
 from . import scale_mae  # noqa: F401,E402  isort: skip
 from . import satlas  # noqa: F401,E402  isort: skip
 from . import dofa  # noqa: F401,E402  isort: skip
 from . import terramind  # noqa: F401,E402  isort: skip
+from . import croma  # noqa: F401,E402  isort: skip
 
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
     "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
     "METADATA_KEYS", "SENSOR_BANDS", "SENSORS", "band_wavelengths", "BandError", "match_bands",
     "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
-    "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError",
+    "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError", "ManualDownloadError",
 ]

@@ -76,6 +76,12 @@ class GeoEncoder(nn.Module):
     out_channels: tuple[int, ...] | None = None
 
     @property
+    def feature_dim(self) -> int:
+        """Channels of the maps :meth:`forward_features` returns (plain ViTs): ``embed_dim``,
+        unless a family merges several token grids into wider maps (TerraMind's ``"concat"``)."""
+        return self.embed_dim
+
+    @property
     def size_divisibility(self) -> int:
         """Input sides must be multiples of this: the patch size, or a hierarchical encoder's
         coarsest stride."""
@@ -194,7 +200,7 @@ class GeoEncoder(nn.Module):
         metadata = self.check_metadata(metadata, x)
         if x.shape[0] == 0:  # an empty batch: empty maps of the right shape, from every family
             grid = self.token_grid(x)
-            return [x.new_zeros((0, self.embed_dim, *grid)) for _ in wanted]
+            return [x.new_zeros((0, self.feature_dim, *grid)) for _ in wanted]
         tokens, grid, ctx = self._embed(x, metadata)
         last = max(wanted)
         taken: dict[int, torch.Tensor] = {}

@@ -95,8 +95,10 @@ class LoadReport:
 def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Find the flat ``name -> tensor`` mapping inside a checkpoint.
 
-    Handles Lightning (``state_dict``), detectron2 / d2geo (``model``), and training
-    checkpoints that nest the weights one level deeper. Tensors next to the container
+    Handles Lightning (``state_dict``), detectron2 / d2geo (``model``), training
+    checkpoints that nest the weights one level deeper, and checkpoints that are a mapping
+    of per-module state dicts only (CROMA's ``{"s1_encoder": {...}, "s2_encoder": {...}}``,
+    read as one state dict with dotted names). Tensors next to the container
     (an epoch counter saved as a tensor, another copy of the model) are not loaded and
     are logged by name.
     """
@@ -113,6 +115,10 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, 
                     if isinstance(obj.get(k), Mapping) and _has_tensors(obj[k])), None)
         if key is None:
             flat = {k: v for k, v in obj.items() if torch.is_tensor(v)}
+            if not flat and _is_module_dicts(obj):
+                # a checkpoint of per-module state dicts (CROMA's s1_encoder, s2_encoder, ...):
+                # one state dict with dotted names
+                return {f"{k}.{name}": t for k, sub in obj.items() for name, t in sub.items()}, ignored
             if not flat:
                 raise CheckpointError(
                     "no state dict found in the checkpoint: top-level keys are "
@@ -133,6 +139,12 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, 
                     ignored[name] = reason
         obj, path = obj[key], f"{path}{key}/"
     raise CheckpointError("checkpoint nests state dicts too deeply to unwrap")
+
+
+def _is_module_dicts(obj: Mapping[str, Any]) -> bool:
+    """Whether every top-level value is a flat, non-empty ``name -> tensor`` mapping."""
+    return bool(obj) and all(isinstance(v, Mapping) and v and all(torch.is_tensor(t) for t in v.values())
+                             for v in obj.values())
 
 
 def _has_tensors(obj: Mapping[str, Any], depth: int = 0) -> bool:

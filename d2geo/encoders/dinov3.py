@@ -122,7 +122,9 @@ class DINOv3Encoder(GeoEncoder):
         return self.vit.norm
 
     def no_weight_decay(self) -> set[str]:
-        return {f"vit.{n}" for n in self.vit.no_weight_decay()} & {n for n, _ in self.named_parameters()}
+        # prefix tokens and position table named here: older timm's Eva leaves reg_token out
+        names = {f"vit.{n}" for n in self.vit.no_weight_decay()} | {"vit.pos_embed", "vit.cls_token", "vit.reg_token"}
+        return names & {n for n, _ in self.named_parameters()}
 
     def _run_block(self, block, x, rope):
         return block(x, rope=rope)

@@ -15,6 +15,10 @@ Accepted wherever d2geo takes weights (``build_encoder(weights=...)``, ``GeoBack
   here too.
 * anything else is a local path and is returned unchanged.
 
+Some publishers share weights only where a browser is needed (Google Drive answers download
+clients with a confirmation page instead of the file): such URLs are refused with
+:class:`ManualDownloadError`, which says to download the file by hand and pass its path.
+
 Verification: a file is checked against ``sha256`` when one is given (the pretrained
 tables pin the digests their publishers state). Without a pin, a Hub file stored with
 Git LFS is checked against the sha256 the Hub reports for it (its LFS object id, which
@@ -43,8 +47,9 @@ from .checkpoint import CheckpointError
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "HF_PREFIX", "HFFile", "WeightsDownloadError", "ChecksumMismatchError", "parse_hf_uri",
-    "is_remote", "resolve_weights", "sha256_of", "torch_hub_checkpoint_dir",
+    "HF_PREFIX", "HFFile", "WeightsDownloadError", "ChecksumMismatchError", "ManualDownloadError",
+    "parse_hf_uri", "is_remote", "needs_manual_download", "resolve_weights", "sha256_of",
+    "torch_hub_checkpoint_dir",
 ]
 
 HF_PREFIX = "hf://"
@@ -59,6 +64,14 @@ class WeightsDownloadError(CheckpointError, OSError):
 
 class ChecksumMismatchError(WeightsDownloadError):
     """A downloaded file whose sha256 differs from the one it must have."""
+
+
+class ManualDownloadError(WeightsDownloadError):
+    """Weights shared where only a browser can fetch them: download by hand, pass the path."""
+
+
+#: hosts that answer download clients with an interactive page instead of the file
+MANUAL_DOWNLOAD_HOSTS = ("drive.google.com", "docs.google.com")
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,19 @@ def is_remote(source) -> bool:
     return isinstance(source, str) and (source.startswith(HF_PREFIX) or source.startswith(("https://", "http://")))
 
 
+def needs_manual_download(source) -> bool:
+    """Whether ``source`` is a URL on a host that no download client can fetch files from."""
+    return (isinstance(source, str) and source.startswith(("https://", "http://"))
+            and (urlparse(source).hostname or "").lower() in MANUAL_DOWNLOAD_HOSTS)
+
+
+def manual_download_hint(url: str) -> str:
+    """How to get a file that must be downloaded by hand."""
+    return (f"open {url} in a browser, download the file, and pass its local path as weights= (with "
+            f"pretrained=True, weights= replaces the published source; in a config set "
+            f"model.backbone.net.weights to the path)")
+
+
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -133,6 +159,10 @@ def resolve_weights(source, *, sha256: str | None = None, progress: bool = True)
         return source
     if source.startswith(HF_PREFIX):
         return _resolve_hf(parse_hf_uri(source), sha256, progress)
+    if needs_manual_download(source):
+        raise ManualDownloadError(
+            f"{source}: {urlparse(source).hostname} answers download clients with a confirmation page, "
+            f"not the file, so d2geo cannot fetch it: {manual_download_hint(source)}")
     if source.startswith(("https://", "http://")):
         return _resolve_url(source, sha256, progress)
     return os.path.expanduser(source)

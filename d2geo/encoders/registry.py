@@ -57,7 +57,9 @@ class PretrainedCfg:
 
     Args:
         source: ``hf://<org>/<repo>[@<revision>]/<file>`` or an ``https://`` URL; ``None``
-            when no weights are published (``notes`` says why).
+            when no weights are published (``notes`` says why). A URL on a host that only a
+            browser can download from (Google Drive, see ``hub.MANUAL_DOWNLOAD_HOSTS``) is
+            listed as published, and ``pretrained=True`` says how to download it by hand.
         sha256: the file's sha256 where the publisher states one (checked after download);
             ``None``: not published.
         license: the weights' license (SPDX id or the publisher's name for it).
@@ -175,7 +177,7 @@ def pretrained_sha256(source: str) -> str | None:
 def _published_weights(name: str, entry: _Entry) -> str:
     """Local path of ``name``'s published weights (downloaded and verified)."""
     from .checkpoint import CheckpointError
-    from .hub import resolve_weights
+    from .hub import ManualDownloadError, manual_download_hint, needs_manual_download, resolve_weights
 
     cfg = entry.pretrained
     if cfg is None or cfg.source is None:
@@ -185,6 +187,11 @@ def _published_weights(name: str, entry: _Entry) -> str:
             f"to load a checkpoint you have, or pretrained=False to start from random weights. "
             f"Variants with published weights: {', '.join(list_pretrained())}"
         )
+    if needs_manual_download(cfg.source):
+        raise ManualDownloadError(
+            f"pretrained=True: {name}'s published weights are shared at {cfg.source}, which d2geo cannot "
+            f"download (a browser is needed): {manual_download_hint(cfg.source)}, e.g. "
+            f"build_encoder({name!r}, pretrained=True, weights='/path/to/the/file.pth')")
     return resolve_weights(cfg.source, sha256=cfg.sha256)
 
 

@@ -30,10 +30,13 @@ Position table
 
 Output
     Block outputs hold one token grid per modality; the feature map of a block is their
-    mean over modalities (``merge="mean"``, terratorch's default ``merge_method``) or
-    their maximum (``"max"``). With ``norm=True`` the final norm is applied to each token
-    before merging (terratorch applies it to the last block's output only, also before
-    merging). There are no prefix tokens.
+    mean over modalities (``merge="mean"``, terratorch's default ``merge_method``), their
+    maximum (``"max"``) or their concatenation along the channels (``"concat"``: ``D`` times
+    the number of modalities, the first modality's ``D`` channels first; ``feature_dim`` says
+    the width, and the detectron2 backbone's ShapeSpec follows it). With ``norm=True`` the
+    final norm is applied to each token before merging (terratorch applies it to the last
+    block's output only, also before merging). There are no prefix tokens. terratorch's
+    ``"dict"`` and ``None`` return per-modality token sequences, not maps, and are refused.
 """
 from __future__ import annotations
 
@@ -59,9 +62,11 @@ from .registry import InputStats, PretrainedCfg, register_encoder
 logger = logging.getLogger(__name__)
 
 __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "expand_terramind_bands",
-           "split_band", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
+           "split_band", "canonical_channel", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
 
-MERGE_METHODS = ("mean", "max")
+#: how the modalities' token grids become one feature map: terratorch's ``merge_method``
+#: values that give one dense map per block (its "dict" and None give token sequences)
+MERGE_METHODS = ("mean", "max", "concat")
 #: separates the modality from the band in a channel name: ``"S2L2A:B04"``
 MODALITY_SEP = ":"
 
@@ -99,9 +104,27 @@ _BY_KEY = {m.key: m for m in TERRAMIND_MODALITIES.values()}
 _LOWER = {**{n.lower(): m for n, m in TERRAMIND_MODALITIES.items()}, **{k.lower(): m for k, m in _BY_KEY.items()}}
 
 
+#: TerraMind's inputs that are not raw data: token ids of its tokenizers (``tok_*``), land
+#: cover and NDVI (which terratorch tokenizes), captions and coordinates (sequences)
+_NOT_RAW = ("lulc", "ndvi", "caption", "coords", "coord", "det")
+
+
+def _check_not_tokenized(name: str) -> None:
+    low = name.strip().lower()
+    base = low.split("@", 1)[0]
+    if low.startswith("tok_") or base in _NOT_RAW or base.removeprefix("untok_") in _NOT_RAW:
+        raise ValueError(
+            f"{name!r} is one of TerraMind's tokenized or sequence modalities (LULC, NDVI, caption, coords and the "
+            f"tok_* token-id inputs): terratorch feeds them as token ids of TerraMind's tokenizers, which the "
+            f"generation side uses and d2geo does not include. d2geo's TerraMind encoder takes the raw-data "
+            f"modalities {', '.join(TERRAMIND_MODALITIES)}; a land-cover map is a segmentation target (register "
+            f"it as the dataset's label), an index such as NDVI can be computed from the S2 bands by the model")
+
+
 def _modality(name: str, band: str) -> TerraMindModality:
     mod = _LOWER.get(name.lower())
     if mod is None:
+        _check_not_tokenized(name)
         raise ValueError(
             f"band {band!r} names the modality {name!r}, which TerraMind 1.0 does not have; its raw-data "
             f"modalities are {', '.join(TERRAMIND_MODALITIES)} (name channels '<MODALITY>:<band>', "
@@ -120,6 +143,7 @@ def split_band(name: str) -> tuple[str, str]:
     mod = _LOWER.get(name.lower())
     if mod is not None and len(mod.bands) == 1:
         return mod.name, mod.bands[0]
+    _check_not_tokenized(name)
     raise ValueError(
         f"band {name!r} does not say which TerraMind modality it belongs to: name it "
         f"'<MODALITY>:<band>' (e.g. 'S2L2A:{name}' or 'S2L1C:{name}'), or give a bare modality name "
@@ -149,6 +173,22 @@ def expand_terramind_bands(bands: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def canonical_channel(name: str) -> str:
+    """A channel name with its band as the modality's pretrained band id, for comparing
+    channel lists: ``"S2L2A:nir08"`` -> ``"S2L2A:B8A"``, ``"DEM"`` -> ``"DEM:DEM"``. Names of
+    other modalities or bands come back as given."""
+    try:
+        mod, band = split_band(name)
+    except ValueError:
+        return name
+    spec = TERRAMIND_MODALITIES[mod]
+    try:
+        (i,) = match_bands([band], spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
+    except ValueError:
+        i = None
+    return f"{mod}{MODALITY_SEP}{spec.bands[i] if i is not None else band}"
+
+
 def _swiglu(in_features, hidden_features, act_layer=nn.SiLU, bias=True, drop=0.0, **_):
     # TerraMind's gated MLP has 2/3 of the plain MLP's hidden width (int(2 * 4D / 3))
     return SwiGLU(in_features, int(2 * hidden_features / 3), act_layer=act_layer, bias=bias, drop=drop)
@@ -172,7 +212,8 @@ class TerraMindEncoder(GeoEncoder):
             module docstring). Default: the 12 Sentinel-2 L2A bands.
         img_size: the reference image size (224 for all published weights): its token grid
             is the grid of the position table.
-        merge: ``"mean"`` or ``"max"`` over the modalities' token grids.
+        merge: ``"mean"``, ``"max"`` or ``"concat"`` (channels) over the modalities' token
+            grids (terratorch's ``merge_method``).
         drop_path_rate: stochastic depth, rising linearly from 0 to this over the blocks
             (as terratorch).
         pos_cache_size: how many interpolated position tables (grid, device, dtype) to keep.
@@ -185,7 +226,11 @@ class TerraMindEncoder(GeoEncoder):
                  merge: str = "mean", drop_path_rate: float = 0.0, pos_cache_size: int = 16):
         super().__init__()
         if merge not in MERGE_METHODS:
-            raise ValueError(f"merge={merge!r} is not one of {MERGE_METHODS}")
+            what = ("returns per-modality token sequences (terratorch's 'dict' / None), which a dense "
+                    "detectron2 head cannot take" if merge in ("dict", None, "none") else "is unknown")
+            raise ValueError(
+                f"merge={merge!r} {what}: use one of {', '.join(map(repr, MERGE_METHODS))} (mean or maximum over "
+                f"the modalities, or their concatenation along the channels: embed_dim x modalities)")
         if embed_dim % 4:
             raise ValueError(f"TerraMind's 2-D position table needs embed_dim divisible by 4, got {embed_dim}")
         if patch_size != 16:
@@ -249,6 +294,12 @@ class TerraMindEncoder(GeoEncoder):
                 nn.init.xavier_uniform_(m.weight)
 
     @property
+    def feature_dim(self) -> int:
+        """Channels of the feature maps: ``embed_dim``, times the number of modalities for
+        ``merge="concat"``."""
+        return self.embed_dim * (len(self.modalities) if self.merge == "concat" else 1)
+
+    @property
     def ref_grid(self) -> tuple[int, int]:
         g = self.img_size // self.patch_size
         return g, g
@@ -306,6 +357,8 @@ class TerraMindEncoder(GeoEncoder):
         M, h, w = grid
         B, _, D = tokens.shape
         t = tokens.reshape(B, M, h * w, D)
+        if self.merge == "concat":  # (B, M, N, D) -> (B, M*D, h, w), the first modality's channels first
+            return t.permute(0, 1, 3, 2).reshape(B, M * D, h, w).contiguous()
         t = t.mean(dim=1) if self.merge == "mean" else t.amax(dim=1)
         return t.transpose(1, 2).reshape(B, D, h, w).contiguous()
 
@@ -377,6 +430,9 @@ class TerraMindEncoder(GeoEncoder):
                 out.ignore(k, "the zero bias buffer of a bias-free LayerNorm")
             elif k.startswith("decoder") or k == "mask_token":
                 out.ignore(k, "the decoder, used only in pretraining and generation")
+            elif k == "missing_mod_token":
+                out.ignore(k, "the token terratorch's 'concat' merge puts in place of a modality missing from its "
+                              "input; d2geo's input always holds every modality of bands")
             else:
                 out[k] = v
         return out

@@ -1,18 +1,16 @@
 """A detectron2 checkpointer that never leaves a half-written file and never unpickles code."""
 from __future__ import annotations
 
-import contextlib
-import glob
 import logging
 import os
 import random
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from ..data.files import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from ..encoders.checkpoint import CheckpointError, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -21,53 +19,6 @@ __all__ = [
     "GeoCheckpointer", "atomic_torch_save", "atomic_write_text", "capture_rng_state",
     "restore_rng_state",
 ]
-
-_TMP_SUFFIX = ".d2geo-tmp"
-
-
-# -- atomic writes ------------------------------------------------------------------------
-def _fsync_dir(directory: str) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=_TMP_SUFFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj, path)`` through a temporary file in the same directory, fsync and rename.
-
-    Readers see either the old file or the complete new one, whenever the writer dies.
-    """
-    _atomic_write(os.fspath(path), lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file atomically (see :func:`atomic_torch_save`)."""
-    _atomic_write(os.fspath(path), lambda f: f.write(text.encode("utf-8")))
 
 
 # -- RNG states ---------------------------------------------------------------------------
@@ -120,10 +71,7 @@ class GeoCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir: str = "", *, save_to_disk=None, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         if self.save_dir and self.save_to_disk and os.path.isdir(self.save_dir):
-            for stale in glob.glob(os.path.join(self.save_dir, f".*{_TMP_SUFFIX}")):
-                logger.info("removing %s, left by a checkpoint write that did not finish", stale)
-                with contextlib.suppress(OSError):
-                    os.unlink(stale)
+            remove_stale_temporaries(self.save_dir)
 
     def load(self, path, *args, **kwargs):
         self._loading = path

@@ -159,7 +159,7 @@ class GeoBackbone(Backbone):
         if temporal_fold not in TEMPORAL_FOLDS:
             raise ValueError(f"temporal_fold={temporal_fold!r} is not one of {TEMPORAL_FOLDS}")
         self.temporal_fold = temporal_fold
-        channels = encoder.embed_dim
+        channels = getattr(encoder, "feature_dim", encoder.embed_dim)  # TerraMind's "concat": D x modalities
         self.num_time_tokens = 1
         if self.temporal:
             frames, tubelet = getattr(encoder, "num_frames", None), getattr(encoder, "tubelet_size", 1)

@@ -83,19 +83,45 @@ def _verify(path: str, name: str) -> None:
         )
 
 
-class D2GeoZooHandler(PathHandler):
+class _ReadOnlyFileHandler(PathHandler):
+    """A ``PathHandler`` for remote files read through a local copy: a subclass names its
+    ``PREFIX`` and resolves a path to that copy in ``_get_local_path``; opening for writing
+    is refused (with ``_READ_ONLY``, what the files are), and a path that cannot be resolved
+    does not exist."""
+
+    PREFIX: str
+    _READ_ONLY: str
+
+    def _get_supported_prefixes(self) -> list[str]:
+        return [self.PREFIX]
+
+    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise ValueError(f"{self._READ_ONLY}; cannot open {path} with mode {mode!r}")
+        self._check_kwargs(kwargs)
+        return open(self._get_local_path(path), mode, buffering=buffering)
+
+    def _exists(self, path: str, **kwargs) -> bool:
+        try:
+            return os.path.isfile(self._get_local_path(path, **kwargs))
+        except (OSError, ValueError):
+            return False
+
+    def _isfile(self, path: str, **kwargs) -> bool:
+        return self._exists(path, **kwargs)
+
+
+class D2GeoZooHandler(_ReadOnlyFileHandler):
     """Resolves ``d2geo://`` paths (see the module docstring)."""
 
     PREFIX = "d2geo://"
+    _READ_ONLY = "d2geo:// zoo files are read-only"
 
     def __init__(self) -> None:
         super().__init__()
         self._verified: dict[str, tuple[int, int]] = {}
         self._http = _IOPathManager()
         self._http.register_handler(HTTPURLHandler())
-
-    def _get_supported_prefixes(self) -> list[str]:
-        return [self.PREFIX]
 
     @classmethod
     def relative_path(cls, path: str) -> str:
@@ -148,23 +174,8 @@ class D2GeoZooHandler(PathHandler):
             shutil.rmtree(staging, ignore_errors=True)
         logger.info("d2geo://%s cached in %s", rel, final)
 
-    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
-        if any(c in mode for c in "wax+"):
-            raise ValueError(f"d2geo:// zoo files are read-only; cannot open {path} with mode {mode!r}")
-        self._check_kwargs(kwargs)
-        return open(self._get_local_path(path), mode, buffering=buffering)
 
-    def _exists(self, path: str, **kwargs) -> bool:
-        try:
-            return os.path.isfile(self._get_local_path(path, **kwargs))
-        except (OSError, ValueError):
-            return False
-
-    def _isfile(self, path: str, **kwargs) -> bool:
-        return self._exists(path, **kwargs)
-
-
-class HFHubHandler(PathHandler):
+class HFHubHandler(_ReadOnlyFileHandler):
     """Resolves ``hf://<org>/<repo>[@<revision>]/<file>`` with huggingface_hub.
 
     See :mod:`d2geo.encoders.hub`: the Hub's own cache and environment (``HF_ENDPOINT``,
@@ -173,9 +184,7 @@ class HFHubHandler(PathHandler):
     """
 
     PREFIX = "hf://"
-
-    def _get_supported_prefixes(self) -> list[str]:
-        return [self.PREFIX]
+    _READ_ONLY = "hf:// files are read-only here"
 
     def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
         from d2geo.encoders.hub import resolve_weights
@@ -183,21 +192,6 @@ class HFHubHandler(PathHandler):
 
         self._check_kwargs(kwargs)
         return resolve_weights(path, sha256=pretrained_sha256(path))
-
-    def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
-        if any(c in mode for c in "wax+"):
-            raise ValueError(f"hf:// files are read-only here; cannot open {path} with mode {mode!r}")
-        self._check_kwargs(kwargs)
-        return open(self._get_local_path(path), mode, buffering=buffering)
-
-    def _exists(self, path: str, **kwargs) -> bool:
-        try:
-            return os.path.isfile(self._get_local_path(path, **kwargs))
-        except (OSError, ValueError):
-            return False
-
-    def _isfile(self, path: str, **kwargs) -> bool:
-        return self._exists(path, **kwargs)
 
 
 def register_path_handlers(path_manager=None) -> None:

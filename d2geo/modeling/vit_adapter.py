@@ -253,6 +253,12 @@ class ViTAdapter(Backbone):
         if getattr(enc, "window_size", 0):
             logger.info("ViTAdapter: the encoder keeps its window attention settings")
         depth, dim = enc.depth, enc.embed_dim
+        modalities = getattr(enc, "modalities", None)
+        if modalities is not None and len(modalities) > 1:
+            raise ValueError(
+                f"ViTAdapter injects its spatial priors into one token grid per image, but {type(enc).__name__} "
+                f"runs one grid per modality ({', '.join(modalities)}); use the multi-layer pyramid configs "
+                f"(terramind/semantic_fpn_v1_base.py, terramind/upernet_v1_base.py), or an encoder of one modality")
         if not 1 <= num_interactions <= depth:
             raise ValueError(f"num_interactions={num_interactions} must be 1..{depth} (the encoder depth)")
         bounds = [round(depth * (i + 1) / num_interactions) for i in range(num_interactions)]

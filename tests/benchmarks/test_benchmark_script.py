@@ -57,8 +57,8 @@ def test_report_structure_and_machine(quick_run):
 def test_encoder_rows_compare_with_upstream(quick_run):
     md, results, _ = quick_run
     rows = results["encoders"]
-    assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo", "scalemae",
-                                           "satlas", "dofa"}
+    assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo",
+                                           "ssl4eo_data2vec", "scalemae", "satlas", "dofa", "croma"}
     for r in rows:
         assert "error" not in r, r
         for key in ("ratio", "ours_gemm_frac", "ref_gemm_frac"):
@@ -68,7 +68,7 @@ def test_encoder_rows_compare_with_upstream(quick_run):
         assert r["rel_err"] < 1e-4, (r["family"], r["rel_err"])
     table = _table_rows(md, "Encoder forward latency vs upstream")
     ratio_col = table[0].index("ours/upstream")
-    assert len(table) - 1 == 9
+    assert len(table) - 1 == 11
     assert all(math.isfinite(float(r[ratio_col])) for r in table[1:])
 
 

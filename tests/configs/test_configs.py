@@ -28,6 +28,8 @@ FAMILY_CONFIGS = [
     "clay/semantic_fpn_v1_5_large.py",
     "ssl4eo/mask_rcnn_vits16.py",
     "ssl4eo/semantic_fpn_vits16.py",
+    "ssl4eo/mask_rcnn_vits16_data2vec.py",
+    "ssl4eo/semantic_fpn_vits16_data2vec.py",
     "scale_mae/mask_rcnn_vitl16.py",
     "scale_mae/semantic_fpn_vitl16.py",
     "satlas/mask_rcnn_swinb.py",
@@ -36,6 +38,8 @@ FAMILY_CONFIGS = [
     "dofa/semantic_fpn_vitb16.py",
     "terramind/mask_rcnn_v1_base.py",
     "terramind/semantic_fpn_v1_base.py",
+    "croma/mask_rcnn_base.py",
+    "croma/semantic_fpn_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -46,6 +50,12 @@ EXPECTED_ENCODERS = {
     "satlas": ("satlas_swinb_sentinel2_si_ms", 4, 128),  # hierarchical: 4 stages, first-stage width
     "dofa": ("dofa_vitb16", 12, 768),
     "terramind": ("terramind_v1_base", 12, 768),
+    "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
+}
+#: configs of a family folder that use another of its encoders
+EXPECTED_BY_CONFIG = {
+    "ssl4eo/mask_rcnn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
+    "ssl4eo/semantic_fpn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
 }
 
 
@@ -89,7 +99,7 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     hierarchical = "bottom_up" in cfg.model.backbone  # detectron2's FPN on the GeoBackbone's res2..res5
     node = cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
     family = name.split("/")[0]
-    encoder, depth, width = EXPECTED_ENCODERS[family]
+    encoder, depth, width = EXPECTED_BY_CONFIG.get(name, EXPECTED_ENCODERS[family])
     assert node.encoder == encoder
     # user-facing configs load the published weights by name, they never silently train
     # from scratch (and never point at a local file the user does not have)
@@ -334,17 +344,9 @@ def test_quickstart_pixel_stats_match_the_data():
 @pytest.fixture(scope="module")
 def geotiff_datasets(tmp_path_factory):
     """Registered GeoTIFF datasets (d2geo's synthetic writer), keyed by frames per sample."""
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio (pip install 'd2geo[geo]')")
-    from d2geo.data.synthetic import register_synthetic_geotiff
-    from d2geo.data.synthetic.generator import make_synthetic_dataset
+    from heads_tiny import synthetic_geotiffs
 
-    out = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"geotiff{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=3)
-        register_synthetic_geotiff(data, prefix=f"_cfgtest_geotiff_t{frames}")
-        out[frames] = f"_cfgtest_geotiff_t{frames}"
-    return out
+    return synthetic_geotiffs(tmp_path_factory, "cfgtest_geotiff", seed=3)
 
 
 @pytest.mark.slow
@@ -438,6 +440,11 @@ def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
             assert bands[:12] == list(stats.bands) and bands[12:] == ["S1RTC:VV", "S1RTC:VH", "DEM:DEM"]
             mean, std = terramind_stats(bands)
             assert mean[12:] == list(pre.stats_for("S1RTC").mean) + list(pre.stats_for("DEM").mean)
+        if net.encoder.startswith("croma"):  # joint: the optical table, then the SAR one
+            bands = list(net.encoder_kwargs.bands)
+            assert bands == [f"S2L1C:{b}" for b in stats.bands] + ["S1GRD:VV", "S1GRD:VH"]
+            s1 = pre.stats_for("croma-s1")
+            mean, std = mean + list(s1.mean), std + list(s1.std)
         assert list(cfg.model.pixel_mean) == mean, name
         assert list(cfg.model.pixel_std) == std, name
         assert list(net.encoder_kwargs.bands) == list(cfg.dataloader.train.mapper.bands) == bands
@@ -453,3 +460,86 @@ def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
             if f.endswith(".py"):
                 text = open(os.path.join(dirpath, f)).read()
                 assert not [v for v in firsts if v in text], os.path.join(dirpath, f)
+
+
+# -- the encoder fragments: every config that applies one carries exactly its facts ------------
+def _applied_fragment(name):
+    """The fragment (``common/encoders/<x>.py``) a zoo config imports itself, else None."""
+    import ast
+
+    tree = ast.parse(open(model_zoo.get_config_file(name)).read())
+    for node in tree.body:
+        if (isinstance(node, ast.ImportFrom) and node.level == 2 and (node.module or "").startswith("common.encoders.")
+                and [a.name for a in node.names] == ["encoder"]):
+            return "common/encoders/" + node.module.split(".")[-1] + ".py"
+    return None
+
+
+def _extends_sibling(name):
+    import ast
+
+    tree = ast.parse(open(model_zoo.get_config_file(name)).read())
+    return any(isinstance(n, ast.ImportFrom) and n.level == 1 for n in tree.body)
+
+
+#: one of each way a config applies its fragment: taps, ``net=`` detectron2's FPN, detrex
+SAVED_AND_RELOADED = ["dino_v2/semantic_fpn_vitb14.py", "satlas/mask_rcnn_swinb.py", "detrex_dino/dino_dinov2_vitb14.py"]
+
+
+def test_every_family_config_applies_its_encoder_fragment(tmp_path):
+    """The backbone arguments, pixel statistics, mapper bands, taps and layer decay of a task
+    config are its fragment's (one fact, one place; ``common/encoders/apply.py``), also after
+    ``LazyConfig.save`` and a reload. Quickstart configs train tiny encoders from scratch; a
+    larger variant extends its sibling."""
+    from d2geo.model_zoo import find_backbone_nodes
+
+    def carries(cfg, frag, name):
+        ((_, net),) = find_backbone_nodes(cfg.model)
+        for key, value in frag.backbone.items():
+            assert net[key] == value, (name, key)
+        if "taps" in frag and "sem_seg_head" in cfg.model:  # multi-layer pyramid: the fragment's taps
+            assert list(net.layers) == list(frag.taps), name
+        assert list(cfg.model.pixel_mean) == list(frag.pixel_mean), name
+        assert list(cfg.model.pixel_std) == list(frag.pixel_std), name
+        assert list(cfg.dataloader.train.mapper.bands) == list(frag.bands), name
+        assert list(cfg.dataloader.test.mapper.bands) == list(frag.bands), name
+        assert cfg.optimizer.params.lr_decay_rate == frag.lr_decay_rate, name
+
+    applying = [n for n in model_zoo.list_configs() if _applied_fragment(n)]
+    assert set(FAMILY_CONFIGS) | set(SAVED_AND_RELOADED) <= set(applying)
+    for name in model_zoo.list_configs():
+        assert name in applying or name.startswith("quickstart/") or _extends_sibling(name), (
+            f"{name} neither applies a common/encoders fragment nor extends a config that does")
+    fragments = {}
+    for name in applying:
+        if name.startswith("detrex") and not _detrex_available():
+            continue
+        path = model_zoo.get_config_file(_applied_fragment(name))
+        if path not in fragments:
+            fragments[path] = LazyConfig.load(path, "encoder")
+        frag = fragments[path]
+        cfg = load(name)
+        carries(cfg, frag, name)
+        if name in SAVED_AND_RELOADED:
+            saved = str(tmp_path / "config.yaml")
+            LazyConfig.save(cfg, saved)
+            assert not os.path.exists(saved + ".pkl"), name  # plain YAML, no pickle fallback
+            carries(LazyConfig.load(saved), frag, name)
+
+
+def _detrex_available():
+    try:
+        from d2geo.modeling.detrex import detrex_projects_root
+
+        return detrex_projects_root() is not None
+    except ImportError:
+        return False
+
+
+def test_data2vec_config_without_its_hand_downloaded_file_says_how_to_get_it():
+    from d2geo.encoders import ManualDownloadError
+
+    cfg = load("ssl4eo/semantic_fpn_vits16_data2vec.py")
+    with pytest.raises(ManualDownloadError, match=r"drive\.google\.com/file/d/1YecuYPAxl1NIzLmsmdbUROjCb5g0t80l/view"
+                                                  r", which d2geo cannot download .* set model\.backbone\.net\.weights"):
+        instantiate(cfg.model)

@@ -182,6 +182,14 @@ def test_window_past_the_edge_is_invalid_and_georeferenced(tmp_path):
     np.testing.assert_array_equal(s.valid, expected_valid)
     np.testing.assert_array_equal(s.image[:, 2:, :3], a[:, :3, 5:8])
     assert s.transform.c == 500_000 + 5 * 30 and s.transform.f == 4_000_000 + 2 * 30
+    # rasterio's tuple form reads the same pixels; anything else is refused naming both forms
+    t = read_geotiff(p, window=((1, 6), (5, 10)))
+    np.testing.assert_array_equal(t.image, read_geotiff(p, window=Window(5, 1, 5, 5)).image)
+    assert t.valid[:, :3].all() and not t.valid[:, 3:].any()
+    with pytest.raises(GeoTiffError, match="neither a rasterio Window"):
+        read_geotiff(p, window=(5, -2, 5, 5))
+    with pytest.raises(GeoTiffError, match="negative indexes"):
+        read_geotiff(p, window=((-2, 3), (5, 10)))
 
 
 def test_read_label_maps_nodata_and_invalid(tmp_path):

@@ -61,11 +61,27 @@ def _terramind():
     return "terramind_v1_base", dict(TINY, bands=["S2L2A", "S1RTC"]), sd, "", lambda s: s
 
 
+def _croma():
+    from test_croma import TINY, published_state_dict
+    from conftest import torchgeo_croma
+    nested = published_state_dict(torchgeo_croma())
+    flat = {f"{top}.{k}": v for top, sub in nested.items() for k, v in sub.items()}
+
+    def wrap(s):  # the published file: one state dict per sub-module
+        out = {}
+        for k, v in s.items():
+            top, rest = k.split(".", 1)
+            out.setdefault(top, {})[rest] = v
+        return out
+
+    return "croma_base", dict(TINY, modality="joint"), flat, "", wrap
+
+
 CASES = {
     "dinov2": lambda: _dinov2("plain"), "dinov2_reg": lambda: _dinov2("reg"),
     "dinov3_sat": lambda: _dinov3("vitl16_sat"), "dinov3_s": lambda: _dinov3("vits16"),
     "prithvi_v1_flat": lambda: _prithvi("v1_flat"), "prithvi_v2_tl": lambda: _prithvi("v2_tl"),
-    "clay_lightning": _clay, "terramind_published": _terramind,
+    "clay_lightning": _clay, "terramind_published": _terramind, "croma_published": _croma,
 }
 
 

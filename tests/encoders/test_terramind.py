@@ -80,6 +80,8 @@ def _vit(ref, sd, modalities, **over):
                                          **_arch(ref, **over))
     own = vit.state_dict()
     clean = {k: v for k, v in sd.items() if k in own}
+    if "missing_mod_token" in own:  # 'concat' only: a fine-tuning parameter, not in the published files
+        clean["missing_mod_token"] = torch.randn_like(own["missing_mod_token"])
     assert set(own) - set(clean) == set(), set(own) - set(clean)
     vit.load_state_dict(clean, strict=True)
     return vit.eval()
@@ -102,7 +104,9 @@ def _upstream_maps(vit, inputs, grid, *, norm, merge="mean"):
         if norm:
             tokens = vit.encoder_norm(tokens)
         t = tokens.reshape(tokens.shape[0], M, h * w, -1)
-        t = t.mean(1) if merge == "mean" else t.max(1)[0]
+        # as TerraMindViT merges its (B, M, N, D) stack of image-modality tokens
+        t = {"mean": lambda: t.mean(1), "max": lambda: t.max(1)[0],
+             "concat": lambda: torch.cat(t.unbind(1), dim=-1)}[merge]()
         maps.append(t.transpose(1, 2).reshape(t.shape[0], -1, h, w))
     if norm:  # upstream's own last output is the normed, merged last block
         assert rel_err(maps[-1], last[-1].transpose(1, 2).reshape(maps[-1].shape)) < 1e-6
@@ -154,6 +158,29 @@ def test_every_raw_modality_and_max_merge(ref, published):
     counts = {"S2L1C": 13, "S2RGB": 3, "S1GRD": 2, "DEM": 1, "S2L2A": 12, "S1RTC": 2}
     inputs = _inputs((1, 64, 112), counts)
     _compare(ours, vit, torch.cat(list(inputs.values()), 1), inputs, (4, 7), merge="max")
+
+
+@pytest.mark.parametrize("hw", [(224, 224), (80, 144)])
+def test_concat_merge_matches_terratorch_and_widens_the_maps(ref, published, hw):
+    names = ["S2L2A", "S1RTC", "DEM"]
+    vit = _vit(ref, published, names, merge_method="concat")
+    assert vit.out_channels[0] == 3 * TINY["embed_dim"]
+    ours = build_encoder("terramind_v1_base", weights=published, bands=names, merge="concat", **TINY).eval()
+    assert ours.feature_dim == vit.out_channels[0] == 3 * ours.embed_dim
+    inputs = _inputs((2, *hw), {"S2L2A": 12, "S1RTC": 2, "DEM": 1})
+    _compare(ours, vit, torch.cat(list(inputs.values()), 1), inputs, (hw[0] // 16, hw[1] // 16), merge="concat")
+    # modality-major channels: the mean of the three D-channel chunks is the 'mean' merge
+    mean = build_encoder("terramind_v1_base", weights=published, bands=names, **TINY).eval()
+    x = torch.cat(list(inputs.values()), 1)
+    with torch.no_grad():
+        (cat,), (avg,) = ours.forward_features(x, layers=[1]), mean.forward_features(x, layers=[1])
+    assert cat.shape == (2, 3 * 64, hw[0] // 16, hw[1] // 16)
+    torch.testing.assert_close(cat.reshape(2, 3, 64, *cat.shape[-2:]).mean(1), avg, rtol=1e-5, atol=1e-5)
+    assert ours.forward_features(torch.zeros(0, 15, 32, 48))[0].shape == (0, 192, 2, 3)
+    # a terratorch fine-tuned 'concat' TerraMindViT loads; its missing-modality token is named as left out
+    report = load_encoder_weights(build_encoder("terramind_v1_base", bands=names, merge="concat", **TINY),
+                                  {f"model.encoder.{k}": v for k, v in vit.state_dict().items()})
+    assert "missing from its input" in report.ignored["model.encoder.missing_mod_token"]
 
 
 def test_band_subset_in_another_order_matches_terratorch_band_selection(ref, published):
@@ -252,6 +279,16 @@ def test_unknown_modality_is_refused():
         build_encoder("terramind_v1_tiny", bands=["S2L3A:B04"], **TINY)
 
 
+def test_tokenized_and_sequence_modalities_are_refused_naming_the_raw_ones():
+    for name in (["LULC"], ["S2L2A", "NDVI"], ["tok_sen2l2a@224:B04"], ["tok_lulc@224"], ["coords"],
+                 ["untok_ndvi@224"], ["caption"]):
+        with pytest.raises(ValueError, match="tokenized or sequence modalities.*raw-data modalities S2L2A, S2L1C, "
+                                             "S2RGB, S1GRD, S1RTC, DEM"):
+            build_encoder("terramind_v1_tiny", bands=name, **TINY)
+    # the raw-data modalities under terratorch's keys still work
+    assert build_encoder("terramind_v1_tiny", bands=["untok_sen1rtc@224"], **TINY).bands == ("S1RTC:VV", "S1RTC:VH")
+
+
 def test_band_without_modality_is_refused():
     with pytest.raises(ValueError, match="does not say which TerraMind modality.*'S2L2A:B04'"):
         build_encoder("terramind_v1_tiny", bands=["B04", "B03"], **TINY)
@@ -292,8 +329,12 @@ def test_checkpoint_of_another_architecture(published):
 def test_other_patch_size_and_merge_are_refused():
     with pytest.raises(ValueError, match="16-pixel patches"):
         build_encoder("terramind_v1_tiny", patch_size=14, **TINY)
-    with pytest.raises(ValueError, match="merge='concat' is not one of"):
-        build_encoder("terramind_v1_tiny", merge="concat", **TINY)
+    with pytest.raises(ValueError, match="merge='sum' is unknown: use one of 'mean', 'max', 'concat'"):
+        build_encoder("terramind_v1_tiny", merge="sum", **TINY)
+    for token_sequences in ("dict", None):
+        with pytest.raises(ValueError, match="per-modality token sequences.*cannot take: use one of 'mean', 'max', "
+                                             "'concat'"):
+            build_encoder("terramind_v1_tiny", merge=token_sequences, **TINY)
 
 
 def test_window_attention_spans_the_modalities_and_a_grid_sized_window_is_global():

@@ -151,12 +151,16 @@ def test_a_writer_that_dies_leaves_the_previous_checkpoint(tmp_path, monkeypatch
 
 
 def test_temporary_files_of_a_killed_writer_are_cleaned_up(tmp_path):
-    stale = tmp_path / ".model_0000003.pth.abc123.d2geo-tmp"
-    stale.write_bytes(b"partial")
-    keep = tmp_path / "notes.tmp"
-    keep.write_bytes(b"not ours")
+    # the names d2geo.data.files gives them (extension kept), and the older ones without it
+    stale = [tmp_path / ".model_0000003.pth.abc123.d2geo-tmp.pth", tmp_path / ".last_checkpoint.x1y2.d2geo-tmp",
+             tmp_path / ".model_0000002.pth.abc123.d2geo-tmp"]
+    for path in stale:
+        path.write_bytes(b"partial")
+    keep = [tmp_path / "notes.tmp", tmp_path / "model_0000001.pth", tmp_path / ".hidden.pth"]
+    for path in keep:
+        path.write_bytes(b"not ours")
     GeoCheckpointer(_Tiny(), str(tmp_path))
-    assert not stale.exists() and keep.exists()
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in keep)
 
 
 def test_concurrent_reader_never_sees_a_partial_file(tmp_path):

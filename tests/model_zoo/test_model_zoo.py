@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -168,6 +169,17 @@ def test_local_mirror(zoo, monkeypatch):
 def test_invalid_zoo_paths(bad, zoo):
     with pytest.raises(ValueError, match="not a valid zoo path"):
         PathManager.get_local_path(bad)
+    assert not PathManager.exists(bad) and not PathManager.isfile(bad)  # not an error, just no file
+
+
+def test_zoo_and_hub_files_are_read_only():
+    from d2geo.model_zoo import HFHubHandler
+
+    for handler, path in ((D2GeoZooHandler(), "d2geo://dinov2/x-1a2b3c4d.pth"), (HFHubHandler(), "hf://org/repo/x.pth")):
+        for mode in ("w", "ab", "r+", "x"):
+            message = f"^{handler.PREFIX}.*read-only.*cannot open {re.escape(path)} with mode {re.escape(repr(mode))}$"
+            with pytest.raises(ValueError, match=message):
+                handler._open(path, mode)
 
 
 def test_digest_in_names():

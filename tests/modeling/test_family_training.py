@@ -11,9 +11,9 @@ import torch
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
 
 from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
+from heads_tiny import falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
@@ -24,10 +24,14 @@ FAMILIES = {
     "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    # BEiT-style: shared relative position table, layer scale, q/v biases (its own code path)
+    "ssl4eo_data2vec": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "scalemae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
+    # the joint encoder (the tapped one) has depth // 2 = 4 blocks
+    "croma": dict(embed_dim=64, depth=8, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -35,29 +39,24 @@ CONFIGS = {
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
+    "ssl4eo_data2vec": ("ssl4eo/mask_rcnn_vits16_data2vec.py", "ssl4eo/semantic_fpn_vits16_data2vec.py"),
     "scalemae": ("scale_mae/mask_rcnn_vitl16.py", "scale_mae/semantic_fpn_vitl16.py"),
     # hierarchical: the GeoBackbone's res2..res5 go to detectron2's FPN (cfg.model.backbone.bottom_up)
     "satlas": ("satlas/mask_rcnn_swinb.py", "satlas/semantic_fpn_swinb.py"),
     "dofa": ("dofa/mask_rcnn_vitb16.py", "dofa/semantic_fpn_vitb16.py"),
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
+    "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
+#: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
+CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import register_synthetic_geotiff
-    from d2geo.data.synthetic.generator import make_synthetic_dataset
-
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"family_t{frames}")
-        data = make_synthetic_dataset(root, num_train=4, num_val=1, size=64, num_frames=frames, seed=5)
-        names[frames] = register_synthetic_geotiff(data, prefix=f"_family_t{frames}") and f"_family_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "family", num_train=4)
 
 
 @pytest.mark.parametrize("family, name", CASES, ids=[c for _, c in CASES])
@@ -68,7 +67,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up
     # user-facing configs name the family's encoder and load its published weights by name,
     # never train from scratch (as tests/configs/test_configs.py checks for the real-size builds)
-    assert net.encoder.startswith(family) and net.pretrained is True and net.weights is None
+    assert net.encoder.startswith(family.split("_")[0]) and net.pretrained is True and net.weights is None
+    assert net.encoder.endswith("_data2vec") == family.endswith("_data2vec")
     net.weights = None
     net.pretrained = False
     net.drop_path_rate = 0.0
@@ -76,7 +76,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     kwargs.update(FAMILIES[family])
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
-    kwargs["bands"] = TERRAMIND_HLS if family == "terramind" else bands
+    kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT}.get(family, bands)
     if family in ("clay", "dofa"):
         kwargs["sensor"] = "hls"
     net.encoder_kwargs = kwargs
@@ -100,23 +100,8 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     batch = next(iter(instantiate(cfg.dataloader.train)))
     assert batch[0]["image"].shape[0] == len(bands)
     assert set(batch[0]["metadata"]) >= {"timestamps", "latlon", "gsd", "wavelengths"}
-    model = instantiate(cfg.model)
-    model.train()
-    cfg.optimizer.params.model = model
-    cfg.optimizer.lr = 3e-3
-    optimizer = instantiate(cfg.optimizer)
-    totals = []
-    with EventStorage():
-        for _ in range(10):
-            torch.manual_seed(1)  # the same proposal/ROI sampling draws every step
-            losses = model(batch)
-            total = sum(losses.values())
-            assert torch.isfinite(total)
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            totals.append(total.item())
+    model, totals = train_steps(cfg, steps=10, lr=3e-3, model=instantiate(cfg.model), batch=batch)
     (backbone,) = find_geo_backbones(model)
     encoder = backbone.encoder
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
-    assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
+    assert falling(totals), totals

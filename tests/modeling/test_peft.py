@@ -142,24 +142,16 @@ def test_lora_lr_decay_and_plain_checkpoint(tmp_path):
 # -- training in the packaged configs -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+    from heads_tiny import synthetic_geotiffs
 
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"peft_t{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=5)
-        register_synthetic_geotiff(data, prefix=f"_peft_t{frames}")
-        names[frames] = f"_peft_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "peft")
 
 
 @pytest.mark.parametrize("name", ["dino_v2/semantic_fpn_vitb14.py", "prithvi/upernet_eo_v2_300_tl.py"])
 def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
-    from heads_tiny import falling, family_of, tiny_config, train_steps
+    from heads_tiny import falling, tiny_config, train_steps
 
-    frames = 4 if family_of(name) == "prithvi" else 1
-    cfg = tiny_config(name, synthetic[frames], tmp_path)
+    cfg = tiny_config(name, synthetic, tmp_path)
     cfg.model.backbone.net.peft = dict(LORA)
     model = instantiate(cfg.model)
     enc = model.backbone.net.encoder

@@ -133,21 +133,14 @@ def test_upernet_bad_inputs():
 
 # -- packaged configs --------------------------------------------------------------------------
 UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
-                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py"]
+                   "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py"]
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+    from heads_tiny import synthetic_geotiffs
 
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"upernet_t{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=5)
-        register_synthetic_geotiff(data, prefix=f"_upernet_t{frames}")
-        names[frames] = f"_upernet_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "upernet")
 
 
 def test_upernet_configs_compose_the_family_configs():
@@ -169,13 +162,22 @@ def test_upernet_configs_compose_the_family_configs():
             assert sorted(cfg.model.sem_seg_head.input_shape) == ["p2", "p3", "p4", "p5"]
 
 
-@pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention"])
+@pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention",
+                                                   "terramind/upernet_v1_base.py:concat"])
 def test_upernet_config_trains(name, synthetic, tmp_path):
     from heads_tiny import falling, family_of, tiny_config, train_steps
 
     name, _, fold = name.partition(":")
-    frames = 4 if family_of(name) == "prithvi" else 1
-    cfg = tiny_config(name, synthetic[frames], tmp_path)
+    cfg = tiny_config(name, synthetic, tmp_path)
+    if fold == "concat":  # TerraMind's modalities side by side: two modalities, 2 x 64 channels
+        kw = cfg.model.backbone.net.encoder_kwargs
+        cfg.model.backbone.net.encoder_kwargs = dict(kw, merge="concat", bands=kw["bands"][:4] + [
+            "S2L1C:swir_1", "S2L1C:swir_2"])
+        model, totals = train_steps(cfg, steps=14, lr=3e-3)
+        assert all(s.channels == 128 for s in model.backbone.net.output_shape().values())
+        assert model.backbone.net.encoder.feature_dim == 128
+        assert falling(totals), totals
+        return
     if fold:  # the learned temporal pooling trains with the head
         cfg.model.backbone.net.temporal_fold = fold
         cfg.model.backbone.net.temporal_frames = [0, 2, 3]

@@ -147,28 +147,32 @@ def test_bad_settings():
         ViTAdapter(torch.nn.Linear(2, 2))
 
 
+def test_terramind_of_one_modality_adapts_and_of_several_is_refused():
+    tm = dict(embed_dim=64, depth=4, num_heads=4)
+    one = ViTAdapter(GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A"])), deform_heads=4)
+    with torch.no_grad():
+        out = one.eval()(torch.randn(2, 12, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "res2": (2, 64, 16, 16), "res3": (2, 64, 8, 8), "res4": (2, 64, 4, 4), "res5": (2, 64, 2, 2)}
+    several = GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A", "S1RTC"]))
+    with pytest.raises(ValueError, match=r"one grid per modality \(S2L2A, S1RTC\); use the multi-layer pyramid"):
+        ViTAdapter(several, deform_heads=4)
+
+
 # -- packaged configs train ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    pytest.importorskip("rasterio", reason="the GeoTIFF reader needs rasterio")
-    from d2geo.data.synthetic import make_synthetic_dataset, register_synthetic_geotiff
+    from heads_tiny import synthetic_geotiffs
 
-    names = {}
-    for frames in (1, 4):
-        root = tmp_path_factory.mktemp(f"adapter_t{frames}")
-        data = make_synthetic_dataset(root, num_train=2, num_val=1, size=64, num_frames=frames, seed=5)
-        register_synthetic_geotiff(data, prefix=f"_adapter_t{frames}")
-        names[frames] = f"_adapter_t{frames}"
-    return names
+    return synthetic_geotiffs(tmp_path_factory, "adapter")
 
 
 @pytest.mark.parametrize("name", ["dino_v2/upernet_vit_adapter_vitb14.py",
                                   "prithvi/upernet_vit_adapter_eo_v2_300_tl.py"])
 def test_adapter_config_trains(name, synthetic, tmp_path):
-    from heads_tiny import falling, family_of, tiny_config, train_steps
+    from heads_tiny import falling, tiny_config, train_steps
 
-    frames = 4 if family_of(name) == "prithvi" else 1
-    cfg = tiny_config(name, synthetic[frames], tmp_path)
+    cfg = tiny_config(name, synthetic, tmp_path)
     model, totals = train_steps(cfg, steps=14, lr=3e-3)
     assert isinstance(model.backbone, ViTAdapter)
     assert falling(totals), totals

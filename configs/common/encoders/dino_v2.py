@@ -4,12 +4,11 @@
 weights by name (``pretrained=True``: Meta's official file, downloaded once into torch.hub's
 cache), and the bands. ``bands``, ``pixel_mean`` and ``pixel_std`` are the ones the weights
 were trained with (``d2geo.encoders.get_pretrained_cfg("dinov2_vitb14")``), never pasted.
-A task config applies them with::
+A task config applies them (and ``taps``, ``lr_decay_rate``) with ``apply.py``::
 
+    from ..common.encoders.apply import apply_encoder as _apply_encoder
     from ..common.encoders.dino_v2 import encoder as _enc
-    model.backbone.net.update(_enc.backbone)
-    model.pixel_mean, model.pixel_std = _enc.pixel_mean, _enc.pixel_std
-    dataloader.train.mapper.bands = _enc.bands
+    _apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 
 The 14-pixel patch kernel is resampled to 16 pixels on load so the pyramids get strides
 4..64; the position table is interpolated to the input size at run time.

@@ -6,7 +6,8 @@ repository ``torchgeo/vit_small_patch16_224_sentinel2_all_dino`` (``SSL4EO_PRETR
 trained on the 13 L1C bands scaled by 1/10 000 (mean 0, std 10 000 here), read from the
 pretrained table
 (``d2geo.encoders.get_pretrained_cfg(_name)``). ``pretrained=True`` downloads the file once
-into the Hub cache. Swap ``encoder`` for another method's variant.
+into the Hub cache. Swap ``encoder`` for another method's variant (data2vec, a BEiT-style
+network, has its own fragment: ``ssl4eo_data2vec.py``).
 """
 from d2geo.encoders import get_pretrained_cfg
 

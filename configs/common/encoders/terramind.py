@@ -7,6 +7,12 @@ The channels are the 12 S2L2A bands, VV and VH of S1RTC and the DEM, named
 statistics of those bands from the pretrained table (``terramind_stats``), in the units of the
 files (reflectance x 10 000, dB, metres). Use another modality set by overriding ``bands``
 (e.g. ``["S2L1C"]``, ``["S1GRD"]``, ``["S2RGB"]``) and recomputing the statistics.
+
+``merge`` is how each block's per-modality token grids become one feature map (terratorch's
+``merge_method``): ``"mean"`` (terratorch's default), ``"max"``, or ``"concat"`` (the
+modalities' channels side by side, ``embed_dim`` x the number of modalities; the backbone's
+output channels follow, so the pyramid and heads get the wider maps). Override it with
+``model.backbone.net.encoder_kwargs.merge=concat``.
 """
 from d2geo.encoders.terramind import expand_terramind_bands, terramind_stats
 
@@ -20,7 +26,7 @@ encoder = dict(
         pretrained=True,
         weights=None,
         drop_path_rate=0.1,
-        encoder_kwargs=dict(bands=_bands),
+        encoder_kwargs=dict(bands=_bands, merge="mean"),
     ),
     bands=_bands,
     pixel_mean=_mean,

@@ -1,0 +1,24 @@
+"""Mask R-CNN with the SSL4EO-S12 data2vec ViT-S/16 on 13-band Sentinel-2 L1C, ViTDet style.
+
+Weights and input scaling: ``configs/common/encoders/ssl4eo_data2vec.py``; the weights must
+be downloaded by hand (Google Drive): set ``model.backbone.net.weights=/path/to/backbone.pth``.
+Data, bands and datasets as in ``mask_rcnn_vits16.py``.
+"""
+from ..common.data.geo_detection import dataloader
+from ..common.encoders.apply import apply_encoder as _apply_encoder
+from ..common.encoders.ssl4eo_data2vec import encoder as _enc
+from ..common.models.mask_rcnn_geo import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import step as lr_multiplier
+from ..common.train import train
+
+_apply_encoder(_enc, model, dataloader, optimizer)
+model.roi_heads.num_classes = 1
+
+dataloader.train.total_batch_size = 8
+
+optimizer.lr = 1e-4
+optimizer.weight_decay = 0.1
+
+train.output_dir = "./output/ssl4eo/mask_rcnn_vits16_data2vec"
+train.max_iter = 20000
