@@ -34,6 +34,11 @@ FAMILIES = {
     "dofa": (lambda: build_encoder("dofa_vitb16", embed_dim=64, depth=2, num_heads=2, bands=["B04", "B03", "B02"],
                                    sensor="sentinel-2-l2a"),
              (1, 3, 64, 96), [(1, 3, 128, 80), (1, 3, 224, 224), (1, 3, 48, 160)]),
+    # the position table is interpolated in the recorded model, not cached per size; 224 px is
+    # the table's own grid
+    "terramind": (lambda: build_encoder("terramind_v1_tiny", embed_dim=64, depth=2, num_heads=2,
+                                        bands=["S2L2A:B04", "S2L2A:B03", "S2L2A:B02", "S1RTC:VV", "S1RTC:VH"]),
+                  (1, 5, 64, 96), [(1, 5, 128, 80), (1, 5, 224, 224)]),
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
@@ -102,6 +107,29 @@ def test_dofa_exported_with_wavelengths_as_an_input_serves_another_sensor():
         assert rel_err(model(x, swir), model(x, rgb)) > 1e-3  # the wavelengths matter
 
 
+def test_scale_mae_exported_with_gsd_as_an_input_follows_size_and_gsd():
+    """Scale-MAE needs the GSD in every pass: exported with it as a tensor input, one program
+    serves other sizes and other GSDs."""
+    torch.manual_seed(0)
+    enc = build_encoder("scalemae_vitl16", embed_dim=64, depth=2, num_heads=2, img_size=64).eval()
+
+    class WithGSD(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, gsd):
+            return self.net(image, metadata={"gsd": gsd})
+
+    model = WithGSD(enc)
+    x, gsd = torch.randn(1, 3, 64, 96), torch.tensor([0.3])
+    ep = torch.export.export(model, (x, gsd), dynamic_shapes=(_dynamic_hw(x)[0], None))
+    with torch.no_grad():
+        for y, g in [(x, gsd), (torch.randn(1, 3, 128, 80), torch.tensor([1.2])), (x, torch.tensor([10.0]))]:
+            assert rel_err(ep.module()(y, g), model(y, g)) <= 1e-5
+        assert rel_err(model(x, torch.tensor([10.0])), model(x, gsd)) > 1e-3  # the GSD matters
+
+
 @pytest.mark.slow  # the tiny Swin's export takes ~20 s of CPU (symbolic shapes of the windows)
 def test_satlas_swin_exports_with_dynamic_hw_and_matches_eager():
     """torchvision's window attention branches on the map size; the recorded encoder runs the
@@ -136,7 +164,8 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
         assert rel_err(out, ref) <= 1e-5, (name, tuple(y.shape))
 
 
-@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm", "dofa", "satlas"])
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm", "dofa", "satlas",
+                                  "terramind"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()
