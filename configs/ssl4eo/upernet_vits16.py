@@ -2,7 +2,8 @@
 ``model.backbone.net.encoder``) on 13-band Sentinel-2 L1C.
 
 Everything but the head is ``semantic_fpn_vits16.py`` (published weights by name, taps
-3/5/7/11); the head is ``UperNetHead`` (``configs/common/models/upernet_geo.py``).
+3/5/7/11, the blocks SSL4EO-S12's own UperNet segmentation config taps on its data2vec
+ViT-S/16); the head is ``UperNetHead`` (``configs/common/models/upernet_geo.py``).
 """
 from ..common.models.upernet_geo import model as _upernet
 from .semantic_fpn_vits16 import dataloader, lr_multiplier, model, optimizer, train
