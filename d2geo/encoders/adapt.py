@@ -18,7 +18,8 @@ __all__ = ["PATCH_RESAMPLE_METHODS", "select_bands", "resize_patch", "adapt_patc
 PATCH_RESAMPLE_METHODS = ("pinv", "bicubic")
 
 
-def select_bands(weight: torch.Tensor, src: Sequence[str], dst: Sequence[str]) -> torch.Tensor:
+def select_bands(weight: torch.Tensor, src: Sequence[str], dst: Sequence[str], *,
+                 src_sensor: str | None = None, dst_sensor: str | None = None) -> torch.Tensor:
     """Reorder the input-channel axis (dim 1) of ``weight`` from bands ``src`` to ``dst``.
 
     Bands are matched through the band vocabulary (``d2geo.encoders.bands.match_bands``):
@@ -32,9 +33,9 @@ def select_bands(weight: torch.Tensor, src: Sequence[str], dst: Sequence[str]) -
     src, dst = expand_bands(src), expand_bands(dst)
     if [b.lower() for b in dst] == [b.lower() for b in src]:
         return weight
-    known = describe_bands(src)
+    known = describe_bands(src, src_sensor)
     try:
-        idx = match_bands(dst, src, where="the pretrained weights")
+        idx = match_bands(dst, src, sensor=dst_sensor, available_sensor=src_sensor, where="the pretrained weights")
     except BandError as e:
         raise BandError(f"{e}. The pretrained weights know: {known}") from None
     if all(i is None for i in idx):
@@ -88,12 +89,15 @@ def resize_patch(weight: torch.Tensor, size: int, method: str = "pinv") -> torch
 
 
 def adapt_patch_embed(weight: torch.Tensor, *, src_bands: Sequence[str], dst_bands: Sequence[str],
-                      patch_size: int, method: str = "pinv") -> torch.Tensor:
-    """Band selection, then patch resampling, of a checkpoint's patch-embedding kernel."""
+                      patch_size: int, method: str = "pinv", src_sensor: str | None = None,
+                      dst_sensor: str | None = None) -> torch.Tensor:
+    """Band selection, then patch resampling, of a checkpoint's patch-embedding kernel
+    (``src_sensor`` / ``dst_sensor``: the sensors whose ids the band lists use, if any)."""
     src_bands, dst_bands = expand_bands(src_bands), expand_bands(dst_bands)
     if weight.shape[1] != len(src_bands):
         raise ValueError(
             f"the checkpoint's patch embedding has {weight.shape[1]} input bands but the "
             f"pretrained band list has {len(src_bands)} ({list(src_bands)})"
         )
-    return resize_patch(select_bands(weight, src_bands, dst_bands), patch_size, method)
+    selected = select_bands(weight, src_bands, dst_bands, src_sensor=src_sensor, dst_sensor=dst_sensor)
+    return resize_patch(selected, patch_size, method)

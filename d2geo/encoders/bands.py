@@ -4,8 +4,9 @@ Every place in d2geo that names a band (the encoders' pretrained bands, the GeoT
 the statistics tables) reads it here. A band is identified by its *key*, the physical band
 it measures (the STAC ``eo:bands`` common name where one exists: ``coastal``, ``blue``,
 ``green``, ``red``, ``rededge1..3``, ``nir`` (broad NIR, Sentinel-2 B08), ``nir08`` (narrow
-NIR, Sentinel-2 B8A, Landsat B5, HLS ``nir_narrow``), ``nir09``, ``cirrus``, ``swir16``,
-``swir22``, ``vv``, ``vh``).
+NIR, Sentinel-2 B8A, Landsat B5, HLS ``nir_narrow``), ``nir09``, ``cirrus`` (Sentinel-2 B10,
+Landsat B9), ``swir16``, ``swir22``, ``pan`` (Landsat B8), ``lwir11`` and ``lwir12`` (Landsat
+TIRS B10 and B11), ``vv``, ``vh``).
 
 How a name is read:
 
@@ -13,8 +14,10 @@ How a name is read:
   Sentinel-2 ``nir`` is B08, as in STAC), then the generic aliases below. Another
   sensor's band ids are not accepted (``B5`` is Landsat's NIR, not Sentinel-2's B05).
 * **Without a sensor** (:func:`band_keys`): Sentinel-2/HLS-S30 ids (``B01``..``B12``,
-  ``B8A``, ``B10``), Landsat Collection 2 ids (``B1``..``B7``, ``SR_B1``..), common names
-  and aliases (``nir_narrow``, ``swir_1``, ``R``/``G``/``B``, ...). ``nir`` alone is
+  ``B8A``, ``B10``), Landsat Collection 2 ids (``B1``..``B9``, ``SR_B1``.., ``ST_B10``),
+  common names and aliases (``nir_narrow``, ``swir_1``, ``R``/``G``/``B``, ...). ``B10`` and
+  ``B11`` alone are Sentinel-2's (cirrus, SWIR 1.6 um): Landsat's thermal B10/B11 are read
+  as such only with a Landsat sensor (``landsat-c2-l1``), or as ``lwir11``/``lwir12``/``ST_B10``. ``nir`` alone is
   generic: it means broad or narrow NIR, so it matches whichever of the two exists and is
   ambiguous where both do.
 
@@ -69,6 +72,18 @@ _S2 = [
     ("B8A", "nir08", "nir08", 0.865, 0.020), ("B09", "nir09", "nir09", 0.945, 0.020),
 ]
 _S2_SWIR = [("B11", "swir16", "swir16", 1.610, 0.090), ("B12", "swir22", "swir22", 2.190, 0.180)]
+# Landsat 8/9 OLI/TIRS band ids; centres and full widths from USGS's Landsat 8-9 band table
+# (blue 0.45-0.51 um, ..., pan 0.50-0.68, cirrus 1.36-1.38, TIRS 10.60-11.19 and 11.50-12.51)
+_LANDSAT_OLI = [
+    ("B1", "coastal", "coastal", 0.443, 0.020), ("B2", "blue", "blue", 0.48, 0.060),
+    ("B3", "green", "green", 0.56, 0.060), ("B4", "red", "red", 0.65, 0.030),
+    ("B5", "nir08", "nir08", 0.86, 0.030), ("B6", "swir16", "swir16", 1.6, 0.080),
+    ("B7", "swir22", "swir22", 2.2, 0.180),
+]
+_LANDSAT_L1_MORE = [
+    ("B8", "pan", "pan", 0.59, 0.180), ("B9", "cirrus", "cirrus", 1.37, 0.020),
+    ("B10", "lwir11", "lwir11", 10.9, 0.590), ("B11", "lwir12", "lwir12", 12.0, 1.010),
+]
 
 #: Each sensor's bands; the tuple order is the band order of a file that stores all of
 #: them (Sentinel-2 L2A without B10, as ESA's L2A products and most stacks store them).
@@ -77,14 +92,10 @@ _S2_SWIR = [("B11", "swir16", "swir16", 1.610, 0.090), ("B12", "swir22", "swir22
 SENSORS: dict[str, tuple] = {
     "sentinel-2-l2a": _specs(_S2 + _S2_SWIR),
     "sentinel-2-l1c": _specs(_S2 + [("B10", "cirrus", "cirrus", 1.375, 0.030)] + _S2_SWIR),
-    # Landsat 8/9 OLI band ids; bandwidths: the widths of USGS's OLI band table (0.45-0.51 um
-    # for blue, ...), whose midpoints the centres here are
-    "landsat-c2": _specs([
-        ("B1", "coastal", "coastal", 0.443, 0.020), ("B2", "blue", "blue", 0.48, 0.060),
-        ("B3", "green", "green", 0.56, 0.060), ("B4", "red", "red", 0.65, 0.030),
-        ("B5", "nir08", "nir08", 0.86, 0.030), ("B6", "swir16", "swir16", 1.6, 0.080),
-        ("B7", "swir22", "swir22", 2.2, 0.180),
-    ]),
+    # Landsat 8/9 Collection 2: Level-2 surface reflectance (OLI B1..B7, SR_B1..SR_B7), and
+    # Level-1 (all eleven OLI/TIRS bands: + B8 panchromatic, B9 cirrus, TIRS B10 and B11)
+    "landsat-c2": _specs(_LANDSAT_OLI),
+    "landsat-c2-l1": _specs(_LANDSAT_OLI + _LANDSAT_L1_MORE),
     # HLS v2 S30 ids; the names are the ones Prithvi's configs use
     "hls": _specs([
         ("B01", "coastal", "coastal", 0.443), ("B02", "blue", "blue", 0.490),
@@ -131,6 +142,9 @@ _alias("nir", "nir_broad", "broad_nir")
 _alias("nir08", "nir08", "nir_narrow", "narrow_nir", "rededge4", "red_edge_4")
 _alias("nir09", "nir09", "water_vapour", "water_vapor")
 _alias("cirrus", "cirrus")
+_alias("pan", "pan", "panchromatic")
+_alias("lwir11", "lwir11", "lwir1", "tirs1", "ST_B10")
+_alias("lwir12", "lwir12", "lwir2", "tirs2")
 _alias("swir16", "swir16", "swir_1", "swir1")
 _alias("swir22", "swir22", "swir_2", "swir2")
 _alias("vv", "vv")
@@ -140,9 +154,14 @@ for _b in SENSORS["sentinel-2-l1c"]:
     _alias(_b.key, _b.id)
 for _b in SENSORS["landsat-c2"]:
     _alias(_b.key, _b.id, f"SR_{_b.id}")
+for _b in SENSORS["landsat-c2-l1"][len(_LANDSAT_OLI):]:
+    if _b.id.lower() not in _ALIASES:  # B10, B11 alone stay Sentinel-2's (see the module docstring)
+        _alias(_b.key, _b.id)
 
 
-_BAND_IDS = {b.id.lower() for s in ("sentinel-2-l1c", "landsat-c2") for b in SENSORS[s]}
+_BAND_IDS = {b.id.lower() for s in ("sentinel-2-l1c", "landsat-c2-l1") for b in SENSORS[s]}
+#: Landsat Collection 2 asset-name prefixes of the band ids (SR_B4, ST_B10)
+_LANDSAT_PREFIXES = ("sr_", "st_")
 
 
 def expand_bands(bands) -> tuple:
@@ -178,6 +197,10 @@ def sensor_band(sensor: str, name: str) -> Optional[BandSpec]:
     for b in specs:
         if low in (b.id.lower(), b.name.lower()):
             return b
+    if sensor.lower().startswith("landsat") and low.startswith(_LANDSAT_PREFIXES):
+        own = next((b for b in specs if b.id.lower() == low[3:]), None)
+        if own is not None:  # SR_B4, ST_B10: a Landsat band id as Collection 2 names its asset
+            return own
     if low in _BAND_IDS or low.startswith("sr_b"):
         return None  # another sensor's id: not a name in this sensor's vocabulary
     keys = _ALIASES.get(low, frozenset())
@@ -238,12 +261,14 @@ def _describe(b: BandSpec) -> str:
 
 def describe_bands(names: Iterable[str], sensor: str | None = None) -> str:
     """``name (= other names)`` for each band, to list what a file or weights know."""
-    ref = {b.key: b for s in ("sentinel-1", "landsat-c2", "sentinel-2-l1c") for b in SENSORS[s]}
+    ref = {b.key: b for s in ("sentinel-1", "landsat-c2-l1", "sentinel-2-l1c") for b in SENSORS[s]}
     out = []
     for n in names:
         keys = band_keys(n, sensor)
         b = ref.get(next(iter(keys))) if len(keys) == 1 else None
-        others = [x for x in dict.fromkeys((b.id, b.name)) if x.lower() != n.lower()] if b else []
+        # only the names that mean this band when read without a sensor (Landsat's B10 is not)
+        others = [x for x in dict.fromkeys((b.id, b.name))
+                  if x.lower() != n.lower() and b.key in band_keys(x)] if b else []
         out.append(f"{n} (= {', '.join(others)})" if others else n)
     return ", ".join(out)
 
@@ -253,7 +278,8 @@ def match_bands(requested: Sequence[str], available: Sequence[str], *,
                 where: str = "the available bands") -> list:
     """For each requested band, the index of the band of ``available`` it is, or None.
 
-    An equal name (case-insensitive) matches first; otherwise the bands whose keys
+    An equal name (case-insensitive) matches first, unless ``sensor`` and
+    ``available_sensor`` read it as different bands; otherwise the bands whose keys
     (:func:`band_keys`, read with ``sensor`` / ``available_sensor``) overlap the requested
     name's. Two candidates are a :class:`BandError` naming them.
     """
@@ -262,13 +288,16 @@ def match_bands(requested: Sequence[str], available: Sequence[str], *,
     akeys = [band_keys(a, available_sensor) for a in available]
     out: list = []
     for r in requested:
+        keys = band_keys(r, sensor)
         if r.lower() in low:
             exact = [i for i, a in enumerate(low) if a == r.lower()]
             if len(exact) > 1:
                 raise BandError(f"{where} name band {r!r} more than once: {list(available)}")
-            out.append(exact[0])
-            continue
-        keys = band_keys(r, sensor)
+            # an equal name is the same band unless the two sensors read it as different ones
+            # (Sentinel-2's B10 is cirrus, Landsat's B10 thermal)
+            if not keys or not akeys[exact[0]] or keys & akeys[exact[0]]:
+                out.append(exact[0])
+                continue
         hits = [i for i, k in enumerate(akeys) if k & keys]
         if len(hits) > 1:
             raise BandError(

@@ -137,7 +137,9 @@ class GeoEncoder(nn.Module):
         made for another band count is a :class:`CheckpointError` ending in ``fix``."""
         try:
             return adapt_patch_embed(kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
-                                     patch_size=self.patch_size, method=self.patch_resample)
+                                     patch_size=self.patch_size, method=self.patch_resample,
+                                     src_sensor=getattr(self, "pretrained_sensor", None),
+                                     dst_sensor=getattr(self, "sensor", None))
         except BandError:
             raise  # names the requested and the pretrained bands already
         except ValueError as e:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from .bands import BandError, band_wavelengths, expand_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
@@ -190,7 +190,9 @@ class DOFAEncoder(GeoEncoder):
     # -- GeoEncoder hooks ------------------------------------------------------------------
     def _pos_table(self, grid: tuple[int, int]) -> torch.Tensor:
         g = self.img_size // self.patch_size
-        if tuple(grid) == (g, g):
+        # the resize to the native grid is the identity, exactly (bicubic taps 0, 1, 0, 0), so a
+        # recorded model resizes at every size and nothing branches on the traced grid
+        if not is_tracing() and tuple(grid) == (g, g):
             return self.pos_embed
         cls_pos, patch = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch = patch.reshape(1, g, g, -1).permute(0, 3, 1, 2)
@@ -247,7 +249,7 @@ def _vocabulary_wavelengths(bands: Sequence[str]) -> torch.Tensor:
 
     out = []
     for band in bands:
-        spec = next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2", "sentinel-1"))
+        spec = next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2-l1", "sentinel-1"))
                      if b is not None), None)
         if spec is None:
             raise KeyError(f"band {band!r} is not in the band vocabulary")

@@ -22,40 +22,136 @@ per forward (pool the maps of several images yourself if you want Satlas' multi-
 
 Inputs must be multiples of 32 (the coarsest stride), so that every stage's map is exactly
 ``H / stride`` and an FPN's top-down sums line up; the detectron2 backbone pads to that.
+
+Export: torchvision's window attention decides in Python, from the map size, whether a
+shifted block shifts along an axis (not when the padded map is one window wide), which
+``torch.export`` / ``torch.jit.trace`` would freeze at the recorded size. While the model is
+recorded (:func:`~d2geo.encoders.tracing.is_tracing`) the attention therefore runs
+:func:`window_attention_v2`, the same computation with that decision, the cyclic shift and
+the shift mask made of tensor operations, and one extra window of padding per axis (so that
+no window count is 1 at the recorded size, which ``torch.export`` would specialise on): the
+same features at every size, some extra work (docs/benchmarks-deployment.md). Eagerly it
+runs torchvision's own code.
 """
 from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint
-from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
+from torchvision.models.swin_transformer import (PatchMergingV2, ShiftedWindowAttentionV2, SwinTransformer,
+                                                 SwinTransformerBlockV2)
 
-from .base import EncoderInputError, GeoEncoder
+from .bands import SENSORS
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SatlasSwinEncoder", "SATLAS_PRETRAINED", "SATLAS_STATS"]
+__all__ = ["SatlasSwinEncoder", "SATLAS_PRETRAINED", "SATLAS_STATS", "window_attention_v2"]
 
 _S2_MS = ("B04", "B03", "B02", "B05", "B06", "B07", "B08", "B11", "B12")
 _S2_RGB = ("B04", "B03", "B02")
 _AERIAL = ("red", "green", "blue")
 _S1 = ("VH", "VV")
+#: Landsat 8/9 Level-1, all eleven OLI/TIRS bands in order (torchgeo's ``B01``..``B11``)
+_LANDSAT = tuple(b.id for b in SENSORS["landsat-c2-l1"])
 #: the input scaling of each band set (torchgeo's transforms): divide by 255 (8-bit RGB
 #: previews, Sentinel-1 and aerial images as Satlas stored them), 8160 (Sentinel-2 L1C
-#: reflectance x 10 000 bands beyond RGB)
+#: reflectance x 10 000 bands beyond RGB); Landsat Level-1 DNs: (x - 4000) / 16320
 SATLAS_STATS = {
     "sentinel2_ms": InputStats("satlas-sentinel2", "sentinel-2-l1c", _S2_MS, (0.0,) * 9,
                                (255.0,) * 3 + (8160.0,) * 6, "dn"),
     "sentinel2_rgb": InputStats("satlas-sentinel2-rgb", "sentinel-2-l1c", _S2_RGB, (0.0,) * 3, (255.0,) * 3, "0-255"),
     "aerial": InputStats("satlas-aerial", None, _AERIAL, (0.0,) * 3, (255.0,) * 3, "0-255"),
     "sentinel1": InputStats("satlas-sentinel1", "sentinel-1", _S1, (0.0,) * 2, (255.0,) * 2, "0-255"),
+    "landsat": InputStats("satlas-landsat", "landsat-c2-l1", _LANDSAT, (4000.0,) * 11, (16320.0,) * 11, "dn"),
 }
+
+
+def _axis(size: int, window: int, shift: int, device: torch.device):
+    """One axis of a map of ``size`` tokens, split into ``n`` windows (the last one padded)
+    plus one more window of padding: ``n``, the gather that performs torchvision's cyclic
+    shift within the ``n`` windows (the extra one stays in place), its inverse, and the
+    shift-mask region of every position (torchvision's slices ``[0, -window)``,
+    ``[-window, -shift)``, ``[-shift, end)`` numbered 0, 1, 2; 3 for the extra window).
+    torchvision does not shift an axis that is a single window: the shift is a tensor,
+    zero then, so nothing branches on the size."""
+    n = (size + window - 1) // window
+    pos = torch.arange((n + 1) * window, device=device)
+    end = pos[-1] + 1 - window  # n * window, as a tensor
+    shift_t = (end > window).long() * shift
+    inside = pos < end
+    fwd = torch.where(inside, (pos + shift_t) % end, pos)
+    back = torch.where(inside, (pos - shift_t) % end, pos)
+    labels = (pos >= end - window).long() + (pos >= end - shift_t).long() + (~inside).long()
+    return n, fwd, back, labels
+
+
+def window_attention_v2(attn: ShiftedWindowAttentionV2, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``ShiftedWindowAttentionV2.forward`` on ``(B, H, W, C)`` with nothing
+    decided in Python from ``H`` and ``W``: the per-axis shift is a tensor (zero where the
+    padded axis is one window, as torchvision's branch has it), the cyclic shift an index
+    gather, the mask built from region labels. Every axis gets one extra window of padding
+    (so that no window count is ever 1, which ``torch.export`` would specialise on); the
+    windows do not mix, and it is cropped with the rest of the padding. Same operations on
+    the same values otherwise, so equal to torchvision's result at every size."""
+    B, H, W, C = x.shape
+    wh, ww = attn.window_size
+    shifted = any(s > 0 for s in attn.shift_size)  # a non-shifted block never shifts or masks
+    nh, fwd_h, back_h, lab_h = _axis(H, wh, attn.shift_size[0], x.device)
+    nw, fwd_w, back_w, lab_w = _axis(W, ww, attn.shift_size[1], x.device)
+    nh, nw = nh + 1, nw + 1
+    pad_h, pad_w = nh * wh, nw * ww
+    x = F.pad(x, (0, 0, 0, pad_w - W, 0, pad_h - H))
+    if shifted:
+        x = x.index_select(1, fwd_h).index_select(2, fwd_w)
+    num_windows = nh * nw
+    x = x.view(B, nh, wh, nw, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B * num_windows, wh * ww, C)
+    heads = attn.num_heads
+    qkv_bias = attn.qkv.bias
+    if qkv_bias is not None:  # Swin-V2 has no key bias
+        qkv_bias = qkv_bias.clone()
+        length = qkv_bias.numel() // 3
+        qkv_bias[length:2 * length].zero_()
+    qkv = F.linear(x, attn.qkv.weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+    scores = scores * torch.clamp(attn.logit_scale, max=math.log(100.0)).exp()
+    scores = scores + attn.get_relative_position_bias()
+    if shifted:
+        region = (lab_h[:, None] * 4 + lab_w[None, :]).view(nh, wh, nw, ww)
+        region = region.permute(0, 2, 1, 3).reshape(num_windows, wh * ww)
+        differ = (region.unsqueeze(1) - region.unsqueeze(2)) != 0
+        mask = torch.zeros(differ.shape, dtype=x.dtype, device=x.device).masked_fill(differ, -100.0)
+        scores = scores.view(x.size(0) // num_windows, num_windows, heads, x.size(1), x.size(1))
+        scores = (scores + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, x.size(1), x.size(1))
+    scores = F.softmax(scores, dim=-1)
+    scores = F.dropout(scores, p=attn.attention_dropout, training=attn.training)
+    x = scores.matmul(v).transpose(1, 2).reshape(x.size(0), x.size(1), C)
+    x = F.linear(x, attn.proj.weight, attn.proj.bias)
+    x = F.dropout(x, p=attn.dropout, training=attn.training)
+    x = x.view(B, nh, nw, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, pad_h, pad_w, C)
+    if shifted:
+        x = x.index_select(1, back_h).index_select(2, back_w)
+    return x[:, :H, :W, :].contiguous()
+
+
+class _WindowAttentionV2(ShiftedWindowAttentionV2):
+    """torchvision's Swin-V2 window attention (same parameters and state-dict keys) that runs
+    :func:`window_attention_v2` while the model is recorded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_tracing():
+            return window_attention_v2(self, x)
+        return super().forward(x)
 
 
 class SatlasSwinEncoder(GeoEncoder):
@@ -67,6 +163,10 @@ class SatlasSwinEncoder(GeoEncoder):
         window_size: attention window in tokens (8 for the published weights).
         bands / pretrained_bands: input bands, and the band order of the checkpoint's first
             convolution (bands the weights do not know start at zero).
+        sensor / pretrained_sensor: the sensors whose band ids ``bands`` / ``pretrained_bands``
+            use (``"landsat-c2-l1"`` for the Landsat weights, whose ``B10``/``B11`` are thermal,
+            not Sentinel-2's cirrus/SWIR); ``None`` reads names as the band vocabulary does
+            without a sensor.
         drop_path_rate: torchvision's ``stochastic_depth_prob`` (0 here: fine-tuning sets it).
     """
 
@@ -75,7 +175,8 @@ class SatlasSwinEncoder(GeoEncoder):
 
     def __init__(self, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
                  window_size: int = 8, bands: Sequence[str] = _S2_MS, pretrained_bands: Sequence[str] = _S2_MS,
-                 drop_path_rate: float = 0.0, patch_resample: str = "pinv"):
+                 drop_path_rate: float = 0.0, patch_resample: str = "pinv", sensor: str | None = None,
+                 pretrained_sensor: str | None = None):
         super().__init__()
         if isinstance(bands, str) or isinstance(pretrained_bands, str):
             raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
@@ -83,6 +184,7 @@ class SatlasSwinEncoder(GeoEncoder):
             raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length")
         self.bands = tuple(bands)
         self.pretrained_bands = tuple(pretrained_bands)
+        self.sensor, self.pretrained_sensor = sensor, pretrained_sensor
         self.patch_resample = patch_resample
         self.embed_dim = embed_dim
         self.depth = len(depths)
@@ -91,7 +193,7 @@ class SatlasSwinEncoder(GeoEncoder):
         swin = SwinTransformer(
             patch_size=[4, 4], embed_dim=embed_dim, depths=list(depths), num_heads=list(num_heads),
             window_size=[window_size, window_size], stochastic_depth_prob=drop_path_rate,
-            block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2,
+            block=partial(SwinTransformerBlockV2, attn_layer=_WindowAttentionV2), downsample_layer=PatchMergingV2,
         )
         # torchgeo / Satlas: the first convolution takes the weights' bands
         swin.features[0][0] = nn.Conv2d(len(self.bands), embed_dim, kernel_size=4, stride=4)
@@ -179,7 +281,8 @@ class SatlasSwinEncoder(GeoEncoder):
                                   f"a (C, bands, 4, 4) Swin patch kernel: is it a Satlas Swin checkpoint?")
         out["features.0.0.weight"] = self._adapt_checkpoint_patch_embed(
             kernel, "; pass pretrained_bands=[...] naming the checkpoint's bands in order (Satlas "
-                    "multispectral Sentinel-2 weights take B04, B03, B02, B05, B06, B07, B08, B11, B12)")
+                    "multispectral Sentinel-2 weights take B04, B03, B02, B05, B06, B07, B08, B11, B12; "
+                    "Landsat weights B1..B11 with pretrained_sensor='landsat-c2-l1')")
         return out
 
 
@@ -200,6 +303,8 @@ SATLAS_PRETRAINED = {
     "satlas_swinb_aerial_mi": ("aerial_swinb_mi-326d69e1.pth", _SWIN_B, "aerial"),
     "satlas_swinb_sentinel1_si": ("sentinel1_swinb_si-3981c153.pth", _SWIN_B, "sentinel1"),
     "satlas_swinb_sentinel1_mi": ("sentinel1_swinb_mi-f6c43d97.pth", _SWIN_B, "sentinel1"),
+    "satlas_swinb_landsat_si": ("landsat_swinb_si-4af978f6.pth", _SWIN_B, "landsat"),
+    "satlas_swinb_landsat_mi": ("landsat_swinb_mi-6b4a1cda.pth", _SWIN_B, "landsat"),
     "satlas_swint_sentinel2_si_ms": ("sentinel2_swint_si_ms-bc68e396.pth", _SWIN_T, "sentinel2_ms"),
     "satlas_swint_sentinel2_mi_ms": ("sentinel2_swint_mi_ms-d8c659e3.pth", _SWIN_T, "sentinel2_ms"),
     "satlas_swint_sentinel2_si_rgb": ("sentinel2_swint_si_rgb-0c1a96e0.pth", _SWIN_T, "sentinel2_rgb"),
@@ -213,4 +318,7 @@ for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
     _pre = PretrainedCfg(source=_satlas(_file), license=SATLAS_LICENSE, stats=(SATLAS_STATS[_stats],),
                          input_size=256, patch_size=4, page=_PAGE,
                          notes="SatlasPretrain Swin-V2 backbone; _mi: trained on image series (see the module)")
-    register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands, **_arch)
+    # Landsat ids are read as Landsat's (B10/B11 thermal); the other sets need no sensor
+    _sensor = SATLAS_STATS[_stats].sensor if _stats == "landsat" else None
+    register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands,
+                     sensor=_sensor, pretrained_sensor=_sensor, **_arch)

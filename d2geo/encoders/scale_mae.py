@@ -51,7 +51,7 @@ def gsd_sincos_table(embed_dim: int, grid: Sequence[int], gsd: torch.Tensor) -> 
     per-sample ground sample distances ``gsd (B,)``, in the dtype of ``gsd``."""
     if embed_dim % 4:
         raise ValueError(f"Scale-MAE's 2-D sine-cosine table needs embed_dim divisible by 4, got {embed_dim}")
-    h, w = (int(g) for g in grid)
+    h, w = grid  # ints, or symbolic sizes while exported (int() would fix them)
     rows = torch.arange(h, dtype=gsd.dtype, device=gsd.device)
     cols = torch.arange(w, dtype=gsd.dtype, device=gsd.device)
     col_pos = cols.view(1, 1, w).expand(1, h, w) * gsd.view(-1, 1, 1)  # (B, h, w)

@@ -55,7 +55,7 @@ from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
 from .bands import match_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
@@ -306,22 +306,26 @@ class TerraMindEncoder(GeoEncoder):
 
     # -- position table ----------------------------------------------------------------
     def pos_embed_for(self, grid: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The ``(h*w, D)`` position table of a token grid (cached per grid, device, dtype)."""
-        key = (int(grid[0]), int(grid[1]), torch.device(device), dtype)
-        table = self._pos_cache.get(key)
-        if table is not None:
+        """The ``(h*w, D)`` position table of a token grid (cached per grid, device, dtype;
+        while traced or exported always interpolated, so the recorded model follows the input
+        size: bicubic resizing to the reference grid itself returns the table unchanged)."""
+        tracing = is_tracing()
+        key = None if tracing else (int(grid[0]), int(grid[1]), torch.device(device), dtype)
+        if key is not None and (table := self._pos_cache.get(key)) is not None:
             self._pos_cache.move_to_end(key)
             return table
         g0 = self.ref_grid
         table = sincos_table(self.embed_dim, g0).to(device)
-        if tuple(key[:2]) != g0:
+        if tracing or tuple(key[:2]) != g0:
+            h, w = grid[0], grid[1]
             table = table.reshape(1, *g0, -1).permute(0, 3, 1, 2)
-            table = F.interpolate(table, size=key[:2], mode="bicubic", align_corners=False)
-            table = table.permute(0, 2, 3, 1).reshape(key[0] * key[1], -1)
+            table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
+            table = table.permute(0, 2, 3, 1).reshape(h * w, -1)
         table = table.to(dtype).contiguous()
-        self._pos_cache[key] = table
-        while len(self._pos_cache) > max(1, self.pos_cache_size):
-            self._pos_cache.popitem(last=False)
+        if key is not None:
+            self._pos_cache[key] = table
+            while len(self._pos_cache) > max(1, self.pos_cache_size):
+                self._pos_cache.popitem(last=False)
         return table
 
     def _apply(self, fn, *args, **kwargs):

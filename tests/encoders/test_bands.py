@@ -176,3 +176,32 @@ def test_clay_output_depends_on_every_band_it_was_built_for(data):
             y = x.clone()
             y[:, j] += 1.0
             assert (enc.forward_features(y, layers=[0])[0] - ref).abs().max() > 1e-4, names[j]
+
+
+#: Landsat 8/9 OLI/TIRS band ranges (micrometres), from USGS's Landsat 8 band designations
+LANDSAT_L1_RANGES = {"B8": (0.503, 0.676), "B9": (1.363, 1.384), "B10": (10.60, 11.19), "B11": (11.50, 12.51)}
+
+
+def test_landsat_level1_bands():
+    """Landsat's B8 (pan), B9 (cirrus), B10/B11 (thermal) with their wavelengths; read with the
+    Landsat sensor, B10/B11 are thermal, read without one they stay Sentinel-2's; SR_/ST_
+    asset names are Landsat ids."""
+    l1 = SENSORS["landsat-c2-l1"]
+    assert [b.id for b in l1] == [f"B{i}" for i in range(1, 12)]
+    assert l1[:7] == SENSORS["landsat-c2"]  # the reflective bands are one fact
+    for band, (lo, hi) in LANDSAT_L1_RANGES.items():
+        assert lo <= sensor_band("landsat-c2-l1", band).wavelength <= hi, band
+    assert [sensor_band("landsat-c2-l1", b).name for b in ("B8", "B9", "B10", "B11")] == \
+        ["pan", "cirrus", "lwir11", "lwir12"]
+    assert sensor_band("landsat-c2-l1", "ST_B10").id == "B10"
+    assert sensor_band("landsat-c2-l1", "SR_B4").id == sensor_band("landsat-c2", "SR_B4").id == "B4"
+    assert sensor_band("landsat-c2", "B10") is None and sensor_band("sentinel-2-l1c", "B9") is None
+    # without a sensor: B10/B11 are Sentinel-2's; Landsat's own by name or asset name
+    assert match_bands(["B10", "B11"], ["cirrus", "swir16", "lwir11", "lwir12"]) == [0, 1]
+    assert match_bands(["lwir11", "ST_B10", "tirs2", "pan", "B9"], [b.id for b in l1],
+                       available_sensor="landsat-c2-l1") == [9, 9, 10, 7, 8]
+    # Sentinel-2 cirrus B10 is Landsat's cirrus B9, not its thermal B10
+    assert match_bands(["B10"], [b.id for b in l1], sensor="sentinel-2-l1c",
+                       available_sensor="landsat-c2-l1") == [8]
+    from d2geo.encoders.bands import describe_bands
+    assert describe_bands(["lwir11", "pan"]) == "lwir11, pan (= B8)"  # B10 alone would be cirrus

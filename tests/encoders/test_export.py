@@ -30,20 +30,36 @@ FAMILIES = {
     "copernicusfm": (lambda: build_encoder("copernicusfm_vitb16", embed_dim=64, depth=2, num_heads=2, img_size=64,
                                            bands=("B04", "B03", "B02")),
                      (1, 3, 64, 96), [(1, 3, 64, 64), (1, 3, 128, 80)]),
+    # DOFA: off the native 14 x 14 grid at export, then non-square and the native 224 px
+    "dofa": (lambda: build_encoder("dofa_vitb16", embed_dim=64, depth=2, num_heads=2, bands=["B04", "B03", "B02"],
+                                   sensor="sentinel-2-l2a"),
+             (1, 3, 64, 96), [(1, 3, 128, 80), (1, 3, 224, 224), (1, 3, 48, 160)]),
+    # the position table is interpolated in the recorded model, not cached per size; 224 px is
+    # the table's own grid
+    "terramind": (lambda: build_encoder("terramind_v1_tiny", embed_dim=64, depth=2, num_heads=2,
+                                        bands=["S2L2A:B04", "S2L2A:B03", "S2L2A:B02", "S1RTC:VV", "S1RTC:VH"]),
+                  (1, 5, 64, 96), [(1, 5, 128, 80), (1, 5, 224, 224)]),
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
 }
+#: hierarchical Swin (stage maps at strides 4..32): recorded at 64 x 96 (the last stage 2 x 3
+#: tokens, one window), run where stages have several windows, padded windows, non-square
+SATLAS = (lambda: build_encoder("satlas_swinb_sentinel2_si_ms", embed_dim=16, depths=(1, 1, 2, 1),
+                                num_heads=(2, 2, 4, 4)),
+          (1, 9, 64, 96), [(1, 9, 128, 320), (1, 9, 256, 256), (1, 9, 96, 64), (1, 9, 320, 192)])
 
 
 def _family(name):
     torch.manual_seed(0)
-    make, shape, others = FAMILIES[name]
+    make, shape, others = SATLAS if name == "satlas" else FAMILIES[name]
     enc = make().eval()
     with torch.no_grad():  # non-trivial tokens and layer scales, as in trained weights
         for n, p in enc.named_parameters():
             if "token" in n or "gamma" in n:
                 p.normal_(0, 0.5)
+            elif "logit_scale" in n or "cpb_mlp" in n:  # Swin-V2 temperatures, position-bias MLP
+                p.add_(0.3 * torch.randn_like(p))
     return enc, torch.randn(shape), [torch.randn(s) for s in others]
 
 
@@ -61,12 +77,75 @@ def test_torch_export_with_dynamic_hw_matches_eager(name):
     enc, x, others = _family(name)
     ep = torch.export.export(enc, (x,), dynamic_shapes=_dynamic_hw(x))
     exported = ep.module()
-    for y in [x, *others[:1]]:
+    for y in [x, *others]:
         with torch.no_grad():
             assert rel_err(exported(y), enc(y)) <= 1e-5, (name, tuple(y.shape))
 
 
-@pytest.mark.parametrize("name", ["dinov2", "clay"])
+@pytest.mark.slow  # another export (~4 s); the default pass exports DOFA with its default bands above
+def test_dofa_exported_with_wavelengths_as_an_input_serves_another_sensor():
+    """The wavelengths as a tensor input of the exported DOFA: one program, other bands'
+    kernels (same band count), other sizes."""
+    torch.manual_seed(0)
+    enc = build_encoder("dofa_vitb16", embed_dim=64, depth=2, num_heads=2).eval()
+
+    class WithWavelengths(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, wavelengths):
+            return self.net(image, metadata={"wavelengths": wavelengths})
+
+    model = WithWavelengths(enc)
+    x, rgb = torch.randn(1, 3, 64, 96), torch.tensor([0.665, 0.56, 0.49])
+    ep = torch.export.export(model, (x, rgb), dynamic_shapes=(_dynamic_hw(x)[0], None))
+    swir = torch.tensor([0.865, 1.61, 2.19])
+    with torch.no_grad():
+        for y, waves in [(torch.randn(1, 3, 128, 80), swir), (x, rgb)]:
+            assert rel_err(ep.module()(y, waves), model(y, waves)) <= 1e-5
+        assert rel_err(model(x, swir), model(x, rgb)) > 1e-3  # the wavelengths matter
+
+
+def test_scale_mae_exported_with_gsd_as_an_input_follows_size_and_gsd():
+    """Scale-MAE needs the GSD in every pass: exported with it as a tensor input, one program
+    serves other sizes and other GSDs."""
+    torch.manual_seed(0)
+    enc = build_encoder("scalemae_vitl16", embed_dim=64, depth=2, num_heads=2, img_size=64).eval()
+
+    class WithGSD(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, gsd):
+            return self.net(image, metadata={"gsd": gsd})
+
+    model = WithGSD(enc)
+    x, gsd = torch.randn(1, 3, 64, 96), torch.tensor([0.3])
+    ep = torch.export.export(model, (x, gsd), dynamic_shapes=(_dynamic_hw(x)[0], None))
+    with torch.no_grad():
+        for y, g in [(x, gsd), (torch.randn(1, 3, 128, 80), torch.tensor([1.2])), (x, torch.tensor([10.0]))]:
+            assert rel_err(ep.module()(y, g), model(y, g)) <= 1e-5
+        assert rel_err(model(x, torch.tensor([10.0])), model(x, gsd)) > 1e-3  # the GSD matters
+
+
+@pytest.mark.slow  # the tiny Swin's export takes ~20 s of CPU (symbolic shapes of the windows)
+def test_satlas_swin_exports_with_dynamic_hw_and_matches_eager():
+    """torchvision's window attention branches on the map size; the recorded encoder runs the
+    tensor-only equivalent, so one export serves sizes with one or many windows per stage."""
+    enc, x, others = _family("satlas")
+    ep = torch.export.export(enc, (x,), dynamic_shapes=_dynamic_hw(x))
+    exported = ep.module()
+    for y in [x, *others]:
+        with torch.no_grad():
+            ref = enc.forward_features(y, layers=[0, 1, 2, 3], norm=True)
+            got = exported(y)
+        assert got.shape == ref[-1].shape and rel_err(got, ref[-1]) <= 1e-5, tuple(y.shape)
+
+
+@pytest.mark.parametrize("name", ["dinov2", "clay", pytest.param("dofa", marks=pytest.mark.slow),
+                                  pytest.param("satlas", marks=pytest.mark.slow)])
 def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -85,7 +164,8 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
         assert rel_err(out, ref) <= 1e-5, (name, tuple(y.shape))
 
 
-@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm"])
+@pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm", "dofa", "satlas",
+                                  "terramind"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()

@@ -121,6 +121,42 @@ def test_head_is_named_as_left_out(published):
     assert set(report.ignored) == {"backbone.head.weight", "backbone.head.bias"}
 
 
+# -- the recorded (export) path ---------------------------------------------------------------
+@pytest.mark.parametrize("shift", [0, 4])
+def test_traceable_window_attention_equals_torchvision(shift):
+    """The attention the encoder runs while it is recorded equals torchvision's at sizes with
+    one and several windows per axis, padded and unpadded, square and not, shifted or not
+    (torchvision does not shift an axis that is one window)."""
+    from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
+
+    from d2geo.encoders.satlas import window_attention_v2
+
+    torch.manual_seed(0)
+    attn = ShiftedWindowAttentionV2(32, [8, 8], [shift, shift], num_heads=4).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for H, W in [(8, 8), (16, 8), (8, 24), (12, 20), (3, 5), (32, 40), (9, 17)]:
+            x = torch.randn(2, H, W, 32)
+            assert rel_err(window_attention_v2(attn, x), attn(x)) <= 1e-6, (shift, H, W)
+
+
+def test_encoder_on_the_recorded_path_equals_upstream(tg, published, monkeypatch):
+    """The whole encoder with the recorded-model attention (as under torch.export) against
+    torchgeo's swin at native and non-square sizes, every stage."""
+    import d2geo.encoders.satlas as satlas
+
+    ref = _upstream(tg, published)
+    enc = build_encoder("satlas_swinb_sentinel2_si_ms", weights=published, **TINY).eval()
+    monkeypatch.setattr(satlas, "is_tracing", lambda: True)
+    for shape in ((1, 9, 256, 256), (1, 9, 96, 160), (1, 9, 64, 32)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            got = enc.forward_features(x, layers=[0, 1, 2, 3], norm=True)
+        for i, (a, b) in enumerate(zip(got, _taps(ref, x, True))):
+            assert rel_err(a, b) <= TOL, (shape, i)
+
+
 # -- the hierarchical path into detectron2 ---------------------------------------------------
 def test_geobackbone_gives_res2_to_res5_for_detectron2_fpn(published):
     pytest.importorskip("detectron2")
@@ -201,3 +237,56 @@ def test_published_size_builds():
     assert enc.out_channels == (128, 256, 512, 1024) and sum(p.numel() for p in enc.parameters()) > 80e6
     out = enc.forward_features(torch.zeros(1, 9, 128, 96), layers=[0, 3])
     assert [tuple(o.shape) for o in out] == [(1, 128, 32, 24), (1, 1024, 4, 3)]
+
+
+# -- Landsat -----------------------------------------------------------------------------------
+def test_landsat_entries_are_torchgeos_weights_with_their_normalisation(tg):
+    """``satlas_swinb_landsat_{si,mi}``: torchgeo's LANDSAT_*_SATLAS files, its eleven bands
+    B01..B11 (= Landsat B1..B11, in order) and its transform's (x - 4000) / 16320."""
+    from d2geo.encoders import get_pretrained_cfg
+
+    for ours, theirs in (("satlas_swinb_landsat_si", "LANDSAT_SI_SATLAS"), ("satlas_swinb_landsat_mi", "LANDSAT_MI_SATLAS")):
+        w = tg.Swin_V2_B_Weights[theirs]
+        cfg = get_pretrained_cfg(ours)
+        assert cfg.source.rsplit("/", 1)[1] == w.url.rsplit("/", 1)[1] == SATLAS_PRETRAINED[ours][0]
+        stats = cfg.stats[0]
+        assert w.meta["in_chans"] == len(stats.bands) == 11 and stats.sensor == "landsat-c2-l1"
+        assert [int(b[1:]) for b in stats.bands] == [int(b[1:]) for b in w.meta["bands"]] == list(range(1, 12))
+        norm = [m for m in w.transforms.modules() if type(m).__name__ == "Normalize"][0]
+        assert stats.mean == tuple(float(v) for v in norm.mean) * 11
+        assert stats.std == tuple(float(v) for v in norm.std) * 11
+
+
+@pytest.fixture(scope="module")
+def landsat_published():
+    torch.manual_seed(5)
+    return _published(in_chans=11)
+
+
+def test_landsat_entry_loads_the_published_layout_and_equals_torchgeo(tg, landsat_published):
+    ref = _upstream(tg, landsat_published, in_chans=11)
+    enc = build_encoder("satlas_swinb_landsat_si", weights=landsat_published, **TINY).eval()
+    x = torch.randn(1, 11, 64, 96)
+    with torch.no_grad():
+        got = enc.forward_features(x, layers=[0, 1, 2, 3], norm=True)
+    for a, b in zip(got, _taps(ref, x, True)):
+        assert rel_err(a, b) <= TOL
+
+
+def test_landsat_band_selection_by_name(tg, landsat_published):
+    """Landsat ids on the Landsat entry are Landsat's (B10 thermal), asset and common names
+    too; Sentinel-2 names given with their sensor find the same physical bands."""
+    ref = _upstream(tg, landsat_published, in_chans=11)
+    cases = [
+        (dict(bands=("B4", "B3", "B2", "B10")), (3, 2, 1, 9)),
+        (dict(bands=("SR_B5", "ST_B10", "pan", "lwir12")), (4, 9, 7, 10)),
+        (dict(bands=("B04", "B8A", "B10", "B11"), sensor="sentinel-2-l1c"), (3, 4, 8, 5)),  # cirrus, swir16
+    ]
+    x = torch.randn(1, 4, 64, 64)
+    for kwargs, cols in cases:
+        enc = build_encoder("satlas_swinb_landsat_si", weights=landsat_published, **kwargs, **TINY).eval()
+        full = torch.zeros(1, 11, 64, 64)
+        full[:, list(cols)] = x
+        with torch.no_grad():
+            got = enc.forward_features(x, layers=[3], norm=True)[0]
+        assert rel_err(got, _taps(ref, full, True)[3]) <= TOL, kwargs

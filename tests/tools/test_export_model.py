@@ -86,6 +86,25 @@ def test_export_method_export_writes_the_backbone_with_dynamic_size(tool, tmp_pa
     assert [f.shape[-2:] for f in feats] == [(24, 16), (12, 8), (6, 4)]
 
 
+@pytest.mark.slow  # ~1 min: torch.export of the Swin windows
+def test_export_method_export_takes_the_satlas_swin_backbone(tool, tmp_path, capsys):
+    """Swin's stages through detectron2's FPN, exported with dynamic size: sizes whose stages
+    have one window, several, and padded windows give every pyramid level."""
+    ort = pytest.importorskip("onnxruntime")
+    out = tmp_path / "satlas_export"
+    net = "model.backbone.bottom_up"
+    tool.main(["--config-file", os.path.join(ROOT, "configs/satlas/semantic_fpn_swinb.py"),
+               "--format", "onnx", "--export-method", "export", "--output", str(out), "--sample-size", "64",
+               f"{net}.pretrained=False", f"{net}.encoder_kwargs.embed_dim=16", f"{net}.encoder_kwargs.depths=[1,1,2,1]",
+               f"{net}.encoder_kwargs.num_heads=[2,2,4,4]", "model.backbone.out_channels=32",
+               "model.sem_seg_head.conv_dims=32"])
+    assert _printed_difference(capsys.readouterr().out) < 1e-4
+    sess = ort.InferenceSession(str(out / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    for h, w in [(96, 64), (256, 256), (128, 320)]:
+        feats = sess.run(None, {"image": np.zeros((1, 9, h, w), np.float32)})
+        assert [f.shape[-2:] for f in feats] == [(h // s, w // s) for s in (4, 8, 16, 32)]
+
+
 def test_export_tool_refuses_what_does_not_apply(tool, tmp_path):
     cfg = os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py")
     with pytest.raises(tool.ExportError, match="use --export-method tracing"):

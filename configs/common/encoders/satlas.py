@@ -2,7 +2,7 @@
 
 Weights: ``sentinel2_swinb_si_ms-fe22a12c.pth`` of the Hugging Face repository
 ``torchgeo/satlas`` (``SATLAS_PRETRAINED`` in ``d2geo/encoders/satlas.py`` lists the RGB,
-multi-image, aerial, Sentinel-1 and Swin-V2-T files), loaded by name
+multi-image, aerial, Sentinel-1, Landsat and Swin-V2-T files), loaded by name
 (``pretrained=True``). Bands ``B04, B03, B02, B05, B06, B07, B08, B11, B12`` (L1C reflectance x 10 000),
 scaled as the weights were trained: RGB / 255, the others / 8160 (torchgeo's transforms).
 
