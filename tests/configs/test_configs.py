@@ -103,6 +103,13 @@ def test_zoo_lists_every_config():
     families = {n.split("/")[0] for n in FAMILY_CONFIGS}
     assert families == {n.split("/")[0] for n in names if "/upernet_" in n} - {"quickstart"}
     assert not [n for n in names if n.startswith("common/")]
+    # configs/README.md names every config, and its layout section every encoder fragment
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    readme = open(os.path.join(configs, "README.md"), encoding="utf-8").read()
+    assert [n for n in names if f"`{n}`" not in readme] == []
+    layout = readme[readme.index("## Layout"):]
+    fragments = {f[:-3] for f in os.listdir(os.path.join(configs, "common", "encoders")) if f.endswith(".py")}
+    assert [f for f in sorted(fragments - {"apply", "__init__"}) if f"`{f}`" not in layout] == []
 
 
 def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
