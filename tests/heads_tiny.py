@@ -18,7 +18,14 @@ TINY = {
     "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
     "terramind": dict(embed_dim=64, depth=4, num_heads=4),
     "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),  # DINO/MAE/MoCo and data2vec
+    "scale_mae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
+    "croma": dict(embed_dim=64, depth=8, num_heads=4),  # the tapped joint encoder: depth // 2 blocks
+    "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),  # Swin: stages 32..256 wide
 }
+#: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
+CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
 
 
 def family_of(config_name: str) -> str:
@@ -48,16 +55,19 @@ def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int 
     family = family_of(name)
     dataset_prefix = datasets[4 if family == "prithvi" else 1]
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
-    net = cfg.model.backbone.net
+    hierarchical = "net" not in cfg.model.backbone  # Swin: the GeoBackbone is the backbone (or FPN's bottom_up)
+    net = cfg.model.backbone.get("bottom_up", cfg.model.backbone) if hierarchical else cfg.model.backbone.net
     net.weights = None
     net.pretrained = False  # tiny random encoder: nothing to download
     net.drop_path_rate = 0.0
     kwargs = dict(net.encoder_kwargs)
     kwargs.update(TINY[family])
-    bands = ["red", "green", "blue"] if family.startswith("dino") else list(HLS)
+    bands = ["red", "green", "blue"] if family.startswith("dino") or family == "scale_mae" else list(HLS)
     # TerraMind names each channel's modality: the HLS bands are Sentinel-2 L2A's
     kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
-    if family in ("clay", "copernicusfm"):
+    if family == "croma":
+        kwargs["bands"] = CROMA_JOINT
+    if family in ("clay", "copernicusfm", "dofa"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
         from d2geo.encoders.bands import bandwidths
@@ -67,8 +77,12 @@ def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int 
     net.layers = (0, 1, 2, 3)
     cfg.model.pixel_mean = [1000.0] * len(bands)
     cfg.model.pixel_std = [1000.0] * len(bands)
-    cfg.model.backbone.out_channels = channels
     head = cfg.model.sem_seg_head
+    if hierarchical and "res2" in head.input_shape:  # the head takes the stages themselves
+        for i, name in enumerate(("res2", "res3", "res4", "res5")):
+            head.input_shape[name].channels = TINY[family]["embed_dim"] * 2**i
+    else:
+        cfg.model.backbone.out_channels = channels
     head.num_classes = 4
     if "channels" in head:
         head.channels = channels

@@ -20,6 +20,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
+from ..encoders.tracing import is_tracing
 from .pyramid import _fast_norm
 
 __all__ = ["UperNetHead"]
@@ -70,6 +71,7 @@ class UperNetHead(nn.Module):
         if not pool_scales or any(int(s) < 1 for s in pool_scales):
             raise ValueError(f"pool_scales={tuple(pool_scales)} must be positive pool sizes, e.g. (1, 2, 3, 6)")
         in_channels = [v.channels for _, v in shapes]
+        self.in_channels = in_channels
         self.common_stride = strides[0]
         self.num_classes, self.loss_weight, self.ignore_value = num_classes, loss_weight, ignore_value
         self.align_corners = align_corners
@@ -102,6 +104,15 @@ class UperNetHead(nn.Module):
     def _resize(self, x: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
+    def _check_channels(self, feats: Sequence[torch.Tensor]) -> None:
+        wrong = [f"{k}: {f.shape[1]} (head built for {c})"
+                 for k, f, c in zip(self.in_features, feats, self.in_channels) if f.shape[1] != c]
+        if wrong:
+            raise ValueError(f"UperNetHead: the backbone's levels have other channel counts than its "
+                             f"input_shape says ({'; '.join(wrong)}); set model.sem_seg_head.input_shape"
+                             "[<level>].channels to the backbone's output_shape() widths (e.g. a Swin-V2-T "
+                             "encoder's stages are 96, 192, 384, 768 wide, Swin-V2-B's 128 .. 1024)")
+
     def decode(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Fused decoder features ``(B, channels, H / s, W / s)`` at the finest stride ``s``."""
         missing = [k for k in self.in_features if k not in features]
@@ -109,6 +120,8 @@ class UperNetHead(nn.Module):
             raise KeyError(f"UperNetHead expects pyramid levels {self.in_features} but {missing} are "
                            f"missing from the backbone's outputs ({list(features)})")
         feats = [features[k] for k in self.in_features]
+        if not is_tracing():  # channel counts are fixed: a traced graph keeps the checked ones
+            self._check_channels(feats)
         top = feats[-1]
         pooled = [top] + [self._resize(conv(F.adaptive_avg_pool2d(top, s)), top.shape[-2:])
                           for conv, s in zip(self.ppm, self.pool_scales)]

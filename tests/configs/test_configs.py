@@ -43,6 +43,22 @@ FAMILY_CONFIGS = [
     "croma/mask_rcnn_base.py",
     "croma/semantic_fpn_base.py",
 ]
+#: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
+#: stages feed the head without an FPN)
+UPERNET_CONFIGS = [
+    "dino_v2/upernet_vitb14.py",
+    "dino_v3/upernet_vitl16_sat.py",
+    "prithvi/upernet_eo_v2_300_tl.py",
+    "clay/upernet_v1_5_large.py",
+    "terramind/upernet_v1_base.py",
+    "copernicusfm/upernet_vitb16.py",
+    "croma/upernet_base.py",
+    "dofa/upernet_vitb16.py",
+    "satlas/upernet_swinb.py",
+    "scale_mae/upernet_vitl16.py",
+    "ssl4eo/upernet_vits16.py",
+    "ssl4eo/upernet_vits16_data2vec.py",
+]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
     "dino_v2": ("dinov2_vitb14", 12, 768), "dino_v3": ("dinov3_vitl16_sat", 24, 1024),
@@ -59,6 +75,7 @@ EXPECTED_ENCODERS = {
 EXPECTED_BY_CONFIG = {
     "ssl4eo/mask_rcnn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
     "ssl4eo/semantic_fpn_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
+    "ssl4eo/upernet_vits16_data2vec.py": ("ssl4eo_s12_vits16_data2vec", 12, 384),
 }
 
 
@@ -80,9 +97,19 @@ def load(name, **overrides):
 
 def test_zoo_lists_every_config():
     names = model_zoo.list_configs()
-    for name in FAMILY_CONFIGS + QUICKSTART + ["detrex_dino/dino_dinov2_vitb14.py"]:
+    for name in FAMILY_CONFIGS + UPERNET_CONFIGS + QUICKSTART + ["detrex_dino/dino_dinov2_vitb14.py"]:
         assert name in names
+    # every family with a semantic FPN config has a UperNet config too
+    families = {n.split("/")[0] for n in FAMILY_CONFIGS}
+    assert families == {n.split("/")[0] for n in names if "/upernet_" in n} - {"quickstart"}
     assert not [n for n in names if n.startswith("common/")]
+    # configs/README.md names every config, and its layout section every encoder fragment
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    readme = open(os.path.join(configs, "README.md"), encoding="utf-8").read()
+    assert [n for n in names if f"`{n}`" not in readme] == []
+    layout = readme[readme.index("## Layout"):]
+    fragments = {f[:-3] for f in os.listdir(os.path.join(configs, "common", "encoders")) if f.endswith(".py")}
+    assert [f for f in sorted(fragments - {"apply", "__init__"}) if f"`{f}`" not in layout] == []
 
 
 def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
@@ -96,11 +123,12 @@ def _sample_input(backbone: GeoBackbone, size: int = 64) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", FAMILY_CONFIGS)
+@pytest.mark.parametrize("name", FAMILY_CONFIGS + UPERNET_CONFIGS)
 def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     cfg = load(name)
     hierarchical = "bottom_up" in cfg.model.backbone  # detectron2's FPN on the GeoBackbone's res2..res5
-    node = cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
+    bare = "net" not in cfg.model.backbone and not hierarchical  # the GeoBackbone is the backbone
+    node = cfg.model.backbone if bare else cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
     family = name.split("/")[0]
     encoder, depth, width = EXPECTED_BY_CONFIG.get(name, EXPECTED_ENCODERS[family])
     assert node.encoder == encoder
@@ -113,7 +141,7 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     with cheap_init(monkeypatch):
         model = instantiate(cfg.model)
     (backbone,) = find_geo_backbones(model)
-    assert (model.backbone.bottom_up if hierarchical else model.backbone.net) is backbone
+    assert (model.backbone if bare else model.backbone.bottom_up if hierarchical else model.backbone.net) is backbone
     assert (backbone.encoder.depth, backbone.encoder.embed_dim) == (depth, width)
     assert len(backbone.encoder.bands) == len(cfg.model.pixel_mean) == len(cfg.model.pixel_std)
     assert cfg.dataloader.train.mapper.bands is None or list(cfg.dataloader.train.mapper.bands) == list(
@@ -123,7 +151,7 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
     sample = _sample_input(backbone)
     with torch.no_grad():
         (out,) = model([sample])
-    if "semantic_fpn" in name:
+    if "sem_seg_head" in cfg.model:
         assert out["sem_seg"].shape == (cfg.model.sem_seg_head.num_classes, 64, 64)
         assert torch.isfinite(out["sem_seg"]).all()
     else:

@@ -13,7 +13,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
-from heads_tiny import falling, synthetic_geotiffs, train_steps  # noqa: E402
+from heads_tiny import CROMA_JOINT, falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS  # noqa: E402
@@ -52,8 +52,6 @@ CONFIGS = {
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
-#: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
-CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 

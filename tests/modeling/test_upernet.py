@@ -15,6 +15,7 @@ from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head  # noqa: E402
 
 from conftest import load_upstream_module  # noqa: E402
+from d2geo.modeling import GeoBackbone  # noqa: E402
 from d2geo.modeling.heads import UperNetHead  # noqa: E402
 
 
@@ -129,12 +130,19 @@ def test_upernet_bad_inputs():
     head = UperNetHead(LEVELS, num_classes=2, channels=32)
     with pytest.raises(KeyError, match="missing"):
         head.eval()({"p2": torch.zeros(1, 16, 8, 8)})
+    # levels wider or narrower than input_shape says (a Swin-V2-T under Swin-V2-B widths): named, with the fix
+    feats = _features(batch=1)
+    feats["p3"] = torch.zeros(1, 48, 8, 8)
+    with pytest.raises(ValueError, match=r"p3: 48 \(head built for 24\).*input_shape\[<level>\].channels"):
+        head(feats)
 
 
 # -- packaged configs --------------------------------------------------------------------------
 UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
                    "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py",
-                   "copernicusfm/upernet_vitb16.py"]
+                   "copernicusfm/upernet_vitb16.py", "croma/upernet_base.py", "dofa/upernet_vitb16.py",
+                   "satlas/upernet_swinb.py", "scale_mae/upernet_vitl16.py", "ssl4eo/upernet_vits16.py",
+                   "ssl4eo/upernet_vits16_data2vec.py"]
 
 
 @pytest.fixture(scope="module")
@@ -152,15 +160,30 @@ def test_upernet_configs_compose_the_family_configs():
         cfg = model_zoo.get_config(name)
         fpn = model_zoo.get_config(name.replace("upernet", "semantic_fpn"))
         assert cfg.model.sem_seg_head._target_ is UperNetHead
-        # everything but the head (and Clay's four-tap pyramid) is the semantic FPN config's
-        assert cfg.model.backbone.net.encoder == fpn.model.backbone.net.encoder
-        assert cfg.model.backbone.net.weights == fpn.model.backbone.net.weights
+        if name.startswith("satlas/"):  # Swin's stages feed UperNet directly: no FPN in between
+            net, fpn_net = cfg.model.backbone, fpn.model.backbone.bottom_up
+            assert net._target_ is GeoBackbone and "bottom_up" not in cfg.model.backbone
+            assert net.layers == fpn_net.layers == (0, 1, 2, 3) and net.norm is False
+            shapes = cfg.model.sem_seg_head.input_shape
+            assert sorted(shapes) == ["res2", "res3", "res4", "res5"]
+            assert [(shapes[k].stride, shapes[k].channels) for k in sorted(shapes)] == [
+                (4, 128), (8, 256), (16, 512), (32, 1024)]  # Swin-V2-B's stage widths
+        else:  # everything but the head (and Clay's / Scale-MAE's taps) is the semantic FPN config's
+            net, fpn_net = cfg.model.backbone.net, fpn.model.backbone.net
+            if name != "quickstart/upernet_tiny.py":
+                assert len(net.layers) == 4
+                assert sorted(cfg.model.sem_seg_head.input_shape) == ["p2", "p3", "p4", "p5"]
+            if name.split("/")[0] not in ("clay", "scale_mae"):
+                assert net.layers == fpn_net.layers and net.norm == fpn_net.norm
+            if not name.startswith("clay/"):
+                assert cfg.model.backbone.get("scale_factors") == fpn.model.backbone.get("scale_factors")
+        assert net.encoder == fpn_net.encoder and net.encoder_kwargs == fpn_net.encoder_kwargs
+        assert net.weights == fpn_net.weights and net.get("pretrained") == fpn_net.get("pretrained")
         assert list(cfg.model.pixel_mean) == list(fpn.model.pixel_mean)
         assert cfg.optimizer.lr == fpn.optimizer.lr and cfg.train.max_iter == fpn.train.max_iter
         assert cfg.train.output_dir != fpn.train.output_dir
-        if name != "quickstart/upernet_tiny.py":
-            assert len(cfg.model.backbone.net.layers) == 4
-            assert sorted(cfg.model.sem_seg_head.input_shape) == ["p2", "p3", "p4", "p5"]
+    # the taps PANGAEA's Scale-MAE encoder gives its UperNet
+    assert model_zoo.get_config("scale_mae/upernet_vitl16.py").model.backbone.net.layers == (7, 11, 15, 23)
 
 
 @pytest.mark.parametrize("name", UPERNET_CONFIGS + ["prithvi/upernet_eo_v2_300_tl.py:attention",
@@ -188,6 +211,10 @@ def test_upernet_config_trains(name, synthetic, tmp_path):
         return
     model, totals = train_steps(cfg, steps=14, lr=3e-3)
     assert falling(totals), totals
+    if name.startswith("satlas/"):  # Swin's stages themselves are the head's levels
+        assert isinstance(model.backbone, GeoBackbone) and model.sem_seg_head.in_features == [
+            "res2", "res3", "res4", "res5"]
+        assert model.sem_seg_head.in_channels == [32, 64, 128, 256]
     if fold:
         pools = model.backbone.net.temporal_pools
         assert all(p.query.abs().sum() > 0 for p in pools)  # the queries left their zero start
