@@ -197,10 +197,14 @@ def sensor_band(sensor: str, name: str) -> Optional[BandSpec]:
     for b in specs:
         if low in (b.id.lower(), b.name.lower()):
             return b
-    if sensor.lower().startswith("landsat") and low.startswith(_LANDSAT_PREFIXES):
-        own = next((b for b in specs if b.id.lower() == low[3:]), None)
-        if own is not None:  # SR_B4, ST_B10: a Landsat band id as Collection 2 names its asset
-            return own
+    if sensor.lower().startswith("landsat"):
+        bare = low[3:] if low.startswith(_LANDSAT_PREFIXES) else low
+        if len(bare) == 3 and bare.startswith("b0") and bare[2].isdigit():
+            bare = "b" + bare[2]  # B05: torchgeo's and HLS L30's spelling of Landsat's B5
+        if bare != low:
+            own = next((b for b in specs if b.id.lower() == bare), None)
+            if own is not None:  # SR_B4, ST_B10 (Collection 2 asset names), B01 .. B09
+                return own
     if low in _BAND_IDS or low.startswith("sr_b"):
         return None  # another sensor's id: not a name in this sensor's vocabulary
     keys = _ALIASES.get(low, frozenset())

@@ -52,8 +52,10 @@ VV and VH), not the vocabulary's optical stand-ins. The encoder is built with it
 (``bands=``, ``sensor=``) or with ``wavelengths=`` and ``bandwidths=`` (micrometres);
 ``metadata["wavelengths"]`` (which carries no bandwidths) must then be those bands'
 wavelengths (as the vocabulary or the encoder gives them), otherwise the batch is refused with
-the fix. Note: Copernicus-Bench's configs round some Sentinel-2 centres (440, 860, 940,
-1370 nm where the vocabulary has ESA's 443, 865, 945, 1375 nm); the vocabulary's are used.
+the fix. Note: Copernicus-Bench's Sentinel-2 configs (and torchgeo's docstring example) give
+other centres for six of the 13 bands (440, 490, 705, 860, 940, 1370 nm where the vocabulary
+has 443, 493, 704, 865, 945, 1375 nm); the vocabulary's are used (pass ``wavelengths=`` for
+Copernicus-Bench's).
 
 **Dense features** are the raw block outputs (``norm=False``), as Copernicus-FM's own
 segmentation encoder (``models_dwv_seg.py``, taps 3/5/7/11 of the base model) uses them. The
@@ -432,9 +434,9 @@ def _check_spectrum(waves_nm: torch.Tensor, bws_nm: torch.Tensor, error) -> None
                 f"SAR bands as 5e4 um wavelength and 1e6 um bandwidth")
 
 
-#: Copernicus-Bench's Sentinel-2 L1C statistics (DN; the SSL4EO-S12 values its configs use);
-#: Copernicus-FM normalizes each dataset with its own statistics: a starting point, not the
-#: pretraining's
+#: Copernicus-Bench's Sentinel-2 L1C statistics (DN; its EuroSAT-S2 config's, EuroSAT's band
+#: statistics as SSL4EO-S12's EuroSAT loader gives them); Copernicus-FM normalizes each dataset
+#: with its own statistics: a starting point, not the pretraining's
 COPERNICUSFM_S2_STATS = InputStats(
     "copernicus-bench-s2-l1c-dn", "sentinel-2-l1c",
     ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"),

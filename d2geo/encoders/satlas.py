@@ -63,8 +63,9 @@ _S1 = ("VH", "VV")
 #: Landsat 8/9 Level-1, all eleven OLI/TIRS bands in order (torchgeo's ``B01``..``B11``)
 _LANDSAT = tuple(b.id for b in SENSORS["landsat-c2-l1"])
 #: the input scaling of each band set (torchgeo's transforms): divide by 255 (8-bit RGB
-#: previews, Sentinel-1 and aerial images as Satlas stored them), 8160 (Sentinel-2 L1C
-#: reflectance x 10 000 bands beyond RGB); Landsat Level-1 DNs: (x - 4000) / 16320
+#: previews, Sentinel-1 and aerial images as Satlas stored them; the Sentinel-2 sets' B04, B03,
+#: B02 are ESA's 8-bit TCI file, not reflectance x 10 000: Satlas's Normalization.md), 8160
+#: (Sentinel-2 L1C reflectance x 10 000 bands beyond RGB); Landsat Level-1 DNs: (x - 4000) / 16320
 SATLAS_STATS = {
     "sentinel2_ms": InputStats("satlas-sentinel2", "sentinel-2-l1c", _S2_MS, (0.0,) * 9,
                                (255.0,) * 3 + (8160.0,) * 6, "dn"),

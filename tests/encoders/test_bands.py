@@ -205,3 +205,13 @@ def test_landsat_level1_bands():
                        available_sensor="landsat-c2-l1") == [8]
     from d2geo.encoders.bands import describe_bands
     assert describe_bands(["lwir11", "pan"]) == "lwir11, pan (= B8)"  # B10 alone would be cirrus
+
+
+def test_zero_padded_landsat_ids_under_a_landsat_sensor():
+    """B01..B09 (torchgeo's and HLS L30's spelling of Landsat ids) are Landsat's bands when the
+    sensor is Landsat; without a Landsat sensor they stay Sentinel-2's."""
+    assert sensor_band("landsat-c2-l1", "B05").id == "B5" and sensor_band("landsat-c2-l1", "B05").name == "nir08"
+    assert sensor_band("landsat-c2", "SR_B07").id == "B7"
+    assert sensor_band("landsat-c2-l1", "B08").name == "pan"
+    assert sensor_band("sentinel-2-l1c", "B05").name == "rededge1"
+    assert sensor_band("landsat-c2", "B8A") is None and sensor_band("landsat-c2", "B012") is None

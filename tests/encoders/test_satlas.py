@@ -290,3 +290,17 @@ def test_landsat_band_selection_by_name(tg, landsat_published):
         with torch.no_grad():
             got = enc.forward_features(x, layers=[3], norm=True)[0]
         assert rel_err(got, _taps(ref, full, True)[3]) <= TOL, kwargs
+
+
+def test_landsat_entry_takes_torchgeos_own_band_names(tg, landsat_published):
+    """torchgeo names the Landsat weights' bands B01..B11 (its ``meta["bands"]``): those names
+    select the whole pretrained kernel in order. Before, B01..B09 matched nothing under the
+    Landsat sensor and started at zero with only a log warning (B10/B11 still loaded)."""
+    ref = _upstream(tg, landsat_published, in_chans=11)
+    names = tuple(tg.Swin_V2_B_Weights.LANDSAT_SI_SATLAS.meta["bands"])
+    assert names[0] == "B01" and len(names) == 11
+    enc = build_encoder("satlas_swinb_landsat_si", weights=landsat_published, bands=names, **TINY).eval()
+    x = torch.randn(1, 11, 64, 64)
+    with torch.no_grad():
+        got = enc.forward_features(x, layers=[3], norm=True)[0]
+    assert rel_err(got, _taps(ref, x, True)[3]) <= TOL

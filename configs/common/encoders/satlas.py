@@ -3,8 +3,11 @@
 Weights: ``sentinel2_swinb_si_ms-fe22a12c.pth`` of the Hugging Face repository
 ``torchgeo/satlas`` (``SATLAS_PRETRAINED`` in ``d2geo/encoders/satlas.py`` lists the RGB,
 multi-image, aerial, Sentinel-1, Landsat and Swin-V2-T files), loaded by name
-(``pretrained=True``). Bands ``B04, B03, B02, B05, B06, B07, B08, B11, B12`` (L1C reflectance x 10 000),
-scaled as the weights were trained: RGB / 255, the others / 8160 (torchgeo's transforms).
+(``pretrained=True``). Channels ``B04, B03, B02, B05, B06, B07, B08, B11, B12``, scaled as the
+weights were trained (torchgeo's transforms): the first three are ESA's 8-bit true-colour image
+(the L1C product's TCI file, 0-255) / 255, NOT the B04/B03/B02 reflectance x 10 000 bands (those
+would come out about 14 times too large: ESA's L1C TCI saturates at DN 3558); the others are L1C
+reflectance x 10 000 / 8160 (Satlas clips them to 0-1). Stack TCI with the six DN bands.
 
 Swin is hierarchical: ``backbone`` taps its four stages (strides 4..32, ``res2..res5``),
 which detectron2's ``FPN`` takes directly. ``norm=False``: the raw stage outputs Satlas's
