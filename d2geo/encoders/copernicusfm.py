@@ -52,10 +52,11 @@ VV and VH), not the vocabulary's optical stand-ins. The encoder is built with it
 (``bands=``, ``sensor=``) or with ``wavelengths=`` and ``bandwidths=`` (micrometres);
 ``metadata["wavelengths"]`` (which carries no bandwidths) must then be those bands'
 wavelengths (as the vocabulary or the encoder gives them), otherwise the batch is refused with
-the fix. Note: Copernicus-Bench's Sentinel-2 configs (and torchgeo's docstring example) give
-other centres for six of the 13 bands (440, 490, 705, 860, 940, 1370 nm where the vocabulary
-has 443, 493, 704, 865, 945, 1375 nm); the vocabulary's are used (pass ``wavelengths=`` for
-Copernicus-Bench's).
+the fix. Sentinel-2 bands get the spectrum Copernicus-FM was pretrained with
+(:data:`S2_SPECTRUM_NM`, its ``s2_toa`` values, which Copernicus-Bench's configs repeat): six of
+its 13 centres differ from ESA's in the vocabulary (440, 490, 705, 860, 940, 1370 nm against
+443, 493, 704, 865, 945, 1375 nm), and the model is fed the ones it learned from; the metadata
+check still compares the vocabulary's wavelengths, which the data layer carries.
 
 **Dense features** are the raw block outputs (``norm=False``), as Copernicus-FM's own
 segmentation encoder (``models_dwv_seg.py``, taps 3/5/7/11 of the base model) uses them. The
@@ -80,7 +81,7 @@ import torch.nn as nn
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models.vision_transformer import Block
 
-from .bands import BandError, expand_bands, sensor_band
+from .bands import SENSORS, BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dofa import _KernelGenerator, _ResMLP
@@ -89,8 +90,8 @@ from .tracing import is_tracing
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CopernicusFMEncoder", "COPERNICUSFM_PRETRAINED", "fourier_expansion", "SAR_WAVELENGTH_NM",
-           "SAR_BANDWIDTH_NM"]
+__all__ = ["CopernicusFMEncoder", "COPERNICUSFM_PRETRAINED", "fourier_expansion", "S2_SPECTRUM_NM",
+           "SAR_WAVELENGTH_NM", "SAR_BANDWIDTH_NM"]
 
 _TOP_LEVEL = ("cls_token", "pos_embed", "coord_token", "scale_token", "time_token")
 #: the kernel size the generator makes (the published model's patch size)
@@ -102,6 +103,18 @@ KERNEL_SCALE = 0.01
 SAR_WAVELENGTH_NM = 5e7
 SAR_BANDWIDTH_NM = 1e9
 _SAR_KEYS = ("vv", "vh", "hh", "hv")
+#: Copernicus-FM's Sentinel-2 spectrum, nanometres (centre, bandwidth) by band id: the values
+#: its pretraining fed the model for every Sentinel-2 image (``s2_toa`` in the official
+#: ``engine_pretrain.py``; Copernicus-Bench's configs give the same). Six centres differ from
+#: ESA's in the band vocabulary (440/490/705/860/940/1370 against 443/493/704/865/945/1375);
+#: the model is fed the ones it learned from.
+S2_SPECTRUM_NM = {
+    "B01": (440.0, 20.0), "B02": (490.0, 65.0), "B03": (560.0, 35.0), "B04": (665.0, 30.0),
+    "B05": (705.0, 15.0), "B06": (740.0, 15.0), "B07": (783.0, 20.0), "B08": (842.0, 115.0),
+    "B8A": (860.0, 20.0), "B09": (940.0, 20.0), "B10": (1370.0, 30.0), "B11": (1610.0, 90.0),
+    "B12": (2190.0, 180.0),
+}
+_S2_SPECS = frozenset(SENSORS["sentinel-2-l1c"])
 #: Fourier scale ranges (upstream's ``FourierExpansion(lower, upper)``)
 _WAVE_RANGE = (100.0, 1e9)  # nm
 _BANDWIDTH_RANGE = (1.0, 1e9)  # nm
@@ -239,17 +252,15 @@ class CopernicusFMEncoder(GeoEncoder):
         if self.bands:
             specs = [_band_spec(b, sensor) for b in self.bands]
             vocab_um = torch.tensor([s.wavelength for s in specs], dtype=torch.float32)
-            sar = [s.key in _SAR_KEYS for s in specs]
-            waves_nm = torch.tensor([SAR_WAVELENGTH_NM if q else s.wavelength * 1000 for s, q in zip(specs, sar)],
-                                    dtype=torch.float64)
-            missing = [b for b, s, q in zip(self.bands, specs, sar) if not q and s.bandwidth is None]
+            spectra = [_spectrum_nm(s) for s in specs]
+            waves_nm = torch.tensor([w for w, _ in spectra], dtype=torch.float64)
+            missing = [b for b, (_, bw) in zip(self.bands, spectra) if bw is None]
             if missing and bandwidths is None:
                 raise ValueError(
                     f"the band vocabulary has no bandwidth for {missing}; Copernicus-FM needs each band's "
                     f"bandwidth: give bandwidths=[...] in micrometres, one per band")
             if not missing:
-                bws_nm = torch.tensor([SAR_BANDWIDTH_NM if q else s.bandwidth * 1000 for s, q in zip(specs, sar)],
-                                      dtype=torch.float64)
+                bws_nm = torch.tensor([bw for _, bw in spectra], dtype=torch.float64)
         for name, given in (("wavelengths", wavelengths), ("bandwidths", bandwidths)):
             if given is None:
                 continue
@@ -404,6 +415,16 @@ class CopernicusFMEncoder(GeoEncoder):
             if f"norm.{name}" not in out:
                 out[f"norm.{name}"] = torch.full((self.embed_dim,), fill)
         return out
+
+
+def _spectrum_nm(spec) -> tuple[float, float | None]:
+    """(centre, bandwidth) in nm that Copernicus-FM gets for a vocabulary band: its own SAR and
+    Sentinel-2 conventions, else the vocabulary's facts (bandwidth None where it has none)."""
+    if spec.key in _SAR_KEYS:
+        return SAR_WAVELENGTH_NM, SAR_BANDWIDTH_NM
+    if spec in _S2_SPECS:
+        return S2_SPECTRUM_NM[spec.id]
+    return spec.wavelength * 1000, None if spec.bandwidth is None else spec.bandwidth * 1000
 
 
 def _band_spec(band: str, sensor: str | None):

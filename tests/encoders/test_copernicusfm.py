@@ -22,7 +22,7 @@ from d2geo.encoders.metadata import Metadata
 TINY = dict(embed_dim=64, depth=3, num_heads=4, img_size=64)
 TOL = 1e-4
 BANDS = ("B02", "B03", "B04", "B08")  # Sentinel-2 blue, green, red, broad NIR
-WAVES_NM = [493.0, 560.0, 665.0, 842.0]  # the band vocabulary's centres
+WAVES_NM = [490.0, 560.0, 665.0, 842.0]  # Copernicus-FM's pretraining centres (ESA: 493 for B02)
 BWS_NM = [65.0, 35.0, 30.0, 115.0]  # ESA's nominal bandwidths
 LATLON = [[48.15, 11.57], [-33.87, 151.21]]
 SECONDS = [1.6e9 + 3600.5, 1.65e9 + 17.25]  # float64 epoch seconds
@@ -189,6 +189,26 @@ def test_norm_eps_of_torchgeos_builder(ref, upstream, monkeypatch):
     with torch.no_grad():
         got = enc5.forward_features(x, layers=[2], norm=False, metadata=ours_md)[0]
     assert rel_err(got, want) <= TOL
+
+
+def test_sentinel2_bands_get_the_spectrum_copernicusfm_was_pretrained_with():
+    """The official pretraining's ``s2_toa`` wavelengths and bandwidths (nm), whatever name or
+    product level the bands are given by; Landsat bands keep the vocabulary's facts."""
+    s2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+    pretraining_wv = [440, 490, 560, 665, 705, 740, 783, 842, 860, 940, 1370, 1610, 2190]
+    pretraining_bw = [20, 65, 35, 30, 15, 15, 20, 115, 20, 20, 30, 90, 180]
+    enc = build_encoder("copernicusfm_vitb16", bands=s2, **TINY)
+    assert enc.default_wavelengths_nm.tolist() == pretraining_wv
+    assert enc.default_bandwidths_nm.tolist() == pretraining_bw
+    l2a = build_encoder("copernicusfm_vitb16", bands=("blue", "nir08", "swir22"), sensor="sentinel-2-l2a", **TINY)
+    assert l2a.default_wavelengths_nm.tolist() == [490, 860, 2190]
+    # the data layer's metadata carries the vocabulary's (ESA) centres: accepted for these bands
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        l2a.forward_features(x, layers=[0], metadata={"wavelengths": torch.tensor([0.493, 0.865, 2.19])})
+    landsat = build_encoder("copernicusfm_vitb16", bands=("B2", "B5"), sensor="landsat-c2", **TINY)
+    assert landsat.default_wavelengths_nm.tolist() == pytest.approx([480, 860])
+    assert landsat.default_bandwidths_nm.tolist() == pytest.approx([60, 30])
 
 
 def test_sar_bands_use_copernicusfms_convention(ref, upstream, monkeypatch):
