@@ -161,7 +161,7 @@ def _encoder_pair(row: dict):
                                **arch).eval()
         bands = ("B04", "B03", "B02", "B08")
         ours = build_encoder(row["ours"], weights=ref.state_dict(), img_size=size, bands=bands, **arch).eval()
-        waves_nm, bws_nm = [665.0, 560.0, 493.0, 842.0], [30.0, 35.0, 65.0, 115.0]
+        waves_nm, bws_nm = [665.0, 560.0, 490.0, 842.0], [30.0, 35.0, 65.0, 115.0]  # its pretraining spectrum
         x = smooth_image((1, 4, size, size))
         seconds, latlon = 1.6e9, torch.tensor([[47.5, 8.2]])
         meta = {"latlon": latlon, "gsd": torch.tensor([10.0]),
