@@ -190,6 +190,8 @@ def test_torchgeo_state_dict_and_d2geo_round_trip(ref, published, tmp_path):
 def test_real_s2l2a_and_s1rtc_tiles_through_read_modalities(terramind_examples, published):
     import os
 
+    pytest.importorskip("detectron2", reason="d2geo.data needs detectron2: see README for installing it from source")
+
     from rasterio.windows import Window
 
     from d2geo.data.geotiff import read_modalities
