@@ -22,7 +22,7 @@ from .bands import BandError
 from .checkpoint import CheckpointError
 from .errors import EncoderInputError
 from .metadata import Metadata, check_metadata
-from .tracing import is_tracing  # noqa: F401  (re-exported)
+from .tracing import SizeCache, is_tracing  # noqa: F401  (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,13 @@ class GeoEncoder(nn.Module):
     #: W / s_i)`` maps); plain ViTs leave them ``None``: every block at ``patch_size``, ``embed_dim``
     out_strides: tuple[int, ...] | None = None
     out_channels: tuple[int, ...] | None = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # moving or casting the module: drop the per-size tensors of the old device/dtype
+        for value in vars(self).values():
+            if isinstance(value, SizeCache):
+                value.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     @property
     def feature_dim(self) -> int:

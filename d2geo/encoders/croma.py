@@ -51,7 +51,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -62,7 +61,7 @@ from timm.layers import DropPath
 
 from .adapt import adapt_patch_embed
 from .bands import BandError, match_bands
-from .base import EncoderInputError, GeoEncoder, is_tracing
+from .base import EncoderInputError, GeoEncoder, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
@@ -285,8 +284,7 @@ class CROMAEncoder(GeoEncoder):
         if not self.bands:
             raise ValueError("bands is empty: name the input channels, or leave bands unset for the "
                              "modality's pretrained bands")
-        self.bias_cache_size = bias_cache_size
-        self._bias_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._bias_cache = SizeCache(bias_cache_size)
 
         # channel indices and band names of each sensor, in input order
         groups: dict[str, list[int]] = {"optical": [], "sar": []}
@@ -355,23 +353,10 @@ class CROMAEncoder(GeoEncoder):
 
     # -- attention bias ----------------------------------------------------------------------
     def attn_bias_for(self, grid: Sequence[int], device, dtype: torch.dtype) -> torch.Tensor:
-        """The 2-D ALiBi bias ``(1, H, h*w, h*w)`` of a token grid (cached per grid, device, dtype)."""
-        if is_tracing():  # no per-size cache in a recorded model: it must work at every size
-            return alibi_2d(self.num_heads, grid, device).to(dtype)
-        key = (int(grid[0]), int(grid[1]), torch.device(device), dtype)
-        bias = self._bias_cache.get(key)
-        if bias is not None:
-            self._bias_cache.move_to_end(key)
-            return bias
-        bias = alibi_2d(self.num_heads, key[:2], device).to(dtype)
-        self._bias_cache[key] = bias
-        while len(self._bias_cache) > max(1, self.bias_cache_size):
-            self._bias_cache.popitem(last=False)
-        return bias
-
-    def _apply(self, fn, *args, **kwargs):
-        self._bias_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+        """The 2-D ALiBi bias ``(1, H, h*w, h*w)`` of a token grid (cached per grid, device, dtype;
+        computed from the input size while recorded, so the recorded model works at every size)."""
+        return self._bias_cache.get(lambda: (int(grid[0]), int(grid[1]), torch.device(device), dtype),
+                                    lambda: alibi_2d(self.num_heads, grid, device).to(dtype))
 
     def set_window_attention(self, window_size, global_blocks: Sequence[int] = ()) -> None:
         if window_size:

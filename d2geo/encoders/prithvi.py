@@ -28,7 +28,6 @@ coordinates are ``None`` (the TL models were pretrained with random metadata dro
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping, Sequence
 
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from .bands import HLS_BANDS, expand_bands
-from .base import EncoderInputError, GeoEncoder, is_tracing
+from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
 from .registry import InputStats, PretrainedCfg, register_encoder
@@ -225,8 +224,7 @@ class PrithviEncoder(GeoEncoder):
         self.patch_resample = patch_resample
         self.coords_encoding = coords_encoding
         self.coords_scale_learn = coords_scale_learn
-        self.pos_cache_size = pos_cache_size
-        self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._pos_cache = SizeCache(pos_cache_size)
 
         self.patch_embed = nn.ModuleDict({
             "proj": nn.Conv3d(len(self.bands), embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
@@ -263,26 +261,13 @@ class PrithviEncoder(GeoEncoder):
 
     # -- position table ----------------------------------------------------------------
     def pos_embed_for(self, grid: Sequence[int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The ``(t*h*w, D)`` position table of a token grid, from the per-grid cache."""
+        """The ``(t*h*w, D)`` position table of a token grid, from the per-grid cache (computed
+        from the input size while recorded: the table must follow the traced input size)."""
         ref_hw = tuple(s // self.patch_size for s in self.img_size)
-        if is_tracing():  # no per-size cache: the table must follow the traced input size
-            return prithvi_pos_table(self.embed_dim, ref_hw, (self.token_frames, *grid[1:])).to(
-                device=device, dtype=dtype)
-        key = (*(int(g) for g in grid), torch.device(device), dtype)
-        table = self._pos_cache.get(key)
-        if table is not None:
-            self._pos_cache.move_to_end(key)
-            return table
-        table = prithvi_pos_table(self.embed_dim, ref_hw, grid).to(device=device, dtype=dtype)
-        self._pos_cache[key] = table
-        while len(self._pos_cache) > max(1, self.pos_cache_size):
-            self._pos_cache.popitem(last=False)
-        return table
-
-    def _apply(self, fn, *args, **kwargs):
-        # Moving or casting the module: drop tables of the old device/dtype.
-        self._pos_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+        if is_tracing():
+            grid = (self.token_frames, *grid[1:])
+        return self._pos_cache.get(lambda: (*(int(g) for g in grid), torch.device(device), dtype),
+                                   lambda: prithvi_pos_table(self.embed_dim, ref_hw, grid).to(device=device, dtype=dtype))
 
     # -- input -------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping, Sequence
@@ -55,7 +54,7 @@ from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
 from .bands import match_bands
-from .base import EncoderInputError, GeoEncoder, is_tracing
+from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
 
@@ -243,8 +242,7 @@ class TerraMindEncoder(GeoEncoder):
             raise ValueError("bands is empty: name at least one modality, e.g. bands=['S2L2A']")
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
         self.img_size, self.merge = img_size, merge
-        self.pos_cache_size = pos_cache_size
-        self._pos_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._pos_cache = SizeCache(pos_cache_size)
 
         # channel indices of each modality, in order of first appearance
         groups: dict[str, list[int]] = {}
@@ -309,28 +307,17 @@ class TerraMindEncoder(GeoEncoder):
         """The ``(h*w, D)`` position table of a token grid (cached per grid, device, dtype;
         while traced or exported always interpolated, so the recorded model follows the input
         size: bicubic resizing to the reference grid itself returns the table unchanged)."""
-        tracing = is_tracing()
-        key = None if tracing else (int(grid[0]), int(grid[1]), torch.device(device), dtype)
-        if key is not None and (table := self._pos_cache.get(key)) is not None:
-            self._pos_cache.move_to_end(key)
-            return table
-        g0 = self.ref_grid
-        table = sincos_table(self.embed_dim, g0).to(device)
-        if tracing or tuple(key[:2]) != g0:
-            h, w = grid[0], grid[1]
-            table = table.reshape(1, *g0, -1).permute(0, 3, 1, 2)
-            table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
-            table = table.permute(0, 2, 3, 1).reshape(h * w, -1)
-        table = table.to(dtype).contiguous()
-        if key is not None:
-            self._pos_cache[key] = table
-            while len(self._pos_cache) > max(1, self.pos_cache_size):
-                self._pos_cache.popitem(last=False)
-        return table
+        def make():
+            g0 = self.ref_grid
+            table = sincos_table(self.embed_dim, g0).to(device)
+            if is_tracing() or (int(grid[0]), int(grid[1])) != g0:
+                h, w = grid[0], grid[1]
+                table = table.reshape(1, *g0, -1).permute(0, 3, 1, 2)
+                table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
+                table = table.permute(0, 2, 3, 1).reshape(h * w, -1)
+            return table.to(dtype).contiguous()
 
-    def _apply(self, fn, *args, **kwargs):
-        self._pos_cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+        return self._pos_cache.get(lambda: (int(grid[0]), int(grid[1]), torch.device(device), dtype), make)
 
     # -- forward hooks -----------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> torch.Tensor:

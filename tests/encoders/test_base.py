@@ -115,3 +115,25 @@ def test_band_wavelength_table():
         band_wavelengths("sentinel-2-l2a", ["B13"])
     with pytest.raises(KeyError, match="unknown sensor"):
         band_wavelengths("modis", ["red"])
+
+
+def test_size_cache_keeps_the_most_recent_sizes_and_is_emptied_when_the_encoder_moves():
+    """Per-size tensors (position tables, attention biases): computed once per (grid, device,
+    dtype), the least recently used dropped, none kept across a cast, none used while traced."""
+    from d2geo.encoders import build_encoder
+
+    enc = build_encoder("prithvi_eo_v1_100", embed_dim=64, depth=2, num_heads=2, num_frames=1)
+    cache = enc._pos_cache
+    cache.capacity = 2
+    a = enc.pos_embed_for((1, 4, 4), torch.device("cpu"), torch.float32)
+    assert enc.pos_embed_for((1, 4, 4), torch.device("cpu"), torch.float32) is a and len(cache) == 1
+    enc.pos_embed_for((1, 4, 6), torch.device("cpu"), torch.float32)
+    enc.pos_embed_for((1, 6, 6), torch.device("cpu"), torch.float32)  # drops (1, 4, 4)
+    assert len(cache) == 2
+    assert enc.pos_embed_for((1, 4, 4), torch.device("cpu"), torch.float32) is not a
+    enc.double()  # a cast empties it: no table of the old dtype is served again
+    assert len(cache) == 0
+    made = []
+    traced = torch.jit.trace(lambda x: enc._pos_cache.get(lambda: made.append(1) or "never keyed",
+                                                          lambda: x * 2), torch.ones(2), check_trace=False)
+    assert made == [] and len(cache) == 0 and traced(torch.ones(2)).tolist() == [2.0, 2.0]
