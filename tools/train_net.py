@@ -105,12 +105,12 @@ class StopOnCtrlC(hooks.HookBase):
         self._previous = None
 
     def _handler(self, signum, frame):
+        # No I/O here: the signal may arrive while the main thread is inside a write to the
+        # same log file, and a second write from the handler would raise "reentrant call".
         if self.requested:  # the second Ctrl-C
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         self.requested = True
-        logger.warning("Ctrl-C: finishing iteration %d, then writing a checkpoint (Ctrl-C again to stop at once)",
-                       self.trainer.iter)
 
     def before_train(self):
         if comm.get_world_size() == 1 and threading_is_main():
@@ -118,6 +118,8 @@ class StopOnCtrlC(hooks.HookBase):
 
     def after_step(self):
         if self.requested:
+            logger.warning("Ctrl-C: iteration %d finished, writing its checkpoint (Ctrl-C again to stop at once)",
+                           self.trainer.iter)
             name = f"model_{self.trainer.iter:07d}"
             self.checkpointer.save(name, iteration=self.trainer.iter)
             raise TrainingInterrupted(self.trainer.iter, os.path.join(self.checkpointer.save_dir, f"{name}.pth"))
