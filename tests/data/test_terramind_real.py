@@ -103,7 +103,6 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_s1rtc_dem_and_lulc(terramind_e
     pytest.importorskip("detectron2", reason="detectron2 is not installed: see README")
     from detectron2.config import LazyConfig, instantiate
     from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.utils.events import EventStorage
 
     from d2geo import model_zoo
     from d2geo.data.datasets import register_geo_semseg
@@ -141,18 +140,9 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_s1rtc_dem_and_lulc(terramind_e
         assert list(cfg.model.pixel_mean) == terramind_stats(["S2L2A", "S1RTC", "DEM"])[0]
         labels = torch.unique(torch.cat([b["sem_seg"].flatten() for b in batch])).tolist()
         assert set(labels) <= set(range(9)) and len(labels) > 3
-        model = instantiate(cfg.model).train()
-        cfg.optimizer.params.model = model
-        cfg.optimizer.lr = 2e-3
-        optimizer = instantiate(cfg.optimizer)
-        totals = []
-        with EventStorage():
-            for _ in range(8):
-                total = sum(model(batch).values())
-                optimizer.zero_grad()
-                total.backward()
-                optimizer.step()
-                totals.append(total.item())
+        from heads_tiny import train_steps
+
+        model, totals = train_steps(cfg, steps=8, lr=2e-3, batch=batch)
         enc = model.backbone.net.encoder
         for m in MODS:  # every modality's patch embedding learns
             assert enc.patch_embed[m].weight.grad.abs().sum() > 0
