@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 try:
     import d2geo  # noqa: F401
@@ -155,8 +154,9 @@ def _write_zoo_file(state: dict, weights: str, output_dir: str, name: str, prove
         "d2geo": {**provenance, "source": source, "source_sha256": _sha256(weights)},
     }
     os.makedirs(output_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=output_dir)
-    os.close(fd)
+    from d2geo.data.files import new_temporary
+
+    tmp = new_temporary(os.path.join(output_dir, f"{name}.pth"))  # the mode a plain write gives
     try:
         torch.save(out, tmp)
         digest = _sha256(tmp)
