@@ -504,9 +504,13 @@ register_encoder(
         source="hf://made-with-clay/Clay-legacy/v1/clay-v1-base.ckpt", license="Apache-2.0",
         stats=CLAY_STATS, input_size=224, patch_size=8, page="https://huggingface.co/made-with-clay/Clay-legacy",
         notes="the statistics listed are Clay v1.5's metadata.yaml; check them against v1's for exact "
-              "normalization"))
+              "normalization",
+        unpinned_reason=("no public source found gives a commit of made-with-clay/Clay-legacy or the file's "
+                         "sha256; the Hub's LFS sha256 is checked after each download")))
 register_encoder(
     "clay_v1_5_large", ClayEncoder, embed_dim=1024, depth=24, num_heads=16, head_dim=64, mlp_ratio=4.0,
     pretrained_cfg=PretrainedCfg(
-        source="hf://made-with-clay/Clay/v1.5/clay-v1.5.ckpt", license="Apache-2.0",
-        stats=CLAY_STATS, input_size=256, patch_size=8, page="https://huggingface.co/made-with-clay/Clay"))
+        source="hf://made-with-clay/Clay@70200ebcccdf67bf2a0cb9984c77ddee26c10ed2/v1.5/clay-v1.5.ckpt",
+        license="Apache-2.0", sha256="21432069250b9b3f9a65ffd0071c5ad56b793247285ab0604edf7f531d4798d0",
+        stats=CLAY_STATS, input_size=256, patch_size=8, page="https://huggingface.co/made-with-clay/Clay",
+        pinned_by="public GitHub projects pinning this revision and the LFS sha256 (x-linked-etag) at it"))

@@ -477,7 +477,8 @@ COPERNICUSFM_PRETRAINED = {
         patch_size=16, page="https://github.com/zhu-xlab/Copernicus-FM",
         notes=("any bands with known wavelength and bandwidth (kernel generated from both); metadata: "
                "latlon, timestamps, gsd (area per patch); the 'variable' (language) mode is not supported; "
-               "the statistics are Copernicus-Bench's per-dataset values, use your data's")),
+               "the statistics are Copernicus-Bench's per-dataset values, use your data's"),
+        pinned_by="torchgeo 0.8.1's weights table (revision; the full sha256 is not public)"),
 }
 
 register_encoder("copernicusfm_vitb16", CopernicusFMEncoder,

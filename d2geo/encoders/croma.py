@@ -519,17 +519,20 @@ _NOTES = ("Sentinel-2 (12 bands, no B10), Sentinel-1 (VV, VH) or both (modality=
           "in that form, a placeholder for your data's")
 
 
-def _croma(filename: str, revision: str) -> PretrainedCfg:
-    return PretrainedCfg(source=f"hf://torchgeo/croma@{revision}/{filename}", license="MIT",
+def _croma(filename: str, revision: str, sha256: str) -> PretrainedCfg:
+    return PretrainedCfg(source=f"hf://torchgeo/croma@{revision}/{filename}", license="MIT", sha256=sha256,
                          stats=(CROMA_S2_STATS, CROMA_S1_STATS), input_size=120, patch_size=PATCH_SIZE,
-                         page="https://github.com/antofuller/CROMA", notes=_NOTES)
+                         page="https://github.com/antofuller/CROMA", notes=_NOTES,
+                         pinned_by="torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)")
 
 
 #: the published weights (torchgeo 0.8.1's ``CROMABase_Weights`` / ``CROMALarge_Weights``; the
 #: file names end in the first 8 hex digits of their sha256, torchgeo's convention)
 CROMA_PRETRAINED = {
-    "croma_base": _croma("CROMA_base-0238d814.pt", "387883f08af79d777167519c57cd826eda89a16f"),
-    "croma_large": _croma("CROMA_large-921e69ad.pt", "92cb1a0f4e34c6c01558baf070197c01255382f6"),
+    "croma_base": _croma("CROMA_base-0238d814.pt", "387883f08af79d777167519c57cd826eda89a16f",
+                         "0238d814b53108f3574bf1ea240e38a0a6edd46173816d9a6962070561893b63"),
+    "croma_large": _croma("CROMA_large-921e69ad.pt", "92cb1a0f4e34c6c01558baf070197c01255382f6",
+                          "921e69ad4069201298bb5c860dc332f31e0cb01df6864f294a79fa8f921915a7"),
 }
 
 register_encoder("croma_base", CROMAEncoder, pretrained_cfg=CROMA_PRETRAINED["croma_base"],

@@ -281,7 +281,9 @@ def _pretrained(arch: str, reg: bool) -> PretrainedCfg:
     return PretrainedCfg(
         source=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_{arch}/dinov2_{arch}{suffix}_pretrain.pth",
         license="Apache-2.0", stats=(IMAGENET_RGB_STATS,), input_size=518, patch_size=14,
-        page="https://github.com/facebookresearch/dinov2")
+        page="https://github.com/facebookresearch/dinov2",
+        unpinned_reason=("Meta's download URL has no revisions and Meta publishes no sha256 (the files have "
+                         "not changed since the 2023 release; a changed file would go unnoticed)"))
 
 
 for _arch, _cfg in _VARIANTS.items():

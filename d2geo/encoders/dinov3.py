@@ -208,7 +208,9 @@ def _timm_copy(model: str, stats: InputStats, notes: str = "") -> PretrainedCfg:
         source=f"hf://timm/{model}/model.safetensors", license="DINOv3 License",
         stats=(stats,), input_size=256, patch_size=16,
         page=f"https://huggingface.co/timm/{model}",
-        notes=notes or "official files (Meta's download form) load too, by path or URL")
+        notes=notes or "official files (Meta's download form) load too, by path or URL",
+        unpinned_reason=("no public source found gives a commit of timm's copy or its sha256; the Hub's LFS "
+                         "sha256 is checked after each download"))
 
 
 _PRETRAINED = {

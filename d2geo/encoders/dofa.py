@@ -266,16 +266,19 @@ _NOTES = ("any bands (kernel from the wavelengths); DOFA normalized each pretrai
           "statistics: the listed ones are a Sentinel-2 placeholder, use your data's")
 
 
-def _dofa(filename: str) -> PretrainedCfg:
+def _dofa(filename: str, sha256: str) -> PretrainedCfg:
     return PretrainedCfg(source=f"hf://torchgeo/dofa@b8db318b64a90b9e085ec04ba8851233c5893666/{filename}",
-                         license="CC-BY-4.0", stats=(DOFA_S2_STATS,), input_size=224, patch_size=16,
-                         page="https://github.com/zhu-xlab/DOFA", notes=_NOTES)
+                         license="CC-BY-4.0", stats=(DOFA_S2_STATS,), input_size=224, patch_size=16, sha256=sha256,
+                         page="https://github.com/zhu-xlab/DOFA", notes=_NOTES,
+                         pinned_by="torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)")
 
 
 #: the published weights (torchgeo 0.8.1's ``DOFABase16_Weights`` / ``DOFALarge16_Weights``)
 DOFA_PRETRAINED = {
-    "dofa_vitb16": _dofa("dofa_base_patch16_224-a0275954.pth"),
-    "dofa_vitl16": _dofa("dofa_large_patch16_224-0ff904d3.pth"),
+    "dofa_vitb16": _dofa("dofa_base_patch16_224-a0275954.pth",
+                         "a027595480a4b0641d0be330d876034439bcb6ead8b9ce10f4949227426856c6"),
+    "dofa_vitl16": _dofa("dofa_large_patch16_224-0ff904d3.pth",
+                         "0ff904d35418b0ae26e15812f2669f906a047f94517823bfbc3824eac9328291"),
 }
 
 register_encoder("dofa_vitb16", DOFAEncoder, pretrained_cfg=DOFA_PRETRAINED["dofa_vitb16"],

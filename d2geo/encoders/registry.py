@@ -70,6 +70,9 @@ class PretrainedCfg:
         num_frames: frames per sample in pretraining (temporal models).
         page: the publisher's page for the weights.
         notes: anything a user must know (e.g. why there is no source).
+        pinned_by: the public source(s) the revision and sha256 were taken from.
+        unpinned_reason: why the entry points at a moving target (an ``hf://`` source with
+            no commit hash, a URL with no sha256): required for such entries (a test checks).
     """
 
     source: str | None
@@ -81,6 +84,8 @@ class PretrainedCfg:
     num_frames: int | None = None
     page: str = ""
     notes: str = ""
+    pinned_by: str = ""
+    unpinned_reason: str = ""
 
     def __post_init__(self):
         if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
@@ -107,6 +112,17 @@ class PretrainedCfg:
             if s.name == name:
                 return s
         raise KeyError(f"no input statistics named {name!r}; these weights have {[s.name for s in self.stats]}")
+
+    @property
+    def pinned(self) -> bool:
+        """Whether what the source names cannot move: an ``hf://`` source at a commit hash, a
+        URL with a sha256 (a URL has no revisions; the sha256 turns a changed file into an error)."""
+        if self.source is None:
+            return True
+        if self.source.startswith("hf://"):
+            rev = self.revision
+            return rev is not None and len(rev) == 40 and not rev.strip("0123456789abcdef")
+        return bool(self.sha256)
 
     @property
     def revision(self) -> str | None:

@@ -163,9 +163,12 @@ def _hf(repo: str, rev: str, filename: str) -> str:
     return f"hf://{repo}@{rev}/{filename}"
 
 
-def _entry(source: str, method: str, page: str) -> PretrainedCfg:
+def _entry(source: str, method: str, page: str, sha256: str | None = None) -> PretrainedCfg:
+    by = ("torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)" if sha256 else
+          "torchgeo 0.8.1's weights table (revision; no public sha256, the file name has no digest)")
     return PretrainedCfg(source=source, license="CC-BY-4.0", stats=(SSL4EO_STATS,), input_size=224, patch_size=16,
-                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)")
+                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)", sha256=sha256,
+                         pinned_by=by)
 
 
 _SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
@@ -177,10 +180,12 @@ SSL4EO_PRETRAINED = {
         "MAE", _SSL4EO),
     "ssl4eo_s12_vits16_dino": _entry(
         _hf("torchgeo/vit_small_patch16_224_sentinel2_all_dino", "5b41dd418a79de47ac9f5be3e035405a83818a62",
-            "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"), "DINO", _SSL4EO),
+            "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"), "DINO", _SSL4EO,
+        "36bcc1273227252faf98e1d9f32c35166d3612d30dc0c15812c29bed6da9a7d5"),
     "ssl4eo_s12_vits16_moco": _entry(
         _hf("torchgeo/vit_small_patch16_224_sentinel2_all_moco", "1cb683f6c14739634cdfaaceb076529adf898c74",
-            "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"), "MoCo-v3", _SSL4EO),
+            "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"), "MoCo-v3", _SSL4EO,
+        "67c9032df0449ae37f93c51696bcae0c6dc3485103deb44b4669e9897b90409c"),
     "ssl4eo_s12_vits16_fgmae": _entry(
         _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", "B13_vits16_fgmae_ep99_enc.pth"),
         "FG-MAE", "https://github.com/zhu-xlab/FGMAE"),

@@ -288,6 +288,7 @@ DATA2VEC_PRETRAINED = PretrainedCfg(
     page="https://github.com/zhu-xlab/SSL4EO-S12",
     notes="data2vec on SSL4EO-S12 (Sentinel-2 L1C, 13 bands); shared on Google Drive only: download it "
           "by hand and pass weights=<path>",
+    unpinned_reason="shared on Google Drive (no revisions, downloaded by hand) and no sha256 is published",
 )
 
 register_encoder("ssl4eo_s12_vits16_data2vec", SSL4EOData2vecEncoder, pretrained_cfg=DATA2VEC_PRETRAINED,

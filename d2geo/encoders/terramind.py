@@ -494,13 +494,35 @@ TERRAMIND_V1_STATS = (
 )
 
 
-def _pretrained(size: str) -> PretrainedCfg:
+#: (revision, sha256, public source) of each published file; the sha256 is the file's Git LFS
+#: object id. TerraMind-1.0-tiny replaced TerraMind_v1_tiny.pt in place ("Updated 500B weights")
+#: and keeps the earlier file as TerraMind_v1_tiny_200B.pt: both are variants here.
+_PINS = {
+    "tiny": ("2b5ac0a3ed7dd7e922ccfd595b56607f342df343",
+             "e56ea9ebcd4451078b9ca4893d5cd8a89bbee376ae16829c3e7fbbbc76de0eba",
+             "public GitHub projects pinning this revision, sha256 and size (211873402 bytes); they do not say "
+             "whether this revision is before or after the 500B update, the sha256 fixes the file either way"),
+    "small": ("960f7549bfe9d7a08946860042f83badd604c779",
+              "755e9cce9483fd61334ef66c79f805406db5151a8b44a685c8fbbe023c684701",
+              "public GitHub projects pinning this revision and the LFS sha256 at it (504231662 bytes)"),
+    "base": ("fb96c70d0a5f68dcc44030b89cbfd8ec3fb0c67a",
+             "83c3a0938067c83867a46e564443c2fa38383bf4f966d931b11cb025b847d7ec",
+             "public GitHub projects pinning this revision and the LFS sha256 at it (1518713958 bytes)"),
+}
+_NO_PUBLIC_PIN = ("no public source found gives a commit of this repository for this file or its sha256; "
+                  "the Hub's LFS sha256 is checked after each download")
+
+
+def _pretrained(size: str, filename: str | None = None, notes: str = "") -> PretrainedCfg:
     # the pretraining encoder-decoder state dicts (plain tensors); only the raw-data encoder is
-    # loaded. File names as terratorch's ``pretrained_weights``; no sha256 is published.
+    # loaded. File names as terratorch's ``pretrained_weights``.
     repo = f"ibm-esa-geospatial/TerraMind-1.0-{size}"
-    return PretrainedCfg(source=f"hf://{repo}/TerraMind_v1_{size}.pt", license="Apache-2.0",
-                         stats=TERRAMIND_V1_STATS, input_size=224, patch_size=16,
-                         page=f"https://huggingface.co/{repo}")
+    revision, sha256, by = _PINS.get(size, (None, None, "")) if filename is None else (None, None, "")
+    at = f"@{revision}" if revision else ""
+    return PretrainedCfg(source=f"hf://{repo}{at}/{filename or f'TerraMind_v1_{size}.pt'}", license="Apache-2.0",
+                         stats=TERRAMIND_V1_STATS, input_size=224, patch_size=16, sha256=sha256,
+                         page=f"https://huggingface.co/{repo}", pinned_by=by, notes=notes,
+                         unpinned_reason="" if revision else _NO_PUBLIC_PIN)
 
 
 def terramind_stats(bands: Sequence[str]) -> tuple[list[float], list[float]]:
@@ -528,3 +550,10 @@ _VARIANTS = {
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, TerraMindEncoder, pretrained_cfg=_pretrained(_name.rsplit("_", 1)[1]),
                      img_size=224, patch_size=16, mlp_ratio=4.0, **_cfg)
+# the tiny model's first published weights (200B pretraining tokens), kept by the publisher
+# under this name when TerraMind_v1_tiny.pt was replaced by the 500B-token weights
+register_encoder("terramind_v1_tiny_200b", TerraMindEncoder,
+                 pretrained_cfg=_pretrained("tiny", "TerraMind_v1_tiny_200B.pt",
+                                            "the first release of TerraMind 1.0 tiny (200B pretraining tokens); "
+                                            "terramind_v1_tiny is the 500B-token file that replaced it"),
+                 img_size=224, patch_size=16, mlp_ratio=4.0, **_VARIANTS["terramind_v1_tiny"])

@@ -237,18 +237,20 @@ def test_pretrained_requests_the_published_file_and_refuses_a_sha256_mismatch(hu
     """prithvi_eo_v1_100's file has a published sha256; a different file at that place is
     refused before the model is built, with both hashes and the way around it."""
     cfg = get_pretrained_cfg("prithvi_eo_v1_100")
-    repo, filename = "ibm-nasa-geospatial/Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt"
-    assert cfg.source == f"hf://{repo}/{filename}" and cfg.sha256 == (
+    repo, filename, rev = ("ibm-nasa-geospatial/Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt",
+                           "f3a9ea7a1723621b0aeceb4de993093704d712c5")
+    assert cfg.source == f"hf://{repo}@{rev}/{filename}" and cfg.sha256 == (
         "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731")
     impostor = b"not the published weights" * 100
     hub.publish(repo, filename, impostor)
+    hub.revisions.add((repo, rev))
     with pytest.raises(ChecksumMismatchError) as e:
         build_encoder("prithvi_eo_v1_100", pretrained=True)
     msg = str(e.value)
     assert cfg.sha256 in msg and hashlib.sha256(impostor).hexdigest() in msg
     assert "pinned" in msg and "weights=" in msg
-    assert hub.file_requests() == [("HEAD", f"/{repo}/resolve/main/{filename}"),
-                                   ("GET", f"/{repo}/resolve/main/{filename}")]
+    assert hub.file_requests() == [("HEAD", f"/{repo}/resolve/{rev}/{filename}"),
+                                   ("GET", f"/{repo}/resolve/{rev}/{filename}")]
     assert cached_files(hub.cache) == []
     # the same file given as an hf:// path is checked against the same pin
     with pytest.raises(ChecksumMismatchError):
