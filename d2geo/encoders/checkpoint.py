@@ -7,6 +7,7 @@ family's ``checkpoint_filter_fn``; this module only unwraps containers and repor
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import pickle
@@ -29,8 +30,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 
+#: plain containers that official checkpoints carry beside their tensors and that hold no code
+#: (SSL4EO-S12's and other training scripts save their ``argparse.Namespace`` as ``args``):
+#: allowed through torch's allow-list of safe globals for ``weights_only=True`` loading
+SAFE_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file without running any code stored in it."""
+    """Read a checkpoint file without running any code stored in it.
+
+    Tensors, plain containers and the classes of :data:`SAFE_CHECKPOINT_GLOBALS` are read
+    (torch's ``weights_only`` unpickler with that allow-list); anything else a pickle names
+    is refused with :class:`CheckpointError`."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -44,7 +55,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path} is not a readable safetensors file ({e}); "
                                   f"it may be truncated: download it again") from e
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it holds pickled objects other than tensors and plain "
