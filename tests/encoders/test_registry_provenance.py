@@ -23,7 +23,7 @@ ISSUE_23_SHA256 = {
     "ssl4eo_s12_vits16_moco": "67c9032df0449ae37f93c51696bcae0c6dc3485103deb44b4669e9897b90409c",
     "croma_base": "0238d814b53108f3574bf1ea240e38a0a6edd46173816d9a6962070561893b63",
     "croma_large": "921e69ad4069201298bb5c860dc332f31e0cb01df6864f294a79fa8f921915a7",
-    "scalemae_vitl16": "386989c9cf349a5045c2ac76f7d0225ae3a54b2a2c158fa87e5df5103e5d9ed9",
+    "scale_mae_vitl16": "386989c9cf349a5045c2ac76f7d0225ae3a54b2a2c158fa87e5df5103e5d9ed9",
 }
 
 
@@ -50,7 +50,7 @@ def test_public_sha256_values_are_pinned():
     # torchgeo's file names end in the first 8 hex digits of the sha256; Scale-MAE's does not
     for name, sha in ISSUE_23_SHA256.items():
         suffix = os.path.splitext(get_pretrained_cfg(name).source)[0].rsplit("-", 1)[1]
-        assert (suffix == sha[:8]) == (name != "scalemae_vitl16"), name
+        assert (suffix == sha[:8]) == (name != "scale_mae_vitl16"), name
 
 
 def test_terramind_tiny_is_two_variants_with_their_own_files():
