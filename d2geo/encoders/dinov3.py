@@ -198,6 +198,9 @@ _VARIANTS = {
     "dinov3_vitb16": dict(timm_name="vit_base_patch16_dinov3_qkvb"),
     "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
     "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
+    # ViT-S+/16 and ViT-H+/16 (Meta's dinov3_vits16plus / dinov3_vith16plus: SwiGLU MLPs)
+    "dinov3_vits16plus": dict(timm_name="vit_small_plus_patch16_dinov3_qkvb"),
+    "dinov3_vith16plus": dict(timm_name="vit_huge_plus_patch16_dinov3_qkvb"),
 }
 
 
@@ -218,6 +221,8 @@ _PRETRAINED = {
     "dinov3_vitb16": _timm_copy("vit_base_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vitl16": _timm_copy("vit_large_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vitl16_sat": _timm_copy("vit_large_patch16_dinov3_qkvb.sat493m", SAT493M_RGB_STATS),
+    "dinov3_vits16plus": _timm_copy("vit_small_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vith16plus": _timm_copy("vit_huge_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)

@@ -192,5 +192,22 @@ SSL4EO_PRETRAINED = {
 }
 
 _VITS16 = dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224)
+#: the larger Sentinel-2 MAE / FG-MAE encoders (torchgeo's ``ViTBase16_Weights``,
+#: ``ViTLarge16_Weights``, ``ViTHuge14_Weights`` ``.SENTINEL2_ALL_MAE`` / ``_FGMAE``: timm's
+#: ``vit_{base,large}_patch16_224`` / ``vit_huge_patch14_224`` with 13 input bands)
+_LARGER = {
+    "vitb16": (dict(embed_dim=768, depth=12, num_heads=12, patch_size=16, img_size=224), "ep99", "ep99"),
+    "vitl16": (dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224), "ep99", "ep99"),
+    "vith14": (dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, img_size=224), "ep199", "ep399"),
+}
+_ARCH = {name: _VITS16 for name in SSL4EO_PRETRAINED}
+for _arch, (_dims, _mae_ep, _fgmae_ep) in _LARGER.items():
+    SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_mae"] = _entry(
+        _hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", f"B13_{_arch}_mae_{_mae_ep}_enc.pth"),
+        "MAE", _SSL4EO)
+    SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_fgmae"] = _entry(
+        _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", f"B13_{_arch}_fgmae_{_fgmae_ep}_enc.pth"),
+        "FG-MAE", "https://github.com/zhu-xlab/FGMAE")
+    _ARCH[f"ssl4eo_s12_{_arch}_mae"] = _ARCH[f"ssl4eo_s12_{_arch}_fgmae"] = _dims
 for _name, _pre in SSL4EO_PRETRAINED.items():
-    register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_VITS16)
+    register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_ARCH[_name])
