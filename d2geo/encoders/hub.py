@@ -5,7 +5,9 @@ Accepted wherever d2geo takes weights (``build_encoder(weights=...)``, ``GeoBack
 ``PathManager``):
 
 * ``hf://<org>/<repo>[@<revision>]/<path in repo>``: a file of a Hugging Face model
-  repository, fetched with ``huggingface_hub.hf_hub_download``. Its usual settings apply:
+  repository, fetched with ``huggingface_hub.hf_hub_download``. A revision is a commit hash,
+  a tag or a branch, ``refs/pr/<N>`` or ``refs/convert/<name>``; a branch or tag with '/' in
+  its name is written with ``%2F`` (``@feature%2Fx``), other revisions with '/' are refused. Its usual settings apply:
   ``HF_ENDPOINT`` (a mirror), ``HF_HUB_CACHE`` / ``HF_HOME`` (the cache), ``HF_HUB_OFFLINE=1``
   (cache only), ``HF_TOKEN`` (gated or private repositories). They are read when a file is
   resolved, so setting them after ``import d2geo`` works too.
