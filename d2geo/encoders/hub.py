@@ -332,7 +332,7 @@ def _verify_hf(path: str, f: HFFile, sha256: str | None, settings: dict) -> None
         expected, what = sha256, "the sha256 pinned for it"
     elif _SHA256.match(lfs_oid):
         expected, what = lfs_oid, "the sha256 the Hub states for it (its LFS object id)"
-    elif os.path.basename(os.path.dirname(os.path.dirname(blob))) == "snapshots":
+    elif _snapshot_repo_dir(path, f) is not None:
         # a snapshot file that is a plain file, not a link into blobs/ (a cache copied with
         # links followed, or written where links cannot be made): its LFS object id is not
         # in its name, so find it another way
@@ -361,7 +361,7 @@ def _verify_plain_snapshot(path: str, f: HFFile, settings: dict) -> None:
     if record is not None and _already_verified(path, record):
         return
     actual = sha256_of(path)
-    blobs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(path))), "blobs")
+    blobs = os.path.join(_snapshot_repo_dir(path, f), "blobs")
     if os.path.isfile(os.path.join(blobs, actual)):
         _mark_verified(path, actual)
         return
@@ -383,6 +383,15 @@ def _verify_plain_snapshot(path: str, f: HFFile, settings: dict) -> None:
         f"cannot be checked. Run once with the Hub reachable (the file is then checked against the Hub's "
         f"sha256, and the check is remembered), copy the cache with its links (cp -a, not cp -L), or, if "
         f"you trust the file, pass its local path as weights= (that skips this check)")
+
+
+def _snapshot_repo_dir(path: str, f: HFFile) -> str | None:
+    """``<cache>/models--org--repo`` when ``path`` is ``.../snapshots/<commit>/<file in repo>``."""
+    snapshot = os.path.abspath(path)
+    for _ in f.filename.split("/"):
+        snapshot = os.path.dirname(snapshot)
+    snapshots = os.path.dirname(snapshot)
+    return os.path.dirname(snapshots) if os.path.basename(snapshots) == "snapshots" else None
 
 
 def _hub_lfs_oid(f: HFFile, settings: dict) -> str | None:

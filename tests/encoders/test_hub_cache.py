@@ -143,9 +143,10 @@ def corrupt(path: str) -> None:
         f.write(b"\0\0\0\0")
 
 
-def test_offline_plain_copy_snapshot_is_checked_against_the_cached_blobs(hub, monkeypatch):
+@pytest.mark.parametrize("filename", ["w.pth", "v1.5/sub/w.pth"])
+def test_offline_plain_copy_snapshot_is_checked_against_the_cached_blobs(hub, monkeypatch, filename):
     data = os.urandom(3000)
-    uri = hub.publish("acme/w", "w.pth", data)
+    uri = hub.publish("acme/w", filename, data)
     path = resolve_weights(uri)
     plain_copy(path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
