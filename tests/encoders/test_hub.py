@@ -341,6 +341,10 @@ def test_readme_rows_state_each_variants_source_revision_sha256_and_license():
         if cells[1:3] != expected or cells[4] != cfg.license or (
                 (cells[3] != f"`{cfg.sha256}`") if cfg.sha256 else not cells[3].startswith("not published")):
             wrong.append(f"{name}: source {cfg.source}, revision {expected[1]}, sha256 {cfg.sha256}, {cfg.license}")
+        if "first 8 hex digits end the file name" in row:  # a claim about the file name: true?
+            suffix = re.search(r"-([0-9a-f]{8})\.[a-z]+$", cfg.source)
+            if suffix is None or (cfg.sha256 and not cfg.sha256.startswith(suffix.group(1))):
+                wrong.append(f"{name}: the file name does not end in the first 8 hex digits of its sha256")
     assert not wrong, "README rows that disagree with the pretrained tables:\n" + "\n".join(wrong)
 
 
