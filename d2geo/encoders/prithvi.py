@@ -427,7 +427,10 @@ _PRETRAINED = {
                           "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731",
                           "the publisher's model card (sha256); revision as pinned by public GitHub projects "
                           "that load Prithvi_EO_V1_100M.pt"),
-    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS, None, None, ""),
+    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS,
+                              "335eadc2c45ad5abe7bd307223e1c48c5b60c41b",
+                              "d47326db9bad502b611f73e3e3f3a0e68b7b82640d67c22c795417f7209f8d70",
+                              "public GitHub projects pinning this revision and the checkpoint's sha256"),
     "prithvi_eo_v2_100_tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", PRITHVI_V2_STATS, None, None, ""),
     "prithvi_eo_v2_300": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt", PRITHVI_V2_STATS,
                           "9eb1b1102806593963daa333bcc491b1c6f8562f",
