@@ -200,7 +200,9 @@ def resolve_weights(source, *, sha256: str | None = None, progress: bool = True)
             f"{source}: {urlparse(source).hostname} answers download clients with a confirmation page, "
             f"not the file, so d2geo cannot fetch it: {manual_download_hint(source)}")
     if source.startswith(("https://", "http://")):
-        return _resolve_url(source, sha256, progress)
+        from .hub_url import resolve_url
+
+        return resolve_url(source, sha256, progress)
     return os.path.expanduser(source)
 
 
@@ -269,6 +271,9 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
         raise WeightsDownloadError(f"{f.uri}: {f.repo_id} has no revision {f.revision!r}{_slash_hint(f)}") from e
     except EntryNotFoundError as e:
         if isinstance(e, LocalEntryNotFoundError):
+            cached = _pinned_blob(f, sha256, s["cache_dir"])
+            if cached is not None:  # e.g. cached from another revision: the same content
+                return cached
             why = ("HF_HUB_OFFLINE is set and it is not in the cache" if s["offline"] else
                    "the Hub could not be reached and it is not in the cache")
             raise WeightsDownloadError(
@@ -282,6 +287,26 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
             f"To place it by hand: {_place_by_hand(f, s['cache_dir'])}") from e
     _verify_hf(path, f, sha256, s)
     return path
+
+
+def _pinned_blob(f: HFFile, sha256: str | None, cache_dir: str) -> str | None:
+    """The cached blob of the repository whose name is the pinned sha256 (huggingface_hub names
+    LFS blobs by it), when the file is not cached at the asked revision (an earlier download
+    at another revision, ``main``): its content is the pinned file's, checked by hashing."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    if sha256 is None:
+        return None
+    blob = os.path.join(cache_dir, repo_folder_name(repo_id=f.repo_id, repo_type="model"), "blobs", sha256)
+    if not os.path.isfile(blob):
+        return None
+    if not _already_verified(blob, sha256):
+        if sha256_of(blob) != sha256:
+            return None  # not the file: the normal error follows
+        _mark_verified(blob, sha256)
+    logger.info("%s: not cached at revision %s; using the cached file with the pinned sha256 (%s)",
+                f.uri, f.revision or "main", blob)
+    return blob
 
 
 def _slash_hint(f: HFFile) -> str:
@@ -470,107 +495,4 @@ def _mark_verified(path: str, expected: str) -> None:
         logger.debug("could not record the verification of %s: %s", path, e)
 
 
-# -- URLs ------------------------------------------------------------------------------------
-def url_cache_path(url: str) -> str:
-    """Where the file of ``url`` is cached: ``$TORCH_HOME/hub/checkpoints/by-url/<key>/<name>``,
-    ``<key>`` the first 16 hex digits of the sha256 of the whole URL, so two URLs whose files
-    have the same name never share a cached file."""
-    name = os.path.basename(urlparse(url).path)
-    if not name:
-        raise ValueError(f"{url!r} names no file")
-    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    return os.path.join(torch_hub_checkpoint_dir(), "by-url", key, name)
-
-
-def _legacy_url_cache(url: str, sha256: str | None, offline: bool) -> str | None:
-    """A file of the URL's name directly in torch.hub's cache (where torch.hub and earlier d2geo
-    kept URL downloads, keyed by name only): used only when it matches the pinned sha256."""
-    legacy = os.path.join(torch_hub_checkpoint_dir(), os.path.basename(urlparse(url).path))
-    if not os.path.isfile(legacy):
-        return None
-    if sha256 is not None:
-        if _already_verified(legacy, sha256) or sha256_of(legacy) == sha256:
-            _mark_verified(legacy, sha256)
-            return legacy
-        logger.info("%s: %s has the same name but not the pinned sha256 (it is another file); not used",
-                    url, legacy)
-        return None
-    if offline:
-        raise WeightsDownloadError(
-            f"{url}: offline and not in d2geo's URL cache ({url_cache_path(url)}). torch.hub's cache has "
-            f"{legacy}, a file of the same name, but nothing records which URL it came from (two URLs "
-            f"with the same file name share it) and no sha256 is pinned to check it. If it is this URL's "
-            f"file, pass its path as weights= or move it to {url_cache_path(url)}; or go online")
-    logger.info("%s: %s has the same name but may come from another URL (no sha256 pinned to tell); "
-                "downloading this URL's file", url, legacy)
-    return None
-
-
-def _resolve_url(url: str, sha256: str | None, progress: bool) -> str:
-    final = url_cache_path(url)
-    name = os.path.basename(final)
-    if os.path.isfile(final):
-        _verify_url(final, url, sha256, cached=True)
-        return final
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
-    legacy = _legacy_url_cache(url, sha256, offline)
-    if legacy is not None:
-        return legacy
-    if offline:
-        raise WeightsDownloadError(
-            f"{url}: offline and not in the cache (looked for {final}). To place it by hand: "
-            f"download {url} on a connected machine and copy it to {final}, or pass its local path as weights=")
-    cache = os.path.dirname(final)
-    os.makedirs(cache, exist_ok=True)
-    logger.info("downloading %s to %s", url, final)
-    # The transfer is huggingface_hub's http_get (progress bar, retries that resume, and a
-    # check of the received size against Content-Length): torch.hub.download_url_to_file
-    # keeps a body cut short by a closed connection as if it were the whole file.
-    from huggingface_hub.file_download import http_get
-
-    tmp = _new_partial(cache, name)
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                with _progress_bars(progress), _quiet_retries():
-                    http_get(url, f, displayed_filename=name)
-            except Exception as e:  # connection errors, short bodies, HTTP errors: nothing is kept
-                raise WeightsDownloadError(
-                    f"{url}: the download failed ({type(e).__name__}: {e}); nothing was kept. Check the "
-                    f"connection and try again, or download it by hand to {final} (or pass its local "
-                    f"path as weights=)") from e
-        _verify_url(tmp, url, sha256, cached=False)
-        os.replace(tmp, final)
-        if sha256:
-            _mark_verified(final, sha256)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return final
-
-
-def _new_partial(directory: str, name: str) -> str:
-    """An empty ``.<name>.<random>.partial`` created as a plain ``open()`` would create it (mode
-    0666 less the umask: others can read the shared cache), not 0600 as ``mkstemp`` makes it."""
-    while True:
-        tmp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.partial")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _verify_url(path: str, url: str, sha256: str | None, *, cached: bool) -> None:
-    if sha256 is None or _already_verified(path, sha256):
-        return
-    actual = sha256_of(path)
-    if actual != sha256:
-        os.remove(path)
-        where = "the cached copy" if cached else "the downloaded file"
-        raise ChecksumMismatchError(
-            f"{url}: {where}'s sha256 is {actual}, but the sha256 pinned for it is {sha256}. It was "
-            f"removed. If the publisher changed the file on purpose and you trust it, download it "
-            f"yourself and pass its local path as weights= (that skips this check)")
-    if not path.endswith(".partial"):
-        _mark_verified(path, sha256)
+from .hub_url import url_cache_path  # noqa: E402  (https:// files; imports this module's helpers)

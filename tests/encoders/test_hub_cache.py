@@ -128,6 +128,25 @@ def test_pull_request_and_slashed_branch_revisions_download_from_that_revision(h
         resolve_weights("hf://acme/w@feature/x/w.pth")
 
 
+def test_offline_pinned_file_cached_from_another_revision_is_found_by_its_sha256(hub, monkeypatch):
+    """A file downloaded at main before its entry pinned a commit: offline, the pinned entry
+    finds it by the pinned sha256 (the blob's name, checked by hashing) instead of failing."""
+    from http_stub import commit_of
+
+    data = os.urandom(2000)
+    hub.publish("acme/w", "w.pth", data)
+    resolve_weights("hf://acme/w/w.pth")  # cached at main
+    pinned = f"hf://acme/w@{'c' * 40}/w.pth"  # a commit it was never downloaded at
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sha = hashlib.sha256(data).hexdigest()
+    assert read(resolve_weights(pinned, sha256=sha)) == data
+    with pytest.raises(WeightsDownloadError, match="not in the cache"):
+        resolve_weights(pinned)  # without the pin nothing says which file it is
+    with pytest.raises(WeightsDownloadError, match="not in the cache"):
+        resolve_weights(pinned, sha256="0" * 64)
+    assert commit_of("acme/w") != "c" * 40
+
+
 # -- snapshot files that are plain copies -----------------------------------------------------
 def plain_copy(path: str) -> str:
     """Replace the snapshot link by a copy of its blob (as ``cp -rL`` of a cache leaves it)."""
