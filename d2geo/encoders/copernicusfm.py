@@ -85,6 +85,7 @@ from .bands import SENSORS, BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dofa import _KernelGenerator, _ResMLP
+from .metadata import check_gsd, check_wavelengths
 from .registry import InputStats, PretrainedCfg, register_encoder
 from .tracing import is_tracing
 
@@ -279,6 +280,7 @@ class CopernicusFMEncoder(GeoEncoder):
             raise ValueError(f"{waves_nm.numel()} wavelengths but {bws_nm.numel()} bandwidths given")
         if waves_nm is not None:
             _check_spectrum(waves_nm, bws_nm, ValueError)
+            check_wavelengths(waves_nm / 1000, where="wavelengths", microwave=True, error=ValueError)
         self.default_wavelengths_nm, self.default_bandwidths_nm = waves_nm, bws_nm
         self.vocabulary_wavelengths = vocab_um
 
@@ -339,6 +341,7 @@ class CopernicusFMEncoder(GeoEncoder):
         gsd, areas = metadata.get("gsd"), None
         if gsd is not None:
             gsd = gsd.double()
+            check_gsd(gsd)
             areas = (gsd * self.patch_size / 1000.0) ** 2  # km^2 of one patch token
             bad = ~gsd.isnan() & ((gsd <= 0) | _out_of_range(areas, *_AREA_RANGE))
             if not is_tracing() and bad.any():

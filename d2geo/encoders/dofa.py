@@ -34,6 +34,7 @@ from timm.models.vision_transformer import Block
 from .bands import BandError, band_wavelengths, expand_bands
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+from .metadata import check_wavelengths
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class DOFAEncoder(GeoEncoder):
                 raise ValueError(f"{e}; give wavelengths=[...] in micrometres, or sensor=... for band ids") from e
         else:
             default = None
+        check_wavelengths(default, where="wavelengths", error=ValueError)
         self.default_wavelengths = default
         self.patch_embed = _DOFAPatchEmbed(embed_dim, self.patch_size)
         grid = img_size // self.patch_size
@@ -185,6 +187,7 @@ class DOFAEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} has shape {tuple(waves.shape)} but the input has {num_bands} bands; give one "
                 f"wavelength (micrometres) per input band, shared by the batch (batch one sensor at a time)")
+        check_wavelengths(waves, where=source)  # the shared unit check (nothing while tracing)
         return waves
 
     # -- GeoEncoder hooks ------------------------------------------------------------------
