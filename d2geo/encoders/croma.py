@@ -60,7 +60,7 @@ import torch.utils.checkpoint
 from timm.layers import DropPath
 
 from .adapt import adapt_patch_embed
-from .bands import BandError, match_bands
+from .bands import BandError, match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
@@ -121,6 +121,26 @@ def _split(name: str) -> tuple[str, str]:
                 f"'S1RTC:VV'), or give the bare band name")
         return mod, band
     return ("sar" if name.strip().lower() in ("vv", "vh") else "optical"), name.strip()
+
+
+#: processing levels of one sensor that a channel prefix may name: never two in one stack
+_LEVELS = {"optical": ("S2L1C", "S2L2A"), "sar": ("S1GRD", "S1RTC")}
+
+
+def _refuse_mixed_levels(bands: Sequence[str]) -> None:
+    """Channels of one sensor from two processing levels (``S2L1C:`` and ``S2L2A:``, ``S1GRD:``
+    and ``S1RTC:``) are two products, not one image: CROMA's encoders take one of them."""
+    for mod, levels in _LEVELS.items():
+        used = {}
+        for b in bands:
+            prefix = b.split(MODALITY_SEP, 1)[0].strip().upper() if MODALITY_SEP in b else ""
+            if prefix in levels:
+                used.setdefault(prefix, []).append(b)
+        if len(used) > 1:
+            raise ValueError(
+                f"bands mix {' and '.join(used)} channels ({'; '.join(f'{k}: {v}' for k, v in used.items())}): "
+                f"they are different processing levels of one sensor, and CROMA's {mod} encoder takes one image; "
+                f"give all {mod} channels from one level (CROMA was pretrained on {levels[0]})")
 
 
 def croma_bands(bands: Sequence[str]) -> tuple[str, ...]:
@@ -294,6 +314,7 @@ class CROMAEncoder(GeoEncoder):
             groups[mod].append(i)
             names[mod].append(band)
         needed = ("optical", "sar") if modality == "joint" else (modality,)
+        _refuse_mixed_levels(self.bands)
         for mod in ("optical", "sar"):
             if mod not in needed and groups[mod]:
                 other = "Sentinel-1" if mod == "sar" else "Sentinel-2"
@@ -317,8 +338,7 @@ class CROMAEncoder(GeoEncoder):
                 raise ValueError(
                     f"CROMA's {mod} encoder has no band {', '.join(map(repr, unknown))}: its bands are "
                     f"{', '.join(_PRETRAINED_BANDS[mod])}{hint}")
-            if len(set(found)) != len(found):
-                raise ValueError(f"the {mod} channels name one band twice: {names[mod]}; give each band once")
+            refuse_repeated_bands(names[mod], found, where=f"the {mod} channels")
         self._channels = {m: groups[m] for m in needed}
         self._band_names = {m: names[m] for m in needed}
 
@@ -397,6 +417,15 @@ class CROMAEncoder(GeoEncoder):
         return block(x, bias, context)
 
     # -- checkpoints -----------------------------------------------------------------------
+    def band_kernels(self, bands: Sequence[str]) -> dict[str, tuple[list[str], str | None]]:
+        """One kernel per sensor: ``s2_encoder`` (optical) and ``s1_encoder`` (SAR) bands."""
+        out: dict[str, tuple[list[str], str | None]] = {}
+        for b in bands:
+            mod, band = _split(b)
+            key = ("s2_encoder" if mod == "optical" else "s1_encoder") + ".patch_embed.weight"
+            out.setdefault(key, ([], _SENSOR[mod]))[0].append(band)
+        return out
+
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """The published ``CROMA_{base,large}.pt`` (sub-state-dicts ``s1_encoder``,
         ``s1_GAP_FFN``, ``s2_encoder``, ``s2_GAP_FFN``, ``joint_encoder``, read with dotted

@@ -53,7 +53,7 @@ from timm.layers import SwiGLU
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from .bands import match_bands
+from .bands import match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
@@ -256,9 +256,8 @@ class TerraMindEncoder(GeoEncoder):
             found = match_bands(own, spec.bands, sensor=spec.sensor, available_sensor=spec.sensor,
                                 where=f"{m}'s bands")  # ids, common names and aliases (B8A = nir08)
             unknown = [b for b, i in zip(own, found) if i is None]
-            if len(set(found)) != len(found) and not unknown:
-                raise ValueError(f"{m} names one band twice in bands={list(own)} (its bands: "
-                                 f"{', '.join(spec.bands)})")
+            if not unknown:
+                refuse_repeated_bands(own, found, where=f"{m}'s channels")
             if unknown:
                 raise ValueError(
                     f"{m} has no band {', '.join(map(repr, unknown))}: its bands are "
@@ -364,6 +363,14 @@ class TerraMindEncoder(GeoEncoder):
         return {f"mod_emb.{m}" for m in self.mod_emb}
 
     # -- checkpoints -------------------------------------------------------------------
+    def band_kernels(self, bands: Sequence[str]) -> dict[str, tuple[list[str], str | None]]:
+        """One kernel per modality (``patch_embed.<modality>.weight``), of its bands."""
+        out: dict[str, tuple[list[str], str | None]] = {}
+        for b in expand_terramind_bands(bands):
+            mod, band = b.split(MODALITY_SEP, 1)
+            out.setdefault(f"patch_embed.{mod}.weight", ([], TERRAMIND_MODALITIES[mod].sensor))[0].append(band)
+        return out
+
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """The published TerraMind checkpoints (the pretraining encoder-decoder), terratorch
         fine-tuned checkpoints of ``TerraMindViT`` (under any prefix) and d2geo's own keys.
