@@ -128,6 +128,7 @@ class DINOv2Encoder(GeoEncoder):
     """
 
     pretrained_bands = RGB_BANDS
+    patch_kernel_key = "vit.patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int = 14,
                  pretrained_patch_size: int = 14, pretrained_grid: int = 37,

@@ -62,6 +62,7 @@ class TimmViTEncoder(GeoEncoder):
     num_prefix_tokens = 1
     #: the model's name in timm / torchgeo, for messages
     upstream_name = "timm VisionTransformer"
+    patch_kernel_key = "vit.patch_embed.proj.weight"
     #: whether the position table is a learned parameter (else computed per forward and a
     #: checkpoint's stored table is left out)
     learned_positions = True
