@@ -63,6 +63,7 @@ from .adapt import adapt_patch_embed
 from .bands import BandError, match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+from .modalities import MODALITY_SEP, PLATFORM_PREFIXES
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -77,10 +78,11 @@ CROMA_SAR_BANDS = ("VV", "VH")
 #: modality -> which of the two sensors it feeds
 CROMA_MODALITIES = ("optical", "sar", "joint")
 PATCH_SIZE = 8
-MODALITY_SEP = ":"
-#: the modality prefixes a channel name may carry, by sensor
-_PREFIXES = {"s2": "optical", "s2l1c": "optical", "s2l2a": "optical",
-             "s1": "sar", "s1grd": "sar", "s1rtc": "sar"}
+#: the modality prefixes a channel name may carry (the Sentinel-2 and Sentinel-1 modalities of
+#: the modality table and the platform prefixes S2, S1), by CROMA encoder
+_ENCODER_OF = {"S2": "optical", "S1": "sar"}
+_PREFIXES = {p.lower(): enc for p, enc in _ENCODER_OF.items()}
+_PREFIXES.update({m.lower(): _ENCODER_OF[p] for p, ms in PLATFORM_PREFIXES.items() for m in ms})
 _SENSOR = {"optical": "sentinel-2-l1c", "sar": "sentinel-1"}
 _PRETRAINED_BANDS = {"optical": CROMA_OPTICAL_BANDS, "sar": CROMA_SAR_BANDS}
 _UPSTREAM_KEYS = {"optical": "s2_encoder", "sar": "s1_encoder"}
@@ -124,7 +126,9 @@ def _split(name: str) -> tuple[str, str]:
 
 
 #: processing levels of one sensor that a channel prefix may name: never two in one stack
-_LEVELS = {"optical": ("S2L1C", "S2L2A"), "sar": ("S1GRD", "S1RTC")}
+_LEVELS = {_ENCODER_OF[p]: ms for p, ms in PLATFORM_PREFIXES.items()}
+#: the levels CROMA was pretrained on (SSL4EO-S12's Sentinel-2 L1C and Sentinel-1 GRD)
+_PRETRAINED_LEVEL = {"optical": "S2L1C", "sar": "S1GRD"}
 
 
 def _refuse_mixed_levels(bands: Sequence[str]) -> None:
@@ -140,7 +144,7 @@ def _refuse_mixed_levels(bands: Sequence[str]) -> None:
             raise ValueError(
                 f"bands mix {' and '.join(used)} channels ({'; '.join(f'{k}: {v}' for k, v in used.items())}): "
                 f"they are different processing levels of one sensor, and CROMA's {mod} encoder takes one image; "
-                f"give all {mod} channels from one level (CROMA was pretrained on {levels[0]})")
+                f"give all {mod} channels from one level (CROMA was pretrained on {_PRETRAINED_LEVEL[mod]})")
 
 
 def croma_bands(bands: Sequence[str]) -> tuple[str, ...]:
