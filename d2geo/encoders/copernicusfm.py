@@ -87,7 +87,7 @@ from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dofa import _KernelGenerator, _ResMLP
 from .metadata import check_gsd, check_wavelengths
 from .registry import InputStats, PretrainedCfg, register_encoder
-from .resize import bicubic_matrix, resize_table
+from .resize import resample_abs_pos_embed as recorded_resample_abs_pos_embed
 from .tracing import is_tracing
 
 logger = logging.getLogger(__name__)
@@ -379,9 +379,7 @@ class CopernicusFMEncoder(GeoEncoder):
         ONNX exporter has no ``_upsample_bicubic2d_aa``, and an exported model takes any grid."""
         g = self.img_size // KERNEL_SIZE
         if is_tracing():
-            wh = bicubic_matrix(grid[0], g, antialias=True, device=self.pos_embed.device)
-            ww = bicubic_matrix(grid[1], g, antialias=True, device=self.pos_embed.device)
-            return torch.cat([self.pos_embed[:, :1], resize_table(self.pos_embed[:, 1:], wh, ww)], dim=1)
+            return recorded_resample_abs_pos_embed(self.pos_embed, grid, (g, g), num_prefix_tokens=1)
         return resample_abs_pos_embed(self.pos_embed, list(grid), [g, g], num_prefix_tokens=1,
                                       interpolation="bicubic", antialias=True)
 

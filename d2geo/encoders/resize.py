@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bicubic_matrix", "resize_table"]
+__all__ = ["bicubic_matrix", "resize_table", "resample_abs_pos_embed"]
 
 
 def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
@@ -55,9 +55,19 @@ def bicubic_matrix(out_len, in_len: int, *, offset: float = 0.0, antialias: bool
 
 
 def resize_table(table: torch.Tensor, wh: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
-    """A ``(1, M*M, D)`` square table resized by the axis matrices ``wh`` ``(h, M)`` and ``ww``
-    ``(w, M)`` to ``(1, h*w, D)``, computed in float32 and returned in the table's dtype."""
-    M = wh.shape[1]
-    grid = table.float().reshape(M, M, -1).permute(2, 0, 1)  # (D, M, M)
+    """A ``(1, Mh*Mw, D)`` table resized by the axis matrices ``wh`` ``(h, Mh)`` and ``ww``
+    ``(w, Mw)`` to ``(1, h*w, D)``, computed in float32 and returned in the table's dtype."""
+    grid = table.float().reshape(wh.shape[1], ww.shape[1], -1).permute(2, 0, 1)  # (D, Mh, Mw)
     out = torch.matmul(torch.matmul(wh, grid), ww.t())  # (D, h, w)
     return out.permute(1, 2, 0).reshape(1, -1, out.shape[0]).to(table.dtype)
+
+
+def resample_abs_pos_embed(posemb: torch.Tensor, new_size, old_size, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """timm's ``resample_abs_pos_embed`` (bicubic, antialiased, the prefix tokens' entries kept)
+    as interpolation matrices: what a recorded model runs instead (the TorchScript ONNX
+    exporter has no ``_upsample_bicubic2d_aa``). Equal to timm's within float32 rounding."""
+    n = num_prefix_tokens
+    wh = bicubic_matrix(new_size[0], int(old_size[0]), antialias=True, device=posemb.device)
+    ww = bicubic_matrix(new_size[1], int(old_size[1]), antialias=True, device=posemb.device)
+    grid = resize_table(posemb[:, n:], wh, ww)
+    return torch.cat([posemb[:, :n], grid], dim=1) if n else grid

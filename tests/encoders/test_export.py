@@ -231,15 +231,22 @@ class _WithTime(torch.nn.Module):
         return self.enc(image, metadata={"timestamps": timestamps})
 
 
-@pytest.mark.parametrize("patch_size", [16, 8])
-def test_copernicusfm_onnx_with_default_tracing_matches_eager(patch_size, tmp_path):
+@pytest.mark.parametrize("name, kw", [
+    ("copernicusfm_vitb16", dict(bands=("B04", "B03", "B02"))),
+    ("copernicusfm_vitb16", dict(bands=("B04", "B03", "B02"), patch_size=8)),
+    ("ssl4eo_s12_vits16_moco", dict(bands=("B04", "B03", "B02"))),
+])
+def test_antialiased_resizes_onnx_with_default_tracing_match_eager(name, kw, tmp_path):
     """The TorchScript ONNX exporter (export_model.py's default ``--export-method tracing``)
-    has no ``_upsample_bicubic2d_aa``: the recorded model resizes the position table (and
-    makes the kernel-resize matrix of another patch size) without it, equal to eager."""
+    has no ``_upsample_bicubic2d_aa``: recorded Copernicus-FM and SSL4EO models resize the
+    position table (and make another patch size's kernel-resize matrix) without it, equal to
+    eager at other sizes."""
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    enc = build_encoder("copernicusfm_vitb16", embed_dim=64, depth=2, num_heads=2, img_size=64,
-                        bands=("B04", "B03", "B02"), patch_size=patch_size).eval()
+    enc = build_encoder(name, embed_dim=64, depth=2, num_heads=2, img_size=64, **kw).eval()
+    with torch.no_grad():
+        if getattr(enc, "vit", None) is not None:
+            enc.vit.pos_embed.normal_(0, 0.5)  # a table whose resize shows
     x = torch.randn(1, 3, 64, 96)
     path = str(tmp_path / "cfm.onnx")
     with warnings.catch_warnings():
