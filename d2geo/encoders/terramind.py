@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping, Sequence
 
