@@ -722,7 +722,7 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     acquired on different days have no single time); no ``wavelengths`` (mixed sensors).
     """
     from d2geo.encoders import SENSOR_BANDS as known_sensors
-    from d2geo.encoders.terramind import MODALITY_SEP, TERRAMIND_MODALITIES
+    from d2geo.encoders.modalities import MODALITIES as TERRAMIND_MODALITIES, MODALITY_SEP
 
     if not isinstance(files, Mapping) or not files:
         raise GeoTiffError(f"files must be a non-empty mapping of modality name to GeoTIFF path, got {files!r}")
