@@ -238,6 +238,16 @@ class GeoDatasetMapper:
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 
+    def read_unnormalized(self, dataset_dict: dict):
+        """``(image, band_names, sensor)`` of a dataset dict as read, before augmentation and
+        normalization, NaN where it has no valid data: what the units check
+        (:func:`d2geo.data.units.check_units`) compares with the model's statistics."""
+        sample, geo = self._read(copy.deepcopy(dataset_dict))
+        image = sample.image.copy()
+        image[..., ~sample.valid] = np.nan
+        sensor = geo.get("sensor", self.sensor)
+        return image, sample.band_names, sensor if isinstance(sensor, str) else None
+
     def _check_label_range(self, labels: np.ndarray, path, num_classes: int | None) -> None:
         if num_classes is None:
             return

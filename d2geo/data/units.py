@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -76,7 +77,8 @@ from .geotiff import GeoTiffError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UnitsError", "UnitsReport", "BandUnits", "check_units", "FACTOR", "MIN_VALID", "SKIP_HINT"]
+__all__ = ["UnitsError", "UnitsReport", "BandUnits", "check_units", "check_dataset_units", "FACTOR", "MIN_VALID",
+           "SKIP_HINT", "NUM_SAMPLES"]
 
 #: a band whose magnitude differs from its statistics' by this factor or more is off
 FACTOR = 100.0
@@ -84,6 +86,8 @@ FACTOR = 100.0
 MIN_VALID = 32
 #: at most this many values per band enter the percentiles (an evenly strided subset)
 MAX_VALUES = 200_000
+#: how many samples (windows) of a dataset :func:`check_dataset_units` reads
+NUM_SAMPLES = 4
 #: how the message names the switch that goes on anyway
 SKIP_HINT = ("allow=True (tools: --skip-units-check; training: train.units_check=False, "
              "or INPUT.GEO.UNITS_CHECK False in a yacs config)")
@@ -305,6 +309,31 @@ def check_units(sample, *, band_names: Sequence[str], mean: Sequence[float], std
         logger.warning("%s (going on: the units check was switched off)", report.message)
         return report
     raise UnitsError(report.message, report)
+
+
+def check_dataset_units(dataset, mapper, *, mean, std, num_samples: int = NUM_SAMPLES,
+                        allow: bool = False, what: str = "the training dataset") -> UnitsReport:
+    """:func:`check_units` on the first ``num_samples`` dicts of ``dataset`` (a list of dataset
+    dicts), read by ``mapper`` (a :class:`~d2geo.data.GeoDatasetMapper`, through its
+    ``read_unnormalized``: before augmentation and normalization), pooled per band. Samples
+    whose band count differs from the first one's are left out (the model would refuse them)."""
+    count = min(int(num_samples), len(dataset))
+    images, names, sensor, files = [], None, None, []
+    for i in range(count):
+        d = dataset[i]
+        image, bands, s = mapper.read_unnormalized(d)
+        if names is None:
+            names, sensor = list(bands), s
+        if image.shape[0] != len(names):
+            continue
+        images.append(image)
+        f = d.get("file_name", "?")
+        files.append(os.path.basename(str(f[0] if isinstance(f, (list, tuple)) else f)))
+    if not images:
+        return UnitsReport(source=what, note="the dataset is empty: nothing was judged")
+    shown = ", ".join(files[:4]) + (", ..." if len(files) > 4 else "")
+    source = f"{what} (its first {len(images)} sample{'s' if len(images) > 1 else ''}: {shown})"
+    return check_units(images, band_names=names, mean=mean, std=std, source=source, allow=allow, sensor=sensor)
 
 
 def _message(report: UnitsReport) -> str:
