@@ -19,7 +19,8 @@ stacked by :func:`~d2geo.data.geotiff.read_modalities`, channels ``"<MODALITY>:<
 ``file_names`` (one path per date, for time series), else
 ``file_name`` (one path; a list is taken as one path per date),
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
-``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
+``geojson_file_name`` (FeatureCollection; its CRS: ``geo["geojson_crs"]``, else its ``crs`` member,
+else RFC 7946 lon/lat, see :mod:`d2geo.data.geojson_labels`), and
 ``geo``: per-sample read options (``band_names``, ``sensor``, ``scale``, ``offset``,
 ``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``time_from_name``, ``label_map``,
 ``geojson_crs``, ``category_key``, ``class_names``).
@@ -304,7 +305,7 @@ class GeoDatasetMapper:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
                                            geojson_crs=geo.get("geojson_crs"),
                                            category_key=geo.get("category_key", "category_id"),
-                                           class_names=geo.get("class_names"))
+                                           class_names=geo.get("class_names"), image_shape=(h, w))
             d.setdefault("annotations", []).extend(annos)
 
         aug_input = T.AugInput(hwc, sem_seg=sem_seg)
