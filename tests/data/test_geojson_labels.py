@@ -126,3 +126,22 @@ def test_polygon_holes_are_subtracted_from_the_masks(tmp_path):
     flipped = GeoDatasetMapper(is_train=True, use_instance_mask=True, augmentations=[T.RandomFlip(prob=1.0)])(
         {"file_name": image, "geojson_file_name": path})
     assert int(to_bitmask(flipped["instances"].gt_masks.polygons[0], 64, 64).sum()) == 800
+
+
+def test_coco_rle_with_polygon_masks_says_to_use_bitmask(tmp_path):
+    """Was detectron2's 'Failed to use mask_format=='polygon' from the given annotations!'."""
+    import pycocotools.mask as mask_util
+    from detectron2.structures import BoxMode
+
+    image = write_tif(tmp_path / "rle.tif", np.ones((3, 32, 32), np.float32) * 0.1, crs=UTM10, transform=TR)
+    m = np.zeros((32, 32), np.uint8, order="F")
+    m[5:15, 5:20] = 1
+    rle = mask_util.encode(m)
+    rle["counts"] = rle["counts"].decode()
+    d = {"file_name": image, "annotations": [{"bbox": [5, 5, 15, 10], "bbox_mode": BoxMode.XYWH_ABS, "id": 7,
+                                              "segmentation": rle, "category_id": 0, "iscrowd": 0}]}
+    with pytest.raises(GeoTiffError, match=r"annotation id=7 of .*rle.tif has a COCO RLE segmentation .* "
+                                           r"instance_mask_format='bitmask'"):
+        GeoDatasetMapper(is_train=True, use_instance_mask=True)(d)
+    out = GeoDatasetMapper(is_train=True, use_instance_mask=True, instance_mask_format="bitmask")(d)
+    assert int(out["instances"].gt_masks.tensor.sum()) == 150
