@@ -156,3 +156,4 @@ def test_statistics_without_units_and_wrong_shapes():
     with pytest.raises(GeoTiffError, match="3 means"):
         _check(img, ["a", "b"], ([0, 0, 0], [1, 1, 1]))
     assert "nothing was judged" in _check(np.full((2, 4, 4), np.nan), ["a", "b"], ([0.1, 0.1], [0.1, 0.1])).note
+
