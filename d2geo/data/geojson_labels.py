@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["geojson_to_annotations", "geojson_file_crs", "keyhole_ring"]
 
 _RFC7946 = "OGC:CRS84"
+_LEGACY_WARNED: set = set()
 
 
 def _crs(value, where: str):
@@ -175,10 +176,12 @@ def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, 
             # geographic (latitudes beyond 90 are refused below, as swapped when they look so)
             src_crs = _crs(_RFC7946, "RFC 7946")
             logger.debug("%s has no crs member: read as RFC 7946 longitude/latitude", source)
-        else:
-            logger.warning("%s has no crs member and its coordinates are not longitude/latitude (RFC 7946's "
-                           "default): read in the image's CRS (%s); write a crs member or pass geojson_crs= "
-                           "to say so", source, crs.to_string() if hasattr(crs, "to_string") else crs)
+        elif os.path.dirname(source) not in _LEGACY_WARNED:  # once per folder, not per file and epoch
+            _LEGACY_WARNED.add(os.path.dirname(source))
+            logger.warning("%s (and any other label file of its folder like it) has no crs member and its "
+                           "coordinates are not longitude/latitude (RFC 7946's default): read in the image's "
+                           "CRS (%s); write a crs member or pass geojson_crs= to say so", source,
+                           crs.to_string() if hasattr(crs, "to_string") else crs)
     reproject = None
     if src_crs is not None:
         from pyproj import CRS, Transformer
