@@ -78,7 +78,7 @@ from .geotiff import GeoTiffError
 logger = logging.getLogger(__name__)
 
 __all__ = ["UnitsError", "UnitsReport", "BandUnits", "check_units", "check_dataset_units", "FACTOR", "MIN_VALID",
-           "SKIP_HINT", "NUM_SAMPLES"]
+           "SKIP_HINT", "NUM_SAMPLES", "model_statistics"]
 
 #: a band whose magnitude differs from its statistics' by this factor or more is off
 FACTOR = 100.0
@@ -334,6 +334,20 @@ def check_dataset_units(dataset, mapper, *, mean, std, num_samples: int = NUM_SA
     shown = ", ".join(files[:4]) + (", ..." if len(files) > 4 else "")
     source = f"{what} (its first {len(images)} sample{'s' if len(images) > 1 else ''}: {shown})"
     return check_units(images, band_names=names, mean=mean, std=std, source=source, allow=allow, sensor=sensor)
+
+
+def model_statistics(model, mapper=None):
+    """``(mean, std)`` numpy arrays a model's input is normalized with, or None: the
+    mapper's ``mean``/``std`` when it normalizes, else the model's ``pixel_mean``/``pixel_std``."""
+    if mapper is not None and getattr(mapper, "mean", None) is not None:
+        return np.asarray(mapper.mean, dtype=np.float64), np.asarray(mapper.std, dtype=np.float64)
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    mean, std = getattr(model, "pixel_mean", None), getattr(model, "pixel_std", None)
+    if mean is None or std is None:
+        return None
+    as_np = lambda t: np.asarray(t.detach().cpu().reshape(-1) if hasattr(t, "detach") else t,  # noqa: E731
+                                 dtype=np.float64).reshape(-1)
+    return as_np(mean), as_np(std)
 
 
 def _message(report: UnitsReport) -> str:

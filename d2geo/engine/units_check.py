@@ -15,27 +15,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
-from ..data.units import NUM_SAMPLES, UnitsReport, check_dataset_units
+from ..data.units import NUM_SAMPLES, UnitsReport, check_dataset_units, model_statistics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_training_units", "model_statistics"]
-
-
-def model_statistics(model, mapper=None):
-    """``(mean, std)`` numpy arrays the training input is normalized with, or None: the
-    mapper's ``mean``/``std`` when it normalizes, else the model's ``pixel_mean``/``pixel_std``."""
-    if mapper is not None and getattr(mapper, "mean", None) is not None:
-        return np.asarray(mapper.mean, dtype=np.float64), np.asarray(mapper.std, dtype=np.float64)
-    model = getattr(model, "module", model)  # DistributedDataParallel
-    mean, std = getattr(model, "pixel_mean", None), getattr(model, "pixel_std", None)
-    if mean is None or std is None:
-        return None
-    as_np = lambda t: np.asarray(t.detach().cpu().reshape(-1) if hasattr(t, "detach") else t,  # noqa: E731
-                                 dtype=np.float64).reshape(-1)
-    return as_np(mean), as_np(std)
+__all__ = ["check_training_units"]
 
 
 def check_training_units(model, dataset, mapper, *, enabled: bool = True,
