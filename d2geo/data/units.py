@@ -37,11 +37,12 @@ Thresholds and why:
   with no band judged passes with the report saying so).
 * Statistics with ``mean == 0`` and ``std == 1`` for every band (no normalization) say
   nothing about units: nothing is judged.
-* 8-bit: every valid value of the band integral and within 0..255, and the brightest band's
-  98th percentile >= 50 (not a black tile). Against reflectance statistics this is caught by
-  the ratio (~1 000); against DN statistics (typical DN 1 000..3 000 for Sentinel-2, ratio
-  only ~1/20) the whole sample is judged: every judged band 8-bit while the statistics' mean
-  band sits at >= 500 (no DN product of a land scene stays within 0..255 in every band).
+* 8-bit: every valid value of the band integral and within 0..255. Against reflectance
+  statistics the ratio (~1 000) flags such a band, and it is classed 8-bit. Against DN
+  statistics (typical DN 1 000..3 000 for Sentinel-2, ratio only ~1/20) the whole sample is
+  judged: at least 3 bands, every one 8-bit, the brightest band's 98th percentile >= 50 (not
+  a black tile) and the statistics' mean band at >= 500 (no DN product of a land scene stays
+  within 0..255 in every band; a single band such as a DEM in metres may).
 * SAR (bands named ``vv``, ``vh``, ``hh``, ``hv``, or ``sensor="sentinel-1"``): statistics
   with a negative mean are in dB, else in linear power. Data with fewer than 1% negative
   values and a median >= 0 are linear (or amplitude), data with more than half negative are dB
