@@ -1,0 +1,181 @@
+"""benchmarks/gpu_check.sh: its dry run on the CPU (a minimal one here, the whole one behind
+``slow``), the check of the travelling set, and the ``gpu`` marker's skip without CUDA."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
+
+
+def _dry_run(out, *args, timeout=900):
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS="1", PYTHON=sys.executable,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(["bash", SCRIPT, "--dry-run", *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _junit(path):
+    return {tc.get("name"): ("failed" if tc.find("failure") is not None or tc.find("error") is not None
+                             else "skipped" if tc.find("skipped") is not None else "passed")
+            for tc in ET.parse(path).getroot().iter("testcase")}
+
+
+def test_the_scripts_parse():
+    for name in ("gpu_check.sh", "gpu_travel.sh"):
+        proc = subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", name)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_minimal_dry_run_writes_every_part_and_the_summary(tmp_path):
+    """The script end to end on the CPU with one gpu test (--quick: no benchmarks; those run
+    in-process below and in the slow whole dry run)."""
+    pytest.importorskip("detectron2", reason="the gpu tests need detectron2")
+    pytest.importorskip("rasterio", reason="the gpu tests read GeoTIFFs")
+    proc = _dry_run(tmp_path, "--quick", "--tests-k", "dinov2 and encoder")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert set(os.listdir(tmp_path)) >= {"summary.md", "tests.log", "tests.xml"}
+    assert _junit(tmp_path / "tests.xml") == {"test_encoder_and_backbone_on_the_device_equal_the_cpu[dinov2]": "passed"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.rstrip().endswith("GPU CHECK PASSED") and proc.stdout.rstrip().endswith("GPU CHECK PASSED")
+    assert "| preflight | ok |" in summary and "| tests (pytest -m gpu) | ok |" in summary
+
+
+def test_benchmark_sections_write_the_json_and_the_page_naming_the_device(tmp_path):
+    from benchmarks import gpu_bench
+
+    rc = gpu_bench.main(["--device", "cpu", "--quick", "--sections", "gemm", "--json", str(tmp_path / "b.json"),
+                         "--doc", str(tmp_path / "b.md")])
+    assert rc == 0
+    bench = json.loads((tmp_path / "b.json").read_text())
+    assert [r["dtype"] for r in bench["sections"]["gemm"]] == ["float32", "bfloat16"]
+    assert all(r["tflops"] > 0 for r in bench["sections"]["gemm"])
+    page = (tmp_path / "b.md").read_text()
+    assert "Device: **CPU" in page and "| bfloat16 | 256 |" in page
+    # a section past the deadline is not run, and that is a failure
+    rc = gpu_bench.main(["--device", "cpu", "--quick", "--sections", "gemm", "--deadline", "0",
+                         "--json", str(tmp_path / "late.json")])
+    assert rc == 1
+    late = json.loads((tmp_path / "late.json").read_text())
+    assert late["sections"]["gemm"]["not_run"] and gpu_bench.failures(late) == [
+        "gemm: not run: the time budget was spent"]
+
+
+def test_a_failing_part_makes_the_check_fail(tmp_path, monkeypatch):
+    """Any part that fails gives a non-zero exit and FAILED in the summary."""
+    gc = _gpu_check()
+
+    def failing_preflight(args, device):
+        part = gc.Part("preflight")
+        part.ok, part.notes = False, "import rasterio: ModuleNotFoundError"
+        return part, {}
+
+    def passing_tests(args, device, out, timeout):
+        part = gc.Part("tests (pytest -m gpu)")
+        part.ok = True
+        return part, [("test_x", "passed", 0.1, "")]
+
+    monkeypatch.setattr(gc, "preflight", failing_preflight)
+    monkeypatch.setattr(gc, "run_tests", passing_tests)
+    assert gc.main(["--dry-run", "--quick", "--out", str(tmp_path)]) == 1
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| preflight | FAILED |" in summary and summary.rstrip().endswith("GPU CHECK FAILED: preflight")
+    monkeypatch.setattr(gc, "preflight", lambda args, device: (passing_tests(0, 0, 0, 0)[0], {}))
+    assert gc.main(["--dry-run", "--quick", "--out", str(tmp_path)]) == 0
+
+
+@pytest.mark.slow
+def test_whole_dry_run_passes(tmp_path):
+    """Every gpu test (on the CPU where meaningful) and every benchmark section at tiny sizes."""
+    proc = _dry_run(tmp_path, timeout=2400)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    cases = _junit(tmp_path / "tests.xml")
+    assert len(cases) >= 20 and "failed" not in cases.values()
+    skipped = {n for n, o in cases.items() if o == "skipped"}
+    assert all("deformable" in n or "vit_adapter" in n or "onnxruntime" in n for n in skipped), skipped
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert set(bench["sections"]) == {"gemm", "encoders", "train", "region", "compile"}
+
+
+# -- the travelling set ----------------------------------------------------------------------------
+def _gpu_check():
+    from benchmarks import gpu_check
+
+    return gpu_check
+
+
+def _fake_travel(folder, sizes: dict[str, int]):
+    for name, size in sizes.items():
+        p = folder / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"\0" * size)
+    (folder / "MANIFEST").write_text("".join(f"{s} ./{n}\n" for n, s in sorted(sizes.items())))
+
+
+def _complete(gc) -> dict[str, int]:
+    sizes = {f"wheels/{d}-1.0-py3-none-any.whl": 10 for d in gc.REQUIRED_WHEELS}
+    sizes.update({f"upstream/{d}-1.0-py3-none-any.whl": 10 for d in gc.REQUIRED_UPSTREAM})
+    sizes.update({f"vendor/{p}abc.tar.gz": 10 for p in gc.REQUIRED_VENDOR})
+    return sizes
+
+
+def test_travel_check_names_what_is_missing_or_wrong(tmp_path):
+    gc = _gpu_check()
+    sizes = _complete(gc)
+    del sizes["wheels/pyproj-1.0-py3-none-any.whl"]
+    sizes["wheels/rasterio-1.4.4-cp311-cp311-manylinux_2_28_x86_64.whl"] = 10  # the wrong Python
+    _fake_travel(tmp_path, sizes)
+    (tmp_path / "vendor" / "detrex-abc.tar.gz").write_bytes(b"\0" * 3)  # not what MANIFEST says
+    ok, problems, _ = gc.check_travel(tmp_path, dry_run=False)
+    assert not ok
+    text = "\n".join(problems)
+    assert "no wheel of pyproj" in text
+    assert "rasterio-1.4.4-cp311" in text and "not a CPython 3.12" in text
+    assert "detrex-abc.tar.gz: 3 bytes, MANIFEST says 10" in text
+
+
+def test_travel_check_refuses_a_set_over_the_limit(tmp_path):
+    gc = _gpu_check()
+    sizes = _complete(gc)
+    _fake_travel(tmp_path, sizes)
+    ok, problems, facts = gc.check_travel(tmp_path, dry_run=False)
+    assert ok and not problems and facts["total_mib"] < 64
+    sizes["vendor/detectron2-abc.tar.gz"] = gc.LIMIT_BYTES  # alone at the limit
+    _fake_travel(tmp_path, sizes)
+    ok, problems, _ = gc.check_travel(tmp_path, dry_run=False)
+    assert not ok and "over the 64 MiB" in "\n".join(problems)
+
+
+# -- the gpu marker --------------------------------------------------------------------------------
+def test_gpu_tests_skip_with_the_reason_without_cuda(monkeypatch):
+    import conftest
+
+    class Item:
+        def __init__(self, gpu):
+            self.gpu, self.added = gpu, []
+
+        def get_closest_marker(self, name):
+            return object() if (name == "gpu" and self.gpu) else None
+
+        def add_marker(self, m):
+            self.added.append(m)
+
+    monkeypatch.setattr(conftest, "GPU_TEST_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    items = [Item(True), Item(False)]
+    conftest.pytest_collection_modifyitems(types.SimpleNamespace(), items)
+    (mark,) = items[0].added
+    assert mark.name == "skip" and "needs a CUDA GPU" in mark.kwargs["reason"]
+    assert "gpu_check.sh" in mark.kwargs["reason"] and not items[1].added
+    monkeypatch.setattr(conftest, "GPU_TEST_DEVICE", "cpu")  # the dry run: nothing skipped
+    items = [Item(True)]
+    conftest.pytest_collection_modifyitems(types.SimpleNamespace(), items)
+    assert not items[0].added
