@@ -201,3 +201,38 @@ def test_vit_adapter_through_the_cuda_kernel_equals_the_pure_torch_path(device, 
     assert set(kernel) == set(pure)
     for k in kernel:
         assert rel_err(kernel[k], pure[k]) < FP32_REL, k
+
+
+def test_detrex_dino_runs_on_the_device_through_detrexs_kernel(device, monkeypatch):
+    """The packaged DINO config (tiny encoder, one encoder/decoder layer) predicts on the device;
+    on CUDA its deformable attention goes through detrex's compiled kernel."""
+    pytest.importorskip("detrex", reason="detrex is not installed")
+    import os
+
+    from d2geo.modeling.detrex import detrex_projects_root
+
+    if detrex_projects_root() is None:
+        pytest.skip("detrex is installed but not from a checkout with projects/dino")
+    from detrex.layers import multi_scale_deform_attn as msda
+
+    calls = []
+    real_apply = msda.MultiScaleDeformableAttnFunction.apply
+    monkeypatch.setattr(msda.MultiScaleDeformableAttnFunction, "apply",
+                        lambda *a: calls.append(1) or real_apply(*a))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = LazyConfig.load(os.path.join(root, "configs/detrex_dino/dino_dinov2_vitb14.py"))
+    cfg = LazyConfig.apply_overrides(cfg, [
+        "model.backbone.net.encoder_kwargs.depth=1", "model.backbone.net.encoder_kwargs.embed_dim=48",
+        "model.backbone.net.encoder_kwargs.num_heads=3", "model.transformer.encoder.num_layers=1",
+        "model.transformer.decoder.num_layers=1", f"model.device={device.type}", "model.num_queries=300",
+        "model.select_box_nums_for_evaluation=100"])
+    cfg.model.backbone.net.weights = None
+    cfg.model.backbone.net.pretrained = False
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).eval()
+    image = torch.rand(3, 128, 128) * 255
+    with torch.no_grad():
+        (out,) = model([{"image": image.to(device), "height": 128, "width": 128}])
+    boxes = out["instances"].pred_boxes.tensor
+    assert len(out["instances"]) == 100 and boxes.device.type == device.type and torch.isfinite(boxes).all()
+    assert bool(calls) == (device.type == "cuda"), f"detrex's kernel ran {len(calls)} times on {device}"

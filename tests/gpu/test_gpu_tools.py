@@ -98,6 +98,40 @@ def test_train_net_on_one_gpu_resumes_exactly_after_a_kill(tmp_path, tmp_path_fa
     assert moved > 100 * tol, "the resumed run did not train past the checkpoint"
 
 
+NCCL_SCRIPT = """
+import sys
+import torch, torch.distributed as dist
+from detectron2.engine.launch import _distributed_worker, _find_free_port
+from detectron2.utils import comm
+
+def main(device):
+    want = "nccl" if device == "cuda" else "gloo"
+    assert dist.get_backend() == want, (dist.get_backend(), want)
+    t = torch.full((3,), 2.0, device=device)
+    dist.all_reduce(t)
+    assert t.tolist() == [2.0, 2.0, 2.0], t
+    model = torch.nn.Linear(4, 2).to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
+    ddp(torch.randn(8, 4, device=device)).square().sum().backward()
+    assert model.weight.grad is not None and model.weight.grad.abs().sum() > 0
+    comm.synchronize()
+    print("process group", dist.get_backend(), "world size", comm.get_world_size())
+
+_distributed_worker(0, main, 1, 1, 0, f"tcp://127.0.0.1:{_find_free_port()}", (sys.argv[1],))
+"""
+
+
+def test_detectron2s_launch_worker_runs_nccl_and_a_ddp_step(tmp_path_factory, device):
+    """What ``--num-gpus N`` starts in each process: detectron2's worker sets up the process group
+    (NCCL on a GPU, gloo on the CPU); an all-reduce and a DDP backward run in it (world size 1:
+    one GPU here; ``--num-gpus 1`` itself runs in-process without a group)."""
+    proc = subprocess.run([sys.executable, "-c", NCCL_SCRIPT, device.type], env=_env(tmp_path_factory), cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = "nccl" if device.type == "cuda" else "gloo"
+    assert f"process group {want} world size 1" in proc.stdout
+
+
 # -- predict_region: device vs CPU -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def region_inputs(tmp_path_factory):
