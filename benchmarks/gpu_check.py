@@ -20,8 +20,8 @@ gpu_check.sh), tests.log, tests.xml, bench.log, bench.json, benchmarks-gpu.md, s
 within the device tool's eight. Exit status 1 when anything failed.
 
 The time budget (``--budget``, from the start of gpu_check.sh) is shared out: the tests get what
-is left less ``--bench-reserve`` seconds, the benchmarks the rest; a benchmark section that would
-start after the budget is recorded as not run (a failure).
+is left less ``--bench-reserve`` seconds (the most valuable results come first), the benchmarks
+the rest; a benchmark section that would start after the budget is recorded as not run (a failure).
 """
 from __future__ import annotations
 
@@ -325,7 +325,7 @@ def main(argv=None) -> int:
                     help="seconds for the whole check from the start of gpu_check.sh (default 570 on a GPU, "
                          "1800 in a dry run)")
     ap.add_argument("--bench-reserve", type=float, default=None,
-                    help="seconds kept for the benchmarks when the tests run (default 300 on a GPU)")
+                    help="seconds kept for the benchmarks when the tests run (default 150 on a GPU)")
     ap.add_argument("--tests-path", default="tests/gpu", help="where pytest looks for the gpu tests")
     ap.add_argument("--tests-k", default="", help="pytest -k expression (a subset of the gpu tests)")
     ap.add_argument("--sections", default="", help="benchmark sections (default: all of gpu_bench.py's)")
@@ -337,8 +337,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     device = "cpu" if args.dry_run else "cuda"
     budget = args.budget or (1800.0 if args.dry_run else 570.0)
-    reserve = args.bench_reserve if args.bench_reserve is not None else (0.0 if args.quick else
-                                                                        (0.4 * budget if args.dry_run else 300.0))
+    if args.bench_reserve is not None:
+        reserve = args.bench_reserve
+    else:
+        reserve = 0.0 if args.quick else (0.4 * budget if args.dry_run else 150.0)
     start = time.time() - args.install_seconds
     deadline = start + budget
     out = Path(args.out)

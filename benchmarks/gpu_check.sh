@@ -48,7 +48,8 @@ install() {
   local arch jobs
   arch=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
   jobs=$(( ($(nproc) + 1) / 2 ))
-  echo "install: nvcc $(nvcc --version | grep -o 'release [0-9.]*'), building for sm ${arch}, ${jobs} jobs each"
+  echo "install: nvcc $(nvcc --version 2>&1 | grep -o 'release [0-9.]*' || echo 'not on PATH'), building for" \
+       "compute capability ${arch}, ${jobs} jobs each"
   local pids=() name
   for name in detectron2 detrex; do
     (cd "$WORK/src/$name" && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS="$jobs" \

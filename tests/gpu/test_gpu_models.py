@@ -189,8 +189,8 @@ def test_vit_adapter_through_the_cuda_kernel_equals_the_pure_torch_path(device, 
     from d2geo.modeling import GeoBackbone, ViTAdapter
 
     torch.manual_seed(0)
-    net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=dict(embed_dim=64, depth=4, num_heads=4, patch_size=16,
-                                                              img_size=64, bands=["red", "green", "blue"]))
+    tiny = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=["red", "green", "blue"])
+    net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=tiny)
     adapter = ViTAdapter(net, deform_heads=4).to(device).eval()
     x = torch.randn(2, 3, 96, 128, device=device)
     with torch.no_grad():
