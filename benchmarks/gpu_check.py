@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -111,7 +112,9 @@ def check_travel(travel: Path, dry_run: bool) -> tuple[bool, list[str], dict]:
     if travel_bytes + tree >= LIMIT_BYTES:
         problems.append(f"working tree {tree / 2**20:.1f} MiB + travelling set {travel_bytes / 2**20:.1f} MiB "
                         "is over the 64 MiB the device tool carries")
-    if inside:
+    has_git = shutil.which("git") is not None and subprocess.run(
+        ["git", "rev-parse", "--git-dir"], cwd=REPO, capture_output=True).returncode == 0
+    if inside and has_git:  # (the copy on the GPU machine may come without .git)
         ignored = subprocess.run(["git", "check-ignore", "-q", str(travel / "MANIFEST")], cwd=REPO).returncode == 0
         if not ignored:
             problems.append(f"{travel} is not git-ignored: it would travel as untracked files and be committed")
@@ -194,14 +197,17 @@ def run_tests(args, device: str, out: Path, timeout: float) -> tuple[Part, list[
     part = Part("tests (pytest -m gpu)")
     env = dict(os.environ, D2GEO_GPU_TEST_DEVICE=device)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", *args.tests_path.split(), "-q", "-rs", "-p", "no:cacheprovider",
+    # -v: one line per test in tests.log, so a run stopped at its budget still shows what passed
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", *args.tests_path.split(), "-v", "-rs", "-p", "no:cacheprovider",
            f"--junitxml={out / 'tests.xml'}", "-o", "junit_family=xunit1"]
+    if importlib.util.find_spec("pytest_timeout") is not None:  # one hung test must not take the whole budget
+        cmd += ["--timeout", str(int(args.test_timeout))]
     if args.tests_k:
         cmd += ["-k", args.tests_k]
     t0 = time.perf_counter()
     rc = _run_logged(cmd, out / "tests.log", timeout, env)
     part.seconds = time.perf_counter() - t0
-    cases = parse_junit(out / "tests.xml")
+    cases = parse_junit(out / "tests.xml") or parse_verbose_log(out / "tests.log")
     counts = {o: sum(1 for c in cases if c[1] == o) for o in ("passed", "failed", "skipped")}
     part.notes = ", ".join(f"{n} {o}" for o, n in counts.items() if n)
     if rc == "timeout":
@@ -211,6 +217,19 @@ def run_tests(args, device: str, out: Path, timeout: float) -> tuple[Part, list[
         if rc not in (0, 1):
             part.notes += f" (pytest exit status {rc})"
     return part, cases
+
+
+def parse_verbose_log(path: Path) -> list[tuple[str, str, float, str]]:
+    """The tests that finished, from pytest -v's lines (when a stopped run wrote no JUnit file)."""
+    import re
+
+    cases = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        m = re.match(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", line)
+        if m:
+            outcome = {"PASSED": "passed", "SKIPPED": "skipped"}.get(m.group(2), "failed")
+            cases.append((m.group(1).split("tests/gpu/")[-1], outcome, 0.0, ""))
+    return cases
 
 
 def parse_junit(path: Path) -> list[tuple[str, str, float, str]]:
@@ -328,6 +347,8 @@ def main(argv=None) -> int:
                     help="seconds kept for the benchmarks when the tests run (default 150 on a GPU)")
     ap.add_argument("--tests-path", default="tests/gpu", help="where pytest looks for the gpu tests")
     ap.add_argument("--tests-k", default="", help="pytest -k expression (a subset of the gpu tests)")
+    ap.add_argument("--test-timeout", type=float, default=240, help="seconds a single test may take (pytest-timeout, "
+                                                                    "where installed)")
     ap.add_argument("--sections", default="", help="benchmark sections (default: all of gpu_bench.py's)")
     ap.add_argument("--families", default="", help="encoder families of the benchmarks (default: all)")
     ap.add_argument("--travel", default=os.environ.get("D2GEO_TRAVEL", str(REPO / ".gpu-travel")))

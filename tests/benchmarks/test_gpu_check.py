@@ -154,6 +154,20 @@ def test_travel_check_refuses_a_set_over_the_limit(tmp_path):
     assert not ok and "over the 64 MiB" in "\n".join(problems)
 
 
+def test_a_stopped_test_run_keeps_the_finished_tests_from_the_verbose_log(tmp_path):
+    gc = _gpu_check()
+    log = tmp_path / "tests.log"
+    log.write_text("$ python -m pytest ...\n"
+                   "tests/gpu/test_gpu_models.py::test_a[dinov2] PASSED                [  4%]\n"
+                   "tests/gpu/test_gpu_models.py::test_b SKIPPED (needs CUDA)          [  8%]\n"
+                   "tests/gpu/test_gpu_tools.py::test_c FAILED                         [ 12%]\n"
+                   "\n[gpu_check] stopped after 120 s\n")
+    assert gc.parse_junit(tmp_path / "tests.xml") == []  # pytest was stopped before writing it
+    assert gc.parse_verbose_log(log) == [("test_gpu_models.py::test_a[dinov2]", "passed", 0.0, ""),
+                                         ("test_gpu_models.py::test_b", "skipped", 0.0, ""),
+                                         ("test_gpu_tools.py::test_c", "failed", 0.0, "")]
+
+
 # -- the gpu marker --------------------------------------------------------------------------------
 def test_gpu_tests_skip_with_the_reason_without_cuda(monkeypatch):
     import conftest
