@@ -292,7 +292,8 @@ def render(results: dict) -> str:
     if "encoders" in secs:
         lines += ["", "## Encoders against upstream (forward, batch 1)", "",
                   "Same architecture, weights and input on both sides (benchmarks/encoder_latency.py); "
-                  "float32 with TF32 off (torch's default for matmuls) and bfloat16 autocast. Peak: GPU memory "
+                  "float32 at torch's defaults (no TF32 in matmuls, TF32 in cuDNN convolutions) and bfloat16 autocast. "
+                  "Peak: GPU memory "
                   "of one forward above the weights.", "",
                   "| encoder | input | dtype | ours ms | upstream ms | ours/upstream | rel. err vs upstream | "
                   "ours peak MB | upstream peak MB |", "|---|---|---|---|---|---|---|---|---|"]
