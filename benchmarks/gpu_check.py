@@ -135,7 +135,8 @@ def check_travel(travel: Path, dry_run: bool) -> tuple[bool, list[str], dict]:
 def preflight(args, device: str) -> tuple[Part, dict]:
     part = Part("preflight")
     t0 = time.perf_counter()
-    info: dict = {"python": platform.python_version()}
+    info: dict = {"python": f"{platform.python_version()} ({sys.executable})",
+                  "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     problems = []
     try:
         import torch

@@ -92,6 +92,68 @@ def test_a_failing_part_makes_the_check_fail(tmp_path, monkeypatch):
     assert gc.main(["--dry-run", "--quick", "--out", str(tmp_path)]) == 0
 
 
+FAKE_SETUP = """
+import json, os, sys
+# records how gpu_check.sh built it; detrex's CUDA build fails, to take the CPU fallback
+name = os.path.basename(os.getcwd())
+with open(f"{name}.builds", "a") as f:
+    f.write(json.dumps({"argv": sys.argv[1:], "FORCE_CUDA": os.environ.get("FORCE_CUDA"),
+                        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                        "TORCH_CUDA_ARCH_LIST": os.environ.get("TORCH_CUDA_ARCH_LIST")}) + "\\n")
+sys.exit(1 if name == "detrex" and os.environ.get("FORCE_CUDA") == "1" else 0)
+"""
+
+
+def _tiny_wheel(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("fakepkg/__init__.py", "VALUE = 42\n")
+        z.writestr("fakepkg-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakepkg\nVersion: 0.1\n")
+        z.writestr("fakepkg-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                  "Tag: py3-none-any\n")
+        z.writestr("fakepkg-0.1.dist-info/RECORD", "")
+
+
+def test_install_path_unpacks_builds_for_the_gpu_and_falls_back_to_cpu_ops(tmp_path):
+    """gpu_check.sh's install on this machine, with the snapshots replaced by setup.py files
+    that record their build, one wheel, and the GPU's architecture given: the wheels go to the
+    work folder, both sources are built in place for that architecture, a failed CUDA build is
+    retried with the CPU ops and fails the install, and without a GPU the check then fails."""
+    import tarfile
+
+    travel, work, out = tmp_path / "travel", tmp_path / "work", tmp_path / "out"
+    (travel / "wheels").mkdir(parents=True)
+    (travel / "vendor").mkdir()
+    _tiny_wheel(travel / "wheels" / "fakepkg-0.1-py3-none-any.whl")
+    for name in ("detectron2", "detrex"):
+        src = tmp_path / "src" / name
+        src.mkdir(parents=True)
+        (src / "setup.py").write_text(FAKE_SETUP)
+        with tarfile.open(travel / "vendor" / f"{name}-abc.tar.gz", "w:gz") as t:
+            t.add(src, arcname=name)
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, D2GEO_TRAVEL=str(travel), D2GEO_GPU_WORK=str(work),
+               TORCH_CUDA_ARCH_LIST="9.0", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", SCRIPT, "--quick", "--tests-k", "nothing"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (out / "install.log").read_text()
+    assert "install: 1 wheels" in log and (work / "site" / "fakepkg" / "__init__.py").is_file()
+    assert "install: detectron2 built with its CUDA ops" in log
+    assert "building detrex's CUDA ops FAILED" in log and "detrex built with its CPU ops only" in log
+    d2 = [json.loads(x) for x in (work / "src" / "detectron2" / "detectron2.builds").read_text().splitlines()]
+    dx = [json.loads(x) for x in (work / "src" / "detrex" / "detrex.builds").read_text().splitlines()]
+    assert d2 == [{"argv": ["build_ext", "--inplace"], "FORCE_CUDA": "1", "CUDA_VISIBLE_DEVICES": "",
+                   "TORCH_CUDA_ARCH_LIST": "9.0"}]
+    assert [(b["FORCE_CUDA"], b["CUDA_VISIBLE_DEVICES"]) for b in dx] == [("1", ""), ("0", "")]
+    summary = (out / "summary.md").read_text()
+    assert "| install + build (gpu_check.sh) | FAILED |" in summary
+    assert "| preflight | FAILED |" in summary and "torch sees no CUDA device" in summary
+    for path in (work / "site", work / "src" / "detectron2", work / "src" / "detrex"):
+        assert str(path) in summary  # on PYTHONPATH, as the preflight table shows
+    assert summary.rstrip().endswith("GPU CHECK FAILED: install + build (gpu_check.sh), preflight")
+
+
 @pytest.mark.slow
 def test_whole_dry_run_passes(tmp_path):
     """Every gpu test (on the CPU where meaningful) and every benchmark section at tiny sizes."""
