@@ -12,6 +12,7 @@
 # 2. benchmarks/gpu_check.py: `pytest -m gpu`, then the GPU benchmarks, each part writing its files
 #    to $OUT before the next starts, and a summary table; it exits non-zero on any failure.
 #
+# A second run on the same (warm) machine reuses step 1's install (D2GEO_GPU_REINSTALL=1 redoes it).
 # --dry-run skips step 1 (this machine has detectron2 and detrex; the wheels are for Python 3.12):
 # it checks the travelling set instead and runs step 2 with the CPU device.
 set -uo pipefail
@@ -72,8 +73,16 @@ install() {
   done
   return $rc
 }
-( install ) > "$OUT/install.log" 2>&1
-rc=$?
+if [ -f "$WORK/installed.ok" ] && [ -z "${D2GEO_GPU_REINSTALL:-}" ]; then
+  # a warm machine that ran the check before: reuse its install and builds (a quick rerun)
+  echo "install: reused from an earlier run on this machine ($WORK; D2GEO_GPU_REINSTALL=1 redoes it)" \
+    > "$OUT/install.log"
+  rc=0
+else
+  ( install ) > "$OUT/install.log" 2>&1
+  rc=$?
+  [ "$rc" = 0 ] && touch "$WORK/installed.ok"
+fi
 cat "$OUT/install.log"
 export PYTHONPATH="$WORK/site:$WORK/src/detectron2:$WORK/src/detrex:$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export D2GEO_UPSTREAM_WHEELS="$TRAVEL/upstream"
