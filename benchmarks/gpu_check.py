@@ -367,7 +367,8 @@ def main(argv=None) -> int:
     deadline = start + budget
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("D2GEO_UPSTREAM_WHEELS", str(Path(args.travel) / "upstream"))
+    if (Path(args.travel) / "upstream").is_dir():  # the reference wheels that travelled (else upstream.py's cache)
+        os.environ.setdefault("D2GEO_UPSTREAM_WHEELS", str(Path(args.travel) / "upstream"))
 
     parts = []
     install = Part("install + build (gpu_check.sh)")
@@ -384,14 +385,15 @@ def main(argv=None) -> int:
     (out / "summary.md").write_text(summary(parts, info, [], {}, args, device))
 
     tests, cases, bench = Part("tests (pytest -m gpu)"), [], {}
-    if pre.ok is False and device == "cuda" and "no CUDA" in pre.notes:
+    no_cuda = pre.ok is False and device == "cuda" and "no CUDA" in pre.notes
+    if no_cuda:
         tests.notes = "no CUDA device"
     else:
         tests, cases = run_tests(args, device, out, max(60.0, deadline - time.time() - reserve))
     parts.append(tests)
     (out / "summary.md").write_text(summary(parts, info, cases, {}, args, device))
 
-    if not args.quick:
+    if not args.quick and not no_cuda:
         bpart, bench = run_bench(args, device, out, deadline)
         parts.append(bpart)
     text = summary(parts, info, cases, bench, args, device)
