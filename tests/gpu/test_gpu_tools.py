@@ -89,12 +89,22 @@ def test_train_net_on_one_gpu_resumes_exactly_after_a_kill(tmp_path, tmp_path_fa
     b = torch.load(os.path.join(broken, "model_final.pth"), weights_only=True, map_location="cpu")
     assert a["iteration"] == b["iteration"] == max_iter - 1
     at_ckpt = torch.load(os.path.join(broken, ckpt), weights_only=True, map_location="cpu")["model"]
-    # the CPU is deterministic; CUDA kernels that accumulate with atomics are not quite
-    tol = 1e-6 if device.type == "cpu" else 1e-3
-    errs = {k: rel_err(b["model"][k], v) for k, v in a["model"].items() if v.is_floating_point() and v.abs().max() > 0}
-    worst = max(errs, key=errs.get)
-    assert errs[worst] < tol, f"{worst}: resumed vs uninterrupted weights differ by {errs[worst]:.2e}"
-    moved = max(rel_err(b["model"][k], at_ckpt[k]) for k in errs)
+    keys = [k for k, v in a["model"].items() if v.is_floating_point()]
+
+    def flat(state):
+        return torch.cat([state[k].double().flatten() for k in keys])
+
+    whole_w, resumed_w = flat(a["model"]), flat(b["model"])
+    err = ((resumed_w - whole_w).norm() / whole_w.norm()).item()
+    moved = ((resumed_w - flat(at_ckpt)).norm() / whole_w.norm()).item()
+    # the CPU is deterministic; CUDA kernels that accumulate with atomics (interpolation's
+    # backward) are not, and Adam can turn that noise into a few differing elements: the whole
+    # state's norm is compared. A resume that loses the optimizer, data or schedule state
+    # differs by about as much as the weights moved after the checkpoint.
+    tol = 1e-7 if device.type == "cpu" else 1e-4
+    worst = max(keys, key=lambda k: (b["model"][k].double() - a["model"][k].double()).abs().max().item())
+    assert err < tol, (f"resumed vs uninterrupted weights differ by {err:.2e} of their norm (largest in {worst}); "
+                       f"they moved {moved:.2e} after the checkpoint")
     assert moved > 100 * tol, "the resumed run did not train past the checkpoint"
 
 
