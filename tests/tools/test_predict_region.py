@@ -161,10 +161,10 @@ def test_a_scene_without_neighbours_matches_predict_scene(region, seg_model, tmp
         la, lb = a.read(1), b.read(1)
     assert (lb != 255).all() and (la == lb).mean() > 0.97
     # bfloat16 autocast (forced; "auto" uses it where the CPU or GPU computes bf16 natively)
-    from d2geo.data.region import _autocast
+    from d2geo.precision import autocast
 
-    assert not isinstance(_autocast("cpu", "off"), torch.autocast)
-    assert isinstance(_autocast("cpu", "bf16"), torch.autocast)
+    assert not isinstance(autocast("cpu", "off"), torch.autocast)
+    assert isinstance(autocast("cpu", "bf16"), torch.autocast)
     out3 = tmp_path / "bf16"
     out3.mkdir()
     opts.max_strip_width, opts.amp = 4096, "bf16"

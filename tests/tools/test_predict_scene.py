@@ -206,14 +206,14 @@ def test_instances_on_window_borders_appear_once(scene, model, tmp_path):
 
 def _redetect(m, path):
     """All window detections before merging (same windows as predict_scene)."""
-    from d2geo.data.scene import _window_instances
+    from d2geo.inference.instances import window_instances
     from rasterio.windows import Window
 
     dets = []
     for r, c in tile_windows(H, W, TILE, OVERLAP):
         s = read_geotiff(path, window=Window(c, r, TILE, TILE))
         out = m([{"image": torch.as_tensor(s.image), "height": TILE, "width": TILE}])[0]
-        dets += _window_instances(out["instances"], r, c, TILE, H, W, s.valid, 0.5, 2)
+        dets += window_instances(out["instances"], r, c, TILE, H, W, s.valid, 0.5, 2)
     return dets
 
 
