@@ -1,0 +1,100 @@
+"""Region runs that would lose or corrupt outputs are refused before any work (issue 26, items
+11-13): colliding output names, a second writer on one output folder, the scenes' own folder
+as the output folder; temporaries are cleaned only when their writer is gone."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+rasterio = pytest.importorskip("rasterio")
+from rasterio.transform import from_origin  # noqa: E402
+
+from d2geo.data.synthetic.generator import write_geotiff  # noqa: E402
+from d2geo.inference import InferenceOptions  # noqa: E402
+from d2geo.inference.region import STATE_DIR, OutputLockError, RegionRequestError, predict_region  # noqa: E402
+
+
+class _Constant(torch.nn.Module):
+    """A semantic 'model' of 6 bands: class 1 everywhere (fast; the tests are about files)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sem_seg_head = torch.nn.Identity()
+        self.register_buffer("pixel_mean", torch.zeros(6, 1, 1), persistent=False)
+        self.calls = 0
+
+    def forward(self, batched_inputs):
+        self.calls += 1
+        out = []
+        for d in batched_inputs:
+            logits = torch.zeros(3, d["height"], d["width"])
+            logits[1] = 1
+            out.append({"sem_seg": logits})
+        return out
+
+
+def _scene(path, x0=500000):
+    write_geotiff(str(path), np.full((6, 40, 48), 0.1, np.float32), transform=from_origin(x0, 4200000, 10, 10))
+    return str(path)
+
+
+OPTS = dict(tile=32, overlap=8, num_workers=0, cog_blocksize=128, amp="off")
+
+
+def test_output_names_that_collide_are_refused_before_any_work(tmp_path):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    a = _scene(scenes / "a.tif")
+    b = _scene(scenes / "a.scores.tif", x0=600000)  # a's class scores would overwrite b's class map
+    out = tmp_path / "out"
+    out.mkdir()
+    m = _Constant()
+    with pytest.raises(RegionRequestError, match=r"a.scores.tif, which is also an output of scene a"):
+        predict_region(m, [a, b], str(out), InferenceOptions(probabilities=True, **OPTS), progress=False)
+    assert m.calls == 0 and os.listdir(out / STATE_DIR / "done") == []
+    # without --probabilities the names do not collide
+    predict_region(m, [a, b], str(out), InferenceOptions(**OPTS), progress=False)
+    assert {"a.tif", "a.scores.tif"} <= set(os.listdir(out))
+    # the scenes' own folder as output folder: a rerun would read the outputs as scenes
+    with pytest.raises(RegionRequestError, match="holds the scenes themselves: a rerun"):
+        predict_region(m, [str(scenes)], str(scenes), InferenceOptions(**OPTS), progress=False)
+    assert sorted(os.listdir(scenes)) == [STATE_DIR, "a.scores.tif", "a.tif"]
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_temporaries_are_cleaned(tmp_path):
+    a = _scene(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    (out / STATE_DIR / "tmp").mkdir(parents=True)
+    lock = out / STATE_DIR / "lock"
+    temp = out / ".a.tif.x1y2.d2geo-tmp.tif"  # a file the other run is writing
+    temp.write_bytes(b"partial")
+    m = _Constant()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+            with pytest.raises(OutputLockError, match=f"another run \\(pid {other.pid} on .*\\) is writing to"):
+                predict_region(m, [a], str(out), InferenceOptions(**OPTS), progress=False)
+            assert temp.exists() and m.calls == 0  # the live run's file is left alone
+        finally:
+            other.kill()
+    # a lock from another host cannot be checked: refused, naming the file to delete
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    with pytest.raises(OutputLockError, match="if that run is over, delete .*lock"):
+        predict_region(m, [a], str(out), InferenceOptions(**OPTS), progress=False)
+    # the writer is gone: its lock is taken over and its temporaries removed
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    predict_region(m, [a], str(out), InferenceOptions(**OPTS), progress=False)
+    assert not temp.exists() and not lock.exists() and (out / "a.tif").exists()
