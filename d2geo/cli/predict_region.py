@@ -162,7 +162,7 @@ def run(args) -> dict:
     import torch
     from detectron2.utils import comm
 
-    from d2geo.inference.region import OutputLock, model_key, predict_region, remove_stale_temporaries
+    from d2geo.inference.region import OutputLock, predict_region, remove_stale_temporaries, run_key
     from d2geo.inference.request import SceneRequestError
     from d2geo.tools_support import config_class_names, load_model, parse_modality_inputs, setup_tool_logging
 
@@ -181,14 +181,8 @@ def run(args) -> dict:
         opts.class_names = config_class_names(cfg, "semantic")
     if opts.object_names is None:
         opts.object_names = config_class_names(cfg, "instances")
-    config_path = args.config_file
-    if not os.path.isfile(config_path):  # a model-zoo name (load_model resolved it the same way)
-        from d2geo.model_zoo import get_config_file
-
-        config_path = get_config_file(config_path)
-    with open(config_path, encoding="utf-8") as f:
-        config_text = f.read()
-    key = model_key(args.weights, config_text, args.opts, opts)
+    # the resume key: the resolved config (imported files and overrides included), the weights as loaded
+    key = run_key(cfg, model, opts)
     out_dir = os.path.abspath(args.output_dir)
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)

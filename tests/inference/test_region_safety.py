@@ -98,3 +98,38 @@ def test_a_second_writer_is_refused_and_a_dead_writers_temporaries_are_cleaned(t
     lock.write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
     predict_region(m, [a], str(out), InferenceOptions(**OPTS), progress=False)
     assert not temp.exists() and not lock.exists() and (out / "a.tif").exists()
+
+
+def test_the_resume_key_follows_imported_configs_and_the_loaded_weights(tmp_path):
+    """A change in a config file the top config imports, or in the weights behind the same path,
+    redoes the scenes (the key hashed the top file's text and the weights' path: issue 26, item 3)."""
+    pytest.importorskip("detectron2")
+    from detectron2.config import LazyConfig, instantiate
+
+    from d2geo.inference.region import run_key
+
+    cfgs = tmp_path / "cfgs"
+    cfgs.mkdir()
+    (cfgs / "base.py").write_text("import torch\nfrom detectron2.config import LazyCall as L\n\n"
+                                  "model = L(torch.nn.Linear)(in_features=4, out_features=2)\n")
+    (cfgs / "top.py").write_text("from .base import model\n")
+    opts = InferenceOptions()
+
+    def key(overrides=()):
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(str(cfgs / "top.py")), list(overrides))
+        torch.manual_seed(0)
+        return run_key(cfg, instantiate(cfg.model), opts), cfg
+
+    k0, cfg = key()
+    assert key()[0] == k0  # deterministic
+    assert key(["model.bias=False"])[0] != k0  # an override
+    (cfgs / "base.py").write_text((cfgs / "base.py").read_text().replace("out_features=2", "out_features=3"))
+    assert key()[0] != k0  # the imported file changed, top.py did not
+    (cfgs / "base.py").write_text((cfgs / "base.py").read_text().replace("out_features=3", "out_features=2"))
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert run_key(cfg, model, opts) == k0
+    with torch.no_grad():
+        model.weight[0, 0] += 1e-3  # other weights behind the same path (hf://...@main moved)
+    assert run_key(cfg, model, opts) != k0
+    assert run_key(cfg, model, InferenceOptions(tile=128)) != run_key(cfg, model, opts)

@@ -70,12 +70,14 @@ Kept instances hold only their mask crops.
 from __future__ import annotations
 
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes, stac_item_vrt
-from .manifest import STATE_DIR, OutputLock, OutputLockError, model_key, remove_stale_temporaries, scene_is_done
+from .manifest import (
+    STATE_DIR, OutputLock, OutputLockError, model_key, remove_stale_temporaries, run_key, scene_is_done,
+)
 from .mosaic import check_mosaic_crs, write_mosaic_vrt
 from .ownership import Ownership, ownership
 from .run import check_output_names, check_region_request, predict_region, scene_outputs
 
 __all__ = ["RegionScene", "RegionRequestError", "collect_scenes", "shard_scenes", "stac_item_vrt", "STATE_DIR",
-           "OutputLock", "OutputLockError", "model_key", "remove_stale_temporaries", "scene_is_done",
+           "OutputLock", "OutputLockError", "model_key", "run_key", "remove_stale_temporaries", "scene_is_done",
            "check_mosaic_crs", "write_mosaic_vrt", "Ownership", "ownership", "predict_region", "scene_outputs",
            "check_output_names", "check_region_request"]

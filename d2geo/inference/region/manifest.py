@@ -19,7 +19,7 @@ from d2geo.data.files import TMP_MARK, atomic_path
 from .inputs import RegionRequestError, RegionScene
 
 __all__ = ["scene_is_done", "record_done", "done_path", "model_key", "remove_stale_temporaries", "STATE_DIR",
-           "OutputLock", "OutputLockError",
+           "OutputLock", "OutputLockError", "run_key", "state_dict_digest",
            "sha256_file"]
 
 #: hidden folder in the output folder with the manifest entries, STAC VRTs, scratch files and the lock
@@ -171,3 +171,41 @@ class OutputLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _config_text(cfg) -> str:
+    """A canonical text of a resolved LazyConfig (imports followed, overrides applied)."""
+    def name(o):
+        if hasattr(o, "__module__") and hasattr(o, "__qualname__"):
+            return f"{o.__module__}.{o.__qualname__}"
+        return repr(o)
+
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, (DictConfig, ListConfig)):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return json.dumps(cfg, sort_keys=True, default=name)
+
+
+def state_dict_digest(model) -> str:
+    """sha256 of a model's weights as loaded (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for k, v in sorted(getattr(model, "module", model).state_dict().items()):
+        t = v.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{k}:{t.dtype}:{tuple(v.shape)};".encode())
+        h.update(t.view(__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_key(cfg, model, opts) -> str:
+    """sha256 of everything that changes the outputs: the resolved config (every imported config
+    file and override included), the weights as loaded into ``model`` (so that a moving
+    ``hf://...@main`` or a file rewritten in place counts) and the options."""
+    h = hashlib.sha256()
+    h.update(_config_text(cfg).encode())
+    h.update(state_dict_digest(model).encode())
+    h.update(json.dumps(opts.output_key(), sort_keys=True, default=str).encode())
+    return h.hexdigest()
