@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 
@@ -203,6 +204,10 @@ def run(args) -> dict:
         if created and comm.get_rank() == 0:
             _remove_if_unused(out_dir)
         raise _error(e) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _error(e.strerror) from e
+        raise
     if comm.get_rank() == 0:
         logger.info("%d scene(s), %.2f km^2: %d predicted here, %d already done; mosaic %s", len(summary["scenes"]),
                     summary["km2"], len(summary["done"]), len(summary["skipped"]), summary.get("mosaic"))

@@ -40,6 +40,7 @@ A SIGTERM removes the temporary files before the tool exits.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 
 from d2geo.tools_support import quiet_third_party_warnings
@@ -166,6 +167,10 @@ def _main(args) -> dict:
                                 device_type=args.device.split(":")[0], **paths)
     except SceneRequestError as e:
         raise _error(e) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _error(e.strerror) from e
+        raise
     if regions:
         logger.info("%d class-map regions as polygons in %s", summary["regions"], args.out_geojson)
     for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:

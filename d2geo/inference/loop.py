@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -37,7 +38,7 @@ from .windows import blend_weights, column_strips, tile_windows, window_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_scene", "SceneResult", "TARGETS", "count_windows"]
+__all__ = ["run_scene", "SceneResult", "TARGETS", "count_windows", "disk_full"]
 
 #: what :func:`run_scene` writes, by key of its ``targets``
 TARGETS = ("class_map", "scores", "geojson", "geoparquet", "regions_geojson", "regions_geoparquet")
@@ -100,6 +101,37 @@ def run_scene(model, scene, opts: InferenceOptions, targets: Mapping[str, str], 
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; use {TARGETS}")
     opts.validate()
+    try:
+        return _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type,
+                          on_windows, properties, raster_tags)
+    except Exception as e:
+        full = disk_full(e, [scratch_dir] + [os.path.dirname(os.path.abspath(p)) for p in targets.values()])
+        if full is not None:
+            raise full from e
+        raise
+
+
+def disk_full(error: BaseException, folders) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming the folder whose filesystem is full, when ``error`` (an
+    OSError, or a GDAL write error, which does not say why) came from a full disk; else None."""
+    import errno
+    import shutil
+
+    said = isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error) \
+        or "Free disk space" in str(error)
+    for folder in dict.fromkeys(folders):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if said or free < (1 << 20):
+            return OSError(errno.ENOSPC, f"no space left on {folder} ({free / 2**20:.1f} MiB free; {error}): free "
+                                         f"some space or choose another output folder")
+    return None
+
+
+def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type, on_windows,
+               properties, raster_tags) -> SceneResult:
     height, width = scene.height, scene.width
     shape = window_shape(height, width, opts.tile)
     weights = blend_weights(shape[0], opts.overlap, shape[1])

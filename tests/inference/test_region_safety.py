@@ -17,7 +17,7 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 
 from d2geo.data.synthetic.generator import write_geotiff  # noqa: E402
-from d2geo.inference import InferenceOptions  # noqa: E402
+from d2geo.inference import InferenceOptions, SceneRequestError  # noqa: E402
 from d2geo.inference.region import STATE_DIR, OutputLockError, RegionRequestError, predict_region  # noqa: E402
 
 
@@ -133,3 +133,98 @@ def test_the_resume_key_follows_imported_configs_and_the_loaded_weights(tmp_path
         model.weight[0, 0] += 1e-3  # other weights behind the same path (hf://...@main moved)
     assert run_key(cfg, model, opts) != k0
     assert run_key(cfg, model, InferenceOptions(tile=128)) != run_key(cfg, model, opts)
+
+
+def test_a_south_up_or_rotated_scene_is_refused_before_the_run(tmp_path):
+    """mosaic.vrt took only the a/e terms: a south-up scene made a VRT that does not open after
+    a run that reported success (issue 26, item 4)."""
+    from affine import Affine
+
+    out = tmp_path / "out"
+    out.mkdir()
+    m = _Constant()
+    for name, t in (("south_up", Affine(10, 0, 500000, 0, 10, 4200000)),
+                    ("rotated", Affine(10, 2, 500000, 2, -10, 4200000))):
+        p = tmp_path / f"{name}.tif"
+        write_geotiff(str(p), np.full((6, 20, 24), 0.1, np.float32), transform=t)
+        with pytest.raises(RegionRequestError, match=f"has a {name.split('_')[0]}.* geotransform .*gdalwarp"):
+            predict_region(m, [str(p)], str(out), InferenceOptions(**OPTS), progress=False)
+    assert m.calls == 0 and not (out / "mosaic.vrt").exists()
+
+
+def test_scene_lists_image_files_and_paths_with_spaces(tmp_path):
+    """--scenes x.png was read as a text list (UnicodeDecodeError); a listed path with a space
+    was cut at the space (issue 26, item 16)."""
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    m = _Constant()
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    with pytest.raises(RegionRequestError, match="x.png is not a raster predict_region reads .* a PNG or JPEG"):
+        predict_region(m, [str(png)], str(out), InferenceOptions(**OPTS), progress=False)
+    scenes = tmp_path / "my scenes"
+    scenes.mkdir()
+    _scene(scenes / "my scene.tif")
+    _scene(scenes / "other scene.tif", x0=600000)
+    (tmp_path / "list.txt").write_text('my scenes/my scene.tif\n"my scenes/other scene.tif"\n')
+    summary = predict_region(m, [str(tmp_path / "list.txt")], str(out), InferenceOptions(**OPTS), progress=False)
+    assert sorted(summary["done"]) == ["my scene", "other scene"]
+    (tmp_path / "bad.txt").write_text("my scenes/nothing here.tif\n")
+    with pytest.raises(RegionRequestError, match=r"line 1: no scene file .* quote a path that holds spaces"):
+        predict_region(m, [str(tmp_path / "bad.txt")], str(out), InferenceOptions(**OPTS), progress=False)
+
+
+def test_a_full_disk_is_named(tmp_path, monkeypatch):
+    """GDAL's write error does not say the disk is full: the run says so, naming the folder."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import d2geo.inference.loop as loop
+    from rasterio.errors import RasterioIOError
+
+    a = _scene(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def fail(*args, **kwargs):
+        raise RasterioIOError("TIFFAppendToStrip: Write error at scanline 0")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(loop, "to_cog", fail)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 1 << 30, 0))
+    with pytest.raises(OSError, match=r"no space left on .*out.* free some space") as e:
+        predict_region(_Constant(), [a], str(out), InferenceOptions(**OPTS), progress=False)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, 0, 1 << 30))
+    with pytest.raises(RasterioIOError):  # with space left, GDAL's own error stands
+        predict_region(_Constant(), [a], str(out), InferenceOptions(**OPTS), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_to_crs_and_area_filters_on_a_scene_without_a_crs_are_refused(tmp_path):
+    """--to-crs on a scene without a CRS wrote pixel coordinates labelled EPSG:4326 (issue 26, item 5)."""
+    import warnings
+
+    from d2geo.inference import predict_scene
+
+    p = tmp_path / "nocrs.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(p, "w", driver="GTiff", width=40, height=30, count=6, dtype="float32") as dst:
+            dst.write(np.full((6, 30, 40), 0.1, np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    m = _Constant()
+    with pytest.raises(SceneRequestError, match="has no CRS: its vectors are in pixel coordinates"):
+        predict_scene(m, str(p), regions_path=str(out / "r.geojson"), to_crs="EPSG:4326", tile=32, overlap=8,
+                      progress=False, quicklook=False)
+    with pytest.raises(SceneRequestError, match=r"--min-area-m2 \(square metres\) cannot apply"):
+        predict_scene(m, str(p), regions_path=str(out / "r.geojson"), min_area_m2=10.0, tile=32, overlap=8,
+                      progress=False, quicklook=False)
+    assert m.calls == 0 and os.listdir(out) == []
+    predict_scene(m, str(p), regions_path=str(out / "r.geojson"), tile=32, overlap=8, progress=False,
+                  quicklook=False)  # pixel coordinates, said as such: no CRS member
+    assert "crs" not in json.load(open(out / "r.geojson"))

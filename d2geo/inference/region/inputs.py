@@ -207,7 +207,37 @@ def scene_id(path: str) -> str:
     return name
 
 
+def _check_text_list(path: str) -> None:
+    """Refuse a file that is not a text list of scenes (an image of another format, a binary file)."""
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    try:
+        if b"\0" in head:
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "NUL byte")
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RegionRequestError(
+            f"{path} is not a raster predict_region reads ({', '.join(RASTER_EXT)}), a STAC item nor a text list of "
+            f"scenes: give GeoTIFF (or VRT, JPEG 2000) files; a PNG or JPEG has no georeferencing (convert a "
+            f"georeferenced one with gdal_translate -of GTiff)") from None
+
+
+def _line_parts(line: str, base: str) -> list[str]:
+    """The entries of a list line: the whole line when it names an existing file (a path with
+    spaces), else entries separated by spaces or commas, quotes keeping spaces in a path."""
+    import shlex
+
+    whole = line if os.path.isabs(line) else os.path.join(base, line)
+    if os.path.isfile(whole):
+        return [line]
+    try:
+        return [p for p in shlex.split(line.replace(",", " ")) if p]
+    except ValueError:  # an unbalanced quote: split on spaces
+        return [p for p in line.replace(",", " ").split() if p]
+
+
 def _read_list(path: str) -> list:
+    _check_text_list(path)
     base = os.path.dirname(os.path.abspath(path))
     groups: list = []
     with open(path, encoding="utf-8") as f:
@@ -215,7 +245,13 @@ def _read_list(path: str) -> list:
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            parts = [p for p in line.replace(",", " ").split() if p]
+            parts = _line_parts(line, base)
+            missing = [p for p in parts if "=" not in p and not os.path.exists(
+                p if os.path.isabs(p) else os.path.join(base, p))]
+            if missing and " " in line:
+                raise RegionRequestError(
+                    f"{path}, line {n}: no scene file {', '.join(missing)} ({line!r}); several paths on a line are "
+                    f"the dates of one scene: quote a path that holds spaces (\"my scene.tif\")")
             pairs = [p.partition("=") for p in parts]
             if any(sep for _, sep, _ in pairs):  # MODALITY=path entries: one file per modality
                 if not all(sep and m and v for m, sep, v in pairs):

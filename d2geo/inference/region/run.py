@@ -153,6 +153,13 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                       bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                       overlap=opts.overlap, scale=opts.scale)
     if semseg:
+        for s in scenes:
+            t = s.transform
+            if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+                kind = "rotated" if (t.b != 0 or t.d != 0) else "south-up or mirrored"
+                raise RegionRequestError(
+                    f"scene {s.id} has a {kind} geotransform {tuple(t)[:6]}: mosaic.vrt takes north-up class maps; "
+                    f"warp the scene north-up first (gdalwarp {s.paths[0]} {s.id}_north_up.tif)")
         check_mosaic_crs(scenes, mosaic_crs)
     return semseg, instances
 
