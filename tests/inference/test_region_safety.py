@@ -228,3 +228,31 @@ def test_to_crs_and_area_filters_on_a_scene_without_a_crs_are_refused(tmp_path):
     predict_scene(m, str(p), regions_path=str(out / "r.geojson"), tile=32, overlap=8, progress=False,
                   quicklook=False)  # pixel coordinates, said as such: no CRS member
     assert "crs" not in json.load(open(out / "r.geojson"))
+
+
+def test_scenes_across_the_antimeridian_are_refused_where_outputs_would_span_the_world(tmp_path):
+    """An EPSG:4326 scene with longitudes above 180: its vectors in EPSG:3857 spanned the whole
+    world, and a mosaic with a UTM 1S neighbour was 3.6 million px wide (issue 26, item 10)."""
+    across = tmp_path / "across.tif"
+    write_geotiff(str(across), np.full((6, 20, 40), 0.1, np.float32), transform=from_origin(179.99, -10.0, 0.0005,
+                                                                                             0.0005),
+                  crs="EPSG:4326")
+    from rasterio.warp import transform as warp
+
+    (x,), (y,) = warp("EPSG:4326", "EPSG:32701", [-179.995], [-10.0])
+    east = tmp_path / "east_utm1s.tif"
+    write_geotiff(str(east), np.full((6, 20, 20), 0.1, np.float32), transform=from_origin(round(x), round(y), 10, 10),
+                  crs="EPSG:32701")
+    out = tmp_path / "out"
+    out.mkdir()
+    m = _Constant()
+    with pytest.raises(RegionRequestError, match=r"crosses the antimeridian \(longitudes 179.99.* to 180.01.*its "
+                                                 r"vectors in --to-crs"):
+        predict_region(m, [str(across)], str(out), InferenceOptions(to_crs="EPSG:3857", polygons=True, **OPTS),
+                       progress=False)
+    with pytest.raises(RegionRequestError, match="crosses the antimeridian .* a mosaic.vrt over it"):
+        predict_region(m, [str(across), str(east)], str(out), InferenceOptions(**OPTS), progress=False)
+    assert m.calls == 0
+    predict_region(m, [str(across)], str(out), InferenceOptions(**OPTS), progress=False)  # alone: its own CRS
+    with rasterio.open(out / "mosaic.vrt") as src:
+        assert src.width == 40

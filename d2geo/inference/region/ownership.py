@@ -17,7 +17,7 @@ from d2geo.data.geotiff import apply_affine
 
 from .inputs import RegionScene
 
-__all__ = ["Ownership", "ownership", "lonlat_box"]
+__all__ = ["Ownership", "ownership", "lonlat_box", "crosses_antimeridian"]
 
 
 def _edge_distance(scene: RegionScene, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -38,6 +38,22 @@ def lonlat_box(scene: RegionScene) -> tuple[float, float, float, float]:
     xs, ys = apply_affine(scene.transform, cols, rows)
     lon, lat = warp(scene.crs, "EPSG:4326", xs.tolist(), ys.tolist())
     return min(lon), min(lat), max(lon), max(lat)
+
+
+def crosses_antimeridian(scene: RegionScene) -> tuple[float, float] | None:
+    """``(west, east)`` longitudes (unwrapped, one beyond +-180) of a scene that crosses the
+    antimeridian, else None."""
+    from rasterio.warp import transform as warp
+
+    t = np.linspace(0, 1, 17)
+    cols = np.concatenate([t * scene.width, np.full(17, scene.width), t[::-1] * scene.width, np.zeros(17)])
+    rows = np.concatenate([np.zeros(17), t * scene.height, np.full(17, scene.height), t[::-1] * scene.height])
+    xs, ys = apply_affine(scene.transform, cols, rows)
+    lon, _ = warp(scene.crs, "EPSG:4326", xs.tolist(), ys.tolist())
+    lon = np.rad2deg(np.unwrap(np.deg2rad(np.asarray(lon, float))))  # a walk along the edges: no 360 jumps
+    if lon.max() > 180 or lon.min() < -180:
+        return float(lon.min()), float(lon.max())
+    return None
 
 
 def _neighbours(scene: RegionScene, scenes: Sequence[RegionScene]) -> list[int]:

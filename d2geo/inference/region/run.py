@@ -24,7 +24,7 @@ from ..windows import column_strips
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes
 from .manifest import STATE_DIR, OutputLock, done_path, record_done, remove_stale_temporaries, scene_is_done
 from .mosaic import check_mosaic_crs, write_mosaic_vrt
-from .ownership import ownership
+from .ownership import crosses_antimeridian, ownership
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,14 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                       instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
                       bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                       overlap=opts.overlap, scale=opts.scale)
+    for s in scenes:
+        across = crosses_antimeridian(s)
+        if across is not None and (opts.to_crs is not None or (semseg and len(scenes) > 1)):
+            raise RegionRequestError(
+                f"scene {s.id} crosses the antimeridian (longitudes {across[0]:.4f} to {across[1]:.4f}): "
+                + ("its vectors in --to-crs " if opts.to_crs is not None else "a mosaic.vrt over it and other scenes ")
+                + "would span the whole world; split the scene at 180 degrees (gdalwarp -te ...) and run each "
+                  "side on its own, or leave out --to-crs (vectors in the scene's CRS)")
     if semseg:
         for s in scenes:
             t = s.transform
