@@ -256,3 +256,28 @@ def test_scenes_across_the_antimeridian_are_refused_where_outputs_would_span_the
     predict_region(m, [str(across)], str(out), InferenceOptions(**OPTS), progress=False)  # alone: its own CRS
     with rasterio.open(out / "mosaic.vrt") as src:
         assert src.width == 40
+
+
+def test_log_lines_go_above_the_progress_bar_not_into_it(tmp_path, capsys):
+    import logging
+    import re
+    import sys
+
+    a, b = _scene(tmp_path / "a.tif"), _scene(tmp_path / "b.tif", x0=600000)
+    out = tmp_path / "out"
+    out.mkdir()
+    handler = logging.StreamHandler(sys.stderr)  # as the tools' logging setup
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        predict_region(_Constant(), [a, b], str(out), InferenceOptions(**OPTS), progress=True)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "region:" in err and "a: 4 windows" in err
+    for segment in re.split(r"[\r\n]", err):
+        assert not ("km²" in segment and "windows," in segment), segment  # a log line inside the bar's line
