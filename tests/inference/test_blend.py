@@ -114,3 +114,29 @@ def test_windows_shrink_to_a_scene_smaller_than_the_tile():
     assert tile_windows(90, 33, 64, 16) == [(0, 0), (26, 0)]
     wt = blend_weights(64, 16, 33)
     assert wt.shape == (64, 33) and (wt > 0).all()
+
+
+def test_the_class_map_holds_its_colour_table_and_class_names_without_the_sidecar(tmp_path):
+    """The class names are in the GeoTIFF itself (its GDAL_METADATA tag), not only in the .aux.xml
+    sidecar (which holds GDAL's category names, a field GeoTIFF does not have)."""
+    import json
+    import os
+
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from d2geo.inference.outputs import open_class_map, to_cog, write_category_names
+    from d2geo.inference.region.inputs import RegionScene
+
+    scene = RegionScene("s", [], [], "EPSG:32610", from_origin(500000, 4200000, 10, 10), 40, 50, 10.0)
+    raw, cog = str(tmp_path / "raw.tif"), str(tmp_path / "map.tif")
+    names = ["background", "water", "field"]
+    with open_class_map(raw, scene, names, blocksize=128) as dst:
+        dst.write(np.full((1, 40, 50), 2, np.uint8))
+    to_cog(raw, cog, "nearest", 128)
+    write_category_names(cog + ".aux.xml", names)
+    os.unlink(cog + ".aux.xml")  # a copy without its sidecar (an upload, an e-mail)
+    with rasterio.open(cog) as src:
+        assert json.loads(src.tags(1)["class_names"]) == names
+        assert src.colormap(1)[2][:3] != src.colormap(1)[1][:3] and src.colormap(1)[NODATA_CLASS][3] == 0
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
