@@ -28,7 +28,7 @@ Examples::
 Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
 With a semantic model, --out-geojson writes the class map's connected regions as polygons
 (one feature per region: class id and name, area in m^2; --polygon-exclude background,
---min-area-m2 500 drops specks; see ``d2geo.data.polygons``).
+--min-area-m2 500 drops specks; see ``d2geo.inference.polygons``).
 The request is checked against the model and the scene before any window is read (an
 instance model asked for --out-semseg, bands the file lacks or a band count the model
 does not take, a missing output folder: an error and no file). Outputs are written to a

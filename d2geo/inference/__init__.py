@@ -13,7 +13,7 @@
   records, mosaic, the driver).
 
 Inference imports :mod:`d2geo.data`, :mod:`d2geo.encoders` and :mod:`d2geo.precision`; none of
-them imports it (``d2geo.data.scene``, ``.region`` and ``.polygons`` are re-exports kept for
+them imports it (``d2geo.data.scene``, ``.region`` and ``.polygons`` are re-exports, kept for
 a release).
 """
 from .blend import NODATA_CLASS, BlendBuffer
