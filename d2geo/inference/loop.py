@@ -79,12 +79,9 @@ def _collate(batch):
 def _strip_windows(height: int, width: int, a: int, b: int, opts: InferenceOptions, shape) -> tuple[list, int, int]:
     """The windows of the column strip ``[a, b)`` read with ``overlap`` px of context each side."""
     c0, c1 = max(0, a - opts.overlap), min(width, b + opts.overlap)
-    wins = []
-    for r, c in tile_windows(height, c1 - c0, opts.tile, opts.overlap):
-        win = (r, min(c + c0, width - shape[1]))
-        if win not in wins:
-            wins.append(win)
-    return wins, c0, c1
+    # a strip narrower than a window: its windows start where a whole window fits the scene
+    wins = [(r, min(c + c0, width - shape[1])) for r, c in tile_windows(height, c1 - c0, opts.tile, opts.overlap)]
+    return list(dict.fromkeys(wins)), c0, c1
 
 
 @torch.no_grad()
