@@ -169,8 +169,8 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                     if len(outputs) != len(batch):
                         raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
                     if not checked:  # models whose outputs model_outputs() could not tell
-                        for want, key, kind in ((semseg, "sem_seg", "a class map"), (instances, "instances",
-                                                                                   "instances")):
+                        wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"))
+                        for want, key, kind in wanted:
                             if want and key not in outputs[0]:
                                 raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
                                                         f"cannot give {kind}")

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["polygonize_class_map", "resolve_classes", "require_shapely", "PolygonRequestError"]
 
 
-
 class PolygonRequestError(ValueError):
     """A polygon request that cannot work (unknown class names or ids)."""
 

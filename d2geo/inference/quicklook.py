@@ -58,7 +58,7 @@ def _scene_preview(paths, band_names, sensor, max_side: int = 1024):
 
 
 def write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path: str | None = None,
-                     instances: Sequence[SceneInstance] = (), class_names: Sequence[str] | None = None) -> None:
+                    instances: Sequence[SceneInstance] = (), class_names: Sequence[str] | None = None) -> None:
     import rasterio
 
     from d2geo.data.render import (

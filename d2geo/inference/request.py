@@ -223,8 +223,6 @@ def check_request(model, scene_paths, *, semseg_path: str | None = None,
     return info
 
 
-
-
 def check_polygon_request(class_names, polygon_classes, polygon_exclude, min_area_m2: float,
                           strip_rows: int) -> None:
     """The class-map polygon options (shapely present, class names or ids known, area and

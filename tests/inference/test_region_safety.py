@@ -234,9 +234,8 @@ def test_scenes_across_the_antimeridian_are_refused_where_outputs_would_span_the
     """An EPSG:4326 scene with longitudes above 180: its vectors in EPSG:3857 spanned the whole
     world, and a mosaic with a UTM 1S neighbour was 3.6 million px wide (issue 26, item 10)."""
     across = tmp_path / "across.tif"
-    write_geotiff(str(across), np.full((6, 20, 40), 0.1, np.float32), transform=from_origin(179.99, -10.0, 0.0005,
-                                                                                             0.0005),
-                  crs="EPSG:4326")
+    write_geotiff(str(across), np.full((6, 20, 40), 0.1, np.float32),
+                  transform=from_origin(179.99, -10.0, 0.0005, 0.0005), crs="EPSG:4326")
     from rasterio.warp import transform as warp
 
     (x,), (y,) = warp("EPSG:4326", "EPSG:32701", [-179.995], [-10.0])

@@ -117,7 +117,6 @@ class _Progress:
             self.bar.close()
 
 
-
 def _kinds(model, opts: InferenceOptions) -> tuple[bool, bool]:
     outputs = model_outputs(model)
     semseg = opts.semseg if opts.semseg is not None else (outputs is None or "sem_seg" in outputs)
