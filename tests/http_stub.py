@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import socket
 import threading
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 
 
@@ -43,11 +44,13 @@ class HubStandIn:
     """The few Hub endpoints ``hf_hub_download`` uses, for files published by the test.
 
     ``publish(repo, path, data)`` stores a file as Git LFS does (its ETag is the sha256 of
-    its content); ``lfs=False`` gives it a git-blob-like ETag instead. ``truncate`` names
+    its content); ``lfs=False`` gives it a git-blob-like ETag instead. ``revisions`` holds the
+    (repo, revision) pairs served besides ``main`` and the commit (``refs/pr/3``, a branch). ``truncate`` names
     files whose body is cut off after half its bytes (the connection is closed).
     """
 
     files: dict = field(default_factory=dict)  # (repo_id, path) -> (bytes, etag)
+    revisions: set = field(default_factory=set)  # (repo_id, revision): names besides main (refs/pr/3, ...)
     requests: list = field(default_factory=list)  # (method, path)
     truncate: set = field(default_factory=set)
     url: str = ""
@@ -71,8 +74,8 @@ class HubStandIn:
                 # /{org}/{repo}/resolve/{revision}/{path...}
                 if len(parts) < 6 or parts[3] != "resolve":
                     return None, None, "NotFound"  # e.g. huggingface_hub's /api/... side requests
-                repo_id, revision, path = f"{parts[1]}/{parts[2]}", parts[4], "/".join(parts[5:])
-                if revision not in ("main", commit_of(repo_id)):
+                repo_id, revision, path = f"{parts[1]}/{parts[2]}", unquote(parts[4]), "/".join(parts[5:])
+                if revision not in ("main", commit_of(repo_id)) and (repo_id, revision) not in hub.revisions:
                     return repo_id, None, "RevisionNotFound"
                 if not any(r == repo_id for r, _ in hub.files):
                     return repo_id, None, "RepositoryNotFound"

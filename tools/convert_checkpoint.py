@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 try:
     import d2geo  # noqa: F401
@@ -155,8 +154,9 @@ def _write_zoo_file(state: dict, weights: str, output_dir: str, name: str, prove
         "d2geo": {**provenance, "source": source, "source_sha256": _sha256(weights)},
     }
     os.makedirs(output_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".part", dir=output_dir)
-    os.close(fd)
+    from d2geo.data.files import new_temporary
+
+    tmp = new_temporary(os.path.join(output_dir, f"{name}.pth"))  # the mode a plain write gives
     try:
         torch.save(out, tmp)
         digest = _sha256(tmp)
@@ -215,7 +215,7 @@ def merge_peft_checkpoint(weights: str, *, config_file: str, output_dir: str, na
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors): a path, "
+    p.add_argument("weights", nargs="?", help="the upstream checkpoint (.pth, .pt, .ckpt, .safetensors): a path, "
                    "hf://<org>/<repo>[@<revision>]/<file>, an https:// URL, or 'pretrained' (the "
                    "encoder's published weights)")
     p.add_argument("--config-file", help="a d2geo config (path or zoo name) whose GeoBackbone "
@@ -231,13 +231,23 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-peft", action="store_true", help="weights is a checkpoint of a model "
                    "trained with GeoBackbone(peft=...) from --config-file: write the whole model with "
                    "the adapters merged into the encoder weights")
+    p.add_argument("--list-encoders", nargs="?", const="*", metavar="PATTERN", help="list the encoder "
+                   "variants (size, license, pinned revision) and exit; a variant's name prints its model card")
     p.add_argument("opts", nargs="*", help="config overrides key=value")
     return p
 
 
 def main(argv=None) -> str:
-    args = get_parser().parse_intermixed_args(argv)
+    parser = get_parser()
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.list_encoders is not None:
+        from d2geo.encoders import encoder_list_text
+
+        print(encoder_list_text(args.list_encoders))
+        return ""
+    if args.weights is None:
+        parser.error("the weights argument is required (or --list-encoders)")
     try:
         if args.merge_peft:
             if not args.config_file:

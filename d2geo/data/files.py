@@ -12,14 +12,15 @@ import contextlib
 import glob
 import logging
 import os
-import tempfile
+import secrets
+import stat
 from typing import IO, Any, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "atomic_path", "atomic_write", "atomic_torch_save", "atomic_write_text", "remove_stale_temporaries",
-    "TMP_MARK",
+    "TMP_MARK", "new_temporary",
 ]
 
 #: part of the name of every temporary output file (``.<name>.<random>.d2geo-tmp<ext>``)
@@ -36,19 +37,45 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     one, never a partial one.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    ext = os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=TMP_MARK + ext, dir=directory)
-    os.close(fd)
+    tmp = new_temporary(path)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)
+        _keep_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, tmp + ".aux.xml"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+
+
+def new_temporary(path: str | os.PathLike) -> str:
+    """Create an empty temporary file beside ``path`` (``.<name>.<random>.d2geo-tmp<ext>``) and
+    return its name. It is created as ``open(path, "w")`` would create ``path``: mode 0666 less
+    the process umask (``tempfile.mkstemp`` gives 0600, which other users of a shared model
+    zoo or output folder cannot read)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    ext = os.path.splitext(base)[1]
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(4)}{TMP_MARK}{ext}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
+
+
+def _keep_mode(tmp: str, path: str) -> None:
+    """Give ``tmp`` the mode that writing ``path`` in place would leave: an existing file keeps
+    its mode; a new one has the mode it was created with (0666 less the umask)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:

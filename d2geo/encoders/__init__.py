@@ -20,6 +20,7 @@ from .registry import (
     list_encoders,
     list_pretrained,
     register_encoder,
+    resolve_name,
 )
 
 # Importing the family modules registers their variants.
@@ -36,10 +37,14 @@ from . import terramind  # noqa: F401,E402  isort: skip
 from . import copernicusfm  # noqa: F401,E402  isort: skip
 from . import croma  # noqa: F401,E402  isort: skip
 
+from .cards import ModelCard, describe, encoder_list_text  # noqa: E402
+from .licenses import is_non_commercial, weights_licenses  # noqa: E402
+
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",
     "get_encoder_config", "register_encoder", "load_encoder_weights", "read_checkpoint",
     "METADATA_KEYS", "SENSOR_BANDS", "SENSORS", "band_wavelengths", "BandError", "match_bands",
     "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
     "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError", "ManualDownloadError",
+    "describe", "ModelCard", "encoder_list_text", "weights_licenses", "is_non_commercial", "resolve_name",
 ]

@@ -7,6 +7,7 @@ family's ``checkpoint_filter_fn``; this module only unwraps containers and repor
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import pickle
@@ -16,6 +17,8 @@ from typing import Any, Collection, Mapping
 
 import torch
 import torch.nn as nn
+
+from .adapt import BAND_RECORD, decode_bands
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +32,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 
+#: plain containers that official checkpoints carry beside their tensors and that hold no code
+#: (SSL4EO-S12's and other training scripts save their ``argparse.Namespace`` as ``args``):
+#: allowed through torch's allow-list of safe globals for ``weights_only=True`` loading
+SAFE_CHECKPOINT_GLOBALS = (argparse.Namespace,)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file without running any code stored in it."""
+    """Read a checkpoint file without running any code stored in it.
+
+    Tensors, plain containers and the classes of :data:`SAFE_CHECKPOINT_GLOBALS` are read
+    (torch's ``weights_only`` unpickler with that allow-list); anything else a pickle names
+    is refused with :class:`CheckpointError`."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}")
@@ -44,7 +57,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path} is not a readable safetensors file ({e}); "
                                   f"it may be truncated: download it again") from e
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_GLOBALS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refusing to load {path}: it holds pickled objects other than tensors and plain "
@@ -202,9 +216,19 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
     source = os.fspath(source) if not isinstance(source, str) else source
     obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     state_dict, ignored = _unwrap(obj)
-    state_dict = model.checkpoint_filter_fn(state_dict)
+    saved_bands = _pop_band_record(model, state_dict, d2geo_written=isinstance(obj, Mapping) and "d2geo" in obj)
+    model._kernels_as_saved = saved_bands is not None
+    try:
+        state_dict = model.checkpoint_filter_fn(state_dict)
+    finally:
+        model._kernels_as_saved = False
+    if saved_bands is not None:
+        try:
+            model.map_band_kernels(state_dict, saved_bands)
+        except ValueError as e:  # BandError included: no saved band is one of the model's
+            raise CheckpointError(f"{source}: {e}") from None
     ignored.update(getattr(state_dict, "ignored", {}))
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k.rpartition(".")[2] != BAND_RECORD}
     shape_errors = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state_dict.items()
@@ -238,6 +262,25 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
         log_ignored(ignored, str(source))
     logger.info("loaded %d tensors from %s into %s", len(state_dict), source, type(model).__name__)
     return LoadReport(loaded=sorted(state_dict), ignored=ignored)
+
+
+def _pop_band_record(model: nn.Module, state_dict: dict[str, torch.Tensor], d2geo_written: bool):
+    """The band names a d2geo-written checkpoint records for the encoder's patch kernels
+    (removed from ``state_dict``); the encoder's own bands for a d2geo file without a record
+    (its kernels are kept as saved); None for other (upstream) checkpoints."""
+    keys = [k for k in state_dict if k.rpartition(".")[2] == BAND_RECORD]
+    records = {k: state_dict.pop(k) for k in keys}
+    kernels = getattr(model, "band_kernels", lambda bands: {})(getattr(model, "bands", ()))
+    if not kernels:
+        return None
+    for key, record in records.items():
+        prefix = key[: -len(BAND_RECORD)]
+        if any(prefix + k in state_dict for k in kernels) or len(records) == 1:
+            try:
+                return decode_bands(record)
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
+    return tuple(model.bands) if d2geo_written else None
 
 
 def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str,

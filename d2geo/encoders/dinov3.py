@@ -61,6 +61,7 @@ class DINOv3Encoder(GeoEncoder):
     """
 
     pretrained_bands = RGB_BANDS
+    patch_kernel_key = "vit.patch_embed.proj.weight"
     pretrained_patch_size = 16
 
     def __init__(self, *, timm_name: str, patch_size: int = 16, bands: Sequence[str] = RGB_BANDS,
@@ -198,6 +199,9 @@ _VARIANTS = {
     "dinov3_vitb16": dict(timm_name="vit_base_patch16_dinov3_qkvb"),
     "dinov3_vitl16": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
     "dinov3_vitl16_sat": dict(timm_name="vit_large_patch16_dinov3_qkvb"),
+    # ViT-S+/16 and ViT-H+/16 (Meta's dinov3_vits16plus / dinov3_vith16plus: SwiGLU MLPs)
+    "dinov3_vits16plus": dict(timm_name="vit_small_plus_patch16_dinov3_qkvb"),
+    "dinov3_vith16plus": dict(timm_name="vit_huge_plus_patch16_dinov3_qkvb"),
 }
 
 
@@ -208,7 +212,9 @@ def _timm_copy(model: str, stats: InputStats, notes: str = "") -> PretrainedCfg:
         source=f"hf://timm/{model}/model.safetensors", license="DINOv3 License",
         stats=(stats,), input_size=256, patch_size=16,
         page=f"https://huggingface.co/timm/{model}",
-        notes=notes or "official files (Meta's download form) load too, by path or URL")
+        notes=notes or "official files (Meta's download form) load too, by path or URL",
+        unpinned_reason=("no public source found gives a commit of timm's copy or its sha256; the Hub's LFS "
+                         "sha256 is checked after each download"))
 
 
 _PRETRAINED = {
@@ -216,6 +222,8 @@ _PRETRAINED = {
     "dinov3_vitb16": _timm_copy("vit_base_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vitl16": _timm_copy("vit_large_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vitl16_sat": _timm_copy("vit_large_patch16_dinov3_qkvb.sat493m", SAT493M_RGB_STATS),
+    "dinov3_vits16plus": _timm_copy("vit_small_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vith16plus": _timm_copy("vit_huge_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)

@@ -184,6 +184,7 @@ class PrithviEncoder(GeoEncoder):
 
     input_ndim = 3
     num_prefix_tokens = 1
+    patch_kernel_key = "patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int | Sequence[int] = 224, num_frames: int = 1,
@@ -406,27 +407,51 @@ PRITHVI_V2_STATS = InputStats("hls", "hls", HLS_BANDS, (1087.0, 1342.0, 1433.0, 
                               (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0), "dn")
 
 
-def _hub(repo: str, filename: str, stats: InputStats, cfg: dict, sha256: str | None = None,
-         notes: str = "") -> PretrainedCfg:
+def _hub(repo: str, filename: str, stats: InputStats, cfg: dict, revision: str | None, sha256: str | None,
+         pinned_by: str = "", unpinned_reason: str = "", notes: str = "") -> PretrainedCfg:
+    at = f"@{revision}" if revision else ""
     return PretrainedCfg(
-        source=f"hf://ibm-nasa-geospatial/{repo}/{filename}", license="Apache-2.0", stats=(stats,),
+        source=f"hf://ibm-nasa-geospatial/{repo}{at}/{filename}", license="Apache-2.0", stats=(stats,),
         sha256=sha256, input_size=224, patch_size=cfg["patch_size"], num_frames=cfg["num_frames"],
-        page=f"https://huggingface.co/ibm-nasa-geospatial/{repo}", notes=notes)
+        page=f"https://huggingface.co/ibm-nasa-geospatial/{repo}", notes=notes, pinned_by=pinned_by,
+        unpinned_reason=unpinned_reason)
 
 
+_NO_PUBLIC_PIN = ("no public source found gives a commit of this repository or the file's sha256; "
+                  "the Hub's LFS sha256 is checked after each download")
 # File names as terratorch's pretrained table has them (the v1 file is also published under
-# its older name Prithvi_100M.pt, with the same sha256).
+# its older name Prithvi_100M.pt, with the same sha256). Revisions and sha256 as pinned by the
+# public projects named in ``pinned_by`` (the sha256 is each file's Git LFS object id).
 _PRETRAINED = {
     "prithvi_eo_v1_100": ("Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt", PRITHVI_V1_STATS,
-                          "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731"),
-    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS, None),
-    "prithvi_eo_v2_100_tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", PRITHVI_V2_STATS, None),
-    "prithvi_eo_v2_300": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt", PRITHVI_V2_STATS, None),
-    "prithvi_eo_v2_300_tl": ("Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt", PRITHVI_V2_STATS, None),
-    "prithvi_eo_v2_600": ("Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt", PRITHVI_V2_STATS, None),
-    "prithvi_eo_v2_600_tl": ("Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt", PRITHVI_V2_STATS, None),
+                          "f3a9ea7a1723621b0aeceb4de993093704d712c5",
+                          "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731",
+                          "the publisher's model card (sha256); revision as pinned by public GitHub projects "
+                          "that load Prithvi_EO_V1_100M.pt"),
+    "prithvi_eo_v2_tiny_tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt", PRITHVI_V2_STATS,
+                              "335eadc2c45ad5abe7bd307223e1c48c5b60c41b",
+                              "d47326db9bad502b611f73e3e3f3a0e68b7b82640d67c22c795417f7209f8d70",
+                              "public GitHub projects pinning this revision and the checkpoint's sha256"),
+    "prithvi_eo_v2_100_tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", PRITHVI_V2_STATS, None, None, ""),
+    "prithvi_eo_v2_300": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt", PRITHVI_V2_STATS,
+                          "9eb1b1102806593963daa333bcc491b1c6f8562f",
+                          "faab2c8b776f0723f93431747603a7ec586a54fc45473613b4322c29752486e7",
+                          "public GitHub projects pinning this revision and the LFS sha256 at it (the file is "
+                          "unchanged since its first commit ebfff1d8; allenai's olmoearth_pretrain pins b2f2520a)"),
+    "prithvi_eo_v2_300_tl": ("Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt", PRITHVI_V2_STATS,
+                             "63adbd39c271da4c42f447e69b1a7c91a338cdc9",
+                             "3629cedfbb350faafcb0dac902ae0d3c927e25ce8d9e0024aa1276ec66956ddb",
+                             "public GitHub projects pinning this revision, sha256 and size (1326660716 bytes)"),
+    "prithvi_eo_v2_600": ("Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt", PRITHVI_V2_STATS,
+                          "87f15784813828dc37aa3197a143cd4689e4d080", None,
+                          "allenai/olmoearth_pretrain's Prithvi v2 constants (revision only)"),
+    "prithvi_eo_v2_600_tl": ("Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt", PRITHVI_V2_STATS,
+                             "3d72adc6dfc4cc3862bf4f41da8c83db267193c9",
+                             "7b92c53b0204a76bb775bd8930f045e05776251caa8c83f7367ed0b75b594702",
+                             "public GitHub projects pinning this revision, sha256 and size (2638217218 bytes)"),
 }
 for _name, _cfg in _VARIANTS.items():
-    _repo, _file, _stats, _sha = _PRETRAINED[_name]
-    register_encoder(_name, PrithviEncoder, pretrained_cfg=_hub(_repo, _file, _stats, _cfg, _sha),
+    _repo, _file, _stats, _rev, _sha, _by = _PRETRAINED[_name]
+    register_encoder(_name, PrithviEncoder,
+                     pretrained_cfg=_hub(_repo, _file, _stats, _cfg, _rev, _sha, _by, "" if _rev else _NO_PUBLIC_PIN),
                      img_size=224, **_cfg)

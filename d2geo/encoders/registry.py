@@ -18,7 +18,7 @@ import torch.nn as nn
 
 __all__ = [
     "register_encoder", "build_encoder", "list_encoders", "get_encoder_config", "InputStats",
-    "PretrainedCfg", "get_pretrained_cfg", "list_pretrained", "pretrained_sha256",
+    "PretrainedCfg", "get_pretrained_cfg", "list_pretrained", "pretrained_sha256", "register_alias", "resolve_name",
 ]
 
 #: units of :class:`InputStats`
@@ -70,6 +70,9 @@ class PretrainedCfg:
         num_frames: frames per sample in pretraining (temporal models).
         page: the publisher's page for the weights.
         notes: anything a user must know (e.g. why there is no source).
+        pinned_by: the public source(s) the revision and sha256 were taken from.
+        unpinned_reason: why the entry points at a moving target (an ``hf://`` source with
+            no commit hash, a URL with no sha256): required for such entries (a test checks).
     """
 
     source: str | None
@@ -81,6 +84,8 @@ class PretrainedCfg:
     num_frames: int | None = None
     page: str = ""
     notes: str = ""
+    pinned_by: str = ""
+    unpinned_reason: str = ""
 
     def __post_init__(self):
         if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
@@ -109,6 +114,17 @@ class PretrainedCfg:
         raise KeyError(f"no input statistics named {name!r}; these weights have {[s.name for s in self.stats]}")
 
     @property
+    def pinned(self) -> bool:
+        """Whether what the source names cannot move: an ``hf://`` source at a commit hash, a
+        URL with a sha256 (a URL has no revisions; the sha256 turns a changed file into an error)."""
+        if self.source is None:
+            return True
+        if self.source.startswith("hf://"):
+            rev = self.revision
+            return rev is not None and len(rev) == 40 and not rev.strip("0123456789abcdef")
+        return bool(self.sha256)
+
+    @property
     def revision(self) -> str | None:
         if self.source and self.source.startswith("hf://"):
             from .hub import parse_hf_uri
@@ -127,6 +143,9 @@ class _Entry:
 logger = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, _Entry] = {}
+#: old spellings of variant names -> current names (still resolved, logged as deprecated once)
+_ALIASES: dict[str, str] = {}
+_ALIASES_WARNED: set[str] = set()
 
 
 def register_encoder(name: str, builder: Callable[..., nn.Module], *,
@@ -139,6 +158,26 @@ def register_encoder(name: str, builder: Callable[..., nn.Module], *,
     if name in _REGISTRY:
         raise KeyError(f"encoder {name!r} is registered twice")
     _REGISTRY[name] = _Entry(builder, dict(config), pretrained_cfg)
+
+
+def register_alias(old: str, new: str) -> None:
+    """Keep the old name ``old`` of the variant ``new`` working (logged as deprecated once)."""
+    if old in _REGISTRY or old in _ALIASES:
+        raise KeyError(f"encoder name {old!r} is taken")
+    if new not in _REGISTRY:
+        raise KeyError(f"cannot alias {old!r} to {new!r}: no such encoder")
+    _ALIASES[old] = new
+
+
+def resolve_name(name: str) -> str:
+    """The registered name of ``name`` (an old alias is mapped to its current name)."""
+    if name in _ALIASES:
+        new = _ALIASES[name]
+        if name not in _ALIASES_WARNED:
+            _ALIASES_WARNED.add(name)
+            logger.warning("encoder name %r is deprecated: it is now %r (the old name still works)", name, new)
+        return new
+    return name
 
 
 def list_encoders(pattern: str | None = None) -> list[str]:
@@ -197,7 +236,7 @@ def _published_weights(name: str, entry: _Entry) -> str:
 
 def _lookup(name: str) -> _Entry:
     try:
-        return _REGISTRY[name]
+        return _REGISTRY[resolve_name(name)]
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -225,14 +264,22 @@ def build_encoder(name: str, *, weights: str | os.PathLike | Mapping | None = No
     from .checkpoint import load_encoder_weights
     from .hub import is_remote, resolve_weights
 
+    from .licenses import record_weights_provenance
+
+    name = resolve_name(name)
     entry = _lookup(name)
+    given, published = weights, None
     if pretrained and weights is None:
         weights = _published_weights(name, entry)  # fetched before the (slow) build
+        published = entry.pretrained.source
     elif is_remote(weights):
+        if entry.pretrained is not None and weights == entry.pretrained.source:
+            published = weights
         weights = resolve_weights(weights, sha256=pretrained_sha256(weights))
     elif pretrained:
         logger.info("%s: loading weights=%s instead of the published weights", name, weights)
     model = entry.builder(**{**entry.config, **overrides})
     if weights is not None:
         load_encoder_weights(model, weights)
+        record_weights_provenance(model, name, given if published is None else weights, published)
     return model

@@ -172,6 +172,7 @@ class SatlasSwinEncoder(GeoEncoder):
     """
 
     num_prefix_tokens = 0
+    patch_kernel_key = "features.0.0.weight"
     patch_size = 4
 
     def __init__(self, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],
@@ -318,7 +319,8 @@ for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
     _bands = SATLAS_STATS[_stats].bands
     _pre = PretrainedCfg(source=_satlas(_file), license=SATLAS_LICENSE, stats=(SATLAS_STATS[_stats],),
                          input_size=256, patch_size=4, page=_PAGE,
-                         notes="SatlasPretrain Swin-V2 backbone; _mi: trained on image series (see the module)")
+                         notes="SatlasPretrain Swin-V2 backbone; _mi: trained on image series (see the module)",
+                         pinned_by="torchgeo 0.8.1's weights table (revision; the full sha256 is not public)")
     # Landsat ids are read as Landsat's (B10/B11 thermal); the other sets need no sensor
     _sensor = SATLAS_STATS[_stats].sensor if _stats == "landsat" else None
     register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands,

@@ -27,7 +27,7 @@ import torch
 
 from .base import EncoderInputError
 from .bands import RGB_BANDS
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_alias, register_encoder
 from .ssl4eo import TimmViTEncoder
 
 logger = logging.getLogger(__name__)
@@ -99,13 +99,17 @@ class ScaleMAEEncoder(TimmViTEncoder):
 
 #: the published weights (torchgeo 0.8.1's ``ScaleMAELarge16_Weights.FMOW_RGB``)
 SCALE_MAE_PRETRAINED = {
-    "scalemae_vitl16": PretrainedCfg(
+    "scale_mae_vitl16": PretrainedCfg(
         source="hf://isaaccorley/vit_large_patch16_224_fmow_rgb_scalemae@9dc7f569424baeb780698352cf6e87638c882123/"
                "vit_large_patch16_224_fmow_rgb_scalemae-98ed9821.pth",
         license="CC-BY-NC-4.0", stats=(SCALE_MAE_STATS,), input_size=224, patch_size=16,
+        sha256="386989c9cf349a5045c2ac76f7d0225ae3a54b2a2c158fa87e5df5103e5d9ed9",
         page="https://github.com/bair-climate-initiative/scale-mae",
-        notes="Scale-MAE on fMoW RGB; needs gsd metadata"),
+        notes="Scale-MAE on fMoW RGB; needs gsd metadata",
+        pinned_by=("torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id (the "
+                   "file name's suffix 98ed9821 is not its prefix)")),
 }
 
-register_encoder("scalemae_vitl16", ScaleMAEEncoder, pretrained_cfg=SCALE_MAE_PRETRAINED["scalemae_vitl16"],
+register_encoder("scale_mae_vitl16", ScaleMAEEncoder, pretrained_cfg=SCALE_MAE_PRETRAINED["scale_mae_vitl16"],
                  embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224)
+register_alias("scalemae_vitl16", "scale_mae_vitl16")  # the earlier spelling

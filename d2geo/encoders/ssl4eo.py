@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
-from .base import GeoEncoder
+from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
+from .resize import resample_abs_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TimmViTEncoder(GeoEncoder):
     num_prefix_tokens = 1
     #: the model's name in timm / torchgeo, for messages
     upstream_name = "timm VisionTransformer"
+    patch_kernel_key = "vit.patch_embed.proj.weight"
     #: whether the position table is a learned parameter (else computed per forward and a
     #: checkpoint's stored table is left out)
     learned_positions = True
@@ -92,8 +94,24 @@ class TimmViTEncoder(GeoEncoder):
         vit = self.vit
         x = vit.patch_embed(x)  # (B, h, w, D): timm's dynamic-size layout
         h, w = x.shape[1:3]
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        x = self._pos_embed_recorded(x) if is_tracing() and vit.pos_embed is not None else vit._pos_embed(x)
+        x = vit.norm_pre(vit.patch_drop(x))
         return x, (h, w), None
+
+    def _pos_embed_recorded(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``_pos_embed`` (dynamic size) with the antialiased resize as interpolation
+        matrices (:mod:`.resize`), so that the TorchScript ONNX exporter can write it."""
+        vit = self.vit
+        B, H, W, C = x.shape
+        prefix = [t.expand(B, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        pos = resample_abs_pos_embed(vit.pos_embed, (H, W), vit.patch_embed.grid_size,
+                                     num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens)
+        x = x.reshape(B, H * W, C)
+        if vit.no_embed_class:
+            x = torch.cat(prefix + [x + pos], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return vit.pos_drop(x)
 
     # structure (the encoder contract)
     def get_blocks(self) -> Sequence[nn.Module]:
@@ -163,9 +181,12 @@ def _hf(repo: str, rev: str, filename: str) -> str:
     return f"hf://{repo}@{rev}/{filename}"
 
 
-def _entry(source: str, method: str, page: str) -> PretrainedCfg:
+def _entry(source: str, method: str, page: str, sha256: str | None = None) -> PretrainedCfg:
+    by = ("torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)" if sha256 else
+          "torchgeo 0.8.1's weights table (revision; no public sha256, the file name has no digest)")
     return PretrainedCfg(source=source, license="CC-BY-4.0", stats=(SSL4EO_STATS,), input_size=224, patch_size=16,
-                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)")
+                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)", sha256=sha256,
+                         pinned_by=by)
 
 
 _SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
@@ -177,15 +198,34 @@ SSL4EO_PRETRAINED = {
         "MAE", _SSL4EO),
     "ssl4eo_s12_vits16_dino": _entry(
         _hf("torchgeo/vit_small_patch16_224_sentinel2_all_dino", "5b41dd418a79de47ac9f5be3e035405a83818a62",
-            "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"), "DINO", _SSL4EO),
+            "vit_small_patch16_224_sentinel2_all_dino-36bcc127.pth"), "DINO", _SSL4EO,
+        "36bcc1273227252faf98e1d9f32c35166d3612d30dc0c15812c29bed6da9a7d5"),
     "ssl4eo_s12_vits16_moco": _entry(
         _hf("torchgeo/vit_small_patch16_224_sentinel2_all_moco", "1cb683f6c14739634cdfaaceb076529adf898c74",
-            "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"), "MoCo-v3", _SSL4EO),
+            "vit_small_patch16_224_sentinel2_all_moco-67c9032d.pth"), "MoCo-v3", _SSL4EO,
+        "67c9032df0449ae37f93c51696bcae0c6dc3485103deb44b4669e9897b90409c"),
     "ssl4eo_s12_vits16_fgmae": _entry(
         _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", "B13_vits16_fgmae_ep99_enc.pth"),
         "FG-MAE", "https://github.com/zhu-xlab/FGMAE"),
 }
 
 _VITS16 = dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224)
+#: the larger Sentinel-2 MAE / FG-MAE encoders (torchgeo's ``ViTBase16_Weights``,
+#: ``ViTLarge16_Weights``, ``ViTHuge14_Weights`` ``.SENTINEL2_ALL_MAE`` / ``_FGMAE``: timm's
+#: ``vit_{base,large}_patch16_224`` / ``vit_huge_patch14_224`` with 13 input bands)
+_LARGER = {
+    "vitb16": (dict(embed_dim=768, depth=12, num_heads=12, patch_size=16, img_size=224), "ep99", "ep99"),
+    "vitl16": (dict(embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224), "ep99", "ep99"),
+    "vith14": (dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14, img_size=224), "ep199", "ep399"),
+}
+_ARCH = {name: _VITS16 for name in SSL4EO_PRETRAINED}
+for _arch, (_dims, _mae_ep, _fgmae_ep) in _LARGER.items():
+    SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_mae"] = _entry(
+        _hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", f"B13_{_arch}_mae_{_mae_ep}_enc.pth"),
+        "MAE", _SSL4EO)
+    SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_fgmae"] = _entry(
+        _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", f"B13_{_arch}_fgmae_{_fgmae_ep}_enc.pth"),
+        "FG-MAE", "https://github.com/zhu-xlab/FGMAE")
+    _ARCH[f"ssl4eo_s12_{_arch}_mae"] = _ARCH[f"ssl4eo_s12_{_arch}_fgmae"] = _dims
 for _name, _pre in SSL4EO_PRETRAINED.items():
-    register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_VITS16)
+    register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_ARCH[_name])

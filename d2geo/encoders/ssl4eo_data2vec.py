@@ -141,6 +141,7 @@ class SSL4EOData2vecEncoder(GeoEncoder):
 
     num_prefix_tokens = 1
     upstream_name = "SSL4EO-S12 data2vec beit_small_patch16_224"
+    patch_kernel_key = "beit.patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int = 224, init_values: float = 0.1,
@@ -288,6 +289,7 @@ DATA2VEC_PRETRAINED = PretrainedCfg(
     page="https://github.com/zhu-xlab/SSL4EO-S12",
     notes="data2vec on SSL4EO-S12 (Sentinel-2 L1C, 13 bands); shared on Google Drive only: download it "
           "by hand and pass weights=<path>",
+    unpinned_reason="shared on Google Drive (no revisions, downloaded by hand) and no sha256 is published",
 )
 
 register_encoder("ssl4eo_s12_vits16_data2vec", SSL4EOData2vecEncoder, pretrained_cfg=DATA2VEC_PRETRAINED,

@@ -11,6 +11,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..data.files import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from ..encoders.licenses import PROVENANCE_ATTR, weights_licenses
+from ..encoders.adapt import BAND_RECORD
 from ..encoders.checkpoint import CheckpointError, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -76,9 +78,13 @@ class GeoCheckpointer(DetectionCheckpointer):
     def load(self, path, *args, **kwargs):
         self._loading = path
         try:
-            return super().load(path, *args, **kwargs)
+            extra = super().load(path, *args, **kwargs)
         finally:
             self._loading = None
+        records = extra.get("weights_licenses") if isinstance(extra, dict) else None
+        if records:  # a resumed (or fine-tuned-further) model keeps its weights' licenses
+            setattr(self.model, PROVENANCE_ATTR, [dict(r) for r in records])
+        return extra
 
     def _local(self) -> bool:
         return "://" not in self.save_dir
@@ -87,6 +93,8 @@ class GeoCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         kwargs.setdefault("rng", capture_rng_state())
+        # the licenses of the encoder weights the model started from (d2geo.encoders.weights_licenses)
+        kwargs.setdefault("weights_licenses", weights_licenses(self.model))
         if not self._local():  # other storage (PathManager URIs): detectron2's own writer
             super().save(name, **kwargs)
             return
@@ -131,7 +139,7 @@ class GeoCheckpointer(DetectionCheckpointer):
         if incompatible is None:
             return incompatible
         own = list(self.model.state_dict())
-        encoder_keys = [k for k in own if ".encoder." in f".{k}"]
+        encoder_keys = [k for k in own if ".encoder." in f".{k}" and not k.endswith(f".{BAND_RECORD}")]
         if not encoder_keys:
             return incompatible
         bad = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}

@@ -237,18 +237,20 @@ def test_pretrained_requests_the_published_file_and_refuses_a_sha256_mismatch(hu
     """prithvi_eo_v1_100's file has a published sha256; a different file at that place is
     refused before the model is built, with both hashes and the way around it."""
     cfg = get_pretrained_cfg("prithvi_eo_v1_100")
-    repo, filename = "ibm-nasa-geospatial/Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt"
-    assert cfg.source == f"hf://{repo}/{filename}" and cfg.sha256 == (
+    repo, filename, rev = ("ibm-nasa-geospatial/Prithvi-EO-1.0-100M", "Prithvi_EO_V1_100M.pt",
+                           "f3a9ea7a1723621b0aeceb4de993093704d712c5")
+    assert cfg.source == f"hf://{repo}@{rev}/{filename}" and cfg.sha256 == (
         "7fac0c8a8693198e32a055e0c5a967f8b005f382182b63df1b29fdcd5c880731")
     impostor = b"not the published weights" * 100
     hub.publish(repo, filename, impostor)
+    hub.revisions.add((repo, rev))
     with pytest.raises(ChecksumMismatchError) as e:
         build_encoder("prithvi_eo_v1_100", pretrained=True)
     msg = str(e.value)
     assert cfg.sha256 in msg and hashlib.sha256(impostor).hexdigest() in msg
     assert "pinned" in msg and "weights=" in msg
-    assert hub.file_requests() == [("HEAD", f"/{repo}/resolve/main/{filename}"),
-                                   ("GET", f"/{repo}/resolve/main/{filename}")]
+    assert hub.file_requests() == [("HEAD", f"/{repo}/resolve/{rev}/{filename}"),
+                                   ("GET", f"/{repo}/resolve/{rev}/{filename}")]
     assert cached_files(hub.cache) == []
     # the same file given as an hf:// path is checked against the same pin
     with pytest.raises(ChecksumMismatchError):
@@ -308,7 +310,8 @@ def test_https_style_url_goes_through_torch_hubs_cache(hub, tmp_path):
     hub.publish("files/x", "dinov2/dinov2_tiny_pretrain.pth", data)
     url = f"{hub.url}/files/x/resolve/main/dinov2/dinov2_tiny_pretrain.pth"
     path = resolve_weights(url)
-    assert path == str(tmp_path / "torch" / "hub" / "checkpoints" / "dinov2_tiny_pretrain.pth")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]  # the cache is keyed by the whole URL
+    assert path == str(tmp_path / "torch" / "hub" / "checkpoints" / "by-url" / key / "dinov2_tiny_pretrain.pth")
     n = len(hub.file_requests())
     assert resolve_weights(url) == path and len(hub.file_requests()) == n  # cached
     with pytest.raises(ChecksumMismatchError, match="pinned for it is 0{64}"):
@@ -322,20 +325,27 @@ def test_interrupted_url_download_leaves_nothing(hub, tmp_path):
     with pytest.raises(WeightsDownloadError, match="nothing was kept"):
         resolve_weights(f"{hub.url}/files/x/resolve/main/big.pth")
     folder = tmp_path / "torch" / "hub" / "checkpoints"
-    assert not folder.exists() or os.listdir(folder) == []
+    assert [f for _, _, files in os.walk(folder) for f in files] == []
 
 
-def test_readme_lists_every_variant_with_its_source_sha256_and_license():
+def test_readme_rows_state_each_variants_source_revision_sha256_and_license():
+    """The README's rows of variants (if it keeps per-variant rows; the complete reference is
+    ``d2geo.encoders.describe`` / ``--list-encoders``) must agree with the tables."""
     readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z0-9_]+)` \| `(?:hf|https)://.*$", readme, re.M)}
-    assert set(rows) == set(list_encoders())
+    wrong = []
     for name, row in rows.items():
         cfg = get_pretrained_cfg(name)
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1] == f"`{cfg.source}`", name
-        assert cells[2] == (cfg.revision or ("main" if cfg.source.startswith("hf://") else "-")), name
-        assert (cells[3] == f"`{cfg.sha256}`") if cfg.sha256 else cells[3].startswith("not published"), name
-        assert cells[4] == cfg.license, name
+        expected = [f"`{cfg.source}`", cfg.revision or ("main" if cfg.source.startswith("hf://") else "-")]
+        if cells[1:3] != expected or cells[4] != cfg.license or (
+                (cells[3] != f"`{cfg.sha256}`") if cfg.sha256 else not cells[3].startswith("not published")):
+            wrong.append(f"{name}: source {cfg.source}, revision {expected[1]}, sha256 {cfg.sha256}, {cfg.license}")
+        if "first 8 hex digits end the file name" in row:  # a claim about the file name: true?
+            suffix = re.search(r"-([0-9a-f]{8})\.[a-z]+$", cfg.source)
+            if suffix is None or (cfg.sha256 and not cfg.sha256.startswith(suffix.group(1))):
+                wrong.append(f"{name}: the file name does not end in the first 8 hex digits of its sha256")
+    assert not wrong, "README rows that disagree with the pretrained tables:\n" + "\n".join(wrong)
 
 
 def test_dinov3_pretrained_fetches_timms_hub_copy_and_loads_its_layout(hub, tmp_path):

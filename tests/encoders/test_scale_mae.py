@@ -150,7 +150,7 @@ def test_rgb_checkpoint_with_other_band_count_is_refused(published):
 
 
 def test_pretrained_table_entry():
-    entry = SCALE_MAE_PRETRAINED["scalemae_vitl16"]
+    entry = SCALE_MAE_PRETRAINED["scale_mae_vitl16"]
     assert entry.source.startswith("hf://isaaccorley/") and entry.license
 
 

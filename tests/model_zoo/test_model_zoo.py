@@ -407,3 +407,24 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf2"))
     with pytest.raises(SystemExit, match="sha256 pinned for it is " + pin.sha256):
         tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
+
+
+def test_convert_checkpoint_output_has_the_mode_a_plain_write_has(tmp_path):
+    """Issue 26: the converter wrote 0600 files under umask 022 (others could not read a shared
+    zoo); its output now has 0666 less the umask, as the other tools' outputs."""
+    import importlib.util
+
+    upstream = tmp_path / "up.pth"
+    _tiny_upstream_checkpoint(upstream)
+    spec = importlib.util.spec_from_file_location("_zoo_convert_mode", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    old = os.umask(0o022)
+    try:
+        written = tool.main([str(upstream), "--encoder", "dinov2_vits14", "--prefix", "backbone.net.",
+                             "--encoder-kwargs", '{"embed_dim": 96, "depth": 4, "num_heads": 3}',
+                             "--output-dir", str(tmp_path / "zoo")])
+    finally:
+        os.umask(old)
+    assert os.stat(written).st_mode & 0o777 == 0o644
+    assert not [f for f in os.listdir(tmp_path / "zoo") if f != os.path.basename(written)]

@@ -1,0 +1,188 @@
+"""Model cards: ``describe(name)`` says everything d2geo knows about a variant.
+
+Architecture (class, configuration, parameter count computed on the meta device, so no
+weights are built or fetched), bands and input statistics, where the weights are (source,
+revision, sha256, which public source pinned them, or why they are not pinned), the
+license, and the upstream code the family's fidelity tests compare against. Everything is
+read from the registry and the pretrained tables; nothing here repeats a number.
+
+>>> from d2geo.encoders import describe
+>>> print(describe("prithvi_eo_v2_300_tl"))
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from .licenses import is_non_commercial
+from .registry import InputStats, _lookup, list_encoders, resolve_name
+
+__all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FIDELITY_REFERENCES"]
+
+#: family (the module that defines it) -> (the upstream code its fidelity is tested against,
+#: the test file). Upstream wheels are pinned in ``benchmarks/upstream.py``.
+FIDELITY_REFERENCES = {
+    "dinov2": ("facebookresearch/dinov2's official DinoVisionTransformer (outputs of tiny models stored by "
+               "tests/fixtures/make_dinov2_fixture.py) and timm's DINOv2 ViTs", "tests/encoders/test_dinov2.py"),
+    "dinov3": ("facebookresearch/dinov3's official code (outputs stored by tests/fixtures/make_dinov3_fixture.py) "
+               "and timm's DINOv3 layouts", "tests/encoders/test_dinov3.py"),
+    "prithvi": ("terratorch 1.2.13 terratorch/models/backbones/prithvi_mae.py (PrithviViT)",
+                "tests/encoders/test_prithvi.py"),
+    "clay": ("claymodel 1.5.0 model.py (Encoder)", "tests/encoders/test_clay.py"),
+    "terramind": ("terratorch 1.2.13 terratorch/models/backbones/terramind (TerraMindViT)",
+                  "tests/encoders/test_terramind.py"),
+    "ssl4eo": ("torchgeo 0.8.1 vit_small_patch16_224 (timm's ViT-S/16 as torchgeo builds it)",
+               "tests/encoders/test_ssl4eo.py"),
+    "ssl4eo_data2vec": ("zhu-xlab/SSL4EO-S12's data2vec modeling_cyclical.py (outputs stored by "
+                        "tests/fixtures/make_ssl4eo_data2vec_fixture.py)", "tests/encoders/test_ssl4eo_data2vec.py"),
+    "scale_mae": ("torchgeo 0.8.1 torchgeo/models/scale_mae.py (ScaleMAE)", "tests/encoders/test_scale_mae.py"),
+    "satlas": ("torchgeo 0.8.1 torchgeo/models/swin.py (swin_v2_b / swin_v2_t on torchvision's Swin-V2)",
+               "tests/encoders/test_satlas.py"),
+    "dofa": ("torchgeo 0.8.1 torchgeo/models/dofa.py (DOFA)", "tests/encoders/test_dofa.py"),
+    "croma": ("torchgeo 0.8.1 torchgeo/models/croma.py (CROMA)", "tests/encoders/test_croma.py"),
+    "copernicusfm": ("torchgeo 0.8.1 torchgeo/models/copernicusfm.py (CopernicusFM)",
+                     "tests/encoders/test_copernicusfm.py"),
+}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What d2geo knows about one registered variant (``str(card)`` is the printable card)."""
+
+    name: str
+    family: str
+    architecture: str
+    config: dict
+    parameters: int
+    input_size: int | None
+    patch_size: int | None
+    num_frames: int | None
+    stats: tuple[InputStats, ...]
+    source: str | None
+    revision: str | None
+    sha256: str | None
+    pinned: bool
+    pinned_by: str
+    unpinned_reason: str
+    license: str
+    non_commercial: bool
+    page: str
+    notes: str
+    fidelity_reference: str
+    fidelity_test: str
+    aliases: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["stats"] = [s.__dict__ for s in self.stats]
+        return d
+
+    def __str__(self) -> str:
+        arch = ", ".join(f"{k}={v}" for k, v in sorted(self.config.items()) if not callable(v))
+        lines = [f"{self.name} ({self.family})"]
+        if self.aliases:
+            lines.append(f"  also known as: {', '.join(self.aliases)} (deprecated)")
+        lines += [
+            f"  architecture: {self.architecture}({arch})",
+            f"  size: {self.parameters:,} parameters; pretrained at {self.input_size} px, patch {self.patch_size}"
+            + (f", {self.num_frames} frame(s)" if self.num_frames else ""),
+        ]
+        for i, s in enumerate(self.stats):
+            lines.append(f"  {'bands' if i == 0 else '  also'}: {s.name} ({s.sensor or 'no sensor'}, {s.units}): "
+                         f"{', '.join(s.bands)}")
+            lines.append(f"      mean {list(s.mean)}")
+            lines.append(f"      std  {list(s.std)}")
+        lines += [
+            f"  source: {self.source or 'none published'}",
+            f"  revision: {self.revision or ('-' if not (self.source or '').startswith('hf://') else 'main (moving)')}",
+            f"  sha256: {self.sha256 or 'not pinned'}",
+            f"  pinned: {'yes, by ' + self.pinned_by if self.pinned else 'no: ' + self.unpinned_reason}",
+            f"  license: {self.license}" + (" (NON-COMMERCIAL use only)" if self.non_commercial else ""),
+        ]
+        if self.page:
+            lines.append(f"  page: {self.page}")
+        if self.notes:
+            lines.append(f"  notes: {self.notes}")
+        lines.append(f"  fidelity tested against: {self.fidelity_reference} ({self.fidelity_test})")
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Every parameter registered inside the block is moved to the meta device as it is
+    registered (as ``accelerate.init_empty_weights`` does): the build's own computations run
+    on the CPU, the parameters (and their initialization) take no memory and no time."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_count(name: str) -> int:
+    """Parameters of the variant ``name`` as registered, counted on a build whose parameters
+    live on the meta device (no memory, no weights)."""
+    entry = _lookup(name)
+    with _parameters_on_meta():
+        model = entry.builder(**entry.config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(name: str) -> ModelCard:
+    """The model card of the variant ``name`` (``print(describe(name))`` to read it)."""
+    from .registry import _ALIASES
+
+    name = resolve_name(name)
+    entry = _lookup(name)
+    cfg = entry.pretrained
+    family = entry.builder.__module__.rsplit(".", 1)[-1]
+    ref, test = FIDELITY_REFERENCES.get(family, ("(no fidelity test recorded)", "-"))
+    source = cfg.source if cfg else None
+    return ModelCard(
+        name=name, family=family, architecture=getattr(entry.builder, "__name__", str(entry.builder)),
+        config=dict(entry.config), parameters=parameter_count(name),
+        input_size=cfg.input_size if cfg else None, patch_size=cfg.patch_size if cfg else None,
+        num_frames=cfg.num_frames if cfg else None, stats=tuple(cfg.stats) if cfg else (),
+        source=source, revision=cfg.revision if cfg else None, sha256=cfg.sha256 if cfg else None,
+        pinned=bool(cfg and cfg.pinned), pinned_by=cfg.pinned_by if cfg else "",
+        unpinned_reason=cfg.unpinned_reason if cfg else "no pretrained table entry",
+        license=cfg.license if cfg else "-", non_commercial=bool(cfg and is_non_commercial(cfg.license)),
+        page=cfg.page if cfg else "", notes=cfg.notes if cfg else "",
+        fidelity_reference=ref, fidelity_test=test,
+        aliases=tuple(sorted(a for a, n in _ALIASES.items() if n == name)),
+    )
+
+
+def encoder_list_text(pattern: str | None = None) -> str:
+    """One line per registered variant (name, size, license, pinned or not) whose name matches
+    the fnmatch ``pattern``, for tools' ``--list-encoders``; a ``pattern`` that is a variant's
+    name (or old alias) gives its whole card, as ``describe``."""
+    from .registry import _ALIASES, _REGISTRY
+
+    if pattern in _REGISTRY or pattern in _ALIASES:
+        return str(describe(pattern))
+    rows = []
+    for name in list_encoders(pattern):
+        c = describe(name)
+        size = f"{c.parameters / 1e6:,.1f}M"
+        pin = f"@{c.revision[:8]}" if c.revision else ("sha256" if c.sha256 else "unpinned")
+        if c.revision and c.sha256:
+            pin += "+sha256"
+        lic = c.license + (" (non-commercial)" if c.non_commercial else "")
+        rows.append((name, size, lic, pin if c.pinned else f"unpinned ({pin})" if pin != "unpinned" else pin))
+    if not rows:
+        return f"no encoder matches {pattern!r}; all: {', '.join(list_encoders())}"
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{a:<{width[0]}}  {b:>{width[1]}}  {c:<{width[2]}}  {d}" for a, b, c, d in rows)

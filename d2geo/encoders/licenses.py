@@ -1,0 +1,70 @@
+"""The licenses of the weights an encoder started from, carried with the model.
+
+``build_encoder`` records on the encoder it returns where its weights came from
+(:data:`PROVENANCE_ATTR`: the variant, the source, its sha256 and license), and logs a
+warning when those weights are licensed for non-commercial use only (Scale-MAE's
+CC-BY-NC-4.0). :func:`weights_licenses` collects the records of every encoder inside a
+model (a detectron2 model holds its encoder in a ``GeoBackbone``), e.g. to write them into
+a training checkpoint (``GeoCheckpointer`` does, under ``"weights_licenses"``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Mapping
+
+import torch.nn as nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PROVENANCE_ATTR", "is_non_commercial", "weights_licenses", "record_weights_provenance"]
+
+#: the attribute of an encoder (or of a model restored from a training checkpoint) holding
+#: the provenance of its starting weights
+PROVENANCE_ATTR = "d2geo_weights_provenance"
+
+_NC = re.compile(r"(^|[-_ ])NC([-_ ]|$)|non[- ]?commercial", re.I)
+_WARNED: set[str] = set()
+
+
+def is_non_commercial(license: str) -> bool:
+    """Whether ``license`` (an SPDX id or a publisher's name for it) allows non-commercial use
+    only, e.g. ``CC-BY-NC-4.0``."""
+    return bool(_NC.search(license or ""))
+
+
+def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretrained_source: str | None) -> None:
+    """Record on ``encoder`` where its weights came from and warn (once per variant) when they
+    are for non-commercial use only. ``pretrained_source``: the table source the weights are
+    (``None`` for a file of the user's own, whose license d2geo cannot know)."""
+    from .registry import get_pretrained_cfg
+
+    record: dict[str, Any]
+    if pretrained_source is not None:
+        cfg = get_pretrained_cfg(name)
+        record = dict(encoder=name, source=pretrained_source, sha256=cfg.sha256, license=cfg.license)
+        if is_non_commercial(cfg.license) and name not in _WARNED:
+            _WARNED.add(name)
+            logger.warning(
+                "%s: the published weights are licensed %s: non-commercial use only. A model trained from "
+                "them inherits that restriction (see d2geo.encoders.describe(%r))", name, cfg.license, name)
+    else:
+        where = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else type(weights).__name__
+        record = dict(encoder=name, source=where, sha256=None,
+                      license="unknown (weights given by the user, not a published entry)")
+    setattr(encoder, PROVENANCE_ATTR, record)
+
+
+def weights_licenses(model: nn.Module) -> list[dict[str, Any]]:
+    """The provenance records (``encoder``, ``source``, ``sha256``, ``license``) of the encoder
+    weights ``model`` started from: one per encoder that loaded weights, plus those restored
+    from a training checkpoint. Empty when every encoder started from random weights."""
+    out: list[dict[str, Any]] = []
+    for module in model.modules():
+        found = getattr(module, PROVENANCE_ATTR, None)
+        records = found if isinstance(found, list) else [found] if isinstance(found, Mapping) else []
+        for record in records:
+            if dict(record) not in out:
+                out.append(dict(record))
+    return out
