@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="redo scenes the manifest marks as done")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-units-check", action="store_true",
+                   help="only warn when the input's magnitude does not fit the model's statistics (d2geo.data.units: "
+                        "e.g. DN where the model expects reflectance); by default that is an error before any window")
     p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU)")
     p.add_argument("--num-processes", dest="num_gpus", type=int,
                    help="the same as --num-gpus (on a machine without CUDA: CPU processes over gloo)")
@@ -143,7 +146,8 @@ def options(args):
             score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,
             max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize, polygons=args.polygons,
             polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),
-            min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows)
+            min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows,
+            units_check=not args.skip_units_check)
     except SceneRequestError as e:
         raise _error(e) from None
 
@@ -164,6 +168,7 @@ def run(args) -> dict:
     from detectron2.utils import comm
 
     from d2geo.inference.region import OutputLock, predict_region, remove_stale_temporaries, run_key
+    from d2geo.data.geotiff import GeoTiffError
     from d2geo.inference.request import SceneRequestError
     from d2geo.tools_support import config_class_names, load_model, parse_modality_inputs, setup_tool_logging
 
@@ -200,7 +205,7 @@ def run(args) -> dict:
                                      world_size=comm.get_world_size(), progress=not args.no_progress,
                                      overwrite=args.overwrite, barrier=comm.synchronize, mosaic_crs=args.mosaic_crs,
                                      device_type=torch.device(device).type, lock=False)
-    except (SceneRequestError, FileNotFoundError) as e:
+    except (SceneRequestError, GeoTiffError, FileNotFoundError) as e:  # GeoTiffError: the units check too
         if created and comm.get_rank() == 0:
             _remove_if_unused(out_dir)
         raise _error(e) from None

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast (d2geo.precision): off (default, float32), auto (bfloat16 where the device "
                         "computes it natively), bf16, fp16")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-units-check", action="store_true",
+                   help="only warn when the input's magnitude does not fit the model's statistics (d2geo.data.units: "
+                        "e.g. DN where the model expects reflectance); by default that is an error before any window")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
 
@@ -129,6 +132,7 @@ def _main(args) -> dict:
     setup_tool_logging()
     if not args.out_semseg and not args.out_geojson:
         raise _error("give --out-semseg and/or --out-geojson")
+    from d2geo.data.geotiff import GeoTiffError
     from d2geo.inference import InferenceOptions, SceneRequestError, check_request, model_outputs, predict_scene
 
     modalities = parse_modality_inputs(args.input)
@@ -138,7 +142,8 @@ def _main(args) -> dict:
             tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=read["band_names"],
             sensor=read["sensor"], scale=read["scale"], to_crs=args.to_crs, score_threshold=args.score_threshold,
             dedup_threshold=args.dedup_threshold, batch_size=args.batch_size, num_workers=0, amp=args.amp,
-            quicklook=not args.no_quicklook, polygon_classes=_split(args.polygon_classes),
+            quicklook=not args.no_quicklook, units_check=not args.skip_units_check,
+            polygon_classes=_split(args.polygon_classes),
             polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
             polygon_strip_rows=args.polygon_strip_rows)
         model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
@@ -165,7 +170,7 @@ def _main(args) -> dict:
     try:
         summary = predict_scene(model, scene, options=opts, progress=not args.no_progress,
                                 device_type=args.device.split(":")[0], **paths)
-    except SceneRequestError as e:
+    except (SceneRequestError, GeoTiffError) as e:  # GeoTiffError: the units check (UnitsError) too
         raise _error(e) from None
     except OSError as e:
         if e.errno == errno.ENOSPC:

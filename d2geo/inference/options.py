@@ -47,6 +47,7 @@ class InferenceOptions:
     min_area_m2: float = 0.0  # regions smaller than this are dropped
     polygon_strip_rows: int = 1024  # rows of the class map polygonized at a time (memory)
     quicklook: bool = False  # a quick-look PNG next to each output
+    units_check: bool = True  # d2geo.data.units: refuse an input whose magnitude does not fit the model (False: warn)
 
     def __post_init__(self):
         self.validate()
@@ -95,7 +96,7 @@ class InferenceOptions:
     def output_key(self) -> dict:
         """The options that change the outputs (the manifest's model key hashes them)."""
         d = dataclasses.asdict(self)
-        for speed_or_memory in ("num_workers", "polygon_strip_rows", "quicklook"):
+        for speed_or_memory in ("num_workers", "polygon_strip_rows", "quicklook", "units_check"):
             d.pop(speed_or_memory)  # polygons are normalized and sorted: strips change memory only
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 

@@ -22,10 +22,10 @@ def preview_source(paths, modalities, names, band_names, sensor):
         return paths, names, sensor
     import rasterio
 
-    from d2geo.encoders.terramind import TERRAMIND_MODALITIES
+    from d2geo.encoders.modalities import MODALITIES
 
     m = next((k for k in ("S2RGB", "S2L2A", "S2L1C") if k in modalities), next(iter(modalities)))
-    spec = TERRAMIND_MODALITIES.get(m.upper())
+    spec = MODALITIES.get(m.upper())
     with rasterio.open(modalities[m]) as src:
         count, desc = src.count, src.descriptions
     own = (band_names or {}).get(m) if isinstance(band_names, Mapping) else None

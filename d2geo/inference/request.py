@@ -113,7 +113,7 @@ def read_scene_window(paths: Sequence[str], modalities: Mapping[str, str] | None
 
 
 def _canonical(names: Sequence[str]) -> list[str]:
-    from d2geo.encoders.terramind import canonical_channel
+    from d2geo.encoders.modalities import canonical_channel
 
     return [canonical_channel(n).lower() for n in names]
 
@@ -240,3 +240,41 @@ def check_polygon_request(class_names, polygon_classes, polygon_exclude, min_are
         resolve_classes(polygon_exclude, class_names, what="--polygon-exclude")
     except PolygonRequestError as e:
         raise SceneRequestError(str(e)) from None
+
+
+def model_pixel_std(model) -> torch.Tensor | None:
+    m = getattr(model, "module", model)
+    std = getattr(m, "pixel_std", None)
+    return std if isinstance(std, torch.Tensor) and std.numel() > 0 else None
+
+
+def check_input_units(model, paths: Sequence[str], modalities, *, height: int, width: int, tile: int,
+                      overlap: int, bands=None, band_names=None, sensor=None, scale=None, allow: bool = False,
+                      max_windows: int = 4):
+    """The units check (:func:`d2geo.data.units.check_units`) on up to ``max_windows`` windows
+    spread over the scene, read as the run reads them (invalid pixels left out), against the
+    model's ``pixel_mean`` / ``pixel_std``, before the model sees any window. ``allow``: warn
+    instead of raising (``--skip-units-check``). Returns the report (None: the model has no
+    statistics)."""
+    from rasterio.windows import Window
+
+    from d2geo.data.units import check_units
+
+    from .windows import window_shape
+
+    mean, std = model_pixel_mean(model), model_pixel_std(model)
+    if mean is None or std is None:
+        return None
+    wins = tile_windows(height, width, tile, overlap)
+    pick = sorted({round(i * (len(wins) - 1) / max(max_windows - 1, 1)) for i in range(min(max_windows, len(wins)))})
+    h, w = window_shape(height, width, tile)
+    samples, names = [], None
+    for i in pick:
+        r, c = wins[i]
+        s = read_scene_window(paths, modalities, Window(c, r, w, h), bands=bands, band_names=band_names,
+                              sensor=sensor, scale=scale, fill=None)
+        samples.append(s.image)
+        names = s.band_names
+    return check_units(samples, band_names=names, mean=mean.detach().cpu().reshape(-1).tolist(),
+                       std=std.detach().cpu().reshape(-1).tolist(), source=paths[0], allow=allow,
+                       sensor=sensor if isinstance(sensor, str) else None)

@@ -18,7 +18,7 @@ from d2geo.data.geotiff import GeoTiffError, pixel_gsd
 
 from .loop import count_windows, run_scene
 from .options import InferenceOptions
-from .request import SceneRequestError, check_polygon_request, check_request, scene_files
+from .request import SceneRequestError, check_input_units, check_polygon_request, check_request, scene_files
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
                          bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                          overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+    check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,
+                      overlap=opts.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
+                      scale=opts.scale, allow=not opts.units_check)
     if regions_path is not None:
         check_polygon_request(opts.class_names, opts.polygon_classes, opts.polygon_exclude, opts.min_area_m2,
                               opts.polygon_strip_rows)

@@ -19,7 +19,7 @@ from d2geo.data.files import atomic_path
 
 from ..loop import run_scene
 from ..options import InferenceOptions
-from ..request import check_polygon_request, check_request, model_outputs
+from ..request import check_input_units, check_polygon_request, check_request, model_outputs
 from ..windows import column_strips
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes
 from .manifest import STATE_DIR, OutputLock, done_path, record_done, remove_stale_temporaries, scene_is_done
@@ -151,6 +151,9 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                       instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
                       bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                       overlap=opts.overlap, scale=opts.scale)
+        check_input_units(model, s.paths, s.modalities, height=s.height, width=s.width, tile=opts.tile,
+                          overlap=opts.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
+                          scale=opts.scale, allow=not opts.units_check)
     for s in scenes:
         across = crosses_antimeridian(s)
         if across is not None and (opts.to_crs is not None or (semseg and len(scenes) > 1)):
