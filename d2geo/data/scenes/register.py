@@ -89,7 +89,7 @@ def build_scene_datasets(name: str, scenes, labels=None, *, task: str, classes, 
             label_set.in_crs(crs, [p for p, s in zip(prints, scene_list) if str(s.crs) == crs])
 
     window_m = window * max(s.pixel_size for s in scene_list)
-    plan = make_split(split, scene_list, label_set, window_m=window_m)
+    plan = make_split(split, scene_list, label_set, window_m=window_m, seed=seed)
     split_names = plan.names if plan is not None else [None]
     if plan is not None and train_split not in plan.names and sampler == "random":
         raise SceneError(f"the split has no {train_split!r} part (parts: {plan.names}): name the training part "

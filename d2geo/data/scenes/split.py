@@ -7,7 +7,7 @@ so no two windows of different splits overlap or touch. Three ways to make the r
 
 * ``{"blocks": N, "fractions": {"train": 0.8, "val": 0.2}, "seed": 0}``: square blocks of
   N metres on a grid in one projected CRS (``"crs"``, default the first scene's) over the
-  scenes' footprints; the blocks are shuffled with the seed and dealt to the splits by
+  scenes' footprints; the blocks are shuffled with the seed (default: the registration's) and dealt to the splits by
   their fractions (each split gets at least one block). A split's region is its blocks
   minus everything within ``buffer`` of another split's blocks;
 * ``{"column": "split"}``: each label feature's split is in that column of the label file;
@@ -67,7 +67,10 @@ class SplitPlan:
         feats = []
         for name, g in self.regions.items():
             g4326 = reproject_geometry(g, self.crs, "EPSG:4326", max_segment=self.params.get("segment"))
-            feats.append({"type": "Feature", "properties": {"kind": "region", "split": name},
+            # the exact region in the split's CRS too: a round trip through EPSG:4326 moves edges
+            # by ~1e-9 m, enough to flip windows that end exactly on them
+            feats.append({"type": "Feature", "properties": {"kind": "region", "split": name, "crs": self.crs,
+                                                            "native_wkt": shapely.to_wkt(g, rounding_precision=-1)},
                           "geometry": json.loads(shapely.to_geojson(g4326))})
         for split, scene, w, poly in windows or []:
             feats.append({"type": "Feature", "properties": {"kind": "window", "split": split, "scene": scene,
@@ -167,12 +170,17 @@ def _polygon_split(spec, buffer: float) -> SplitPlan:
                 data = json.load(f)
         except (OSError, ValueError) as e:
             raise SceneError(f"cannot read the split file {path}: {e}") from None
-        regions = {}
-        for feat in data.get("features", []):
-            props = feat.get("properties") or {}
-            if props.get("kind", "region") == "region" and "split" in props:
-                regions[str(props["split"])] = shapely.geometry.shape(feat["geometry"])
-        crs = "EPSG:4326"
+        regions, crs = {}, "EPSG:4326"
+        feats = [f for f in data.get("features", []) if (f.get("properties") or {}).get("kind", "region") == "region"
+                 and "split" in (f.get("properties") or {})]
+        native = feats and all("native_wkt" in f["properties"] for f in feats) and \
+            len({f["properties"].get("crs") for f in feats}) == 1
+        for feat in feats:
+            props = feat["properties"]
+            regions[str(props["split"])] = (shapely.from_wkt(props["native_wkt"]) if native
+                                            else shapely.geometry.shape(feat["geometry"]))
+        if native:
+            crs = feats[0]["properties"]["crs"]
         if not regions:
             raise SceneError(f"the split file {path} holds no region features (properties kind='region', split=...)")
     else:
@@ -192,8 +200,9 @@ def _polygon_split(spec, buffer: float) -> SplitPlan:
     return SplitPlan("polygons", _separate(regions, buffer), crs, dict(buffer=buffer))
 
 
-def make_split(split, scenes, labels, *, window_m: float) -> SplitPlan | None:
-    """The :class:`SplitPlan` of a ``split=`` argument (None: no split)."""
+def make_split(split, scenes, labels, *, window_m: float, seed: int = 0) -> SplitPlan | None:
+    """The :class:`SplitPlan` of a ``split=`` argument (None: no split); a block split without
+    its own ``"seed"`` takes ``seed``."""
     if split is None:
         return None
     if isinstance(split, (str, os.PathLike)):
@@ -206,7 +215,7 @@ def make_split(split, scenes, labels, *, window_m: float) -> SplitPlan | None:
         raise SceneError(f"split buffer {buffer:g} m is less than one window ({window_m:g} m): windows of "
                          "different splits could overlap; leave buffer unset or make it larger")
     if "blocks" in split:
-        return _block_split(scenes, split, buffer)
+        return _block_split(scenes, {"seed": seed, **split}, buffer)
     if "column" in split:
         return _column_split(scenes, labels, split, buffer, float(split.get("reach", window_m)))
     if "polygons" in split:
