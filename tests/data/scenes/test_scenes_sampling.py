@@ -133,19 +133,22 @@ def test_column_and_polygon_splits_have_no_leakage(tmp_path):
     crs, origin = ZONES[1]
     big = [write_cog(tmp_path / "big.tif", crs=crs, origin=origin, size=400)]
     scenes = open_scenes(big)
-    west = [((x, y, x + 8, y + 8), {"c": "a", "part": "train"}) for x in range(10, 150, 30) for y in range(10, 390, 30)]
-    east = [((x, y, x + 8, y + 8), {"c": "a", "part": "val"}) for x in range(250, 390, 30) for y in range(10, 390, 30)]
+    # features 22 px apart across the middle: less than one window
+    west = [((x, y, x + 8, y + 8), {"c": "a", "part": "train"}) for x in range(10, 181, 30) for y in range(10, 390, 30)]
+    east = [((x, y, x + 8, y + 8), {"c": "a", "part": "val"}) for x in range(210, 390, 30) for y in range(10, 390, 30)]
     labels = _labels(tmp_path, big, [west + east])
     datasets = build_scene_datasets("_col", big, labels, task="instance", classes=["a"], window=32, sampler="grid",
                                     split={"column": "part"})[0]
     assert set(datasets) == {"_col_train", "_col_val"}
     _no_leak(datasets, scenes, min_gap=320.0)
     for d in datasets["_col_val"]:
-        assert d["window"][0] >= 200  # val windows only in the east
+        assert d["window"][0] >= 188  # val windows only in the east
     s = scenes[0]
-    west_half = reproject_geometry(_pixel_box(s.transform, 0, 0, 200, 400), s.crs, "EPSG:4326")
-    east_half = reproject_geometry(_pixel_box(s.transform, 200, 0, 400, 400), s.crs, "EPSG:4326")
+    west_half = reproject_geometry(_pixel_box(s.transform, 0, 0, 210, 400), s.crs, "EPSG:4326")
+    east_half = reproject_geometry(_pixel_box(s.transform, 190, 0, 400, 400), s.crs, "EPSG:4326")
     datasets = build_scene_datasets("_poly", big, labels, task="instance", classes=["a"], window=32, sampler="grid",
                                     split={"polygons": {"train": west_half, "val": east_half}})[0]
     _no_leak(datasets, scenes, min_gap=320.0)
-    assert all(d["window"][0] + 32 <= 200 for d in datasets["_poly_train"])
+    # overlapping halves: each part keeps what lies one window away from the other
+    assert all(d["window"][0] + 32 <= 190 - 32 for d in datasets["_poly_train"])
+    assert all(d["window"][0] >= 210 + 32 for d in datasets["_poly_val"]) and datasets["_poly_val"]
