@@ -257,7 +257,8 @@ def _read_one(source, class_key, table, invalid):
         missing = values[[k is None for k in keys]]
         if len(missing):
             counts = missing.astype(str).value_counts()
-            raise SceneError(f"{where}: {class_key} values {dict(counts.head(8))} (value: features) are not in "
+            shown = {k: int(v) for k, v in counts.head(8).items()}
+            raise SceneError(f"{where}: {class_key} values {shown} (value: features) are not in "
                              f"classes {list(table)}: add them to classes (or map them to an id there), or "
                              "remove those features")
         gdf["_class_id"] = np.asarray(keys, dtype=np.int64)
