@@ -12,7 +12,11 @@ from d2geo.data.geotiff import GeoTiffError
 from d2geo.data.mapper import GeoDatasetMapper
 from d2geo.data.scenes import build_scene_datasets, register_geo_scenes
 
-from conftest import ZONES, lonlat_of, utm_of, write_cog, write_labels  # noqa: F401  (this folder's conftest)
+import scene_fixtures  # this folder's helpers and fixtures
+from scene_fixtures import ZONES, lonlat_of, utm_of, write_labels
+
+_clean_catalog = scene_fixtures._clean_catalog
+two_zones = scene_fixtures.two_zones
 
 
 def _mapper(**kw):

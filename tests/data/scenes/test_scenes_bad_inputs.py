@@ -10,7 +10,11 @@ import shapely
 from d2geo.data.scenes import SceneError, open_scenes, register_geo_scenes
 from d2geo.data.scenes.index import reproject_geometry
 
-from conftest import ZONES, write_cog, write_labels  # noqa: F401  (this folder's conftest)
+import scene_fixtures  # this folder's helpers and fixtures
+from scene_fixtures import ZONES, write_cog, write_labels
+
+_clean_catalog = scene_fixtures._clean_catalog
+two_zones = scene_fixtures.two_zones
 
 
 def _lonlat_box(path, c0, r0, c1, r1):

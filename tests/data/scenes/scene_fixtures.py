@@ -1,8 +1,9 @@
-"""Tiny synthetic COG scenes in two UTM zones and vector labels in EPSG:4326, for the scene tests."""
+"""Tiny synthetic COG scenes in two UTM zones and vector labels in EPSG:4326, for the scene tests
+(helpers and fixtures imported by the test modules of this folder; not a conftest.py, whose
+module name would shadow tests/conftest.py for the imports of other test files)."""
 from __future__ import annotations
 
 import os
-import types
 
 import numpy as np
 import pytest
@@ -63,13 +64,6 @@ def write_labels(path, features, crs="EPSG:4326", driver=None):
     gdf = gpd.GeoDataFrame(props, geometry=geoms, crs=crs)
     gdf.to_file(os.fspath(path), driver=driver, engine="pyogrio")
     return os.fspath(path)
-
-
-@pytest.fixture
-def sc():
-    """The helpers of this folder as one namespace."""
-    return types.SimpleNamespace(write_cog=write_cog, lonlat_of=lonlat_of, utm_of=utm_of,
-                                 write_labels=write_labels, ZONES=ZONES)
 
 
 @pytest.fixture
