@@ -17,3 +17,11 @@ from .labels import rasterize_window, read_label_raster, window_instances, windo
 from .register import build_scene_datasets, register_geo_scenes  # noqa: F401
 from .sampling import grid_windows, random_windows, shard  # noqa: F401
 from .split import SplitPlan, make_split  # noqa: F401
+
+
+def __getattr__(name):
+    if name == "WindowSemSegEvaluator":  # imports detectron2.evaluation only when asked for
+        from .evaluation import WindowSemSegEvaluator
+
+        return WindowSemSegEvaluator
+    raise AttributeError(name)

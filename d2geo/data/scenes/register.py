@@ -42,7 +42,7 @@ def _check_overlap(labels, scenes, prints) -> None:
 def _record(scene, window, k: int, geo: dict | None) -> dict:
     col, row, w, h = window
     d = {"file_name": scene.paths[0], "window": tuple(int(v) for v in window), "height": int(h), "width": int(w),
-         "image_id": f"{scene.name}@{col},{row}#{k}"}
+         "image_id": int(k)}
     if len(scene.paths) > 1:
         d["file_names"] = list(scene.paths)
     if geo:
