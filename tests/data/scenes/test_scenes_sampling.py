@@ -121,6 +121,11 @@ def test_block_split_has_no_leakage_and_is_written_and_reused(tmp_path):
     kinds = [f["properties"]["kind"] for f in data["features"]]
     assert kinds.count("region") == 2 and kinds.count("window") == 300 + len(datasets["_blk_val"])
     assert data["d2geo_split"]["kind"] == "blocks" and data["d2geo_split"]["seed"] == 4
+    # the picture of the split (tools/show_split.py) draws every window of the scene
+    from d2geo.data.scenes.preview import draw_split
+
+    counts = draw_split(split_file, big[0], str(out / "split.png"), max_side=200)
+    assert counts == {"train": 300, "val": len(datasets["_blk_val"])} and (out / "split.png").stat().st_size > 0
     # reused: the same regions give the same grid windows
     again = build_scene_datasets("_blk2", big, labels, task="semantic", classes=["a"], window=32, sampler="grid",
                                  split=split_file)[0]
