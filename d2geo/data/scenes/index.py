@@ -15,6 +15,7 @@ STRtree of them, so a window's lookup is a tree query whatever the number of pol
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -69,8 +70,9 @@ class Scene:
         import shapely
 
         t = self.transform
-        return shapely.Polygon([t * (col, row), t * (col + width, row), t * (col + width, row + height),
-                                t * (col, row + height)])
+        a, b, c, d, e, f = t.a, t.b, t.c, t.d, t.e, t.f  # plain floats: Affine's * is slow in loops
+        return shapely.Polygon([(a * x + b * y + c, d * x + e * y + f) for x, y in
+                                ((col, row), (col + width, row), (col + width, row + height), (col, row + height))])
 
     def window_transform(self, col: int, row: int):
         from rasterio.transform import Affine
@@ -328,17 +330,23 @@ class LabelSet:
         return np.sort(tree.query(polygon, predicate="intersects"))
 
 
+@functools.lru_cache(maxsize=64)
+def _transformer(src: str, dst: str):
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
 def reproject_geometry(geom, src_crs, dst_crs, max_segment: float | None = None):
     """``geom`` from ``src_crs`` to ``dst_crs`` (pyproj, always x/y order), its edges first
     cut into pieces of at most ``max_segment`` source units so curved edges stay close."""
     import shapely
-    from pyproj import Transformer
 
     if str(src_crs) == str(dst_crs):
         return geom
     if max_segment:
         geom = shapely.segmentize(geom, max_segment)
-    tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+    tr = _transformer(str(src_crs), str(dst_crs))
     return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
