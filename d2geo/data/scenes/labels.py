@@ -60,19 +60,33 @@ def _polygon_parts(geom):
         if geom.geom_type != "Polygon" else ([geom] if geom.area > 0 else [])
 
 
+def _array_to_pixels(geoms: np.ndarray, scene, col: int, row: int) -> np.ndarray:
+    """Scene-CRS geometries -> window pixel coordinates, all at once."""
+    import shapely
+
+    inv = ~scene.window_transform(col, row)
+    a, b, c, d, e, f = inv.a, inv.b, inv.c, inv.d, inv.e, inv.f
+    return shapely.transform(geoms, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
+                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
+
+
 def window_shapes(labels, scene, window) -> list[tuple[bytes, int]]:
     """The semantic labels of ``window = (col, row, width, height)``: ``[(WKB in window
     pixels, class id), ...]`` in label order (later wins)."""
     import shapely
 
     pos, clipped, _, ids = _clip(labels, scene, window)
-    out = []
-    for p, g in zip(pos, clipped):
-        g = shapely.MultiPolygon(_polygon_parts(g)) if g.geom_type not in ("Polygon", "MultiPolygon") else g
-        if g.is_empty or g.area == 0:
-            continue
-        out.append((shapely.to_wkb(_to_pixels(g, scene, window[0], window[1])), int(ids[p])))
-    return out
+    if len(pos) == 0:
+        return []
+    clipped = np.asarray(clipped, dtype=object)
+    # a polygon clipped along an edge may come back as a collection with lines or points
+    odd = ~np.isin(shapely.get_type_id(clipped), (3, 6))
+    for i in np.flatnonzero(odd):
+        parts = _polygon_parts(clipped[i])
+        clipped[i] = shapely.MultiPolygon(parts) if parts else shapely.Polygon()
+    keep = shapely.area(clipped) > 0
+    wkb = shapely.to_wkb(_array_to_pixels(clipped[keep], scene, window[0], window[1]))
+    return [(g, int(v)) for g, v in zip(wkb, ids[pos[keep]])]
 
 
 def rasterize_window(shapes, shape, *, all_touched: bool = False, background: int | None = None,
