@@ -66,8 +66,11 @@ def _array_to_pixels(geoms: np.ndarray, scene, col: int, row: int) -> np.ndarray
 
     inv = ~scene.window_transform(col, row)
     a, b, c, d, e, f = inv.a, inv.b, inv.c, inv.d, inv.e, inv.f
-    return shapely.transform(geoms, lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c,
-                                                                 d * xy[:, 0] + e * xy[:, 1] + f]))
+
+    def to_pixels(xy):
+        return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
+
+    return shapely.transform(geoms, to_pixels)
 
 
 def window_shapes(labels, scene, window) -> list[tuple[bytes, int]]:
