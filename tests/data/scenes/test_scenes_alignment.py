@@ -193,3 +193,26 @@ def test_multipolygons_and_holes(two_zones, tmp_path):
     assert masks[0][25, 25] == 0 and masks[0][15, 15] == 1 and masks[0].sum() == 40 * 40 - 100
     with pytest.raises(GeoTiffError, match="bitmask"):
         GeoDatasetMapper(is_train=True, augmentations=[], use_instance_mask=True)(d)
+
+
+def test_label_raster_on_another_grid_is_resampled_nearest_onto_each_window(two_zones, tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path, (crs, origin) = two_zones[0], ZONES[0]
+    # a 20 m label grid over the 10 m scene, starting 40 m west and north of it
+    rows, cols = np.mgrid[0:160, 0:160]
+    values = ((rows + cols) % 3).astype(np.uint8)
+    label_path = str(tmp_path / "labels_20m.tif")
+    with rasterio.open(label_path, "w", driver="GTiff", width=160, height=160, count=1, dtype="uint8", crs=crs,
+                       transform=from_origin(origin[0] - 40, origin[1] + 40, 20, 20), nodata=255) as dst:
+        dst.write(values[None])
+    datasets, *_ = build_scene_datasets("_lr", [path], label_path, task="semantic", classes=["a", "b", "c"],
+                                        window=128, sampler="grid")
+    mapper = _mapper()
+    for d in datasets["_lr"]:
+        col, row, w, h = d["window"]
+        rr, cc = np.mgrid[0:h, 0:w]
+        # the centre of scene pixel (r, c) lies (10 r + 5 + 40) m below the label grid's top edge
+        expected = values[((rr + row) * 10 + 5 + 40) // 20, ((cc + col) * 10 + 5 + 40) // 20]
+        np.testing.assert_array_equal(mapper(d)["sem_seg"].numpy(), expected)
