@@ -67,6 +67,9 @@ def build_scene_datasets(name: str, scenes, labels=None, *, task: str, classes, 
         raise SceneError(f"window must be a positive size in pixels, got {window}")
     table = class_table(classes)
     names_of_ids = class_names(table)
+    if task == "semantic" and len(names_of_ids) > 255:
+        raise SceneError(f"{len(names_of_ids)} semantic classes: label rasters are uint8 with 255 = ignore, so at "
+                         "most 255 classes (ids 0..254)")
     scene_list = open_scenes(scenes)
     check_window_fits(scene_list, window)
     if background is not None and not isinstance(background, (int, np.integer)):
