@@ -47,8 +47,10 @@ setup(
         "peft": ["peft>=0.13"],
         # tools/predict_region.py's vector outputs (GeoParquet); class maps as polygons (shapely)
         "region": ["geopandas>=0.14", "pyarrow>=14", "shapely>=2.0"],
+        # training from whole scenes and vector labels (d2geo.data.scenes)
+        "scenes": ["geopandas>=0.14", "pyogrio>=0.7", "shapely>=2.0"],
         "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
                  "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "geopandas>=0.14", "pyarrow>=14",
-                 "shapely>=2.0"],
+                 "shapely>=2.0", "pyogrio>=0.7"],
     },
 )

@@ -330,7 +330,7 @@ def test_fuzz_mapper_over_shapes_dtypes_and_nodata(tmp_path_factory, c, h, w, dt
 
 # -- the table in docs/bad_inputs.md names tests that exist -----------------------------------
 def _test_ids(markdown: str) -> list[tuple[str, str]]:
-    return re.findall(r"(tests/(?:\w+/)?test_\w+\.py)::(test_\w+)", markdown)
+    return re.findall(r"(tests/(?:\w+/)*test_\w+\.py)::(test_\w+)", markdown)
 
 
 def _functions(path: str) -> set[str]:

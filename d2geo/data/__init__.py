@@ -25,6 +25,7 @@ from .datasets import (  # noqa: F401,E402
 )
 from .geotiff import GeoSample, GeoTiffError, read_geotiff, read_label  # noqa: F401,E402
 from .mapper import GeoDatasetMapper, RandomExtentND, build_geo_augmentation  # noqa: F401,E402
+from .scenes import SceneError, register_geo_scenes  # noqa: F401,E402
 from .stats import SENSOR_STATS, get_stats  # noqa: F401,E402
 
 

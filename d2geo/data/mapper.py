@@ -25,6 +25,13 @@ else RFC 7946 lon/lat, see :mod:`d2geo.data.geojson_labels`), and
 ``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``time_from_name``, ``label_map``,
 ``geojson_crs``, ``category_key``, ``class_names``).
 
+Windows of whole scenes (:func:`d2geo.data.scenes.register_geo_scenes`): a dict's ``window
+= (col_off, row_off, width, height)`` (scene pixels) makes the mapper read only that window
+of ``file_name``/``file_names``/``modality_files`` (rasterio windowed reads at full
+resolution, never an overview); its labels come as ``scene_labels`` (polygons in window
+pixels, rasterized here with ``scene_label_options``) or ``label_raster`` (resampled
+nearest-neighbour onto the window's grid), or as pixel ``annotations``.
+
 detectron2's own augmentations work on such arrays except those that go through PIL
 or assume RGB: ``RandomExtent`` (use :class:`RandomExtentND`) and ``RandomSaturation`` /
 ``RandomLighting`` (RGB only; they raise). ``ResizeTransform`` interpolates float
@@ -130,6 +137,18 @@ def build_geo_augmentation(cfg, is_train: bool) -> list:
     return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
 
+def _scene_window(d: dict):
+    """The rasterio Window of a dict's ``window = (col_off, row_off, width, height)``."""
+    from rasterio.windows import Window
+
+    try:
+        col, row, w, h = (int(v) for v in d["window"])
+    except (TypeError, ValueError):
+        raise GeoTiffError(f"window {d['window']!r} of {d['file_name']} is not (col_off, row_off, width, height) "
+                           "in scene pixels") from None
+    return Window(col, row, w, h)
+
+
 def _area_scale(transforms) -> float:
     """Linear scale factor (output px per input px) of a transform list, from its Jacobian."""
     pts = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]], dtype=np.float32)
@@ -221,6 +240,8 @@ class GeoDatasetMapper:
         geo = dict(d.get("geo") or {})
         kwargs = {k: geo[k] for k in _READ_KEYS if k in geo}
         kwargs.setdefault("sensor", self.sensor)
+        if d.get("window") is not None:
+            kwargs["window"] = _scene_window(d)
         if self.scale is not None:
             kwargs.setdefault("scale", self.scale)
         if "modality_files" in d:
@@ -261,6 +282,20 @@ class GeoDatasetMapper:
                 f"geo['label_map'] (e.g. {{{int(values[0])}: {self.ignore_label}}}) or register the "
                 "dataset with more stuff_classes / set the model's num_classes")
 
+    def _scene_labels(self, d: dict, sample, shape) -> np.ndarray:
+        """The semantic labels of a scene window (d2geo.data.scenes), ignore where the image has no data."""
+        from .scenes.labels import rasterize_window, read_label_raster
+
+        if "label_raster" in d:
+            labels = read_label_raster(d.pop("label_raster"), sample.crs, sample.transform, shape)
+        else:
+            opts = d.pop("scene_label_options", None) or {}
+            labels = rasterize_window(d.pop("scene_labels"), shape, all_touched=opts.get("all_touched", False),
+                                      background=opts.get("background"), ignore_label=self.ignore_label)
+        labels = labels.astype(np.int64)
+        labels[~sample.valid] = self.ignore_label
+        return labels
+
     _warned_boxes: set = set()
 
     def _box_is_valid(self, obj: dict, index: int, file_name) -> bool:
@@ -300,6 +335,10 @@ class GeoDatasetMapper:
             sem_seg = read_label(label_path, label_map=label_map,
                                  ignore_label=self.ignore_label, invalid=~sample.valid, like=sample)
             self._check_label_range(sem_seg, label_path, geo.get("num_classes", self.num_classes))
+
+        if "scene_labels" in d or "label_raster" in d:
+            sem_seg = self._scene_labels(d, sample, (h, w))
+            self._check_label_range(sem_seg, d["file_name"], geo.get("num_classes", self.num_classes))
 
         if "geojson_file_name" in d:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
