@@ -26,8 +26,10 @@ Channel ids: by band name, read through the band vocabulary (``sensor=`` disambi
 Sentinel-2 and Landsat 8/9 bands the ids are the spectral-response means Panopticon's own sensor
 configs (``dinov2/configs/data/satellites/{sentinel2,landsat9}.yaml``) trained with, which differ
 from the nominal centres of :mod:`.bands` by up to 15 nm (Sentinel-2 B08: 827 vs 842); other
-optical bands use the vocabulary's centre. ``metadata["wavelengths"]`` (micrometres, one per
-band, shared by the batch) replaces the ids of an all-optical input.
+optical bands use the vocabulary's centre. An encoder built without bands takes
+``metadata["wavelengths"]`` (micrometres, one per band, shared by the batch; optical bands only);
+one built with bands checks that metadata wavelengths, where given (the GeoTIFF reader gives the
+vocabulary's centres), are its bands' and refuses other bands.
 """
 from __future__ import annotations
 
@@ -205,6 +207,8 @@ class PanopticonEncoder(DINOv2Encoder):
                                   where="Panopticon's bands")
         #: the channel ids of ``bands`` (a list: a float64 buffer would follow ``.half()``)
         self.default_ids = panopticon_channel_ids(self.bands, sensor, sar_orbit) if self.bands else None
+        #: the vocabulary's centres of ``bands`` (what a reader puts in metadata 'wavelengths')
+        self._vocab_um = torch.tensor([_band_spec(b, sensor)[1].wavelength for b in self.bands], dtype=torch.float64)
         self.vit = VisionTransformer(
             img_size=grid * patch_size, patch_size=patch_size, in_chans=1, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, init_values=1e-5, dynamic_img_size=True, num_classes=0, global_pool="",
@@ -218,24 +222,31 @@ class PanopticonEncoder(DINOv2Encoder):
 
     def _channel_ids(self, metadata: Mapping[str, Any] | None, num_bands: int, device) -> torch.Tensor:
         waves = metadata.get("wavelengths") if metadata is not None else None
-        if waves is not None:
-            waves = torch.as_tensor(waves, dtype=torch.float64, device=device)
-            source = "metadata 'wavelengths'"
-            if waves.ndim == 1 and waves.numel() == num_bands:
-                check_wavelengths(waves, where=source)  # optical only: SAR bands are named
-                return torch.round(waves * 1e6) / 1000.0  # micrometres -> nm (0.493 -> 493.0, not 492.99..)
-        elif self.default_ids is None:
+        if self.default_ids is not None:
+            if len(self.default_ids) != num_bands:
+                raise EncoderInputError(
+                    f"the encoder's bands {list(self.bands)} are {len(self.default_ids)} but the input has "
+                    f"{num_bands} bands; build the encoder with bands=[...] naming the input's bands, in order")
+            if waves is not None:  # the reader's wavelengths (bands.py centres) must be the encoder's bands'
+                waves = torch.as_tensor(waves, dtype=torch.float64).flatten()
+                if waves.shape != (num_bands,) or not torch.allclose(waves, self._vocab_um, atol=5e-4):
+                    raise EncoderInputError(
+                        f"metadata 'wavelengths' {[round(float(w), 4) for w in waves]} (um) are not those of the "
+                        f"encoder's bands {list(self.bands)} ({[round(float(w), 4) for w in self._vocab_um]}): the "
+                        f"input holds other bands; build the encoder with bands=[...] naming the input's bands")
+            return torch.tensor(self.default_ids, dtype=torch.float64, device=device)
+        if waves is None:
             raise EncoderInputError(
                 "Panopticon encodes each channel by its wavelength (or SAR polarization) and has none for "
                 "this batch: build the encoder with bands=[...] (names the band vocabulary knows, e.g. "
                 "B04, B03, B02 or VV, VH), or pass metadata={'wavelengths': [...]} in micrometres")
-        else:
-            waves, source = self.default_ids, f"the encoder's bands {list(self.bands)}"
-            if len(waves) == num_bands:
-                return torch.tensor(waves, dtype=torch.float64, device=device)
-        raise EncoderInputError(
-            f"{source} gives {tuple(torch.as_tensor(waves).shape)} values but the input has {num_bands} "
-            f"bands; give one per input band, shared by the batch (batch one sensor at a time)")
+        waves = torch.as_tensor(waves, dtype=torch.float64, device=device)
+        if waves.shape != (num_bands,):
+            raise EncoderInputError(
+                f"metadata 'wavelengths' has shape {tuple(waves.shape)} but the input has {num_bands} bands; "
+                f"give one wavelength (micrometres) per band, shared by the batch (batch one sensor at a time)")
+        check_wavelengths(waves, where="metadata 'wavelengths'")  # optical only: SAR bands are named
+        return torch.round(waves * 1e6) / 1000.0  # micrometres -> nm (0.493 -> 493.0, not 492.99..)
 
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
         vit = self.vit

@@ -147,11 +147,22 @@ def test_missing_or_mismatched_channel_ids_are_explained(official):
     x = torch.zeros(1, 3, 28, 28)
     with pytest.raises(EncoderInputError, match="build the encoder with bands=.*metadata=.*wavelengths"):
         enc(x)
-    enc = build_encoder("panopticon_vitb14", bands=["VV", "VH"], **_tiny(official)).eval()
-    with pytest.raises(EncoderInputError, match=r"bands \['VV', 'VH'\] gives \(2,\) values but the input has 3"):
-        enc(x)
     with pytest.raises(EncoderInputError, match="gives 2 wavelengths but the input has 3 bands"):
         enc(x, metadata={"wavelengths": [0.665, 0.56]})
+    enc = build_encoder("panopticon_vitb14", bands=["VV", "VH"], **_tiny(official)).eval()
+    with pytest.raises(EncoderInputError, match=r"bands \['VV', 'VH'\] are 2 but the input has 3 bands"):
+        enc(x)
+
+
+def test_reader_wavelengths_must_be_the_encoders_bands(official, hub_file):
+    """An encoder built for bands keeps its (pretraining) channel ids when the reader's metadata
+    gives those bands' vocabulary centres, and refuses the input of other bands instead of encoding
+    them as the encoder's."""
+    case = official["cases"][1]  # S2 RGB at 56 x 84
+    enc = build_encoder("panopticon_vitb14", weights=hub_file, bands=["B04", "B03", "B02"], **_tiny(official)).eval()
+    _compare(enc, case, metadata={"wavelengths": [0.665, 0.56, 0.493]})  # bands.py's centres: ids unchanged
+    with pytest.raises(EncoderInputError, match=r"not those of the encoder's bands \['B04', 'B03', 'B02'\]"):
+        enc(case["input"].float(), metadata={"wavelengths": [0.842, 0.56, 0.493]})
 
 
 def test_bad_band_names_are_refused_at_build(official):
