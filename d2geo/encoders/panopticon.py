@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from .bands import BandError, expand_bands, refuse_repeated_bands, sensor_band
+from .adapt import resize_patch
 from .base import EncoderInputError, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dinov2 import DINOv2Encoder
@@ -180,6 +181,8 @@ class PanopticonEncoder(DINOv2Encoder):
         sensor: the sensor of ``bands`` (for reading band ids such as ``B08``).
         sar_orbit: the orbit code of the SAR bands: ``both`` (upstream's default ids -1, -2),
             ``ascending`` or ``descending``.
+        patch_size: the patch size to run at; the published 14-pixel kernel is resampled on load
+            with ``patch_resample`` (``pinv``: FlexiViT's pseudo-inverse, as for DINOv2).
         drop_path_rate: stochastic depth for fine-tuning.
     """
 
@@ -189,14 +192,15 @@ class PanopticonEncoder(DINOv2Encoder):
     def __init__(self, *, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, attn_dim: int = 2304,
                  attn_heads: int = 16, patch_size: int = 14, pretrained_grid: int = 37,
                  img_size: int | None = None, bands: Sequence[str] = (), sensor: str | None = None,
-                 sar_orbit: str = "both", drop_path_rate: float = 0.0):
+                 sar_orbit: str = "both", drop_path_rate: float = 0.0, patch_resample: str = "pinv"):
         nn.Module.__init__(self)
         if img_size is not None and img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         grid = img_size // patch_size if img_size else pretrained_grid
         self.img_size_given = img_size is not None
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
-        self.pretrained_patch_size, self.pretrained_grid = patch_size, pretrained_grid
+        self.pretrained_patch_size, self.pretrained_grid = 14, pretrained_grid
+        self.patch_resample = patch_resample
         self.num_register_tokens, self.num_prefix_tokens = 0, 1
         self.interpolate_offset, self.interpolate_antialias = 0.1, False
         self._pos_matrices = SizeCache(16)
@@ -285,8 +289,9 @@ class PanopticonEncoder(DINOv2Encoder):
                         f"the checkpoint's {prefix}{k} is no part of the published Panopticon patch embedding "
                         f"(channel layer norm, key/value biases or the full-spectra mode are not built here)")
                 k = "patch_embed." + renames[old] + rest[len(old):]
-                if k == "patch_embed.conv.weight" and v.ndim == 5:
-                    v = v.squeeze(2)  # (D, 1, 1, p, p) conv3d kernel -> (D, 1, p, p)
+                if k == "patch_embed.conv.weight":
+                    v = v.squeeze(2) if v.ndim == 5 else v  # (D, 1, 1, p, p) conv3d kernel -> (D, 1, p, p)
+                    v = resize_patch(v, self.patch_size, self.patch_resample)  # 14 -> 16 for the pyramids
             out[k] = v
         if "pos_embed" in out:
             out["pos_embed"] = self._fit_pos_table(out["pos_embed"])

@@ -13,6 +13,7 @@ from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import rel_err
 from d2geo.encoders import BandError, CheckpointError, EncoderInputError, build_encoder, get_pretrained_cfg
@@ -115,6 +116,25 @@ def test_matches_live_official_module(official, hub_file):
             got = enc.forward_features(x, layers=[0, 2], norm=True)
         for g, w in zip(got, want):
             assert rel_err(g.flatten(2).transpose(1, 2), w) <= TOL
+
+
+def test_patch_14_to_16_preserves_features(official, hub_file):
+    """The configs run at 16-pixel patches (power-of-two pyramid strides): the shared 14-pixel kernel
+    is resampled with FlexiViT's pseudo-inverse, so an image whose 14 x 14 patches are each resized
+    to 16 x 16 gives the original features."""
+    case = official["cases"][1]
+    x = case["input"].float()
+    B, C, H, W = x.shape
+    h, w = H // 14, W // 14
+    p = x.reshape(B, C, h, 14, w, 14).permute(0, 2, 4, 1, 3, 5).reshape(-1, C, 14, 14)
+    p = F.interpolate(p, size=(16, 16), mode="bicubic", antialias=True)
+    x16 = p.reshape(B, h, w, C, 16, 16).permute(0, 3, 1, 4, 2, 5).reshape(B, C, h * 16, w * 16)
+    enc16 = build_encoder("panopticon_vitb14", weights=hub_file, patch_size=16, bands=["B04", "B03", "B02"],
+                          **_tiny(official)).eval()
+    with torch.no_grad():
+        got = enc16.forward_features(x16, layers=[0, 2], norm=True)
+    for g, want in zip(got, (case["norm"][0], case["norm"][2])):
+        assert rel_err(g, want) <= TOL
 
 
 def test_layouts_load_alike(official, hub_file, tmp_path):
