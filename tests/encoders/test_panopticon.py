@@ -137,6 +137,18 @@ def test_patch_14_to_16_preserves_features(official, hub_file):
         assert rel_err(g, want) <= TOL
 
 
+def test_band_order_does_not_matter(official, hub_file):
+    """The channel cross-attention has no channel order: the same bands in another order (input and
+    ``bands`` alike) give the same features, so no band kernel has to be reordered."""
+    case = official["cases"][4]  # B04, B03, B02, VV, VH (ascending)
+    x = case["input"].float()
+    enc = build_encoder("panopticon_vitb14", weights=hub_file, bands=["VH", "B02", "VV", "B04", "B03"],
+                        sar_orbit="ascending", **_tiny(official)).eval()
+    with torch.no_grad():
+        got = enc.forward_features(x[:, [4, 2, 3, 0, 1]], layers=[2], norm=True)[0]
+    assert rel_err(got, case["norm"][2]) <= TOL
+
+
 def test_layouts_load_alike(official, hub_file, tmp_path):
     """torchgeo's wrapper (``model.`` prefix) and a d2geo-written state dict load to the same model."""
     x = official["cases"][0]["input"].float()
