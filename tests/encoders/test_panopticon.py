@@ -90,32 +90,60 @@ def test_channel_ids_follow_the_official_configs():
     assert sorted(PANOPTICON_SAR_IDS.values()) == list(range(-12, 0))
 
 
-@pytest.mark.skipif(not os.environ.get("PANOPTICON_REPO"), reason="set PANOPTICON_REPO to a checkout of "
-                    "github.com/Panopticon-FM/panopticon to also run the official module live")
-def test_matches_live_official_module(official, hub_file):
+LIVE = pytest.mark.skipif(not os.environ.get("PANOPTICON_REPO"), reason="set PANOPTICON_REPO to a checkout of "
+                          "github.com/Panopticon-FM/panopticon to also run the official module live")
+
+
+def _official_module(config, state_dict=None):
+    """The publishers' model with the hub settings (``hubconf._panopticon_vitb14``) at ``config``."""
     sys.path.insert(0, os.environ["PANOPTICON_REPO"])
     os.environ.setdefault("XFORMERS_DISABLED", "1")
     from dinov2.layers import MemEffAttention, NestedTensorBlock as Block
     from dinov2.models.vision_transformer import DinoVisionTransformer
 
-    c = official["config"]
+    c = config
     ref = DinoVisionTransformer(
         img_size=c["img_size"], patch_size=14, embed_dim=c["embed_dim"], depth=c["depth"], num_heads=c["num_heads"],
         block_fn=partial(Block, attn_class=MemEffAttention), init_values=1e-5, ffn_layer="mlp", block_chunks=0,
         embed_layer="PanopticonPE", pe_args=dict(attn_dim=c["attn_dim"], chnfus_cfg=dict(
             attn_cfg=dict(num_heads=c["attn_heads"])))).eval()
-    ref.load_state_dict(official["state_dict"])
-    bands = ["B02", "B05", "B8A", "B12", "VH"]
-    enc = build_encoder("panopticon_vitb14", weights=hub_file, bands=bands, sar_orbit="descending",
-                        **_tiny(official)).eval()
-    for shape in ((3, 5, 84, 42), (1, 5, 112, 112)):
+    if state_dict is not None:
+        ref.load_state_dict(state_dict)
+    return ref
+
+
+def _live_compare(ref, enc, shapes, layers):
+    for shape in shapes:
         x = torch.randn(shape)
         ids = torch.tensor([enc.default_ids], dtype=torch.float64).repeat(shape[0], 1)
         with torch.no_grad():
-            want = ref.get_intermediate_layers({"imgs": x, "chn_ids": ids}, n=[0, 2], norm=True)
-            got = enc.forward_features(x, layers=[0, 2], norm=True)
+            want = ref.get_intermediate_layers({"imgs": x, "chn_ids": ids}, n=layers, norm=True)
+            got = enc.forward_features(x, layers=layers, norm=True)
         for g, w in zip(got, want):
-            assert rel_err(g.flatten(2).transpose(1, 2), w) <= TOL
+            assert rel_err(g.flatten(2).transpose(1, 2), w) <= TOL, shape
+
+
+@LIVE
+def test_matches_live_official_module(official, hub_file):
+    ref = _official_module(official["config"], official["state_dict"])
+    enc = build_encoder("panopticon_vitb14", weights=hub_file, bands=["B02", "B05", "B8A", "B12", "VH"],
+                        sar_orbit="descending", **_tiny(official)).eval()
+    _live_compare(ref, enc, [(3, 5, 84, 42), (1, 5, 112, 112)], [0, 2])
+
+
+@pytest.mark.slow
+@LIVE
+def test_real_size_matches_live_official_module(tmp_path):
+    """ViT-B/14 with the published widths (random weights, 37 x 37 table) at 224 px and non-square."""
+    torch.manual_seed(0)
+    ref = _official_module(dict(img_size=518, embed_dim=768, depth=12, num_heads=12, attn_dim=2304, attn_heads=16))
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path / "teacher.pth"
+    torch.save(ref.state_dict(), path)
+    enc = build_encoder("panopticon_vitb14", weights=path, bands=["B04", "B03", "B02", "B08", "VV", "VH"]).eval()
+    _live_compare(ref, enc, [(1, 6, 224, 224), (1, 6, 182, 252)], [3, 11])
 
 
 def test_patch_14_to_16_preserves_features(official, hub_file):
