@@ -34,12 +34,10 @@ vocabulary's centres), are its bands' and refuses other bands.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from .bands import BandError, expand_bands, refuse_repeated_bands, sensor_band
