@@ -126,6 +126,28 @@ def torchgeo_croma() -> types.ModuleType:
     return load_upstream_module("torchgeo", "torchgeo/models/croma.py", "_ref_torchgeo_croma")
 
 
+#: a checkout of github.com/Panopticon-FM/panopticon (no wheel exists): its ``dinov2`` package
+PANOPTICON_REPO_ENV = "PANOPTICON_REPO"
+
+
+def panopticon_official() -> types.ModuleType:
+    """The publishers' ``dinov2.models.vision_transformer`` (``DinoVisionTransformer`` with
+    ``embed_layer="PanopticonPE"``) from the checkout ``$PANOPTICON_REPO`` points at; Panopticon
+    is in no wheel (torchgeo wraps it only after 0.8.1), so the checkout is fetched by hand."""
+    repo = os.environ.get(PANOPTICON_REPO_ENV)
+    if not repo or not os.path.isfile(os.path.join(repo, "dinov2", "models", "panopticon.py")):
+        raise UpstreamUnavailable(f"set {PANOPTICON_REPO_ENV} to a checkout of github.com/Panopticon-FM/panopticon")
+    os.environ.setdefault("XFORMERS_DISABLED", "1")
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    try:
+        import importlib
+
+        return importlib.import_module("dinov2.models.vision_transformer")
+    except ImportError as e:
+        raise UpstreamUnavailable(f"the Panopticon checkout at {repo} does not import: {e}") from e
+
+
 def terratorch_terramind() -> types.ModuleType:
     """terratorch 1.2.13's terramind model package (``terramind_vit.TerraMindViT``,
     ``terramind.TerraMind``, ``modality_info``, ``tm_utils``), loaded file by file as the

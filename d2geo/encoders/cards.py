@@ -46,6 +46,8 @@ FIDELITY_REFERENCES = {
     "croma": ("torchgeo 0.8.1 torchgeo/models/croma.py (CROMA)", "tests/encoders/test_croma.py"),
     "copernicusfm": ("torchgeo 0.8.1 torchgeo/models/copernicusfm.py (CopernicusFM)",
                      "tests/encoders/test_copernicusfm.py"),
+    "panopticon": ("Panopticon-FM/panopticon's official code at 5ad7f82f (the hubconf model; outputs of a tiny model "
+                   "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
 }
 
 

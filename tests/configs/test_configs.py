@@ -42,6 +42,8 @@ FAMILY_CONFIGS = [
     "copernicusfm/semantic_fpn_vitb16.py",
     "croma/mask_rcnn_base.py",
     "croma/semantic_fpn_base.py",
+    "panopticon/mask_rcnn_vitb14.py",
+    "panopticon/semantic_fpn_vitb14.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
@@ -58,6 +60,7 @@ UPERNET_CONFIGS = [
     "scale_mae/upernet_vitl16.py",
     "ssl4eo/upernet_vits16.py",
     "ssl4eo/upernet_vits16_data2vec.py",
+    "panopticon/upernet_vitb14.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -70,6 +73,7 @@ EXPECTED_ENCODERS = {
     "terramind": ("terramind_v1_base", 12, 768),
     "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
+    "panopticon": ("panopticon_vitb14", 12, 768),
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {

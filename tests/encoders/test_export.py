@@ -39,6 +39,10 @@ FAMILIES = {
     "terramind": (lambda: build_encoder("terramind_v1_tiny", embed_dim=64, depth=2, num_heads=2,
                                         bands=["S2L2A:B04", "S2L2A:B03", "S2L2A:B02", "S1RTC:VV", "S1RTC:VH"]),
                   (1, 5, 64, 96), [(1, 5, 128, 80), (1, 5, 224, 224)]),
+    # channel ids of optical and SAR bands are constants of the recorded model; 70 px is the table's grid
+    "panopticon": (lambda: build_encoder("panopticon_vitb14", embed_dim=48, depth=2, num_heads=3, attn_dim=48,
+                                         attn_heads=4, img_size=70, bands=["B04", "B03", "B02", "VV"]),
+                   (1, 4, 56, 84), [(1, 4, 98, 42), (1, 4, 70, 70)]),
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
@@ -165,7 +169,7 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm", "dofa", "satlas",
-                                  "terramind"])
+                                  "terramind", "panopticon"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()
