@@ -191,16 +191,13 @@ def test_digest_in_names():
 
 def test_detection_checkpointer_loads_a_zoo_checkpoint(zoo, tmp_path):
     """The converter's output, served as a zoo file, loads into the config's model."""
-    import importlib.util
 
     from d2geo.encoders import build_encoder
 
     enc = build_encoder("dinov2_vits14", embed_dim=96, depth=4, num_heads=3)
     upstream = tmp_path / "up.pth"
     torch.save(dict(enc.vit.state_dict()), upstream)
-    spec = importlib.util.spec_from_file_location("_zoo_convert", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     written = tool.main([str(upstream), "--config-file", config, "--output-dir", str(zoo.root / "quickstart")])
     uri = "d2geo://quickstart/" + os.path.basename(written)
@@ -264,13 +261,10 @@ def _tiny_upstream_checkpoint(path):
 
 
 def test_detection_checkpointer_loads_an_hf_init_checkpoint(hub, tmp_path):
-    import importlib.util
 
     upstream = tmp_path / "up.pth"
     _tiny_upstream_checkpoint(upstream)
-    spec = importlib.util.spec_from_file_location("_zoo_convert2", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     # the converter takes the upstream file as an hf:// path too
     up_uri = hub.publish("acme/upstream", "dinov2_tiny.pth", open(upstream, "rb").read())
@@ -327,14 +321,12 @@ def test_skip_encoder_weights_for_whole_model_checkpoints():
 
 
 def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, monkeypatch):
-    import importlib.util
 
     monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the run
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # and nothing is cached there
-    spec = importlib.util.spec_from_file_location("_zoo_train_net", os.path.join(ROOT, "tools", "train_net.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import train as tool
+    from d2geo.engine.train_loop import run
     cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
     model = instantiate(cfg.model)
     ckpt = str(tmp_path / "model.pth")
@@ -348,7 +340,7 @@ def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, 
     saved = {name: (lg.handlers[:], lg.propagate, lg.level) for name in ("d2geo", "detectron2", "fvcore")
              for lg in [logging.getLogger(name)]}
     try:
-        results = tool.main(args)
+        results = run(args)
     finally:
         for name, (handlers, propagate, level) in saved.items():
             lg = logging.getLogger(name)
@@ -386,7 +378,6 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     """``convert_checkpoint.py pretrained --config-file ...``: the config's encoder's published
     file, fetched and checked against its pin (here the table entry points at the stand-in)."""
     import hashlib
-    import importlib.util
 
     from d2geo.encoders import PretrainedCfg, registry
 
@@ -395,9 +386,7 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     entry = registry._REGISTRY["dinov2_vits14"]
     pin = PretrainedCfg(source=uri, license="Apache-2.0", sha256=hashlib.sha256(data).hexdigest())
     monkeypatch.setitem(registry._REGISTRY, "dinov2_vits14", registry._Entry(entry.builder, entry.config, pin))
-    spec = importlib.util.spec_from_file_location("_zoo_convert3", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     written = tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
     meta = torch.load(written, weights_only=True)["d2geo"]

@@ -169,12 +169,7 @@ def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     # the converter merges the trained model into a plain zoo file that needs no peft
     ckpt = tmp_path / "model_final.pth"
     torch.save({"model": model.state_dict()}, ckpt)
-    import sys
-    sys.path.insert(0, "tools")
-    try:
-        import convert_checkpoint
-    finally:
-        sys.path.remove("tools")
+    from d2geo.cli import convert as convert_checkpoint
     model.eval()
     batch = [dict(d) for d in next(iter(instantiate(cfg.dataloader.train)))]
     with torch.no_grad():
