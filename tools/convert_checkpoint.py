@@ -6,7 +6,7 @@
 The same as the console script ``d2geo-convert``; the examples and flags are in
 :mod:`d2geo.cli.convert` (``--help``). Needs d2geo installed (``pip install -e .``).
 """
-from d2geo.cli.convert import main
+from d2geo.cli.convert import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

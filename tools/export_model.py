@@ -7,7 +7,7 @@
 The same as the console script ``d2geo-export``; the examples and flags are in
 :mod:`d2geo.cli.export` (``--help``). Needs d2geo installed (``pip install -e .``).
 """
-from d2geo.cli.export import main
+from d2geo.cli.export import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

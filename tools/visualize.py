@@ -6,7 +6,7 @@
 The same as the console script ``d2geo-visualize``; the examples and flags are in
 :mod:`d2geo.cli.visualize` (``--help``). Needs d2geo installed (``pip install -e .``).
 """
-from d2geo.cli.visualize import main
+from d2geo.cli.visualize import console_main
 
 if __name__ == "__main__":
-    main()
+    console_main()

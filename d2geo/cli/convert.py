@@ -55,7 +55,7 @@ from d2geo.model_zoo.convert import (  # noqa: E402,F401  (the names the tool of
     merge_peft_checkpoint,
 )
 
-__all__ = ["main", "get_parser"]
+__all__ = ["main", "console_main", "get_parser"]
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -101,5 +101,13 @@ def main(argv=None) -> str:
     return path
 
 
-if __name__ == "__main__":
+
+def console_main() -> None:
+    """The console script ``d2geo-convert``: :func:`main` on the command line, exit status 0 (the
+    result was printed or logged; a returned value would be printed again as an error by
+    ``sys.exit``)."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

@@ -75,7 +75,7 @@ from d2geo.engine.export import (  # noqa: E402,F401  (the names the tool offers
     synthetic_sample,
 )
 
-__all__ = ["main", "get_parser"]
+__all__ = ["main", "console_main", "get_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,5 +109,13 @@ def main(argv=None) -> float:
     return diff
 
 
-if __name__ == "__main__":
+
+def console_main() -> None:
+    """The console script ``d2geo-export``: :func:`main` on the command line, exit status 0 (the
+    result was printed or logged; a returned value would be printed again as an error by
+    ``sys.exit``)."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

@@ -38,7 +38,7 @@ quiet_third_party_warnings()
 from d2geo.data.synthetic import register_synthetic_root  # noqa: E402
 from d2geo.data.visualize import render_sample, write_pictures  # noqa: E402,F401  (the names the tool offers)
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "console_main", "build_parser"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,5 +177,13 @@ def main(argv=None) -> list[str]:
                           alpha=args.alpha, sheet=args.sheet)
 
 
-if __name__ == "__main__":
+
+def console_main() -> None:
+    """The console script ``d2geo-visualize``: :func:`main` on the command line, exit status 0 (the
+    result was printed or logged; a returned value would be printed again as an error by
+    ``sys.exit``)."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

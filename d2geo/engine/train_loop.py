@@ -15,6 +15,7 @@ The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -176,7 +177,10 @@ def do_train(args, cfg):
 
 def run(args):
     """Run training or evaluation in this process; returns the evaluation results."""
-    cfg = LazyConfig.load(resolve_config_file(args.config_file))
+    # a zoo name becomes its file: detectron2's setup copies the config file into the log
+    args = copy.copy(args)
+    args.config_file = resolve_config_file(args.config_file)
+    cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     device = resolve_device(cfg)
     _RUN["output_dir"] = cfg.train.output_dir

@@ -339,3 +339,15 @@ def test_config_file_may_be_a_zoo_name():
     assert train_net.resolve_config_file(DET) == DET
     with pytest.raises(FileNotFoundError, match="neither a file nor a config of the d2geo model zoo"):
         train_net.resolve_config_file("quickstart/does_not_exist.py")
+
+
+def test_training_runs_from_a_zoo_name(tmp_path, monkeypatch):
+    """``--config-file quickstart/semantic_fpn_tiny.py`` from any folder (an installed d2geo has no
+    configs/ beside it): detectron2's setup used to open the name as a path and fail."""
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "out")
+    run_main("--config-file", "quickstart/semantic_fpn_tiny.py", f"train.output_dir={out}", "train.max_iter=1",
+             "train.eval_period=0")
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert "sem_seg_head" in f.read()  # the zoo config was saved with the run
