@@ -21,7 +21,7 @@ train = dict(
     # tools/train_net.py falls back to the CPU when CUDA is not available
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=-1,  # >= 0 for reproducible runs (each process adds its rank)
-    # torch.compile of model.backbone (encoder + pyramid; tools/train_net.py maybe_compile)
+    # torch.compile of model.backbone (encoder + pyramid; d2geo.engine.train_loop.maybe_compile)
     compile=False,
     # torch threads per process on the CPU (None: torch's default); OMP_NUM_THREADS wins
     cpu_threads=None,
