@@ -11,7 +11,7 @@ the detectron2 model, so ``train.init_checkpoint=<file>`` (or a ``d2geo://`` zoo
 loads them with ``DetectionCheckpointer`` and no name-matching heuristics::
 
     python tools/convert_checkpoint.py dinov2_vitb14_pretrain.pth \
-        --config-file configs/dino_v2/mask_rcnn_vitb14.py --output-dir zoo/dinov2
+        --config-file configs/dinov2/mask_rcnn_vitb14.py --output-dir zoo/dinov2
     # -> zoo/dinov2/dinov2_vitb14_mask_rcnn_vitb14-<sha256[:8]>.pth
 
     python tools/convert_checkpoint.py Prithvi_EO_V2_300M_TL.pt --encoder prithvi_eo_v2_300_tl \
@@ -34,7 +34,7 @@ Models fine-tuned with LoRA (``GeoBackbone(peft=...)``): the conversion above is
 checkpoint becomes a plain zoo file with the adapters merged by::
 
     python tools/convert_checkpoint.py output/model_final.pth --merge-peft \
-        --config-file configs/dino_v2/semantic_fpn_vitb14.py 'model.backbone.net.peft={r: 8}'
+        --config-file configs/dinov2/semantic_fpn_vitb14.py 'model.backbone.net.peft={r: 8}'
 """
 from __future__ import annotations
 

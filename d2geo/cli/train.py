@@ -37,7 +37,7 @@ Examples::
     python tools/train_net.py --config-file ... --num-processes 2
 
 ``--config-file`` takes a path, or a config name of the packaged model zoo
-(``dino_v2/mask_rcnn_vitb14.py``). Anything after the flags overrides the config:
+(``dinov2/mask_rcnn_vitb14.py``). Anything after the flags overrides the config:
 ``train.max_iter=500 dataloader.train.total_batch_size=4 model.backbone.net.weights=...``.
 
 The config needs ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer``,

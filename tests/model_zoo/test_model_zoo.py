@@ -28,15 +28,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # -- configs -----------------------------------------------------------------------------------
 def test_get_config_and_file():
-    path = model_zoo.get_config_file("dino_v2/mask_rcnn_vitb14.py")
-    assert os.path.isfile(path) and path.endswith(os.path.join("dino_v2", "mask_rcnn_vitb14.py"))
-    cfg = model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py")
+    path = model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
+    assert os.path.isfile(path) and path.endswith(os.path.join("dinov2", "mask_rcnn_vitb14.py"))
+    cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
     assert cfg.model.backbone.net.encoder == "dinov2_vitb14"
     assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg)
-    with pytest.raises(RuntimeError, match="Did you mean dino_v2/mask_rcnn_vitb14.py"):
-        model_zoo.get_config_file("dino_v2/mask_rcnn_vitb16.py")
+    with pytest.raises(RuntimeError, match="Did you mean dinov2/mask_rcnn_vitb14.py"):
+        model_zoo.get_config_file("dinov2/mask_rcnn_vitb16.py")
     with pytest.raises(ValueError, match="LazyConfig .py"):
-        model_zoo.get_config("dino_v2/mask_rcnn_vitb14.yaml")
+        model_zoo.get_config("dinov2/mask_rcnn_vitb14.yaml")
 
 
 @pytest.mark.slow  # builds a wheel (~20 s)
@@ -396,3 +396,18 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf2"))
     with pytest.raises(SystemExit, match="sha256 pinned for it is " + pin.sha256):
         tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
+
+
+def test_old_config_folder_names_still_resolve(caplog):
+    """``dino_v2/...`` (the folder's old name) finds ``dinov2/...`` and says the new name."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="d2geo.model_zoo"):
+        old = model_zoo.get_config_file("dino_v2/mask_rcnn_vitb14.py")
+    assert old == model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
+    assert "'dino_v2/mask_rcnn_vitb14.py' is now 'dinov2/mask_rcnn_vitb14.py'" in caplog.text
+    assert model_zoo.get_config_file("dino_v3/mask_rcnn_vitl16_sat.py").endswith(
+        os.path.join("dinov3", "mask_rcnn_vitl16_sat.py"))
+    assert model_zoo.get_config_file("common/encoders/dino_v2.py").endswith(
+        os.path.join("encoders", "dinov2.py"))
+    assert model_zoo.get_config("dino_v2/semantic_fpn_vitb14.py").model.backbone.net.encoder == "dinov2_vitb14"

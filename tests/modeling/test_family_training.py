@@ -36,8 +36,8 @@ FAMILIES = {
     "croma": dict(embed_dim=64, depth=8, num_heads=4),
 }
 CONFIGS = {
-    "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
-    "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
+    "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
+    "dinov3": ("dinov3/mask_rcnn_vitl16_sat.py", "dinov3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),

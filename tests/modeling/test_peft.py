@@ -147,7 +147,7 @@ def synthetic(tmp_path_factory):
     return synthetic_geotiffs(tmp_path_factory, "peft")
 
 
-@pytest.mark.parametrize("name", ["dino_v2/semantic_fpn_vitb14.py", "prithvi/upernet_eo_v2_300_tl.py"])
+@pytest.mark.parametrize("name", ["dinov2/semantic_fpn_vitb14.py", "prithvi/upernet_eo_v2_300_tl.py"])
 def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     from heads_tiny import falling, tiny_config, train_steps
 
