@@ -12,7 +12,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
+from helpers import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from heads_tiny import CROMA_JOINT, falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
