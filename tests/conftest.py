@@ -48,15 +48,13 @@ def d2_catalog():
         MetadataCatalog.remove(n)
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """Tools run in-process (train_net, export_model) call detectron2's ``setup_logger``, which
-    stops d2geo's loggers from propagating to the root: later ``caplog`` tests would then see
-    nothing. Put every logger back as it was before the test."""
+def _logging_state() -> dict:
     loggers = [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger)]
-    saved = {id(lg): (lg, lg.propagate, lg.level, list(lg.handlers), lg.disabled) for lg in loggers}
-    yield
+    return {id(lg): (lg, lg.propagate, lg.level, list(lg.handlers), lg.disabled) for lg in loggers}
+
+
+def _put_back(saved: dict) -> None:
     for lg in [logging.getLogger()] + [lg for lg in logging.root.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger)]:
         if id(lg) in saved:
@@ -65,3 +63,22 @@ def _restore_logging():
             propagate, level, handlers, disabled = True, logging.NOTSET, [], False
         lg.propagate, lg.level, lg.disabled = propagate, level, disabled
         lg.handlers[:] = handlers
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Tools run in-process (train_net, export_model) call detectron2's ``setup_logger``, which
+    stops d2geo's loggers from propagating to the root: later ``caplog`` tests would then see
+    nothing. Put every logger back as it was before the test."""
+    saved = _logging_state()
+    yield
+    _put_back(saved)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_logging_after_module():
+    """The same around each test module: a module-scoped fixture that runs a tool (a training
+    run shared by several tests) is set up before the per-test fixture saves the state."""
+    saved = _logging_state()
+    yield
+    _put_back(saved)
