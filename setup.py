@@ -25,6 +25,15 @@ setup(
     packages=find_packages(include=["d2geo", "d2geo.*"]),
     include_package_data=True,
     cmdclass={"build_py": BuildPyWithConfigs},
+    # the tools (tools/*.py in a source checkout run the same main()s)
+    entry_points={"console_scripts": [
+        "d2geo-train = d2geo.cli.train:main",
+        "d2geo-export = d2geo.cli.export:console_main",
+        "d2geo-visualize = d2geo.cli.visualize:console_main",
+        "d2geo-convert = d2geo.cli.convert:console_main",
+        "d2geo-predict-scene = d2geo.cli.predict_scene:main",
+        "d2geo-predict-region = d2geo.cli.predict_region:main",
+    ]},
     install_requires=[
         # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
         "torch>=2.1",

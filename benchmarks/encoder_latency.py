@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import (claymodel, panopticon_official, terratorch_prithvi, terratorch_terramind,
-                       torchgeo_copernicusfm, torchgeo_croma,
-                       torchgeo_dofa, torchgeo_scale_mae)
+from testkit import rel_err
+from testkit.upstream import (claymodel, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
+                              torchgeo_croma, torchgeo_dofa, torchgeo_scale_mae)
+
+from .common import Profile, count_flops, logger, smooth_image, time_interleaved
 
 
 def _encoder_pair(row: dict):

@@ -12,7 +12,7 @@ the synthetic generator at 10 m, ``--tile`` px windows overlapping by ``--overla
 * **d2geo**: :func:`d2geo.data.region.predict_region` (windows read from the file by a
   DataLoader worker, blended in strips, COG class map written).
 * **terratorch**: ``terratorch/tasks/tiled_inference.py`` loaded from the pinned wheel
-  (``benchmarks/upstream.py``), the scene read whole with ``d2geo.data.geotiff.read_geotiff``
+  (``testkit/upstream.py``), the scene read whole with ``d2geo.data.geotiff.read_geotiff``
   (the way its ``tiled_inference`` takes input: one tensor), ``crop=tile``,
   ``stride=tile - overlap``, ``delta=0``, the same model through a ``model_forward`` that
   returns the ``sem_seg`` logits; the arg-max is written as a GeoTIFF.
@@ -71,7 +71,7 @@ def terratorch_tiled_inference():
     terratorch import, ``pad_images``, is not on the path used here; a stub stands in."""
     import types
 
-    import upstream
+    from testkit import upstream
 
     for name in ("terratorch", "terratorch.models"):
         sys.modules.setdefault(name, types.ModuleType(name))

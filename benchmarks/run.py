@@ -13,7 +13,7 @@ Sections (``--sections`` picks some):
     Forward latency (batch 1, fp32, ``torch.inference_mode``) of each encoder family
     against the upstream implementation of the same architecture, input and weights:
     timm's ``vit_*_dinov2`` / ``vit_*_dinov3`` models, terratorch's ``PrithviViT`` and
-    claymodel's ``Encoder`` (read from the pinned wheels by ``benchmarks/upstream.py``).
+    claymodel's ``Encoder`` (read from the pinned wheels by ``testkit/upstream.py``).
     Ours and upstream run alternately (ABBA...) and the median is reported. FLOPs are
     counted with ``torch.utils.flop_counter.FlopCounterMode`` (attention included: the
     CPU flash-attention op gets the ``4 B H L^2 E`` formula torch uses for SDPA).

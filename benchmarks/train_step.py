@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 import torch
 
-from .common import REPO, Profile, logger, smooth_image, tiny_rcnn_heads
+from testkit import tiny_rcnn_heads
+
+from .common import REPO, Profile, logger, smooth_image
 
 
 def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:

@@ -26,8 +26,8 @@ from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_la
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid  # noqa: E402
-from conftest import dino_backbone, tiny_mask_rcnn, tiny_segmentor, write_tif  # noqa: E402
-from conftest import make_sample as _sample  # noqa: E402
+from helpers import dino_backbone, tiny_mask_rcnn, tiny_segmentor, write_tif  # noqa: E402
+from helpers import make_sample as _sample  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")

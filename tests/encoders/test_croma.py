@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from conftest import rel_err, torchgeo_croma
+from helpers import rel_err, torchgeo_croma
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders.croma import CROMA_OPTICAL_BANDS, CROMA_PRETRAINED, alibi_2d
 

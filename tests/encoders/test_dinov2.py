@@ -6,7 +6,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "dinov2_official_tiny.pt")

@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import CheckpointError, build_encoder, get_encoder_config
 from d2geo.encoders.adapt import BAND_RECORD
 

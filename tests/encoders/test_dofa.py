@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_upstream_module, rel_err
+from helpers import load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders.dofa import DOFA_PRETRAINED
 

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import build_encoder
 
 pytest.importorskip("detectron2")

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from conftest import rel_err
+from helpers import rel_err
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures"))
 from make_dinov3_fixture import formula_input, formula_weights  # noqa: E402

@@ -12,7 +12,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
+from helpers import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from heads_tiny import CROMA_JOINT, falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
@@ -37,8 +37,8 @@ FAMILIES = {
     "panopticon": dict(embed_dim=64, depth=4, num_heads=4, attn_dim=48, attn_heads=4),
 }
 CONFIGS = {
-    "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
-    "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
+    "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
+    "dinov3": ("dinov3/mask_rcnn_vitl16_sat.py", "dinov3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),

@@ -367,10 +367,11 @@ def test_benchmark_compares_with_terratorchs_tiled_inference_on_the_same_windows
     """benchmarks/region.py's reference: terratorch's tiled_inference from the wheel, on the
     same model and windows, labels a lone scene almost as predict_region does (the two blend
     the overlaps with different weights; the model ran under bf16 autocast in seg_run)."""
+    from testkit.upstream import UpstreamUnavailable
+
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
         import region as bench
-        from upstream import UpstreamUnavailable
 
         ti = bench.terratorch_tiled_inference()
     except UpstreamUnavailable as e:  # the wheel cannot be had (offline, no cache)

@@ -5,7 +5,7 @@
 file (download form) loads too, by path: ``model.backbone.net.weights=/path/to/file.pth``.
 Bands and the SAT-493M input statistics come from the pretrained table
 (``d2geo.encoders.get_pretrained_cfg("dinov3_vitl16_sat")``). Rotary position embeddings:
-any input whose sides are multiples of 16. Applied as in ``dino_v2.py``.
+any input whose sides are multiples of 16. Applied as in ``dinov2.py``.
 """
 from d2geo.encoders import get_pretrained_cfg
 

@@ -1,6 +1,6 @@
 """Mask R-CNN with DINOv3 ViT-L/16 pretrained on satellite imagery (SAT-493M), RGB.
 
-Weights by name (``pretrained=True``, see ``configs/common/encoders/dino_v3.py``): timm's
+Weights by name (``pretrained=True``, see ``configs/common/encoders/dinov3.py``): timm's
 copy on the Hugging Face Hub, no signed link needed. Meta's own file loads too:
 ``model.backbone.net.weights=/path/to/dinov3_vitl16_pretrain_sat493m-*.pth``.
 
@@ -10,7 +10,7 @@ set ``model.roi_heads.num_classes``.
 """
 from ..common.data.geo_detection import dataloader
 from ..common.encoders.apply import apply_encoder as _apply_encoder
-from ..common.encoders.dino_v3 import encoder as _enc
+from ..common.encoders.dinov3 import encoder as _enc
 from ..common.models.mask_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
@@ -24,5 +24,5 @@ dataloader.train.total_batch_size = 8
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
 
-train.output_dir = "./output/dino_v3/mask_rcnn_vitl16_sat"
+train.output_dir = "./output/dinov3/mask_rcnn_vitl16_sat"
 train.max_iter = 30000

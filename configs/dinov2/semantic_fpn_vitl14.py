@@ -8,4 +8,4 @@ model.backbone.net.drop_path_rate = 0.4
 optimizer.params.lr_decay_rate = 0.8
 dataloader.train.total_batch_size = 8
 
-train.output_dir = "./output/dino_v2/semantic_fpn_vitl14"
+train.output_dir = "./output/dinov2/semantic_fpn_vitl14"

@@ -1,6 +1,6 @@
 """Upstream reference modules, read straight from pinned wheels.
 
-The fidelity tests (through ``tests/conftest.py``) and the benchmarks compare d2geo with
+The fidelity tests (through ``tests/helpers``) and the benchmarks compare d2geo with
 the upstream implementations. Those are test references only, never runtime
 dependencies: one ``.py`` file is read from the pinned wheel and executed as a module,
 without installing the package or its dependencies. The wheels are downloaded (no deps)

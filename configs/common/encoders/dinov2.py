@@ -7,7 +7,7 @@ were trained with (``d2geo.encoders.get_pretrained_cfg("dinov2_vitb14")``), neve
 A task config applies them (and ``taps``, ``lr_decay_rate``) with ``apply.py``::
 
     from ..common.encoders.apply import apply_encoder as _apply_encoder
-    from ..common.encoders.dino_v2 import encoder as _enc
+    from ..common.encoders.dinov2 import encoder as _enc
     _apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)
 
 The 14-pixel patch kernel is resampled to 16 pixels on load so the pyramids get strides

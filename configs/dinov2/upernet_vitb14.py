@@ -3,7 +3,7 @@
 Everything but the head is ``semantic_fpn_vitb14.py`` (weights, bands, statistics, data,
 schedule); the head is ``UperNetHead`` (``configs/common/models/upernet_geo.py``)::
 
-    python tools/train_net.py --config-file configs/dino_v2/upernet_vitb14.py \
+    python tools/train_net.py --config-file configs/dinov2/upernet_vitb14.py \
         model.sem_seg_head.num_classes=5 model.backbone.net.weights=/data/dinov2_vitb14_pretrain.pth
 """
 from ..common.models.upernet_geo import model as _upernet
@@ -12,4 +12,4 @@ from .semantic_fpn_vitb14 import dataloader, lr_multiplier, model, optimizer, tr
 model.sem_seg_head = _upernet.sem_seg_head
 model.sem_seg_head.num_classes = 2
 
-train.output_dir = "./output/dino_v2/upernet_vitb14"
+train.output_dir = "./output/dinov2/upernet_vitb14"

@@ -13,4 +13,4 @@ model.backbone = _adapter.backbone
 model.sem_seg_head = _adapter.sem_seg_head
 model.sem_seg_head.num_classes = 2
 
-train.output_dir = "./output/dino_v2/upernet_vit_adapter_vitb14"
+train.output_dir = "./output/dinov2/upernet_vit_adapter_vitb14"

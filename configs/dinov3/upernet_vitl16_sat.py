@@ -9,4 +9,4 @@ from .semantic_fpn_vitl16_sat import dataloader, lr_multiplier, model, optimizer
 model.sem_seg_head = _upernet.sem_seg_head
 model.sem_seg_head.num_classes = 2
 
-train.output_dir = "./output/dino_v3/upernet_vitl16_sat"
+train.output_dir = "./output/dinov3/upernet_vitl16_sat"
