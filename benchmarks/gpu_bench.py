@@ -46,7 +46,8 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.common import FULL, QUICK, fmt, logger, machine_info, rel_err, time_interleaved  # noqa: E402
+from benchmarks.common import FULL, QUICK, fmt, logger, machine_info, time_interleaved  # noqa: E402
+from testkit import rel_err  # noqa: E402
 
 SECTIONS = ("gemm", "encoders", "train", "region", "compile")
 

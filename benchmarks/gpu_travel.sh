@@ -9,7 +9,7 @@
 #                        are there: /work/.library/device/KINDS.md), detectron2's and detrex's
 #                        pure-Python needs (pycocotools, omegaconf, hydra-core, ...). fvcore and
 #                        antlr4-python3-runtime publish only sdists: built here into pure-Python wheels.
-# .gpu-travel/upstream/  the pinned upstream reference wheels of benchmarks/upstream.py (read as
+# .gpu-travel/upstream/  the pinned upstream reference wheels of testkit/upstream.py (read as
 #                        zip files by the fidelity tests and benchmarks, never installed)
 # .gpu-travel/vendor/    the detectron2 and detrex source snapshots (../shared does not travel)
 # .gpu-travel/MANIFEST   what is in it, with sizes
@@ -26,7 +26,7 @@ PY="${PYTHON:-python}"
 BINARY=(rasterio==1.4.4 affine==3.0.1 cligj==0.7.2 click-plugins==1.1.1.2 pyproj==3.7.2
         iopath==0.1.9 yacs==0.1.8 termcolor==3.3.0 pycocotools==2.0.11 omegaconf==2.3.1 hydra-core==1.3.8)
 SDIST_ONLY=(fvcore==0.1.5.post20221221 antlr4-python3-runtime==4.9.3)
-UPSTREAM=$("$PY" -c "import sys; sys.path.insert(0, '$REPO'); from benchmarks.upstream import UPSTREAM_WHEELS as U; print(' '.join(U.values()))")
+UPSTREAM=$("$PY" -c "import sys; sys.path.insert(0, '$REPO'); from testkit.upstream import UPSTREAM_WHEELS as U; print(' '.join(U.values()))")
 PLATFORMS=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
   PLATFORMS+=(--platform "$p")

@@ -66,8 +66,7 @@ def _put_back(saved: dict) -> None:
 
 
 # -- the gpu marker (tests/gpu, run by benchmarks/gpu_check.sh) ------------------------------------
-#: device of the gpu tests: "cuda", or "cpu" for benchmarks/gpu_check.sh --dry-run
-GPU_TEST_DEVICE = os.environ.get("D2GEO_GPU_TEST_DEVICE", "cuda")
+from helpers.gpu import GPU_TEST_DEVICE  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

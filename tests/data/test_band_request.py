@@ -10,7 +10,7 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 
 from d2geo.data.geotiff import GeoTiffError, read_geotiff  # noqa: E402
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 
 HLS_FROM_L2A = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 

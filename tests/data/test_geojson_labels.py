@@ -17,7 +17,7 @@ from rasterio.warp import transform as warp  # noqa: E402
 from d2geo.data.datasets import geojson_to_annotations  # noqa: E402
 from d2geo.data.geotiff import GeoTiffError, apply_affine  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 
 UTM10 = "EPSG:32610"
 TR = from_origin(500_000, 4_000_000, 10, 10)  # 10 m pixels, UTM 10N (about 36.1 N, 123 W)

@@ -15,7 +15,7 @@ from d2geo.data.stats import get_stats  # noqa: E402
 from d2geo.data.synthetic import synthetic_pixel_stats  # noqa: E402
 from d2geo.data.units import UnitsError, check_units  # noqa: E402
 from d2geo.encoders.terramind import terramind_stats  # noqa: E402
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 
 L2A = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 HLS_FROM_L2A = ["B02", "B03", "B04", "B8A", "B11", "B12"]

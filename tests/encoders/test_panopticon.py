@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import BandError, CheckpointError, EncoderInputError, build_encoder, get_pretrained_cfg
 from d2geo.encoders.panopticon import PANOPTICON_SAR_IDS, panopticon_channel_ids
 

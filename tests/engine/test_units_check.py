@@ -17,7 +17,7 @@ from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.data.synthetic import synthetic_pixel_stats  # noqa: E402
 from d2geo.data.units import UnitsError  # noqa: E402
 from d2geo.engine.units_check import check_training_units  # noqa: E402
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import GPU_TEST_DEVICE
+from helpers.gpu import GPU_TEST_DEVICE
 
 #: float32 agreement of a CUDA result with the CPU one: max |cuda - cpu| / max |cpu|
 FP32_REL = 1e-4

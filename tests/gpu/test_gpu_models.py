@@ -18,7 +18,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from conftest import rel_err, tiny_rcnn_heads  # noqa: E402
+from helpers import rel_err, tiny_rcnn_heads  # noqa: E402
 from gpu_common import FP32_REL, _no_tf32, device, needs_cuda  # noqa: E402,F401  (fixtures)
 from heads_tiny import HLS, TINY, falling, synthetic_geotiffs, tiny_config  # noqa: E402
 from d2geo import model_zoo  # noqa: E402

@@ -20,7 +20,7 @@ import torch
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 
-from conftest import rel_err  # noqa: E402
+from helpers import rel_err  # noqa: E402
 from gpu_common import FP32_REL, _no_tf32, device, needs_cuda  # noqa: E402,F401  (fixtures)
 
 pytestmark = pytest.mark.gpu

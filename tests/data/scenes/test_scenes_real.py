@@ -54,7 +54,7 @@ def _interior(labels: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lulc_gpkg(tmp_path_factory, request):
-    from conftest import TERRAMIND_EXAMPLES  # the repository's tests/conftest.py
+    from helpers import TERRAMIND_EXAMPLES
 
     if not os.path.isdir(os.path.join(TERRAMIND_EXAMPLES, "LULC")):
         pytest.skip(f"the real example tiles are not at {TERRAMIND_EXAMPLES} (set D2GEO_TERRAMIND_EXAMPLES)")
