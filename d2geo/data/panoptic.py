@@ -191,8 +191,8 @@ def rasterize_parcels(parcels, *, crs, transform, shape: tuple[int, int], thing_
     """
     from pyproj import CRS, Transformer
     from rasterio.features import rasterize
+    import shapely
     from shapely.geometry import mapping, shape as to_shape
-    from shapely.ops import transform as shp_transform
 
     feats, file_crs = _read_parcels(parcels)
     src_crs = CRS.from_user_input(vector_crs or file_crs or "EPSG:4326")
@@ -222,7 +222,8 @@ def rasterize_parcels(parcels, *, crs, transform, shape: tuple[int, int], thing_
         used[inst] = n
         if f.get("geometry") is None:
             continue
-        geom = shp_transform(tf.transform, to_shape(f["geometry"]))
+        geom = shapely.transform(to_shape(f["geometry"]),
+                                 lambda xy: np.column_stack(tf.transform(xy[:, 0], xy[:, 1])))
         burn = rasterize([(mapping(geom), 1)], out_shape=shape, transform=transform, fill=0, dtype="uint8")
         sel = burn > 0
         count += burn

@@ -57,7 +57,7 @@ class PanopticQualityEvaluator(DatasetEvaluator):
     torchmetrics' ``PanopticQuality`` (the panopticapi definition: a prediction matches a
     ground-truth segment of its class at IoU > 0.5; pixels without ground truth do not count,
     predictions mostly on them are no false positives; each stuff class is one segment per
-    image). Averages are over the classes that occur (TP + FP + FN > 0), in percent, under the
+    image; an object the model left unassigned is a false negative). Averages are over the classes that occur (TP + FP + FN > 0), in percent, under the
     key ``"panoptic_seg"`` as detectron2's ``COCOPanopticEvaluator`` reports them.
 
     Needs ``pip install torchmetrics`` (the ``panoptic`` extra). The ground truth is each
@@ -73,10 +73,16 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         self.thing_classes = list(meta.thing_classes)
         self.stuff_classes = list(meta.get("panoptic_stuff_classes", list(meta.stuff_classes)[1:]))
         k, s = len(self.thing_classes), len(self.stuff_classes)
-        self._void = k + s  # any category outside things/stuff: void for torchmetrics
-        self._metric = PanopticQuality(things=set(range(k)), stuffs=set(range(k, k + s)),
-                                       allow_unknown_preds_category=True, return_sq_and_rq=True,
-                                       return_per_class=True)
+        # Pixels the model left unassigned form one segment of an extra stuff category: with
+        # torchmetrics' void (allow_unknown_preds_category) a missed object left unassigned
+        # would not count as a false negative (torchmetrics ignores ground truth that is
+        # mostly void in the prediction; panopticapi counts it). The extra category is left
+        # out of every average and of the per-class results.
+        self._unassigned = k + s
+        # ground truth without a label (-1): a category the metric does not know, i.e. its void
+        self._gt_void = k + s + 1
+        self._metric = PanopticQuality(things=set(range(k)), stuffs=set(range(k, k + s + 1)),
+                                       return_sq_and_rq=True, return_per_class=True)
         self._dataset_name = dataset_name
 
     def reset(self):
@@ -94,8 +100,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
             if pred.shape[:2] != cat.shape:
                 raise ValueError(f"the prediction for {inp.get('file_name')} is {pred.shape[:2]} but its "
                                  f"ground truth {cat.shape}: predict at the input's height/width")
-            pred[..., 0][pred[..., 0] < 0] = self._void
-            target = np.stack([np.where(cat < 0, self._void, cat), inst], axis=-1)
+            pred[..., 0][pred[..., 0] < 0] = self._unassigned
+            target = np.stack([np.where(cat < 0, self._gt_void, cat), inst], axis=-1)
             self._metric.update(torch.as_tensor(pred)[None], torch.as_tensor(target, dtype=torch.int64)[None])
 
     def _states(self):
@@ -114,8 +120,9 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         if states is None:
             return None
         _, tp, fp, fn = states
-        per_class = self._metric.compute()  # (C, 3): pq, sq, rq; things first, then stuff
-        seen = (tp + fp + fn) > 0
+        # (C + 1, 3): pq, sq, rq; things first, then stuff, then the unassigned pixels
+        per_class = self._metric.compute()[:-1]
+        seen = ((tp + fp + fn) > 0)[:-1]
         names = self.thing_classes + self.stuff_classes
         k = len(self.thing_classes)
         res = OrderedDict()
