@@ -170,8 +170,11 @@ def _read_parcels(parcels) -> tuple[list, Any]:
     if hasattr(parcels, "to_crs") and hasattr(parcels, "geometry"):  # a GeoDataFrame
         gdf = parcels
     else:
-        import geopandas as gpd
-
+        try:
+            import geopandas as gpd
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ImportError(f"reading the parcel file {parcels} needs geopandas: pip install 'd2geo[region]' "
+                              "(or pass the parcels as a GeoJSON mapping)") from None
         gdf = gpd.read_file(os.fspath(parcels))
     feats = [{"type": "Feature", "geometry": g.__geo_interface__ if g is not None else None,
               "properties": {k: row[k] for k in gdf.columns if k != gdf.geometry.name}}
@@ -191,8 +194,11 @@ def rasterize_parcels(parcels, *, crs, transform, shape: tuple[int, int], thing_
     """
     from pyproj import CRS, Transformer
     from rasterio.features import rasterize
-    import shapely
-    from shapely.geometry import mapping, shape as to_shape
+    try:
+        import shapely
+        from shapely.geometry import mapping, shape as to_shape
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("parcel polygons need shapely: pip install 'd2geo[panoptic]'") from None
 
     feats, file_crs = _read_parcels(parcels)
     src_crs = CRS.from_user_input(vector_crs or file_crs or "EPSG:4326")
