@@ -142,7 +142,7 @@ def _encoder_pair(row: dict):
         g = size // 16
 
         def ref_fn():
-            t, _ = ref.patch_embed(x, torch.tensor(waves))
+            t, _ = ref.patch_embed(x, torch.tensor(waves, device=x.device))
             t = torch.cat([ref.cls_token + ref.pos_embed[:, :1], t + ref.pos_embed[:, 1:]], dim=1)
             for blk in ref.blocks:
                 t = blk(t)

@@ -233,3 +233,19 @@ def _restore_logging():
             propagate, level, handlers, disabled = True, logging.NOTSET, [], False
         lg.propagate, lg.level, lg.disabled = propagate, level, disabled
         lg.handlers[:] = handlers
+
+
+# -- the gpu marker (tests/gpu, run by benchmarks/gpu_check.sh) ------------------------------------
+#: device of the gpu tests: "cuda", or "cpu" for benchmarks/gpu_check.sh --dry-run
+GPU_TEST_DEVICE = os.environ.get("D2GEO_GPU_TEST_DEVICE", "cuda")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests skip, with the reason, where they would need CUDA and it is absent."""
+    if GPU_TEST_DEVICE != "cuda" or torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: bash benchmarks/gpu_check.sh runs these on a GPU machine "
+                                   "(docs/gpu.md); its --dry-run runs them on the CPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

@@ -18,6 +18,10 @@ Examples::
     python tools/train_net.py --config-file configs/quickstart/mask_rcnn_tiny.py --eval-only \
         train.init_checkpoint=output/quickstart/mask_rcnn_tiny/model_final.pth
 
+    # the first samples' units are checked against the model's pixel_mean/pixel_std before
+    # the first step (raw DN for reflectance statistics stops the run with the fix); to go on:
+    python tools/train_net.py --config-file ... --skip-units-check
+
     # bfloat16 autocast and activation checkpointing (CPU or CUDA)
     python tools/train_net.py --config-file ... train.amp.enabled=True \
         model.backbone.net.grad_checkpointing=True
@@ -77,6 +81,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 import d2geo.model_zoo  # noqa: F401,E402  (registers the d2geo:// and hf:// checkpoint handlers)
 from d2geo.engine import GeoCheckpointer, build_train_loader, prepare_resume  # noqa: E402
 from d2geo.engine.amp import build_trainer  # noqa: E402
+from d2geo.engine.units_check import check_training_units  # noqa: E402
 from d2geo.model_zoo import skip_encoder_weights  # noqa: E402
 
 logger = logging.getLogger("d2geo.train_net")
@@ -240,7 +245,12 @@ def do_train(args, cfg):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
-    train_loader, sampler = build_train_loader(cfg.dataloader.train)
+    # before the first step: the first samples' units against the model's statistics
+    # (d2geo.engine.units_check; train.units_check=False or --skip-units-check only warns)
+    def units_check(dataset, mapper):
+        check_training_units(model, dataset, mapper, enabled=bool(cfg.train.get("units_check", True)))
+
+    train_loader, sampler = build_train_loader(cfg.dataloader.train, before=units_check)
 
     model = _ddp(model, cfg)
     # bfloat16/float16 autocast on the CPU or a GPU when train.amp.enabled (d2geo.engine.amp)
@@ -283,6 +293,8 @@ def main(args):
     """Run training or evaluation in this process; returns the evaluation results."""
     cfg = LazyConfig.load(resolve_config_file(args.config_file))
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if getattr(args, "skip_units_check", False):
+        cfg.train.units_check = False
     device = _resolve_device(cfg)
     _RUN["output_dir"] = cfg.train.output_dir
     default_setup(cfg, args)
@@ -318,6 +330,11 @@ def get_parser():
         "--num-processes", dest="num_gpus", type=int,
         help="processes per machine; the same as --num-gpus (on a machine without CUDA the "
              "processes train on the CPU and talk over gloo)")
+    parser.add_argument(
+        "--skip-units-check", action="store_true",
+        help="train even when the first samples' magnitudes do not fit the model's pixel_mean/pixel_std "
+             "(raw DN for reflectance statistics, 8-bit images, SAR linear for dB): the mismatch is "
+             "only logged (the same as train.units_check=False)")
     return parser
 
 

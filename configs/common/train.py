@@ -23,6 +23,10 @@ train = dict(
     seed=-1,  # >= 0 for reproducible runs (each process adds its rank)
     # torch.compile of model.backbone (encoder + pyramid; tools/train_net.py maybe_compile)
     compile=False,
+    # before the first step, the first training samples' magnitudes are compared with the
+    # model's pixel_mean/pixel_std (d2geo.data.units): raw DN for reflectance statistics, 8-bit
+    # images or SAR in linear power for dB stop the run with the fix. False: only a warning
+    units_check=True,
     # torch threads per process on the CPU (None: torch's default); OMP_NUM_THREADS wins
     cpu_threads=None,
 )

@@ -19,7 +19,8 @@ stacked by :func:`~d2geo.data.geotiff.read_modalities`, channels ``"<MODALITY>:<
 ``file_names`` (one path per date, for time series), else
 ``file_name`` (one path; a list is taken as one path per date),
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
-``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
+``geojson_file_name`` (FeatureCollection; its CRS: ``geo["geojson_crs"]``, else its ``crs`` member,
+else RFC 7946 lon/lat, see :mod:`d2geo.data.geojson_labels`), and
 ``geo``: per-sample read options (``band_names``, ``sensor``, ``scale``, ``offset``,
 ``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``time_from_name``, ``label_map``,
 ``geojson_crs``, ``category_key``, ``class_names``).
@@ -238,6 +239,16 @@ class GeoDatasetMapper:
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 
+    def read_unnormalized(self, dataset_dict: dict):
+        """``(image, band_names, sensor)`` of a dataset dict as read, before augmentation and
+        normalization, NaN where it has no valid data: what the units check
+        (:func:`d2geo.data.units.check_units`) compares with the model's statistics."""
+        sample, geo = self._read(copy.deepcopy(dataset_dict))
+        image = sample.image.copy()
+        image[..., ~sample.valid] = np.nan
+        sensor = geo.get("sensor", self.sensor)
+        return image, sample.band_names, sensor if isinstance(sensor, str) else None
+
     def _check_label_range(self, labels: np.ndarray, path, num_classes: int | None) -> None:
         if num_classes is None:
             return
@@ -294,7 +305,7 @@ class GeoDatasetMapper:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
                                            geojson_crs=geo.get("geojson_crs"),
                                            category_key=geo.get("category_key", "category_id"),
-                                           class_names=geo.get("class_names"))
+                                           class_names=geo.get("class_names"), image_shape=(h, w))
             d.setdefault("annotations", []).extend(annos)
 
         aug_input = T.AugInput(hwc, sem_seg=sem_seg)
@@ -342,6 +353,14 @@ class GeoDatasetMapper:
         if "annotations" in d:
             kept = [obj for i, obj in enumerate(d.pop("annotations"))
                     if obj.get("iscrowd", 0) == 0 and self._box_is_valid(obj, i, d["file_name"])]
+            if self.use_instance_mask and self.instance_mask_format == "polygon":
+                rle = next((obj for obj in kept if isinstance(obj.get("segmentation"), dict)), None)
+                if rle is not None:
+                    raise GeoTiffError(
+                        f"annotation id={rle.get('id', '?')} of {d['file_name']} has a COCO RLE segmentation (a dict "
+                        f"with 'counts' and 'size'), which polygon masks cannot hold: use bitmask masks, "
+                        f"instance_mask_format='bitmask' (LazyConfig: dataloader.train.mapper.instance_mask_format="
+                        f"'bitmask'; yacs: INPUT.MASK_FORMAT bitmask); bitmask takes polygons too")
             annos = [utils.transform_instance_annotations(obj, transforms, (nh, nw)) for obj in kept]
             if not self.use_instance_mask:
                 for a in annos:
