@@ -43,13 +43,14 @@ def _batch_and_train(cfg, steps=10, lr=2e-3):
     return model, totals
 
 
-def test_panoptic_quickstart_trains_and_evaluates(pan_data, tmp_path, one_thread):
+@pytest.mark.parametrize("name", ["quickstart/panoptic_tiny.py", "quickstart/panoptic_upernet_tiny.py"])
+def test_panoptic_quickstart_trains_and_evaluates(name, pan_data, tmp_path, one_thread):
     from detectron2.evaluation import inference_on_dataset
 
-    cfg = LazyConfig.apply_overrides(model_zoo.get_config("quickstart/panoptic_tiny.py"),
-                                     [f"train.output_dir={tmp_path}"])
+    cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     assert cfg.model._target_ is GeoPanopticFPN
     assert cfg.model.sem_seg_head.num_classes == 5 and cfg.model.roi_heads.num_classes == 3
+    assert cfg.model.sem_seg_head._target_.__name__ == ("UperNetHead" if "upernet" in name else "SemSegFPNHead")
     cfg.model.backbone.net.encoder_kwargs.img_size = 64
     cfg.dataloader.train.dataset.names = "_pan_t1_train"
     cfg.dataloader.test.dataset.names = "_pan_t1_val"
