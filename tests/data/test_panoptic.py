@@ -175,3 +175,20 @@ def test_registered_dataset_has_panoptic_metadata(tmp_path, d2_catalog):
     assert len(DatasetCatalog.get("_pan_reg")[0]["annotations"]) == 3
     with pytest.raises(ValueError, match=r"classes \['wheat'\] are both stuff and things"):
         register_geo_panoptic("_pan_bad", [sample], stuff_classes=["wheat"], thing_classes=THINGS)
+
+
+def test_parcels_from_a_vector_file_in_web_mercator(tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    pytest.importorskip("pyogrio")
+    stuff = np.zeros((32, 32), np.uint8)
+    img, cls, _ = _sample(tmp_path, stuff, np.zeros((32, 32), np.uint16))
+    fc = _parcels_lonlat([((4, 4, 16, 12), "maize"), ((20, 20, 30, 30), "wheat")])
+    for i, f in enumerate(fc["features"]):
+        f["properties"]["parcel_id"] = 40 + i
+    path = str(tmp_path / "parcels.gpkg")
+    gpd.GeoDataFrame.from_features(fc["features"], crs="EPSG:4326").to_crs("EPSG:3857").to_file(path)
+    (d,) = _load(tmp_path, [{"image": img, "classes": cls, "parcels": path}], class_key="crop", id_key="parcel_id")
+    _, inst = read_panoptic_gt(d["panoptic_file_name"])
+    assert (inst[4:12, 4:16] == 40).all() and (inst[20:30, 20:30] == 41).all()
+    assert int((inst > 0).sum()) == 8 * 12 + 10 * 10
+    assert {a["id"]: a["category_id"] for a in d["annotations"]} == {40: 1, 41: 0}
