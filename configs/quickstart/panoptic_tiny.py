@@ -9,7 +9,8 @@ nothing::
 The first run writes the dataset (200 GeoTIFF tiles of 96 x 96 px with class and field-id
 rasters, a few seconds) to ``$D2GEO_DATASETS/d2geo_synth`` (default ``./datasets/d2geo_synth``);
 see ``d2geo.data.synthetic.panoptic``. The final evaluation prints panoptic quality (PQ,
-SQ, RQ; things, stuff and per class) on the val split (docs/heads.md has the numbers). The
+SQ, RQ; things, stuff and per class) on the val split: PQ 81.2 (things 80.8, stuff 81.4;
+docs/heads.md). The
 encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel patches
 over the six HLS bands, trained from scratch. Needs torchmetrics
 (``pip install 'd2geo[panoptic]'``).

@@ -94,3 +94,23 @@ def test_family_panoptic_config_trains_on_synthetic_fields(name, frames, pan_dat
     if frames > 1:
         assert backbone.temporal_fold == "concat"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.encoder.parameters())
+
+
+@pytest.mark.slow
+def test_panoptic_quickstart_pixel_stats_match_the_data(tmp_path, monkeypatch):
+    """The quickstart's pixel_mean / pixel_std are the train split's per-band statistics."""
+    import numpy as np
+
+    from d2geo.data.geotiff import read_geotiff
+    from d2geo.data.synthetic.panoptic import PANOPTIC_PARAMS, _samples
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path))
+    total, total_sq, count = np.zeros(6), np.zeros(6), 0
+    for image, _, _ in _samples("_pan_stats", dict(PANOPTIC_PARAMS), "train"):
+        a = read_geotiff(image).image.astype(np.float64).reshape(6, -1)
+        total, total_sq, count = total + a.sum(1), total_sq + (a ** 2).sum(1), count + a.shape[1]
+    mean = total / count
+    std = np.sqrt(total_sq / count - mean ** 2)
+    cfg = model_zoo.get_config("quickstart/panoptic_tiny.py")
+    assert np.allclose(cfg.model.pixel_mean, mean, atol=1e-3)
+    assert np.allclose(cfg.model.pixel_std, std, atol=1e-3)
