@@ -15,8 +15,8 @@ encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel
 over the six HLS bands, trained from scratch. Needs torchmetrics
 (``pip install 'd2geo[panoptic]'``).
 """
-from d2geo.data.synthetic.panoptic import PANOPTIC_STUFF_CLASSES, PANOPTIC_THING_CLASSES
 from d2geo.data.synthetic import SYNTH_BANDS
+from d2geo.data.synthetic.panoptic import PANOPTIC_STUFF_CLASSES, PANOPTIC_THING_CLASSES
 
 from ..common.data.synthetic_panoptic import dataloader
 from ..common.models.panoptic_fpn_geo import model

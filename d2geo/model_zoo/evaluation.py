@@ -57,8 +57,9 @@ class PanopticQualityEvaluator(DatasetEvaluator):
     torchmetrics' ``PanopticQuality`` (the panopticapi definition: a prediction matches a
     ground-truth segment of its class at IoU > 0.5; pixels without ground truth do not count,
     predictions mostly on them are no false positives; each stuff class is one segment per
-    image; an object the model left unassigned is a false negative). Averages are over the classes that occur (TP + FP + FN > 0), in percent, under the
-    key ``"panoptic_seg"`` as detectron2's ``COCOPanopticEvaluator`` reports them.
+    image; an object the model left unassigned is a false negative). Averages are over the
+    classes that occur (TP + FP + FN > 0), in percent, under the key ``"panoptic_seg"`` as
+    detectron2's ``COCOPanopticEvaluator`` reports them.
 
     Needs ``pip install torchmetrics`` (the ``panoptic`` extra). The ground truth is each
     input's ``panoptic_file_name``; the prediction the model's ``"panoptic_seg"``.
@@ -68,7 +69,8 @@ class PanopticQualityEvaluator(DatasetEvaluator):
         try:
             from torchmetrics.detection import PanopticQuality
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("PanopticQualityEvaluator needs torchmetrics: pip install 'd2geo[panoptic]'") from e
+            raise ImportError("PanopticQualityEvaluator needs torchmetrics: "
+                              "pip install 'd2geo[panoptic]'") from e
         meta = MetadataCatalog.get(dataset_name)
         self.thing_classes = list(meta.thing_classes)
         self.stuff_classes = list(meta.get("panoptic_stuff_classes", list(meta.stuff_classes)[1:]))

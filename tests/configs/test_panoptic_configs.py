@@ -3,7 +3,6 @@ steps with falling loss on tiny synthetic crop-field tiles, and evaluate panopti
 from __future__ import annotations
 
 import pytest
-import torch
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
 pytest.importorskip("rasterio")
