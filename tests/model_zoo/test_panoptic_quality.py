@@ -23,6 +23,10 @@ STUFF, THINGS = ["forest", "water"], ["field"]  # raster values: forest 0, water
 def dataset(tmp_path, d2_catalog):
     """One 10 x 10 image: forest in columns 0-4, field 1 in rows 0-4 and field 2 in rows 5-9 of
     columns 5-9; water nowhere."""
+    return _register(tmp_path, d2_catalog, "_pq_hand")
+
+
+def _register(tmp_path, d2_catalog, name, void=False):
     t = from_origin(0, 100, 10, 10)
     img = write_tif(tmp_path / "img.tif", np.ones((3, 10, 10), np.uint16), transform=t)
     classes = np.zeros((10, 10), np.uint8)
@@ -30,14 +34,16 @@ def dataset(tmp_path, d2_catalog):
     ids = np.zeros((10, 10), np.uint16)
     ids[:5, 5:] = 1
     ids[5:, 5:] = 2
+    if void:  # no label in rows 0-1 of columns 0-1 (inside the forest)
+        classes[:2, :2] = 255
     cls = write_tif(tmp_path / "cls.tif", classes, transform=t)
     inst = write_tif(tmp_path / "ids.tif", ids, transform=t)
-    register_geo_panoptic("_pq_hand", [(img, cls, inst)], stuff_classes=STUFF, thing_classes=THINGS,
-                          cache_dir=str(tmp_path / "cache"))
-    d2_catalog.append("_pq_hand")
+    register_geo_panoptic(name, [(img, cls, inst)], stuff_classes=STUFF, thing_classes=THINGS,
+                          cache_dir=str(tmp_path / name))
+    d2_catalog.append(name)
     from detectron2.data import DatasetCatalog
 
-    return DatasetCatalog.get("_pq_hand")
+    return DatasetCatalog.get(name)
 
 
 def _prediction():
@@ -94,3 +100,22 @@ def test_prediction_of_another_size_is_refused(dataset):
     ev = PanopticQualityEvaluator("_pq_hand")
     with pytest.raises(ValueError, match=r"is \(9, 10\) but its ground truth \(10, 10\)"):
         ev.process(dataset, [{"panoptic_seg": (seg[:9], infos)}])
+
+
+def test_unlabelled_ground_truth_is_left_out(tmp_path, d2_catalog):
+    """Pixels without ground truth leave the union (forest predicted over them keeps IoU 1) and a
+    prediction lying on them only is no false positive (panopticapi's rules)."""
+    data = _register(tmp_path, d2_catalog, "_pq_void", void=True)
+    seg, infos = _prediction()
+    ev = PanopticQualityEvaluator("_pq_void")
+    ev.reset()
+    ev.process(data, [{"panoptic_seg": (seg, infos)}])
+    assert ev.evaluate()["panoptic_seg"]["PQ-forest"] == pytest.approx(100.0)
+    seg = seg.clone()
+    seg[:2, :2] = 3  # a field predicted on the unlabelled pixels only
+    infos = infos + [{"id": 3, "isthing": True, "category_id": 0, "score": 0.9, "instance_id": 1, "area": 4}]
+    ev.reset()
+    ev.process(data, [{"panoptic_seg": (seg, infos)}])
+    res = ev.evaluate()["panoptic_seg"]
+    assert res["PQ-forest"] == pytest.approx(100.0)
+    assert res["RQ-field"] == pytest.approx(100 * 2 / 3)  # still one TP and one FN, no FP
