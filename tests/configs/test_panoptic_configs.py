@@ -113,3 +113,12 @@ def test_panoptic_quickstart_pixel_stats_match_the_data(tmp_path, monkeypatch):
     cfg = model_zoo.get_config("quickstart/panoptic_tiny.py")
     assert np.allclose(cfg.model.pixel_mean, mean, atol=1e-3)
     assert np.allclose(cfg.model.pixel_std, std, atol=1e-3)
+
+
+def test_synthetic_panoptic_prefix_with_other_parameters_is_refused(pan_data):
+    from d2geo.data.synthetic.panoptic import register_synthetic_panoptic
+
+    assert register_synthetic_panoptic("_pan_t1", num_train=2, num_val=1, size=64, num_frames=1, seed=3) == [
+        "_pan_t1_train", "_pan_t1_val"]
+    with pytest.raises(ValueError, match=r"'_pan_t1' is already registered with other parameters"):
+        register_synthetic_panoptic("_pan_t1", num_train=3)

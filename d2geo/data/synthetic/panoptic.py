@@ -43,6 +43,7 @@ PANOPTIC_THING_CLASSES = ("wheat", "maize", "rapeseed")
 #: the quickstart's dataset (``d2geo_synth_pan_{train,val}``)
 PANOPTIC_PARAMS = dict(num_train=160, num_val=40, size=96, num_frames=1, seed=0)
 
+_REGISTERED: dict[str, dict] = {}  # prefix -> parameters
 _CROPS = {  # spectrum at peak season, and the day of year of the peak
     "wheat": (np.array([0.05, 0.09, 0.075, 0.30, 0.29, 0.19]), 140),
     "maize": (SIGNATURES["field"], 220),
@@ -199,8 +200,15 @@ def register_synthetic_panoptic(prefix: str = "d2geo_synth_pan", **params) -> li
 
     spec = {**PANOPTIC_PARAMS, **params}
     names = [f"{prefix}_{s}" for s in ("train", "val")]
-    if names[0] in DatasetCatalog.list():
+    if prefix in _REGISTERED:
+        if _REGISTERED[prefix] != spec:
+            raise ValueError(f"synthetic panoptic prefix {prefix!r} is already registered with other parameters "
+                             f"({_REGISTERED[prefix]}); pick another prefix")
         return names
+    taken = [n for n in names if n in DatasetCatalog.list()]
+    if taken:
+        raise ValueError(f"datasets {taken} are already registered by someone else; pick another prefix")
+    _REGISTERED[prefix] = spec
     for split, name in zip(("train", "val"), names):
         register_geo_panoptic(
             name, functools.partial(_samples, prefix, spec, split),
