@@ -54,12 +54,15 @@ setup(
         # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "peft": ["peft>=0.13"],
+        # panoptic quality (d2geo.model_zoo.evaluation.PanopticQualityEvaluator); parcel polygons
+        # (d2geo.data.panoptic; vector files other than GeoJSON mappings also need geopandas)
+        "panoptic": ["torchmetrics>=1.3", "shapely>=2.0"],
         # tools/predict_region.py's vector outputs (GeoParquet); class maps as polygons (shapely)
         "region": ["geopandas>=0.14", "pyarrow>=14", "shapely>=2.0"],
         # training from whole scenes and vector labels (d2geo.data.scenes)
         "scenes": ["geopandas>=0.14", "pyogrio>=0.7", "shapely>=2.0"],
         "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
                  "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "geopandas>=0.14", "pyarrow>=14",
-                 "shapely>=2.0", "pyogrio>=0.7"],
+                 "shapely>=2.0", "pyogrio>=0.7", "torchmetrics>=1.3"],
     },
 )
