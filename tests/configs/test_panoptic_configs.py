@@ -66,9 +66,9 @@ def test_panoptic_quickstart_trains_and_evaluates(name, pan_data, tmp_path, one_
 
 
 @pytest.mark.parametrize("name, frames", [("prithvi/panoptic_fpn_eo_v2_300_tl.py", 4),
-                                          ("dino_v2/panoptic_fpn_vitb14.py", 1)])
+                                          ("dinov2/panoptic_fpn_vitb14.py", 1)])
 def test_family_panoptic_config_trains_on_synthetic_fields(name, frames, pan_data, tmp_path, one_thread):
-    family = name.split("/")[0].replace("dino_v2", "dinov2")
+    family = name.split("/")[0]
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     assert net.pretrained is True and net.weights is None  # the published weights, by name
