@@ -10,7 +10,7 @@ pytest.importorskip("torchmetrics", reason="the panoptic evaluator needs torchme
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-from conftest import tiny_rcnn_heads  # noqa: E402
+from helpers import tiny_rcnn_heads  # noqa: E402
 from heads_tiny import HLS, TINY, falling, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import GeoPanopticFPN, find_geo_backbones  # noqa: E402

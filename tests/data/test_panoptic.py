@@ -11,7 +11,7 @@ rasterio = pytest.importorskip("rasterio")
 
 from rasterio.transform import from_origin  # noqa: E402
 
-from conftest import UTM, write_tif  # noqa: E402
+from helpers import UTM, write_tif  # noqa: E402
 from d2geo.data.geotiff import read_label  # noqa: E402
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.data.panoptic import (  # noqa: E402

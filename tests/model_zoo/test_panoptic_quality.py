@@ -12,7 +12,7 @@ pytest.importorskip("torchmetrics", reason="the panoptic evaluator needs torchme
 
 from rasterio.transform import from_origin  # noqa: E402
 
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 from d2geo.data.panoptic import register_geo_panoptic  # noqa: E402
 from d2geo.model_zoo.evaluation import PanopticQualityEvaluator, panoptic_pairs  # noqa: E402
 
