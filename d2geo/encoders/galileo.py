@@ -198,7 +198,7 @@ class GalileoEncoder(GeoEncoder):
             base 768/12/12; MLP ratio 4).
         patch_size: patch size to run at (upstream's ``patch_size`` argument). The published
             kernels are ``max_patch_size`` (8); other sizes are resampled on load with FlexiViT's
-            pseudo-inverse, as upstream resamples them on every call.
+            pseudo-inverse, as upstream resamples them on every call. Default: ``max_patch_size``.
         num_frames: dates per sample, at most ``max_sequence_length`` (24).
         bands: the input channels: Sentinel-2 bands (``"S2:B04"``, ``"S2L2A:B04"`` or bare ids),
             Sentinel-1 (``"S1:VV"``, ``"VV"``) and ``"NDVI"``; whole groups only.
@@ -212,7 +212,7 @@ class GalileoEncoder(GeoEncoder):
     tubelet_size = 1
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
-                 patch_size: int = 8, max_patch_size: int = 8, max_sequence_length: int = 24,
+                 patch_size: int | None = None, max_patch_size: int = 8, max_sequence_length: int = 24,
                  num_frames: int = 1, bands: Sequence[str] = GALILEO_BANDS, default_month: int | None = None,
                  drop_path_rate: float = 0.0, patch_resample: str = "pinv"):
         super().__init__()
@@ -221,6 +221,7 @@ class GalileoEncoder(GeoEncoder):
                              f"by 8, got {embed_dim}")
         if not 1 <= num_frames <= max_sequence_length:
             raise ValueError(f"num_frames={num_frames} must be 1..{max_sequence_length} (max_sequence_length)")
+        patch_size = max_patch_size if patch_size is None else patch_size
         if patch_size < 1 or patch_size > max_patch_size:
             raise ValueError(f"patch_size={patch_size} must be 1..{max_patch_size} (max_patch_size)")
         if default_month is not None and not (isinstance(default_month, int) and 0 <= default_month < 12):
