@@ -66,6 +66,8 @@ FULL = Profile(
              modalities=("S2L2A", "S1RTC", "DEM"), arch=dict(embed_dim=768, depth=12, num_heads=12)),
         dict(family="croma", label="CROMA base joint (S2 12 + S1 2 bands, 120 px)", ours="croma_base", size=120,
              arch={}),
+        dict(family="galileo", label="Galileo base (S2+S1 groups, 3 dates, 64 px)", ours="galileo_base", size=64,
+             frames=3, arch=dict(embed_dim=768, depth=12, num_heads=12)),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2-S/14", arch={}, sizes=(224, 512, 1024, 2048),
                window=14, global_blocks=(2, 5, 8, 11), reps=3, warmup=1, single_run_from=2048),
@@ -98,6 +100,8 @@ QUICK = Profile(
         # upstream's ViTs have 16 heads whatever the width
         dict(family="croma", label="CROMA tiny joint (S2+S1)", ours="croma_base", size=64,
              arch=dict(embed_dim=64, depth=2, num_heads=16)),
+        dict(family="galileo", label="Galileo tiny (S2+S1 groups, 2 dates)", ours="galileo_nano", size=32, frames=2,
+             arch=TINY),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2 tiny", arch=TINY, sizes=(56,), window=2,
                global_blocks=(1,), reps=1, warmup=0, single_run_from=10**9, parallel=True),
