@@ -403,13 +403,14 @@ _GH_REV = "0f0b5b95ac81acef4b74cf4686dc877202f4541b"
 _PAGE = "https://huggingface.co/nasaharvest/galileo"
 _NOTES = ("Sentinel-2 L1C (COPERNICUS/S2_HARMONIZED) x 10 000 and Sentinel-1 GRD in dB, as exported from Earth "
           "Engine by the publisher; statistics from the publisher's config/normalization.json. "
-          "Pretrained on grids of 4..12 patches a side with 3..12 dates and patch sizes 1..8 (its "
-          "config's shape_time_combinations), so it has no single native size or date count")
+          "Pretraining samples are 96 px x 12 dates (the publisher's DATASET_OUTPUT_HW, NUM_TIMESTEPS), "
+          "cropped to grids of 4..12 patches a side with 3..12 dates at patch sizes 1..8 (its config's "
+          "shape_time_combinations)")
 _PRETRAINED = {
     "galileo_nano": PretrainedCfg(
         source=f"https://raw.githubusercontent.com/nasaharvest/galileo/{_GH_REV}/data/models/nano/encoder.pt",
         sha256="eab6acacf527886a508a555bc24efe4b4a2cf91b162e84cd1c4a1807e942180c", license="MIT",
-        stats=(GALILEO_S2_STATS, GALILEO_S1_STATS), input_size=None, patch_size=8, num_frames=None,
+        stats=(GALILEO_S2_STATS, GALILEO_S1_STATS), input_size=96, patch_size=8, num_frames=12,
         page="https://github.com/nasaharvest/galileo", notes=_NOTES,
         pinned_by=(f"the file data/models/nano/encoder.pt at commit {_GH_REV[:8]} of the publisher's GitHub "
                    "repository; its sha256 computed from that public file")),
@@ -417,7 +418,7 @@ _PRETRAINED = {
 for _size in ("tiny", "base"):
     _PRETRAINED[f"galileo_{_size}"] = PretrainedCfg(
         source=f"hf://nasaharvest/galileo@{_HF_REV}/models/{_size}/encoder.pt", license="MIT",
-        stats=(GALILEO_S2_STATS, GALILEO_S1_STATS), input_size=None, patch_size=8, num_frames=None,
+        stats=(GALILEO_S2_STATS, GALILEO_S1_STATS), input_size=96, patch_size=8, num_frames=12,
         page=_PAGE, notes=_NOTES,
         pinned_by=f"public GitHub projects pinning nasaharvest/galileo at {_HF_REV[:8]} as an immutable commit "
                   "(no public sha256 found; the Hub's LFS sha256 is checked after download)")
