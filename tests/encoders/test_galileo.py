@@ -1,11 +1,11 @@
 """Galileo fidelity against the publisher's ``single_file_galileo.py`` (carried as data: see
 tests/fixtures/make_galileo_fixture.py, which ran the upstream code once, seed 0).
 
-The fixture holds a small random-weight upstream ``Encoder`` in the published key layout and
-its outputs after 1, 2 and 3 blocks (with the exit norm) for three inputs: all seven
-channel groups on a square grid, Sentinel-2 + Sentinel-1 on a non-square grid (run upstream
-on a square canvas with the outside patches masked out), and a patch size resampled from the
-stored kernels (upstream's FlexiPatchEmbed). The inputs are rebuilt by the script's hash.
+The fixture holds a small random-weight upstream ``Encoder`` in the published key layout (8 px
+kernels) and its outputs after 1, 2 and 3 blocks (with the exit norm) for four inputs: all
+seven channel groups on a square grid, Sentinel-2 + Sentinel-1 at the pretraining samples'
+96 px, the same on a non-square grid (run upstream on a square canvas with the outside
+patches masked out), and a 4 px patch resampled from the 8 px kernels (upstream's FlexiPatchEmbed). The inputs are rebuilt by the script's hash.
 """
 import logging
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(HERE, "fixtures"))
 import make_galileo_fixture as fixture  # noqa: E402
 
 DATA = os.path.join(HERE, "fixtures", "galileo_official_tiny.pt")
-TINY = dict(embed_dim=32, depth=3, num_heads=4, max_patch_size=4)
+TINY = dict(embed_dim=16, depth=3, num_heads=4)
 TOL = 1e-4
 
 
@@ -48,7 +48,8 @@ def _encoder(official, case, tmp_path, **kw):
                          num_frames=len(case["months"][0]), **TINY, **kw).eval()
 
 
-@pytest.mark.parametrize("index", [0, 1, 2], ids=["all_groups_square", "s2_s1_non_square", "s2_patch2_resampled"])
+@pytest.mark.parametrize("index", [0, 1, 2, 3],
+                         ids=["all_groups_square", "native_96px", "s2_s1_non_square", "s2_patch4_resampled"])
 def test_matches_upstream_galileo(official, index, tmp_path):
     case = official["cases"][index]
     assert case["name"] == fixture.CASES[index][0]
@@ -79,6 +80,13 @@ def test_published_layout_loads_and_names_what_it_leaves_out(official):
     assert "blocks.0.attn.qkv.weight" in report.loaded
 
 
+def test_fixed_tables_equal_the_ones_upstream_stores(official):
+    enc = build_encoder("galileo_nano", **TINY)
+    sd = official["state_dict"]
+    assert torch.allclose(enc.time_table, sd["pos_embed"], atol=1e-6)
+    assert torch.allclose(enc.month_table, sd["month_embed.weight"], atol=1e-6)
+
+
 def test_real_nano_key_layout_loads_strictly(official):
     """Every tensor of the published nano encoder.pt (names and shapes) is loaded or named."""
     from d2geo.encoders import load_encoder_weights
@@ -91,13 +99,13 @@ def test_real_nano_key_layout_loads_strictly(official):
 
 
 def test_d2geo_checkpoint_round_trip(official, tmp_path):
-    case = official["cases"][1]
+    case = official["cases"][2]
     enc = _encoder(official, case, tmp_path)
     path = tmp_path / "ours.pt"
     torch.save(enc.state_dict(), path)
-    again = build_encoder("galileo_nano", weights=str(path), patch_size=4, bands=case["bands"], num_frames=3,
+    again = build_encoder("galileo_nano", weights=str(path), patch_size=8, bands=case["bands"], num_frames=3,
                           **TINY).eval()
-    x = fixture.formula_input(1)
+    x = fixture.formula_input(2)
     md = _metadata(case, 2)
     with torch.no_grad():
         assert torch.equal(enc(x, metadata=md), again(x, metadata=md))
@@ -116,8 +124,8 @@ def test_month_and_gsd_change_the_features(official, tmp_path):
 
 
 def test_missing_timestamps_are_refused_unless_a_default_month_is_given(official, tmp_path, caplog):
-    case = official["cases"][2]
-    x = fixture.formula_input(2)
+    case = official["cases"][3]
+    x = fixture.formula_input(3)
     enc = _encoder(official, case, tmp_path)
     with pytest.raises(EncoderInputError, match="calendar month.*timestamps.*default_month"):
         enc(x)
@@ -197,8 +205,8 @@ def test_real_sentinel_tiles_through_read_modalities(terramind_examples, officia
     keep = [i for i, b in enumerate(sample.band_names) if not b.endswith(("B01", "B09", "B10"))]
     bands = [sample.band_names[i] for i in keep]
     x = torch.as_tensor(sample.image[keep], dtype=torch.float32)[None, :, None]
-    case = official["cases"][2]
+    case = official["cases"][3]
     enc = _encoder(official, dict(case, bands=bands, patch_size=4), tmp_path, default_month=6)
     with torch.no_grad():
         out = enc(x / 1000.0)
-    assert tuple(out.shape) == (1, 32, 1, 8, 12) and torch.isfinite(out).all()
+    assert tuple(out.shape) == (1, 16, 1, 8, 12) and torch.isfinite(out).all()
