@@ -243,7 +243,8 @@ def _galileo_pair(row: dict):
     rest = (torch.zeros(1, size, size, 16), torch.zeros(1, frames, 6), torch.zeros(1, 18))
     masks = (torch.ones(1, size, size, 3), torch.ones(1, frames, 3), torch.ones(1, 4))
     months = torch.arange(frames)[None] % 12
-    stamps = torch.tensor([[1.6094592e9 + 2678400.0 * t for t in range(frames)]], dtype=torch.float64)  # 2021-01-01 + 31 d
+    # 2021-01-01 and every 31 days after: months 0, 1, 2, ... as upstream's ``months``
+    stamps = torch.tensor([[1.6094592e9 + 2678400.0 * t for t in range(frames)]], dtype=torch.float64)
     meta = {"timestamps": stamps, "gsd": torch.tensor([10.0])}
     g = size // 8
 

@@ -5,9 +5,9 @@ Weights by name (``pretrained=True``, see ``configs/common/encoders/galileo.py``
 
 Data: one GeoTIFF per modality on one grid (``{"S2L1C": ..., "S1GRD": ...}`` images, stacked by
 ``read_modalities`` into ten S2L1C bands and S1GRD VV/VH) with their ``timestamps`` (the month
-of each date is an input of the model; see the fragment for time series); register ``geo_det_train`` / ``geo_det_val`` (``configs/common/data/geo_detection.py``)
-and set ``model.roi_heads.num_classes``. Input sides must be multiples of 8 (the backbone
-pads). The last block's map (channel groups and dates averaged) feeds a simple feature
+of each date is an input of the model; see the fragment for time series); register
+``geo_det_train`` / ``geo_det_val`` (``configs/common/data/geo_detection.py``) and set
+``model.roi_heads.num_classes``. Input sides must be multiples of 8 (the backbone pads). The last block's map (channel groups and dates averaged) feeds a simple feature
 pyramid: strides 4, 8, 16 and two more levels (32, 64) with strided convolutions (p2..p6).
 """
 from detectron2.config import LazyCall as L

@@ -38,7 +38,6 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 from .adapt import resize_patch
@@ -162,8 +161,9 @@ def _group_layout(bands: Sequence[str]) -> list[tuple[int, list[int]]]:
         (hit,) = match_bands([band], pool, sensor=_SENSOR.get(sensor), available_sensor=_SENSOR.get(sensor),
                              where=f"Galileo's {sensor or 'NDVI'} bands")
         if hit is None:
-            raise BandError(f"band {name!r} is not a Galileo input: Galileo takes Sentinel-2 {list(pool) if sensor == 'S2' else ''}"
-                            f" B02..B12 (no B01, B09, B10), Sentinel-1 VV and VH, and NDVI; drop it")
+            raise BandError(f"band {name!r} is not a Galileo input: Galileo takes Sentinel-2 "
+                            f"{', '.join(GALILEO_GROUPS[1][2] + GALILEO_GROUPS[2][2] + ('B08', 'B8A', 'B11', 'B12'))} "
+                            f"(no B01, B09, B10), Sentinel-1 VV and VH, and NDVI; drop it")
         key = (sensor, pool[hit])
         if key in where:
             raise BandError(f"bands {bands[where[key]]!r} and {name!r} are the same Galileo band {pool[hit]}")

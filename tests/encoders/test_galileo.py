@@ -5,7 +5,8 @@ The fixture holds a small random-weight upstream ``Encoder`` in the published ke
 kernels) and its outputs after 1, 2 and 3 blocks (with the exit norm) for four inputs: all
 seven channel groups on a square grid, Sentinel-2 + Sentinel-1 at the pretraining samples'
 96 px, the same on a non-square grid (run upstream on a square canvas with the outside
-patches masked out), and a 4 px patch resampled from the 8 px kernels (upstream's FlexiPatchEmbed). The inputs are rebuilt by the script's hash.
+patches masked out), and a 4 px patch resampled from the 8 px kernels (upstream's
+FlexiPatchEmbed). The inputs are rebuilt by the script's hash.
 """
 import logging
 import os
