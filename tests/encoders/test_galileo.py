@@ -88,6 +88,18 @@ def test_fixed_tables_equal_the_ones_upstream_stores(official):
     assert torch.allclose(enc.month_table, sd["month_embed.weight"], atol=1e-6)
 
 
+def test_variants_are_the_published_architectures(official):
+    from d2geo.encoders import get_encoder_config
+
+    for size, up in official["model_configs"].items():
+        ours = get_encoder_config(f"galileo_{size}")
+        assert (ours["embed_dim"], ours["depth"], ours["num_heads"]) == (
+            up["embedding_size"], up["depth"], up["num_heads"]), size
+        enc = build_encoder(f"galileo_{size}", depth=1)  # the blocks' width, MLP ratio and kernels at full width
+        assert enc.blocks[0].mlp.fc1.out_features == up["mlp_ratio"] * up["embedding_size"]
+        assert enc.max_patch_size == up["max_patch_size"] and enc.max_sequence_length == up["max_sequence_length"]
+
+
 def test_real_nano_key_layout_loads_strictly(official):
     """Every tensor of the published nano encoder.pt (names and shapes) is loaded or named."""
     from d2geo.encoders import load_encoder_weights
