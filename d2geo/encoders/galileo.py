@@ -108,7 +108,7 @@ def galileo_month_table(dim: int) -> torch.Tensor:
 def galileo_spatial_table(dim: int, grid: Sequence[int], scale: torch.Tensor) -> torch.Tensor:
     """``(B, h, w, dim)``: the column index (first half) and the row index (second half) times
     each sample's ``scale`` (``gsd * patch / 10``), each through :func:`galileo_sincos_1d`."""
-    h, w = (int(g) for g in grid)
+    h, w = grid  # sizes, not ints: an exported model follows the input size
     rows = torch.arange(h, device=scale.device).view(1, h, 1).expand(1, h, w)
     cols = torch.arange(w, device=scale.device).view(1, 1, w).expand(1, h, w)
     s = scale.float().view(-1, 1, 1)
