@@ -223,3 +223,19 @@ def test_real_sentinel_tiles_through_read_modalities(terramind_examples, officia
     with torch.no_grad():
         out = enc(x / 1000.0)
     assert tuple(out.shape) == (1, 16, 1, 8, 12) and torch.isfinite(out).all()
+
+
+def test_export_with_timestamps_is_refused():
+    enc = build_encoder("galileo_nano", embed_dim=16, depth=1, num_heads=4).eval()
+    stamps = torch.tensor([[1.6e9]], dtype=torch.float64)
+
+    class WithDates(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x, metadata={"timestamps": stamps})
+
+    with pytest.raises(Exception, match="month encoding cannot be traced.*default_month"):
+        torch.export.export(WithDates(enc), (torch.randn(1, 12, 1, 16, 16),))
