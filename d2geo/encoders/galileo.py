@@ -154,6 +154,17 @@ def _group_layout(bands: Sequence[str]) -> list[tuple[int, list[int]]]:
     checkpoint group order. A group with only some of its bands, or a band Galileo does not
     have, is a :class:`BandError` naming it."""
     refuse_repeated_bands(bands, bands, where="Galileo bands")
+    levels: dict[str, set] = {}
+    for name in bands:
+        if isinstance(name, str) and MODALITY_SEP in name:
+            prefix = name.split(MODALITY_SEP, 1)[0].strip().upper()
+            for platform, names in PLATFORM_PREFIXES.items():
+                if prefix in names:
+                    levels.setdefault(platform, set()).add(prefix)
+    mixed = {p: sorted(v) for p, v in levels.items() if len(v) > 1}
+    if mixed:
+        raise BandError(f"channels of one sensor from two processing levels ({mixed}): Galileo embeds each "
+                        f"channel group as one image; take every band of a sensor from one level")
     where: dict[tuple, int] = {}
     for i, name in enumerate(bands):
         sensor, band = _parse_band(name)

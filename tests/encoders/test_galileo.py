@@ -160,6 +160,8 @@ def test_unsupported_and_partial_inputs_are_refused_by_name():
         build_encoder("galileo_nano", bands=["DEM:DEM"], **TINY)
     with pytest.raises(BandError, match="modality 'S2RGB', which Galileo does not take"):
         build_encoder("galileo_nano", bands=["S2RGB:red"], **TINY)
+    with pytest.raises(BandError, match="two processing levels.*S2L1C.*S2L2A"):
+        build_encoder("galileo_nano", bands=["S2L1C:B02", "S2L2A:B03", "S2L1C:B04"], **TINY)
     with pytest.raises(BandError, match="ERA5"):
         build_encoder("galileo_nano", bands=["S1:VV", "S1:VH", "temperature_2m"], **TINY)
     with pytest.raises((BandError, ValueError), match="twice|more than once|same Galileo band"):
