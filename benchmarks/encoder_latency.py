@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from testkit import rel_err
-from testkit.upstream import (claymodel, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
+from testkit.upstream import (claymodel, galileo_single_file, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
                               torchgeo_croma, torchgeo_dofa, torchgeo_scale_mae)
 
 from .common import Profile, count_flops, logger, smooth_image, time_interleaved
@@ -249,7 +249,43 @@ def _encoder_pair(row: dict):
             return ref.get_intermediate_layers({"imgs": x, "chn_ids": ids.clone()}, n=1, norm=True)[0]
 
         return (lambda: ours(x)), ref_fn, to_map, f"{len(bands)}x{size}x{size}", g * g
+    if family == "galileo":  # Sentinel-2 + Sentinel-1 groups; upstream masks (removes) the other inputs
+        return _galileo_pair(row)
     raise ValueError(f"unknown family {family}")
+
+
+def _galileo_pair(row: dict):
+    from d2geo.encoders import build_encoder
+    from d2geo.encoders.galileo import GALILEO_BANDS
+
+    mod = galileo_single_file()
+    size, frames, arch = row["size"], row["frames"], row["arch"]
+    ref = mod.Encoder(embedding_size=arch["embed_dim"], depth=arch["depth"], num_heads=arch["num_heads"],
+                      mlp_ratio=4, max_sequence_length=24, max_patch_size=8).eval()
+    ours = build_encoder(row["ours"], weights=ref.state_dict(), bands=list(GALILEO_BANDS), num_frames=frames,
+                         **arch).eval()
+    x = smooth_image((1, 12, frames, size, size))
+    order = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1]  # ours (S2 then S1) in upstream's 13-band order
+    s_t_x = torch.zeros(1, size, size, frames, 13)
+    s_t_x[..., order] = x.permute(0, 3, 4, 2, 1)
+    s_t_m = torch.zeros(1, size, size, frames, 7)
+    s_t_m[..., 6] = 1  # no NDVI
+    rest = (torch.zeros(1, size, size, 16), torch.zeros(1, frames, 6), torch.zeros(1, 18))
+    masks = (torch.ones(1, size, size, 3), torch.ones(1, frames, 3), torch.ones(1, 4))
+    months = torch.arange(frames)[None] % 12
+    # 2021-01-01 and every 31 days after: months 0, 1, 2, ... as upstream's ``months``
+    stamps = torch.tensor([[1.6094592e9 + 2678400.0 * t for t in range(frames)]], dtype=torch.float64)
+    meta = {"timestamps": stamps, "gsd": torch.tensor([10.0])}
+    g = size // 8
+
+    def ref_fn():
+        return ref(s_t_x, *rest, s_t_m, *masks, months, patch_size=8)[0]
+
+    def to_map(t):  # (1, h, w, T, 7, D): the six present groups' mean per date
+        return t[..., :6, :].mean(dim=-2).permute(0, 4, 3, 1, 2)
+
+    return ((lambda: ours(x, metadata=meta)), ref_fn, to_map, f"S2 10 + S1 2 x{frames}x{size}x{size}",
+            frames * 6 * g * g)
 
 
 def bench_encoders(profile: Profile, gemm: dict | None, families: set[str] | None) -> list[dict]:

@@ -164,3 +164,30 @@ def terratorch_terramind() -> types.ModuleType:
                  "terramind_vit"):
         setattr(pkg, name, load_upstream_module("terratorch", f"{root}model/{name}.py", f"{pkg_name}.{name}"))
     return pkg
+
+
+#: a checkout of github.com/nasaharvest/galileo (no wheel carries Galileo: terratorch 1.2.13 does not)
+GALILEO_SRC_ENV = "D2GEO_GALILEO_SRC"
+
+
+def galileo_single_file() -> types.ModuleType:
+    """nasaharvest/galileo's ``single_file_galileo.py`` (``Encoder``), from the checkout that
+    ``$D2GEO_GALILEO_SRC`` names (kept out of the repository, as the fixture generator reads it)."""
+    if "_ref_galileo" in sys.modules:
+        return sys.modules["_ref_galileo"]
+    root = os.environ.get(GALILEO_SRC_ENV, "")
+    path = os.path.join(root, "single_file_galileo.py")
+    if not root or not os.path.isfile(path):
+        raise UpstreamUnavailable(f"Galileo's reference is in no wheel: set {GALILEO_SRC_ENV} to a checkout of "
+                                  f"github.com/nasaharvest/galileo (got {root!r})")
+    if importlib.util.find_spec("einops") is None:
+        raise UpstreamUnavailable("the upstream reference modules need einops (pip install einops)")
+    spec = importlib.util.spec_from_file_location("_ref_galileo", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_ref_galileo"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop("_ref_galileo", None)
+        raise
+    return module

@@ -23,6 +23,7 @@ TINY = {
     "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     "croma": dict(embed_dim=64, depth=8, num_heads=4),  # the tapped joint encoder: depth // 2 blocks
     "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),  # Swin: stages 32..256 wide
+    "galileo": dict(embed_dim=64, depth=4, num_heads=4),
 }
 #: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
 CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
@@ -66,6 +67,8 @@ def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int 
     kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
     if family == "croma":
         kwargs["bands"] = CROMA_JOINT
+    if family == "galileo":  # the HLS bands are Galileo's S2_RGB, S2_NIR_20m and S2_SWIR groups
+        kwargs["bands"] = ["S2:B02", "S2:B03", "S2:B04", "S2:B8A", "S2:B11", "S2:B12"]
     if family in ("clay", "copernicusfm", "dofa"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths

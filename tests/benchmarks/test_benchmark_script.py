@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -59,8 +60,14 @@ def test_encoder_rows_compare_with_upstream(quick_run):
     rows = results["encoders"]
     assert {r["family"] for r in rows} == {"dinov2", "dinov3", "prithvi", "clay", "terramind", "ssl4eo",
                                            "ssl4eo_data2vec", "scalemae", "satlas", "dofa", "croma",
-                                           "copernicusfm"}
+                                           "copernicusfm", "galileo"}
+    measured = []
     for r in rows:
+        if r["family"] == "galileo" and not os.environ.get("D2GEO_GALILEO_SRC"):
+            # its reference is in no wheel: without a checkout the row says how to measure it
+            assert "D2GEO_GALILEO_SRC" in r["error"], r
+            continue
+        measured.append(r)
         assert "error" not in r, r
         for key in ("ratio", "ours_gemm_frac", "ref_gemm_frac"):
             assert math.isfinite(r[key]) and r[key] > 0, (r["family"], key, r[key])
@@ -70,7 +77,8 @@ def test_encoder_rows_compare_with_upstream(quick_run):
     table = _table_rows(md, "Encoder forward latency vs upstream")
     ratio_col = table[0].index("ours/upstream")
     assert len(table) - 1 == len(rows)
-    assert all(math.isfinite(float(r[ratio_col])) for r in table[1:])
+    assert all(math.isfinite(float(r[ratio_col])) for r in table[1:] if not r[1].startswith("not measured"))
+    assert len([r for r in table[1:] if not r[1].startswith("not measured")]) == len(measured)
 
 
 def test_resolution_and_training_ratios_are_finite(quick_run):

@@ -44,6 +44,8 @@ FAMILY_CONFIGS = [
     "croma/semantic_fpn_base.py",
     "panopticon/mask_rcnn_vitb14.py",
     "panopticon/semantic_fpn_vitb14.py",
+    "galileo/mask_rcnn_base.py",
+    "galileo/semantic_fpn_base.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
@@ -55,6 +57,7 @@ UPERNET_CONFIGS = [
     "terramind/upernet_v1_base.py",
     "copernicusfm/upernet_vitb16.py",
     "croma/upernet_base.py",
+    "galileo/upernet_base.py",
     "dofa/upernet_vitb16.py",
     "satlas/upernet_swinb.py",
     "scale_mae/upernet_vitl16.py",
@@ -74,6 +77,7 @@ EXPECTED_ENCODERS = {
     "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
     "panopticon": ("panopticon_vitb14", 12, 768),
+    "galileo": ("galileo_base", 12, 768),
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {
@@ -479,6 +483,11 @@ def test_family_configs_take_bands_and_statistics_from_the_pretrained_table():
             bands = list(net.encoder_kwargs.bands)
             assert bands == [f"S2L1C:{b}" for b in stats.bands] + ["S1GRD:VV", "S1GRD:VH"]
             s1 = pre.stats_for("croma-s1")
+            mean, std = mean + list(s1.mean), std + list(s1.std)
+        if net.encoder.startswith("galileo"):  # Sentinel-2 groups, then Sentinel-1, under the files' levels
+            bands = list(net.encoder_kwargs.bands)
+            assert bands == [b.replace("S2:", "S2L1C:") for b in stats.bands] + ["S1GRD:VV", "S1GRD:VH"]
+            s1 = pre.stats_for("galileo-s1")
             mean, std = mean + list(s1.mean), std + list(s1.std)
         assert list(cfg.model.pixel_mean) == mean, name
         assert list(cfg.model.pixel_std) == std, name

@@ -46,6 +46,10 @@ FAMILIES = {
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
+    # the 2-D position encoding follows the traced grid; the month is the built-in default_month
+    "galileo": (lambda: build_encoder("galileo_nano", embed_dim=16, depth=2, num_heads=4, num_frames=2,
+                                      default_month=3),
+                (1, 12, 2, 32, 48), [(1, 12, 2, 64, 40), (1, 12, 2, 96, 96)]),
 }
 #: hierarchical Swin (stage maps at strides 4..32): recorded at 64 x 96 (the last stage 2 x 3
 #: tokens, one window), run where stages have several windows, padded windows, non-square

@@ -142,7 +142,7 @@ UPERNET_CONFIGS = ["dinov2/upernet_vitb14.py", "dinov3/upernet_vitl16_sat.py",
                    "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py",
                    "copernicusfm/upernet_vitb16.py", "croma/upernet_base.py", "dofa/upernet_vitb16.py",
                    "satlas/upernet_swinb.py", "scale_mae/upernet_vitl16.py", "ssl4eo/upernet_vits16.py",
-                   "ssl4eo/upernet_vits16_data2vec.py"]
+                   "ssl4eo/upernet_vits16_data2vec.py", "galileo/upernet_base.py"]
 
 
 @pytest.fixture(scope="module")
