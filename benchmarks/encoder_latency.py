@@ -69,7 +69,7 @@ def _encoder_pair(row: dict):
         ours = build_encoder(row["ours"], **{"img_size": size, **arch}).eval()
         ref = timm.create_model("vit_small_patch16_224", in_chans=13, num_classes=0, global_pool="",
                                 dynamic_img_size=True, **{"img_size": size, **arch}).eval()
-        ref.load_state_dict({k[len("vit."):]: v for k, v in ours.state_dict().items()}, strict=True)
+        ref.load_state_dict({k[len("vit."):]: v for k, v in ours.state_dict().items() if k.startswith("vit.")}, strict=True)
         x = smooth_image((1, 13, size, size))
         g = size // 16
 
@@ -88,7 +88,7 @@ def _encoder_pair(row: dict):
         ref = Beit(img_size=size, patch_size=16, in_chans=13, num_classes=0, global_pool="", qkv_bias=True,
                    init_values=0.1, use_abs_pos_emb=False, use_shared_rel_pos_bias=True, use_fc_norm=False,
                    **dims).eval()
-        ref.load_state_dict({k[len("beit."):]: v for k, v in ours.state_dict().items()}, strict=True)
+        ref.load_state_dict({k[len("beit."):]: v for k, v in ours.state_dict().items() if k.startswith("beit.")}, strict=True)
         x = smooth_image((1, 13, size, size))
         g = size // 16
 
