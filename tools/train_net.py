@@ -53,7 +53,7 @@ try:
 except ImportError:  # running from a source checkout that is not installed
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from d2geo.tools_support import quiet_third_party_warnings  # noqa: E402
+from d2geo.tools_support import plain_log_files, quiet_third_party_warnings  # noqa: E402
 
 quiet_third_party_warnings()  # before torch and detectron2 are imported
 
@@ -285,10 +285,12 @@ def main(args):
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     device = _resolve_device(cfg)
     _RUN["output_dir"] = cfg.train.output_dir
+    plain_log_files("detectron2", "fvcore", "d2geo")  # log.txt without the console's colour codes
     default_setup(cfg, args)
     # detectron2's setup logs 'detectron2' and 'fvcore'; d2geo's own messages (dataset
     # generation, checkpoint conversion, the model summary) go to the same log
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="d2geo", abbrev_name="d2geo")
+    plain_log_files("detectron2", "fvcore", "d2geo")
     # setup_logger lets DEBUG through; d2geo's debug lines are per sample (e.g. where each file's
     # acquisition time came from): D2GEO_DEBUG=1 shows them
     logging.getLogger("d2geo").setLevel(logging.DEBUG if os.environ.get("D2GEO_DEBUG") else logging.INFO)
