@@ -179,3 +179,17 @@ def test_readme_tool_commands_run(tmp_path):
         for f in ("pred/433D_629L_3_1_classes.tif", "pred/433D_629L_3_1_classes.tif.png",
                   "pred/433D_629L_3_1_buildings.geojson", "pred/433D_629L_3_1_buildings.geojson.png"):
             assert (repo / f).is_file(), f
+
+
+def test_the_synthetic_dataset_lands_where_the_readme_and_training_page_say(monkeypatch, tmp_path):
+    """issue 21: the README named `datasets/d2geo_synth/`; the code writes one folder per
+    generation parameters below it."""
+    pytest.importorskip("detectron2", reason="d2geo.data needs detectron2")
+    from d2geo.data.synthetic import synthetic_dataset_dir
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path))
+    folder = os.path.relpath(synthetic_dataset_dir("d2geo_synth"), tmp_path)
+    pattern = "d2geo_synth/d2geo_synth-<hash>/"
+    assert re.fullmatch(re.escape(pattern).replace("<hash>", "[0-9a-f]+").rstrip("/"), folder), folder
+    for page in ("README.md", "docs/training.md"):
+        assert f"`$D2GEO_DATASETS/{pattern}`" in TEXT[page], page
