@@ -12,8 +12,8 @@ import os
 import warnings
 from typing import Mapping, Sequence
 
-__all__ = ["quiet_third_party_warnings", "setup_tool_logging", "load_model", "config_class_names", "load_tool",
-           "TOOLS_DIR", "parse_modality_inputs", "scene_read_options"]
+__all__ = ["quiet_third_party_warnings", "setup_tool_logging", "plain_log_files", "load_model", "config_class_names",
+           "load_tool", "TOOLS_DIR", "parse_modality_inputs", "scene_read_options"]
 
 #: ``tools/`` of a source checkout (transitional, for :func:`load_tool` of tools not yet in d2geo.cli)
 TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
@@ -76,6 +76,11 @@ def quiet_third_party_warnings() -> None:
 def setup_tool_logging(level: int = logging.INFO) -> None:
     """One log format for the inference tools (train_net uses detectron2's logger setup)."""
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+# an ANSI escape sequence (colours from detectron2's pygments-highlighted config dump and
+# termcolor): terminals show them, log files must not hold them
+from d2geo.engine.logs import plain_log_files  # noqa: E402,F401  (the tools' name for it)
 
 
 def load_model(config_file: str, weights: str, device: str = "cpu", opts: Sequence[str] = ()):

@@ -1,4 +1,5 @@
-"""The README's examples run as written, and CI runs the README's test command."""
+"""The README's and the docs pages' examples run as written, and CI follows the README's
+install and runs its test command."""
 import contextlib
 import io
 import os
@@ -7,15 +8,20 @@ import re
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+#: the pages whose Python examples and tool commands are checked here; their commands run in
+#: this order (the README's quickstart trains the models the later pages read)
+PAGES = ("README.md", "docs/training.md", "docs/inference.md", "docs/export.md", "docs/weights.md",
+         "docs/encoders.md", "docs/data.md", "docs/tutorial.md")
+TEXT = {page: open(os.path.join(ROOT, page), encoding="utf-8").read() for page in PAGES}
+README = TEXT["README.md"]
+BLOCKS = [(page, block) for page in PAGES for block in re.findall(r"```python\n(.*?)```", TEXT[page], re.S)]
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_python_examples_run(block, monkeypatch):
+@pytest.mark.parametrize("page,block", BLOCKS, ids=[f"{p}:block{i}" for i, (p, _) in enumerate(BLOCKS)])
+def test_python_examples_run(page, block, monkeypatch):
     # d2geo.data, d2geo.modeling and d2geo.engine are d2geo's detectron2 side
     if re.search(r"detectron2|d2geo\.(data|modeling|engine)", block):
-        pytest.importorskip("detectron2", reason="this README example needs detectron2")
+        pytest.importorskip("detectron2", reason=f"this example of {page} needs detectron2")
     if "terramind-examples" in block:  # the real tiles sit beside the repository, read from its root
         from helpers import TERRAMIND_EXAMPLES
 
@@ -24,24 +30,60 @@ def test_python_examples_run(block, monkeypatch):
         monkeypatch.chdir(ROOT)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
+        exec(compile(block, page, "exec"), {"__name__": "__readme__"})
     # A print followed by a '# result' comment on the same line must print that result.
     printed = out.getvalue().splitlines()
     expected = [m.group(1).strip() for m in re.finditer(r"^print\(.*\)[ \t]+# (.*)$", block, re.M)]
     for want in expected:
-        assert want in printed, f"README says {want!r}, the code printed {printed}"
+        assert want in printed, f"{page} says {want!r}, the code printed {printed}"
 
 
 def test_ci_runs_the_readme_test_command():
     command = re.search(r"## Test\n+```bash\n(.*?)\n```", README, re.S).group(1).strip()
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
-    assert command in ci.splitlines()
+    # the command itself, or as the argument of the CI's exit-status wrapper (pytest_pass ...)
+    assert any(line.strip() in (command, f"pytest_pass {command}") for line in ci.splitlines()), command
 
 
-# -- the README's shell commands of the tools ----------------------------------------------------
-# Every `python tools/...` command (and `mkdir`) in the README's bash blocks, continuation lines
-# joined, in README order. Commands that cannot run here say so: `...` marks a template, a
-# trailing `# needs ...` comment a download or the user's own data. The test runs the rest as
+# -- the README's install is what CI runs ------------------------------------------------------
+# CI (.ci/run) runs the README's install block line by line in a fresh venv, with two differences
+# that it says: the venv is its own (at "$VENV", made by "$PYTHON3"), and detectron2 and detrex are
+# the source snapshots of ../shared/vendor unpacked (at "$D2_DIR", "$DETREX_DIR") instead of clones.
+CI_PATHS = (("python3 -m venv ../d2geo-venv", '"$PYTHON3" -m venv "$VENV"'),
+            ("source ../d2geo-venv/bin/activate", 'source "$VENV/bin/activate"'),
+            ("../detectron2", '"$D2_DIR"'), ("../detrex", '"$DETREX_DIR"'))
+
+
+def _install_block():
+    return re.search(r"## Install\n.*?```bash\n(.*?)```", README, re.S).group(1)
+
+
+def test_ci_runs_the_readme_install_line_by_line_in_order():
+    ci = [line.strip() for line in open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8")]
+    steps = [line.strip() for line in _install_block().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    clones = [s for s in steps if s.startswith("git clone https://")]  # (d2geo itself is the checkout)
+    # the clones CI replaces by snapshots: detectron2 and detrex, each unpacked by CI
+    assert [c.split()[2].rsplit("/", 1)[-1] for c in clones] == ["detectron2.git", "detrex.git"], clones
+    assert "D2_DIR=$(unpack detectron2)" in ci and "DETREX_DIR=$(unpack detrex)" in ci
+    assert "python -m pip install --upgrade pip" in steps  # before anything builds (issue 21: wheel + pip 23.2)
+    where = []
+    for step in steps:
+        if step.startswith(("git clone ", "cd ")):
+            continue
+        for readme_path, ci_path in CI_PATHS:
+            step = step.replace(readme_path, ci_path)
+        step = step.split("  #")[0].strip()
+        assert step in ci, f"the README's install step {step!r} is not a line of .ci/run"
+        where.append(ci.index(step))
+    assert where == sorted(where), "the CI runs the README's install steps in another order"
+
+
+# -- the shell commands of the tools on the README and the docs pages -----------------------------
+# Every `python tools/...` command (and `mkdir`) in the bash blocks of PAGES, continuation lines
+# joined, in page order, each once (the README's quickstart commands recur on the docs pages).
+# Commands that cannot run here say so: `...` marks a template, a trailing `# needs ...` comment
+# a download or the user's own data. The test runs the rest as
 # written, from a copy of the repository layout (tools/, configs/ and ../shared/ as links), with
 # one change: training commands get `train.max_iter=2` appended (the last override wins), so
 # the quickstarts take seconds; everything after them reads their outputs as the README says.
@@ -50,11 +92,12 @@ SHRINK = {"tools/train_net.py": ["train.max_iter=2"]}
 
 def _shell_commands():
     out = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = " ".join(line.split())
-            if line.startswith(("python tools/", "mkdir ")):
-                out.append(line)
+    for page in PAGES:
+        for block in re.findall(r"```bash\n(.*?)```", TEXT[page], re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = " ".join(line.split())
+                if line.startswith(("python tools/", "mkdir ")) and line not in out:
+                    out.append(line)
     return out
 
 
@@ -70,7 +113,7 @@ def test_the_readme_has_a_runnable_command_for_every_tool():
     runnable = [c for c in COMMANDS if _runnable(c)]
     for tool in tools:
         named = [c for c in COMMANDS if c.startswith(f"python tools/{tool}")]
-        assert named, f"the README has no command line for tools/{tool}"
+        assert named, f"neither the README nor the docs pages have a command line for tools/{tool}"
         if tool not in ("convert_checkpoint.py", "export_model.py"):  # these need downloaded weights
             assert any(c.startswith(f"python tools/{tool}") for c in runnable), tool
 
@@ -136,3 +179,17 @@ def test_readme_tool_commands_run(tmp_path):
         for f in ("pred/433D_629L_3_1_classes.tif", "pred/433D_629L_3_1_classes.tif.png",
                   "pred/433D_629L_3_1_buildings.geojson", "pred/433D_629L_3_1_buildings.geojson.png"):
             assert (repo / f).is_file(), f
+
+
+def test_the_synthetic_dataset_lands_where_the_readme_and_training_page_say(monkeypatch, tmp_path):
+    """issue 21: the README named `datasets/d2geo_synth/`; the code writes one folder per
+    generation parameters below it."""
+    pytest.importorskip("detectron2", reason="d2geo.data needs detectron2")
+    from d2geo.data.synthetic import synthetic_dataset_dir
+
+    monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path))
+    folder = os.path.relpath(synthetic_dataset_dir("d2geo_synth"), tmp_path)
+    pattern = "d2geo_synth/d2geo_synth-<hash>/"
+    assert re.fullmatch(re.escape(pattern).replace("<hash>", "[0-9a-f]+").rstrip("/"), folder), folder
+    for page in ("README.md", "docs/training.md"):
+        assert f"`$D2GEO_DATASETS/{pattern}`" in TEXT[page], page

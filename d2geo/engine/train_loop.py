@@ -33,6 +33,7 @@ from d2geo.model_zoo import skip_encoder_weights
 from .amp import build_trainer
 from .checkpoint import GeoCheckpointer
 from .hooks import StopOnCtrlC
+from .logs import plain_log_files
 from .sampler import build_train_loader, prepare_resume
 from .units_check import check_training_units
 
@@ -137,6 +138,7 @@ def do_train(args, cfg):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
+
     # before the first step: the first samples' units against the model's statistics
     # (d2geo.engine.units_check; train.units_check=False or --skip-units-check only warns)
     def units_check(dataset, mapper):
@@ -192,10 +194,12 @@ def run(args):
         cfg.train.units_check = False
     device = resolve_device(cfg)
     _RUN["output_dir"] = cfg.train.output_dir
+    plain_log_files("detectron2", "fvcore", "d2geo")  # log.txt without the console's colour codes
     default_setup(cfg, args)
     # detectron2's setup logs 'detectron2' and 'fvcore'; d2geo's own messages (dataset
     # generation, checkpoint conversion, the model summary) go to the same log
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="d2geo", abbrev_name="d2geo")
+    plain_log_files("detectron2", "fvcore", "d2geo")
     # setup_logger lets DEBUG through; d2geo's debug lines are per sample (e.g. where each file's
     # acquisition time came from): D2GEO_DEBUG=1 shows them
     logging.getLogger("d2geo").setLevel(logging.DEBUG if os.environ.get("D2GEO_DEBUG") else logging.INFO)

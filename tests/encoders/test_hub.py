@@ -329,9 +329,9 @@ def test_interrupted_url_download_leaves_nothing(hub, tmp_path):
 
 
 def test_readme_rows_state_each_variants_source_revision_sha256_and_license():
-    """The README's rows of variants (if it keeps per-variant rows; the complete reference is
+    """The rows of variants in docs/weights.md (the complete reference is
     ``d2geo.encoders.describe`` / ``--list-encoders``) must agree with the tables."""
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    readme = open(os.path.join(ROOT, "docs", "weights.md"), encoding="utf-8").read()
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z0-9_]+)` \| `(?:hf|https)://.*$", readme, re.M)}
     wrong = []
     for name, row in rows.items():

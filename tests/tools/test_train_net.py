@@ -90,6 +90,16 @@ def test_eval_only_reloads_the_checkpoint_and_reproduces_the_results(det_run):
         run_main("--config-file", DET, "--eval-only", f"train.output_dir={out}/empty")
 
 
+def test_saved_log_has_no_terminal_colour_codes(det_run):
+    """detectron2 logs the config highlighted for a terminal; log.txt holds it as plain text
+    (issue 21: saved logs carried ANSI colour codes)."""
+    out, _ = det_run
+    with open(os.path.join(out, "log.txt"), encoding="utf-8") as f:
+        log = f.read()
+    assert "Contents of args.config_file" in log and "model_final.pth" in log  # the config and the end of the run
+    assert "\x1b" not in log, [line for line in log.splitlines() if "\x1b" in line][:3]
+
+
 def test_segmentation_trains_with_falling_loss_and_reports_miou(tmp_path):
     out = str(tmp_path)
     results = run_main("--config-file", SEG, f"train.output_dir={out}", "train.max_iter=12",
