@@ -318,3 +318,45 @@ def load_model(path: str, *, threads: int | None = None, providers: Sequence[str
 def describe(meta: ModelMetadata) -> dict[str, Any]:
     """The fields as a plain dict (for logs and ``--describe``)."""
     return meta.to_dict()
+
+
+# -- a scene against the model file --------------------------------------------------------------
+def _unnamed(bands: Sequence[str]) -> bool:
+    return all(b == f"band{i + 1}" for i, b in enumerate(bands))
+
+
+def model_file_options(meta: ModelMetadata, *, tile: int | None = None, overlap: int | None = None,
+                       bands=None, sensor=None, scale=None, class_names=None) -> dict:
+    """The reading and window options of a run of a model file: what the caller gives, else the
+    file's (window, overlap, bands, sensor, DN scale, class names)."""
+    if meta.dn_offset not in (None, 0, 0.0):
+        raise ModelFileError(f"the model file's dn_offset is {meta.dn_offset}: DN offsets are not supported by the "
+                             f"readers yet; export the model with dn_offset 0 (or null)")
+    return {"tile": meta.window if tile is None else tile, "overlap": meta.overlap if overlap is None else overlap,
+            "bands": (None if _unnamed(meta.bands) else list(meta.bands)) if bands is None else bands,
+            "sensor": meta.sensor if sensor is None else sensor, "scale": meta.dn_scale if scale is None else scale,
+            "class_names": list(meta.class_names) if class_names is None else class_names}
+
+
+def check_scene_gsd(meta: ModelMetadata, info: dict, where: str) -> float | None:
+    """Refuse a scene whose ground sample distance is off the model file's ``gsd_m`` by more than
+    its ``gsd_tolerance`` (``info``: :func:`~d2geo.inference.request.check_request`'s answer).
+    Returns the scene's GSD (None: unknown)."""
+    from d2geo.data.geotiff import GeoTiffError, pixel_gsd
+
+    if meta.gsd_m is None:
+        logger.warning("the model file does not say its GSD: %s is not checked against it", where)
+        return None
+    if info.get("crs") is None:
+        raise ModelFileError(f"{where} has no CRS, so its GSD cannot be checked against the model's "
+                             f"{meta.gsd_m:g} m: assign the scene its CRS (gdal_edit.py -a_srs EPSG:...)")
+    try:
+        gsd = pixel_gsd(info["crs"], info["transform"], info["height"], info["width"])
+    except (GeoTiffError, ValueError) as e:
+        raise ModelFileError(f"{where}: its GSD cannot be computed ({e})") from None
+    if abs(gsd / meta.gsd_m - 1) > meta.gsd_tolerance:
+        raise ModelFileError(
+            f"{where} has a GSD of {gsd:.3g} m, the model was trained at {meta.gsd_m:g} m (tolerance "
+            f"{meta.gsd_tolerance:.0%}): resample the scene to {meta.gsd_m:g} m (gdalwarp -tr {meta.gsd_m:g} "
+            f"{meta.gsd_m:g} -r average) or use a model trained at this resolution")
+    return gsd
