@@ -25,23 +25,33 @@ setup(
     packages=find_packages(include=["d2geo", "d2geo.*"]),
     include_package_data=True,
     cmdclass={"build_py": BuildPyWithConfigs},
+    # The core runs a model file over scenes (with the `infer` extra: onnxruntime); training,
+    # the encoders and config + checkpoint runs need the `train` extra (torch) and detectron2,
+    # which is installed from source.
     install_requires=[
-        # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
-        "torch>=2.1",
-        "torchvision>=0.16",
-        "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
-        "safetensors>=0.4",
-        "fvcore>=0.1.5",
-        "iopath>=0.1.9",
-        # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
-        "huggingface_hub>=0.34",
-        "opencv-python-headless>=4.5",
         "numpy>=1.23",
-        "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
         "rasterio>=1.3",  # GeoTIFF reading; imported only when a file is read
         "pyproj>=3.3",  # ground distances (GSD) in any CRS; imported only when a file is read
+        "opencv-python-headless>=4.5",  # quick-looks and augmentations
+        "pillow>=9",  # quick-look PNGs
+        "tqdm>=4.60",  # progress bars
     ],
     extras_require={
+        # inference-only install: tools/predict_scene.py / predict_region.py --model model.onnx (no torch, no
+        # detectron2); add `region` for vector outputs (GeoParquet, class maps as polygons)
+        "infer": ["onnxruntime>=1.18"],
+        # training, the encoders and config + checkpoint runs (users bring their own CUDA build of torch)
+        "train": [
+            "torch>=2.1",
+            "torchvision>=0.16",
+            "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
+            "safetensors>=0.4",
+            "fvcore>=0.1.5",
+            "iopath>=0.1.9",
+            # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
+            "huggingface_hub>=0.34",
+            "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
+        ],
         # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "peft": ["peft>=0.13"],

@@ -342,6 +342,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=128,
                    help="side of the synthetic sample when no --sample-image is given")
     p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--describe", action="append", default=None, metavar="KEY=VALUE",
+                   help="--format onnx: model-file fields the config does not give (d2geo.inference.model_file), "
+                        "e.g. --describe gsd_m=10 --describe sensor=sentinel-2-l2a --describe dn_scale=0.0001")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides: key=value (LazyConfig) or KEY VALUE (yacs)")
     return p
@@ -356,6 +359,10 @@ def main(argv=None) -> float:
     sample = read_sample(args.sample_image, mapper) if args.sample_image else synthetic_sample(model, args.sample_size)
     inputs = model_inputs(sample, model)
     path, diff = export(model, inputs, fmt=args.format, method=args.export_method, output=args.output)
+    if path.endswith("model.onnx"):  # a self-describing model file (predict_scene --model)
+        from d2geo.inference.export_file import stamp_exported
+
+        stamp_exported(path, model, args.config_file, list(args.opts or []), args.describe, inputs)
     logger.info("wrote %s", path)
     print(f"max abs difference between the export and the eager model: {diff:.3g}")
     return diff

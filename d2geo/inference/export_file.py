@@ -148,3 +148,48 @@ def export_model_file(model, path: str, cfg=None, *, sample_size: int | None = N
     logger.info("exported %s (%d bands, %d classes, window %d)", path, len(meta.bands), len(meta.class_names),
                 meta.window)
     return meta
+
+
+def parse_describe(values: Sequence[str] | None) -> dict[str, Any]:
+    """``--describe KEY=VALUE`` entries (VALUE as JSON, else a string), e.g. ``gsd_m=10``,
+    ``sensor=sentinel-2-l2a``, ``dn_scale=0.0001``, ``window=224``, ``class_names='["a","b"]'``."""
+    import json
+
+    out: dict[str, Any] = {}
+    for v in values or ():
+        if "=" not in v:
+            raise ModelFileError(f"--describe {v!r}: give KEY=VALUE, e.g. --describe gsd_m=10")
+        k, raw = v.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(raw)
+        except ValueError:
+            out[k.strip()] = raw
+    return out
+
+
+def stamp_exported(path: str, model, config_file: str | None = None, opts: Sequence[str] = (),
+                   describe: Sequence[str] | None = None, inputs: dict | None = None) -> ModelMetadata:
+    """Stamp an ONNX file that ``tools/export_model.py`` wrote of ``model`` as a model file;
+    the LazyConfig ``config_file`` (with the overrides ``opts``) gives the class names, mapper
+    options and the config hash (a yacs config: hashed as text). ``inputs``: the traced inputs
+    (``{"image", "metadata": {...}}``, flattened by detectron2 in sorted key order as
+    ``image, input1, ...``), which say what the graph's inputs are."""
+    import onnx
+
+    roles = ["image"] + [f"metadata.{k}" for k in sorted((inputs or {}).get("metadata") or {})]
+    names = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+    try:
+        graph_roles = [roles[0 if n == "image" else int(n[len("input"):])] for n in names]
+    except (ValueError, IndexError):
+        raise ModelFileError(f"{path}: inputs {names} are not those of tools/export_model.py") from None
+    cfg = None
+    if config_file and config_file.endswith(".py") and os.path.isfile(config_file):
+        from detectron2.config import LazyConfig
+
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    fields = parse_describe(describe)
+    fields.setdefault("inputs", graph_roles)
+    meta = write_metadata(path, model_fields(model, cfg, **fields))
+    if cfg is None and config_file and os.path.isfile(config_file):
+        logger.info("config_sha256 of %s: its yacs text is not resolved here", config_file)
+    return meta

@@ -172,7 +172,7 @@ def test_cli_model_file_without_torch_matches_the_config_run(exported, terramind
     assert agree / total >= 0.995, agree / total
 
 
-@pytest.mark.parametrize("runtime", ["onnxruntime", "compile"])
+@pytest.mark.parametrize("runtime", ["onnxruntime", pytest.param("compile", marks=pytest.mark.slow)])  # ~90 s
 def test_runtime_option_matches_eager(exported, terramind_examples, tmp_path, runtime):
     from d2geo.cli.predict_scene import main
 
@@ -249,3 +249,23 @@ def test_region_cli_model_file_without_torch(exported, terramind_examples, tmp_p
     for p in scenes:
         labels = _labels(str(tmp_path / "region" / os.path.basename(p)))
         assert labels.shape == (224, 224) and set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_export_tool_writes_a_model_file(tmp_path):
+    """tools/export_model.py --format onnx stamps the file; --describe gives what the config does not."""
+    pytest.importorskip("detectron2")
+    pytest.importorskip("onnx")
+    import importlib.util
+
+    from d2geo.inference.model_file import load_model
+
+    spec = importlib.util.spec_from_file_location("export_model_tool", os.path.join(ROOT, "tools", "export_model.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "seg"
+    tool.main(["--config-file", os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py"), "--format", "onnx",
+               "--output", str(out), "--sample-size", "64", "--describe", "gsd_m=30", "--describe", "window=96",
+               "--describe", "sensor=hls", *TINY])
+    m = load_model(str(out / "model.onnx")).meta
+    assert (m.gsd_m, m.window, m.overlap, m.sensor, m.inputs) == (30.0, 96, 24, "hls", ["image"])
+    assert m.class_names == ["background", "water", "field", "building"]
