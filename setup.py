@@ -15,6 +15,19 @@ class BuildPyWithConfigs(build_py):
         shutil.copytree(os.path.join(here, "configs"), dst, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
+# training, the encoders and config + checkpoint runs (users bring their own CUDA build of torch)
+TRAIN = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
+    "safetensors>=0.4",
+    "fvcore>=0.1.5",
+    "iopath>=0.1.9",
+    # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
+    "huggingface_hub>=0.34",
+    "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
+]
+
 setup(
     name="d2geo",
     version="0.1.0",
@@ -40,25 +53,14 @@ setup(
         # inference-only install: tools/predict_scene.py / predict_region.py --model model.onnx (no torch, no
         # detectron2); add `region` for vector outputs (GeoParquet, class maps as polygons)
         "infer": ["onnxruntime>=1.18"],
-        # training, the encoders and config + checkpoint runs (users bring their own CUDA build of torch)
-        "train": [
-            "torch>=2.1",
-            "torchvision>=0.16",
-            "timm>=1.0.23",  # DINOv3 qkvb architectures; Block(attn_layer=) for Clay
-            "safetensors>=0.4",
-            "fvcore>=0.1.5",
-            "iopath>=0.1.9",
-            # hf:// weights and pretrained=True: the Hub's cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN
-            "huggingface_hub>=0.34",
-            "scipy>=1.8",  # cubic resampling of BEiT-style relative position tables (SSL4EO data2vec)
-        ],
+        "train": TRAIN,
         # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "peft": ["peft>=0.13"],
         # tools/predict_region.py's vector outputs (GeoParquet); class maps as polygons (shapely)
         "region": ["geopandas>=0.14", "pyarrow>=14", "shapely>=2.0"],
-        "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
-                 "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "geopandas>=0.14", "pyarrow>=14",
-                 "shapely>=2.0"],
+        "test": TRAIN + ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
+                         "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "geopandas>=0.14", "pyarrow>=14",
+                         "shapely>=2.0"],
     },
 )

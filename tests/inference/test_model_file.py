@@ -269,3 +269,23 @@ def test_export_tool_writes_a_model_file(tmp_path):
     m = load_model(str(out / "model.onnx")).meta
     assert (m.gsd_m, m.window, m.overlap, m.sensor, m.inputs) == (30.0, 96, 24, "hls", ["image"])
     assert m.class_names == ["background", "water", "field", "building"]
+
+
+@pytest.mark.slow  # a fresh venv and pip install -e .[infer]: ~45 s with a warm pip cache (needs PyPI)
+def test_inference_only_install_runs_the_model_file(exported, terramind_examples, tmp_path):
+    """.ci/infer_only.sh: a venv with d2geo[infer] (no torch, no detectron2) reproduces the config run."""
+    from d2geo.cli.predict_scene import main
+
+    scene = os.path.join(terramind_examples, "S2L2A", sorted(os.listdir(os.path.join(terramind_examples, "S2L2A")))[0])
+    out = tmp_path / "ci"
+    r = subprocess.run(["bash", os.path.join(ROOT, ".ci", "infer_only.sh"), exported["path"], scene, str(out),
+                        "--band-names", S2_NAMES, "--no-quicklook"], capture_output=True, text=True, timeout=900,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "imports without torch" in r.stdout
+    ref = str(tmp_path / "torch.tif")
+    main(["--config-file", os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py"), "--weights",
+          exported["ckpt"], "--scene", scene, "--band-names", S2_NAMES, "--sensor", "sentinel-2-l2a",
+          "--bands", "blue,green,red,nir_narrow,swir_1,swir_2", "--dn-scale", "0.0001", "--tile", "128",
+          "--overlap", "32", "--out-semseg", ref, "--no-progress", "--no-quicklook", *TINY])
+    assert (_labels(str(out / "pred.tif")) == _labels(ref)).mean() >= 0.995
