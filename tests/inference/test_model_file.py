@@ -39,6 +39,22 @@ def exported(tmp_path_factory):
     return {"path": path, "ckpt": ckpt, "meta": meta, "model": model, "cfg": cfg}
 
 
+def test_inference_imports_without_torch_or_detectron2():
+    """The layers an inference-only install uses import with torch and detectron2 blocked."""
+    code = BLOCK + ("import d2geo, d2geo.data, d2geo.data.geotiff, d2geo.data.units, d2geo.encoders.bands\n"
+                    "import d2geo.inference, d2geo.inference.region, d2geo.inference.model_file\n"
+                    "import d2geo.cli.predict_scene, d2geo.cli.predict_region\n"
+                    "from d2geo.inference import load_model, BlendBuffer, predict_scene\n"
+                    "try:\n    d2geo.encoders.build_encoder\nexcept ImportError as e:\n    print('HINT', e)\n"
+                    "print('IMPORTED', sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'detectron2', "
+                    "'timm') and sys.modules[m] is not None))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "IMPORTED []" in r.stdout
+    assert "pip install 'd2geo[train]'" in r.stdout  # the encoders say what to install
+
+
 def _props(path):
     import onnx
 
@@ -289,3 +305,19 @@ def test_inference_only_install_runs_the_model_file(exported, terramind_examples
           "--bands", "blue,green,red,nir_narrow,swir_1,swir_2", "--dn-scale", "0.0001", "--tile", "128",
           "--overlap", "32", "--out-semseg", ref, "--no-progress", "--no-quicklook", *TINY])
     assert (_labels(str(out / "pred.tif")) == _labels(ref)).mean() >= 0.995
+
+
+def test_region_runtime_onnxruntime_matches_eager(exported, terramind_examples, tmp_path):
+    from d2geo.cli.predict_region import main
+
+    s2 = os.path.join(terramind_examples, "S2L2A")
+    scene = os.path.join(s2, sorted(os.listdir(s2))[0])
+    base = ["--config-file", os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py"), "--weights",
+            exported["ckpt"], "--scenes", scene, "--band-names", S2_NAMES, "--sensor", "sentinel-2-l2a",
+            "--bands", "blue,green,red,nir_narrow,swir_1,swir_2", "--dn-scale", "0.0001", "--tile", "128",
+            "--overlap", "32", "--no-progress", "--num-workers", "0", "--amp", "off", "--device", "cpu"]
+    main([*base, "--output-dir", str(tmp_path / "eager"), *TINY])
+    main([*base, "--output-dir", str(tmp_path / "ort"), "--runtime", "onnxruntime", *TINY])
+    a = _labels(str(tmp_path / "ort" / os.path.basename(scene)))
+    b = _labels(str(tmp_path / "eager" / os.path.basename(scene)))
+    assert (a == b).mean() >= 0.995 and len(np.unique(b)) > 1
