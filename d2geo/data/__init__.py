@@ -56,4 +56,14 @@ def __getattr__(name):
         warnings.warn("d2geo.data.predict_scene moved to d2geo.inference.predict_scene", DeprecationWarning,
                       stacklevel=2)
         return predict_scene
+    if name in _NEEDS_TRAIN:
+        raise ImportError(f"d2geo.data.{name} needs torch and detectron2, which are not installed (an inference-only "
+                          f"install): pip install 'd2geo[train]' and detectron2 (README, Install)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_NEEDS_TRAIN = ("SYNTH_BANDS", "SYNTH_STUFF_CLASSES", "SYNTH_THING_CLASSES", "ensure_synthetic_dataset",
+                "register_synthetic", "register_synthetic_geotiff", "synthetic_pixel_stats", "geojson_to_annotations",
+                "load_hls_burn_scars", "load_sen1floods11", "register_geo_instances", "register_geo_semseg",
+                "register_hls_burn_scars", "register_sen1floods11", "GeoDatasetMapper", "RandomExtentND",
+                "build_geo_augmentation", "SENSOR_STATS", "get_stats")
