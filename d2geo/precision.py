@@ -17,6 +17,10 @@ takes the dtype from :func:`resolve_precision`. Pure torch: importable by every 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # torch is imported where it is used: AMP_CHOICES is read by the inference options of the
 # torch-free (onnxruntime) path too

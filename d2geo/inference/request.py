@@ -287,5 +287,5 @@ def check_input_units(model, paths: Sequence[str], modalities, *, height: int, w
                               sensor=sensor, scale=scale, fill=None)
         samples.append(s.image)
         names = s.band_names
-    return check_units(samples, band_names=names, mean=_values(mean).tolist(), std=_values(std).tolist(), source=paths[0], allow=allow,
-                       sensor=sensor if isinstance(sensor, str) else None)
+    return check_units(samples, band_names=names, mean=_values(mean).tolist(), std=_values(std).tolist(),
+                       source=paths[0], allow=allow, sensor=sensor if isinstance(sensor, str) else None)
