@@ -321,3 +321,15 @@ def test_region_runtime_onnxruntime_matches_eager(exported, terramind_examples, 
     a = _labels(str(tmp_path / "ort" / os.path.basename(scene)))
     b = _labels(str(tmp_path / "eager" / os.path.basename(scene)))
     assert (a == b).mean() >= 0.995 and len(np.unique(b)) > 1
+
+
+def test_model_file_run_checks_units_before_any_window(exported, terramind_examples, tmp_path):
+    """The file's statistics drive the units check: DN read as reflectance (--dn-scale 1) is refused."""
+    out = tmp_path / "out"
+    out.mkdir()
+    s2 = os.path.join(terramind_examples, "S2L2A")
+    r = _run_blocked(["--model", exported["path"], "--scene", os.path.join(s2, sorted(os.listdir(s2))[0]),
+                      "--band-names", S2_NAMES, "--dn-scale", "1", "--out-semseg", str(out / "pred.tif"),
+                      "--no-progress"], tmp_path)
+    assert r.returncode != 0 and "dn_scale=0.0001" in r.stderr, r.stderr[-2000:]
+    assert _files(out) == []
