@@ -17,29 +17,35 @@ takes the dtype from :func:`resolve_precision`. Pure torch: importable by every 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: AMP_CHOICES is read by the inference options of the
+# torch-free (onnxruntime) path too
 
 __all__ = ["resolve_precision", "native_bfloat16", "autocast", "autocast_dtype", "AMP_CHOICES"]
 
 #: the values of inference's ``amp`` option (``--amp``)
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
-_PRECISIONS = {
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
+_PRECISIONS = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+               "half": "float16"}
 _OFF = (None, False, "off", "none", "float32", "fp32")
 
 
 def resolve_precision(precision: str | torch.dtype, device_type: str = "cpu") -> torch.dtype:
     """``"bfloat16"`` / ``"bf16"`` / ``"float16"`` / ``"fp16"`` (or the dtype) -> the dtype;
     ``"auto"``: bfloat16, except on a CUDA GPU without bfloat16 support (float16 there)."""
+    import torch
+
     if isinstance(precision, str) and precision.strip().lower() == "auto":
         if device_type == "cuda" and not torch.cuda.is_bf16_supported():
             return torch.float16
         return torch.bfloat16
-    dtype = precision if isinstance(precision, torch.dtype) else _PRECISIONS.get(str(precision).strip().lower())
+    name = _PRECISIONS.get(str(precision).strip().lower(), "-")
+    dtype = precision if isinstance(precision, torch.dtype) else getattr(torch, name, None)
     if dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(
             f"train.amp.precision={precision!r} is not a mixed-precision type; use 'bfloat16' "
@@ -49,6 +55,8 @@ def resolve_precision(precision: str | torch.dtype, device_type: str = "cpu") ->
 
 def native_bfloat16(device_type: str) -> bool:
     """Whether ``device_type`` computes bfloat16 natively (so that autocast pays)."""
+    import torch
+
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type == "cpu":
@@ -67,6 +75,8 @@ def autocast_dtype(device_type: str, amp) -> torch.dtype | None:
     key = str(amp).strip().lower()
     if key not in ("auto", "bf16", "bfloat16", "fp16", "float16"):
         raise ValueError(f"amp={amp!r}: use one of {', '.join(AMP_CHOICES)}")
+    import torch
+
     if not torch.amp.is_autocast_available(device_type):
         return None
     if key == "auto":
@@ -82,4 +92,6 @@ def autocast(device_type: str, amp):
     dtype = autocast_dtype(device_type, amp)
     if dtype is None:
         return contextlib.nullcontext()
+    import torch
+
     return torch.autocast(device_type, dtype=dtype)

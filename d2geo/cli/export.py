@@ -92,6 +92,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int, default=128,
                    help="side of the synthetic sample when no --sample-image is given")
     p.add_argument("--output", required=True, help="output directory")
+    p.add_argument("--describe", action="append", default=None, metavar="KEY=VALUE",
+                   help="--format onnx: model-file fields the config does not give (d2geo.inference.model_file), "
+                        "e.g. --describe gsd_m=10 --describe sensor=sentinel-2-l2a --describe dn_scale=0.0001")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides: key=value (LazyConfig) or KEY VALUE (yacs)")
     return p
@@ -102,9 +105,15 @@ def main(argv=None) -> float:
     setup_logger(name="d2geo")
     setup_logger(name="detectron2")
     logger.info("Command line arguments: %s", args)
+    def stamp(path, model, inputs):
+        if path.endswith("model.onnx"):  # a self-describing model file (predict_scene --model)
+            from d2geo.inference.export_file import stamp_exported
+
+            stamp_exported(path, model, args.config_file, list(args.opts or []), args.describe, inputs)
+
     _, diff = export_from_config(args.config_file, args.opts or [], output=args.output, fmt=args.format,
                                  method=args.export_method, sample_image=args.sample_image,
-                                 sample_size=args.sample_size)
+                                 sample_size=args.sample_size, after=stamp)
     print(f"max abs difference between the export and the eager model: {diff:.3g}")
     return diff
 

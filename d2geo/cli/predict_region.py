@@ -55,8 +55,14 @@ logger = logging.getLogger("d2geo.predict_region")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
-    p.add_argument("--weights", required=True, help="checkpoint to load")
+    p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
+    p.add_argument("--weights", help="checkpoint to load")
+    p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
+                                   "of --config-file and --weights: runs in onnxruntime, without torch; bands, "
+                                   "statistics, DN scale, window, overlap and class names come from the file")
+    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
+                   help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
+                        "onnxruntime (the model exported to ONNX for the run)")
     scenes = p.add_mutually_exclusive_group(required=True)
     scenes.add_argument("--scenes", nargs="+",
                         help="scene rasters, folders of them, text files listing them, or STAC item JSON files")
@@ -65,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "S2L2A=s2/ --input S1RTC=s1/ --input DEM=dem/): stacked band-wise in this order into "
                              "channels '<MODALITY>:<band>'")
     p.add_argument("--output-dir", required=True, help="folder for the outputs (created if missing)")
-    p.add_argument("--tile", type=int, default=256, help="window size in pixels")
-    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
+    p.add_argument("--tile", type=int, default=None, help="window size in pixels (default 256; --model: the file's)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="overlap of neighbouring windows in pixels (default 64; --model: the file's)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--num-workers", type=int, default=1,
                    help="processes reading windows ahead of the model (0: read in the main process)")
@@ -131,17 +138,28 @@ def _error(msg) -> SystemExit:
     return SystemExit(f"predict_region: error: {msg}")
 
 
-def options(args):
-    from d2geo.inference import InferenceOptions, SceneRequestError
+def options(args, model_file=None):
+    """The run's options; ``model_file`` (a loaded model file): its window, overlap, bands,
+    sensor, DN scale and class names where the flags do not say."""
+    from d2geo.inference.options import InferenceOptions
+    from d2geo.inference.request import SceneRequestError
     from d2geo.tools_support import parse_modality_inputs, scene_read_options
 
     read = scene_read_options(parse_modality_inputs(args.input), band_names=args.band_names, sensor=args.sensor,
                               dn_scale=args.dn_scale)
+    given = dict(tile=256 if args.tile is None else args.tile, overlap=64 if args.overlap is None else args.overlap,
+                 bands=_split(args.bands), sensor=read["sensor"], scale=read["scale"],
+                 class_names=_split(args.class_names))
     try:
+        if model_file is not None:
+            from d2geo.inference.model_file import model_file_options
+
+            given = model_file_options(model_file.meta, tile=args.tile, overlap=args.overlap, bands=given["bands"],
+                                       sensor=given["sensor"], scale=given["scale"],
+                                       class_names=given["class_names"])
         return InferenceOptions(
-            tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, num_workers=args.num_workers,
-            bands=_split(args.bands), band_names=read["band_names"], sensor=read["sensor"], scale=read["scale"],
-            class_names=_split(args.class_names), object_names=_split(args.object_names),
+            batch_size=args.batch_size, num_workers=0 if model_file is not None else args.num_workers,
+            band_names=read["band_names"], object_names=_split(args.object_names), **given,
             probabilities=args.probabilities, instances=False if args.no_vectors else None, to_crs=args.to_crs,
             score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,
             max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize, polygons=args.polygons,
@@ -183,12 +201,23 @@ def run(args) -> dict:
         model, cfg = load_model(args.config_file, args.weights, device, args.opts)
     except (FileNotFoundError, KeyError) as e:
         raise _error(e.args[0] if isinstance(e, KeyError) and e.args else e) from None
+    runtime_key = None
+    if args.runtime != "torch":
+        from d2geo.inference.runtimes import prepare_runtime
+
+        runtime_key = run_key(cfg, model, opts)  # of the weights as loaded, before the runtime wraps them
+        try:
+            model = prepare_runtime(model, args.runtime, cfg=cfg, tile=opts.tile, overlap=opts.overlap,
+                                    sensor=opts.sensor if isinstance(opts.sensor, str) else None,
+                                    dn_scale=opts.scale if isinstance(opts.scale, float) else None)
+        except SceneRequestError as e:
+            raise _error(e) from None
     if opts.class_names is None:
         opts.class_names = config_class_names(cfg, "semantic")
     if opts.object_names is None:
         opts.object_names = config_class_names(cfg, "instances")
     # the resume key: the resolved config (imported files and overrides included), the weights as loaded
-    key = run_key(cfg, model, opts)
+    key = run_key(cfg, model, opts) if runtime_key is None else _hash(runtime_key, args.runtime)
     out_dir = os.path.abspath(args.output_dir)
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -219,8 +248,68 @@ def run(args) -> dict:
     return summary
 
 
+def _hash(*parts) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(map(str, parts)).encode()).hexdigest()
+
+
+def run_model_file(args) -> dict:
+    """--model: the region with a model file in onnxruntime, in this process; torch and
+    detectron2 are never imported."""
+    import json
+
+    from d2geo.data.geotiff import GeoTiffError
+    from d2geo.inference.model_file import load_model
+    from d2geo.inference.region import OutputLock, predict_region, remove_stale_temporaries
+    from d2geo.inference.request import SceneRequestError
+    from d2geo.tools_support import parse_modality_inputs, setup_tool_logging
+
+    setup_tool_logging()
+    if args.config_file or args.weights or args.opts:
+        raise _error("--model is the whole model: drop --config-file, --weights and config overrides")
+    if args.runtime != "torch":
+        raise _error("--runtime is for --config-file runs: a model file runs in onnxruntime")
+    if args.num_gpus * args.num_machines != 1:
+        raise _error("--model runs in one process: drop --num-gpus/--num-processes/--num-machines")
+    try:
+        model = load_model(args.model)
+    except (SceneRequestError, FileNotFoundError) as e:
+        raise _error(e) from None
+    opts = options(args, model)
+    key = _hash(model.meta.graph_sha256, model.meta.config_sha256, json.dumps(opts.output_key(), sort_keys=True,
+                                                                               default=str))
+    out_dir = os.path.abspath(args.output_dir)
+    created = not os.path.isdir(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        with OutputLock(out_dir):
+            n = remove_stale_temporaries(out_dir)
+            if n:
+                logger.info("removed %d temporary file(s) an interrupted run left in %s", n, args.output_dir)
+            inputs = parse_modality_inputs(args.input) or args.scenes
+            return predict_region(model, inputs, out_dir, opts, key=key, rank=0, world_size=1,
+                                  progress=not args.no_progress, overwrite=args.overwrite, mosaic_crs=args.mosaic_crs,
+                                  device_type="cpu", lock=False)
+    except (SceneRequestError, GeoTiffError, FileNotFoundError) as e:
+        if created:
+            _remove_if_unused(out_dir)
+        raise _error(e) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _error(e.strerror) from e
+        raise
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.model is not None:
+        from d2geo.inference.outputs import terminate_cleanly
+
+        with terminate_cleanly():
+            return run_model_file(args)
+    if not args.config_file or not args.weights:
+        raise _error("give --config-file and --weights, or --model model.onnx")
     options(args)  # --input, --band-names, --sensor, --dn-scale and the options checked before any process starts
     from d2geo.inference.outputs import terminate_cleanly
 

@@ -8,6 +8,15 @@ Examples::
         --weights output/quickstart/semantic_fpn_tiny/model_final.pth --scene T10SEG.2020245.tif \
         --out-semseg pred.tif
 
+    # a self-describing model file (tools/export_model.py --format onnx): no config, no torch
+    # and no detectron2 needed (pip install 'd2geo[infer]'); bands, statistics, DN scale, window,
+    # overlap and class names come from the file, and the scene's bands and GSD are checked
+    python tools/predict_scene.py --model model.onnx --scene S2L2A/tile.tif \
+        --band-names B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 --out-semseg pred.tif
+
+    # a config + checkpoint run in onnxruntime (exported on the fly) or torch.compile
+    python tools/predict_scene.py --config-file ... --weights ... --runtime onnxruntime ...
+
     # a Sentinel-2 L2A file without band descriptions into a model of six HLS bands
     python tools/predict_scene.py --config-file ... --weights ... --scene S2L2A/tile.tif \
         --band-names B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 --sensor sentinel-2-l2a \
@@ -53,8 +62,13 @@ logger = logging.getLogger("d2geo.predict_scene")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
-    p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
+    p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
+    p.add_argument("--weights", help="checkpoint to load (read with weights_only or safetensors)")
+    p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
+                                   "of --config-file and --weights: runs in onnxruntime, without torch")
+    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
+                   help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
+                        "onnxruntime (the model exported to ONNX for the run)")
     scene = p.add_mutually_exclusive_group(required=True)
     scene.add_argument("--scene", nargs="+", help="GeoTIFF scene, or one file per date")
     scene.add_argument("--input", action="append", metavar="MODALITY=PATH",
@@ -72,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--polygon-strip-rows", type=int, default=1024,
                    help="semantic models: class-map rows polygonized at a time (bounds the memory)")
     p.add_argument("--to-crs", default=None, help="CRS of the GeoJSON (default: the scene CRS), e.g. EPSG:4326")
-    p.add_argument("--tile", type=int, default=256, help="window size in pixels")
-    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
+    p.add_argument("--tile", type=int, default=None, help="window size in pixels (default 256; --model: the file's)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="overlap of neighbouring windows in pixels (default 64; --model: the file's)")
     p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order "
                                                  "(with --input: '<MODALITY>:<band>' names or bare modalities)")
     p.add_argument("--band-names", action="append", default=None,
@@ -125,13 +140,24 @@ def main(argv=None) -> dict:
 
 
 def _main(args) -> dict:
-    from d2geo.tools_support import (
-        config_class_names, load_model, parse_modality_inputs, scene_read_options, setup_tool_logging,
-    )
+    from d2geo.tools_support import parse_modality_inputs, scene_read_options, setup_tool_logging
 
     setup_tool_logging()
     if not args.out_semseg and not args.out_geojson:
         raise _error("give --out-semseg and/or --out-geojson")
+    if args.model is not None:
+        if args.config_file or args.weights or args.opts:
+            raise _error("--model is the whole model: drop --config-file, --weights and config overrides")
+        if args.runtime != "torch":
+            raise _error("--runtime is for --config-file runs: a model file runs in onnxruntime")
+        return _main_model_file(args)
+    if not args.config_file or not args.weights:
+        raise _error("give --config-file and --weights, or --model model.onnx")
+    if args.tile is None:
+        args.tile = 256
+    if args.overlap is None:
+        args.overlap = 64
+    from d2geo.tools_support import config_class_names, load_model
     from d2geo.data.geotiff import GeoTiffError
     from d2geo.inference import InferenceOptions, SceneRequestError, check_request, model_outputs, predict_scene
 
@@ -147,6 +173,12 @@ def _main(args) -> dict:
             polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
             polygon_strip_rows=args.polygon_strip_rows)
         model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
+        if args.runtime != "torch":
+            from d2geo.inference.runtimes import prepare_runtime
+
+            model = prepare_runtime(model, args.runtime, cfg=cfg, tile=args.tile, overlap=args.overlap,
+                                    sensor=read["sensor"] if isinstance(read["sensor"], str) else None,
+                                    dn_scale=read["scale"] if isinstance(read["scale"], float) else None)
     except (SceneRequestError, FileNotFoundError, KeyError) as e:
         raise _error(e.args[0] if isinstance(e, KeyError) and e.args else e) from None
     scene = modalities if modalities is not None else (args.scene if len(args.scene) > 1 else args.scene[0])
@@ -186,6 +218,49 @@ def _main(args) -> dict:
                     len(summary["instances"]))
     else:
         logger.info("windows: %d", summary["windows"])
+    return summary
+
+
+def _main_model_file(args) -> dict:
+    """--model: a model file in onnxruntime; torch and detectron2 are never imported."""
+    from d2geo.data.geotiff import GeoTiffError
+    from d2geo.inference.model_file import load_model, model_file_options
+    from d2geo.inference.options import InferenceOptions
+    from d2geo.inference.request import SceneRequestError
+    from d2geo.inference.scene import predict_scene
+    from d2geo.tools_support import parse_modality_inputs, scene_read_options
+
+    modalities = parse_modality_inputs(args.input)
+    read = scene_read_options(modalities, band_names=args.band_names, sensor=args.sensor, dn_scale=args.dn_scale)
+    try:
+        model = load_model(args.model)
+        given = model_file_options(model.meta, tile=args.tile, overlap=args.overlap, bands=_split(args.bands),
+                                   sensor=read["sensor"], scale=read["scale"], class_names=_split(args.class_names))
+        opts = InferenceOptions(
+            band_names=read["band_names"], to_crs=args.to_crs, score_threshold=args.score_threshold,
+            dedup_threshold=args.dedup_threshold, batch_size=args.batch_size, num_workers=0, amp="off",
+            quicklook=not args.no_quicklook, units_check=not args.skip_units_check,
+            polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),
+            min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows, **given)
+    except (SceneRequestError, FileNotFoundError) as e:
+        raise _error(e) from None
+    scene = modalities if modalities is not None else (args.scene if len(args.scene) > 1 else args.scene[0])
+    regions = bool(args.out_geojson) and model.meta.task == "semantic"
+    paths = dict(semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
+                 regions_path=args.out_geojson if regions else None)
+    try:
+        summary = predict_scene(model, scene, options=opts, progress=not args.no_progress, device_type="cpu",
+                                **paths)
+    except (SceneRequestError, GeoTiffError, FileNotFoundError, ValueError) as e:
+        raise _error(e) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _error(e.strerror) from e
+        raise
+    for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
+        if path:
+            logger.info("wrote %s", path)
+    logger.info("windows: %d (model file %s, onnxruntime)", summary["windows"], args.model)
     return summary
 
 

@@ -5,42 +5,59 @@
 >>> enc = build_encoder("prithvi_eo_v2_300_tl", pretrained=True)  # published weights, cached
 >>> enc = build_encoder("clay_v1_5_large", weights="hf://made-with-clay/Clay/v1.5/clay-v1.5.ckpt")
 >>> feats = enc.forward_features(images, layers=[3, 5, 7, 11], norm=True)
+
+The band vocabulary (:mod:`.bands`) and the modality table (:mod:`.modalities`) are pure
+Python: an inference-only install (``pip install d2geo[infer]``, no torch) imports them;
+everything else here needs torch (``pip install d2geo[train]``).
 """
-from .base import EncoderInputError, GeoEncoder
-from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
+import importlib.util as _util
+
 from .bands import HLS_BANDS, RGB_BANDS, SENSOR_BANDS, SENSORS, BandError, band_wavelengths, match_bands
-from .hub import ChecksumMismatchError, ManualDownloadError, WeightsDownloadError, resolve_weights
-from .metadata import METADATA_KEYS
-from .registry import (
-    InputStats,
-    PretrainedCfg,
-    build_encoder,
-    get_encoder_config,
-    get_pretrained_cfg,
-    list_encoders,
-    list_pretrained,
-    register_encoder,
-    resolve_name,
-)
 
-# Importing the family modules registers their variants.
-from . import dinov2  # noqa: F401,E402  isort: skip
-from . import clay  # noqa: F401,E402  isort: skip
-from . import prithvi  # noqa: F401,E402  isort: skip
-from . import dinov3  # noqa: F401,E402  isort: skip
-from . import ssl4eo  # noqa: F401,E402  isort: skip
-from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
-from . import scale_mae  # noqa: F401,E402  isort: skip
-from . import satlas  # noqa: F401,E402  isort: skip
-from . import dofa  # noqa: F401,E402  isort: skip
-from . import terramind  # noqa: F401,E402  isort: skip
-from . import copernicusfm  # noqa: F401,E402  isort: skip
-from . import croma  # noqa: F401,E402  isort: skip
-from . import panopticon  # noqa: F401,E402  isort: skip
-from . import galileo  # noqa: F401,E402  isort: skip
+try:
+    _HAS_TORCH = _util.find_spec("torch") is not None
+except (ImportError, ValueError):  # torch blocked or half-installed
+    _HAS_TORCH = False
 
-from .cards import ModelCard, describe, encoder_list_text  # noqa: E402
-from .licenses import is_non_commercial, weights_licenses  # noqa: E402
+if _HAS_TORCH:
+    from .base import EncoderInputError, GeoEncoder
+    from .checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
+    from .hub import ChecksumMismatchError, ManualDownloadError, WeightsDownloadError, resolve_weights
+    from .metadata import METADATA_KEYS
+    from .registry import (
+        InputStats,
+        PretrainedCfg,
+        build_encoder,
+        get_encoder_config,
+        get_pretrained_cfg,
+        list_encoders,
+        list_pretrained,
+        register_encoder,
+        resolve_name,
+    )
+
+    # Importing the family modules registers their variants.
+    from . import dinov2  # noqa: F401,E402  isort: skip
+    from . import clay  # noqa: F401,E402  isort: skip
+    from . import prithvi  # noqa: F401,E402  isort: skip
+    from . import dinov3  # noqa: F401,E402  isort: skip
+    from . import ssl4eo  # noqa: F401,E402  isort: skip
+    from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
+    from . import scale_mae  # noqa: F401,E402  isort: skip
+    from . import satlas  # noqa: F401,E402  isort: skip
+    from . import dofa  # noqa: F401,E402  isort: skip
+    from . import terramind  # noqa: F401,E402  isort: skip
+    from . import copernicusfm  # noqa: F401,E402  isort: skip
+    from . import croma  # noqa: F401,E402  isort: skip
+    from . import panopticon  # noqa: F401,E402  isort: skip
+    from . import galileo  # noqa: F401,E402  isort: skip
+
+    from .cards import ModelCard, describe, encoder_list_text  # noqa: E402
+    from .licenses import is_non_commercial, weights_licenses  # noqa: E402
+else:
+    def __getattr__(name):
+        raise ImportError(f"d2geo.encoders.{name} needs torch, which is not installed (an inference-only "
+                          f"install): pip install 'd2geo[train]' for the encoders and training")
 
 __all__ = [
     "GeoEncoder", "EncoderInputError", "CheckpointError", "build_encoder", "list_encoders",

@@ -33,7 +33,6 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +255,8 @@ def bandwidths(sensor: str, bands: Sequence[str]) -> list:
 
 def band_wavelengths(sensor: str, bands: Sequence[str]) -> torch.Tensor:
     """Centre wavelengths (micrometres) of the named ``bands`` of ``sensor``, as a tensor."""
+    import torch
+
     return torch.tensor(wavelengths(sensor, bands), dtype=torch.float32)
 
 

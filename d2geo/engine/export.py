@@ -287,13 +287,17 @@ def _export_backbone_onnx(model, inputs, *, method, output):
 
 def export_from_config(config_file: str, opts=(), *, output: str, fmt: str = "torchscript",
                        method: str = "tracing", sample_image: str | None = None,
-                       sample_size: int = 128) -> tuple[str, float]:
+                       sample_size: int = 128, after=None) -> tuple[str, float]:
     """Build the model of ``config_file`` (a path or a zoo name, overrides ``opts``), export it
     into the folder ``output`` on ``sample_image`` (or a synthetic sample of side
-    ``sample_size``); returns the written file and the max abs difference to the eager model."""
+    ``sample_size``); returns the written file and the max abs difference to the eager model.
+    ``after(path, model, inputs)``, if given, runs on the written file (the export tool stamps
+    ONNX files with their model-file metadata there: d2geo.inference.export_file)."""
     model, mapper = build_model_from_config(config_file, list(opts or []))
     sample = read_sample(sample_image, mapper) if sample_image else synthetic_sample(model, sample_size)
     inputs = model_inputs(sample, model)
     path, diff = export(model, inputs, fmt=fmt, method=method, output=output)
+    if after is not None:
+        after(path, model, inputs)
     logger.info("wrote %s", path)
     return path, diff

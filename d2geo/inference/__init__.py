@@ -9,6 +9,9 @@
 * :mod:`.request`: the request check against the model and the scene, before any work;
 * :mod:`.loop`: :func:`run_scene`, the one window loop;
 * :mod:`.scene`: :func:`predict_scene`, one scene;
+* :mod:`.model_file`: self-describing ONNX model files, :func:`load_model` (onnxruntime, no
+  torch); :mod:`.export_file` writes them from a torch model and its config; :mod:`.runtimes`
+  (``--runtime torch|compile|onnxruntime``);
 * :mod:`.region`: :func:`predict_region`, many scenes (inputs and STAC, ownership, resume
   records, mosaic, the driver).
 
@@ -19,6 +22,7 @@ a release).
 from .blend import NODATA_CLASS, BlendBuffer
 from .instances import SceneInstance, instances_to_geojson, merge_instances
 from .loop import run_scene
+from .model_file import ModelFileError, load_model
 from .options import InferenceOptions, RegionOptions
 from .request import SceneRequestError, check_request, model_outputs
 from .scene import predict_scene
@@ -26,7 +30,7 @@ from .windows import blend_weights, tile_windows
 
 __all__ = ["BlendBuffer", "NODATA_CLASS", "SceneInstance", "instances_to_geojson", "merge_instances", "run_scene",
            "InferenceOptions", "RegionOptions", "SceneRequestError", "check_request", "model_outputs",
-           "predict_scene", "blend_weights", "tile_windows", "predict_region"]
+           "predict_scene", "blend_weights", "tile_windows", "predict_region", "load_model", "ModelFileError"]
 
 
 def __getattr__(name):

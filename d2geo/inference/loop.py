@@ -10,6 +10,10 @@ column strips, each read with ``overlap`` px of context on either side, so the
 scores) are written in strips to scratch rasters, then converted to COGs; polygons are made
 from the class map strip by strip; instances are merged across windows. Every output appears
 complete or not at all (:func:`~d2geo.data.files.atomic_path`; class map last).
+
+A model whose ``array_backend`` is ``"numpy"`` (a model file in onnxruntime,
+:func:`d2geo.inference.model_file.load_model`) takes windows as numpy arrays and returns
+numpy logits: then the windows are read in this process and torch is never imported.
 """
 from __future__ import annotations
 
@@ -20,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
-import torch
 
 from d2geo.data.files import atomic_path
 from d2geo.data.geotiff import GeoTiffError
@@ -53,12 +56,13 @@ class SceneResult:
     class_names: list | None = None
 
 
-class _WindowReader(torch.utils.data.Dataset):
-    """Windows of one scene (a scene of modalities: stacked band-wise), in DataLoader workers."""
+class _WindowReader:
+    """Windows of one scene (a scene of modalities: stacked band-wise), in DataLoader workers
+    (torch models) or in this process (``tensors=False``: numpy arrays, for numpy models)."""
 
-    def __init__(self, scene, windows, shape, read_kwargs):
+    def __init__(self, scene, windows, shape, read_kwargs, tensors: bool = True):
         self.paths, self.modalities = scene.paths, scene.modalities
-        self.windows, self.shape, self.kw = windows, shape, read_kwargs
+        self.windows, self.shape, self.kw, self.tensors = windows, shape, read_kwargs, tensors
 
     def __len__(self):
         return len(self.windows)
@@ -68,12 +72,51 @@ class _WindowReader(torch.utils.data.Dataset):
 
         (row, col), (h, w) = self.windows[i], self.shape
         s = read_scene_window(self.paths, self.modalities, Window(col, row, w, h), **self.kw)
+        if not self.tensors:
+            return row, col, {"image": np.asarray(s.image, np.float32), "height": h, "width": w,
+                              "metadata": dict(s.metadata)}, s.valid
+        import torch
+
         meta = {k: (torch.as_tensor(v) if not isinstance(v, float) else v) for k, v in s.metadata.items()}
         return row, col, {"image": torch.as_tensor(s.image), "height": h, "width": w, "metadata": meta}, s.valid
 
 
 def _collate(batch):
     return batch
+
+
+def _numpy_model(model) -> bool:
+    return getattr(model, "array_backend", "torch") == "numpy"
+
+
+def _batches(model, scene, wins, shape, read_kw, opts: InferenceOptions):
+    """The windows in batches of ``opts.batch_size``: a DataLoader for torch models, read in
+    this process for numpy models."""
+    reader = _WindowReader(scene, wins, shape, read_kw, tensors=not _numpy_model(model))
+    if not reader.tensors:
+        for i in range(0, len(reader), opts.batch_size):
+            yield [reader[j] for j in range(i, min(i + opts.batch_size, len(reader)))]
+        return
+    import torch
+
+    yield from torch.utils.data.DataLoader(
+        reader, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers, collate_fn=_collate,
+        prefetch_factor=2 if opts.num_workers > 0 else None)
+
+
+def _forward(model, items, device_type: str, amp):
+    if _numpy_model(model):
+        return model(items)
+    import torch
+
+    with torch.no_grad(), autocast(device_type, amp):
+        return model(items)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, np.float32)
 
 
 def _strip_windows(height: int, width: int, a: int, b: int, opts: InferenceOptions, shape) -> tuple[list, int, int]:
@@ -84,7 +127,6 @@ def _strip_windows(height: int, width: int, a: int, b: int, opts: InferenceOptio
     return list(dict.fromkeys(wins)), c0, c1
 
 
-@torch.no_grad()
 def run_scene(model, scene, opts: InferenceOptions, targets: Mapping[str, str], *, scratch_dir: str,
               semseg: bool, instances: bool, owner: Callable | None = None, device_type: str = "cpu",
               on_windows: Callable | None = None, properties: dict | None = None,
@@ -158,14 +200,9 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
         try:
             for a, b in column_strips(width, opts.max_strip_width):
                 wins, c0, c1 = _strip_windows(height, width, a, b, opts, shape)
-                loader = torch.utils.data.DataLoader(
-                    _WindowReader(scene, wins, shape, read_kw), batch_size=opts.batch_size, shuffle=False,
-                    num_workers=opts.num_workers, collate_fn=_collate,
-                    prefetch_factor=2 if opts.num_workers > 0 else None)
                 buf, current_row = None, None
-                for batch in loader:
-                    with autocast(device_type, opts.amp):
-                        outputs = model([item for _, _, item, _ in batch])
+                for batch in _batches(model, scene, wins, shape, read_kw, opts):
+                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, opts.amp)
                     if len(outputs) != len(batch):
                         raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
                     if not checked:  # models whose outputs model_outputs() could not tell
@@ -178,7 +215,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                     for (row, col, _, valid), out in zip(batch, outputs):
                         valid = np.asarray(valid)
                         if semseg:
-                            logits = out["sem_seg"].detach().float().cpu().numpy()
+                            logits = _as_numpy(out["sem_seg"])
                             if logits.shape[-2:] != shape:
                                 raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected "
                                                    f"(K, {shape[0]}, {shape[1]}) (the window)")

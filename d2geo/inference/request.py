@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence
 
-import torch
+import numpy as np
 
 from d2geo.data.geotiff import (
     GeoTiffError, check_modality_grid, read_geotiff, read_modalities, resolve_band_indices,
@@ -46,18 +46,30 @@ def model_outputs(model) -> set[str] | None:
     return None
 
 
-def model_pixel_mean(model) -> torch.Tensor | None:
-    """The model's per-band input mean (d2geo's and detectron2's meta-architectures), if any."""
+def _values(x) -> np.ndarray | None:
+    """A torch tensor or an array of statistics as a flat float64 array; None when empty or absent."""
+    if x is None or isinstance(x, (str, bytes)):
+        return None
+    if hasattr(x, "detach"):  # a torch tensor (imported by whoever made it)
+        x = x.detach().cpu().double().numpy()
+    try:
+        a = np.asarray(x, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    return a if a.size > 0 else None
+
+
+def model_pixel_mean(model):
+    """The model's per-band input mean (d2geo's and detectron2's meta-architectures, or a model
+    file's runtime: a tensor or an array), if any."""
     m = getattr(model, "module", model)
     mean = getattr(m, "pixel_mean", None)
-    if isinstance(mean, torch.Tensor) and mean.numel() > 0:
-        return mean
-    return None
+    return mean if _values(mean) is not None else None
 
 
 def _model_in_channels(model) -> int | None:
     mean = model_pixel_mean(model)
-    return int(mean.numel()) if mean is not None else None  # one value per band
+    return int(_values(mean).size) if mean is not None else None  # one value per band
 
 
 def _model_bands(model) -> list[str] | None:
@@ -242,10 +254,10 @@ def check_polygon_request(class_names, polygon_classes, polygon_exclude, min_are
         raise SceneRequestError(str(e)) from None
 
 
-def model_pixel_std(model) -> torch.Tensor | None:
+def model_pixel_std(model):
     m = getattr(model, "module", model)
     std = getattr(m, "pixel_std", None)
-    return std if isinstance(std, torch.Tensor) and std.numel() > 0 else None
+    return std if _values(std) is not None else None
 
 
 def check_input_units(model, paths: Sequence[str], modalities, *, height: int, width: int, tile: int,
@@ -275,6 +287,5 @@ def check_input_units(model, paths: Sequence[str], modalities, *, height: int, w
                               sensor=sensor, scale=scale, fill=None)
         samples.append(s.image)
         names = s.band_names
-    return check_units(samples, band_names=names, mean=mean.detach().cpu().reshape(-1).tolist(),
-                       std=std.detach().cpu().reshape(-1).tolist(), source=paths[0], allow=allow,
-                       sensor=sensor if isinstance(sensor, str) else None)
+    return check_units(samples, band_names=names, mean=_values(mean).tolist(), std=_values(std).tolist(),
+                       source=paths[0], allow=allow, sensor=sensor if isinstance(sensor, str) else None)

@@ -17,6 +17,7 @@ from typing import Sequence
 from d2geo.data.geotiff import GeoTiffError, pixel_gsd
 
 from .loop import count_windows, run_scene
+from .model_file import ModelMetadata, check_scene_gsd
 from .options import InferenceOptions
 from .request import SceneRequestError, check_input_units, check_polygon_request, check_request, scene_files
 
@@ -84,6 +85,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
                          bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                          overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+    if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the scene's GSD against its own
+        check_scene_gsd(model.meta, info, paths[0])
     check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,
                       overlap=opts.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
                       scale=opts.scale, allow=not opts.units_check)

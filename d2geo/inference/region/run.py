@@ -18,6 +18,7 @@ from typing import Sequence
 from d2geo.data.files import atomic_path
 
 from ..loop import run_scene
+from ..model_file import ModelMetadata, check_scene_gsd
 from ..options import InferenceOptions
 from ..request import check_input_units, check_polygon_request, check_request, model_outputs
 from ..windows import column_strips
@@ -147,10 +148,12 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                                      "and pyarrow: pip install 'd2geo[region]'") from None
     check_output_names(scenes, out_dir, opts, semseg, instances)
     for s in scenes:
-        check_request(model, s.files, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg else None,
-                      instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
-                      bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
-                      overlap=opts.overlap, scale=opts.scale)
+        info = check_request(model, s.files, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg else None,
+                             instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
+                             bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
+                             overlap=opts.overlap, scale=opts.scale)
+        if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the GSD against its own
+            check_scene_gsd(model.meta, info, s.paths[0])
         check_input_units(model, s.paths, s.modalities, height=s.height, width=s.width, tile=opts.tile,
                           overlap=opts.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
                           scale=opts.scale, allow=not opts.units_check)
