@@ -34,15 +34,16 @@ def is_non_commercial(license: str) -> bool:
     return bool(_NC.search(license or ""))
 
 
-def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretrained_source: str | None) -> None:
+def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretrained_source: str | None,
+                              cfg: Any = None) -> None:
     """Record on ``encoder`` where its weights came from and warn (once per variant) when they
     are for non-commercial use only. ``pretrained_source``: the table source the weights are
-    (``None`` for a file of the user's own, whose license d2geo cannot know)."""
-    from .registry import get_pretrained_cfg
-
+    (``None`` for a file of the user's own, whose license d2geo cannot know); ``cfg``: the
+    variant's pretrained table entry (its ``sha256`` and ``license``), needed with a source."""
     record: dict[str, Any]
     if pretrained_source is not None:
-        cfg = get_pretrained_cfg(name)
+        if cfg is None:
+            raise ValueError(f"{name}: a published source needs its pretrained table entry (cfg=)")
         record = dict(encoder=name, source=pretrained_source, sha256=cfg.sha256, license=cfg.license)
         if is_non_commercial(cfg.license) and name not in _WARNED:
             _WARNED.add(name)

@@ -281,5 +281,6 @@ def build_encoder(name: str, *, weights: str | os.PathLike | Mapping | None = No
     model = entry.builder(**{**entry.config, **overrides})
     if weights is not None:
         load_encoder_weights(model, weights)
-        record_weights_provenance(model, name, given if published is None else weights, published)
+        record_weights_provenance(model, name, given if published is None else weights, published,
+                                  cfg=entry.pretrained)
     return model
