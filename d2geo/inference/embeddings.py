@@ -519,4 +519,5 @@ def _run(embedder, scenes, out_dir, opts, eopts, key, overwrite, device_type, pc
     with atomic_path(os.path.join(out_dir, "manifest.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump({"model": run_key, "embeddings": eopts.key(), "scenes": entries}, f, indent=1, sort_keys=True)
     return {"scenes": [s.id for s in scenes], "done": done, "skipped": skipped, "key": run_key,
+            "km2": sum(s.km2 for s in scenes),
             "pca": pca_path if pca is not None else None}
