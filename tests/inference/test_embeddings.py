@@ -204,3 +204,31 @@ def test_bad_embedding_requests_name_the_fix_and_write_nothing(embedder, tmp_pat
         with pytest.raises(EmbeddingError, match=r"float16 COG needs GDAL >= 3.11 .*--embeddings-format parquet"):
             EmbeddingOptions(dtype="float16")
     assert not glob.glob(str(out / "*.emb.*")) and not os.path.exists(out / "pca.npz")
+
+
+def test_overlapping_scenes_write_each_ground_cell_once(embedder, tmp_path):
+    """Two scenes cut from one real tile, overlapping by 96 px: every cell of the union is written
+    by exactly one scene (its owner), and the two grids coincide on the ground."""
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    with rasterio.open(TILES[0]) as src:
+        prof = src.profile
+        parts = {"west": Window(0, 0, 160, 224), "east": Window(64, 0, 160, 224)}
+        for name, win in parts.items():
+            p = dict(prof, width=win.width, height=win.height, transform=window_transform(win, src.transform))
+            with rasterio.open(str(scenes / f"{name}.tif"), "w", **p) as dst:
+                dst.write(src.read(window=win))
+    out = tmp_path / "out"
+    out.mkdir()
+    predict_region_embeddings(embedder, str(scenes), str(out), _opts(tile=96, overlap=32))
+    union = np.zeros((14, 14), int)
+    for name, off in (("west", 0), ("east", 4)):
+        data, p, _ = _read(str(out / f"{name}.emb.tif"))
+        assert data.shape == (32, 14, 10) and p["transform"].c == prof["transform"].c + off * 160
+        written = np.isfinite(data).all(0)
+        assert (np.isfinite(data).any(0) == written).all()  # a cell is written whole or not at all
+        union[:, off:off + 10] += written
+    assert (union == 1).all()
