@@ -342,7 +342,7 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
             "patch_size": str(embedder.patch_size), "pool": str(eopts.pool), "cell_px": str(cell),
             "pca": "none" if pca is None else f"{PCA_FILE} sha256 {pca.digest()}",
             "d2geo_cells": "centre crop of overlapping windows; owner: farthest from its scene edge"}
-    parts: list = []
+    cells = None
     n = 0
     with contextlib.ExitStack() as stack:
         dst = None
@@ -356,6 +356,9 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
             for i, nm in enumerate(names):
                 dst.set_band_description(i + 1, nm)
             dst.update_tags(**tags)
+        if "parquet" in targets:
+            cells = _CellWriter(scratch_path(stack, scratch_dir, scene.id + ".emb.raw", ".parquet"), names, scene,
+                                transform, eopts.dtype, tags, rows, cols)
         for (r0, c0, rl, rh, cl, ch), f, valid in _run_windows(embedder, scene, opts, eopts,
                                                               cell_windows(rows, cols, tc, oc), cell, device_type):
             crop = f[:, rl - r0:rh - r0, cl - c0:ch - c0]
@@ -373,7 +376,7 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
             if "parquet" in targets:
                 rr, cc = np.mgrid[rl:rh, cl:ch]
                 keep = ok.reshape(-1)
-                parts.append((rr.reshape(-1)[keep], cc.reshape(-1)[keep], flat[keep]))
+                cells.write(rr.reshape(-1)[keep], cc.reshape(-1)[keep], flat[keep])
             n += 1
         if dst is not None:
             dst.close()
@@ -382,27 +385,58 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
             final["cog"] = stack.enter_context(atomic_path(targets["cog"]))
             to_cog(raw, final["cog"], "average", opts.cog_blocksize)
         if "parquet" in targets:
-            _write_cells(stack.enter_context(atomic_path(targets["parquet"])), parts, names, scene, transform,
-                         eopts.dtype, tags)
+            cells.close()
+            os.replace(cells.path, stack.enter_context(atomic_path(targets["parquet"])))
     logger.info("%s: %d windows, %d x %d cells of %d dimensions", scene.id, n, rows, cols, dim)
     return {"windows": n, "rows": rows, "cols": cols, "dim": dim}
 
 
-def _write_cells(path, parts, names, scene, transform, dtype, tags) -> None:
-    import geopandas as gpd
-    import shapely
+class _CellWriter:
+    """GeoParquet of cells written window by window (pyarrow, a row group a window: the memory
+    does not grow with the scene), with the GeoParquet 1.0 ``geo`` metadata (WKB polygons, the
+    scene's CRS as PROJJSON, the bbox of the scene's cell grid)."""
 
-    rr = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, int)
-    cc = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, int)
-    vals = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, len(names)), dtype)
-    x0, y0 = transform * (cc, rr)
-    x1, y1 = transform * (cc + 1, rr + 1)
-    geom = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
-    cols = {"scene": np.full(len(rr), scene.id), "row": rr.astype(np.int32), "col": cc.astype(np.int32)}
-    cols.update({nm: vals[:, i].astype(dtype) for i, nm in enumerate(names)})
-    gdf = gpd.GeoDataFrame(cols, geometry=geom, crs=scene.crs.to_wkt() if scene.crs is not None else None)
-    gdf.attrs["d2geo"] = tags
-    gdf.to_parquet(path, index=False)
+    def __init__(self, path, names, scene, transform, dtype, tags, rows, cols):
+        import pyarrow as pa
+
+        self.path, self.names, self.scene, self.transform, self.dtype = path, names, scene, transform, dtype
+        fields = [pa.field("scene", pa.string()), pa.field("row", pa.int32()), pa.field("col", pa.int32())]
+        fields += [pa.field(n, pa.float16() if dtype == "float16" else pa.float32()) for n in names]
+        fields.append(pa.field("geometry", pa.binary()))
+        x0, y0 = transform * (0, 0)
+        x1, y1 = transform * (cols, rows)
+        col = {"encoding": "WKB", "geometry_types": ["Polygon"],
+               "bbox": [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]}
+        if scene.crs is not None:
+            from pyproj import CRS
+
+            col["crs"] = CRS.from_user_input(scene.crs.to_wkt()).to_json_dict()
+        geo = {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": col}}
+        self.schema = pa.schema(fields, metadata={b"geo": json.dumps(geo).encode(),
+                                                  b"d2geo": json.dumps(tags).encode()})
+        self.writer = None
+
+    def write(self, rr, cc, vals) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import shapely
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+        x0, y0 = self.transform * (cc, rr)
+        x1, y1 = self.transform * (cc + 1, rr + 1)
+        geom = shapely.to_wkb(shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
+                                          np.maximum(y0, y1)))
+        arrays = [pa.array(np.full(len(rr), self.scene.id)), pa.array(rr.astype(np.int32)),
+                  pa.array(cc.astype(np.int32))]
+        arrays += [pa.array(vals[:, i].astype(self.dtype)) for i in range(len(self.names))]
+        arrays.append(pa.array(list(geom), pa.binary()))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        if self.writer is None:  # no cell written: an empty file with the schema
+            self.write(np.zeros(0, int), np.zeros(0, int), np.zeros((0, len(self.names)), self.dtype))
+        self.writer.close()
 
 
 def _scene_checks(embedder, scenes, out_dir, opts, eopts) -> None:
