@@ -323,6 +323,15 @@ def fit_pca(embedder, scene, opts, eopts, device_type: str = "cpu") -> PCA:
     return pca
 
 
+def _cog_block(rows: int, cols: int, dim: int, dtype: str, largest: int) -> int:
+    """The COG's tile side: a multiple of 16 at most ``largest`` whose pixel-interleaved block of
+    ``dim`` bands stays within 16 MiB (GDAL holds whole blocks), and no larger than the grid needs."""
+    per_px = dim * np.dtype(dtype).itemsize
+    fit = int((16 * 2 ** 20 / per_px) ** 0.5) // 16 * 16
+    need = (max(rows, cols) + 15) // 16 * 16
+    return max(16, min(largest, fit, need))
+
+
 def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, eopts: EmbeddingOptions,
                 targets: dict, *, scratch_dir: str, owner=None, pca: PCA | None = None,
                 device_type: str = "cpu") -> dict:
@@ -348,7 +357,7 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
         dst = None
         if "cog" in targets:
             raw = scratch_path(stack, scratch_dir, scene.id + ".emb.raw")
-            bs = max(16, min(256, (max(rows, cols) + 15) // 16 * 16))
+            bs = _cog_block(rows, cols, dim, eopts.dtype, opts.cog_blocksize)
             dst = stack.enter_context(rasterio.open(
                 raw, "w", driver="GTiff", width=cols, height=rows, count=dim, dtype=eopts.dtype, crs=scene.crs,
                 transform=transform, nodata=float("nan"), tiled=True, blockxsize=bs, blockysize=bs,
@@ -383,7 +392,7 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
         final = {}
         if "cog" in targets:
             final["cog"] = stack.enter_context(atomic_path(targets["cog"]))
-            to_cog(raw, final["cog"], "average", opts.cog_blocksize)
+            to_cog(raw, final["cog"], "average", bs)
         if "parquet" in targets:
             cells.close()
             os.replace(cells.path, stack.enter_context(atomic_path(targets["parquet"])))
@@ -392,8 +401,8 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
 
 
 class _CellWriter:
-    """GeoParquet of cells written window by window (pyarrow, a row group a window: the memory
-    does not grow with the scene), with the GeoParquet 1.0 ``geo`` metadata (WKB polygons, the
+    """GeoParquet of cells written as the windows come (pyarrow, row groups of :attr:`ROWS` cells:
+    the memory does not grow with the scene), with the GeoParquet 1.0 ``geo`` metadata (WKB polygons, the
     scene's CRS as PROJJSON, the bbox of the scene's cell grid)."""
 
     def __init__(self, path, names, scene, transform, dtype, tags, rows, cols):
@@ -414,7 +423,9 @@ class _CellWriter:
         geo = {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": col}}
         self.schema = pa.schema(fields, metadata={b"geo": json.dumps(geo).encode(),
                                                   b"d2geo": json.dumps(tags).encode()})
-        self.writer = None
+        self.writer, self.pending, self.n_pending = None, [], 0
+
+    ROWS = 65536  # rows a row group (buffered: a few MB, however large the scene)
 
     def write(self, rr, cc, vals) -> None:
         import pyarrow as pa
@@ -422,7 +433,8 @@ class _CellWriter:
         import shapely
 
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(self.path, self.schema, compression="zstd", use_dictionary=["scene"],
+                                           write_statistics=["scene", "row", "col"])
         x0, y0 = self.transform * (cc, rr)
         x1, y1 = self.transform * (cc + 1, rr + 1)
         geom = shapely.to_wkb(shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
@@ -431,11 +443,22 @@ class _CellWriter:
                   pa.array(cc.astype(np.int32))]
         arrays += [pa.array(vals[:, i].astype(self.dtype)) for i in range(len(self.names))]
         arrays.append(pa.array(list(geom), pa.binary()))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.pending.append(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.n_pending += len(rr)
+        if self.n_pending >= self.ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        self.writer.write_table(pa.concat_tables(self.pending), row_group_size=max(self.n_pending, 1))
+        self.pending, self.n_pending = [], 0
 
     def close(self) -> None:
         if self.writer is None:  # no cell written: an empty file with the schema
             self.write(np.zeros(0, int), np.zeros(0, int), np.zeros((0, len(self.names)), self.dtype))
+        if self.pending:
+            self._flush()
         self.writer.close()
 
 
