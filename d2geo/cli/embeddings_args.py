@@ -7,8 +7,9 @@ __all__ = ["add_embedding_arguments", "embedding_options", "run_embeddings"]
 
 
 def add_embedding_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("embeddings", "write the encoder's patch embeddings instead of the model's predictions "
-                                           "(per scene <id>.emb.tif: D bands on the patch grid; see docs/embeddings.md)")
+    g = p.add_argument_group("embeddings", "write the encoder's patch embeddings instead of the model's "
+                                           "predictions (per scene <id>.emb.tif: D bands on the patch grid; see "
+                                           "docs/embeddings.md)")
     g.add_argument("--embeddings", action="store_true",
                    help="write the encoder's patch embeddings (COG of D bands / GeoParquet of cells), not class maps")
     g.add_argument("--embeddings-layer", default="-1",

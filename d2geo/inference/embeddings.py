@@ -309,8 +309,8 @@ def fit_pca(embedder, scene, opts, eopts, device_type: str = "cpu") -> PCA:
     wins = cell_windows(rows, cols, tc, oc)
     pick = np.unique(np.linspace(0, len(wins) - 1, min(eopts.pca_windows, len(wins))).round().astype(int))
     feats = []
-    for (r0, c0, rl, rh, cl, ch), f, valid in _run_windows(embedder, scene, opts, eopts, [wins[i] for i in pick],
-                                                          cell, device_type):
+    chosen = [wins[i] for i in pick]
+    for (r0, c0, rl, rh, cl, ch), f, valid in _run_windows(embedder, scene, opts, eopts, chosen, cell, device_type):
         crop = f[:, rl - r0:rh - r0, cl - c0:ch - c0]
         ok = valid[cell // 2::cell, cell // 2::cell][rl - r0:rh - r0, cl - c0:ch - c0]
         feats.append(crop.reshape(crop.shape[0], -1).T[ok.reshape(-1)])
@@ -368,8 +368,8 @@ def embed_scene(embedder: Embedder, scene: RegionScene, opts: InferenceOptions, 
         if "parquet" in targets:
             cells = _CellWriter(scratch_path(stack, scratch_dir, scene.id + ".emb.raw", ".parquet"), names, scene,
                                 transform, eopts.dtype, tags, rows, cols)
-        for (r0, c0, rl, rh, cl, ch), f, valid in _run_windows(embedder, scene, opts, eopts,
-                                                              cell_windows(rows, cols, tc, oc), cell, device_type):
+        wins = cell_windows(rows, cols, tc, oc)
+        for (r0, c0, rl, rh, cl, ch), f, valid in _run_windows(embedder, scene, opts, eopts, wins, cell, device_type):
             crop = f[:, rl - r0:rh - r0, cl - c0:ch - c0]
             ok = valid[cell // 2::cell, cell // 2::cell][rl - r0:rh - r0, cl - c0:ch - c0].copy()
             if owner is not None:
