@@ -34,6 +34,12 @@ def embedding_options(args):
             raise SystemExit(f"predict_region: error: --{(given or ['embeddings_pool'])[0].replace('_', '-')} is an "
                              f"option of --embeddings: add --embeddings")
         return None
+    if getattr(args, "model", None):
+        raise SystemExit("predict_region: error: --embeddings runs the torch encoder inside the model: give "
+                         "--config-file and --weights, not --model (a model file holds no encoder to tap)")
+    if getattr(args, "runtime", "torch") != "torch":
+        raise SystemExit(f"predict_region: error: --embeddings runs the encoder in eager torch: drop --runtime "
+                         f"{args.runtime}")
     if getattr(args, "num_gpus", 1) * getattr(args, "num_machines", 1) > 1:
         raise SystemExit("predict_region: error: --embeddings runs in one process: drop --num-gpus/--num-processes "
                          "and --num-machines")

@@ -92,3 +92,16 @@ def test_bad_embedding_flags_name_the_fix(weights, tmp_path):
     with pytest.raises(SystemExit, match=r"--embeddings-pca is an option of --embeddings"):
         _tool().main([a for a in _args(weights, out, "--embeddings-pca", "4") if a != "--embeddings"])
     assert not os.path.exists(out) or not glob.glob(str(out / "*.emb.*"))
+
+
+def test_embeddings_refuse_a_model_file_another_runtime_and_several_processes():
+    import argparse
+
+    from d2geo.cli.embeddings_args import embedding_options
+
+    args = _tool().build_parser().parse_args(_args("w.pth", "out"))
+    assert embedding_options(args).pool == 1
+    for change, message in ((dict(model="m.onnx"), "not --model"), (dict(runtime="onnxruntime"), "drop --runtime"),
+                            (dict(num_gpus=2), "runs in one process")):
+        with pytest.raises(SystemExit, match=message):
+            embedding_options(argparse.Namespace(**{**vars(args), **change}))
