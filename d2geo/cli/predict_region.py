@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, default=1)
     p.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")
     p.add_argument("--dist-url", default="auto", help="tcp://host:port of machine 0 (auto: a free local port)")
+    from .embeddings_args import add_embedding_arguments
+
+    add_embedding_arguments(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
 
@@ -230,10 +233,16 @@ def run(args) -> dict:
                     logger.info("removed %d temporary file(s) an interrupted run left in %s", n, args.output_dir)
             comm.synchronize()
             inputs = parse_modality_inputs(args.input) or args.scenes
-            summary = predict_region(model, inputs, out_dir, opts, key=key, rank=comm.get_rank(),
-                                     world_size=comm.get_world_size(), progress=not args.no_progress,
-                                     overwrite=args.overwrite, barrier=comm.synchronize, mosaic_crs=args.mosaic_crs,
-                                     device_type=torch.device(device).type, lock=False)
+            if args.embeddings:  # the encoder's patch embeddings instead of the predictions
+                from .embeddings_args import run_embeddings
+
+                summary = run_embeddings(args, model, opts, key, out_dir, torch.device(device).type,
+                                         comm.get_world_size())
+            else:
+                summary = predict_region(model, inputs, out_dir, opts, key=key, rank=comm.get_rank(),
+                                         world_size=comm.get_world_size(), progress=not args.no_progress,
+                                         overwrite=args.overwrite, barrier=comm.synchronize,
+                                         mosaic_crs=args.mosaic_crs, device_type=torch.device(device).type, lock=False)
     except (SceneRequestError, GeoTiffError, FileNotFoundError) as e:  # GeoTiffError: the units check too
         if created and comm.get_rank() == 0:
             _remove_if_unused(out_dir)
@@ -244,7 +253,7 @@ def run(args) -> dict:
         raise
     if comm.get_rank() == 0:
         logger.info("%d scene(s), %.2f km^2: %d predicted here, %d already done; mosaic %s", len(summary["scenes"]),
-                    summary["km2"], len(summary["done"]), len(summary["skipped"]), summary.get("mosaic"))
+                    summary.get("km2", 0.0), len(summary["done"]), len(summary["skipped"]), summary.get("mosaic"))
     return summary
 
 
@@ -311,6 +320,9 @@ def main(argv=None):
     if not args.config_file or not args.weights:
         raise _error("give --config-file and --weights, or --model model.onnx")
     options(args)  # --input, --band-names, --sensor, --dn-scale and the options checked before any process starts
+    from .embeddings_args import embedding_options
+
+    embedding_options(args)
     from d2geo.inference.outputs import terminate_cleanly
 
     with terminate_cleanly():  # SIGTERM: temporaries removed, exit code 143
