@@ -25,6 +25,15 @@ setup(
     packages=find_packages(include=["d2geo", "d2geo.*"]),
     include_package_data=True,
     cmdclass={"build_py": BuildPyWithConfigs},
+    # the tools (tools/*.py in a source checkout run the same main()s)
+    entry_points={"console_scripts": [
+        "d2geo-train = d2geo.cli.train:main",
+        "d2geo-export = d2geo.cli.export:console_main",
+        "d2geo-visualize = d2geo.cli.visualize:console_main",
+        "d2geo-convert = d2geo.cli.convert:console_main",
+        "d2geo-predict-scene = d2geo.cli.predict_scene:main",
+        "d2geo-predict-region = d2geo.cli.predict_region:main",
+    ]},
     install_requires=[
         # Users bring their own (CUDA) build of torch; detectron2 is installed from source.
         "torch>=2.1",
@@ -45,10 +54,15 @@ setup(
         # export tests (tools/export_model.py and the exported encoders run in onnxruntime)
         "export": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
         "peft": ["peft>=0.13"],
+        # panoptic quality (d2geo.model_zoo.evaluation.PanopticQualityEvaluator); parcel polygons
+        # (d2geo.data.panoptic; vector files other than GeoJSON mappings also need geopandas)
+        "panoptic": ["torchmetrics>=1.3", "shapely>=2.0"],
         # tools/predict_region.py's vector outputs (GeoParquet); class maps as polygons (shapely)
         "region": ["geopandas>=0.14", "pyarrow>=14", "shapely>=2.0"],
+        # training from whole scenes and vector labels (d2geo.data.scenes)
+        "scenes": ["geopandas>=0.14", "pyogrio>=0.7", "shapely>=2.0"],
         "test": ["pytest>=7", "einops>=0.7", "hypothesis>=6", "peft>=0.13",
                  "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1", "geopandas>=0.14", "pyarrow>=14",
-                 "shapely>=2.0"],
+                 "shapely>=2.0", "pyogrio>=0.7", "torchmetrics>=1.3"],
     },
 )

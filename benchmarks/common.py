@@ -66,6 +66,8 @@ FULL = Profile(
              modalities=("S2L2A", "S1RTC", "DEM"), arch=dict(embed_dim=768, depth=12, num_heads=12)),
         dict(family="croma", label="CROMA base joint (S2 12 + S1 2 bands, 120 px)", ours="croma_base", size=120,
              arch={}),
+        dict(family="panopticon", label="Panopticon ViT-B/14 (S2 4 + S1 2 bands)", ours="panopticon_vitb14",
+             size=224, arch={}),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2-S/14", arch={}, sizes=(224, 512, 1024, 2048),
                window=14, global_blocks=(2, 5, 8, 11), reps=3, warmup=1, single_run_from=2048),
@@ -98,6 +100,8 @@ QUICK = Profile(
         # upstream's ViTs have 16 heads whatever the width
         dict(family="croma", label="CROMA tiny joint (S2+S1)", ours="croma_base", size=64,
              arch=dict(embed_dim=64, depth=2, num_heads=16)),
+        dict(family="panopticon", label="Panopticon tiny (S2 4 + S1 2 bands)", ours="panopticon_vitb14", size=56,
+             attn_dim=64, arch=TINY),
     ],
     sweep=dict(encoder="dinov2_vits14", label="DINOv2 tiny", arch=TINY, sizes=(56,), window=2,
                global_blocks=(1,), reps=1, warmup=0, single_run_from=10**9, parallel=True),
@@ -180,10 +184,6 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((ours.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
-
-
 def smooth_image(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """A deterministic image-like input: upsampled coarse noise plus a little fine noise."""
     g = torch.Generator().manual_seed(seed)
@@ -209,29 +209,3 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def tiny_rcnn_heads(model, channels: int = 32, box_conv_dims=()):
-    """Shrink the pyramid, RPN and ROI heads of a Mask R-CNN LazyConfig ``model`` in place: the
-    quick profile and the tests, which are about the backbone glue, not detectron2's heads."""
-    from detectron2.layers import ShapeSpec
-
-    model.backbone.out_channels = channels
-    top = model.backbone.get("top_block")
-    if top is not None and "in_channels" in top:  # e.g. LastLevelP6P7
-        top.in_channels = top.out_channels = channels
-    pg = model.proposal_generator
-    pg.head.in_channels = channels
-    pg.anchor_generator.sizes = [[16], [24], [32], [48], [64]]
-    pg.batch_size_per_image = 64
-    pg.pre_nms_topk = (200, 100)
-    pg.post_nms_topk = (64, 32)
-    rh = model.roi_heads
-    rh.batch_size_per_image = 32
-    rh.box_head.input_shape = ShapeSpec(channels=channels, height=7, width=7)
-    rh.box_head.conv_dims = list(box_conv_dims)
-    rh.box_head.fc_dims = [64]
-    rh.box_predictor.input_shape = ShapeSpec(channels=64)
-    rh.box_predictor.test_score_thresh = 0.0
-    rh.box_predictor.test_topk_per_image = 10
-    rh.mask_head.input_shape = ShapeSpec(channels=channels, width=14, height=14)
-    rh.mask_head.conv_dims = [channels, channels]
-    return model

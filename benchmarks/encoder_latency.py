@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .common import Profile, count_flops, logger, rel_err, smooth_image, time_interleaved
-from .upstream import (claymodel, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm, torchgeo_croma,
-                       torchgeo_dofa, torchgeo_scale_mae)
+from testkit import rel_err
+from testkit.upstream import (claymodel, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
+                              torchgeo_croma, torchgeo_dofa, torchgeo_scale_mae)
+
+from .common import Profile, count_flops, logger, smooth_image, time_interleaved
 
 
 def _encoder_pair(row: dict):
@@ -142,7 +144,7 @@ def _encoder_pair(row: dict):
         g = size // 16
 
         def ref_fn():
-            t, _ = ref.patch_embed(x, torch.tensor(waves))
+            t, _ = ref.patch_embed(x, torch.tensor(waves, device=x.device))
             t = torch.cat([ref.cls_token + ref.pos_embed[:, :1], t + ref.pos_embed[:, 1:]], dim=1)
             for blk in ref.blocks:
                 t = blk(t)
@@ -219,6 +221,34 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours(x)), (lambda: ref(x_sar=s1, x_optical=s2)["joint_encodings"]), to_map,
                 f"14x{size}x{size}", g * g)
+    if family == "panopticon":  # the publishers' DinoVisionTransformer with PanopticonPE (hubconf settings)
+        from functools import partial
+
+        mod = panopticon_official()
+        from dinov2.layers import MemEffAttention, NestedTensorBlock
+
+        dims = arch or dict(embed_dim=768, depth=12, num_heads=12)
+        attn_dim = row.get("attn_dim", 2304)
+        pe = dict(attn_dim=attn_dim, chnfus_cfg=dict(attn_cfg=dict(num_heads=16)))  # upstream pops attn_dim
+        ref = mod.DinoVisionTransformer(img_size=518, patch_size=14, init_values=1e-5, ffn_layer="mlp",
+                                        block_chunks=0, block_fn=partial(NestedTensorBlock, attn_class=MemEffAttention),
+                                        embed_layer="PanopticonPE", pe_args=pe, **dims).eval()
+        # the FLOP counter's module hooks trip over its no-grad views of the query parameter
+        ref.requires_grad_(False)
+        bands = ("B04", "B03", "B02", "B08", "VV", "VH")
+        ours = build_encoder(row["ours"], weights=ref.state_dict(), bands=bands, attn_dim=attn_dim,
+                             **dims).eval()
+        ids = torch.tensor([ours.default_ids], dtype=torch.float64)
+        x = smooth_image((1, len(bands), size, size))
+        g = size // 14
+
+        def to_map(t):
+            return t.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+
+        def ref_fn():  # the official patch embedding floors the ids in place: a copy per call
+            return ref.get_intermediate_layers({"imgs": x, "chn_ids": ids.clone()}, n=1, norm=True)[0]
+
+        return (lambda: ours(x)), ref_fn, to_map, f"{len(bands)}x{size}x{size}", g * g
     raise ValueError(f"unknown family {family}")
 
 

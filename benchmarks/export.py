@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import os
 import statistics
 import sys
@@ -47,11 +46,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _alternate(fns: dict, reps: int, warmup: int = 1) -> dict[str, float]:
@@ -91,7 +85,7 @@ def bench_onnx(quick: bool, reps: int) -> list[dict]:
 
     rows = []
     tmp = tempfile.mkdtemp(prefix="d2geo_export_bench_")
-    tool = _tool("export_model")
+    from d2geo.engine import export as tool
     # 1. the quickstart segmentor, whole
     size = 64 if quick else 96
     model, _ = _quickstart_model([])
@@ -192,7 +186,9 @@ def bench_compile(quick: bool, reps: int) -> dict:
         overrides += ["model.backbone.net.encoder_kwargs.depth=1", "model.backbone.net.encoder_kwargs.embed_dim=48"]
     eager, cfg = _quickstart_model(overrides)
     compiled = copy.deepcopy(eager)
-    _tool("train_net").maybe_compile(compiled, cfg)
+    from d2geo.engine.train_loop import maybe_compile
+
+    maybe_compile(compiled, cfg)
     size, batch = (64, 2) if quick else (96, 4)
     g = torch.Generator().manual_seed(0)
     data = [{"image": torch.rand(6, size, size, generator=g) * 0.3,

@@ -12,7 +12,7 @@ the synthetic generator at 10 m, ``--tile`` px windows overlapping by ``--overla
 * **d2geo**: :func:`d2geo.data.region.predict_region` (windows read from the file by a
   DataLoader worker, blended in strips, COG class map written).
 * **terratorch**: ``terratorch/tasks/tiled_inference.py`` loaded from the pinned wheel
-  (``benchmarks/upstream.py``), the scene read whole with ``d2geo.data.geotiff.read_geotiff``
+  (``testkit/upstream.py``), the scene read whole with ``d2geo.data.geotiff.read_geotiff``
   (the way its ``tiled_inference`` takes input: one tensor), ``crop=tile``,
   ``stride=tile - overlap``, ``delta=0``, the same model through a ``model_forward`` that
   returns the ``sem_seg`` logits; the arg-max is written as a GeoTIFF.
@@ -71,7 +71,7 @@ def terratorch_tiled_inference():
     terratorch import, ``pad_images``, is not on the path used here; a stub stands in."""
     import types
 
-    import upstream
+    from testkit import upstream
 
     for name in ("terratorch", "terratorch.models"):
         sys.modules.setdefault(name, types.ModuleType(name))
@@ -108,7 +108,8 @@ def child(spec: dict) -> dict:
     from d2geo.tools_support import load_model, quiet_third_party_warnings
 
     quiet_third_party_warnings()
-    model, _ = load_model(str(CONFIG), spec["weights"], "cpu")
+    device = spec.get("device", "cpu")
+    model, _ = load_model(str(CONFIG), spec["weights"], device)
     scenes = spec["scenes"]
     # every process ready (model loaded) before any starts: the wall time is compute only
     Path(spec["ready"] + f".{spec['rank']}").touch()
@@ -116,6 +117,8 @@ def child(spec: dict) -> dict:
                if p.startswith(os.path.basename(spec["ready"]) + ".")]) < spec["world"]:
         time.sleep(0.01)
     _reset_peak()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
     if spec["impl"] == "d2geo":
@@ -143,17 +146,20 @@ def child(spec: dict) -> dict:
             s = read_geotiff(path)
             with torch.no_grad():
                 logits = ti.tiled_inference(forward, torch.as_tensor(s.image)[None], crop=tile, stride=stride,
-                                            delta=0, batch_size=spec["batch"], padding=False, device="cpu")
-            labels = logits[0].argmax(0).numpy().astype("uint8")
+                                            delta=0, batch_size=spec["batch"], padding=False, device=device)
+            labels = logits[0].argmax(0).cpu().numpy().astype("uint8")
             with rasterio.open(os.path.join(spec["out"], Path(path).stem + ".tt.tif"), "w", driver="GTiff",
                                width=labels.shape[1], height=labels.shape[0], count=1, dtype="uint8",
                                crs=s.crs, transform=s.transform, compress="deflate") as dst:
                 dst.write(labels[None])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     t1 = time.time()
     r1, rc = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime) + rc.ru_utime + rc.ru_stime
     return {"t0": t0, "t1": t1, "cpu": cpu, "peak_mb": _vmhwm_mb(),
-            "reader_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+            "reader_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}
 
 
 def _run(impl: str, scenes: list[str], world: int, args, weights: str, work: str) -> dict:
@@ -162,8 +168,11 @@ def _run(impl: str, scenes: list[str], world: int, args, weights: str, work: str
     procs = []
     for rank in range(world):
         spec = dict(impl=impl, scenes=scenes, rank=rank, world=world, tile=args.tile, overlap=args.overlap,
-                    batch=args.batch_size, weights=weights, out=out, ready=ready)
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+                    batch=args.batch_size, weights=weights, out=out, ready=ready,
+                    device=getattr(args, "device", "cpu"))
+        # the caller's PYTHONPATH stays (the GPU check puts its installed wheels there)
+        env = dict(os.environ, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         procs.append(subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     res = []
@@ -183,6 +192,7 @@ def _run(impl: str, scenes: list[str], world: int, args, weights: str, work: str
     return {"impl": impl, "processes": world, "km2": km2, "seconds": wall, "km2_per_s": km2 / wall,
             "cpu_s": cpu, "km2_per_cpu_s": km2 / cpu,
             "peak_mb": max(r["peak_mb"] for r in res),
+            "peak_gpu_mb": max((r["peak_gpu_mb"] for r in res if r.get("peak_gpu_mb") is not None), default=None),
             "reader_peak_mb": max(r["reader_mb"] for r in res) if impl == "d2geo" else None}
 
 
@@ -194,6 +204,7 @@ def main(argv=None) -> None:
     ap.add_argument("--tile", type=int, default=128)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (benchmarks/gpu_bench.py runs it on the GPU)")
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks-region.md"),
                     help="markdown page whose part between the markers is (re)written (the rest is kept)")
     ap.add_argument("--json", default=None, help="also write the raw results here")

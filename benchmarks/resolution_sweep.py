@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .common import REPO, Profile, logger, rel_err, smooth_image
+from testkit import rel_err
+
+from .common import REPO, Profile, logger, smooth_image
 
 RUN = Path(__file__).resolve().with_name("run.py")
 

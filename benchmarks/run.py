@@ -13,7 +13,7 @@ Sections (``--sections`` picks some):
     Forward latency (batch 1, fp32, ``torch.inference_mode``) of each encoder family
     against the upstream implementation of the same architecture, input and weights:
     timm's ``vit_*_dinov2`` / ``vit_*_dinov3`` models, terratorch's ``PrithviViT`` and
-    claymodel's ``Encoder`` (read from the pinned wheels by ``benchmarks/upstream.py``).
+    claymodel's ``Encoder`` (read from the pinned wheels by ``testkit/upstream.py``).
     Ours and upstream run alternately (ABBA...) and the median is reported. FLOPs are
     counted with ``torch.utils.flop_counter.FlopCounterMode`` (attention included: the
     CPU flash-attention op gets the ``4 B H L^2 E`` formula torch uses for SDPA).
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)}")
-    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay,terramind,ssl4eo,ssl4eo_data2vec,scalemae,satlas,dofa,croma,copernicusfm)")
+    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay,terramind,ssl4eo,ssl4eo_data2vec,scalemae,satlas,dofa,croma,copernicusfm,panopticon)")
     ap.add_argument("--weights", default=None, help="checkpoint for the resolution sweep's encoder")
     ap.add_argument("--output", default=None, help="markdown file (default docs/benchmarks.md, "
                                                    "docs/benchmarks-quick.md with --quick)")

@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 import torch
 
-from .common import REPO, Profile, logger, smooth_image, tiny_rcnn_heads
+from testkit import tiny_rcnn_heads
+
+from .common import REPO, Profile, logger, smooth_image
 
 
 def _rcnn_models(cfg: dict) -> dict[str, Callable[[], torch.nn.Module]]:
@@ -115,14 +117,16 @@ _TRAIN_ROWS = (
 )
 
 
-def bench_train(profile: Profile) -> dict:
+def bench_train(profile: Profile, device: str = "cpu") -> dict:
     """One training step per row, the rows interleaved round by round; median of the rounds.
 
     Each model is built once with its project's optimizer and stepped by the trainer a
     training run uses: detectron2's ``SimpleTrainer`` in float32, d2geo's
     ``AutocastTrainer`` (``train.amp``) with bfloat16 autocast. Rows of one model share
-    its weights and optimizer state.
+    its weights and optimizer state. On a CUDA ``device`` each step ends with a synchronize
+    and the rows report the peak GPU memory of their steps.
     """
+    cuda = str(device).startswith("cuda")
     cfg = profile.train
     try:
         import detectron2  # noqa: F401
@@ -139,7 +143,7 @@ def bench_train(profile: Profile) -> dict:
         logger.info("training step: building %s ...", key)
         try:
             torch.manual_seed(0)
-            model = build()
+            model = build().to(device)
             is_ours = key.startswith("d2geo")
             depth = model.backbone.net.encoder.depth if is_ours else len(model.backbone.net.blocks)
             models[key] = (model, _rcnn_optimizer(model, is_ours, depth))
@@ -166,12 +170,15 @@ def bench_train(profile: Profile) -> dict:
             if encoder is not None:
                 encoder.set_grad_checkpointing(ckpt)
             trainer.run_step()
+            if cuda:
+                torch.cuda.synchronize()
 
         steps[name] = step
 
     wall: dict[str, list[float]] = {k: [] for k in steps}
     cpu: dict[str, list[float]] = {k: [] for k in steps}
     failed: dict[str, str] = {}
+    peak: dict[str, int] = {}
     with EventStorage(0):
         order = list(steps)
         for r in range(cfg["warmup"] + cfg["steps"]):
@@ -180,12 +187,16 @@ def bench_train(profile: Profile) -> dict:
                     continue
                 logger.info("training step: %s (round %d)", name, r)
                 try:
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
                     t0, c0 = time.perf_counter(), time.process_time()
                     steps[name]()
                     t1, c1 = time.perf_counter(), time.process_time()
                 except Exception as e:
                     failed[name] = f"not measured: {type(e).__name__}: {e}"
                     continue
+                if cuda:
+                    peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated())
                 if r >= cfg["warmup"]:
                     wall[name].append(t1 - t0)
                     cpu[name].append(c1 - c0)
@@ -196,6 +207,8 @@ def bench_train(profile: Profile) -> dict:
         elif wall.get(name):
             row["seconds"] = statistics.median(wall[name])
             row["cpu_seconds"] = statistics.median(cpu[name])
+            if name in peak:
+                row["peak_gpu_mb"] = peak[name] / 2**20
     # each row against ViTDet at the same precision (float32 ViTDet if that one is missing)
     refs = {r["precision"]: r for r in rows if r["base"].startswith("ViTDet") and "seconds" in r}
     for r in rows:

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 __all__ = ["quiet_third_party_warnings", "setup_tool_logging", "load_model", "config_class_names", "load_tool",
            "TOOLS_DIR", "parse_modality_inputs", "scene_read_options"]
 
-#: ``tools/`` of a source checkout (the tools are scripts, not a package)
+#: ``tools/`` of a source checkout (transitional, for :func:`load_tool` of tools not yet in d2geo.cli)
 TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 # (message regex, category, module regex): warnings of libraries d2geo uses that say nothing
@@ -137,14 +137,22 @@ def config_class_names(cfg, kind: str = "auto") -> list[str] | None:
 
 
 def load_tool(name: str):
-    """Import ``tools/<name>.py`` of the source checkout as a module (for tests and for one
-    tool using another), without putting ``tools/`` on ``sys.path``."""
+    """The module of the command-line tool ``name`` (``"train_net"``, ...): ``d2geo.cli.<module>``
+    (see :data:`d2geo.cli.TOOL_MODULES`).
+
+    Transitional: a tool not yet moved into :mod:`d2geo.cli` is still loaded from ``tools/<name>.py``
+    of the source checkout (the predict tools, until they move); remove this with that move."""
     import importlib.util
     import sys
 
+    from d2geo.cli import TOOL_MODULES, tool_module
+
+    module = TOOL_MODULES.get(name)
+    if module is not None and importlib.util.find_spec(module) is not None:
+        return tool_module(name)
     path = os.path.join(TOOLS_DIR, f"{name}.py")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no tool {name!r} at {path} (the tools live in a source checkout of d2geo)")
+        raise FileNotFoundError(f"no tool {name!r}: the tools are {', '.join(TOOL_MODULES)}")
     module_name = f"d2geo_tool_{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]

@@ -29,8 +29,7 @@ CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "
 
 
 def family_of(config_name: str) -> str:
-    folder = config_name.split("/")[0]
-    return {"dino_v2": "dinov2", "dino_v3": "dinov3"}.get(folder, folder)
+    return config_name.split("/")[0]  # the config folder is the family key
 
 
 def synthetic_geotiffs(tmp_path_factory, name: str, *, num_train: int = 2, seed: int = 5) -> dict[int, str]:

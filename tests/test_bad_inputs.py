@@ -26,8 +26,8 @@ from d2geo.data.geotiff import IGNORE_LABEL, GeoTiffError, read_geotiff, read_la
 from d2geo.data.mapper import GeoDatasetMapper  # noqa: E402
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.modeling import GeoBackbone, SimpleFeaturePyramid  # noqa: E402
-from conftest import dino_backbone, tiny_mask_rcnn, tiny_segmentor, write_tif  # noqa: E402
-from conftest import make_sample as _sample  # noqa: E402
+from helpers import dino_backbone, tiny_mask_rcnn, tiny_segmentor, write_tif  # noqa: E402
+from helpers import make_sample as _sample  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
@@ -330,7 +330,7 @@ def test_fuzz_mapper_over_shapes_dtypes_and_nodata(tmp_path_factory, c, h, w, dt
 
 # -- the table in docs/bad_inputs.md names tests that exist -----------------------------------
 def _test_ids(markdown: str) -> list[tuple[str, str]]:
-    return re.findall(r"(tests/(?:\w+/)?test_\w+\.py)::(test_\w+)", markdown)
+    return re.findall(r"(tests/(?:\w+/)*test_\w+\.py)::(test_\w+)", markdown)
 
 
 def _functions(path: str) -> set[str]:

@@ -17,7 +17,7 @@ def test_python_examples_run(block, monkeypatch):
     if re.search(r"detectron2|d2geo\.(data|modeling|engine)", block):
         pytest.importorskip("detectron2", reason="this README example needs detectron2")
     if "terramind-examples" in block:  # the real tiles sit beside the repository, read from its root
-        from conftest import TERRAMIND_EXAMPLES
+        from helpers import TERRAMIND_EXAMPLES
 
         if not os.path.isdir(os.path.join(ROOT, "..", "shared", "data", "terramind-examples")):
             pytest.skip(f"the real example tiles are not beside the repository ({TERRAMIND_EXAMPLES})")

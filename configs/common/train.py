@@ -21,8 +21,12 @@ train = dict(
     # tools/train_net.py falls back to the CPU when CUDA is not available
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=-1,  # >= 0 for reproducible runs (each process adds its rank)
-    # torch.compile of model.backbone (encoder + pyramid; tools/train_net.py maybe_compile)
+    # torch.compile of model.backbone (encoder + pyramid; d2geo.engine.train_loop.maybe_compile)
     compile=False,
+    # before the first step, the first training samples' magnitudes are compared with the
+    # model's pixel_mean/pixel_std (d2geo.data.units): raw DN for reflectance statistics, 8-bit
+    # images or SAR in linear power for dB stop the run with the fix. False: only a warning
+    units_check=True,
     # torch threads per process on the CPU (None: torch's default); OMP_NUM_THREADS wins
     cpu_threads=None,
 )

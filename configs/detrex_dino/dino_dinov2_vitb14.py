@@ -13,7 +13,7 @@ max-pooled 64, i.e. DINO's four scales) and ``ChannelMapper`` mapping them to th
 transformer width. ``GeoDINO`` adds d2geo's input handling (per-band normalization, any
 number of bands, acquisition metadata) to detrex's DINO.
 
-Weights (by name, ``pretrained=True``) and data as in ``configs/dino_v2/mask_rcnn_vitb14.py``; set
+Weights (by name, ``pretrained=True``) and data as in ``configs/dinov2/mask_rcnn_vitb14.py``; set
 ``model.num_classes`` to your number of classes.
 
 Tile size: DINO picks ``num_queries`` (900, detrex's recipe) of its encoder tokens, one per
@@ -38,7 +38,7 @@ from d2geo.modeling.detrex import GeoDINO, detrex_projects_root
 
 from ..common.data.geo_detection import dataloader
 from ..common.encoders.apply import apply_encoder as _apply_encoder
-from ..common.encoders.dino_v2 import encoder as _enc
+from ..common.encoders.dinov2 import encoder as _enc
 from ..common.optim import AdamW as optimizer
 
 _dino_base = os.path.join(detrex_projects_root(), "projects", "dino", "configs", "models", "dino_r50.py")

@@ -25,5 +25,19 @@ from .datasets import (  # noqa: F401,E402
 )
 from .geotiff import GeoSample, GeoTiffError, read_geotiff, read_label  # noqa: F401,E402
 from .mapper import GeoDatasetMapper, RandomExtentND, build_geo_augmentation  # noqa: F401,E402
-from .scene import predict_scene  # noqa: F401,E402
+from .scenes import SceneError, register_geo_scenes  # noqa: F401,E402
 from .stats import SENSOR_STATS, get_stats  # noqa: F401,E402
+
+
+def __getattr__(name):
+    # predict_scene moved to d2geo.inference (the data layer does not import inference); this
+    # name stays for a release
+    if name == "predict_scene":
+        import warnings
+
+        from d2geo.inference import predict_scene
+
+        warnings.warn("d2geo.data.predict_scene moved to d2geo.inference.predict_scene", DeprecationWarning,
+                      stacklevel=2)
+        return predict_scene
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

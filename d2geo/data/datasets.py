@@ -6,7 +6,7 @@ Dataset dicts made here are read by :class:`d2geo.data.mapper.GeoDatasetMapper`:
   evaluators, which key ground truth by ``file_name``, keep working);
 * ``file_names``: every date of a time series, in time order (absent for single images);
 * ``sem_seg_file_name``: a label GeoTIFF; ``annotations`` (pixel coordinates) or
-  ``geojson_file_name`` (scene CRS) for instances;
+  ``geojson_file_name`` (any CRS, see :mod:`d2geo.data.geojson_labels`) for instances;
 * ``geo``: the per-dataset read options (band names, sensor, scale, label map, ...).
 
 ``MetadataCatalog`` entries get ``bands``, ``sensor``, ``ignore_label`` and, for semantic
@@ -41,23 +41,22 @@ import json
 import logging
 import os
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
-from detectron2.structures import BoxMode
 
 from d2geo.encoders.bands import HLS_BANDS
 
-from .geotiff import IGNORE_LABEL, GeoTiffError, PathLike, apply_affine, parse_time, read_label
+from .geojson_labels import geojson_to_annotations
+from .geotiff import IGNORE_LABEL, parse_time, read_label
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "register_geo_instances", "register_geo_semseg", "load_geo_coco_json", "load_geo_semseg",
     "load_sem_seg_gt", "load_sen1floods11", "register_sen1floods11", "load_hls_burn_scars",
-    "register_hls_burn_scars", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS",
+    "register_hls_burn_scars", "SEN1FLOODS11_S2_BANDS", "HLS_BURN_SCARS_BANDS", "geojson_to_annotations",
 ]
 
 #: Sentinel-2 L1C band ids in the order of Sen1Floods11's S2Hand chips
@@ -110,8 +109,9 @@ def register_geo_instances(name: str, json_file: str | None = None, image_root: 
     """Register an instance dataset: a COCO json in pixel coordinates, or ``samples``.
 
     ``samples`` (a list or a function returning one) holds dicts with ``file_name``
-    (path or list of dates) and ``geojson_file_name`` (polygons in the scene CRS, unless
-    ``geo["geojson_crs"]``), plus anything else detectron2 reads (``image_id``, ...).
+    (path or list of dates) and ``geojson_file_name`` (polygons in ``geo["geojson_crs"]``, else
+    in the file's ``crs`` member, else RFC 7946 longitude/latitude; see
+    :mod:`d2geo.data.geojson_labels`), plus anything else detectron2 reads (``image_id``, ...).
     The GeoJSON is converted to pixel ``annotations`` when the dataset is loaded, so
     COCO evaluation sees the objects.
     ``metadata`` goes to ``MetadataCatalog`` (give ``thing_classes`` for ``samples``).
@@ -153,7 +153,7 @@ def _geojson_to_pixel_annotations(d: dict) -> None:
     annos = geojson_to_annotations(d.pop("geojson_file_name"), transform, crs=crs,
                                    geojson_crs=geo.get("geojson_crs"),
                                    category_key=geo.get("category_key", "category_id"),
-                                   class_names=geo.get("class_names"))
+                                   class_names=geo.get("class_names"), image_shape=(h, w))
     d.setdefault("annotations", []).extend(annos)
     d.setdefault("height", h)
     d.setdefault("width", w)
@@ -332,63 +332,3 @@ def register_hls_burn_scars(root: str, prefix: str = "hls_burn_scars") -> list[s
             sem_seg_loading_fn=functools.partial(load_sem_seg_gt, label_map={-1: IGNORE_LABEL}))
         names.append(name)
     return names
-
-
-# ------------------------------------------------------------------------ annotations
-def geojson_to_annotations(geojson: Mapping[str, Any] | PathLike, transform, *, crs=None,
-                           geojson_crs=None, category_key: str = "category_id",
-                           class_names: Sequence[str] | None = None) -> list[dict]:
-    """Polygons of a GeoJSON FeatureCollection as detectron2 annotations in pixel coordinates.
-
-    Coordinates are taken to be in the scene CRS (``crs``) unless ``geojson_crs`` names
-    another CRS (e.g. ``"EPSG:4326"`` for RFC 7946 files); they are then reprojected. The
-    inverse of the raster ``transform`` maps them to pixel coordinates (0, 0 = top-left
-    corner of the top-left pixel). Each feature's class is ``properties[category_key]``:
-    an int id, or a name looked up in ``class_names``. Polygon holes are dropped.
-    """
-    if isinstance(geojson, (str, os.PathLike)):
-        with open(geojson, encoding="utf-8") as f:
-            geojson = json.load(f)
-    features = geojson.get("features") if isinstance(geojson, Mapping) else None
-    if features is None:
-        raise GeoTiffError("expected a GeoJSON FeatureCollection (a mapping with 'features')")
-    if geojson_crs is not None:
-        if crs is None:
-            raise GeoTiffError("reprojecting GeoJSON needs the scene CRS: the image has none")
-        from rasterio.warp import transform_geom
-    inv = ~transform
-    annos = []
-    for i, feat in enumerate(features):
-        geom = feat.get("geometry")
-        if not geom:
-            continue
-        if geojson_crs is not None:
-            geom = transform_geom(geojson_crs, crs, geom)
-        if geom["type"] == "Polygon":
-            rings = [geom["coordinates"][0]]
-        elif geom["type"] == "MultiPolygon":
-            rings = [poly[0] for poly in geom["coordinates"]]
-        else:
-            raise GeoTiffError(f"feature {i} is a {geom['type']}; only Polygon/MultiPolygon become instances")
-        props = feat.get("properties") or {}
-        if category_key not in props:
-            raise GeoTiffError(f"feature {i} has no property {category_key!r} (its properties: {sorted(props)})")
-        cat = props[category_key]
-        if isinstance(cat, str):
-            if not class_names or cat not in class_names:
-                raise GeoTiffError(f"feature {i} has class {cat!r}, not in class_names={class_names}")
-            cat = list(class_names).index(cat)
-        polys = []
-        for ring in rings:
-            xy = np.array([(float(p[0]), float(p[1])) for p in ring], dtype=np.float64)
-            pts = np.stack(apply_affine(inv, xy[:, 0], xy[:, 1]), axis=1)
-            if len(pts) >= 3:
-                polys.append(pts.reshape(-1).tolist())
-        if not polys:
-            continue
-        allpts = np.concatenate([np.reshape(p, (-1, 2)) for p in polys])
-        x0, y0 = allpts.min(0)
-        x1, y1 = allpts.max(0)
-        annos.append({"bbox": [float(x0), float(y0), float(x1), float(y1)], "bbox_mode": BoxMode.XYXY_ABS,
-                      "segmentation": polys, "category_id": int(cat), "iscrowd": 0})
-    return annos

@@ -66,7 +66,7 @@ __all__ = [
     "read_modalities",
     "GeoSample", "GeoTiffError", "read_geotiff", "read_label", "parse_time", "time_from_filename",
     "tile_latlon", "pixel_gsd", "band_names_of", "resolve_band_indices", "sensor_wavelengths",
-    "TIME_TAGS", "IGNORE_LABEL", "check_same_grid", "check_modality_grid", "apply_affine", "translate_affine",
+    "TIME_TAGS", "IGNORE_LABEL", "check_band_request", "check_same_grid", "check_modality_grid", "apply_affine", "translate_affine",
 ]
 
 #: acquisition-time tags searched, in order, before the file name
@@ -470,39 +470,89 @@ def _read_window(src, indexes, window, masks: bool = False):
     return raw, outside, src.window_transform(Window(col, row, w, h))
 
 
-def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
-              num_frames, time_tag, time_from_name=True):
+def _data_bands(src, path: str, num_frames):
+    """``(data_bands, per_frame, use_masks)``: 0-based data bands of one frame (an alpha band
+    is the validity of the others, not data)."""
     from rasterio.enums import ColorInterp
 
+    if num_frames:
+        if src.count % num_frames:
+            raise GeoTiffError(f"{path} has {src.count} bands, not a multiple of num_frames={num_frames}")
+        per = src.count // num_frames
+        return list(range(per)), per, True
+    alpha = [i for i in range(src.count) if src.colorinterp[i] == ColorInterp.alpha]
+    use_masks = all(_is_mask_band(src, i + 1) for i in alpha)
+    if not use_masks and path not in _ALPHA_AS_DATA_WARNED:
+        _ALPHA_AS_DATA_WARNED.add(path)
+        logger.warning(
+            "%s: band(s) %s are marked alpha but hold values other than 0 and the maximum: read as "
+            "data, and the file's alpha mask is not used (GDAL marks the 4th band of a 4-band 8-bit "
+            "file alpha unless it is written with photometric='MINISBLACK')",
+            path, [i + 1 for i in alpha])
+    if not use_masks:
+        alpha = []
+    data_bands = [i for i in range(src.count) if i not in alpha]
+    if not data_bands:
+        raise GeoTiffError(f"{path} holds only alpha bands")
+    return data_bands, len(data_bands), use_masks
+
+
+def _named_bands(src, path: str, *, bands, band_names, sensor, data_bands, per):
+    """``(names, names_from, selected file indices, sensor)``, refusing a sensor (given, or the
+    file's SENSOR tag) whose band count does not fit a file that does not name its bands: the
+    bands could then be named neither for ``bands=`` nor for their wavelengths."""
+    file_sensor = src.tags().get("SENSOR")
+    given = sensor
+    if sensor is None and file_sensor and file_sensor.lower() in SENSORS:
+        sensor = file_sensor
+    names, names_from = _band_names(src, band_names, per, sensor, data_bands)
+    if names_from == "position" and sensor:
+        ids = [b.id for b in SENSORS[sensor.lower()]]
+        fits = [k for k, v in SENSORS.items() if len(v) == per]
+        said = f"sensor={given!r}" if given else f"its SENSOR tag {file_sensor!r}"
+        raise GeoTiffError(
+            f"{path} holds {per} band{'s' if per > 1 else ''} per frame and does not name them (no band "
+            f"descriptions), but {said} has {len(ids)} bands ({', '.join(ids)}): its bands cannot be named "
+            f"from the sensor, for bands= nor for their wavelengths. "
+            + (f"A file of {per} bands in sensor order is {' or '.join(repr(f) for f in fits)}: pass that sensor "
+               f"if the file is one, or " if fits else "Pass ")
+            + "band_names=[...] (one name per band, in file order)"
+            + (", or correct the file's SENSOR tag" if not given else ""))
+    idx = [data_bands[i] for i in resolve_band_indices(names, bands, sensor, where=os.path.basename(path))]
+    return names, names_from, idx, sensor
+
+
+def check_band_request(path: PathLike, *, bands: Sequence[str] | None = None,
+                       band_names: Sequence[str] | None = None, sensor: str | None = None,
+                       num_frames: int | None = None) -> tuple:
+    """The band names :func:`read_geotiff` would give ``path``'s (selected) bands, checked
+    without reading pixels: for request checks before any window is read. Raises
+    :class:`GeoTiffError` as the read would (unnamed bands with a sensor or ``SENSOR`` tag of
+    another band count, ``bands`` not in the file, no wavelengths for the sensor's bands)."""
+    path = os.fspath(path)
+    if sensor is not None and sensor.lower() not in SENSORS:
+        raise GeoTiffError(f"unknown sensor {sensor!r}; known sensors: {', '.join(SENSORS)}")
     with _open_raster(path) as src:
-        if num_frames:
-            if src.count % num_frames:
-                raise GeoTiffError(f"{path} has {src.count} bands, not a multiple of num_frames={num_frames}")
-            per = src.count // num_frames
-            data_bands = list(range(per))
-            use_masks = True
-        else:
-            # an alpha band is the validity of the others, not data
-            alpha = [i for i in range(src.count) if src.colorinterp[i] == ColorInterp.alpha]
-            use_masks = all(_is_mask_band(src, i + 1) for i in alpha)
-            if not use_masks and path not in _ALPHA_AS_DATA_WARNED:
-                _ALPHA_AS_DATA_WARNED.add(path)
-                logger.warning(
-                    "%s: band(s) %s are marked alpha but hold values other than 0 and the maximum: read as "
-                    "data, and the file's alpha mask is not used (GDAL marks the 4th band of a 4-band 8-bit "
-                    "file alpha unless it is written with photometric='MINISBLACK')",
-                    path, [i + 1 for i in alpha])
-            if not use_masks:
-                alpha = []
-            data_bands = [i for i in range(src.count) if i not in alpha]
-            if not data_bands:
-                raise GeoTiffError(f"{path} holds only alpha bands")
-            per = len(data_bands)
-        file_sensor = src.tags().get("SENSOR")
-        if sensor is None and file_sensor and file_sensor.lower() in SENSORS:
-            sensor = file_sensor
-        names, names_from = _band_names(src, band_names, per, sensor, data_bands)
-        idx = [data_bands[i] for i in resolve_band_indices(names, bands, sensor, where=os.path.basename(path))]
+        data_bands, per, _ = _data_bands(src, path, num_frames)
+        names, _, idx, sensor = _named_bands(src, path, bands=bands, band_names=band_names, sensor=sensor,
+                                             data_bands=data_bands, per=per)
+    pos = {b: k for k, b in enumerate(data_bands)}
+    selected = tuple(names[pos[i]] for i in idx)
+    if sensor:
+        try:
+            sensor_wavelengths(sensor, selected)
+        except KeyError as e:
+            raise GeoTiffError(f"cannot give wavelengths for the bands {selected} of {sensor}: {e.args[0]}; "
+                               "name the bands with band_names=") from None
+    return selected
+
+
+def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
+              num_frames, time_tag, time_from_name=True):
+    with _open_raster(path) as src:
+        data_bands, per, use_masks = _data_bands(src, path, num_frames)
+        names, names_from, idx, sensor = _named_bands(src, path, bands=bands, band_names=band_names,
+                                                      sensor=sensor, data_bands=data_bands, per=per)
         frames = range(num_frames or 1)
         file_idx = [f * per + i for f in frames for i in idx] if num_frames else idx
         raw, outside, transform = _read_window(src, [i + 1 for i in file_idx], window)
@@ -722,7 +772,7 @@ def read_modalities(files: Mapping[str, PathLike], *, bands: Sequence[str] | Non
     acquired on different days have no single time); no ``wavelengths`` (mixed sensors).
     """
     from d2geo.encoders import SENSOR_BANDS as known_sensors
-    from d2geo.encoders.terramind import MODALITY_SEP, TERRAMIND_MODALITIES
+    from d2geo.encoders.modalities import MODALITIES as TERRAMIND_MODALITIES, MODALITY_SEP
 
     if not isinstance(files, Mapping) or not files:
         raise GeoTiffError(f"files must be a non-empty mapping of modality name to GeoTIFF path, got {files!r}")

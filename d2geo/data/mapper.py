@@ -19,10 +19,18 @@ stacked by :func:`~d2geo.data.geotiff.read_modalities`, channels ``"<MODALITY>:<
 ``file_names`` (one path per date, for time series), else
 ``file_name`` (one path; a list is taken as one path per date),
 ``sem_seg_file_name`` (GeoTIFF), ``annotations`` (detectron2 format, pixel coords),
-``geojson_file_name`` (FeatureCollection, scene CRS unless ``geo["geojson_crs"]``), and
+``geojson_file_name`` (FeatureCollection; its CRS: ``geo["geojson_crs"]``, else its ``crs`` member,
+else RFC 7946 lon/lat, see :mod:`d2geo.data.geojson_labels`), and
 ``geo``: per-sample read options (``band_names``, ``sensor``, ``scale``, ``offset``,
 ``nodata``, ``num_frames``, ``timestamps``, ``time_tag``, ``time_from_name``, ``label_map``,
 ``geojson_crs``, ``category_key``, ``class_names``).
+
+Windows of whole scenes (:func:`d2geo.data.scenes.register_geo_scenes`): a dict's ``window
+= (col_off, row_off, width, height)`` (scene pixels) makes the mapper read only that window
+of ``file_name``/``file_names``/``modality_files`` (rasterio windowed reads at full
+resolution, never an overview); its labels come as ``scene_labels`` (polygons in window
+pixels, rasterized here with ``scene_label_options``) or ``label_raster`` (resampled
+nearest-neighbour onto the window's grid), or as pixel ``annotations``.
 
 detectron2's own augmentations work on such arrays except those that go through PIL
 or assume RGB: ``RandomExtent`` (use :class:`RandomExtentND`) and ``RandomSaturation`` /
@@ -129,6 +137,18 @@ def build_geo_augmentation(cfg, is_train: bool) -> list:
     return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
 
 
+def _scene_window(d: dict):
+    """The rasterio Window of a dict's ``window = (col_off, row_off, width, height)``."""
+    from rasterio.windows import Window
+
+    try:
+        col, row, w, h = (int(v) for v in d["window"])
+    except (TypeError, ValueError):
+        raise GeoTiffError(f"window {d['window']!r} of {d['file_name']} is not (col_off, row_off, width, height) "
+                           "in scene pixels") from None
+    return Window(col, row, w, h)
+
+
 def _area_scale(transforms) -> float:
     """Linear scale factor (output px per input px) of a transform list, from its Jacobian."""
     pts = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]], dtype=np.float32)
@@ -220,6 +240,8 @@ class GeoDatasetMapper:
         geo = dict(d.get("geo") or {})
         kwargs = {k: geo[k] for k in _READ_KEYS if k in geo}
         kwargs.setdefault("sensor", self.sensor)
+        if d.get("window") is not None:
+            kwargs["window"] = _scene_window(d)
         if self.scale is not None:
             kwargs.setdefault("scale", self.scale)
         if "modality_files" in d:
@@ -238,6 +260,16 @@ class GeoDatasetMapper:
         paths = d.get("file_names") or d["file_name"]
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 
+    def read_unnormalized(self, dataset_dict: dict):
+        """``(image, band_names, sensor)`` of a dataset dict as read, before augmentation and
+        normalization, NaN where it has no valid data: what the units check
+        (:func:`d2geo.data.units.check_units`) compares with the model's statistics."""
+        sample, geo = self._read(copy.deepcopy(dataset_dict))
+        image = sample.image.copy()
+        image[..., ~sample.valid] = np.nan
+        sensor = geo.get("sensor", self.sensor)
+        return image, sample.band_names, sensor if isinstance(sensor, str) else None
+
     def _check_label_range(self, labels: np.ndarray, path, num_classes: int | None) -> None:
         if num_classes is None:
             return
@@ -249,6 +281,20 @@ class GeoDatasetMapper:
                 f"(0..{num_classes - 1}, and {self.ignore_label} for ignored pixels): map them with "
                 f"geo['label_map'] (e.g. {{{int(values[0])}: {self.ignore_label}}}) or register the "
                 "dataset with more stuff_classes / set the model's num_classes")
+
+    def _scene_labels(self, d: dict, sample, shape) -> np.ndarray:
+        """The semantic labels of a scene window (d2geo.data.scenes), ignore where the image has no data."""
+        from .scenes.labels import rasterize_window, read_label_raster
+
+        if "label_raster" in d:
+            labels = read_label_raster(d.pop("label_raster"), sample.crs, sample.transform, shape)
+        else:
+            opts = d.pop("scene_label_options", None) or {}
+            labels = rasterize_window(d.pop("scene_labels"), shape, all_touched=opts.get("all_touched", False),
+                                      background=opts.get("background"), ignore_label=self.ignore_label)
+        labels = labels.astype(np.int64)
+        labels[~sample.valid] = self.ignore_label
+        return labels
 
     _warned_boxes: set = set()
 
@@ -290,11 +336,15 @@ class GeoDatasetMapper:
                                  ignore_label=self.ignore_label, invalid=~sample.valid, like=sample)
             self._check_label_range(sem_seg, label_path, geo.get("num_classes", self.num_classes))
 
+        if "scene_labels" in d or "label_raster" in d:
+            sem_seg = self._scene_labels(d, sample, (h, w))
+            self._check_label_range(sem_seg, d["file_name"], geo.get("num_classes", self.num_classes))
+
         if "geojson_file_name" in d:
             annos = geojson_to_annotations(d.pop("geojson_file_name"), sample.transform, crs=sample.crs,
                                            geojson_crs=geo.get("geojson_crs"),
                                            category_key=geo.get("category_key", "category_id"),
-                                           class_names=geo.get("class_names"))
+                                           class_names=geo.get("class_names"), image_shape=(h, w))
             d.setdefault("annotations", []).extend(annos)
 
         aug_input = T.AugInput(hwc, sem_seg=sem_seg)
@@ -348,6 +398,14 @@ class GeoDatasetMapper:
         with other box types override it (``d2geo.data.rotated.RotatedGeoDatasetMapper``)."""
         kept = [obj for i, obj in enumerate(d.pop("annotations"))
                 if obj.get("iscrowd", 0) == 0 and self._box_is_valid(obj, i, d["file_name"])]
+        if self.use_instance_mask and self.instance_mask_format == "polygon":
+            rle = next((obj for obj in kept if isinstance(obj.get("segmentation"), dict)), None)
+            if rle is not None:
+                raise GeoTiffError(
+                    f"annotation id={rle.get('id', '?')} of {d['file_name']} has a COCO RLE segmentation (a dict "
+                    f"with 'counts' and 'size'), which polygon masks cannot hold: use bitmask masks, "
+                    f"instance_mask_format='bitmask' (LazyConfig: dataloader.train.mapper.instance_mask_format="
+                    f"'bitmask'; yacs: INPUT.MASK_FORMAT bitmask); bitmask takes polygons too")
         annos = [utils.transform_instance_annotations(obj, transforms, image_size) for obj in kept]
         if not self.use_instance_mask:
             for a in annos:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from typing import Sequence
 
@@ -13,7 +14,8 @@ from .bands import BandError, describe_bands, expand_bands, match_bands
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PATCH_RESAMPLE_METHODS", "select_bands", "resize_patch", "adapt_patch_embed"]
+__all__ = ["PATCH_RESAMPLE_METHODS", "select_bands", "resize_patch", "adapt_patch_embed", "BAND_RECORD",
+           "encode_bands", "decode_bands", "map_kernel_bands"]
 
 PATCH_RESAMPLE_METHODS = ("pinv", "bicubic")
 
@@ -101,3 +103,51 @@ def adapt_patch_embed(weight: torch.Tensor, *, src_bands: Sequence[str], dst_ban
         )
     selected = select_bands(weight, src_bands, dst_bands, src_sensor=src_sensor, dst_sensor=dst_sensor)
     return resize_patch(selected, patch_size, method)
+
+
+# -- the band record of d2geo-written checkpoints ------------------------------------------
+#: the state-dict entry (beside an encoder's own tensors) that names the bands of its patch
+#: kernels: UTF-8 JSON of the band list in a zero-padded uint8 tensor of a fixed length, so
+#: that detectron2's shape check keeps it whatever the bands are
+BAND_RECORD = "d2geo_bands"
+_RECORD_BLOCK = 1024
+
+
+def encode_bands(bands: Sequence[str]) -> torch.Tensor:
+    """The band record of ``bands`` (see :data:`BAND_RECORD`)."""
+    raw = json.dumps([str(b) for b in bands]).encode("utf-8")
+    n = -(-len(raw) // _RECORD_BLOCK) * _RECORD_BLOCK
+    out = torch.zeros(n, dtype=torch.uint8)
+    out[:len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    return out
+
+
+def decode_bands(record: torch.Tensor) -> tuple[str, ...]:
+    """Band names from a band record; a record that does not read is a ``ValueError``."""
+    raw = bytes(record.detach().cpu().to(torch.uint8).reshape(-1).tolist()).rstrip(b"\0")
+    try:
+        bands = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"the checkpoint's {BAND_RECORD!r} entry is not a band record ({e})") from None
+    if not isinstance(bands, list) or not all(isinstance(b, str) for b in bands):
+        raise ValueError(f"the checkpoint's {BAND_RECORD!r} entry is not a list of band names: {bands!r}")
+    return tuple(bands)
+
+
+def map_kernel_bands(weight: torch.Tensor, saved: Sequence[str], wanted: Sequence[str], *,
+                     sensor: str | None = None) -> torch.Tensor:
+    """A patch kernel whose input-channel axis (dim 1; a flattened ``(D, C * k)`` linear kernel
+    is channel-major) holds the bands ``saved``, for the bands ``wanted``, by name: the
+    same bands in another order are reordered, bands the kernel does not have start at zero
+    (see :func:`select_bands`)."""
+    if [b.lower() for b in saved] == [b.lower() for b in wanted]:
+        return weight
+    if weight.shape[1] != len(saved):
+        if weight.ndim != 2 or weight.shape[1] % len(saved):
+            raise ValueError(f"a patch kernel of shape {tuple(weight.shape)} does not hold the {len(saved)} "
+                             f"bands its checkpoint names ({list(saved)})")
+        k = weight.shape[1] // len(saved)
+        out = select_bands(weight.reshape(weight.shape[0], len(saved), k), saved, wanted,
+                           src_sensor=sensor, dst_sensor=sensor)
+        return out.reshape(weight.shape[0], len(wanted) * k)
+    return select_bands(weight, saved, wanted, src_sensor=sensor, dst_sensor=sensor)

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BandError", "BandSpec", "SENSORS", "SENSOR_BANDS", "RGB_BANDS", "HLS_BANDS", "BAND_GROUPS",
     "expand_bands", "band_keys", "sensor_band", "sensor_file_bands", "band_wavelengths",
-    "wavelengths", "bandwidths", "match_bands", "describe_bands",
+    "wavelengths", "bandwidths", "match_bands", "describe_bands", "refuse_repeated_bands",
 ]
 
 
@@ -310,3 +310,17 @@ def match_bands(requested: Sequence[str], available: Sequence[str], *,
             )
         out.append(hits[0] if hits else None)
     return out
+
+
+def refuse_repeated_bands(names: Sequence[str], bands: Sequence, *, where: str = "bands") -> None:
+    """Refuse two names of one physical band (``B02`` and ``blue``, ``VV`` twice): ``bands`` gives,
+    for each name, what it was read as (a band key or an index into a band table; None for
+    a name the caller reports itself). A :class:`BandError` (a ``ValueError``) names both."""
+    seen: dict = {}
+    for name, band in zip(names, bands):
+        if band is None:
+            continue
+        if band in seen:
+            raise BandError(f"{where} name one band twice: {seen[band]!r} and {name!r} are the same band "
+                            f"(bands={list(names)}); give each band once")
+        seen[band] = name

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.utils.checkpoint
 
 from . import windowing
-from .adapt import adapt_patch_embed
+from .adapt import BAND_RECORD, adapt_patch_embed, decode_bands, encode_bands, map_kernel_bands, resize_patch
 from .bands import BandError
 from .checkpoint import CheckpointError
 from .errors import EncoderInputError
@@ -74,6 +74,12 @@ class GeoEncoder(nn.Module):
     #: W / s_i)`` maps); plain ViTs leave them ``None``: every block at ``patch_size``, ``embed_dim``
     out_strides: tuple[int, ...] | None = None
     out_channels: tuple[int, ...] | None = None
+    #: the state-dict key of the patch kernel whose input-channel axis holds ``bands`` (None:
+    #: no per-band kernel, e.g. kernels generated from wavelengths); see :meth:`band_kernels`
+    patch_kernel_key: str | None = None
+    #: set while a d2geo-written checkpoint is filtered: its kernels are in the bands it
+    #: records, not in ``pretrained_bands`` (see :func:`~.checkpoint.load_encoder_weights`)
+    _kernels_as_saved: bool = False
 
     def _apply(self, fn, *args, **kwargs):
         # moving or casting the module: drop the per-size tensors of the old device/dtype
@@ -137,11 +143,58 @@ class GeoEncoder(nn.Module):
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_norm_module()(x)
 
+    # -- band names of saved patch kernels -----------------------------------------------------
+    def band_kernels(self, bands: Sequence[str]) -> dict[str, tuple[list[str], str | None]]:
+        """The per-band patch kernels of an encoder of this kind built with ``bands``: state-dict
+        key -> (the band names along the kernel's input-channel axis, the sensor their ids
+        belong to). One kernel of all ``bands`` at :attr:`patch_kernel_key` unless a family
+        splits its input (CROMA, TerraMind: one kernel per sensor or modality)."""
+        if self.patch_kernel_key is None:
+            return {}
+        return {self.patch_kernel_key: (list(bands), getattr(self, "sensor", None))}
+
+    def map_band_kernels(self, state_dict: dict, saved: Sequence[str], prefix: str = "") -> None:
+        """In place: the patch kernels of ``state_dict`` (this module's keys under ``prefix``),
+        saved by an encoder built with the bands ``saved``, mapped by band name to this
+        encoder's ``bands`` (reordered; bands the saved kernel lacks start at zero)."""
+        saved = tuple(saved)
+        if [b.lower() for b in saved] == [b.lower() for b in self.bands]:
+            return
+        ours = self.band_kernels(self.bands)
+        for key, (src, sensor) in self.band_kernels(saved).items():
+            if prefix + key in state_dict and key in ours:
+                state_dict[prefix + key] = map_kernel_bands(state_dict[prefix + key], src, ours[key][0],
+                                                            sensor=sensor)
+        logger.info("%s: patch kernels saved for bands %s mapped by name to %s", type(self).__name__,
+                    list(saved), list(self.bands))
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.band_kernels(self.bands):  # checkpoints d2geo writes name their kernels' bands
+            destination[prefix + BAND_RECORD] = encode_bands(self.bands)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # a d2geo-written state dict names its kernels' bands: map them by name (a whole-model
+        # load through detectron2 or load_state_dict); one without names loads as saved
+        record = state_dict.pop(prefix + BAND_RECORD, None)
+        if record is not None and self.band_kernels(self.bands):
+            try:
+                self.map_band_kernels(state_dict, decode_bands(record), prefix)
+            except (BandError, ValueError) as e:
+                error_msgs.append(f"{prefix or type(self).__name__}: {e}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     # -- helpers for families ----------------------------------------------------------------
     def _adapt_checkpoint_patch_embed(self, kernel: torch.Tensor, fix: str) -> torch.Tensor:
         """A checkpoint's patch kernel for this encoder's ``bands`` (selected by name from
         ``pretrained_bands``) and ``patch_size`` (resampled with ``patch_resample``); a kernel
-        made for another band count is a :class:`CheckpointError` ending in ``fix``."""
+        made for another band count is a :class:`CheckpointError` ending in ``fix``. A kernel
+        of a d2geo-written checkpoint (:attr:`_kernels_as_saved`) keeps its bands: they are
+        mapped by the names the checkpoint records afterwards."""
+        if self._kernels_as_saved:
+            return resize_patch(kernel, self.patch_size, getattr(self, "patch_resample", "pinv"))
         try:
             return adapt_patch_embed(kernel, src_bands=self.pretrained_bands, dst_bands=self.bands,
                                      patch_size=self.patch_size, method=self.patch_resample,

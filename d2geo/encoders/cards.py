@@ -24,7 +24,7 @@ from .registry import InputStats, _lookup, list_encoders, resolve_name
 __all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FIDELITY_REFERENCES"]
 
 #: family (the module that defines it) -> (the upstream code its fidelity is tested against,
-#: the test file). Upstream wheels are pinned in ``benchmarks/upstream.py``.
+#: the test file). Upstream wheels are pinned in ``testkit/upstream.py``.
 FIDELITY_REFERENCES = {
     "dinov2": ("facebookresearch/dinov2's official DinoVisionTransformer (outputs of tiny models stored by "
                "tests/fixtures/make_dinov2_fixture.py) and timm's DINOv2 ViTs", "tests/encoders/test_dinov2.py"),
@@ -46,6 +46,8 @@ FIDELITY_REFERENCES = {
     "croma": ("torchgeo 0.8.1 torchgeo/models/croma.py (CROMA)", "tests/encoders/test_croma.py"),
     "copernicusfm": ("torchgeo 0.8.1 torchgeo/models/copernicusfm.py (CopernicusFM)",
                      "tests/encoders/test_copernicusfm.py"),
+    "panopticon": ("Panopticon-FM/panopticon's official code at 5ad7f82f (the hubconf model; outputs of a tiny model "
+                   "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
 }
 
 

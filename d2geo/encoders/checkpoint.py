@@ -18,6 +18,8 @@ from typing import Any, Collection, Mapping
 import torch
 import torch.nn as nn
 
+from .adapt import BAND_RECORD, decode_bands
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -214,9 +216,19 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
     source = os.fspath(source) if not isinstance(source, str) else source
     obj = read_checkpoint(weights) if isinstance(weights, (str, os.PathLike)) else weights
     state_dict, ignored = _unwrap(obj)
-    state_dict = model.checkpoint_filter_fn(state_dict)
+    saved_bands = _pop_band_record(model, state_dict, d2geo_written=isinstance(obj, Mapping) and "d2geo" in obj)
+    model._kernels_as_saved = saved_bands is not None
+    try:
+        state_dict = model.checkpoint_filter_fn(state_dict)
+    finally:
+        model._kernels_as_saved = False
+    if saved_bands is not None:
+        try:
+            model.map_band_kernels(state_dict, saved_bands)
+        except ValueError as e:  # BandError included: no saved band is one of the model's
+            raise CheckpointError(f"{source}: {e}") from None
     ignored.update(getattr(state_dict, "ignored", {}))
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k.rpartition(".")[2] != BAND_RECORD}
     shape_errors = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state_dict.items()
@@ -250,6 +262,25 @@ def load_encoder_weights(model: nn.Module, weights: str | os.PathLike | Mapping[
         log_ignored(ignored, str(source))
     logger.info("loaded %d tensors from %s into %s", len(state_dict), source, type(model).__name__)
     return LoadReport(loaded=sorted(state_dict), ignored=ignored)
+
+
+def _pop_band_record(model: nn.Module, state_dict: dict[str, torch.Tensor], d2geo_written: bool):
+    """The band names a d2geo-written checkpoint records for the encoder's patch kernels
+    (removed from ``state_dict``); the encoder's own bands for a d2geo file without a record
+    (its kernels are kept as saved); None for other (upstream) checkpoints."""
+    keys = [k for k in state_dict if k.rpartition(".")[2] == BAND_RECORD]
+    records = {k: state_dict.pop(k) for k in keys}
+    kernels = getattr(model, "band_kernels", lambda bands: {})(getattr(model, "bands", ()))
+    if not kernels:
+        return None
+    for key, record in records.items():
+        prefix = key[: -len(BAND_RECORD)]
+        if any(prefix + k in state_dict for k in kernels) or len(records) == 1:
+            try:
+                return decode_bands(record)
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
+    return tuple(model.bands) if d2geo_written else None
 
 
 def strip_to_anchor(state_dict: Mapping[str, torch.Tensor], anchor: str,

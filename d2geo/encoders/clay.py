@@ -62,7 +62,7 @@ from .adapt import PATCH_RESAMPLE_METHODS, resize_patch
 from .bands import band_wavelengths, expand_bands
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .metadata import check_metadata, warn_once
+from .metadata import check_gsd, check_metadata, check_wavelengths, warn_once
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -232,8 +232,7 @@ class ClayEncoder(GeoEncoder):
         if patch_resample not in PATCH_RESAMPLE_METHODS:
             raise ValueError(f"unknown patch_resample {patch_resample!r}; "
                              f"use one of {PATCH_RESAMPLE_METHODS}")
-        if gsd is not None and not gsd > 0:
-            raise ValueError(f"gsd must be a positive number of metres, got {gsd!r}")
+        check_gsd(gsd, where="gsd", error=ValueError)
         self.embed_dim, self.depth, self.patch_size = embed_dim, depth, patch_size
         self.pretrained_patch_size = PRETRAINED_PATCH_SIZE
         self.patch_resample = patch_resample
@@ -250,6 +249,7 @@ class ClayEncoder(GeoEncoder):
             default = None
         if default is not None and self.bands and len(self.bands) != len(default):
             raise ValueError(f"{len(self.bands)} bands but {len(default)} wavelengths given")
+        check_wavelengths(default, where="wavelengths", error=ValueError)
         self.default_wavelengths = default
 
         self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
@@ -304,15 +304,7 @@ class ClayEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} gives {waves.numel()} wavelengths but the input has {num_bands} bands; "
                 f"give one wavelength (micrometres) per input band, in the input's band order")
-        if is_tracing():  # no value checks on symbolic tensors
-            return waves
-        if not torch.isfinite(waves).all() or (waves <= 0).any():
-            raise EncoderInputError(f"{source} must be positive wavelengths in micrometres, "
-                                    f"got {waves.tolist()}")
-        if waves.max() > 100:
-            raise EncoderInputError(
-                f"{source} {waves.tolist()} look like nanometres; give micrometres "
-                f"(e.g. 0.665 for red)")
+        check_wavelengths(waves, where=source)  # the shared unit check (nothing while tracing)
         return waves
 
     def encode_metadata(self, metadata: Mapping[str, Any] | None, batch_size: int,
@@ -344,8 +336,7 @@ class ClayEncoder(GeoEncoder):
             place = torch.zeros(batch_size, 4)
         if "gsd" in meta:
             gsd = meta["gsd"].float().cpu()
-            if not is_tracing() and (gsd <= 0).any():
-                raise EncoderInputError(f"metadata 'gsd' must be positive metres, got {gsd.tolist()}")
+            check_gsd(gsd)
         elif self.default_gsd is not None:
             gsd = torch.full((batch_size,), self.default_gsd)
         else:

@@ -85,7 +85,9 @@ from .bands import SENSORS, BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dofa import _KernelGenerator, _ResMLP
+from .metadata import check_gsd, check_wavelengths
 from .registry import InputStats, PretrainedCfg, register_encoder
+from .resize import resample_abs_pos_embed as recorded_resample_abs_pos_embed
 from .tracing import is_tracing
 
 logger = logging.getLogger(__name__)
@@ -159,6 +161,10 @@ class _SpectralPatchEmbed(nn.Module):
         ``resample_patch_embed`` applied to the basis kernels (it is linear), computed once."""
         key = (patch_size, str(device))
         m = self._resize_maps.get(key)
+        if m is None and is_tracing() and (patch_size, "cpu") in self._resize_maps:
+            # recorded: a constant moved to the device, not the resize that made it (the
+            # TorchScript ONNX exporter has no _upsample_bicubic2d_aa)
+            return self._resize_maps[(patch_size, "cpu")].to(device)
         if m is None:
             k = self.kernel_size
             with torch.inference_mode(False), torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
@@ -226,6 +232,8 @@ class CopernicusFMEncoder(GeoEncoder):
         self.bands = expand_bands(bands) if bands else ()
         self._set_default_spectrum(sensor, wavelengths, bandwidths)
         self.patch_embed_spectral = _SpectralPatchEmbed(embed_dim)
+        if patch_size != KERNEL_SIZE:  # the resize matrix now, so that no recording computes it
+            self.patch_embed_spectral._resize_map(patch_size, "cpu")
         grid = img_size // KERNEL_SIZE
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         # the fixed sine-cosine table of the checkpoint (upstream: a parameter without grad)
@@ -279,6 +287,7 @@ class CopernicusFMEncoder(GeoEncoder):
             raise ValueError(f"{waves_nm.numel()} wavelengths but {bws_nm.numel()} bandwidths given")
         if waves_nm is not None:
             _check_spectrum(waves_nm, bws_nm, ValueError)
+            check_wavelengths(waves_nm / 1000, where="wavelengths", microwave=True, error=ValueError)
         self.default_wavelengths_nm, self.default_bandwidths_nm = waves_nm, bws_nm
         self.vocabulary_wavelengths = vocab_um
 
@@ -339,6 +348,7 @@ class CopernicusFMEncoder(GeoEncoder):
         gsd, areas = metadata.get("gsd"), None
         if gsd is not None:
             gsd = gsd.double()
+            check_gsd(gsd)
             areas = (gsd * self.patch_size / 1000.0) ** 2  # km^2 of one patch token
             bad = ~gsd.isnan() & ((gsd <= 0) | _out_of_range(areas, *_AREA_RANGE))
             if not is_tracing() and bad.any():
@@ -363,9 +373,13 @@ class CopernicusFMEncoder(GeoEncoder):
 
     # -- GeoEncoder hooks ------------------------------------------------------------------
     def _pos_table(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The table for ``grid`` (timm returns it unchanged on the native grid; no branch of
-        our own, so that an exported model takes any grid)."""
+        """The table for ``grid`` (timm returns it unchanged on the native grid). While the
+        model is recorded, the antialiased bicubic resize is written as two interpolation
+        matrices (:mod:`.resize`, equal to torch's within float32 rounding): the TorchScript
+        ONNX exporter has no ``_upsample_bicubic2d_aa``, and an exported model takes any grid."""
         g = self.img_size // KERNEL_SIZE
+        if is_tracing():
+            return recorded_resample_abs_pos_embed(self.pos_embed, grid, (g, g), num_prefix_tokens=1)
         return resample_abs_pos_embed(self.pos_embed, list(grid), [g, g], num_prefix_tokens=1,
                                       interpolation="bicubic", antialias=True)
 

@@ -60,9 +60,10 @@ import torch.utils.checkpoint
 from timm.layers import DropPath
 
 from .adapt import adapt_patch_embed
-from .bands import BandError, match_bands
+from .bands import BandError, match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+from .modalities import MODALITY_SEP, PLATFORM_PREFIXES
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -77,10 +78,11 @@ CROMA_SAR_BANDS = ("VV", "VH")
 #: modality -> which of the two sensors it feeds
 CROMA_MODALITIES = ("optical", "sar", "joint")
 PATCH_SIZE = 8
-MODALITY_SEP = ":"
-#: the modality prefixes a channel name may carry, by sensor
-_PREFIXES = {"s2": "optical", "s2l1c": "optical", "s2l2a": "optical",
-             "s1": "sar", "s1grd": "sar", "s1rtc": "sar"}
+#: the modality prefixes a channel name may carry (the Sentinel-2 and Sentinel-1 modalities of
+#: the modality table and the platform prefixes S2, S1), by CROMA encoder
+_ENCODER_OF = {"S2": "optical", "S1": "sar"}
+_PREFIXES = {p.lower(): enc for p, enc in _ENCODER_OF.items()}
+_PREFIXES.update({m.lower(): _ENCODER_OF[p] for p, ms in PLATFORM_PREFIXES.items() for m in ms})
 _SENSOR = {"optical": "sentinel-2-l1c", "sar": "sentinel-1"}
 _PRETRAINED_BANDS = {"optical": CROMA_OPTICAL_BANDS, "sar": CROMA_SAR_BANDS}
 _UPSTREAM_KEYS = {"optical": "s2_encoder", "sar": "s1_encoder"}
@@ -121,6 +123,28 @@ def _split(name: str) -> tuple[str, str]:
                 f"'S1RTC:VV'), or give the bare band name")
         return mod, band
     return ("sar" if name.strip().lower() in ("vv", "vh") else "optical"), name.strip()
+
+
+#: processing levels of one sensor that a channel prefix may name: never two in one stack
+_LEVELS = {_ENCODER_OF[p]: ms for p, ms in PLATFORM_PREFIXES.items()}
+#: the levels CROMA was pretrained on (SSL4EO-S12's Sentinel-2 L1C and Sentinel-1 GRD)
+_PRETRAINED_LEVEL = {"optical": "S2L1C", "sar": "S1GRD"}
+
+
+def _refuse_mixed_levels(bands: Sequence[str]) -> None:
+    """Channels of one sensor from two processing levels (``S2L1C:`` and ``S2L2A:``, ``S1GRD:``
+    and ``S1RTC:``) are two products, not one image: CROMA's encoders take one of them."""
+    for mod, levels in _LEVELS.items():
+        used = {}
+        for b in bands:
+            prefix = b.split(MODALITY_SEP, 1)[0].strip().upper() if MODALITY_SEP in b else ""
+            if prefix in levels:
+                used.setdefault(prefix, []).append(b)
+        if len(used) > 1:
+            raise ValueError(
+                f"bands mix {' and '.join(used)} channels ({'; '.join(f'{k}: {v}' for k, v in used.items())}): "
+                f"they are different processing levels of one sensor, and CROMA's {mod} encoder takes one image; "
+                f"give all {mod} channels from one level (CROMA was pretrained on {_PRETRAINED_LEVEL[mod]})")
 
 
 def croma_bands(bands: Sequence[str]) -> tuple[str, ...]:
@@ -294,6 +318,7 @@ class CROMAEncoder(GeoEncoder):
             groups[mod].append(i)
             names[mod].append(band)
         needed = ("optical", "sar") if modality == "joint" else (modality,)
+        _refuse_mixed_levels(self.bands)
         for mod in ("optical", "sar"):
             if mod not in needed and groups[mod]:
                 other = "Sentinel-1" if mod == "sar" else "Sentinel-2"
@@ -317,8 +342,7 @@ class CROMAEncoder(GeoEncoder):
                 raise ValueError(
                     f"CROMA's {mod} encoder has no band {', '.join(map(repr, unknown))}: its bands are "
                     f"{', '.join(_PRETRAINED_BANDS[mod])}{hint}")
-            if len(set(found)) != len(found):
-                raise ValueError(f"the {mod} channels name one band twice: {names[mod]}; give each band once")
+            refuse_repeated_bands(names[mod], found, where=f"the {mod} channels")
         self._channels = {m: groups[m] for m in needed}
         self._band_names = {m: names[m] for m in needed}
 
@@ -397,6 +421,15 @@ class CROMAEncoder(GeoEncoder):
         return block(x, bias, context)
 
     # -- checkpoints -----------------------------------------------------------------------
+    def band_kernels(self, bands: Sequence[str]) -> dict[str, tuple[list[str], str | None]]:
+        """One kernel per sensor: ``s2_encoder`` (optical) and ``s1_encoder`` (SAR) bands."""
+        out: dict[str, tuple[list[str], str | None]] = {}
+        for b in bands:
+            mod, band = _split(b)
+            key = ("s2_encoder" if mod == "optical" else "s1_encoder") + ".patch_embed.weight"
+            out.setdefault(key, ([], _SENSOR[mod]))[0].append(band)
+        return out
+
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """The published ``CROMA_{base,large}.pt`` (sub-state-dicts ``s1_encoder``,
         ``s1_GAP_FFN``, ``s2_encoder``, ``s2_GAP_FFN``, ``joint_encoder``, read with dotted

@@ -14,14 +14,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 
 from .bands import RGB_BANDS, expand_bands
-from .base import GeoEncoder
+from .base import GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
+from .resize import bicubic_matrix, resize_table
 
 logger = logging.getLogger(__name__)
 
@@ -37,46 +37,6 @@ _TOP_LEVEL = ("cls_token", "pos_embed", "mask_token", "register_tokens", "reg_to
 _CHUNKED = re.compile(r"^blocks\.\d+\.(\d+)\.")
 
 
-def _cubic(x: torch.Tensor, a: float) -> torch.Tensor:
-    """Keys' cubic convolution kernel with parameter ``a`` (zero for ``|x| >= 2``)."""
-    x = x.abs()
-    near = ((a + 2) * x - (a + 3)) * x * x + 1
-    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-    return torch.where(x <= 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
-
-
-def _bicubic_matrix(out_len, in_len: int, *, offset: float, antialias: bool,
-                    device: torch.device) -> torch.Tensor:
-    """``(out_len, in_len)`` float32 weights of one axis of ``F.interpolate(mode="bicubic")``.
-
-    ``offset > 0``: the resize with ``scale_factor=(out_len + offset) / in_len``;
-    ``offset == 0``: the resize to ``out_len``. Without ``antialias`` the four taps of
-    ``a = -0.75`` are clamped at the border (torch's ``upsample_bicubic2d``); with it the
-    kernel (``a = -0.5``) is widened by the downsampling ratio and its weights are
-    normalised over the taps inside the input (torch's ``_upsample_bicubic2d_aa``).
-    ``out_len`` may be a traced or symbolic size: only tensor operations depend on it.
-    """
-    dst = torch.arange(out_len, device=device, dtype=torch.float32)
-    src_idx = torch.arange(in_len, device=device, dtype=torch.float32)
-    # out_len as a tensor, so nothing branches on it; the scale in float64 then float32, as torch
-    n_out = torch.ones_like(dst, dtype=torch.float64).sum()
-    scale = (in_len / (n_out + offset)).to(torch.float32)  # input pixels per output pixel
-    if antialias:
-        center = scale * (dst + 0.5)
-        inv = 1.0 / scale.clamp(min=1.0)
-        weights = _cubic((src_idx[None, :] - center[:, None] + 0.5) * inv, -0.5)
-        return weights / weights.sum(dim=1, keepdim=True)
-    src = (dst + 0.5) * scale - 0.5
-    base = src.floor()
-    t = src - base
-    weights = torch.zeros_like(dst)[:, None] * src_idx[None, :]
-    for k in (-1, 0, 1, 2):
-        idx = (base + k).clamp(0, in_len - 1)
-        onehot = (idx[:, None] == src_idx[None, :]).to(torch.float32)
-        weights = weights + _cubic(t - k, -0.75)[:, None] * onehot
-    return weights
-
-
 def _native_or(weights: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
     """``weights``, or the identity (as ``(out, in)`` one-hot rows) where ``native``."""
     rows = torch.arange(weights.shape[0], device=weights.device)[:, None]
@@ -84,28 +44,37 @@ def _native_or(weights: torch.Tensor, native: torch.Tensor) -> torch.Tensor:
     return torch.where(native, (rows == cols).to(weights.dtype), weights)
 
 
+def dinov2_pos_matrices(grid: tuple[int, int], M: int, *, offset: float, antialias: bool,
+                        device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two axis matrices that resize an ``M x M`` position table to ``grid`` the DINOv2
+    way (:func:`interpolate_dinov2_pos`); the identity on the pretrained square grid."""
+    h, w = grid
+    wh = bicubic_matrix(h, M, offset=offset, antialias=antialias, device=device)
+    ww = bicubic_matrix(w, M, offset=offset, antialias=antialias, device=device)
+    if offset:  # the offset resize is no identity on the native grid: keep the table there
+        native = (torch.ones_like(wh[:, 0]).sum() == M) & (torch.ones_like(ww[:, 0]).sum() == M)
+        wh, ww = _native_or(wh, native), _native_or(ww, native)
+    return wh, ww
+
+
 def interpolate_dinov2_pos(pos: torch.Tensor, grid: tuple[int, int], *, offset: float,
-                           antialias: bool) -> torch.Tensor:
+                           antialias: bool, matrices: tuple[torch.Tensor, torch.Tensor] | None = None
+                           ) -> torch.Tensor:
     """Resize a square ``(1, M*M, D)`` patch position table to ``grid`` the DINOv2 way.
 
     Equal to the official ``F.interpolate(..., mode="bicubic")`` call, written as two
-    interpolation matrices so that nothing branches in Python on the grid: a traced or
-    ``torch.export``-ed model works at every input size. As in the official code, the
-    table is returned unchanged on the pretrained square grid.
+    interpolation matrices (:mod:`.resize`) so that nothing branches in Python on the grid: a
+    traced or ``torch.export``-ed model works at every input size. As in the official code,
+    the table is returned unchanged on the pretrained square grid. ``matrices``: those of
+    :func:`dinov2_pos_matrices` for this grid, if the caller keeps them.
     """
     n = pos.shape[1]
     M = math.isqrt(n)
     if M * M != n:
         raise ValueError(f"position table of {n} entries is not a square grid")
-    h, w = grid
-    table = pos.float().reshape(M, M, -1).permute(2, 0, 1)  # (D, M, M)
-    wh = _bicubic_matrix(h, M, offset=offset, antialias=antialias, device=pos.device)
-    ww = _bicubic_matrix(w, M, offset=offset, antialias=antialias, device=pos.device)
-    if offset:  # the offset resize is no identity on the native grid: keep the table there
-        native = (torch.ones_like(wh[:, 0]).sum() == M) & (torch.ones_like(ww[:, 0]).sum() == M)
-        wh, ww = _native_or(wh, native), _native_or(ww, native)
-    out = torch.matmul(torch.matmul(wh, table), ww.t())  # (D, h, w)
-    return out.permute(1, 2, 0).reshape(1, -1, out.shape[0]).to(pos.dtype)
+    if matrices is None:
+        matrices = dinov2_pos_matrices(grid, M, offset=offset, antialias=antialias, device=pos.device)
+    return resize_table(pos, *matrices)
 
 
 class DINOv2Encoder(GeoEncoder):
@@ -128,6 +97,7 @@ class DINOv2Encoder(GeoEncoder):
     """
 
     pretrained_bands = RGB_BANDS
+    patch_kernel_key = "vit.patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int = 14,
                  pretrained_patch_size: int = 14, pretrained_grid: int = 37,
@@ -150,6 +120,7 @@ class DINOv2Encoder(GeoEncoder):
         # The official hub models: registers go with exact-size antialiased resizing.
         self.interpolate_offset = 0.0 if num_register_tokens else 0.1
         self.interpolate_antialias = bool(num_register_tokens)
+        self._pos_matrices = SizeCache(16)  # (h, w, M, device) -> the two axis matrices
         mlp = dict(mlp_ratio=2.66667 * 2, mlp_layer=SwiGLUPacked, act_layer=nn.SiLU) if ffn == "swiglu" else {}
         self.vit = VisionTransformer(
             img_size=grid * patch_size, patch_size=patch_size, in_chans=len(self.bands),
@@ -163,8 +134,15 @@ class DINOv2Encoder(GeoEncoder):
     def _pos(self, grid: tuple[int, int]) -> torch.Tensor:
         pos = self.vit.pos_embed
         cls_pos, patch_pos = (None, pos) if self.vit.no_embed_class else (pos[:, :1], pos[:, 1:])
-        patch_pos = interpolate_dinov2_pos(patch_pos, grid, offset=self.interpolate_offset,
-                                           antialias=self.interpolate_antialias)
+        M = math.isqrt(patch_pos.shape[1])
+        if not is_tracing() and tuple(grid) == (M, M):
+            pass  # the pretrained grid: the table as it is (the official code returns it unchanged)
+        else:  # the resize matrices of a grid are computed once (recorded models compute them)
+            kw = dict(offset=self.interpolate_offset, antialias=self.interpolate_antialias)
+            matrices = self._pos_matrices.get(
+                lambda: (int(grid[0]), int(grid[1]), M, patch_pos.device),
+                lambda: dinov2_pos_matrices(grid, M, device=patch_pos.device, **kw))
+            patch_pos = interpolate_dinov2_pos(patch_pos, grid, matrices=matrices, **kw)
         return patch_pos if cls_pos is None else torch.cat([cls_pos, patch_pos], dim=1)
 
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):

@@ -61,6 +61,7 @@ class DINOv3Encoder(GeoEncoder):
     """
 
     pretrained_bands = RGB_BANDS
+    patch_kernel_key = "vit.patch_embed.proj.weight"
     pretrained_patch_size = 16
 
     def __init__(self, *, timm_name: str, patch_size: int = 16, bands: Sequence[str] = RGB_BANDS,

@@ -31,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from .bands import BandError, band_wavelengths, expand_bands
+from .bands import BandError, band_wavelengths, expand_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+from .metadata import check_wavelengths
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,10 @@ class DOFAEncoder(GeoEncoder):
                 raise ValueError(f"{e}; give wavelengths=[...] in micrometres, or sensor=... for band ids") from e
         else:
             default = None
+        if self.bands:  # two names of one band would give two copies of one kernel
+            refuse_repeated_bands(self.bands, [_vocabulary_spec(b, sensor) for b in self.bands],
+                                  where="DOFA's bands")
+        check_wavelengths(default, where="wavelengths", error=ValueError)
         self.default_wavelengths = default
         self.patch_embed = _DOFAPatchEmbed(embed_dim, self.patch_size)
         grid = img_size // self.patch_size
@@ -185,6 +190,7 @@ class DOFAEncoder(GeoEncoder):
             raise EncoderInputError(
                 f"{source} has shape {tuple(waves.shape)} but the input has {num_bands} bands; give one "
                 f"wavelength (micrometres) per input band, shared by the batch (batch one sensor at a time)")
+        check_wavelengths(waves, where=source)  # the shared unit check (nothing while tracing)
         return waves
 
     # -- GeoEncoder hooks ------------------------------------------------------------------
@@ -242,15 +248,25 @@ class DOFAEncoder(GeoEncoder):
         return out
 
 
-def _vocabulary_wavelengths(bands: Sequence[str]) -> torch.Tensor:
-    """Wavelengths of band names given without a sensor: each name as Sentinel-2 (L1C) reads
-    it, else Landsat, else Sentinel-1 (the band vocabulary's readings)."""
+def _vocabulary_spec(band: str, sensor: str | None = None):
+    """The band ``band`` names: as ``sensor`` reads it, or without a sensor as Sentinel-2 (L1C)
+    reads it, else Landsat, else Sentinel-1 (the band vocabulary's readings); None if unknown."""
     from .bands import sensor_band
 
+    try:
+        if sensor:
+            return sensor_band(sensor, band)
+        return next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2-l1", "sentinel-1"))
+                     if b is not None), None)
+    except (BandError, KeyError):
+        return None
+
+
+def _vocabulary_wavelengths(bands: Sequence[str]) -> torch.Tensor:
+    """Wavelengths of band names given without a sensor (see :func:`_vocabulary_spec`)."""
     out = []
     for band in bands:
-        spec = next((b for b in (sensor_band(s, band) for s in ("sentinel-2-l1c", "landsat-c2-l1", "sentinel-1"))
-                     if b is not None), None)
+        spec = _vocabulary_spec(band)
         if spec is None:
             raise KeyError(f"band {band!r} is not in the band vocabulary")
         out.append(spec.wavelength)

@@ -23,6 +23,7 @@ Each encoder turns these into its own upstream encoding (see the family modules)
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["METADATA_KEYS", "SENSOR_BANDS", "band_wavelengths", "check_metadata", "warn_once"]
 __all__ += ["Metadata", "TIMESTAMP_MAX", "TIMESTAMP_MIN", "as_timestamps", "normalize_longitude"]
+__all__ += ["GSD_MIN_M", "GSD_MAX_M", "check_gsd", "check_wavelengths"]
 
 METADATA_KEYS = ("timestamps", "latlon", "gsd", "wavelengths")
 
@@ -108,6 +110,78 @@ def as_timestamps(value: Any, *, where: str = "metadata 'timestamps'",
                 f"{where} holds {first:.17g}, outside {lo} .. {hi} in seconds since the "
                 f"Unix epoch{_timestamp_unit_hint(first)}; {_TIMESTAMP_FIX}")
     return t
+
+
+#: accepted ground sample distances, metres. Below 2 cm is almost always a GSD in kilometres
+#: (0.01 for 10 m); above 100 km, centimetres or a wrong transform. Drone imagery finer than
+#: 2 cm: lower :data:`GSD_MIN_M` (a module attribute) before building the model.
+GSD_MIN_M = 0.02
+GSD_MAX_M = 1e5
+#: centre wavelengths, micrometres: optical and thermal bands (and the 3.5/4.0 stand-ins that
+#: Clay and DOFA take for SAR), and microwave bands for the families that code real radar
+#: wavelengths (Copernicus-FM: C band 5.5e4 um). Nanometres (300 .. 15000) fall between.
+WAVELENGTH_OPTICAL_UM = (0.2, 15.0)
+WAVELENGTH_MICROWAVE_UM = (2e4, 2e6)
+
+
+def _values(value: Any) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64).detach().cpu().reshape(-1)
+
+
+def check_wavelengths(value: Any, *, where: str = "metadata 'wavelengths'",
+                      microwave: bool = False, error: type[Exception] = EncoderInputError) -> None:
+    """Refuse centre wavelengths that are not micrometres: zero, negative or non-finite values,
+    nanometres (``665`` for red), metres (``6.65e-7``). The one unit check of every family
+    that takes wavelengths (DOFA, Clay, Copernicus-FM); ``microwave`` also accepts radar
+    wavelengths (2 cm .. 2 m in micrometres). No value checks while tracing."""
+    if value is None or is_tracing():
+        return
+    t = _values(value)
+    lo, hi = WAVELENGTH_OPTICAL_UM
+    ok = (t >= lo) & (t <= hi)
+    if microwave:
+        ok |= (t >= WAVELENGTH_MICROWAVE_UM[0]) & (t <= WAVELENGTH_MICROWAVE_UM[1])
+    if bool(ok.all()):
+        return
+    v = float(t[~ok][0])
+    accepted = f"{lo:g}..{hi:g} um" + (f" (or {WAVELENGTH_MICROWAVE_UM[0]:g}..{WAVELENGTH_MICROWAVE_UM[1]:g} "
+                                       f"um for microwave bands)" if microwave else "")
+    if not math.isfinite(v) or v <= 0:
+        hint = "wavelengths are positive numbers"
+    elif 100 <= v <= 15000:
+        hint = f"{v:g} looks like nanometres: divide by 1000 ({v / 1000:g} um)"
+    elif 1e-7 <= v <= 1.5e-5:
+        hint = f"{v:g} looks like metres: multiply by 1e6 ({v * 1e6:g} um)"
+    else:
+        hint = "that is no band centre an encoder knows"
+    raise error(
+        f"{where} holds {v:g}, outside {accepted}; {hint}. Give one centre wavelength per band in "
+        f"micrometres (e.g. 0.665 for red), or take them from the band vocabulary: "
+        f"d2geo.encoders.band_wavelengths(sensor, bands)")
+
+
+def check_gsd(value: Any, *, where: str = "metadata 'gsd'", error: type[Exception] = EncoderInputError) -> None:
+    """Refuse ground sample distances that are not metres: zero, negative or infinite values,
+    kilometres (``0.01`` for 10 m), values outside :data:`GSD_MIN_M` .. :data:`GSD_MAX_M`.
+    NaN is left to the family (Copernicus-FM reads it as 'unknown'). The one GSD check of
+    every family that takes a GSD (Scale-MAE, Clay, Copernicus-FM). No checks while tracing."""
+    if value is None or is_tracing():
+        return
+    t = _values(value)
+    t = t[~t.isnan()]
+    ok = (t >= GSD_MIN_M) & (t <= GSD_MAX_M)
+    if bool(ok.all()):
+        return
+    v = float(t[~ok][0])
+    if not math.isfinite(v) or v <= 0:
+        hint = "a GSD is a positive number of metres"
+    elif v < GSD_MIN_M and GSD_MIN_M <= v * 1000 <= GSD_MAX_M:
+        hint = (f"{v:g} looks like kilometres: multiply by 1000 ({v * 1000:g} m); if the pixels really are "
+                f"{v * 100:g} cm, lower d2geo.encoders.metadata.GSD_MIN_M")
+    else:
+        hint = "is it in another unit (centimetres, degrees)?"
+    raise error(f"{where} holds {v:g}, outside {GSD_MIN_M:g}..{GSD_MAX_M:g} metres per pixel; {hint}. "
+                f"Give the ground sample distance in metres (e.g. 10.0 for Sentinel-2's visible bands)")
 
 
 def _flatten(value):
@@ -237,6 +311,10 @@ def _validate_metadata(metadata: Mapping[str, Any], batch_size: int, num_frames:
             raise EncoderInputError(f"metadata {key!r} has shape {tuple(t.shape)}, expected {want}")
         if not is_tracing() and not torch.isfinite(t).all():  # no value checks while exporting
             raise EncoderInputError(f"metadata {key!r} holds NaN or inf values")
+        if key == "gsd":
+            check_gsd(t)
+        elif key == "wavelengths":  # the family checks its own range (DOFA, Clay: no radar)
+            check_wavelengths(t, microwave=True)
         out[key] = t
     if "latlon" in out:
         lat, lon = out["latlon"][:, 0], out["latlon"][:, 1]

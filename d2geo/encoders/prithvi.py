@@ -184,6 +184,7 @@ class PrithviEncoder(GeoEncoder):
 
     input_ndim = 3
     num_prefix_tokens = 1
+    patch_kernel_key = "patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int | Sequence[int] = 224, num_frames: int = 1,

@@ -172,6 +172,7 @@ class SatlasSwinEncoder(GeoEncoder):
     """
 
     num_prefix_tokens = 0
+    patch_kernel_key = "features.0.0.weight"
     patch_size = 4
 
     def __init__(self, *, embed_dim: int, depths: Sequence[int], num_heads: Sequence[int],

@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 from timm.models.vision_transformer import VisionTransformer
 
-from .base import GeoEncoder
+from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .registry import InputStats, PretrainedCfg, register_encoder
+from .resize import resample_abs_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TimmViTEncoder(GeoEncoder):
     num_prefix_tokens = 1
     #: the model's name in timm / torchgeo, for messages
     upstream_name = "timm VisionTransformer"
+    patch_kernel_key = "vit.patch_embed.proj.weight"
     #: whether the position table is a learned parameter (else computed per forward and a
     #: checkpoint's stored table is left out)
     learned_positions = True
@@ -92,8 +94,24 @@ class TimmViTEncoder(GeoEncoder):
         vit = self.vit
         x = vit.patch_embed(x)  # (B, h, w, D): timm's dynamic-size layout
         h, w = x.shape[1:3]
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+        x = self._pos_embed_recorded(x) if is_tracing() and vit.pos_embed is not None else vit._pos_embed(x)
+        x = vit.norm_pre(vit.patch_drop(x))
         return x, (h, w), None
+
+    def _pos_embed_recorded(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's ``_pos_embed`` (dynamic size) with the antialiased resize as interpolation
+        matrices (:mod:`.resize`), so that the TorchScript ONNX exporter can write it."""
+        vit = self.vit
+        B, H, W, C = x.shape
+        prefix = [t.expand(B, -1, -1) for t in (vit.cls_token, vit.reg_token) if t is not None]
+        pos = resample_abs_pos_embed(vit.pos_embed, (H, W), vit.patch_embed.grid_size,
+                                     num_prefix_tokens=0 if vit.no_embed_class else vit.num_prefix_tokens)
+        x = x.reshape(B, H * W, C)
+        if vit.no_embed_class:
+            x = torch.cat(prefix + [x + pos], dim=1)
+        else:
+            x = torch.cat(prefix + [x], dim=1) + pos
+        return vit.pos_drop(x)
 
     # structure (the encoder contract)
     def get_blocks(self) -> Sequence[nn.Module]:

@@ -141,6 +141,7 @@ class SSL4EOData2vecEncoder(GeoEncoder):
 
     num_prefix_tokens = 1
     upstream_name = "SSL4EO-S12 data2vec beit_small_patch16_224"
+    patch_kernel_key = "beit.patch_embed.proj.weight"
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int = 224, init_values: float = 0.1,

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping, Sequence
 
@@ -53,9 +52,10 @@ from timm.layers import SwiGLU
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from .bands import match_bands
+from .bands import match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+from .modalities import MODALITIES, MODALITY_SEP, Modality, canonical_channel, find_modality  # noqa: F401
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
@@ -66,41 +66,11 @@ __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "exp
 #: how the modalities' token grids become one feature map: terratorch's ``merge_method``
 #: values that give one dense map per block (its "dict" and None give token sequences)
 MERGE_METHODS = ("mean", "max", "concat")
-#: separates the modality from the band in a channel name: ``"S2L2A:B04"``
-MODALITY_SEP = ":"
-
-_S2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09")
-
-
-@dataclass(frozen=True)
-class TerraMindModality:
-    """A raw-data input modality of TerraMind: its upstream key and pretrained bands."""
-
-    name: str           # d2geo's name (the one terratorch's examples and file folders use)
-    key: str            # the key of its patch embedding in the checkpoints
-    bands: tuple        # the pretrained bands, in the order of the patch kernel
-    sensor: str | None  # the sensor of d2geo's band vocabulary its band ids belong to
-    description: str
-
-
-#: The raw-data modalities of the TerraMind 1.0 checkpoints. Band orders are terratorch's
-#: ``PRETRAINED_BANDS`` (coastal aerosol .. SWIR 2 with B8A after B08; S2RGB is red, green,
-#: blue; Sentinel-1 is VV, VH).
-TERRAMIND_MODALITIES: dict[str, TerraMindModality] = {m.name: m for m in (
-    TerraMindModality("S2L2A", "untok_sen2l2a@224", _S2 + ("B11", "B12"), "sentinel-2-l2a",
-                      "Sentinel-2 L2A surface reflectance x 10 000, 12 bands (no B10)"),
-    TerraMindModality("S2L1C", "untok_sen2l1c@224", _S2 + ("B10", "B11", "B12"), "sentinel-2-l1c",
-                      "Sentinel-2 L1C top-of-atmosphere reflectance x 10 000, 13 bands"),
-    TerraMindModality("S2RGB", "untok_sen2rgb@224", ("red", "green", "blue"), None,
-                      "Sentinel-2 true-colour RGB, 8 bit"),
-    TerraMindModality("S1GRD", "untok_sen1grd@224", ("VV", "VH"), "sentinel-1",
-                      "Sentinel-1 GRD backscatter in dB"),
-    TerraMindModality("S1RTC", "untok_sen1rtc@224", ("VV", "VH"), "sentinel-1",
-                      "Sentinel-1 radiometrically terrain-corrected backscatter in dB"),
-    TerraMindModality("DEM", "untok_dem@224", ("DEM",), None, "elevation in metres"),
-)}
+#: TerraMind 1.0's raw-data modalities: the modality table (``modalities.py``), whose entries
+#: carry TerraMind's checkpoint key of each (``.key``)
+TerraMindModality = Modality
+TERRAMIND_MODALITIES: dict[str, Modality] = MODALITIES
 _BY_KEY = {m.key: m for m in TERRAMIND_MODALITIES.values()}
-_LOWER = {**{n.lower(): m for n, m in TERRAMIND_MODALITIES.items()}, **{k.lower(): m for k, m in _BY_KEY.items()}}
 
 
 #: TerraMind's inputs that are not raw data: token ids of its tokenizers (``tok_*``), land
@@ -121,7 +91,7 @@ def _check_not_tokenized(name: str) -> None:
 
 
 def _modality(name: str, band: str) -> TerraMindModality:
-    mod = _LOWER.get(name.lower())
+    mod = find_modality(name)
     if mod is None:
         _check_not_tokenized(name)
         raise ValueError(
@@ -139,7 +109,7 @@ def split_band(name: str) -> tuple[str, str]:
     if MODALITY_SEP in name:
         mod, band = name.split(MODALITY_SEP, 1)
         return _modality(mod.strip(), name).name, band.strip()
-    mod = _LOWER.get(name.lower())
+    mod = find_modality(name)
     if mod is not None and len(mod.bands) == 1:
         return mod.name, mod.bands[0]
     _check_not_tokenized(name)
@@ -158,7 +128,7 @@ def expand_terramind_bands(bands: Sequence[str]) -> tuple[str, ...]:
     for b in bands:
         if not isinstance(b, str):
             raise ValueError(f"band names must be strings, got {b!r} in {list(bands)}")
-        mod = _LOWER.get(b.lower())
+        mod = find_modality(b)
         if mod is not None and MODALITY_SEP not in b:
             out.extend(f"{mod.name}{MODALITY_SEP}{x}" for x in mod.bands)
         else:
@@ -170,22 +140,6 @@ def expand_terramind_bands(bands: Sequence[str]) -> tuple[str, ...]:
             raise ValueError(f"channel {b!r} is named twice in bands={list(bands)}")
         seen.add(b.lower())
     return tuple(out)
-
-
-def canonical_channel(name: str) -> str:
-    """A channel name with its band as the modality's pretrained band id, for comparing
-    channel lists: ``"S2L2A:nir08"`` -> ``"S2L2A:B8A"``, ``"DEM"`` -> ``"DEM:DEM"``. Names of
-    other modalities or bands come back as given."""
-    try:
-        mod, band = split_band(name)
-    except ValueError:
-        return name
-    spec = TERRAMIND_MODALITIES[mod]
-    try:
-        (i,) = match_bands([band], spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
-    except ValueError:
-        i = None
-    return f"{mod}{MODALITY_SEP}{spec.bands[i] if i is not None else band}"
 
 
 def _swiglu(in_features, hidden_features, act_layer=nn.SiLU, bias=True, drop=0.0, **_):
@@ -256,9 +210,8 @@ class TerraMindEncoder(GeoEncoder):
             found = match_bands(own, spec.bands, sensor=spec.sensor, available_sensor=spec.sensor,
                                 where=f"{m}'s bands")  # ids, common names and aliases (B8A = nir08)
             unknown = [b for b, i in zip(own, found) if i is None]
-            if len(set(found)) != len(found) and not unknown:
-                raise ValueError(f"{m} names one band twice in bands={list(own)} (its bands: "
-                                 f"{', '.join(spec.bands)})")
+            if not unknown:
+                refuse_repeated_bands(own, found, where=f"{m}'s channels")
             if unknown:
                 raise ValueError(
                     f"{m} has no band {', '.join(map(repr, unknown))}: its bands are "
@@ -364,6 +317,14 @@ class TerraMindEncoder(GeoEncoder):
         return {f"mod_emb.{m}" for m in self.mod_emb}
 
     # -- checkpoints -------------------------------------------------------------------
+    def band_kernels(self, bands: Sequence[str]) -> dict[str, tuple[list[str], str | None]]:
+        """One kernel per modality (``patch_embed.<modality>.weight``), of its bands."""
+        out: dict[str, tuple[list[str], str | None]] = {}
+        for b in expand_terramind_bands(bands):
+            mod, band = b.split(MODALITY_SEP, 1)
+            out.setdefault(f"patch_embed.{mod}.weight", ([], TERRAMIND_MODALITIES[mod].sensor))[0].append(band)
+        return out
+
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
         """The published TerraMind checkpoints (the pretraining encoder-decoder), terratorch
         fine-tuned checkpoints of ``TerraMindViT`` (under any prefix) and d2geo's own keys.
@@ -476,12 +437,12 @@ class TerraMindEncoder(GeoEncoder):
 #: (channel names as the encoder takes them), in the units the modalities are stored in.
 #: The first (S2L2A) is the default of the pretrained table.
 TERRAMIND_V1_STATS = (
-    InputStats("S2L2A", "sentinel-2-l2a", tuple(f"S2L2A{MODALITY_SEP}{b}" for b in _S2 + ("B11", "B12")),
+    InputStats("S2L2A", "sentinel-2-l2a", tuple(f"S2L2A{MODALITY_SEP}{b}" for b in MODALITIES["S2L2A"].bands),
                (1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22,
                 3162.988, 2424.884, 1857.648),
                (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829,
                 1797.379, 1434.261, 1334.311), "dn"),
-    InputStats("S2L1C", "sentinel-2-l1c", tuple(f"S2L1C{MODALITY_SEP}{b}" for b in _S2 + ("B10", "B11", "B12")),
+    InputStats("S2L1C", "sentinel-2-l1c", tuple(f"S2L1C{MODALITY_SEP}{b}" for b in MODALITIES["S2L1C"].bands),
                (2357.089, 2137.385, 2018.788, 2082.986, 2295.651, 2854.537, 3122.849, 3040.56, 3306.481,
                 1473.847, 506.07, 2472.825, 1838.929),
                (1624.683, 1675.806, 1557.708, 1833.702, 1823.738, 1733.977, 1732.131, 1679.732, 1727.26,

@@ -33,35 +33,11 @@ from typing import Any, Mapping
 import torch
 from detectron2.engine import SimpleTrainer
 
+from d2geo.precision import resolve_precision  # the one mixed-precision policy (d2geo.precision)
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["AutocastTrainer", "build_trainer", "resolve_precision", "model_device_type"]
-
-_PRECISIONS = {
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
-
-def resolve_precision(precision: str | torch.dtype, device_type: str = "cpu") -> torch.dtype:
-    """``"bfloat16"`` / ``"bf16"`` / ``"float16"`` / ``"fp16"`` (or the dtype) -> the dtype.
-
-    ``"auto"`` is bfloat16, except on a CUDA GPU without bfloat16 support (float16 there).
-    """
-    if isinstance(precision, str) and precision.strip().lower() == "auto":
-        if device_type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    if isinstance(precision, torch.dtype):
-        dtype = precision
-    else:
-        dtype = _PRECISIONS.get(str(precision).strip().lower())
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(
-            f"train.amp.precision={precision!r} is not a mixed-precision type; use 'bfloat16' "
-            "(CPU or recent GPUs) or 'float16' (GPUs, with gradient scaling)"
-        )
-    return dtype
 
 
 def model_device_type(model: torch.nn.Module) -> str:

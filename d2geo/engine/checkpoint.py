@@ -12,6 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..data.files import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from ..encoders.licenses import PROVENANCE_ATTR, weights_licenses
+from ..encoders.adapt import BAND_RECORD
 from ..encoders.checkpoint import CheckpointError, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class GeoCheckpointer(DetectionCheckpointer):
         if incompatible is None:
             return incompatible
         own = list(self.model.state_dict())
-        encoder_keys = [k for k in own if ".encoder." in f".{k}"]
+        encoder_keys = [k for k in own if ".encoder." in f".{k}" and not k.endswith(f".{BAND_RECORD}")]
         if not encoder_keys:
             return incompatible
         bad = set(incompatible.missing_keys) | {k for k, *_ in incompatible.incorrect_shapes}

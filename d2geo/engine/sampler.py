@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch.utils.data as torchdata
 from detectron2.config import instantiate
@@ -63,10 +63,14 @@ def _target_name(target) -> str:
     return target if isinstance(target, str) else getattr(target, "__qualname__", "")
 
 
-def build_train_loader(loader_cfg) -> tuple[Any, ResumableTrainingSampler | None]:
+def build_train_loader(loader_cfg, *, before: Callable[[Any, Any], None] | None = None
+                       ) -> tuple[Any, ResumableTrainingSampler | None]:
     """Instantiate a ``dataloader.train`` LazyConfig; when it is a
     ``build_detection_train_loader`` over a map-style dataset without a sampler of its own,
-    give it a :class:`ResumableTrainingSampler`. Returns ``(loader, sampler or None)``."""
+    give it a :class:`ResumableTrainingSampler`. Returns ``(loader, sampler or None)``.
+
+    ``before(dataset, mapper)`` is called with the instantiated dataset and mapper before the
+    loader is built (the units check, :mod:`d2geo.engine.units_check`); each is instantiated once."""
     target = loader_cfg.get("_target_", None) if hasattr(loader_cfg, "get") else None
     if (_target_name(target).endswith("build_detection_train_loader")
             and loader_cfg.get("sampler", None) is None and "dataset" in loader_cfg):
@@ -75,7 +79,18 @@ def build_train_loader(loader_cfg) -> tuple[Any, ResumableTrainingSampler | None
             sampler = ResumableTrainingSampler(len(dataset))
             args = {k: loader_cfg[k] for k in loader_cfg.keys()}
             args.update(dataset=dataset, sampler=sampler)
+            if before is not None:
+                args["mapper"] = instantiate(loader_cfg.get("mapper", None))
+                before(dataset, args["mapper"])
             return instantiate(args), sampler
+    if before is not None and hasattr(loader_cfg, "get") and "dataset" in loader_cfg and "mapper" in loader_cfg:
+        args = {k: loader_cfg[k] for k in loader_cfg.keys()}
+        args.update(dataset=instantiate(loader_cfg.dataset), mapper=instantiate(loader_cfg.mapper))
+        before(args["dataset"], args["mapper"])
+        loader_cfg = args
+    elif before is not None:
+        logger.warning("dataloader.train has no dataset and mapper to read samples from: the units "
+                       "check of the training data is skipped")
     logger.warning("dataloader.train is not a build_detection_train_loader over a map-style dataset "
                    "with the default sampler: --resume restores the weights, optimizer and schedule, "
                    "but not the position in the data stream")

@@ -13,18 +13,23 @@ images with PIL as 8-bit RGB/BGR: multispectral or float GeoTIFFs come out wrong
     trainer = GeoTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
+
+Before the first step, :meth:`GeoTrainer.train` checks the units of the first samples of the
+first training dataset against the model's ``pixel_mean``/``pixel_std``
+(:mod:`d2geo.engine.units_check`).
 """
 from __future__ import annotations
 
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, SemSegEvaluator
 
 import d2geo.modeling  # noqa: F401  (GeoRCNN, GeoSemanticSegmentor, geo backbones in the registries)
 
 from ..data.mapper import GeoDatasetMapper
+from .units_check import check_training_units
 
 __all__ = ["GeoTrainer"]
 
@@ -35,6 +40,17 @@ class GeoTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=GeoDatasetMapper(cfg, is_train=True))
+
+    def train(self):
+        """Check the first training samples' units against the model's statistics
+        (:mod:`d2geo.engine.units_check`; ``INPUT.GEO.UNITS_CHECK False`` only warns), then train."""
+        geo = self.cfg.INPUT.get("GEO", None)
+        enabled = True if geo is None else bool(geo.get("UNITS_CHECK", True))
+        names = self.cfg.DATASETS.TRAIN
+        if names:
+            dataset = DatasetCatalog.get(names[0])
+            check_training_units(self.model, dataset, GeoDatasetMapper(self.cfg, is_train=True), enabled=enabled)
+        return super().train()
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

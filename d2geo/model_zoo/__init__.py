@@ -1,7 +1,7 @@
 """The d2geo model zoo: packaged LazyConfigs and ``d2geo://`` checkpoints.
 
 >>> from d2geo import model_zoo
->>> cfg = model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py")
+>>> cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
 >>> model_zoo.list_configs()[:3]
 
 Configs are the files under the repository's ``configs/`` directory; wheels carry a copy
@@ -14,6 +14,7 @@ checkout reads them in place. Importing this package (or ``d2geo.modeling``) reg
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 
 from .checkpoints import (
@@ -28,8 +29,20 @@ from .checkpoints import (
 __all__ = [
     "get_config", "get_config_file", "list_configs", "config_root", "register_zoo_handler",
     "D2GeoZooHandler", "HFHubHandler", "ChecksumError", "DEFAULT_ZOO_URL", "zoo_url",
-    "register_path_handlers", "find_backbone_nodes", "skip_encoder_weights",
+    "register_path_handlers", "find_backbone_nodes", "skip_encoder_weights", "RENAMED_CONFIGS",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: old config paths -> their names now: each family's folder and fragment is named by its key
+#: (the encoder-name prefix, the module name), e.g. ``dinov2/``. The old names still resolve
+#: (with a deprecation warning in the log); they go in a later release.
+RENAMED_CONFIGS = {
+    "dino_v2/": "dinov2/",
+    "dino_v3/": "dinov3/",
+    "common/encoders/dino_v2.py": "common/encoders/dinov2.py",
+    "common/encoders/dino_v3.py": "common/encoders/dinov3.py",
+}
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _PACKAGED = os.path.join(_HERE, "configs")
@@ -60,8 +73,20 @@ def list_configs() -> list[str]:
     return sorted(out)
 
 
+def _renamed(config_path: str) -> str:
+    for old, new in RENAMED_CONFIGS.items():
+        if config_path.startswith(old):
+            now = new + config_path[len(old):]
+            logger.warning("d2geo model zoo: %r is now %r (the family's folder is named by its key, as its "
+                           "encoders and module); the old name stops working in a later release", config_path, now)
+            return now
+    return config_path
+
+
 def get_config_file(config_path: str) -> str:
-    """The absolute path of a zoo config, e.g. ``"dino_v2/mask_rcnn_vitb14.py"``."""
+    """The absolute path of a zoo config, e.g. ``"dinov2/mask_rcnn_vitb14.py"`` (the old
+    folder names of :data:`RENAMED_CONFIGS` still resolve, with a deprecation warning)."""
+    config_path = _renamed(config_path)
     root = config_root()
     path = os.path.join(root, *config_path.split("/"))
     if not os.path.isfile(path):

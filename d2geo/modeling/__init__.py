@@ -22,6 +22,7 @@ from .lr_decay import (
 )
 from .meta_arch import (
     GeoInputMixin,
+    GeoPanopticFPN,
     GeoRCNN,
     GeoSemanticSegmentor,
     attach_metadata,
@@ -35,7 +36,7 @@ from .vit_adapter import ViTAdapter
 __all__ = [
     "GeoBackbone", "find_geo_backbones", "fold_time", "TEMPORAL_FOLDS", "TemporalAttentionPool",
     "SimpleFeaturePyramid", "MultiLayerPyramid", "UperNetHead", "ViTAdapter",
-    "GeoRCNN", "GeoSemanticSegmentor", "GeoInputMixin", "collate_metadata", "attach_metadata",
+    "GeoRCNN", "GeoSemanticSegmentor", "GeoPanopticFPN", "GeoInputMixin", "collate_metadata", "attach_metadata",
     "normalize_image",
     "lr_decay_factor_func", "encoder_layer_ids", "no_weight_decay_overrides", "geo_optimizer_params",
     "NO_WEIGHT_DECAY_NAMES",

@@ -50,6 +50,7 @@ def add_d2geo_config(cfg: CN) -> CN:
         g.SENSOR = ""                    # default sensor for band wavelengths
         g.FILL = "zero"                  # invalid pixels: "zero" | "mean" | a number
         g.SCALE = None                   # DN -> reflectance scale when the files do not say
+        g.UNITS_CHECK = True             # GeoTrainer: refuse first samples whose units do not fit pixel_mean/std
     return cfg
 
 

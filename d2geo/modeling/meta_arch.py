@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn as nn
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, SemanticSegmentor
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
@@ -38,7 +38,7 @@ from .pyramid import fuse_channel_layer_norms
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "GeoInputMixin", "GeoRCNN", "GeoSemanticSegmentor", "collate_metadata", "attach_metadata",
+    "GeoInputMixin", "GeoRCNN", "GeoSemanticSegmentor", "GeoPanopticFPN", "collate_metadata", "attach_metadata",
     "normalize_image",
 ]
 
@@ -283,3 +283,31 @@ class GeoSemanticSegmentor(GeoInputMixin, SemanticSegmentor):
             height, width = inp.get("height", size[0]), inp.get("width", size[1])
             out.append({"sem_seg": sem_seg_postprocess(result, size, height, width)})
         return out
+
+
+@META_ARCH_REGISTRY.register()
+class GeoPanopticFPN(GeoInputMixin, PanopticFPN):
+    """detectron2's :class:`~detectron2.modeling.PanopticFPN` (Mask R-CNN plus a semantic
+    FPN branch, combined into ``"panoptic_seg"`` at inference) for d2geo inputs.
+
+    Training needs ``instances`` and ``sem_seg`` (things as label 0, stuff ``i + 1``: see
+    :mod:`d2geo.data.panoptic`) in every dataset dict. The ``combine_*`` options are
+    PanopticFPN's: ``combine_stuff_area_thresh`` (pixels) must suit the tile size.
+    """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        fuse_channel_layer_norms(self)
+
+    def forward(self, batched_inputs):
+        if self.training:
+            require_targets(batched_inputs, "instances",
+                            "give each dataset dict 'annotations' (an empty list for an image "
+                            "without objects), and map it with is_train=True")
+            require_targets(batched_inputs, "sem_seg",
+                            "give each dataset dict 'sem_seg_file_name' (d2geo.data.panoptic writes it) "
+                            "and map it with is_train=True")
+            check_sem_seg_targets(batched_inputs, _head_num_classes(self.sem_seg_head),
+                                  self.sem_seg_head.ignore_value)
+        return super().forward(batched_inputs)

@@ -18,10 +18,10 @@ from d2geo.encoders import CheckpointError  # noqa: E402
 from d2geo.modeling import GeoBackbone, find_geo_backbones  # noqa: E402
 
 FAMILY_CONFIGS = [
-    "dino_v2/mask_rcnn_vitb14.py",
-    "dino_v2/semantic_fpn_vitb14.py",
-    "dino_v3/mask_rcnn_vitl16_sat.py",
-    "dino_v3/semantic_fpn_vitl16_sat.py",
+    "dinov2/mask_rcnn_vitb14.py",
+    "dinov2/semantic_fpn_vitb14.py",
+    "dinov3/mask_rcnn_vitl16_sat.py",
+    "dinov3/semantic_fpn_vitl16_sat.py",
     "prithvi/mask_rcnn_eo_v2_300_tl.py",
     "prithvi/semantic_fpn_eo_v2_300_tl.py",
     "clay/mask_rcnn_v1_5_large.py",
@@ -42,12 +42,14 @@ FAMILY_CONFIGS = [
     "copernicusfm/semantic_fpn_vitb16.py",
     "croma/mask_rcnn_base.py",
     "croma/semantic_fpn_base.py",
+    "panopticon/mask_rcnn_vitb14.py",
+    "panopticon/semantic_fpn_vitb14.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
 UPERNET_CONFIGS = [
-    "dino_v2/upernet_vitb14.py",
-    "dino_v3/upernet_vitl16_sat.py",
+    "dinov2/upernet_vitb14.py",
+    "dinov3/upernet_vitl16_sat.py",
     "prithvi/upernet_eo_v2_300_tl.py",
     "clay/upernet_v1_5_large.py",
     "terramind/upernet_v1_base.py",
@@ -58,10 +60,11 @@ UPERNET_CONFIGS = [
     "scale_mae/upernet_vitl16.py",
     "ssl4eo/upernet_vits16.py",
     "ssl4eo/upernet_vits16_data2vec.py",
+    "panopticon/upernet_vitb14.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
-    "dino_v2": ("dinov2_vitb14", 12, 768), "dino_v3": ("dinov3_vitl16_sat", 24, 1024),
+    "dinov2": ("dinov2_vitb14", 12, 768), "dinov3": ("dinov3_vitl16_sat", 24, 1024),
     "prithvi": ("prithvi_eo_v2_300_tl", 24, 1024), "clay": ("clay_v1_5_large", 24, 1024),
     "ssl4eo": ("ssl4eo_s12_vits16_dino", 12, 384),
     "scale_mae": ("scalemae_vitl16", 24, 1024),
@@ -70,6 +73,7 @@ EXPECTED_ENCODERS = {
     "terramind": ("terramind_v1_base", 12, 768),
     "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
+    "panopticon": ("panopticon_vitb14", 12, 768),
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {
@@ -168,14 +172,14 @@ def test_family_config_builds_real_size_model_and_runs(name, monkeypatch):
 
 
 def test_family_config_missing_upstream_weights_is_a_clear_error():
-    cfg = load("dino_v2/semantic_fpn_vitb14.py")
+    cfg = load("dinov2/semantic_fpn_vitb14.py")
     cfg.model.backbone.net.weights = "/nonexistent/dinov2_vitb14_pretrain.pth"
     with pytest.raises(CheckpointError, match="checkpoint file not found: /nonexistent/dinov2_vitb14"):
         instantiate(cfg.model)
 
 
 def test_family_optimizer_has_layer_decay_and_no_decay_on_embeddings(monkeypatch):
-    cfg = load("dino_v2/mask_rcnn_vitb14.py")
+    cfg = load("dinov2/mask_rcnn_vitb14.py")
     cfg.model.backbone.net.pretrained = False
     with cheap_init(monkeypatch):
         model = instantiate(cfg.model)
@@ -382,7 +386,7 @@ def geotiff_datasets(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, task", [("prithvi/semantic_fpn_eo_v2_300_tl.py", "seg"),
-                                        ("dino_v2/mask_rcnn_vitb14.py", "det")])
+                                        ("dinov2/mask_rcnn_vitb14.py", "det")])
 def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypatch, tmp_path):
     frames = 4 if "prithvi" in name else None
     prefix = geotiff_datasets[frames or 1]
@@ -408,10 +412,10 @@ def test_family_config_trains_on_geotiffs(name, task, geotiff_datasets, monkeypa
 
 
 LARGER_VARIANTS = {  # config -> (the config it extends, the keys it may change)
-    "dino_v2/mask_rcnn_vitl14.py": ("dino_v2/mask_rcnn_vitb14.py", {
+    "dinov2/mask_rcnn_vitl14.py": ("dinov2/mask_rcnn_vitb14.py", {
         "model.backbone.net.encoder", "model.backbone.net.drop_path_rate", "optimizer.params.lr_decay_rate",
         "dataloader.train.total_batch_size", "train.output_dir"}),
-    "dino_v2/semantic_fpn_vitl14.py": ("dino_v2/semantic_fpn_vitb14.py", {
+    "dinov2/semantic_fpn_vitl14.py": ("dinov2/semantic_fpn_vitb14.py", {
         "model.backbone.net.encoder", "model.backbone.net.drop_path_rate", "optimizer.params.lr_decay_rate",
         "dataloader.train.total_batch_size", "train.output_dir", "model.backbone.net.layers"}),
     "prithvi/mask_rcnn_eo_v2_600_tl.py": ("prithvi/mask_rcnn_eo_v2_300_tl.py", {
@@ -514,7 +518,7 @@ def _extends_sibling(name):
 
 
 #: one of each way a config applies its fragment: taps, ``net=`` detectron2's FPN, detrex
-SAVED_AND_RELOADED = ["dino_v2/semantic_fpn_vitb14.py", "satlas/mask_rcnn_swinb.py", "detrex_dino/dino_dinov2_vitb14.py"]
+SAVED_AND_RELOADED = ["dinov2/semantic_fpn_vitb14.py", "satlas/mask_rcnn_swinb.py", "detrex_dino/dino_dinov2_vitb14.py"]
 
 
 def test_every_family_config_applies_its_encoder_fragment(tmp_path):
@@ -528,7 +532,9 @@ def test_every_family_config_applies_its_encoder_fragment(tmp_path):
         ((_, net),) = find_backbone_nodes(cfg.model)
         for key, value in frag.backbone.items():
             assert net[key] == value, (name, key)
-        if "taps" in frag and "sem_seg_head" in cfg.model:  # multi-layer pyramid: the fragment's taps
+        # multi-layer pyramid (semantic FPN / UperNet): the fragment's taps; Panoptic FPN keeps
+        # Mask R-CNN's single-tap pyramid
+        if "taps" in frag and "sem_seg_head" in cfg.model and "roi_heads" not in cfg.model:
             assert list(net.layers) == list(frag.taps), name
         assert list(cfg.model.pixel_mean) == list(frag.pixel_mean), name
         assert list(cfg.model.pixel_std) == list(frag.pixel_std), name
@@ -574,3 +580,33 @@ def test_data2vec_config_without_its_hand_downloaded_file_says_how_to_get_it():
     with pytest.raises(ManualDownloadError, match=r"drive\.google\.com/file/d/1YecuYPAxl1NIzLmsmdbUROjCb5g0t80l/view"
                                                   r", which d2geo cannot download .* set model\.backbone\.net\.weights"):
         instantiate(cfg.model)
+
+
+# -- one family key: config folder, fragment, encoder module, encoder test, encoder-name prefix ---------
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOT_FAMILIES = {"common", "quickstart", "detrex_dino", "__pycache__"}
+#: encoder names that another change renames to their family key; drop an entry once it has
+ENCODER_NAMES_BEING_RENAMED = {"scale_mae"}
+
+
+def test_one_family_key_everywhere():
+    """A family is spelled one way: ``configs/<key>/``, ``configs/common/encoders/<key>[_<variant>].py``,
+    ``d2geo/encoders/<fragment>.py``, ``tests/encoders/test_<fragment>.py``, encoders ``<key>_*``."""
+    import re
+
+    configs = os.path.join(REPO, "configs")
+    folders = sorted(d for d in os.listdir(configs) if os.path.isdir(os.path.join(configs, d)) and d not in NOT_FAMILIES)
+    fragments = sorted(f[:-3] for f in os.listdir(os.path.join(configs, "common", "encoders"))
+                       if f.endswith(".py") and f not in ("apply.py", "__init__.py"))
+    assert "dinov2" in folders and "dino_v2" not in folders
+    for key in folders:
+        assert key in fragments, f"configs/{key}/ has no fragment configs/common/encoders/{key}.py"
+    for frag in fragments:
+        family = [k for k in folders if frag == k or frag.startswith(k + "_")]
+        assert family, f"the fragment {frag}.py names no config folder"
+        assert os.path.isfile(os.path.join(REPO, "d2geo", "encoders", f"{frag}.py")), frag
+        assert os.path.isfile(os.path.join(REPO, "tests", "encoders", f"test_{frag}.py")), frag
+        text = open(os.path.join(configs, "common", "encoders", f"{frag}.py"), encoding="utf-8").read()
+        name = re.search(r'^_name = "([^"]+)"', text, re.M).group(1)
+        if family[0] not in ENCODER_NAMES_BEING_RENAMED:
+            assert name.startswith(family[0] + "_"), (frag, name)

@@ -12,7 +12,7 @@ rasterio = pytest.importorskip("rasterio")
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 from d2geo.data.datasets import (  # noqa: E402
     SEN1FLOODS11_S2_BANDS, load_hls_burn_scars, load_sen1floods11, register_geo_instances,
     register_hls_burn_scars, register_sen1floods11,

@@ -17,7 +17,7 @@ from rasterio.windows import Window  # noqa: E402
 from d2geo.data.geotiff import (  # noqa: E402
     GeoTiffError, apply_affine, parse_time, read_geotiff, read_label, time_from_filename,
 )
-from conftest import UTM, write_tif  # noqa: E402
+from helpers import UTM, write_tif  # noqa: E402
 from d2geo.encoders import band_wavelengths  # noqa: E402
 
 def epoch(*args):

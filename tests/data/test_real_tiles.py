@@ -154,7 +154,7 @@ def test_real_s1_tile_metadata_reaches_copernicusfm_as_upstream_reads_it(terrami
 
     from pyproj import Transformer
 
-    from conftest import rel_err, torchgeo_copernicusfm
+    from helpers import rel_err, torchgeo_copernicusfm
 
     ref = torchgeo_copernicusfm()
     path = _tiles(terramind_examples, "S1RTC")[0]

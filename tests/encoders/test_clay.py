@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from conftest import claymodel, load_upstream_module, rel_err
+from helpers import claymodel, load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, band_wavelengths, build_encoder
 from d2geo.encoders import metadata as metadata_module
 from d2geo.encoders.checkpoint import load_encoder_weights

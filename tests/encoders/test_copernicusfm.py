@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import rel_err, torchgeo_copernicusfm
+from helpers import rel_err, torchgeo_copernicusfm
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders.bands import bandwidths
 from d2geo.encoders.copernicusfm import COPERNICUSFM_PRETRAINED, _out_of_range, fourier_expansion

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from conftest import rel_err, torchgeo_croma
+from helpers import rel_err, torchgeo_croma
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders.croma import CROMA_OPTICAL_BANDS, CROMA_PRETRAINED, alibi_2d
 
@@ -278,3 +278,12 @@ def test_joint_layer_ids_put_the_unimodal_vits_in_the_embedding():
     assert ids["joint_encoder.norm.weight"] == enc.depth + 1 == 3
     optical = build_encoder("croma_base", **TINY)
     assert optical.param_layer_ids()["s2_encoder.blocks.3.ffn.net.0.weight"] == 4 and optical.depth == 4
+
+
+def test_channels_of_two_processing_levels_are_refused():
+    """S2L1C and S2L2A (or S1GRD and S1RTC) channels are two products of one sensor, not one image."""
+    with pytest.raises(ValueError, match="mix S2L1C and S2L2A channels.*processing levels of one sensor"):
+        build_encoder("croma_base", bands=["S2L1C:B04", "S2L2A:B03", "S2L1C:B02"], **TINY)
+    with pytest.raises(ValueError, match="mix S1GRD and S1RTC channels"):
+        build_encoder("croma_base", modality="joint", bands=["S2L2A:B04", "S1GRD:VV", "S1RTC:VH"], **TINY)
+    build_encoder("croma_base", modality="joint", bands=["S2L2A:B04", "S2:B03", "S1RTC:VV", "VH"], **TINY)

@@ -6,7 +6,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "dinov2_official_tiny.pt")
@@ -277,3 +277,24 @@ def test_unknown_encoder_tensors_are_refused(official):
     sd["blocks.1.attn.q_norm.weight"] = torch.ones(16)  # qk-norm: another architecture
     with pytest.raises(CheckpointError, match=r"has no place for .*blocks\.1\.attn\.q_norm\.weight"):
         build_encoder("dinov2_vits14", weights=sd, img_size=98, **TINY)
+
+
+def test_position_resize_matrices_are_made_once_per_size(monkeypatch):
+    """Outside recording the resize matrices of a grid come from the encoder's size cache (the
+    native grid needs none); they were rebuilt on every forward (~5000 extra ops at 518 px)."""
+    from d2geo.encoders import dinov2, resize
+
+    calls = []
+    real = resize.bicubic_matrix
+    monkeypatch.setattr(dinov2, "bicubic_matrix", lambda *a, **k: calls.append(a[:2]) or real(*a, **k))
+    enc = build_encoder("dinov2_vits14", img_size=56, **TINY).eval()
+    with torch.no_grad():
+        for _ in range(3):
+            enc(torch.randn(1, 3, 56, 56))  # the table's own 4 x 4 grid
+        assert calls == []
+        for _ in range(3):
+            enc(torch.randn(1, 3, 70, 42))
+        assert sorted(calls) == [(3, 4), (5, 4)]
+        enc.to(torch.float64)  # moved or cast: made again
+        enc(torch.randn(1, 3, 70, 42, dtype=torch.float64))
+        assert len(calls) == 4

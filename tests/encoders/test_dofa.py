@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_upstream_module, rel_err
+from helpers import load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders.dofa import DOFA_PRETRAINED
 
@@ -128,3 +128,13 @@ def test_published_size_builds():
     enc = build_encoder("dofa_vitl16", bands=("B02", "B03", "B04"))
     out = enc.forward_features(torch.zeros(1, 3, 224, 160), layers=[23], norm=False)
     assert tuple(out[0].shape) == (1, 1024, 14, 10)
+
+
+def test_a_band_named_twice_is_refused():
+    """Two names of one band (``red`` and ``B04``) would give two copies of one generated kernel:
+    refused as CROMA and TerraMind refuse them (``bands.refuse_repeated_bands``)."""
+    for bands, sensor in ((["red", "B04", "green"], None), (["red", "green", "red"], None),
+                          (["B04", "red"], "sentinel-2-l2a"), (["VV", "VH", "vv"], None)):
+        with pytest.raises(ValueError, match="name one band twice: .* give each band once"):
+            build_encoder("dofa_vitb16", bands=bands, sensor=sensor, **TINY)
+    build_encoder("dofa_vitb16", bands=["red", "green", "blue"], **TINY)

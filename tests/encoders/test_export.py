@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import rel_err
+from helpers import rel_err
 from d2geo.encoders import build_encoder
 
 pytest.importorskip("detectron2")
@@ -39,6 +39,10 @@ FAMILIES = {
     "terramind": (lambda: build_encoder("terramind_v1_tiny", embed_dim=64, depth=2, num_heads=2,
                                         bands=["S2L2A:B04", "S2L2A:B03", "S2L2A:B02", "S1RTC:VV", "S1RTC:VH"]),
                   (1, 5, 64, 96), [(1, 5, 128, 80), (1, 5, 224, 224)]),
+    # channel ids of optical and SAR bands are constants of the recorded model; 70 px is the table's grid
+    "panopticon": (lambda: build_encoder("panopticon_vitb14", embed_dim=48, depth=2, num_heads=3, attn_dim=48,
+                                         attn_heads=4, img_size=70, bands=["B04", "B03", "B02", "VV"]),
+                   (1, 4, 56, 84), [(1, 4, 98, 42), (1, 4, 70, 70)]),
     # the ALiBi bias is computed from the traced grid, not cached per size
     "croma_joint": (lambda: build_encoder("croma_base", embed_dim=64, depth=2, num_heads=4, modality="joint"),
                     (1, 14, 40, 64), [(1, 14, 72, 32)]),
@@ -165,7 +169,7 @@ def test_onnx_with_dynamic_hw_matches_eager_at_other_sizes(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["dinov2", "dinov2_reg", "prithvi", "copernicusfm", "dofa", "satlas",
-                                  "terramind"])
+                                  "terramind", "panopticon"])
 def test_traced_backbone_matches_eager_at_other_sizes(name):
     enc, x, others = _family(name)
     backbone = GeoBackbone(enc, layers=(0, 1)).eval()
@@ -229,3 +233,48 @@ class _WithTime(torch.nn.Module):
 
     def forward(self, image, timestamps):
         return self.enc(image, metadata={"timestamps": timestamps})
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("copernicusfm_vitb16", dict(bands=("B04", "B03", "B02"))),
+    ("copernicusfm_vitb16", dict(bands=("B04", "B03", "B02"), patch_size=8)),
+    ("ssl4eo_s12_vits16_moco", dict(bands=("B04", "B03", "B02"))),
+])
+def test_antialiased_resizes_onnx_with_default_tracing_match_eager(name, kw, tmp_path):
+    """The TorchScript ONNX exporter (export_model.py's default ``--export-method tracing``)
+    has no ``_upsample_bicubic2d_aa``: recorded Copernicus-FM and SSL4EO models resize the
+    position table (and make another patch size's kernel-resize matrix) without it, equal to
+    eager at other sizes."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    enc = build_encoder(name, embed_dim=64, depth=2, num_heads=2, img_size=64, **kw).eval()
+    with torch.no_grad():
+        if getattr(enc, "vit", None) is not None:
+            enc.vit.pos_embed.normal_(0, 0.5)  # a table whose resize shows
+    x = torch.randn(1, 3, 64, 96)
+    path = str(tmp_path / "cfm.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(enc, (x,), path, input_names=["image"], dynamic_axes={"image": {2: "h", 3: "w"}},
+                          opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for y in (x, torch.randn(1, 3, 64, 64), torch.randn(1, 3, 128, 80)):
+        with torch.no_grad():
+            ref = enc(y)
+        out = torch.from_numpy(sess.run(None, {"image": y.numpy()})[0])
+        assert out.shape == ref.shape and rel_err(out, ref) <= 1e-5, tuple(y.shape)
+
+
+def test_resize_matrices_equal_torch_bicubic():
+    """The interpolation matrices recorded models use (resize.py) against F.interpolate."""
+    import torch.nn.functional as F
+
+    from d2geo.encoders.resize import bicubic_matrix, resize_table
+
+    table = torch.randn(1, 14 * 14, 8)
+    grid = table.reshape(14, 14, 8).permute(2, 0, 1)[None]
+    for h, w in ((14, 14), (4, 6), (37, 9), (20, 31)):
+        for aa in (True, False):
+            want = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=aa)
+            got = resize_table(table, bicubic_matrix(h, 14, antialias=aa), bicubic_matrix(w, 14, antialias=aa))
+            assert rel_err(got, want[0].permute(1, 2, 0).reshape(1, h * w, 8)) <= 1e-5, (h, w, aa)

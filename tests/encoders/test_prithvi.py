@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import torch
 
-from conftest import rel_err, terratorch_prithvi
+from helpers import rel_err, terratorch_prithvi
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders import metadata as metadata_mod
 from d2geo.encoders.base import time_to_channels

@@ -37,9 +37,7 @@ def test_parameter_count_without_weights_equals_a_real_build(name):
 
 
 def test_list_encoders_flag_of_the_converter(capsys):
-    spec = importlib.util.spec_from_file_location("_cards_convert", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     tool.main(["--list-encoders"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines] == list_encoders()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
-from conftest import load_upstream_module, rel_err
+from helpers import load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders.satlas import SATLAS_PRETRAINED, SATLAS_STATS
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import load_upstream_module, rel_err
+from helpers import load_upstream_module, rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder
 from d2geo.encoders.scale_mae import SCALE_MAE_PRETRAINED, gsd_sincos_table
 

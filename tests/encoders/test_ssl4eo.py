@@ -13,7 +13,7 @@ import torch
 
 timm = pytest.importorskip("timm")
 
-from conftest import rel_err  # noqa: E402
+from helpers import rel_err  # noqa: E402
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder  # noqa: E402
 from d2geo.encoders.ssl4eo import S2_L1C_BANDS, SSL4EO_PRETRAINED  # noqa: E402
 

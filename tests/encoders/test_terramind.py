@@ -13,7 +13,7 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import rel_err, terratorch_terramind
+from helpers import rel_err, terratorch_terramind
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, load_encoder_weights
 from d2geo.encoders import terramind as tm
 

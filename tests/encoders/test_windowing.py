@@ -25,6 +25,9 @@ FAMILIES = {
     "clay": dict(name="clay_v1_base", kw=dict(embed_dim=72, depth=3, num_heads=2, head_dim=16,
                                               wavelengths=[0.49, 0.56, 0.665], gsd=10.0),
                  patch=8, chans=3, frames=0),
+    "panopticon": dict(name="panopticon_vitb14", kw=dict(embed_dim=64, depth=3, num_heads=2, attn_dim=32,
+                                                         attn_heads=4, bands=["B04", "B03", "VV"]),
+                       patch=14, chans=3, frames=0),
 }
 
 

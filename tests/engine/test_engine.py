@@ -282,3 +282,22 @@ def test_every_torch_load_in_the_source_tree_is_weights_only():
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
     assert not unpickling, f"pickle.load of files: {unpickling}"
     assert not checkpointers, f"DetectionCheckpointer (reads .pkl pickles) instead of GeoCheckpointer: {checkpointers}"
+
+
+def test_checkpointer_maps_saved_patch_kernels_by_band_name(tmp_path):
+    """A whole-model checkpoint (GeoCheckpointer) records the encoder's band names; a model of
+    the same bands in another order loads the kernels by name (issue 26 item 8)."""
+    kw = dict(embed_dim=32, depth=1, num_heads=2, img_size=32)
+    torch.manual_seed(0)
+    a = GeoBackbone(build_encoder("ssl4eo_s12_vits16_moco", bands=["B04", "B03", "B02"], **kw), layers=(0,)).eval()
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    GeoCheckpointer(a, str(tmp_path)).save("model_final")
+    b = GeoBackbone(build_encoder("ssl4eo_s12_vits16_moco", bands=["B02", "B04", "B03"], **kw), layers=(0,)).eval()
+    GeoCheckpointer(b).load(str(tmp_path / "model_final.pth"))
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want, got = a(x), b(x[:, [2, 0, 1]])
+    for k in want:
+        assert (got[k] - want[k]).abs().max() <= 1e-5 * want[k].abs().max()

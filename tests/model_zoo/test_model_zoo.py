@@ -28,15 +28,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # -- configs -----------------------------------------------------------------------------------
 def test_get_config_and_file():
-    path = model_zoo.get_config_file("dino_v2/mask_rcnn_vitb14.py")
-    assert os.path.isfile(path) and path.endswith(os.path.join("dino_v2", "mask_rcnn_vitb14.py"))
-    cfg = model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py")
+    path = model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
+    assert os.path.isfile(path) and path.endswith(os.path.join("dinov2", "mask_rcnn_vitb14.py"))
+    cfg = model_zoo.get_config("dinov2/mask_rcnn_vitb14.py")
     assert cfg.model.backbone.net.encoder == "dinov2_vitb14"
     assert {"model", "dataloader", "optimizer", "lr_multiplier", "train"} <= set(cfg)
-    with pytest.raises(RuntimeError, match="Did you mean dino_v2/mask_rcnn_vitb14.py"):
-        model_zoo.get_config_file("dino_v2/mask_rcnn_vitb16.py")
+    with pytest.raises(RuntimeError, match="Did you mean dinov2/mask_rcnn_vitb14.py"):
+        model_zoo.get_config_file("dinov2/mask_rcnn_vitb16.py")
     with pytest.raises(ValueError, match="LazyConfig .py"):
-        model_zoo.get_config("dino_v2/mask_rcnn_vitb14.yaml")
+        model_zoo.get_config("dinov2/mask_rcnn_vitb14.yaml")
 
 
 @pytest.mark.slow  # builds a wheel (~20 s)
@@ -191,16 +191,13 @@ def test_digest_in_names():
 
 def test_detection_checkpointer_loads_a_zoo_checkpoint(zoo, tmp_path):
     """The converter's output, served as a zoo file, loads into the config's model."""
-    import importlib.util
 
     from d2geo.encoders import build_encoder
 
     enc = build_encoder("dinov2_vits14", embed_dim=96, depth=4, num_heads=3)
     upstream = tmp_path / "up.pth"
     torch.save(dict(enc.vit.state_dict()), upstream)
-    spec = importlib.util.spec_from_file_location("_zoo_convert", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     written = tool.main([str(upstream), "--config-file", config, "--output-dir", str(zoo.root / "quickstart")])
     uri = "d2geo://quickstart/" + os.path.basename(written)
@@ -264,13 +261,10 @@ def _tiny_upstream_checkpoint(path):
 
 
 def test_detection_checkpointer_loads_an_hf_init_checkpoint(hub, tmp_path):
-    import importlib.util
 
     upstream = tmp_path / "up.pth"
     _tiny_upstream_checkpoint(upstream)
-    spec = importlib.util.spec_from_file_location("_zoo_convert2", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     # the converter takes the upstream file as an hf:// path too
     up_uri = hub.publish("acme/upstream", "dinov2_tiny.pth", open(upstream, "rb").read())
@@ -327,14 +321,12 @@ def test_skip_encoder_weights_for_whole_model_checkpoints():
 
 
 def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, monkeypatch):
-    import importlib.util
 
     monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the run
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # and nothing is cached there
-    spec = importlib.util.spec_from_file_location("_zoo_train_net", os.path.join(ROOT, "tools", "train_net.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import train as tool
+    from d2geo.engine.train_loop import run
     cfg = model_zoo.get_config("quickstart/semantic_fpn_tiny.py")
     model = instantiate(cfg.model)
     ckpt = str(tmp_path / "model.pth")
@@ -348,7 +340,7 @@ def test_eval_only_from_an_init_checkpoint_fetches_no_encoder_weights(tmp_path, 
     saved = {name: (lg.handlers[:], lg.propagate, lg.level) for name in ("d2geo", "detectron2", "fvcore")
              for lg in [logging.getLogger(name)]}
     try:
-        results = tool.main(args)
+        results = run(args)
     finally:
         for name, (handlers, propagate, level) in saved.items():
             lg = logging.getLogger(name)
@@ -386,7 +378,6 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     """``convert_checkpoint.py pretrained --config-file ...``: the config's encoder's published
     file, fetched and checked against its pin (here the table entry points at the stand-in)."""
     import hashlib
-    import importlib.util
 
     from d2geo.encoders import PretrainedCfg, registry
 
@@ -395,9 +386,7 @@ def test_convert_checkpoint_takes_the_encoders_published_weights(hub, tmp_path, 
     entry = registry._REGISTRY["dinov2_vits14"]
     pin = PretrainedCfg(source=uri, license="Apache-2.0", sha256=hashlib.sha256(data).hexdigest())
     monkeypatch.setitem(registry._REGISTRY, "dinov2_vits14", registry._Entry(entry.builder, entry.config, pin))
-    spec = importlib.util.spec_from_file_location("_zoo_convert3", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     config = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
     written = tool.main(["pretrained", "--config-file", config, "--output-dir", str(tmp_path / "out")])
     meta = torch.load(written, weights_only=True)["d2geo"]
@@ -416,9 +405,7 @@ def test_convert_checkpoint_output_has_the_mode_a_plain_write_has(tmp_path):
 
     upstream = tmp_path / "up.pth"
     _tiny_upstream_checkpoint(upstream)
-    spec = importlib.util.spec_from_file_location("_zoo_convert_mode", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import convert as tool
     old = os.umask(0o022)
     try:
         written = tool.main([str(upstream), "--encoder", "dinov2_vits14", "--prefix", "backbone.net.",
@@ -428,3 +415,16 @@ def test_convert_checkpoint_output_has_the_mode_a_plain_write_has(tmp_path):
         os.umask(old)
     assert os.stat(written).st_mode & 0o777 == 0o644
     assert not [f for f in os.listdir(tmp_path / "zoo") if f != os.path.basename(written)]
+def test_old_config_folder_names_still_resolve(caplog):
+    """``dino_v2/...`` (the folder's old name) finds ``dinov2/...`` and says the new name."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="d2geo.model_zoo"):
+        old = model_zoo.get_config_file("dino_v2/mask_rcnn_vitb14.py")
+    assert old == model_zoo.get_config_file("dinov2/mask_rcnn_vitb14.py")
+    assert "'dino_v2/mask_rcnn_vitb14.py' is now 'dinov2/mask_rcnn_vitb14.py'" in caplog.text
+    assert model_zoo.get_config_file("dino_v3/mask_rcnn_vitl16_sat.py").endswith(
+        os.path.join("dinov3", "mask_rcnn_vitl16_sat.py"))
+    assert model_zoo.get_config_file("common/encoders/dino_v2.py").endswith(
+        os.path.join("encoders", "dinov2.py"))
+    assert model_zoo.get_config("dino_v2/semantic_fpn_vitb14.py").model.backbone.net.encoder == "dinov2_vitb14"

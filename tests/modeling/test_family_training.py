@@ -12,7 +12,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
-from conftest import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
+from helpers import tiny_rcnn_heads, tiny_semseg_head  # noqa: E402
 from heads_tiny import CROMA_JOINT, falling, synthetic_geotiffs, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
@@ -34,10 +34,11 @@ FAMILIES = {
     "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
     # the joint encoder (the tapped one) has depth // 2 = 4 blocks
     "croma": dict(embed_dim=64, depth=8, num_heads=4),
+    "panopticon": dict(embed_dim=64, depth=4, num_heads=4, attn_dim=48, attn_heads=4),
 }
 CONFIGS = {
-    "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
-    "dinov3": ("dino_v3/mask_rcnn_vitl16_sat.py", "dino_v3/semantic_fpn_vitl16_sat.py"),
+    "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
+    "dinov3": ("dinov3/mask_rcnn_vitl16_sat.py", "dinov3/semantic_fpn_vitl16_sat.py"),
     "prithvi": ("prithvi/mask_rcnn_eo_v2_300_tl.py", "prithvi/semantic_fpn_eo_v2_300_tl.py"),
     "clay": ("clay/mask_rcnn_v1_5_large.py", "clay/semantic_fpn_v1_5_large.py"),
     "ssl4eo": ("ssl4eo/mask_rcnn_vits16.py", "ssl4eo/semantic_fpn_vits16.py"),
@@ -49,6 +50,7 @@ CONFIGS = {
     "terramind": ("terramind/mask_rcnn_v1_base.py", "terramind/semantic_fpn_v1_base.py"),
     "copernicusfm": ("copernicusfm/mask_rcnn_vitb16.py", "copernicusfm/semantic_fpn_vitb16.py"),
     "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
+    "panopticon": ("panopticon/mask_rcnn_vitb14.py", "panopticon/semantic_fpn_vitb14.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
@@ -78,7 +80,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT}.get(family, bands)
-    if family in ("clay", "dofa", "copernicusfm"):
+    if family in ("clay", "dofa", "copernicusfm", "panopticon"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
         kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])

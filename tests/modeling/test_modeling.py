@@ -19,11 +19,11 @@ from detectron2.solver.build import get_default_optimizer_params  # noqa: E402
 from detectron2.structures import ImageList  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-import conftest  # noqa: E402
-from conftest import (  # noqa: E402
+import helpers  # noqa: E402
+from helpers import (  # noqa: E402
     TINY_DINO, dino_backbone, rel_err, tiny_mask_rcnn, tiny_segmentor,
 )
-from conftest import make_sample as _sample  # noqa: E402
+from helpers import make_sample as _sample  # noqa: E402
 from d2geo.encoders import EncoderInputError, build_encoder, list_encoders  # noqa: E402
 from d2geo.modeling import (  # noqa: E402
     GeoBackbone,
@@ -228,7 +228,7 @@ def test_freeze_all_disables_drop_path_and_none_keeps_everything():
 # -- temporal folds (Prithvi) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def terratorch_prithvi():
-    return conftest.terratorch_prithvi()
+    return helpers.terratorch_prithvi()
 
 
 def test_concat_fold_matches_terratorch_layout(terratorch_prithvi):

@@ -147,7 +147,7 @@ def synthetic(tmp_path_factory):
     return synthetic_geotiffs(tmp_path_factory, "peft")
 
 
-@pytest.mark.parametrize("name", ["dino_v2/semantic_fpn_vitb14.py", "prithvi/upernet_eo_v2_300_tl.py"])
+@pytest.mark.parametrize("name", ["dinov2/semantic_fpn_vitb14.py", "prithvi/upernet_eo_v2_300_tl.py"])
 def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     from heads_tiny import falling, tiny_config, train_steps
 
@@ -169,12 +169,7 @@ def test_lora_trains_and_keeps_original_weights(name, synthetic, tmp_path):
     # the converter merges the trained model into a plain zoo file that needs no peft
     ckpt = tmp_path / "model_final.pth"
     torch.save({"model": model.state_dict()}, ckpt)
-    import sys
-    sys.path.insert(0, "tools")
-    try:
-        import convert_checkpoint
-    finally:
-        sys.path.remove("tools")
+    from d2geo.cli import convert as convert_checkpoint
     model.eval()
     batch = [dict(d) for d in next(iter(instantiate(cfg.dataloader.train)))]
     with torch.no_grad():

@@ -15,7 +15,7 @@ from detectron2.engine import SimpleTrainer  # noqa: E402
 from detectron2.layers.batch_norm import LayerNorm as D2LayerNorm  # noqa: E402
 from detectron2.structures import BitMasks, Boxes, Instances  # noqa: E402
 
-from conftest import tiny_mask_rcnn  # noqa: E402
+from helpers import tiny_mask_rcnn  # noqa: E402
 from d2geo.engine.amp import AutocastTrainer, build_trainer, resolve_precision  # noqa: E402
 from d2geo.modeling import GeoBackbone, MultiLayerPyramid, SimpleFeaturePyramid  # noqa: E402
 from d2geo.modeling.pyramid import ChannelLayerNorm  # noqa: E402

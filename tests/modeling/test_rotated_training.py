@@ -16,7 +16,7 @@ from detectron2.structures import RotatedBoxes  # noqa: E402
 from heads_tiny import HLS, TINY, falling, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 
-CONFIGS = {"dinov2": "dino_v2/rotated_rcnn_vitb14.py", "prithvi": "prithvi/rotated_rcnn_eo_v2_300_tl.py",
+CONFIGS = {"dinov2": "dinov2/rotated_rcnn_vitb14.py", "prithvi": "prithvi/rotated_rcnn_eo_v2_300_tl.py",
            "satlas": "satlas/rotated_rcnn_swinb.py"}
 
 

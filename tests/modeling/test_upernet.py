@@ -14,7 +14,7 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.layers import ShapeSpec  # noqa: E402
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head  # noqa: E402
 
-from conftest import load_upstream_module  # noqa: E402
+from helpers import load_upstream_module  # noqa: E402
 from d2geo.modeling import GeoBackbone  # noqa: E402
 from d2geo.modeling.heads import UperNetHead  # noqa: E402
 
@@ -44,9 +44,9 @@ def terratorch_upernet():
         import importlib.util
         import zipfile
 
-        from conftest import _or_skip
+        from helpers import or_skip as _or_skip
 
-        from benchmarks import upstream
+        from testkit import upstream
         with zipfile.ZipFile(_or_skip(upstream.upstream_wheel, "terratorch")) as zf:
             source = zf.read("terratorch/models/decoders/upernet_decoder.py").decode()
         module = importlib.util.module_from_spec(importlib.util.spec_from_loader("_ref_tt_upernet", loader=None))
@@ -138,7 +138,7 @@ def test_upernet_bad_inputs():
 
 
 # -- packaged configs --------------------------------------------------------------------------
-UPERNET_CONFIGS = ["dino_v2/upernet_vitb14.py", "dino_v3/upernet_vitl16_sat.py",
+UPERNET_CONFIGS = ["dinov2/upernet_vitb14.py", "dinov3/upernet_vitl16_sat.py",
                    "prithvi/upernet_eo_v2_300_tl.py", "clay/upernet_v1_5_large.py", "terramind/upernet_v1_base.py",
                    "copernicusfm/upernet_vitb16.py", "croma/upernet_base.py", "dofa/upernet_vitb16.py",
                    "satlas/upernet_swinb.py", "scale_mae/upernet_vitl16.py", "ssl4eo/upernet_vits16.py",

@@ -167,7 +167,7 @@ def synthetic(tmp_path_factory):
     return synthetic_geotiffs(tmp_path_factory, "adapter")
 
 
-@pytest.mark.parametrize("name", ["dino_v2/upernet_vit_adapter_vitb14.py",
+@pytest.mark.parametrize("name", ["dinov2/upernet_vit_adapter_vitb14.py",
                                   "prithvi/upernet_vit_adapter_eo_v2_300_tl.py"])
 def test_adapter_config_trains(name, synthetic, tmp_path):
     from heads_tiny import falling, tiny_config, train_steps

@@ -1,6 +1,5 @@
 """``train.compile=True`` (tools/train_net.py) trains like eager: equal losses step by step."""
 import copy
-import importlib.util
 import os
 
 import pytest
@@ -13,10 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net_tool", os.path.join(ROOT, "tools", "train_net.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from d2geo.engine import train_loop
+
+    return train_loop
 
 
 def _steps(model, batches):

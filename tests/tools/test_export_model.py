@@ -20,10 +20,9 @@ TINY_ENCODER = ["model.backbone.net.encoder_kwargs.depth=2", "model.backbone.net
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("export_model_tool", os.path.join(ROOT, "tools", "export_model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from d2geo.cli import export
+
+    return export
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -106,6 +107,20 @@ def _manifest_outputs(out_dir) -> dict:
     return {sid: e["outputs"] for sid, e in m["scenes"].items()}
 
 
+def _assert_same_outputs(out_dir, ref_dir):
+    """Class maps, vectors and their manifest entries equal to the byte; class scores (float32,
+    which batch size and thread count move by ~1e-6) equal within 1e-5."""
+    got, ref = _manifest_outputs(out_dir), _manifest_outputs(ref_dir)
+    assert {s: sorted(o) for s, o in got.items()} == {s: sorted(o) for s, o in ref.items()}
+    for sid, outputs in ref.items():
+        for name, digest in outputs.items():
+            if name.endswith(".scores.tif"):
+                with rasterio.open(os.path.join(out_dir, name)) as a, rasterio.open(os.path.join(ref_dir, name)) as b:
+                    np.testing.assert_allclose(a.read(), b.read(), rtol=0, atol=1e-5, equal_nan=True)
+            else:
+                assert got[sid][name] == digest, f"{name} differs"
+
+
 @pytest.fixture(scope="module")
 def seg_run(region, seg_weights, tmp_path_factory):
     """One uninterrupted single-process run with class scores, the reference of the tests."""
@@ -161,10 +176,10 @@ def test_a_scene_without_neighbours_matches_predict_scene(region, seg_model, tmp
         la, lb = a.read(1), b.read(1)
     assert (lb != 255).all() and (la == lb).mean() > 0.97
     # bfloat16 autocast (forced; "auto" uses it where the CPU or GPU computes bf16 natively)
-    from d2geo.data.region import _autocast
+    from d2geo.precision import autocast
 
-    assert not isinstance(_autocast("cpu", "off"), torch.autocast)
-    assert isinstance(_autocast("cpu", "bf16"), torch.autocast)
+    assert not isinstance(autocast("cpu", "off"), torch.autocast)
+    assert isinstance(autocast("cpu", "bf16"), torch.autocast)
     out3 = tmp_path / "bf16"
     out3.mkdir()
     opts.max_strip_width, opts.amp = 4096, "bf16"
@@ -207,7 +222,7 @@ def test_two_processes_write_exactly_what_one_process_writes(region, seg_weights
     r = _run_cli(["--config-file", SEG, "--weights", seg_weights, "--scenes", os.path.dirname(region["a"]),
                   "--output-dir", out, "--probabilities", "--num-processes", "2", *FLAGS], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _manifest_outputs(out) == _manifest_outputs(ref)  # sha256 of every output file
+    _assert_same_outputs(out, ref)  # sha256 of every output file but the float scores
     # both ranks worked: the scenes were dealt largest first, round-robin
     scenes = collect_scenes([os.path.dirname(region["a"])])
     assert [s.id for s in shard_scenes(scenes, 1, 2)] == ["b_zone10"]
@@ -227,18 +242,24 @@ def test_a_run_killed_after_its_first_scene_resumes_to_the_uninterrupted_outputs
                             stderr=subprocess.DEVNULL)
     done_dir = os.path.join(out, STATE_DIR, "done")
     deadline = time.time() + 240
+
+    def finished_scenes():  # records renamed into place (not a record's temporary file, being written)
+        return [f for f in os.listdir(done_dir) if not f.startswith(".")] if os.path.isdir(done_dir) else []
+
     while time.time() < deadline and proc.poll() is None:
-        if os.path.isdir(done_dir) and os.listdir(done_dir):
+        if finished_scenes():
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = os.listdir(done_dir)
+    finished = finished_scenes()
     assert 1 <= len(finished) < 3, "the run should be killed between its first and its last scene"
     assert not os.path.exists(os.path.join(out, "mosaic.vrt"))
     summary = _tool().main(args)
     assert sorted(summary["skipped"]) == sorted(f[:-5] for f in finished)  # not predicted again
-    assert _manifest_outputs(out) == _manifest_outputs(ref)
+    # batch 1 on one thread here, batch 4 on the default threads in seg_run: the same class maps,
+    # scores equal within float32 noise (exact hashes failed on another CPU, issue 26)
+    _assert_same_outputs(out, ref)
     leftovers = [f for _, _, fs in os.walk(out) for f in fs if ".d2geo-tmp" in f]
     assert leftovers == []
     # a changed input invalidates its scene only
@@ -346,10 +367,11 @@ def test_benchmark_compares_with_terratorchs_tiled_inference_on_the_same_windows
     """benchmarks/region.py's reference: terratorch's tiled_inference from the wheel, on the
     same model and windows, labels a lone scene almost as predict_region does (the two blend
     the overlaps with different weights; the model ran under bf16 autocast in seg_run)."""
+    from testkit.upstream import UpstreamUnavailable
+
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
         import region as bench
-        from upstream import UpstreamUnavailable
 
         ti = bench.terratorch_tiled_inference()
     except UpstreamUnavailable as e:  # the wheel cannot be had (offline, no cache)
@@ -375,7 +397,7 @@ def test_benchmark_compares_with_terratorchs_tiled_inference_on_the_same_windows
 
 
 def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(region, seg_weights, seg_run,
-                                                                                tmp_path):
+                                                                                tmp_path, caplog):
     """--polygons on the three scenes (strips of 40 rows: every region taller than that is cut and
     joined): the polygons rasterize back to each scene's class map, and are in the manifest."""
     gpd = pytest.importorskip("geopandas", reason="GeoParquet needs d2geo[region] (geopandas, pyarrow)")
@@ -383,10 +405,13 @@ def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(re
     from scipy import ndimage
 
     out = str(tmp_path / "poly")
-    summary = _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", os.path.dirname(region["a"]),
-                            "--output-dir", out, "--polygons", "--polygon-strip-rows", "40", "--probabilities",
-                            *FLAGS])
+    with caplog.at_level(logging.INFO):
+        summary = _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes",
+                                os.path.dirname(region["a"]), "--output-dir", out, "--polygons",
+                                "--polygon-strip-rows", "40", "--probabilities", *FLAGS])
     assert sorted(summary["done"]) == ["a_zone10", "b_zone10", "c_zone11"]
+    assert "polygonized the class map of a_zone10" in caplog.text
+    assert ".d2geo-tmp" not in caplog.text  # the log names scenes, not hidden temporary files
     ref_out, _ = seg_run
     outputs = _manifest_outputs(out)
     for sid in summary["scenes"]:
@@ -427,4 +452,12 @@ def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(re
     with pytest.raises(SystemExit, match="min_area_m2=-1.0 is negative"):
         _tool().main(["--config-file", SEG, "--weights", seg_weights, "--scenes", region["a"], "--output-dir",
                       str(tmp_path / "bad"), "--polygons", "--min-area-m2", "-1", *FLAGS])
-    assert sorted(os.listdir(tmp_path / "bad")) == [STATE_DIR]
+    assert not os.path.exists(tmp_path / "bad")  # refused before the output folder was made
+
+
+def test_a_missing_weights_file_is_one_error_line_and_leaves_no_folder(region, tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(SystemExit, match=r"^predict_region: error: weights not found: .*missing.pth"):
+        _tool().main(["--config-file", SEG, "--weights", str(tmp_path / "missing.pth"), "--scenes", region["c"],
+                      "--output-dir", str(out), *FLAGS])
+    assert not out.exists()  # a SystemExit with a message: python prints that one line, no traceback

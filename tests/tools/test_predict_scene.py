@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import textwrap
@@ -206,14 +207,14 @@ def test_instances_on_window_borders_appear_once(scene, model, tmp_path):
 
 def _redetect(m, path):
     """All window detections before merging (same windows as predict_scene)."""
-    from d2geo.data.scene import _window_instances
+    from d2geo.inference.instances import window_instances
     from rasterio.windows import Window
 
     dets = []
     for r, c in tile_windows(H, W, TILE, OVERLAP):
         s = read_geotiff(path, window=Window(c, r, TILE, TILE))
         out = m([{"image": torch.as_tensor(s.image), "height": TILE, "width": TILE}])[0]
-        dets += _window_instances(out["instances"], r, c, TILE, H, W, s.valid, 0.5, 2)
+        dets += window_instances(out["instances"], r, c, TILE, H, W, s.valid, 0.5, 2)
     return dets
 
 
@@ -342,7 +343,7 @@ def _files(folder):
     return sorted(os.listdir(folder))
 
 
-def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scene, model, tmp_path):
+def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scene, model, tmp_path, caplog):
     from d2geo.data.scene import SceneRequestError
 
     path = scene[0]
@@ -386,13 +387,21 @@ def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scen
         tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-geojson",
                    str(out / "pred.geojson"), "--polygon-classes", "lake", "--no-progress"])
     assert _files(out) == []
+    # a missing checkpoint: one error line, no traceback, no file
+    with pytest.raises(SystemExit, match=r"^predict_scene: error: weights not found: .*nope.pth"):
+        tool.main(["--config-file", str(cfg), "--weights", str(tmp_path / "nope.pth"), "--scene", path,
+                   "--out-semseg", str(out / "pred.tif"), "--no-progress"])
+    assert _files(out) == []
     # a semantic model's --out-geojson: the class map's regions, pixel for pixel
     from rasterio.features import rasterize
 
-    summary = tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-semseg",
-                         str(out / "pred.tif"), "--out-geojson", str(out / "pred.geojson"), "--no-progress",
-                         "--tile", str(TILE), "--overlap", str(OVERLAP), "--polygon-strip-rows", "17",
-                         "--no-quicklook"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        summary = tool.main(["--config-file", str(cfg), "--weights", weights, "--scene", path, "--out-semseg",
+                             str(out / "pred.tif"), "--out-geojson", str(out / "pred.geojson"), "--no-progress",
+                             "--tile", str(TILE), "--overlap", str(OVERLAP), "--polygon-strip-rows", "17",
+                             "--no-quicklook"])
+    assert "instances" not in caplog.text and "detections" not in caplog.text  # a semantic model has none
     assert _files(out) == ["pred.geojson", "pred.tif", "pred.tif.aux.xml"]
     with rasterio.open(out / "pred.tif") as src:
         cm, t = src.read(1), src.transform
@@ -514,3 +523,59 @@ def test_class_map_carries_class_names_and_a_colour_table(scene, model, tmp_path
     assert png.shape[1] > 2 * W
     for c in class_colours(names)[1:3]:  # water and field are drawn at full colour in the legend
         assert (np.abs(png.astype(int) - np.array(c)).sum(-1) == 0).any()
+
+
+SLOW_MODEL = textwrap.dedent('''
+    import time
+    import torch
+
+
+    class SlowSemantic(torch.nn.Module):
+        """Class 0 everywhere, a second a forward: a run that can be killed halfway."""
+
+        def __init__(self):
+            super().__init__()
+            self.sem_seg_head = torch.nn.Identity()
+            self.register_buffer("pixel_mean", torch.zeros(6, 1, 1), persistent=False)
+
+        def forward(self, batched_inputs):
+            time.sleep(1.0)
+            return [{"sem_seg": torch.zeros(2, d["height"], d["width"])} for d in batched_inputs]
+''')
+
+
+def test_sigterm_removes_the_temporary_files(scene, tmp_path):
+    """A predict_scene run killed with SIGTERM (a scheduler's stop) leaves no hidden temporary file."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "d2geo_slow_model.py").write_text(SLOW_MODEL)
+    cfg = tmp_path / "slow_cfg.py"
+    cfg.write_text(textwrap.dedent(f'''
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        from detectron2.config import LazyCall as L
+        from d2geo_slow_model import SlowSemantic
+
+        model = L(SlowSemantic)()
+    '''))
+    weights = tmp_path / "slow.pth"
+    torch.save({"model": {}}, weights)
+    out = tmp_path / "out"
+    out.mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root)
+    proc = subprocess.Popen([sys.executable, os.path.join(root, "tools", "predict_scene.py"), "--config-file",
+                             str(cfg), "--weights", str(weights), "--scene", scene[0], "--out-semseg",
+                             str(out / "pred.tif"), "--tile", "64", "--overlap", "0", "--no-progress"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not any(".d2geo-tmp" in f for f in _files(out)):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    time.sleep(0.5)  # inside the window loop, the scratch class map open
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 143
+    assert _files(out) == []  # neither the output nor a temporary file

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -27,19 +26,14 @@ DET = os.path.join(ROOT, "configs", "quickstart", "mask_rcnn_tiny.py")
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"_d2geo_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_net = _load_tool("train_net")
-convert_checkpoint = _load_tool("convert_checkpoint")
+from d2geo.cli import convert as convert_checkpoint  # noqa: E402
+from d2geo.cli import train as train_net  # noqa: E402
+from d2geo.engine import hooks as train_hooks  # noqa: E402
+from d2geo.engine import train_loop  # noqa: E402
 
 
 def run_main(*argv):
-    return train_net.main(train_net.get_parser().parse_args(list(argv)))
+    return train_loop.run(train_net.get_parser().parse_args(list(argv)))
 
 
 def metrics(output_dir):
@@ -131,7 +125,7 @@ def test_cuda_device_falls_back_to_cpu(caplog):
     cfg = LazyConfig.load(SEG)
     cfg.train.device = "cuda"
     cfg.train.amp.enabled = True
-    assert train_net._resolve_device(cfg) == "cpu"
+    assert train_loop.resolve_device(cfg) == "cpu"
     assert cfg.train.device == "cpu" and cfg.train.amp.enabled  # autocast works on the CPU too
 
 
@@ -194,14 +188,14 @@ def test_ctrl_c_handler_does_no_io_and_the_step_end_logs_and_stops(monkeypatch):
         def __getattr__(self, level):
             return lambda msg, *args, **kw: records.append((level, msg % args))
 
-    monkeypatch.setattr(train_net, "logger", Logger())
+    monkeypatch.setattr(train_hooks, "logger", Logger())
     saved = []
-    hook = train_net.StopOnCtrlC(types.SimpleNamespace(save=lambda name, **kw: saved.append(name),
+    hook = train_hooks.StopOnCtrlC(types.SimpleNamespace(save=lambda name, **kw: saved.append(name),
                                                        save_dir="/ckpt"))
     hook.trainer = types.SimpleNamespace(iter=7)
     hook._handler(signal.SIGINT, None)
     assert hook.requested and records == [] and saved == []
-    with pytest.raises(train_net.TrainingInterrupted) as e:
+    with pytest.raises(train_hooks.TrainingInterrupted) as e:
         hook.after_step()
     assert saved == ["model_0000007"] and e.value.iteration == 7
     assert [lvl for lvl, msg in records if "iteration 7 finished" in msg] == ["warning"]
@@ -258,9 +252,13 @@ def test_ctrl_c_writes_a_checkpoint_and_prints_the_resume_command(tmp_path):
 def test_resume_command_keeps_the_arguments_and_puts_resume_before_the_overrides():
     import shlex
 
-    cmd = train_net.resume_command(["--config-file", "c.py", "train.max_iter=5", "a.b='x y'"])
+    cmd = train_net.resume_command(["--config-file", "c.py", "train.max_iter=5", "a.b='x y'"],
+                                   prog="python tools/train_net.py")
     assert shlex.split(cmd)[2:] == ["--config-file", "c.py", "--resume", "train.max_iter=5", "a.b='x y'"]
     assert train_net.resume_command(["--config-file", "c.py", "--resume"]).count("--resume") == 1
+    # started as the console script, the command to continue is the console script's
+    assert shlex.split(train_net.resume_command(["--config-file", "c.py"], prog="d2geo-train")) == [
+        "d2geo-train", "--config-file", "c.py", "--resume"]
 
 
 # -- checkpoint conversion -----------------------------------------------------------------
@@ -341,3 +339,15 @@ def test_config_file_may_be_a_zoo_name():
     assert train_net.resolve_config_file(DET) == DET
     with pytest.raises(FileNotFoundError, match="neither a file nor a config of the d2geo model zoo"):
         train_net.resolve_config_file("quickstart/does_not_exist.py")
+
+
+def test_training_runs_from_a_zoo_name(tmp_path, monkeypatch):
+    """``--config-file quickstart/semantic_fpn_tiny.py`` from any folder (an installed d2geo has no
+    configs/ beside it): detectron2's setup used to open the name as a path and fail."""
+    monkeypatch.chdir(tmp_path)
+    out = str(tmp_path / "out")
+    run_main("--config-file", "quickstart/semantic_fpn_tiny.py", f"train.output_dir={out}", "train.max_iter=1",
+             "train.eval_period=0")
+    assert os.path.isfile(os.path.join(out, "model_final.pth"))
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert "sem_seg_head" in f.read()  # the zoo config was saved with the run

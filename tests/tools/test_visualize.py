@@ -18,14 +18,16 @@ from PIL import Image  # noqa: E402
 from d2geo.data.geotiff import GeoTiffError  # noqa: E402
 from d2geo.data.render import class_colours, composite, composite_channels, layout_panels  # noqa: E402
 from d2geo.data.synthetic.generator import SEMSEG_CLASSES, make_synthetic_dataset  # noqa: E402
-from d2geo.tools_support import load_tool  # noqa: E402
+from d2geo.data.synthetic import register_synthetic_root  # noqa: E402
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def vis():
-    return load_tool("visualize")
+    from d2geo.cli import visualize
+
+    return visualize
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ def test_instances_ground_truth_and_predictions_in_their_own_panels(vis, synth):
 
 
 def test_cli_dataset_scale_and_contact_sheet(vis, synth, tmp_path):
-    names = vis._register_synthetic_root(os.path.dirname(synth.root))  # the cache-folder layout
+    names = register_synthetic_root(os.path.dirname(synth.root))  # the cache-folder layout
     assert "d2geo_geotiff_synth_det_val" in names
     one = vis.main(["--dataset", "d2geo_geotiff_synth_seg_val", "--num", "2", "--scale", "1",
                     "--out", str(tmp_path / "s1")])

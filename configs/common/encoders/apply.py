@@ -2,7 +2,7 @@
 
 A task config applies its family's fragment in one call, next to the fragment's import::
 
-    from ..common.encoders.dino_v2 import encoder as _enc
+    from ..common.encoders.dinov2 import encoder as _enc
     from ..common.encoders.apply import apply_encoder as _apply_encoder
     ...
     _apply_encoder(_enc, model, dataloader, optimizer, layers=_enc.taps)

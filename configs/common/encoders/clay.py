@@ -6,7 +6,7 @@ reflectance x 10 000) are Clay's own (``d2geo.encoders.get_pretrained_cfg("clay_
 ``stats_for("landsat-c2l2-sr")``, ``"naip"``, ``"sentinel-1-rtc"`` ... give the other
 platforms'). Clay's patch embedding is built from the band wavelengths, so other band sets
 work too: change ``bands`` (names of d2geo's ``sentinel-2-l2a`` table, or give
-``wavelengths``) and the statistics. The GSD defaults to 10 m. Applied as in ``dino_v2.py``.
+``wavelengths``) and the statistics. The GSD defaults to 10 m. Applied as in ``dinov2.py``.
 """
 from d2geo.encoders import get_pretrained_cfg
 

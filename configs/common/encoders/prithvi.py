@@ -4,7 +4,7 @@
 ``ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL`` (downloaded once into the Hub cache; see
 ``HF_HUB_OFFLINE`` / ``HF_ENDPOINT`` in the README). The six HLS bands, the number of dates
 and the HLS statistics (reflectance x 10 000) are those of the weights
-(``d2geo.encoders.get_pretrained_cfg("prithvi_eo_v2_300_tl")``). Applied as in ``dino_v2.py``;
+(``d2geo.encoders.get_pretrained_cfg("prithvi_eo_v2_300_tl")``). Applied as in ``dinov2.py``;
 the task configs choose how the dates are folded (``temporal_fold``).
 """
 from d2geo.encoders import get_pretrained_cfg

@@ -43,7 +43,12 @@ from .generator import (  # noqa: F401
     make_synthetic_dataset,
     write_scene,
 )
-from .register import register_synthetic, register_synthetic_geotiff, synthetic_pixel_stats  # noqa: F401
+from .register import (  # noqa: F401
+    register_synthetic,
+    register_synthetic_geotiff,
+    register_synthetic_root,
+    synthetic_pixel_stats,
+)
 
 #: the bands of the synthetic tiles (named as in d2geo's ``hls`` sensor table)
 SYNTH_BANDS = HLS_BANDS
@@ -53,7 +58,7 @@ SYNTH_STUFF_CLASSES = SEMSEG_CLASSES
 __all__ = [
     "SYNTH_BANDS", "SYNTH_THING_CLASSES", "SYNTH_STUFF_CLASSES", "BUILTIN_PREFIX", "BUILTIN_PARAMS",
     "SyntheticGeoDataset", "make_synthetic_dataset", "write_scene",
-    "register_synthetic", "register_synthetic_geotiff", "synthetic_cache_root", "synthetic_dataset_dir",
+    "register_synthetic", "register_synthetic_geotiff", "register_synthetic_root", "synthetic_cache_root", "synthetic_dataset_dir",
     "ensure_synthetic_dataset", "synthetic_pixel_stats",
 ]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
+import os
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,7 +15,9 @@ from ..geotiff import IGNORE_LABEL, read_geotiff
 from .cache import _SPECS, BUILTIN_PARAMS, BUILTIN_PREFIX, ensure_synthetic_dataset
 from .generator import HLS_BANDS, SEMSEG_CLASSES, THING_CLASSES, SyntheticGeoDataset, make_synthetic_dataset
 
-__all__ = ["register_synthetic", "register_synthetic_geotiff", "synthetic_pixel_stats"]
+__all__ = ["register_synthetic", "register_synthetic_geotiff", "register_synthetic_root", "synthetic_pixel_stats"]
+
+logger = logging.getLogger(__name__)
 
 
 def _load_det(prefix: str, split: str, name: str) -> list[dict]:
@@ -80,6 +84,35 @@ def register_synthetic_geotiff(dataset: SyntheticGeoDataset, prefix: str = "d2ge
         register_geo_instances(det, dataset.coco_json(split), dataset.image_dir(split), geo=geo,
                                thing_classes=list(dataset.thing_classes))
         names += [seg, det]
+    return names
+
+
+def register_synthetic_root(root: str) -> list[str]:
+    """Register the synthetic dataset(s) in ``root`` (a :func:`make_synthetic_dataset` output, or
+    the cache folder holding one ``<prefix>-<digest>`` folder per generated dataset) as
+    ``d2geo_geotiff_synth[<k>]_{seg,det}_{train,val}``; returns the names. A folder without
+    one is an error naming the fix."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--synthetic-root {root}: no such folder")
+    candidates = []
+    if any(os.path.isdir(os.path.join(root, s, "images")) for s in ("train", "val")):
+        candidates.append(root)
+    else:  # the cache folder: one <prefix>-<digest> folder per generated dataset
+        for entry in sorted(os.listdir(root)):
+            sub = os.path.join(root, entry)
+            if not entry.startswith(".") and any(os.path.isdir(os.path.join(sub, s, "images"))
+                                                 for s in ("train", "val")):
+                candidates.append(sub)
+    names = []
+    for k, folder in enumerate(candidates):
+        prefix = "d2geo_geotiff_synth" if k == 0 else f"d2geo_geotiff_synth{k}"
+        new = register_synthetic_geotiff(SyntheticGeoDataset.open(folder), prefix=prefix)
+        logger.info("registered %s from %s", ", ".join(new), folder)
+        names += new
+    if not names:
+        raise ValueError(f"--synthetic-root {root}: no synthetic dataset there (expected train/images or "
+                         f"val/images, or folders holding them). The quickstart datasets need no "
+                         f"--synthetic-root: use --dataset d2geo_synth_seg_val or d2geo_synth_det_val")
     return names
 
 

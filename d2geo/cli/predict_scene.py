@@ -1,0 +1,193 @@
+"""Run a trained d2geo model over a whole GeoTIFF scene with overlapping windows.
+
+Examples::
+
+    # class map (GeoTIFF in the scene CRS, with class names and colours) from a LazyConfig
+    # and its checkpoint; a quick-look pred.tif.png is written next to it
+    python tools/predict_scene.py --config-file configs/quickstart/semantic_fpn_tiny.py \
+        --weights output/quickstart/semantic_fpn_tiny/model_final.pth --scene T10SEG.2020245.tif \
+        --out-semseg pred.tif
+
+    # a Sentinel-2 L2A file without band descriptions into a model of six HLS bands
+    python tools/predict_scene.py --config-file ... --weights ... --scene S2L2A/tile.tif \
+        --band-names B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 --sensor sentinel-2-l2a \
+        --bands B02,B03,B04,B8A,B11,B12 --dn-scale 0.0001 --out-semseg pred.tif
+
+    # buildings as GeoJSON polygons in EPSG:4326, 512 px windows overlapping by 128 px
+    python tools/predict_scene.py --config-file ... --weights ... --scene scene.tif \
+        --out-geojson buildings.geojson --to-crs EPSG:4326 --tile 512 --overlap 128
+
+    # a time series: one file per date, in time order
+    python tools/predict_scene.py ... --scene d1.tif d2.tif d3.tif --out-semseg pred.tif
+
+    # one file per modality on one grid (TerraMind: Sentinel-2 L2A + Sentinel-1 RTC + DEM),
+    # stacked band-wise in the order given: channels S2L2A:B01..S2L2A:B12, S1RTC:VV, S1RTC:VH, DEM:DEM
+    python tools/predict_scene.py --config-file configs/terramind/semantic_fpn_v1_base.py --weights ... \
+        --input S2L2A=S2L2A/tile.tif --input S1RTC=S1RTC/tile.tif --input DEM=DEM/tile.tif --out-semseg pred.tif
+
+Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
+With a semantic model, --out-geojson writes the class map's connected regions as polygons
+(one feature per region: class id and name, area in m^2; --polygon-exclude background,
+--min-area-m2 500 drops specks; see ``d2geo.inference.polygons``).
+The request is checked against the model and the scene before any window is read (an
+instance model asked for --out-semseg, bands the file lacks or a band count the model
+does not take, a missing output folder: an error and no file). Outputs are written to a
+temporary file and renamed when complete: an interrupted run leaves no partial file.
+The work is done by ``d2geo.inference`` (``predict_scene``: the region runner with one
+scene; see ``d2geo.inference.loop`` for the blending and the duplicate removal).
+A SIGTERM removes the temporary files before the tool exits.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+
+from d2geo.tools_support import quiet_third_party_warnings
+
+quiet_third_party_warnings()
+
+logger = logging.getLogger("d2geo.predict_scene")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, help="LazyConfig .py file with a `model` entry")
+    p.add_argument("--weights", required=True, help="checkpoint to load (read with weights_only or safetensors)")
+    scene = p.add_mutually_exclusive_group(required=True)
+    scene.add_argument("--scene", nargs="+", help="GeoTIFF scene, or one file per date")
+    scene.add_argument("--input", action="append", metavar="MODALITY=PATH",
+                       help="one file per modality on one grid, repeated (--input S2L2A=s2.tif --input S1RTC=s1.tif "
+                            "--input DEM=dem.tif): stacked band-wise in this order into channels "
+                            "'<MODALITY>:<band>'")
+    p.add_argument("--out-semseg", help="class map GeoTIFF to write")
+    p.add_argument("--out-geojson", help="GeoJSON to write: the instances' polygons (instance models) or the "
+                                         "class map's connected regions (semantic models)")
+    p.add_argument("--polygon-classes", default=None,
+                   help="semantic models: comma-separated class names or ids to polygonize (default: all)")
+    p.add_argument("--polygon-exclude", default=None,
+                   help="semantic models: comma-separated class names or ids not to polygonize (e.g. background)")
+    p.add_argument("--min-area-m2", type=float, default=0.0, help="semantic models: drop regions under this (m^2)")
+    p.add_argument("--polygon-strip-rows", type=int, default=1024,
+                   help="semantic models: class-map rows polygonized at a time (bounds the memory)")
+    p.add_argument("--to-crs", default=None, help="CRS of the GeoJSON (default: the scene CRS), e.g. EPSG:4326")
+    p.add_argument("--tile", type=int, default=256, help="window size in pixels")
+    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in pixels")
+    p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order "
+                                                 "(with --input: '<MODALITY>:<band>' names or bare modalities)")
+    p.add_argument("--band-names", action="append", default=None,
+                   help="comma-separated names of the file's bands (when it has no band descriptions); with "
+                        "--input, per modality and repeated: --band-names S1RTC=VV,VH")
+    p.add_argument("--sensor", action="append", default=None,
+                   help="sensor key for wavelengths (e.g. hls, sentinel-2-l2a); with --input, per modality: "
+                        "--sensor S2L2A=sentinel-2-l2a (TerraMind modalities know theirs)")
+    p.add_argument("--dn-scale", action="append", default=None,
+                   help="scale of the file's numbers to the model's input, e.g. 0.0001 for Sentinel-2 int16 "
+                        "reflectance (default: from the file); with --input, per modality: --dn-scale S2L2A=0.0001")
+    p.add_argument("--class-names", default=None,
+                   help="comma-separated names of the classes of the class map (default: those of the "
+                        "config's test dataset)")
+    p.add_argument("--object-names", default=None,
+                   help="comma-separated names of the instance classes for the GeoJSON (default: --class-names "
+                        "when there is no --out-semseg, else the config's)")
+    p.add_argument("--no-quicklook", action="store_true", help="no quick-look PNG next to the outputs")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--dedup-threshold", type=float, default=0.5,
+                   help="intersection over the smaller object above which two detections are one")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="off",
+                   help="autocast (d2geo.precision): off (default, float32), auto (bfloat16 where the device "
+                        "computes it natively), bf16, fp16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-units-check", action="store_true",
+                   help="only warn when the input's magnitude does not fit the model's statistics (d2geo.data.units: "
+                        "e.g. DN where the model expects reflectance); by default that is an error before any window")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    return p
+
+
+def _split(s):
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def _error(msg) -> SystemExit:
+    return SystemExit(f"predict_scene: error: {msg}")
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    from d2geo.inference.outputs import terminate_cleanly
+
+    with terminate_cleanly():  # SIGTERM: temporaries removed, exit code 143
+        return _main(args)
+
+
+def _main(args) -> dict:
+    from d2geo.tools_support import (
+        config_class_names, load_model, parse_modality_inputs, scene_read_options, setup_tool_logging,
+    )
+
+    setup_tool_logging()
+    if not args.out_semseg and not args.out_geojson:
+        raise _error("give --out-semseg and/or --out-geojson")
+    from d2geo.data.geotiff import GeoTiffError
+    from d2geo.inference import InferenceOptions, SceneRequestError, check_request, model_outputs, predict_scene
+
+    modalities = parse_modality_inputs(args.input)
+    read = scene_read_options(modalities, band_names=args.band_names, sensor=args.sensor, dn_scale=args.dn_scale)
+    try:
+        opts = InferenceOptions(
+            tile=args.tile, overlap=args.overlap, bands=_split(args.bands), band_names=read["band_names"],
+            sensor=read["sensor"], scale=read["scale"], to_crs=args.to_crs, score_threshold=args.score_threshold,
+            dedup_threshold=args.dedup_threshold, batch_size=args.batch_size, num_workers=0, amp=args.amp,
+            quicklook=not args.no_quicklook, units_check=not args.skip_units_check,
+            polygon_classes=_split(args.polygon_classes),
+            polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
+            polygon_strip_rows=args.polygon_strip_rows)
+        model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
+    except (SceneRequestError, FileNotFoundError, KeyError) as e:
+        raise _error(e.args[0] if isinstance(e, KeyError) and e.args else e) from None
+    scene = modalities if modalities is not None else (args.scene if len(args.scene) > 1 else args.scene[0])
+    outputs = model_outputs(model)
+    # a semantic model's GeoJSON: the class map's regions (instance and panoptic models: the instances)
+    regions = bool(args.out_geojson) and outputs is not None and "sem_seg" in outputs and "instances" not in outputs
+    paths = dict(semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
+                 regions_path=args.out_geojson if regions else None)
+    try:
+        check_request(model, modalities or list(args.scene), scale=read["scale"], tile=args.tile,
+                      overlap=args.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
+                      **paths)
+    except (SceneRequestError, FileNotFoundError, ValueError) as e:
+        raise _error(e) from None
+    class_names, object_names = _split(args.class_names), _split(args.object_names)
+    if (args.out_semseg or regions) and class_names is None:
+        class_names = config_class_names(cfg, "semantic")
+    if args.out_geojson and not regions and object_names is None:
+        object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
+    opts = opts.replace(class_names=class_names, object_names=object_names)
+    try:
+        summary = predict_scene(model, scene, options=opts, progress=not args.no_progress,
+                                device_type=args.device.split(":")[0], **paths)
+    except (SceneRequestError, GeoTiffError) as e:  # GeoTiffError: the units check (UnitsError) too
+        raise _error(e) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise _error(e.strerror) from e
+        raise
+    if regions:
+        logger.info("%d class-map regions as polygons in %s", summary["regions"], args.out_geojson)
+    for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
+        if path:
+            logger.info("wrote %s", path)
+    if paths["instances_path"] is not None:
+        logger.info("windows: %d, detections: %d, instances kept: %d", summary["windows"], summary["detections"],
+                    len(summary["instances"]))
+    else:
+        logger.info("windows: %d", summary["windows"])
+    return summary
+
+
+if __name__ == "__main__":
+    main()

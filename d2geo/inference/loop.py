@@ -1,0 +1,279 @@
+"""The window loop: one scene through the model, blended, deduplicated and written.
+
+:func:`run_scene` is the only place where d2geo runs a model over windows of a scene; a
+single scene (:func:`d2geo.inference.predict_scene`) and every scene of a region
+(:func:`d2geo.inference.region.predict_region`) go through it. Windows are read by a
+``DataLoader`` (``num_workers`` processes ahead of the model), ``batch_size`` a forward, under
+the autocast of :mod:`d2geo.precision`; scenes wider than ``max_strip_width`` are cut into
+column strips, each read with ``overlap`` px of context on either side, so the
+:class:`~d2geo.inference.blend.BlendBuffer` does not grow with the scene. The class map (and
+scores) are written in strips to scratch rasters, then converted to COGs; polygons are made
+from the class map strip by strip; instances are merged across windows. Every output appears
+complete or not at all (:func:`~d2geo.data.files.atomic_path`; class map last).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from d2geo.data.files import atomic_path
+from d2geo.data.geotiff import GeoTiffError
+from d2geo.precision import autocast
+
+from .blend import BlendBuffer
+from .instances import SceneInstance, float32_instances, instances_to_geojson, merge_instances, window_instances
+from .options import InferenceOptions
+from .outputs import (
+    default_class_names, open_class_map, open_scores, scratch_path, to_cog, write_category_names, write_geojson,
+    write_geoparquet,
+)
+from .request import SceneRequestError, read_scene_window
+from .windows import blend_weights, column_strips, tile_windows, window_shape
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_scene", "SceneResult", "TARGETS", "count_windows", "disk_full"]
+
+#: what :func:`run_scene` writes, by key of its ``targets``
+TARGETS = ("class_map", "scores", "geojson", "geoparquet", "regions_geojson", "regions_geoparquet")
+
+
+@dataclass
+class SceneResult:
+    windows: int = 0
+    detections: int = 0
+    instances: list = field(default_factory=list)  # kept SceneInstance
+    regions: int | None = None
+    class_names: list | None = None
+
+
+class _WindowReader(torch.utils.data.Dataset):
+    """Windows of one scene (a scene of modalities: stacked band-wise), in DataLoader workers."""
+
+    def __init__(self, scene, windows, shape, read_kwargs):
+        self.paths, self.modalities = scene.paths, scene.modalities
+        self.windows, self.shape, self.kw = windows, shape, read_kwargs
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, i):
+        from rasterio.windows import Window
+
+        (row, col), (h, w) = self.windows[i], self.shape
+        s = read_scene_window(self.paths, self.modalities, Window(col, row, w, h), **self.kw)
+        meta = {k: (torch.as_tensor(v) if not isinstance(v, float) else v) for k, v in s.metadata.items()}
+        return row, col, {"image": torch.as_tensor(s.image), "height": h, "width": w, "metadata": meta}, s.valid
+
+
+def _collate(batch):
+    return batch
+
+
+def _strip_windows(height: int, width: int, a: int, b: int, opts: InferenceOptions, shape) -> tuple[list, int, int]:
+    """The windows of the column strip ``[a, b)`` read with ``overlap`` px of context each side."""
+    c0, c1 = max(0, a - opts.overlap), min(width, b + opts.overlap)
+    # a strip narrower than a window: its windows start where a whole window fits the scene
+    wins = [(r, min(c + c0, width - shape[1])) for r, c in tile_windows(height, c1 - c0, opts.tile, opts.overlap)]
+    return list(dict.fromkeys(wins)), c0, c1
+
+
+@torch.no_grad()
+def run_scene(model, scene, opts: InferenceOptions, targets: Mapping[str, str], *, scratch_dir: str,
+              semseg: bool, instances: bool, owner: Callable | None = None, device_type: str = "cpu",
+              on_windows: Callable | None = None, properties: dict | None = None,
+              raster_tags: dict | None = None) -> SceneResult:
+    """Predict ``scene`` (a :class:`~d2geo.inference.region.inputs.RegionScene`) and write
+    ``targets`` (keys of :data:`TARGETS` -> paths). ``owner(row0, col0, rows, cols)`` -> the
+    pixels the scene owns (others are no data; instances are kept where it owns their box
+    centre); ``on_windows(done, total)`` is called after each batch; ``properties`` are added
+    to every vector feature, ``raster_tags`` to the class map."""
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        raise ValueError(f"unknown targets {sorted(unknown)}; use {TARGETS}")
+    opts.validate()
+    try:
+        return _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type,
+                          on_windows, properties, raster_tags)
+    except Exception as e:
+        full = disk_full(e, [scratch_dir] + [os.path.dirname(os.path.abspath(p)) for p in targets.values()])
+        if full is not None:
+            raise full from e
+        raise
+
+
+def disk_full(error: BaseException, folders) -> OSError | None:
+    """An ``OSError(ENOSPC)`` naming the folder whose filesystem is full, when ``error`` (an
+    OSError, or a GDAL write error, which does not say why) came from a full disk; else None."""
+    import errno
+    import shutil
+
+    said = isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error) \
+        or "Free disk space" in str(error)
+    for folder in dict.fromkeys(folders):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if said or free < (1 << 20):
+            return OSError(errno.ENOSPC, f"no space left on {folder} ({free / 2**20:.1f} MiB free; {error}): free "
+                                         f"some space or choose another output folder")
+    return None
+
+
+def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type, on_windows,
+               properties, raster_tags) -> SceneResult:
+    height, width = scene.height, scene.width
+    shape = window_shape(height, width, opts.tile)
+    weights = blend_weights(shape[0], opts.overlap, shape[1])
+    read_kw = dict(bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, scale=opts.scale, fill=opts.fill)
+    res = SceneResult()
+    detections: list[SceneInstance] = []
+    sem_dst = prob_dst = None
+    want_regions = "regions_geojson" in targets or "regions_geoparquet" in targets
+    with contextlib.ExitStack() as stack:
+        raw = {}
+        if semseg:
+            raw["class_map"] = scratch_path(stack, scratch_dir, scene.id + ".raw")
+            if "scores" in targets:
+                raw["scores"] = scratch_path(stack, scratch_dir, scene.id + ".scores.raw")
+
+        def write(rows):
+            from rasterio.windows import Window
+
+            if rows is None:
+                return
+            win = Window(rows.col, rows.row, rows.labels.shape[1], rows.labels.shape[0])
+            sem_dst.write(rows.labels[None], window=win)
+            if prob_dst is not None:
+                prob_dst.write(rows.scores, window=win)
+
+        checked = False
+        try:
+            for a, b in column_strips(width, opts.max_strip_width):
+                wins, c0, c1 = _strip_windows(height, width, a, b, opts, shape)
+                loader = torch.utils.data.DataLoader(
+                    _WindowReader(scene, wins, shape, read_kw), batch_size=opts.batch_size, shuffle=False,
+                    num_workers=opts.num_workers, collate_fn=_collate,
+                    prefetch_factor=2 if opts.num_workers > 0 else None)
+                buf, current_row = None, None
+                for batch in loader:
+                    with autocast(device_type, opts.amp):
+                        outputs = model([item for _, _, item, _ in batch])
+                    if len(outputs) != len(batch):
+                        raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
+                    if not checked:  # models whose outputs model_outputs() could not tell
+                        wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"))
+                        for want, key, kind in wanted:
+                            if want and key not in outputs[0]:
+                                raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
+                                                        f"cannot give {kind}")
+                        checked = True
+                    for (row, col, _, valid), out in zip(batch, outputs):
+                        valid = np.asarray(valid)
+                        if semseg:
+                            logits = out["sem_seg"].detach().float().cpu().numpy()
+                            if logits.shape[-2:] != shape:
+                                raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected "
+                                                   f"(K, {shape[0]}, {shape[1]}) (the window)")
+                            if buf is None:
+                                if sem_dst is None:
+                                    res.class_names = default_class_names(logits.shape[0], opts.class_names,
+                                                                          SceneRequestError)
+                                    sem_dst = open_class_map(raw["class_map"], scene, res.class_names,
+                                                             blocksize=opts.cog_blocksize, tags=raster_tags)
+                                    if "scores" in raw:
+                                        prob_dst = open_scores(raw["scores"], scene, res.class_names,
+                                                               blocksize=opts.cog_blocksize,
+                                                               tags={"scene": scene.id})
+                                buf = BlendBuffer(logits.shape[0], height, shape[0], c0, c1, out_cols=(a, b),
+                                                  owner=owner, scores=prob_dst is not None)
+                            if row != current_row:
+                                write(buf.flush(row))
+                                current_row = row
+                            buf.add(row, col, logits, weights, valid)
+                        if instances:
+                            detections.extend(window_instances(
+                                float32_instances(out["instances"]), row, col, shape, height, width, valid,
+                                opts.score_threshold, opts.edge_margin))
+                    res.windows += len(batch)
+                    if on_windows is not None:
+                        on_windows(len(batch), len(wins))
+                if buf is not None:
+                    write(buf.flush(height))
+        finally:
+            for d in (sem_dst, prob_dst):
+                if d is not None:
+                    d.close()
+        final = {}
+        if semseg and "class_map" in targets:
+            final["class_map"] = stack.enter_context(atomic_path(targets["class_map"]))
+            to_cog(raw["class_map"], final["class_map"], "nearest", opts.cog_blocksize)
+            final["aux"] = stack.enter_context(atomic_path(targets["class_map"] + ".aux.xml"))
+            write_category_names(final["aux"], res.class_names)
+        if "scores" in raw:
+            final["scores"] = stack.enter_context(atomic_path(targets["scores"]))
+            to_cog(raw["scores"], final["scores"], "average", opts.cog_blocksize)
+        if semseg and want_regions:
+            _write_regions(stack, raw["class_map"], targets, opts, res, properties, scene)
+        if instances:
+            res.detections = len(detections)
+            kept = merge_instances(detections, opts.dedup_threshold)
+            if owner is not None:
+                kept = [d for d in kept if _owns(owner, d, height, width)]
+            res.instances = kept
+            gj = instances_to_geojson(kept, scene.transform, scene.crs, to_crs=opts.to_crs,
+                                      class_names=opts.object_names)
+            for f in gj["features"]:
+                f["properties"].update(properties or {})
+            if "geojson" in targets:
+                write_geojson(gj, stack.enter_context(atomic_path(targets["geojson"])))
+            if "geoparquet" in targets:
+                write_geoparquet(gj, stack.enter_context(atomic_path(targets["geoparquet"])),
+                                 opts.to_crs or scene.crs)
+        # leaving the stack renames every output into place (class map last: entered first)
+    logger.info("%s: %d windows, %dx%d px%s%s", scene.id, res.windows, height, width,
+                f", {scene.km2:.2f} km^2" if scene.gsd else "",
+                f", {len(res.instances)} instances kept of {res.detections} detections" if instances else "")
+    return res
+
+
+def _write_regions(stack, class_map: str, targets, opts: InferenceOptions, res: SceneResult, properties, scene):
+    from .polygons import PolygonRequestError, polygonize_class_map, resolve_classes
+
+    try:
+        chosen = resolve_classes(opts.polygon_classes, res.class_names, what="--polygon-classes")
+        excluded = resolve_classes(opts.polygon_exclude, res.class_names, what="--polygon-exclude")
+    except PolygonRequestError as e:
+        raise SceneRequestError(str(e)) from None
+    fc = polygonize_class_map(class_map, class_names=res.class_names, classes=chosen, exclude=excluded,
+                              min_area_m2=opts.min_area_m2, to_crs=opts.to_crs, strip_rows=opts.polygon_strip_rows,
+                              extra=properties, label=f"the class map of {scene.id}")
+    res.regions = len(fc["features"])
+    if "regions_geojson" in targets:
+        write_geojson(fc, stack.enter_context(atomic_path(targets["regions_geojson"])))
+    if "regions_geoparquet" in targets:
+        write_geoparquet(fc, stack.enter_context(atomic_path(targets["regions_geoparquet"])), opts.to_crs or scene.crs,
+                         empty_columns=("class_id", "class", "area_m2", "scene"))
+
+
+def _owns(owner: Callable, d: SceneInstance, height: int, width: int) -> bool:
+    """Whether the scene owns the centre of the instance's box."""
+    import math
+
+    cx, cy = (d.box[0] + d.box[2]) / 2, (d.box[1] + d.box[3]) / 2
+    r, c = int(min(max(math.floor(cy), 0), height - 1)), int(min(max(math.floor(cx), 0), width - 1))
+    return bool(owner(r, c, 1, 1)[0, 0])
+
+
+def count_windows(height: int, width: int, opts: InferenceOptions) -> int:
+    """How many windows :func:`run_scene` runs over a ``height x width`` scene (strips included)."""
+    shape = window_shape(height, width, opts.tile)
+    return sum(len(_strip_windows(height, width, a, b, opts, shape)[0])
+               for a, b in column_strips(width, opts.max_strip_width))

@@ -1,0 +1,65 @@
+"""Scene-scale semantic evaluation: overlapping windows blended as in region inference, scored
+on the part's windows; a model that reads the class from the pixel position scores exactly."""
+from __future__ import annotations
+
+import pytest
+import shapely
+import torch
+
+from d2geo.data.scenes import build_scene_datasets, open_scenes, register_geo_scenes
+from d2geo.data.scenes.index import reproject_geometry
+from d2geo.data.scenes.scene_eval import evaluate_scene_semantic
+
+import scene_fixtures  # this folder's helpers and fixtures
+from scene_fixtures import ZONES, write_labels
+
+_clean_catalog = scene_fixtures._clean_catalog
+two_zones = scene_fixtures.two_zones
+
+
+class ColumnModel(torch.nn.Module):
+    """Class 1 left of column ``edge`` of the scene, else 0 (band 1 of the test scenes holds column + 1)."""
+
+    def __init__(self, edge: int):
+        super().__init__()
+        self.edge = edge
+
+    def forward(self, batch):
+        out = []
+        for b in batch:
+            left = (b["image"][0] <= self.edge).float()
+            out.append({"sem_seg": torch.stack([1 - left, left]) * 10})
+        return out
+
+
+@pytest.mark.parametrize("edge, expected", [(150, 100.0), (140, 100 * (140 / 150 + 150 / 160) / 2)])
+def test_scene_scale_miou_is_exact_for_a_model_that_knows_the_position(two_zones, tmp_path, edge, expected):
+    path = two_zones[0]
+    s = open_scenes([path])[0]
+    (x0, y0), (x1, y1) = s.transform * (0, 0), s.transform * (150, 300)
+    left = reproject_geometry(shapely.box(x0, y1, x1, y0), s.crs, "EPSG:4326")
+    labels = write_labels(tmp_path / "l.gpkg", [(left, {"c": "left"})])
+    (name,) = register_geo_scenes("_eval", [path], labels, task="semantic", classes=["right", "left"],
+                                  class_key="c", background="right", window=64, sampler="grid")
+    res = evaluate_scene_semantic(ColumnModel(edge), name, tile=64, overlap=16)["sem_seg"]
+    assert res["mIoU"] == pytest.approx(expected, abs=1e-6)
+    assert res["IoU-left"] == pytest.approx(100 * min(edge, 150) / max(edge, 150), abs=1e-6)
+
+
+def test_scene_scale_evaluation_scores_only_the_parts_windows(two_zones, tmp_path):
+    path = two_zones[1]
+    s = open_scenes([path])[0]
+    crs = ZONES[1][0]
+    (x0, y0), (x1, y1) = s.transform * (0, 0), s.transform * (150, 300)
+    labels = write_labels(tmp_path / "l.geojson", [(shapely.box(x0, y1, x1, y0), {"c": "left"})], crs=crs,
+                          driver="GeoJSON")
+    datasets, *_ = build_scene_datasets("_p", [path], labels, task="semantic", classes=["right", "left"],
+                                        class_key="c", background="right", window=64, sampler="grid")
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    # a part of only the right half's windows (from column 172): read at the right scene offset, the
+    # position model predicts "right" everywhere there
+    DatasetCatalog.register("_p_right", lambda: [d for d in datasets["_p"] if d["window"][0] >= 150])
+    MetadataCatalog.get("_p_right").set(stuff_classes=["right", "left"], ignore_label=255, window=64)
+    res = evaluate_scene_semantic(ColumnModel(150), "_p_right", tile=64, overlap=16)["sem_seg"]
+    assert res["mIoU"] == pytest.approx(100.0) and res["pACC"] == pytest.approx(100.0)
