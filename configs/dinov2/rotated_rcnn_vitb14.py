@@ -6,12 +6,12 @@ Weights, bands and scaling as ``mask_rcnn_vitb14.py`` (its encoder fragment); th
 (``configs/common/data/geo_rotated_detection.py``; DOTA labels, rotated COCO json or
 GeoJSON polygons through ``d2geo.data.rotated``) and set the number of classes::
 
-    python tools/train_net.py --config-file configs/dino_v2/rotated_rcnn_vitb14.py \
+    python tools/train_net.py --config-file configs/dinov2/rotated_rcnn_vitb14.py \
         model.roi_heads.num_classes=15
 """
 from ..common.data.geo_rotated_detection import dataloader
 from ..common.encoders.apply import apply_encoder as _apply_encoder
-from ..common.encoders.dino_v2 import encoder as _enc
+from ..common.encoders.dinov2 import encoder as _enc
 from ..common.models.rotated_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
@@ -25,5 +25,5 @@ dataloader.train.total_batch_size = 16
 optimizer.lr = 1e-4
 optimizer.weight_decay = 0.1
 
-train.output_dir = "./output/dino_v2/rotated_rcnn_vitb14"
+train.output_dir = "./output/dinov2/rotated_rcnn_vitb14"
 train.max_iter = 20000
