@@ -92,9 +92,10 @@ def polygon_to_rotated_box(points) -> np.ndarray:
     """The minimum rotated rectangle (shapely) of a polygon given as ``(K, 2)`` pixel points,
     as one XYWHA box ``(5,)``. The polygon needs at least 4 distinct corners (else
     :class:`RotatedBoxError`: a triangle or a line has no meaningful orientation)."""
-    from .polygons import require_shapely
-
-    shapely = require_shapely()
+    try:
+        import shapely.geometry
+    except ImportError:  # pragma: no cover - shapely is a dependency of the vector workflow
+        raise ImportError("oriented boxes from polygons need shapely: pip install shapely") from None
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
         pts = pts[:-1]
