@@ -390,22 +390,27 @@ class GeoDatasetMapper:
             d.pop("annotations", None)
             return d
         if "annotations" in d:
-            kept = [obj for i, obj in enumerate(d.pop("annotations"))
-                    if obj.get("iscrowd", 0) == 0 and self._box_is_valid(obj, i, d["file_name"])]
-            if self.use_instance_mask and self.instance_mask_format == "polygon":
-                rle = next((obj for obj in kept if isinstance(obj.get("segmentation"), dict)), None)
-                if rle is not None:
-                    raise GeoTiffError(
-                        f"annotation id={rle.get('id', '?')} of {d['file_name']} has a COCO RLE segmentation (a dict "
-                        f"with 'counts' and 'size'), which polygon masks cannot hold: use bitmask masks, "
-                        f"instance_mask_format='bitmask' (LazyConfig: dataloader.train.mapper.instance_mask_format="
-                        f"'bitmask'; yacs: INPUT.MASK_FORMAT bitmask); bitmask takes polygons too")
-            annos = [utils.transform_instance_annotations(obj, transforms, (nh, nw)) for obj in kept]
-            if not self.use_instance_mask:
-                for a in annos:
-                    a.pop("segmentation", None)
-            instances = utils.annotations_to_instances(annos, (nh, nw), mask_format=self.instance_mask_format)
-            if self.recompute_boxes:
-                instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
-            d["instances"] = utils.filter_empty_instances(instances)
+            d["instances"] = self._instances(d, transforms, (nh, nw))
         return d
+
+    def _instances(self, d: dict, transforms, image_size):
+        """The transformed ``annotations`` of ``d`` (popped) as ``Instances``; subclasses
+        with other box types override it (``d2geo.data.rotated.RotatedGeoDatasetMapper``)."""
+        kept = [obj for i, obj in enumerate(d.pop("annotations"))
+                if obj.get("iscrowd", 0) == 0 and self._box_is_valid(obj, i, d["file_name"])]
+        if self.use_instance_mask and self.instance_mask_format == "polygon":
+            rle = next((obj for obj in kept if isinstance(obj.get("segmentation"), dict)), None)
+            if rle is not None:
+                raise GeoTiffError(
+                    f"annotation id={rle.get('id', '?')} of {d['file_name']} has a COCO RLE segmentation (a dict "
+                    f"with 'counts' and 'size'), which polygon masks cannot hold: use bitmask masks, "
+                    f"instance_mask_format='bitmask' (LazyConfig: dataloader.train.mapper.instance_mask_format="
+                    f"'bitmask'; yacs: INPUT.MASK_FORMAT bitmask); bitmask takes polygons too")
+        annos = [utils.transform_instance_annotations(obj, transforms, image_size) for obj in kept]
+        if not self.use_instance_mask:
+            for a in annos:
+                a.pop("segmentation", None)
+        instances = utils.annotations_to_instances(annos, image_size, mask_format=self.instance_mask_format)
+        if self.recompute_boxes:
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        return utils.filter_empty_instances(instances)
