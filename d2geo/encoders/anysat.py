@@ -285,6 +285,9 @@ class AnySatEncoder(GeoEncoder):
                              f"modality, None for {modality!r}")
         if default_doy is not None and not 0 <= default_doy <= 365:
             raise ValueError(f"default_doy={default_doy} is not a day of the year (0 = 1 January .. 365)")
+        if spec["temporal"] and (embed_dim % (8 * 4) or embed_dim % ltae_heads):
+            raise ValueError(f"embed_dim={embed_dim}: the L-TAE projector needs a multiple of 32 (GroupNorm(4) of "
+                             f"embed_dim / 8) and of ltae_heads={ltae_heads}")
         all_bands = spec["bands"]
         self.bands = expand_bands(bands) if bands else all_bands
         unknown = [b for b in self.bands if b not in all_bands]
