@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
-from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -53,14 +52,14 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
 from .bands import expand_bands
-from .base import EncoderInputError, GeoEncoder
+from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_gsd
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_PRETRAINED", "anysat_buckets", "anysat_sincos"]
+__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_PRETRAINED", "anysat_buckets", "anysat_sincos", "day_of_year"]
 
 #: the modalities built here: bands (upstream's channel order), native resolution (m), whether a
 #: time series, the L-TAE's input GroupNorm, and the sub-patch side in the spatial encoder's
@@ -104,6 +103,20 @@ def anysat_buckets(h: int, w: int) -> torch.Tensor:
     out = torch.full((1 + h * w, 1 + h * w), _RPE_BUCKETS - 1, dtype=torch.long)
     out[1:, 1:] = idx
     return out
+
+
+def day_of_year(timestamps: torch.Tensor) -> torch.Tensor:
+    """Day of the year (1 January = 0) of UTC ``timestamps`` (seconds since the epoch), in tensor
+    ops (traceable; the proleptic Gregorian calendar by Hinnant's ``civil_from_days``)."""
+    days = torch.div(timestamps, 86400, rounding_mode="floor").long()
+    z = days + 719468
+    era = torch.div(z, 146097, rounding_mode="floor")
+    doe = z - era * 146097  # day of the 400-year era
+    yoe = torch.div(doe - doe // 1460 + doe // 36524 - doe // 146096, 365, rounding_mode="floor")
+    doy_march = doe - (365 * yoe + yoe // 4 - yoe // 100)  # days since 1 March
+    year = yoe + era * 400 + (doy_march >= 306).long()  # January and February belong to the next year
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    return torch.where(doy_march >= 306, doy_march - 306, doy_march + 59 + leap.long())
 
 
 def _key_rpe(q: torch.Tensor, table: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
@@ -346,12 +359,11 @@ class AnySatEncoder(GeoEncoder):
                     f"has no metadata 'timestamps'; pass metadata={{'timestamps': (B, T) seconds since the epoch}}, "
                     f"or build a single-date encoder with default_doy=<day of the year, 1 January = 0>")
             return torch.full((batch, frames), float(self.default_doy), device=device)
-        ts = torch.as_tensor(ts, dtype=torch.float64).reshape(batch, -1)
+        ts = torch.as_tensor(ts).to(torch.float64).reshape(batch, -1)
         if ts.shape[1] != frames:
             raise EncoderInputError(f"metadata 'timestamps' has {ts.shape[1]} dates per sample but the input "
                                     f"has {frames}; give one timestamp per date")
-        days = [[datetime.fromtimestamp(float(t), timezone.utc).timetuple().tm_yday - 1 for t in row] for row in ts]
-        return torch.tensor(days, dtype=torch.float32, device=device)
+        return day_of_year(ts.to(device)).float()
 
     def _check_gsd(self, metadata):
         gsd = metadata.get("gsd") if metadata is not None else None
@@ -360,7 +372,9 @@ class AnySatEncoder(GeoEncoder):
                 f"AnySat cuts patches in metres and needs the ground sample distance: pass metadata={{'gsd': "
                 f"{self.native_gsd:g}}} (metres per pixel; d2geo's GeoTIFF reader sets it from the file)")
         check_gsd(gsd)
-        g = torch.as_tensor(gsd, dtype=torch.float64).flatten()
+        if is_tracing():
+            return
+        g = torch.as_tensor(gsd).to(torch.float64).flatten()
         bad = g[(g - self.native_gsd).abs() > 1e-3 * self.native_gsd]
         if bad.numel():
             raise EncoderInputError(

@@ -18,7 +18,7 @@ import torch
 
 from helpers import rel_err
 from d2geo.encoders import CheckpointError, EncoderInputError, build_encoder, describe
-from d2geo.encoders.anysat import anysat_buckets, anysat_sincos
+from d2geo.encoders.anysat import anysat_buckets, anysat_sincos, day_of_year
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "anysat_official_tiny.pt")
 TOL = 1e-4
@@ -109,6 +109,15 @@ def test_rectangular_grids_extend_the_square_codes():
     assert torch.equal(rect, sq[keep][:, keep])
     assert torch.equal(anysat_sincos(16, h, w, 3.0), anysat_sincos(16, n, n, 3.0)[keep])
     assert int(sq[1, 2]) == 4 and int(sq[1, 1]) == 3 and int(sq[0, 5]) == 7 and int(sq.max()) == 7
+
+
+def test_day_of_year_is_the_calendars():
+    """Timestamps -> day of the year (1 January = 0) in tensor ops, as datetime counts it, across
+    leap years, century years and the hours of a day."""
+    ts = torch.cat([torch.arange(63072000.0, 4102444800.0, 86400 * 7.3),  # 1972 .. 2100, every 7.3 days
+                    torch.tensor([951782400.0, 951868799.0, 4107542399.0, 1609459199.0])]).double()
+    want = [datetime.fromtimestamp(float(t), timezone.utc).timetuple().tm_yday - 1 for t in ts]
+    assert day_of_year(ts).tolist() == want
 
 
 def test_non_square_input_runs(official, hub_file):
