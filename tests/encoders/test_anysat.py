@@ -221,3 +221,33 @@ def test_matches_live_official_module(official, hub_file):
             want = ref(data, patch_size=patch_m, output="patch").permute(0, 3, 1, 2)
             got = enc(x, metadata=md)
         assert rel_err(got, want) <= TOL, modality
+
+
+@pytest.mark.slow  # torch.export of the three nested transformers: ~40 s on a busy CPU
+def test_exported_with_gsd_and_timestamps_as_inputs_follows_size_and_dates():
+    """torch.export with the GSD and timestamps as tensor inputs and dynamic height and width: one
+    program serves other (non-square) sizes and other dates."""
+    torch.manual_seed(0)
+    enc = build_encoder("anysat_base", embed_dim=32, depth=1, num_heads=2, patch_size_m=20).eval()
+    with torch.no_grad():
+        for n, p in enc.named_parameters():
+            p.add_(0.2 * torch.randn_like(p))
+
+    class WithMetadata(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, gsd, timestamps):
+            return self.net(image, metadata={"gsd": gsd, "timestamps": timestamps})
+
+    model = WithMetadata(enc)
+    x, gsd = torch.randn(1, 10, 2, 8, 12), torch.tensor([10.0])
+    ts = EPOCH_2021 + torch.tensor([[30.0, 200.0]], dtype=torch.float64) * 86400
+    dyn = {3: torch.export.Dim.AUTO, 4: torch.export.Dim.AUTO}
+    ep = torch.export.export(model, (x, gsd, ts), dynamic_shapes=(dyn, None, None))
+    other = EPOCH_2021 + torch.tensor([[100.0, 360.0]], dtype=torch.float64) * 86400
+    with torch.no_grad():
+        for y, t in [(torch.randn(1, 10, 2, 16, 6), other), (x, ts)]:
+            assert rel_err(ep.module()(y, gsd, t), model(y, gsd, t)) <= 1e-5
+        assert rel_err(model(x, gsd, other), model(x, gsd, ts)) > 1e-3  # the dates matter
