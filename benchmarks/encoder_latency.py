@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from testkit import rel_err
-from testkit.upstream import (claymodel, galileo_single_file, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
+from testkit.upstream import (anysat_official, claymodel, galileo_single_file, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
                               torchgeo_croma, torchgeo_dofa, torchgeo_scale_mae)
 
 from .common import Profile, count_flops, logger, smooth_image, time_interleaved
@@ -251,6 +251,34 @@ def _encoder_pair(row: dict):
         return (lambda: ours(x)), ref_fn, to_map, f"{len(bands)}x{size}x{size}", g * g
     if family == "galileo":  # Sentinel-2 + Sentinel-1 groups; upstream masks (removes) the other inputs
         return _galileo_pair(row)
+    if family == "anysat":  # the publishers' hub model (flash_attn=False), a Sentinel-2 time series
+        hub = anysat_official()
+        dims = arch or dict(embed_dim=768, depth=6, num_heads=12)
+        cfg = hub.get_default_config("base")
+        D = dims["embed_dim"]
+        cfg.update(embed_dim=D, depth=dims["depth"], num_heads=dims["num_heads"], modalities={"all": ["s2"]})
+        cfg["spatial_encoder"].update(embed_dim=D, depth=dims["depth"], num_heads=dims["num_heads"],
+                                      modalities={"all": ["s2"]})
+        cfg["projectors"] = {"s2": dict(cfg["projectors"]["s2"], mlp=[D], mlp_in=[D // 8, D // 2, D, 2 * D, D])}
+        real = hub.get_default_config
+        hub.get_default_config = lambda size="base": cfg
+        try:
+            ref = hub.AnySat(model_size="base", flash_attn=False).eval()
+        finally:
+            hub.get_default_config = real
+        frames, patch_m = row["frames"], row["patch_size_m"]
+        ours = build_encoder(row["ours"], weights=ref.model.state_dict(), patch_size_m=patch_m, **dims).eval()
+        x = smooth_image((1, 10, frames, size, size))
+        doy = torch.linspace(10, 300, frames).round()[None]
+        meta = {"gsd": 10.0, "timestamps": (1609502400.0 + doy.double() * 86400)}  # 2021-01-01 12:00 UTC + days
+        data = {"s2": x.permute(0, 2, 1, 3, 4).contiguous(), "s2_dates": doy}
+        g = size // (patch_m // 10)
+
+        def to_map(t):
+            return t.permute(0, 3, 1, 2)
+
+        return ((lambda: ours(x, metadata=meta)), (lambda: ref(data, patch_size=patch_m, output="patch")), to_map,
+                f"10x{frames}x{size}x{size} ({patch_m} m patches)", g * g)
     raise ValueError(f"unknown family {family}")
 
 

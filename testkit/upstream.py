@@ -148,6 +148,31 @@ def panopticon_official() -> types.ModuleType:
         raise UpstreamUnavailable(f"the Panopticon checkout at {repo} does not import: {e}") from e
 
 
+#: a checkout of github.com/gastruc/AnySat (no wheel exists): its ``hubconf.py`` builds the hub model
+ANYSAT_REPO_ENV = "ANYSAT_REPO"
+
+
+def anysat_official() -> types.ModuleType:
+    """The publishers' ``hubconf`` module (``AnySat``, ``get_default_config``) from the checkout
+    ``$ANYSAT_REPO`` points at (AnySat is in no wheel; the checkout imports only torch; build it
+    with ``flash_attn=False``)."""
+    repo = os.environ.get(ANYSAT_REPO_ENV)
+    if not repo or not os.path.isfile(os.path.join(repo, "hubconf.py")):
+        raise UpstreamUnavailable(f"set {ANYSAT_REPO_ENV} to a checkout of github.com/gastruc/AnySat")
+    for path in (os.path.join(repo, "src"), repo):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        import importlib
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # irpe.py warns that its optional compiled op is absent
+            return importlib.import_module("hubconf")
+    except ImportError as e:
+        raise UpstreamUnavailable(f"the AnySat checkout at {repo} does not import: {e}") from e
+
+
 def terratorch_terramind() -> types.ModuleType:
     """terratorch 1.2.13's terramind model package (``terramind_vit.TerraMindViT``,
     ``terramind.TerraMind``, ``modality_info``, ``tm_utils``), loaded file by file as the

@@ -50,6 +50,8 @@ FIDELITY_REFERENCES = {
                      "tests/encoders/test_copernicusfm.py"),
     "panopticon": ("Panopticon-FM/panopticon's official code at 5ad7f82f (the hubconf model; outputs of a tiny model "
                    "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
+    "anysat": ("gastruc/AnySat's official code at e03e72e4 (the hubconf model, flash_attn=False; outputs of a tiny "
+               "model stored by tests/fixtures/make_anysat_fixture.py)", "tests/encoders/test_anysat.py"),
 }
 
 

@@ -46,6 +46,8 @@ FAMILY_CONFIGS = [
     "panopticon/semantic_fpn_vitb14.py",
     "galileo/mask_rcnn_base.py",
     "galileo/semantic_fpn_base.py",
+    "anysat/mask_rcnn_base.py",
+    "anysat/semantic_fpn_base.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
@@ -64,6 +66,7 @@ UPERNET_CONFIGS = [
     "ssl4eo/upernet_vits16.py",
     "ssl4eo/upernet_vits16_data2vec.py",
     "panopticon/upernet_vitb14.py",
+    "anysat/upernet_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -78,6 +81,7 @@ EXPECTED_ENCODERS = {
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
     "panopticon": ("panopticon_vitb14", 12, 768),
     "galileo": ("galileo_base", 12, 768),
+    "anysat": ("anysat_base", 7, 768),  # 6 blocks and the cross-attention block
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {

@@ -37,6 +37,8 @@ FAMILIES = {
     "panopticon": dict(embed_dim=64, depth=4, num_heads=4, attn_dim=48, attn_heads=4),
     # four dates of the synthetic files (months from their timestamps); 8 px patches
     "galileo": dict(embed_dim=64, depth=4, num_heads=4, num_frames=4),
+    # depth 3 + the cross-attention block: 4 blocks
+    "anysat": dict(embed_dim=32, depth=3, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
@@ -54,11 +56,14 @@ CONFIGS = {
     "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
     "panopticon": ("panopticon/mask_rcnn_vitb14.py", "panopticon/semantic_fpn_vitb14.py"),
     "galileo": ("galileo/mask_rcnn_base.py", "galileo/semantic_fpn_base.py"),
+    "anysat": ("anysat/mask_rcnn_base.py", "anysat/semantic_fpn_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
 #: the same bands as Galileo's channel groups S2_RGB, S2_NIR_20m, S2_SWIR
 GALILEO_HLS = ["S2:B02", "S2:B03", "S2:B04", "S2:B8A", "S2:B11", "S2:B12"]
+#: the synthetic files' HLS bands as AnySat's Sentinel-2 projector columns
+ANYSAT_HLS = ["B02", "B03", "B04", "B8A", "B11", "B12"]
 CASES = [(fam, cfg) for fam, pair in CONFIGS.items() for cfg in pair]
 
 
@@ -85,7 +90,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT,
-                        "galileo": GALILEO_HLS}.get(family, bands)
+                        "galileo": GALILEO_HLS, "anysat": ANYSAT_HLS}.get(family, bands)
     if family in ("clay", "dofa", "copernicusfm", "panopticon"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
