@@ -37,6 +37,7 @@ from . import terramind  # noqa: F401,E402  isort: skip
 from . import copernicusfm  # noqa: F401,E402  isort: skip
 from . import croma  # noqa: F401,E402  isort: skip
 from . import panopticon  # noqa: F401,E402  isort: skip
+from . import olmoearth  # noqa: F401,E402  isort: skip
 
 from .cards import ModelCard, describe, encoder_list_text  # noqa: E402
 from .licenses import is_non_commercial, weights_licenses  # noqa: E402
