@@ -1,0 +1,153 @@
+"""OlmoEarth fidelity against the publishers' code (github.com/allenai/olmoearth_pretrain,
+``flexi_vit.Encoder`` in the v1 layout), carried as data: ``tests/fixtures/make_olmoearth_fixture.py``
+ran a tiny random-weight upstream encoder (seed in the file) and stored its state dict (upstream's
+names), the inputs and its block outputs for Sentinel-2 L2A at the native (kernel) patch size and
+at a non-square size with the image resized (patch 4, gsd 20 m), Sentinel-1 and Landsat.
+
+With ``OLMOEARTH_REPO`` pointing at a checkout of that repository, the upstream encoder is also
+built and run live with another seed.
+"""
+import datetime
+import logging
+import os
+import sys
+
+import pytest
+import torch
+
+from d2geo.encoders import BandError, CheckpointError, EncoderInputError, build_encoder, describe
+from d2geo.encoders.licenses import record_weights_provenance, use_restrictions
+from d2geo.encoders.olmoearth import timestamps_to_month
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(HERE, "fixtures", "olmoearth_official_tiny.pt")
+TOL = 1e-4  # max absolute difference (the outputs are of order 1..7)
+
+
+@pytest.fixture(scope="module")
+def official():
+    return torch.load(DATA, weights_only=True)
+
+
+def _metadata(months, gsd):
+    ts = [[datetime.datetime(2021, int(m) + 1, 15, tzinfo=datetime.timezone.utc).timestamp()] for m in months]
+    return dict(timestamps=torch.tensor(ts, dtype=torch.float64), gsd=torch.full((len(months),), float(gsd)))
+
+
+def _check_against(ref, tmp_path):
+    path = tmp_path / "weights.pth"  # the published file holds the whole LatentMIM model: wrap like it
+    sd = {f"encoder.{k}": v.float() for k, v in ref["state_dict"].items()}
+    sd.update({f"decoder.{k}": v.float() for k, v in list(ref["state_dict"].items())[:3]})
+    torch.save(sd, path)
+    for name, run in ref["runs"].items():
+        enc = build_encoder("olmoearth_v1_nano", weights=path, modality=run["modality"], patch_size=run["patch_size"],
+                            **ref["config"]).eval()
+        x = run["x"].float()
+        h, w = x.shape[-2] // run["patch_size"], x.shape[-1] // run["patch_size"]
+        md = _metadata(run["months"], run["gsd"])
+        with torch.no_grad():
+            raw = enc.forward_features(x, layers=[0, 1, 2], norm=False, metadata=md)
+            final = enc.forward_features(x, layers=[-1], norm=True, metadata=md)[0]
+        D = ref["config"]["embed_dim"]
+        for i, (ours, up) in enumerate(zip(raw, run["blocks"])):
+            pooled = up.reshape(x.shape[0], h, w, -1, D).mean(3).permute(0, 3, 1, 2)  # groups averaged
+            assert ours.shape == pooled.shape == (x.shape[0], D, h, w)
+            assert (ours - pooled).abs().max() <= TOL, (name, i)
+        assert (final - run["final"].mean(3).permute(0, 3, 1, 2)).abs().max() <= TOL, name
+
+
+def test_matches_upstream_fixture(official, tmp_path):
+    assert {r["modality"] for r in official["runs"].values()} == {"sentinel2_l2a", "sentinel1", "landsat"}
+    assert official["runs"]["s2_nonsquare"]["x"].shape[-2:] == (32, 16)
+    _check_against(official, tmp_path)
+
+
+@pytest.mark.skipif(not os.environ.get("OLMOEARTH_REPO"), reason="set OLMOEARTH_REPO to an olmoearth_pretrain checkout")
+def test_matches_upstream_live(tmp_path):
+    sys.path.insert(0, os.path.join(HERE, "fixtures"))
+    from make_olmoearth_fixture import reference
+
+    _check_against(reference(os.environ["OLMOEARTH_REPO"], seed=3), tmp_path)
+
+
+def test_month_from_timestamps_is_utc_calendar_month():
+    dates = [datetime.datetime(y, m, d, hh, tzinfo=datetime.timezone.utc)
+             for y, m, d, hh in [(1972, 1, 1, 0), (2000, 2, 29, 23), (2021, 12, 31, 23), (2024, 3, 1, 0), (2099, 7, 4, 12)]]
+    ts = torch.tensor([d.timestamp() for d in dates], dtype=torch.float64)
+    assert timestamps_to_month(ts).tolist() == [d.month - 1 for d in dates]
+
+
+def test_month_changes_the_features(official):
+    enc = build_encoder("olmoearth_v1_nano", **official["config"]).eval()
+    x = torch.randn(2, 12, 16, 16)
+    with torch.no_grad():
+        a = enc(x, metadata=_metadata([0, 0], 10))
+        b = enc(x, metadata=_metadata([6, 6], 10))
+    assert not torch.allclose(a, b)
+
+
+def test_refuses_missing_or_multiple_timestamps(official):
+    enc = build_encoder("olmoearth_v1_nano", **official["config"])
+    x = torch.randn(2, 12, 16, 16)
+    with pytest.raises(EncoderInputError, match="timestamps"):
+        enc(x)
+    md = dict(timestamps=torch.full((2, 2), 1.6e9, dtype=torch.float64))
+    with pytest.raises(EncoderInputError, match="2 dates per sample"):
+        enc(x, metadata=md)
+
+
+def test_refuses_unknown_bands_modalities_and_patch_sizes():
+    with pytest.raises(BandError, match="not one of OlmoEarth's sentinel2_l2a bands"):
+        build_encoder("olmoearth_v1_nano", bands=["B02", "VV"])
+    with pytest.raises(ValueError, match="modality 'naip' is not supported"):
+        build_encoder("olmoearth_v1_nano", modality="naip")
+    with pytest.raises(ValueError, match="patch_size 16 is outside"):
+        build_encoder("olmoearth_v1_nano", patch_size=16)
+
+
+def test_refuses_checkpoint_without_the_modality(official, tmp_path):
+    sd = {k: v.float() for k, v in official["state_dict"].items() if "sentinel1" not in k}
+    path = tmp_path / "no_s1.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match="sentinel1"):
+        build_encoder("olmoearth_v1_nano", weights=path, modality="sentinel1", **official["config"])
+
+
+def test_band_subset_zero_fills_and_drops_groups(official, caplog, tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({k: v.float() for k, v in official["state_dict"].items()}, path)
+    with caplog.at_level(logging.WARNING):
+        sub = build_encoder("olmoearth_v1_nano", weights=path, bands=["blue", "green", "red", "nir_narrow", "swir_1",
+                                                                       "swir_2"], sensor="hls", **official["config"]).eval()
+    assert "zero-filled" in caplog.text and "B01" in caplog.text
+    full = build_encoder("olmoearth_v1_nano", weights=path, **official["config"]).eval()
+    x6 = torch.randn(1, 6, 16, 16)
+    x12 = torch.zeros(1, 12, 16, 16)
+    x12[:, [0, 1, 2, 7, 8, 9]] = x6  # B02 B03 B04 | B8A B11 B12 in the full band order
+    md = _metadata([4], 10)
+    with torch.no_grad():
+        tokens_sub, grid, _ = sub._embed(x6, md)
+        tokens_full, _, _ = full._embed(x12, md)
+    # the (B01, B09) group is left out: 2 of 3 tokens per position, equal to the full model's first two
+    assert tokens_sub.shape[1] == 2 * grid[0] * grid[1]
+    torch.testing.assert_close(tokens_sub.reshape(1, -1, 2, 32), tokens_full.reshape(1, -1, 3, 32)[:, :, :2])
+
+
+def test_license_recorded_shown_and_warned(caplog):
+    card = describe("olmoearth_v1_base")
+    assert card.license == "OlmoEarth Artifact License"
+    assert "USE-RESTRICTED" in str(card) and "military" in str(card)
+    assert not card.pinned and "OlmoEarth-v1-Base" in card.source
+    assert use_restrictions("Apache-2.0") is None
+    enc = torch.nn.Linear(1, 1)
+    with caplog.at_level(logging.WARNING):
+        record_weights_provenance(enc, "olmoearth_v1_large", None, describe("olmoearth_v1_large").source)
+    assert "restricts use" in caplog.text and "military" in caplog.text
+    assert enc.d2geo_weights_provenance["license"] == "OlmoEarth Artifact License"
+
+
+@pytest.mark.parametrize("name, depth, dim", [("olmoearth_v1_nano", 4, 128), ("olmoearth_v1_tiny", 12, 192),
+                                              ("olmoearth_v1_base", 12, 768), ("olmoearth_v1_large", 24, 1024)])
+def test_published_sizes(name, depth, dim):
+    card = describe(name)
+    assert card.config["embed_dim"] == dim and card.config["depth"] == depth
