@@ -44,6 +44,8 @@ FAMILY_CONFIGS = [
     "croma/semantic_fpn_base.py",
     "panopticon/mask_rcnn_vitb14.py",
     "panopticon/semantic_fpn_vitb14.py",
+    "olmoearth/mask_rcnn_v1_base.py",
+    "olmoearth/semantic_fpn_v1_base.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
@@ -61,6 +63,7 @@ UPERNET_CONFIGS = [
     "ssl4eo/upernet_vits16.py",
     "ssl4eo/upernet_vits16_data2vec.py",
     "panopticon/upernet_vitb14.py",
+    "olmoearth/upernet_v1_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -74,6 +77,7 @@ EXPECTED_ENCODERS = {
     "copernicusfm": ("copernicusfm_vitb16", 12, 768),
     "croma": ("croma_base", 6, 768),  # joint: the encoder's blocks are the joint encoder's 12 // 2
     "panopticon": ("panopticon_vitb14", 12, 768),
+    "olmoearth": ("olmoearth_v1_base", 12, 768),
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {

@@ -35,6 +35,8 @@ FAMILIES = {
     # the joint encoder (the tapped one) has depth // 2 = 4 blocks
     "croma": dict(embed_dim=64, depth=8, num_heads=4),
     "panopticon": dict(embed_dim=64, depth=4, num_heads=4, attn_dim=48, attn_heads=4),
+    # the HLS bands: 2 of upstream's 3 Sentinel-2 band groups (absent bands zero-filled)
+    "olmoearth": dict(embed_dim=64, depth=4, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dino_v2/mask_rcnn_vitb14.py", "dino_v2/semantic_fpn_vitb14.py"),
@@ -51,6 +53,7 @@ CONFIGS = {
     "copernicusfm": ("copernicusfm/mask_rcnn_vitb16.py", "copernicusfm/semantic_fpn_vitb16.py"),
     "croma": ("croma/mask_rcnn_base.py", "croma/semantic_fpn_base.py"),
     "panopticon": ("panopticon/mask_rcnn_vitb14.py", "panopticon/semantic_fpn_vitb14.py"),
+    "olmoearth": ("olmoearth/mask_rcnn_v1_base.py", "olmoearth/semantic_fpn_v1_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
@@ -80,7 +83,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     rgb = family.startswith("dino") or family == "scalemae"
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT}.get(family, bands)
-    if family in ("clay", "dofa", "copernicusfm", "panopticon"):
+    if family in ("clay", "dofa", "copernicusfm", "panopticon", "olmoearth"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
         kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
