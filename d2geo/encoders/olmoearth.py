@@ -157,7 +157,8 @@ class OlmoEarthEncoder(GeoEncoder):
         self.channel_embed = nn.Parameter(torch.zeros(len(groups), n))
         self.register_buffer("month_table", _month_table(n), persistent=False)
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=drop_path_rate * i / max(depth - 1, 1))
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm,  # eps 1e-5, as upstream
+                  drop_path=drop_path_rate * i / max(depth - 1, 1))
             for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim)
 

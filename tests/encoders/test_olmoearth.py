@@ -21,7 +21,8 @@ from d2geo.encoders.olmoearth import timestamps_to_month
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(HERE, "fixtures", "olmoearth_official_tiny.pt")
-TOL = 1e-4  # max absolute difference (the outputs are of order 1..7)
+TOL = 1e-5  # max absolute difference (outputs of order 1..7; the bar is 1e-4, measured 0 here; timm's
+#            default LayerNorm eps of 1e-6 instead of upstream's 1e-5 gives 7e-5, which this catches)
 
 
 @pytest.fixture(scope="module")
