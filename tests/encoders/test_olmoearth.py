@@ -152,3 +152,26 @@ def test_license_recorded_shown_and_warned(caplog):
 def test_published_sizes(name, depth, dim):
     card = describe(name)
     assert card.config["embed_dim"] == dim and card.config["depth"] == depth
+
+
+@pytest.mark.parametrize("extra, match", [("register_tokens", "register tokens"),
+                                          ("blocks.0.attn.q_norm.weight", "q/k norms and RoPE")])
+def test_unbuilt_checkpoint_parts_are_refused(official, extra, match, tmp_path):
+    sd = {f"encoder.{k}": v.float() for k, v in official["state_dict"].items()}
+    sd[f"encoder.{extra}"] = torch.zeros(8)
+    path = tmp_path / "w.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError, match=match):
+        build_encoder("olmoearth_v1_nano", weights=path, **official["config"])
+
+
+def test_linear_patch_layout_loads_like_the_conv_one(official):
+    conv = {f"encoder.{k}": v.float() for k, v in official["state_dict"].items()}
+    linear = dict(conv)
+    for k, v in conv.items():  # upstream's newer layout: Linear over (p1 p2 c)-flattened patches
+        if k.endswith(".proj.weight") and "patch_embeddings" in k:
+            linear[k] = v.permute(0, 2, 3, 1).reshape(v.shape[0], -1)
+    a = build_encoder("olmoearth_v1_nano", weights=conv, **official["config"])
+    b = build_encoder("olmoearth_v1_nano", weights=linear, **official["config"])
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
