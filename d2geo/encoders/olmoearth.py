@@ -205,7 +205,7 @@ class OlmoEarthEncoder(GeoEncoder):
         for g in self.used_groups:
             chans = [x[:, c:c + 1] if c >= 0 else zeros for c in self.group_channels[g]]
             tokens.append(self.patch_embed[g](torch.cat(chans, 1)).permute(0, 2, 3, 1))  # (B, h, w, D)
-        t = torch.stack(tokens, dim=3)  # (B, h, w, G, D)
+        t = torch.stack(tokens, dim=1)  # (B, G, h, w, D)
         # the four encoding quarters: group code, time step (0), month, scaled 2-D position
         month = self.month_table.to(t.dtype)[self._months(metadata, B, x.device)]  # (B, n)
         step = _sincos(torch.zeros(1, device=x.device), n).to(t.dtype)  # (1, n)
@@ -216,19 +216,20 @@ class OlmoEarthEncoder(GeoEncoder):
                          _sincos(rows * ratio[:, None, None], n // 2)], dim=-1).to(t.dtype)  # (B, h, w, n)
         G = len(self.used_groups)
         codes = torch.cat([
-            self.channel_embed[self.used_groups].to(t.dtype)[None, None, None].expand(B, h, w, G, n),
-            step[None, None, None].expand(B, h, w, G, n),
-            month[:, None, None, None].expand(B, h, w, G, n),
-            pos[:, :, :, None].expand(B, h, w, G, n),
-            t.new_zeros(B, h, w, G, self.embed_dim - 4 * n)], dim=-1)
-        return (t + codes).reshape(B, h * w * G, self.embed_dim), (h, w), None
+            self.channel_embed[self.used_groups].to(t.dtype)[None, :, None, None].expand(B, G, h, w, n),
+            step[None, None, None].expand(B, G, h, w, n),
+            month[:, None, None, None].expand(B, G, h, w, n),
+            pos[:, None].expand(B, G, h, w, n),
+            t.new_zeros(B, G, h, w, self.embed_dim - 4 * n)], dim=-1)
+        # group-major sequence (upstream's is position-major; attention does not depend on the order), so
+        # that the grid (G, h, w) windows like frames (see .windowing): a window holds every group of its positions
+        return (t + codes).reshape(B, G * h * w, self.embed_dim), (G, h, w), None
 
     def _to_map(self, tokens: torch.Tensor, grid: Sequence[int], norm: bool) -> torch.Tensor:
         if norm:
             tokens = self._final_norm(tokens)
-        B, N, D = tokens.shape
-        h, w = grid
-        return tokens.reshape(B, h, w, N // (h * w), D).mean(3).permute(0, 3, 1, 2).contiguous()
+        B, _, D = tokens.shape
+        return tokens.reshape(B, *grid, D).mean(1).permute(0, 3, 1, 2).contiguous()  # groups averaged
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:
