@@ -309,11 +309,11 @@ _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "lar
 def _entry(size: str) -> PretrainedCfg:
     repo = f"allenai/OlmoEarth-v1-{size.capitalize()}"
     return PretrainedCfg(
-        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL,
+        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL, input_size=256,
         page=f"https://huggingface.co/{repo}",
         notes=("use restrictions (OlmoEarth Artifact License s.2): no military, defense, intelligence, surveillance "
                "or policing use, no extractive (oil, gas, mining, deforestation) use; derivatives must carry them. "
-               "The file is the whole LatentMIM model; only `encoder.` is loaded. Upstream's own band statistics "
+               "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 scripts). Upstream's own band statistics "
                "(olmoearth_pretrain/data/norm_configs) are not copied here: the listed ones are a placeholder"),
         pinned_by="olmoearth_pretrain's model_loader.ModelID (repository and file name, commit 0a8852ed)",
         unpinned_reason=("no public source this project can read states a Hub commit or sha256 for the "
