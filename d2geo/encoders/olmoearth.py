@@ -10,7 +10,8 @@ group has its own patch embedding (an ``8 x 8`` kernel in the v1 files):
 * ``landsat``: (B8), (B1 B2 B3 B4 B5 B6 B7 B9 B10 B11).
 
 All three share the 10 m pixel grid (upstream resamples every band to it), so one encoder takes
-one modality's bands stacked as ``(B, C, H, W)``. A run at patch size ``p`` other than the kernel's
+one modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
+series ``(B, C, T, H, W)`` (upstream's multi-temporal input: one timestamp per date). A run at patch size ``p`` other than the kernel's
 8 resizes the *image* (bicubic, antialiased) by ``8 / p`` before the 8-pixel kernel, as upstream's
 ``FlexiPatchEmbed`` does; the token grid is ``(H / p, W / p)``.
 
@@ -123,6 +124,8 @@ class OlmoEarthEncoder(GeoEncoder):
         patch_size: the token size in input pixels (1..8; the kernel is 8, other sizes resize the
             image as upstream does).
         gsd: the ground sample distance (m) used when the metadata has none.
+        temporal: take ``(B, C, T, H, W)`` time series (upstream's multi-temporal input; maps
+            ``(B, D, T, h, w)``) instead of one date ``(B, C, H, W)``.
         drop_path_rate: stochastic depth for fine-tuning.
     """
 
@@ -130,8 +133,11 @@ class OlmoEarthEncoder(GeoEncoder):
 
     def __init__(self, *, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  modality: str = "sentinel2_l2a", bands: Sequence[str] = (), sensor: str | None = None,
-                 patch_size: int = KERNEL, gsd: float = BASE_GSD, drop_path_rate: float = 0.0):
+                 patch_size: int = KERNEL, gsd: float = BASE_GSD, temporal: bool = False,
+                 drop_path_rate: float = 0.0):
         super().__init__()
+        #: ``temporal``: ``(B, C, T, H, W)`` time series (any T, one timestamp per date) -> ``(B, D, T, h, w)`` maps
+        self.input_ndim = 3 if temporal else 2
         if modality not in OLMOEARTH_MODALITIES:
             raise ValueError(f"OlmoEarth modality {modality!r} is not supported here; use one of "
                              f"{', '.join(OLMOEARTH_MODALITIES)} (the modalities with image bands d2geo reads)")
@@ -173,18 +179,20 @@ class OlmoEarthEncoder(GeoEncoder):
         return {"channel_embed"}
 
     # -- forward -----------------------------------------------------------------------------
-    def _months(self, metadata: Mapping[str, Any] | None, batch: int, device) -> torch.Tensor:
+    def _months(self, metadata: Mapping[str, Any] | None, batch: int, frames: int, device) -> torch.Tensor:
         ts = metadata.get("timestamps") if metadata is not None else None
         if ts is None:
             raise EncoderInputError(
                 "OlmoEarth encodes the acquisition month and has no timestamps for this batch: pass "
-                "metadata={'timestamps': (B, 1) seconds since the epoch} (the GeoTIFF reader gives them)")
+                f"metadata={{'timestamps': (B, {frames}) seconds since the epoch}} (the GeoTIFF reader gives them)")
         ts = torch.as_tensor(ts).reshape(batch, -1)
-        if ts.shape[1] != 1:
+        if ts.shape[1] != frames:
+            hint = ("this OlmoEarth encoder takes one (B, C, H, W) image per sample; give one timestamp per sample, "
+                    "or build it with temporal=True for (B, C, T, H, W) series" if self.input_ndim == 2 else
+                    "give one timestamp per date")
             raise EncoderInputError(
-                f"metadata 'timestamps' has {ts.shape[1]} dates per sample but this OlmoEarth encoder takes one "
-                f"(B, C, H, W) image per sample; give one timestamp per sample")
-        return timestamps_to_month(ts[:, 0]).to(device)
+                f"metadata 'timestamps' has {ts.shape[1]} dates per sample but the input has {frames}: {hint}")
+        return timestamps_to_month(ts).to(device)  # (B, T)
 
     def _gsd(self, metadata: Mapping[str, Any] | None, batch: int, device) -> torch.Tensor:
         gsd = metadata.get("gsd") if metadata is not None else None
@@ -194,42 +202,49 @@ class OlmoEarthEncoder(GeoEncoder):
         return torch.as_tensor(gsd, dtype=torch.float32, device=device).reshape(batch)
 
     def _embed(self, x: torch.Tensor, metadata: Mapping[str, Any] | None):
-        B, _, H, W = x.shape
+        if x.ndim == 4:
+            x = x[:, :, None]  # one date
+        B, C, T, H, W = x.shape
         p = self.patch_size
         h, w = H // p, W // p
+        x = x.transpose(1, 2).reshape(B * T, C, H, W)  # dates through the patch embedding as images
         if p != KERNEL:  # upstream resizes the image, not the kernel
             x = F.interpolate(x, size=(h * KERNEL, w * KERNEL), mode="bicubic", antialias=True)
         n = self.embed_dim // 4
-        zeros = x.new_zeros(B, 1, *x.shape[-2:])
+        zeros = x.new_zeros(B * T, 1, *x.shape[-2:])
         tokens = []
         for g in self.used_groups:
             chans = [x[:, c:c + 1] if c >= 0 else zeros for c in self.group_channels[g]]
-            tokens.append(self.patch_embed[g](torch.cat(chans, 1)).permute(0, 2, 3, 1))  # (B, h, w, D)
-        t = torch.stack(tokens, dim=1)  # (B, G, h, w, D)
-        # the four encoding quarters: group code, time step (0), month, scaled 2-D position
-        month = self.month_table.to(t.dtype)[self._months(metadata, B, x.device)]  # (B, n)
-        step = _sincos(torch.zeros(1, device=x.device), n).to(t.dtype)  # (1, n)
+            tokens.append(self.patch_embed[g](torch.cat(chans, 1)).reshape(B, T, self.embed_dim, h, w))
+        t = torch.stack(tokens, dim=1).permute(0, 1, 2, 4, 5, 3)  # (B, G, T, h, w, D)
+        # the four encoding quarters: group code, time step, month, scaled 2-D position
+        month = self.month_table.to(t.dtype)[self._months(metadata, B, T, x.device)]  # (B, T, n)
+        step = _sincos(torch.arange(T, device=x.device), n).to(t.dtype)  # (T, n)
         ratio = self._gsd(metadata, B, x.device) * p / BASE_GSD  # (B,)
         cols = torch.arange(w, device=x.device, dtype=torch.float32)[None, None, :].expand(1, h, w)
         rows = torch.arange(h, device=x.device, dtype=torch.float32)[None, :, None].expand(1, h, w)
         pos = torch.cat([_sincos(cols * ratio[:, None, None], n // 2),
                          _sincos(rows * ratio[:, None, None], n // 2)], dim=-1).to(t.dtype)  # (B, h, w, n)
         G = len(self.used_groups)
+        shape = (B, G, T, h, w, n)
         codes = torch.cat([
-            self.channel_embed[self.used_groups].to(t.dtype)[None, :, None, None].expand(B, G, h, w, n),
-            step[None, None, None].expand(B, G, h, w, n),
-            month[:, None, None, None].expand(B, G, h, w, n),
-            pos[:, None].expand(B, G, h, w, n),
-            t.new_zeros(B, G, h, w, self.embed_dim - 4 * n)], dim=-1)
+            self.channel_embed[self.used_groups].to(t.dtype)[None, :, None, None, None].expand(shape),
+            step[None, None, :, None, None].expand(shape),
+            month[:, None, :, None, None].expand(shape),
+            pos[:, None, None].expand(shape),
+            t.new_zeros(B, G, T, h, w, self.embed_dim - 4 * n)], dim=-1)
         # group-major sequence (upstream's is position-major; attention does not depend on the order), so
-        # that the grid (G, h, w) windows like frames (see .windowing): a window holds every group of its positions
-        return (t + codes).reshape(B, G * h * w, self.embed_dim), (G, h, w), None
+        # that the grid (G, T, h, w) windows like frames (see .windowing): a window holds every group and
+        # date of its positions
+        grid = (G, T, h, w) if self.input_ndim == 3 else (G, h, w)
+        return (t + codes).reshape(B, G * T * h * w, self.embed_dim), grid, None
 
     def _to_map(self, tokens: torch.Tensor, grid: Sequence[int], norm: bool) -> torch.Tensor:
         if norm:
             tokens = self._final_norm(tokens)
         B, _, D = tokens.shape
-        return tokens.reshape(B, *grid, D).mean(1).permute(0, 3, 1, 2).contiguous()  # groups averaged
+        fmap = tokens.reshape(B, *grid, D).mean(1)  # groups averaged: (B, [T,] h, w, D)
+        return (fmap.permute(0, 3, 1, 2) if fmap.ndim == 4 else fmap.permute(0, 4, 1, 2, 3)).contiguous()
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:

@@ -31,7 +31,10 @@ def official():
 
 
 def _metadata(months, gsd):
-    ts = [[datetime.datetime(2021, int(m) + 1, 15, tzinfo=datetime.timezone.utc).timestamp()] for m in months]
+    """``months``: (B,) or (B, T) month indices 0..11 -> timestamps (the 15th, 2021, UTC) and gsd."""
+    months = torch.as_tensor(months).reshape(len(months), -1)
+    ts = [[datetime.datetime(2021, int(m) + 1, 15, tzinfo=datetime.timezone.utc).timestamp() for m in row]
+          for row in months]
     return dict(timestamps=torch.tensor(ts, dtype=torch.float64), gsd=torch.full((len(months),), float(gsd)))
 
 
@@ -41,25 +44,31 @@ def _check_against(ref, tmp_path):
     sd.update({f"decoder.{k}": v.float() for k, v in list(ref["state_dict"].items())[:3]})
     torch.save(sd, path)
     for name, run in ref["runs"].items():
+        T = run.get("frames", 1)
         enc = build_encoder("olmoearth_v1_nano", weights=path, modality=run["modality"], patch_size=run["patch_size"],
-                            **ref["config"]).eval()
+                            temporal=T > 1, **ref["config"]).eval()
         x = run["x"].float()
         h, w = x.shape[-2] // run["patch_size"], x.shape[-1] // run["patch_size"]
+
+        def pooled(up):  # upstream's (B, h, w, [T,] groups, D) tokens, groups averaged, as our maps
+            up = up.reshape(x.shape[0], h, w, T, -1, up.shape[-1]).mean(4)
+            return up.permute(0, 4, 3, 1, 2) if T > 1 else up[:, :, :, 0].permute(0, 3, 1, 2)
+
         md = _metadata(run["months"], run["gsd"])
         with torch.no_grad():
             raw = enc.forward_features(x, layers=[0, 1, 2], norm=False, metadata=md)
             final = enc.forward_features(x, layers=[-1], norm=True, metadata=md)[0]
         D = ref["config"]["embed_dim"]
         for i, (ours, up) in enumerate(zip(raw, run["blocks"])):
-            pooled = up.reshape(x.shape[0], h, w, -1, D).mean(3).permute(0, 3, 1, 2)  # groups averaged
-            assert ours.shape == pooled.shape == (x.shape[0], D, h, w)
-            assert (ours - pooled).abs().max() <= TOL, (name, i)
-        assert (final - run["final"].mean(3).permute(0, 3, 1, 2)).abs().max() <= TOL, name
+            assert ours.shape == pooled(up).shape == (x.shape[0], D, *([T] if T > 1 else []), h, w)
+            assert (ours - pooled(up)).abs().max() <= TOL, (name, i)
+        assert (final - pooled(run["final"])).abs().max() <= TOL, name
 
 
 def test_matches_upstream_fixture(official, tmp_path):
     assert {r["modality"] for r in official["runs"].values()} == {"sentinel2_l2a", "sentinel1", "landsat"}
     assert official["runs"]["s2_nonsquare"]["x"].shape[-2:] == (32, 16)
+    assert official["runs"]["s2_series"]["x"].shape == (2, 12, 3, 16, 8)  # three dates, months differ
     _check_against(official, tmp_path)
 
 
@@ -93,8 +102,11 @@ def test_refuses_missing_or_multiple_timestamps(official):
     with pytest.raises(EncoderInputError, match="timestamps"):
         enc(x)
     md = dict(timestamps=torch.full((2, 2), 1.6e9, dtype=torch.float64))
-    with pytest.raises(EncoderInputError, match="2 dates per sample"):
+    with pytest.raises(EncoderInputError, match="2 dates per sample but the input has 1.*temporal=True"):
         enc(x, metadata=md)
+    series = build_encoder("olmoearth_v1_nano", temporal=True, **official["config"])
+    with pytest.raises(EncoderInputError, match="timestamps"):  # the shared check: (B, T) for T dates
+        series(torch.randn(2, 12, 3, 16, 16), metadata=md)
 
 
 def test_refuses_unknown_bands_modalities_and_patch_sizes():
