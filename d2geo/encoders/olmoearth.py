@@ -11,21 +11,22 @@ group has its own patch embedding (an ``8 x 8`` kernel in the v1 files):
 
 All three share the 10 m pixel grid (upstream resamples every band to it), so one encoder takes
 one modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
-series ``(B, C, T, H, W)`` (upstream's multi-temporal input: one timestamp per date). A run at patch size ``p`` other than the kernel's
-8 resizes the *image* (bicubic, antialiased) by ``8 / p`` before the 8-pixel kernel, as upstream's
-``FlexiPatchEmbed`` does; the token grid is ``(H / p, W / p)``.
+series ``(B, C, T, H, W)`` (upstream's multi-temporal input: one timestamp per date). A run at
+patch size ``p`` other than the kernel's 8 resizes the *image* (bicubic, antialiased) by ``8 / p``
+before the 8-pixel kernel, as upstream's ``FlexiPatchEmbed`` does; the token grid is ``(H / p, W / p)``.
 
 Encodings (upstream's ``CompositeEncodings``, absolute mode, the v1 files): each token gets, in four
-quarters of its width, a learned code of its band group, the sine-cosine code of its time step
-(0 here: one date), the sine-cosine code of the acquisition month (from ``metadata["timestamps"]``,
+quarters of its width, a learned code of its band group, the sine-cosine code of its date's index
+in the series (0 for one date), the sine-cosine code of the acquisition month (from ``metadata["timestamps"]``,
 UTC), and a 2-D sine-cosine code of its column and row scaled by ``gsd * p / 10`` (``gsd`` from
 ``metadata["gsd"]``, else the ``gsd`` argument, 10 m). No class or register tokens (the v1 encoders
 have none); blocks are timm's pre-norm ViT blocks (upstream's separate q, k, v projections are
 fused into timm's ``qkv`` on load) and a final layer norm.
 
 Feature maps: the tokens of one position (one per band group) are **averaged** into one
-``embed_dim`` vector per position (upstream's pooling for dense tasks), after the final norm when
-``norm=True``. The map stride is ``patch_size``.
+``embed_dim`` vector per position, after the final norm when ``norm=True`` (for one date this is
+upstream's ``pool_spatially`` with ``MEAN``; for a series upstream also averages the dates, d2geo keeps
+them: ``(B, D, T, h, w)``, ``.mean(2)`` gives upstream's). The map stride is ``patch_size``.
 
 Bands: an encoder built with a subset of a modality's bands zero-fills the absent bands of a group
 that has some of its bands, drops the tokens of a group with none (upstream's handling of a
@@ -271,7 +272,8 @@ class OlmoEarthEncoder(GeoEncoder):
         pe = f"patch_embeddings.per_modality_embeddings.{m}.{m}__"
         for k, v in state_dict.items():
             if not k.startswith(prefix):
-                out.ignored[k] = f"outside the encoder (the pretraining decoder or target copy; encoder under {prefix!r})"
+                out.ignored[k] = ("outside the encoder (the pretraining decoder or target copy; "
+                                  f"encoder under {prefix!r})")
                 continue
             key = k[len(prefix):]
             if key.startswith(pe):
@@ -280,7 +282,8 @@ class OlmoEarthEncoder(GeoEncoder):
                     c = len(OLMOEARTH_MODALITIES[m][1][int(idx)])
                     v = v.reshape(v.shape[0], KERNEL, KERNEL, c).permute(0, 3, 1, 2)
                 if rest not in ("proj.weight", "proj.bias"):
-                    raise CheckpointError(f"the checkpoint's {k} (a per-pixel or post-projection MLP) is not built here")
+                    raise CheckpointError(
+                        f"the checkpoint's {k} (a per-pixel or post-projection MLP) is not built here")
                 out[f"patch_embed.{idx}.{rest[len('proj.'):]}"] = v
             elif key.startswith("patch_embeddings.per_modality_embeddings."):
                 out.ignored[k] = f"the patch embedding of another modality (this encoder takes {m})"
@@ -324,11 +327,14 @@ _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "lar
 def _entry(size: str) -> PretrainedCfg:
     repo = f"allenai/OlmoEarth-v1-{size.capitalize()}"
     return PretrainedCfg(
-        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL, input_size=256,
+        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL,
+        input_size=256,
         page=f"https://huggingface.co/{repo}",
         notes=("use restrictions (OlmoEarth Artifact License s.2): no military, defense, intelligence, surveillance "
                "or policing use, no extractive (oil, gas, mining, deforestation) use; derivatives must carry them. "
-               "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 scripts). Upstream's own band statistics "
+               "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, "
+               "cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 "
+               "scripts). Upstream's own band statistics "
                "(olmoearth_pretrain/data/norm_configs) are not copied here: the listed ones are a placeholder"),
         pinned_by="olmoearth_pretrain's model_loader.ModelID (repository and file name, commit 0a8852ed)",
         unpinned_reason=("no public source this project can read states a Hub commit or sha256 for the "
