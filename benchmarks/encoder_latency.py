@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from testkit import rel_err
-from testkit.upstream import (anysat_official, claymodel, galileo_single_file, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
+from testkit.upstream import (anysat_official, claymodel, galileo_single_file, olmoearth_official, panopticon_official, terratorch_prithvi, terratorch_terramind, torchgeo_copernicusfm,
                               torchgeo_croma, torchgeo_dofa, torchgeo_scale_mae)
 
 from .common import Profile, count_flops, logger, smooth_image, time_interleaved
@@ -279,6 +279,32 @@ def _encoder_pair(row: dict):
 
         return ((lambda: ours(x, metadata=meta)), (lambda: ref(data, patch_size=patch_m, output="patch")), to_map,
                 f"10x{frames}x{size}x{size} ({patch_m} m patches)", g * g)
+    if family == "olmoearth":  # Ai2's flexi_vit.Encoder, v1 layout, Sentinel-2 L2A, one date
+        mod = olmoearth_official()
+        from olmoearth_pretrain.datatypes import MaskedOlmoEarthSample, MaskValue
+
+        dims = arch or dict(embed_dim=768, depth=12, num_heads=12)
+        ref = mod.EncoderConfig(supported_modality_names=["sentinel2_l2a"], embedding_size=dims["embed_dim"],
+                                depth=dims["depth"], num_heads=dims["num_heads"], mlp_ratio=4.0, max_patch_size=8,
+                                drop_path=0.0, use_linear_patch_embed=False,
+                                random_channel_embeddings=True).build().eval()
+        ours = build_encoder(row["ours"], weights={f"encoder.{k}": v for k, v in ref.state_dict().items()},
+                             **dims).eval()
+        x = smooth_image((1, 12, size, size))
+        ts = torch.tensor([[[15, 5, 2021]]])  # day, month index, year
+        sample = MaskedOlmoEarthSample(timestamps=ts, sentinel2_l2a=x.permute(0, 2, 3, 1)[:, :, :, None],
+                                       sentinel2_l2a_mask=torch.full((1, size, size, 1, 3),
+                                                                     MaskValue.ONLINE_ENCODER.value))
+        meta = {"timestamps": torch.tensor([[1623715200.0]], dtype=torch.float64), "gsd": torch.tensor([10.0])}
+        g = size // 8
+
+        def to_map(t):  # (1, h, w, t, groups, D): the groups averaged, as ours
+            return t[:, :, :, 0].mean(3).permute(0, 3, 1, 2)
+
+        def ref_fn():
+            return ref(sample, patch_size=8, input_res=10, fast_pass=True)["tokens_and_masks"].sentinel2_l2a
+
+        return (lambda: ours(x, metadata=meta)), ref_fn, to_map, f"12x{size}x{size}", 3 * g * g
     raise ValueError(f"unknown family {family}")
 
 

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script works")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma-separated subset of {','.join(SECTIONS)}")
-    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay,terramind,ssl4eo,ssl4eo_data2vec,scalemae,satlas,dofa,croma,copernicusfm,panopticon,galileo,anysat; galileo needs $D2GEO_GALILEO_SRC)")
+    ap.add_argument("--families", default="", help="only these encoder families (dinov2,dinov3,prithvi,clay,terramind,ssl4eo,ssl4eo_data2vec,scalemae,satlas,dofa,croma,copernicusfm,panopticon,galileo,anysat,olmoearth; galileo needs $D2GEO_GALILEO_SRC)")
     ap.add_argument("--weights", default=None, help="checkpoint for the resolution sweep's encoder")
     ap.add_argument("--output", default=None, help="markdown file (default docs/benchmarks.md, "
                                                    "docs/benchmarks-quick.md with --quick)")

@@ -24,7 +24,7 @@ import torch
 
 #: the pinned upstream wheels
 UPSTREAM_WHEELS = {"terratorch": "terratorch==1.2.13", "claymodel": "claymodel==1.5.0",
-                   "torchgeo": "torchgeo==0.8.1"}
+                   "torchgeo": "torchgeo==0.8.1", "olmoearth_pretrain": "olmoearth-pretrain==0.1.2"}
 WHEEL_DIR = os.environ.get("D2GEO_UPSTREAM_WHEELS",
                            os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "wheels"))
 
@@ -216,3 +216,32 @@ def galileo_single_file() -> types.ModuleType:
         sys.modules.pop("_ref_galileo", None)
         raise
     return module
+
+
+#: a checkout of github.com/allenai/olmoearth_pretrain (or an unpacked wheel): its ``olmoearth_pretrain`` package
+OLMOEARTH_REPO_ENV = "OLMOEARTH_REPO"
+
+
+def olmoearth_official() -> types.ModuleType:
+    """Ai2's ``olmoearth_pretrain.nn.flexi_vit`` (``EncoderConfig``, ``Encoder``) and
+    ``olmoearth_pretrain.datatypes``: from the checkout ``$OLMOEARTH_REPO`` points at, else from
+    the pinned wheel unpacked beside it in WHEEL_DIR (a multi-file package: put on ``sys.path``,
+    never installed). Its inference imports are torch, einops and numpy."""
+    repo = os.environ.get(OLMOEARTH_REPO_ENV)
+    if not repo:
+        whl = upstream_wheel("olmoearth_pretrain")
+        repo = whl[: -len(".whl")] + "-unpacked"
+        if not os.path.isdir(os.path.join(repo, "olmoearth_pretrain")):
+            with zipfile.ZipFile(whl) as zf:
+                zf.extractall(repo)
+    if not os.path.isfile(os.path.join(repo, "olmoearth_pretrain", "nn", "flexi_vit.py")):
+        raise UpstreamUnavailable(f"set {OLMOEARTH_REPO_ENV} to a checkout of github.com/allenai/olmoearth_pretrain")
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    try:
+        import importlib
+
+        importlib.import_module("olmoearth_pretrain.datatypes")
+        return importlib.import_module("olmoearth_pretrain.nn.flexi_vit")
+    except ImportError as e:
+        raise UpstreamUnavailable(f"the OlmoEarth code at {repo} does not import: {e}") from e

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from .licenses import is_non_commercial
+from .licenses import is_non_commercial, use_restrictions
 from .registry import InputStats, _lookup, list_encoders, resolve_name
 
 __all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FIDELITY_REFERENCES"]
@@ -52,6 +52,8 @@ FIDELITY_REFERENCES = {
                    "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
     "anysat": ("gastruc/AnySat's official code at e03e72e4 (the hubconf model, flash_attn=False; outputs of a tiny "
                "model stored by tests/fixtures/make_anysat_fixture.py)", "tests/encoders/test_anysat.py"),
+    "olmoearth": ("allenai/olmoearth_pretrain's flexi_vit.Encoder at 0a8852ed (outputs of a tiny model stored by "
+                  "tests/fixtures/make_olmoearth_fixture.py)", "tests/encoders/test_olmoearth.py"),
 }
 
 
@@ -107,7 +109,8 @@ class ModelCard:
             f"  revision: {self.revision or ('-' if not (self.source or '').startswith('hf://') else 'main (moving)')}",
             f"  sha256: {self.sha256 or 'not pinned'}",
             f"  pinned: {'yes, by ' + self.pinned_by if self.pinned else 'no: ' + self.unpinned_reason}",
-            f"  license: {self.license}" + (" (NON-COMMERCIAL use only)" if self.non_commercial else ""),
+            f"  license: {self.license}" + (" (NON-COMMERCIAL use only)" if self.non_commercial else "")
+            + (f" (USE-RESTRICTED: {use_restrictions(self.license)})" if use_restrictions(self.license) else ""),
         ]
         if self.page:
             lines.append(f"  page: {self.page}")

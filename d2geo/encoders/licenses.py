@@ -3,7 +3,8 @@
 ``build_encoder`` records on the encoder it returns where its weights came from
 (:data:`PROVENANCE_ATTR`: the variant, the source, its sha256 and license), and logs a
 warning when those weights are licensed for non-commercial use only (Scale-MAE's
-CC-BY-NC-4.0). :func:`weights_licenses` collects the records of every encoder inside a
+CC-BY-NC-4.0) or restricted to named uses (:data:`USE_RESTRICTED`: the OlmoEarth Artifact
+License). :func:`weights_licenses` collects the records of every encoder inside a
 model (a detectron2 model holds its encoder in a ``GeoBackbone``), e.g. to write them into
 a training checkpoint (``GeoCheckpointer`` does, under ``"weights_licenses"``).
 """
@@ -18,7 +19,7 @@ import torch.nn as nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROVENANCE_ATTR", "is_non_commercial", "weights_licenses", "record_weights_provenance"]
+__all__ = ["PROVENANCE_ATTR", "is_non_commercial", "use_restrictions", "weights_licenses", "record_weights_provenance"]
 
 #: the attribute of an encoder (or of a model restored from a training checkpoint) holding
 #: the provenance of its starting weights
@@ -32,6 +33,19 @@ def is_non_commercial(license: str) -> bool:
     """Whether ``license`` (an SPDX id or a publisher's name for it) allows non-commercial use
     only, e.g. ``CC-BY-NC-4.0``."""
     return bool(_NC.search(license or ""))
+
+
+#: licenses that allow commercial use but forbid named uses: license -> what they forbid
+USE_RESTRICTED = {
+    "OlmoEarth Artifact License": (
+        "no military, defense, intelligence, surveillance or policing use and no extractive use (oil, gas, "
+        "mining, deforestation); derivatives must carry these restrictions and cite Ai2 (its section 2-3)"),
+}
+
+
+def use_restrictions(license: str) -> str | None:
+    """What ``license`` forbids besides non-commercial terms (``None``: nothing d2geo knows of)."""
+    return USE_RESTRICTED.get(license or "")
 
 
 def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretrained_source: str | None,
@@ -50,6 +64,12 @@ def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretr
             logger.warning(
                 "%s: the published weights are licensed %s: non-commercial use only. A model trained from "
                 "them inherits that restriction (see d2geo.encoders.describe(%r))", name, cfg.license, name)
+        elif use_restrictions(cfg.license) and name not in _WARNED:
+            _WARNED.add(name)
+            logger.warning(
+                "%s: the published weights are licensed under the %s, which restricts use: %s. A model trained "
+                "from them inherits that restriction (see d2geo.encoders.describe(%r))", name, cfg.license,
+                use_restrictions(cfg.license), name)
     else:
         where = os.fspath(weights) if isinstance(weights, (str, os.PathLike)) else type(weights).__name__
         record = dict(encoder=name, source=where, sha256=None,

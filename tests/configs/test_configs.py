@@ -48,6 +48,8 @@ FAMILY_CONFIGS = [
     "galileo/semantic_fpn_base.py",
     "anysat/mask_rcnn_base.py",
     "anysat/semantic_fpn_base.py",
+    "olmoearth/mask_rcnn_v1_base.py",
+    "olmoearth/semantic_fpn_v1_base.py",
 ]
 #: every family's UperNet config (the head swapped on the semantic FPN config; Satlas's Swin
 #: stages feed the head without an FPN)
@@ -67,6 +69,7 @@ UPERNET_CONFIGS = [
     "ssl4eo/upernet_vits16_data2vec.py",
     "panopticon/upernet_vitb14.py",
     "anysat/upernet_base.py",
+    "olmoearth/upernet_v1_base.py",
 ]
 QUICKSTART = ["quickstart/mask_rcnn_tiny.py", "quickstart/semantic_fpn_tiny.py"]
 EXPECTED_ENCODERS = {
@@ -82,6 +85,7 @@ EXPECTED_ENCODERS = {
     "panopticon": ("panopticon_vitb14", 12, 768),
     "galileo": ("galileo_base", 12, 768),
     "anysat": ("anysat_base", 7, 768),  # 6 blocks and the cross-attention block
+    "olmoearth": ("olmoearth_v1_base", 12, 768),
 }
 #: configs of a family folder that use another of its encoders
 EXPECTED_BY_CONFIG = {

@@ -39,6 +39,8 @@ FAMILIES = {
     "galileo": dict(embed_dim=64, depth=4, num_heads=4, num_frames=4),
     # depth 3 + the cross-attention block: 4 blocks
     "anysat": dict(embed_dim=32, depth=3, num_heads=4),
+    # the HLS bands: 2 of upstream's 3 Sentinel-2 band groups (absent bands zero-filled)
+    "olmoearth": dict(embed_dim=64, depth=4, num_heads=4),
 }
 CONFIGS = {
     "dinov2": ("dinov2/mask_rcnn_vitb14.py", "dinov2/semantic_fpn_vitb14.py"),
@@ -57,6 +59,7 @@ CONFIGS = {
     "panopticon": ("panopticon/mask_rcnn_vitb14.py", "panopticon/semantic_fpn_vitb14.py"),
     "galileo": ("galileo/mask_rcnn_base.py", "galileo/semantic_fpn_base.py"),
     "anysat": ("anysat/mask_rcnn_base.py", "anysat/semantic_fpn_base.py"),
+    "olmoearth": ("olmoearth/mask_rcnn_v1_base.py", "olmoearth/semantic_fpn_v1_base.py"),
 }
 #: the synthetic files' HLS bands as TerraMind channels (its S2L2A modality's band ids)
 TERRAMIND_HLS = ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"]
@@ -91,7 +94,7 @@ def test_family_config_trains_on_synthetic_geotiffs(family, name, synthetic, tmp
     bands = ["red", "green", "blue"] if rgb else list(HLS_BANDS)
     kwargs["bands"] = {"terramind": TERRAMIND_HLS, "croma": CROMA_JOINT,
                         "galileo": GALILEO_HLS, "anysat": ANYSAT_HLS}.get(family, bands)
-    if family in ("clay", "dofa", "copernicusfm", "panopticon"):
+    if family in ("clay", "dofa", "copernicusfm", "panopticon", "olmoearth"):
         kwargs["sensor"] = "hls"
     if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
         kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
