@@ -49,6 +49,7 @@ setup(
         "d2geo-convert = d2geo.cli.convert:console_main",
         "d2geo-predict-scene = d2geo.cli.predict_scene:main",
         "d2geo-predict-region = d2geo.cli.predict_region:main",
+        "d2geo-show-split = d2geo.cli.show_split:console_main",
     ]},
     install_requires=[
         "numpy>=1.23",

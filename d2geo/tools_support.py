@@ -80,7 +80,7 @@ def setup_tool_logging(level: int = logging.INFO) -> None:
 
 # an ANSI escape sequence (colours from detectron2's pygments-highlighted config dump and
 # termcolor): terminals show them, log files must not hold them
-from d2geo.engine.logs import plain_log_files  # noqa: E402,F401  (the tools' name for it)
+from d2geo.logs import plain_log_files  # noqa: E402,F401  (the tools' name for it)
 
 
 def load_model(config_file: str, weights: str, device: str = "cpu", opts: Sequence[str] = ()):

@@ -31,6 +31,7 @@ TOOL_MODULES = {
     "convert_checkpoint": "d2geo.cli.convert",
     "predict_scene": "d2geo.cli.predict_scene",
     "predict_region": "d2geo.cli.predict_region",
+    "show_split": "d2geo.cli.show_split",
 }
 
 

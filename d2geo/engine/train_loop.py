@@ -33,7 +33,7 @@ from d2geo.model_zoo import skip_encoder_weights
 from .amp import build_trainer
 from .checkpoint import GeoCheckpointer
 from .hooks import StopOnCtrlC
-from .logs import plain_log_files
+from ..logs import plain_log_files
 from .sampler import build_train_loader, prepare_resume
 from .units_check import check_training_units
 

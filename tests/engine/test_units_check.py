@@ -3,7 +3,6 @@ and GeoTrainer refuse training data whose magnitude does not fit the model's sta
 on (with a warning) when the check is switched off."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 
@@ -25,10 +24,11 @@ HLS = ["blue", "green", "red", "nir_narrow", "swir_1", "swir_2"]
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location("_d2geo_tool_train_net_units", os.path.join(ROOT, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The training tool's parser (d2geo.cli.train) and per-process run (d2geo.engine.train_loop)."""
+    from d2geo.cli import train as cli
+    from d2geo.engine import train_loop
+
+    return cli, train_loop
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,7 +78,7 @@ def test_dn_training_data_are_refused_against_reflectance_statistics(tmp_path, c
 def test_train_net_stops_before_the_first_step_on_unscaled_data(tmp_path, monkeypatch):
     """The quickstart's synthetic tiles store reflectance x 10 000 with a 0.0001 scale; read with
     scale=1 they are DN against the config's reflectance statistics."""
-    train_net = _train_net()
+    cli, train_net = _train_net()
     monkeypatch.setattr(train_net, "do_test", lambda cfg, model: {})  # no final evaluation: not the point here
     def args(out):
         return ["--config-file", SEG, f"train.output_dir={out}", "train.max_iter=1", "train.eval_period=0",
@@ -87,10 +87,10 @@ def test_train_net_stops_before_the_first_step_on_unscaled_data(tmp_path, monkey
 
     out = tmp_path / "refused"
     with pytest.raises(UnitsError, match="dn_scale=0.0001"):
-        train_net.main(train_net.get_parser().parse_args(args(out)))
+        train_net.run(cli.get_parser().parse_args(args(out)))
     assert not (out / "metrics.json").exists() and not (out / "model_final.pth").exists()
     ok = tmp_path / "skipped"
-    train_net.main(train_net.get_parser().parse_args(["--skip-units-check", *args(ok)]))
+    train_net.run(cli.get_parser().parse_args(["--skip-units-check", *args(ok)]))
     assert (ok / "model_final.pth").exists()
     with open(ok / "log.txt") as f:
         assert "units check was switched off" in f.read()

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.gpu
 
 #: one packaged semantic FPN config per encoder family (SSL4EO's data2vec is a family of its own)
 FAMILY_CONFIGS = {
-    "dinov2": "dino_v2/semantic_fpn_vitb14.py",
-    "dinov3": "dino_v3/semantic_fpn_vitl16_sat.py",
+    "dinov2": "dinov2/semantic_fpn_vitb14.py",
+    "dinov3": "dinov3/semantic_fpn_vitl16_sat.py",
     "prithvi": "prithvi/semantic_fpn_eo_v2_300_tl.py",
     "clay": "clay/semantic_fpn_v1_5_large.py",
     "terramind": "terramind/semantic_fpn_v1_base.py",
@@ -93,9 +93,9 @@ def test_encoder_and_backbone_on_the_device_equal_the_cpu(family, synthetic, tmp
 
 # -- autocast training ----------------------------------------------------------------------------
 def _mask_rcnn_config(datasets, tmp_path):
-    """dino_v2/mask_rcnn_vitb14.py with a 4-block encoder, no weights, tiny heads, the synthetic
+    """dinov2/mask_rcnn_vitb14.py with a 4-block encoder, no weights, tiny heads, the synthetic
     GeoTIFFs' buildings."""
-    cfg = LazyConfig.apply_overrides(model_zoo.get_config("dino_v2/mask_rcnn_vitb14.py"),
+    cfg = LazyConfig.apply_overrides(model_zoo.get_config("dinov2/mask_rcnn_vitb14.py"),
                                      [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     net.weights, net.pretrained, net.drop_path_rate = None, False, 0.0
@@ -138,7 +138,7 @@ def test_autocast_training_steps_run_and_the_loss_falls(arch, precision, synthet
     if arch == "mask_rcnn":
         cfg = _mask_rcnn_config(synthetic, tmp_path)
     else:
-        cfg = tiny_config("dino_v2/semantic_fpn_vitb14.py", synthetic, tmp_path)
+        cfg = tiny_config("dinov2/semantic_fpn_vitb14.py", synthetic, tmp_path)
     trainer, totals = _autocast_steps(cfg, device, precision)
     assert trainer.device_type == device.type
     assert trainer.precision == getattr(torch, precision)

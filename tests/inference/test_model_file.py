@@ -271,13 +271,10 @@ def test_export_tool_writes_a_model_file(tmp_path):
     """tools/export_model.py --format onnx stamps the file; --describe gives what the config does not."""
     pytest.importorskip("detectron2")
     pytest.importorskip("onnx")
-    import importlib.util
 
     from d2geo.inference.model_file import load_model
 
-    spec = importlib.util.spec_from_file_location("export_model_tool", os.path.join(ROOT, "tools", "export_model.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from d2geo.cli import export as tool
     out = tmp_path / "seg"
     tool.main(["--config-file", os.path.join(ROOT, "configs/quickstart/semantic_fpn_tiny.py"), "--format", "onnx",
                "--output", str(out), "--sample-size", "64", "--describe", "gsd_m=30", "--describe", "window=96",
