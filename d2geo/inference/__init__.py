@@ -12,6 +12,8 @@
 * :mod:`.model_file`: self-describing ONNX model files, :func:`load_model` (onnxruntime, no
   torch); :mod:`.export_file` writes them from a torch model and its config; :mod:`.runtimes`
   (``--runtime torch|compile|onnxruntime``);
+* :mod:`.config_model`: a trained detectron2 model from its LazyConfig and weights, and the
+  class names of the config's data (the tools load models with it);
 * :mod:`.region`: :func:`predict_region`, many scenes (inputs and STAC, ownership, resume
   records, mosaic, the driver).
 
