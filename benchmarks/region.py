@@ -9,7 +9,7 @@ Same model, same scenes, same windows for both: the quickstart Semantic FPN
 the synthetic generator at 10 m, ``--tile`` px windows overlapping by ``--overlap`` px,
 ``--batch-size`` windows a forward, float32, one torch thread per process.
 
-* **d2geo**: :func:`d2geo.data.region.predict_region` (windows read from the file by a
+* **d2geo**: :func:`d2geo.inference.region.predict_region` (windows read from the file by a
   DataLoader worker, blended in strips, COG class map written).
 * **terratorch**: ``terratorch/tasks/tiled_inference.py`` loaded from the pinned wheel
   (``testkit/upstream.py``), the scene read whole with ``d2geo.data.geotiff.read_geotiff``
@@ -122,7 +122,8 @@ def child(spec: dict) -> dict:
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
     if spec["impl"] == "d2geo":
-        from d2geo.data.region import RegionOptions, predict_region
+        from d2geo.inference import RegionOptions
+        from d2geo.inference.region import predict_region
 
         opts = RegionOptions(tile=spec["tile"], overlap=spec["overlap"], batch_size=spec["batch"], num_workers=1,
                              amp="off")

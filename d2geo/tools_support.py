@@ -1,5 +1,6 @@
 """What the command-line tools in ``tools/`` share: quiet third-party warnings, logging,
-loading a trained model from a LazyConfig, and the class names a config's data carry.
+loading a trained model from a LazyConfig, and the class names a config's data carry (those two
+live in :mod:`d2geo.inference.config_model` and are re-exported here).
 
 Import this module before torch and detectron2 (it imports neither at import time) and
 call :func:`quiet_third_party_warnings` first thing, so the filters are in place when those
@@ -12,11 +13,8 @@ import os
 import warnings
 from typing import Mapping, Sequence
 
-__all__ = ["quiet_third_party_warnings", "setup_tool_logging", "plain_log_files", "load_model", "config_class_names",
-           "load_tool", "TOOLS_DIR", "parse_modality_inputs", "scene_read_options"]
-
-#: ``tools/`` of a source checkout (transitional, for :func:`load_tool` of tools not yet in d2geo.cli)
-TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+__all__ = ["quiet_third_party_warnings", "setup_tool_logging", "plain_log_files", "load_model",  # noqa: F822
+           "config_class_names", "load_tool", "parse_modality_inputs", "scene_read_options"]
 
 # (message regex, category, module regex): warnings of libraries d2geo uses that say nothing
 # a d2geo user can act on. d2geo's own warnings are never filtered here.
@@ -83,93 +81,24 @@ def setup_tool_logging(level: int = logging.INFO) -> None:
 from d2geo.logs import plain_log_files  # noqa: E402,F401  (the tools' name for it)
 
 
-def load_model(config_file: str, weights: str, device: str = "cpu", opts: Sequence[str] = ()):
-    """Instantiate ``cfg.model`` of a LazyConfig (a path or a d2geo model-zoo name), load
-    ``weights`` into it and put it in eval mode; returns ``(model, cfg)``."""
-    from detectron2.config import LazyConfig, instantiate
-
-    import d2geo.model_zoo  # noqa: F401  (d2geo:// checkpoints)
-    from d2geo.engine import GeoCheckpointer
-
-    path = config_file
-    if not os.path.isfile(path):
-        from d2geo.model_zoo import get_config_file
-
-        try:
-            path = get_config_file(config_file)
-        except RuntimeError:
-            raise FileNotFoundError(
-                f"config file not found: {config_file} (give a path to a LazyConfig .py file or a "
-                f"config name of the d2geo model zoo, see d2geo.model_zoo.list_configs())") from None
-    if not os.path.isfile(weights) and "://" not in weights:
-        raise FileNotFoundError(f"weights not found: {weights} (train with tools/train_net.py; the "
-                                f"final weights are <train.output_dir>/model_final.pth)")
-    cfg = LazyConfig.load(path)
-    cfg = LazyConfig.apply_overrides(cfg, list(opts))
-    if "model" not in cfg:
-        raise KeyError(f"{config_file} has no `model` entry")
-    # every weight comes from ``weights`` below: build the encoders without fetching theirs
-    d2geo.model_zoo.skip_encoder_weights(cfg.model)
-    model = instantiate(cfg.model)
-    model.to(device)
-    GeoCheckpointer(model).load(weights)
-    model.eval()
-    return model, cfg
-
-
-def config_class_names(cfg, kind: str = "auto") -> list[str] | None:
-    """Class names of the data a config evaluates on (``stuff_classes`` for semantic models,
-    ``thing_classes`` for instances), from detectron2's ``MetadataCatalog``; None if unknown."""
-    try:
-        names = cfg.dataloader.test.dataset.names
-    except (AttributeError, KeyError):
-        return None
-    if isinstance(names, (list, tuple)):
-        names = names[0] if names else None
-    if not names:
-        return None
-    import d2geo.data  # noqa: F401  (registers the built-in datasets)
-    from detectron2.data import MetadataCatalog
-
-    meta = MetadataCatalog.get(names)
-    keys = {"semantic": ("stuff_classes",), "instances": ("thing_classes",)}.get(
-        kind, ("stuff_classes", "thing_classes"))
-    for key in keys:
-        value = meta.get(key, None)
-        if value:
-            return list(value)
-    return None
-
-
 def load_tool(name: str):
-    """The module of the command-line tool ``name`` (``"train_net"``, ...): ``d2geo.cli.<module>``
-    (see :data:`d2geo.cli.TOOL_MODULES`).
-
-    Transitional: a tool not yet moved into :mod:`d2geo.cli` is still loaded from ``tools/<name>.py``
-    of the source checkout (the predict tools, until they move); remove this with that move."""
-    import importlib.util
-    import sys
-
+    """The module of the command-line tool ``name`` (``"train_net"``, ``"predict_scene"``, ...):
+    ``d2geo.cli.<module>`` (see :data:`d2geo.cli.TOOL_MODULES`)."""
     from d2geo.cli import TOOL_MODULES, tool_module
 
-    module = TOOL_MODULES.get(name)
-    if module is not None and importlib.util.find_spec(module) is not None:
-        return tool_module(name)
-    path = os.path.join(TOOLS_DIR, f"{name}.py")
-    if not os.path.isfile(path):
+    if name not in TOOL_MODULES:
         raise FileNotFoundError(f"no tool {name!r}: the tools are {', '.join(TOOL_MODULES)}")
-    module_name = f"d2geo_tool_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return module
+    return tool_module(name)
+
+
+def __getattr__(name):
+    # load_model and config_class_names live in d2geo.inference.config_model (inference uses
+    # them too); imported on first use, so importing this module still imports no torch
+    if name in ("load_model", "config_class_names"):
+        from d2geo.inference import config_model
+
+        return getattr(config_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- one file per modality on the command line (--input S2L2A=s2.tif --input S1RTC=s1.tif ...) ---------

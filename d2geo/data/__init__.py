@@ -47,16 +47,6 @@ else:
 
 
 def __getattr__(name):
-    # predict_scene moved to d2geo.inference (the data layer does not import inference); this
-    # name stays for a release
-    if name == "predict_scene":
-        import warnings
-
-        from d2geo.inference import predict_scene
-
-        warnings.warn("d2geo.data.predict_scene moved to d2geo.inference.predict_scene", DeprecationWarning,
-                      stacklevel=2)
-        return predict_scene
     if name in _NEEDS_TRAIN:
         raise ImportError(f"d2geo.data.{name} needs torch and detectron2, which are not installed (an inference-only "
                           f"install): pip install 'd2geo[train]' and detectron2 (README, Install)")

@@ -1,7 +1,7 @@
 """Pictures of GeoTIFF samples: colour composites, class maps, instances, panels and legends.
 
 Used by ``tools/visualize.py`` (side-by-side panels: image | ground truth | prediction)
-and by :func:`d2geo.data.scene.predict_scene` (a quick-look PNG next to every output).
+and by :func:`d2geo.inference.predict_scene` (a quick-look PNG next to every output).
 
 * **Composites** are chosen by band name (``"true"``: red, green, blue; ``"false"``: NIR,
   red, green; ``"swir"``: SWIR 2, NIR, red; or any three names) and resolved against the

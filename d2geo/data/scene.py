@@ -1,13 +1,7 @@
-"""Moved to :mod:`d2geo.inference` (windows, blending, instances, the request check,
-:func:`~d2geo.inference.predict_scene`); these names stay here for a release."""
-from d2geo.inference.blend import NODATA_CLASS  # noqa: F401
-from d2geo.inference.instances import SceneInstance, instances_to_geojson, merge_instances  # noqa: F401
-from d2geo.inference.request import (  # noqa: F401
-    SceneRequestError, check_request, model_outputs, read_scene_window, scene_files,
-)
-from d2geo.inference.scene import predict_scene  # noqa: F401
+"""Kept only for :mod:`d2geo.data.scenes.scene_eval`, which still imports these two names from
+here: they live in :mod:`d2geo.inference.windows` (scene inference is :mod:`d2geo.inference`).
+Delete this module once ``scene_eval`` imports ``d2geo.inference.windows``, which it should not
+either (data must not import inference): the window grid and blend weights belong below both."""
 from d2geo.inference.windows import blend_weights, tile_windows  # noqa: F401
 
-__all__ = ["tile_windows", "blend_weights", "SceneInstance", "merge_instances", "predict_scene",
-           "instances_to_geojson", "check_request", "model_outputs", "SceneRequestError", "scene_files",
-           "read_scene_window", "NODATA_CLASS"]
+__all__ = ["tile_windows", "blend_weights"]

@@ -37,8 +37,6 @@ in :mod:`d2geo.model_zoo.checkpoints`.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -46,7 +44,21 @@ from dataclasses import dataclass
 import urllib.parse
 from urllib.parse import urlparse
 
-from .checkpoint import CheckpointError
+from .hub_common import (  # noqa: F401  (public names re-exported; tests patch sha256_of here)
+    _SHA256,
+    _TRUE,
+    ChecksumMismatchError,
+    ManualDownloadError,
+    WeightsDownloadError,
+    _already_verified,
+    _mark_verified,
+    _progress_bars,
+    _quiet_retries,
+    _recorded_digest,
+    sha256_of,
+    torch_hub_checkpoint_dir,
+)
+from .hub_url import resolve_url, url_cache_path  # noqa: F401  (https:// files)
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +69,7 @@ __all__ = [
 ]
 
 HF_PREFIX = "hf://"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TRUE = {"1", "on", "yes", "true"}
-
-
-class WeightsDownloadError(CheckpointError, OSError):
-    """Published weights that could not be fetched (offline, missing, refused)."""
-
-
-class ChecksumMismatchError(WeightsDownloadError):
-    """A downloaded file whose sha256 differs from the one it must have."""
-
-
-class ManualDownloadError(WeightsDownloadError):
-    """Weights shared where only a browser can fetch them: download by hand, pass the path."""
-
 
 #: hosts that answer download clients with an interactive page instead of the file
 MANUAL_DOWNLOAD_HOSTS = ("drive.google.com", "docs.google.com")
@@ -163,21 +160,6 @@ def manual_download_hint(url: str) -> str:
             f"model.backbone.net.weights to the path)")
 
 
-def sha256_of(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def torch_hub_checkpoint_dir() -> str:
-    """``$TORCH_HOME/hub/checkpoints``, torch.hub's own cache of URL downloads."""
-    import torch.hub
-
-    return os.path.join(torch.hub.get_dir(), "checkpoints")
-
-
 def resolve_weights(source, *, sha256: str | None = None, progress: bool = True):
     """The local path of ``source``, downloading (and verifying) it first if it is remote.
 
@@ -200,28 +182,11 @@ def resolve_weights(source, *, sha256: str | None = None, progress: bool = True)
             f"{source}: {urlparse(source).hostname} answers download clients with a confirmation page, "
             f"not the file, so d2geo cannot fetch it: {manual_download_hint(source)}")
     if source.startswith(("https://", "http://")):
-        from .hub_url import resolve_url
-
         return resolve_url(source, sha256, progress)
     return os.path.expanduser(source)
 
 
 # -- Hugging Face Hub ------------------------------------------------------------------------
-@contextlib.contextmanager
-def _progress_bars(show: bool):
-    """huggingface_hub's progress bars (shown by default), off for ``show=False``."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    turn_off = not show and not are_progress_bars_disabled()
-    if turn_off:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        if turn_off:
-            enable_progress_bars()
-
-
 def _hf_settings() -> dict:
     """huggingface_hub reads its environment at import; read it again at call time."""
     from huggingface_hub import constants
@@ -319,37 +284,6 @@ def _slash_hint(f: HFFile) -> str:
             f"'{f.revision}/{first}', write {fixed})")
 
 
-class _RetryNotes(logging.Filter):
-    """Drops huggingface_hub's per-try lines ("... thrown while requesting", "Retrying in
-    1s [Retry 1/5]"), which its own handler and the root logger both print, and logs one
-    line instead; the failure itself is reported once, by the error d2geo raises."""
-
-    def __init__(self):
-        super().__init__()
-        self.noted = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if record.levelno > logging.WARNING or not ("thrown while requesting" in msg or "[Retry " in msg):
-            return True
-        if not self.noted:
-            self.noted = True
-            logger.info("the server does not answer (%s); trying again for up to half a minute",
-                        msg.split(" thrown while")[0].strip("'"))
-        return False
-
-
-@contextlib.contextmanager
-def _quiet_retries():
-    http_logger = logging.getLogger("huggingface_hub.utils._http")
-    notes = _RetryNotes()
-    http_logger.addFilter(notes)
-    try:
-        yield
-    finally:
-        http_logger.removeFilter(notes)
-
-
 def _verify_hf(path: str, f: HFFile, sha256: str | None, settings: dict) -> None:
     blob = os.path.realpath(path)
     lfs_oid = os.path.basename(blob)
@@ -438,61 +372,3 @@ def _forget(path: str, blob: str) -> None:
             os.remove(p)
         except FileNotFoundError:
             pass
-
-
-_VERIFIED: dict[str, tuple] = {}
-
-
-def _stamp(path: str) -> tuple:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
-def _marker(path: str) -> str:
-    """Where the verification of ``path`` is remembered across processes (hashing a 5 GB
-    checkpoint takes half a minute): ``$D2GEO_CACHE/verified`` (default ``~/.cache/d2geo``)."""
-    root = os.environ.get("D2GEO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "d2geo")
-    return os.path.join(root, "verified", hashlib.sha256(os.path.abspath(path).encode()).hexdigest())
-
-
-def _recorded_digest(path: str) -> str | None:
-    """The sha256 an earlier verification of ``path`` recorded (None if there is none)."""
-    try:
-        with open(_marker(path)) as f:
-            found = f.read().split()
-    except OSError:
-        return None
-    return found[-1] if found and _SHA256.match(found[-1]) else None
-
-
-def _already_verified(path: str, expected: str) -> bool:
-    """Whether ``path`` was hashed to ``expected`` and has not changed since (size, mtime, inode)."""
-    record = (_stamp(path), expected)
-    if _VERIFIED.get(path) == record:
-        return True
-    try:
-        with open(_marker(path)) as f:
-            found = f.read().split()
-    except OSError:
-        return False
-    if found == [*map(str, record[0]), expected]:
-        _VERIFIED[path] = record
-        return True
-    return False
-
-
-def _mark_verified(path: str, expected: str) -> None:
-    record = (_stamp(path), expected)
-    _VERIFIED[path] = record
-    marker = _marker(path)
-    try:
-        os.makedirs(os.path.dirname(marker), exist_ok=True)
-        tmp = f"{marker}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(" ".join([*map(str, record[0]), expected]))
-        os.replace(tmp, marker)
-    except OSError as e:  # a read-only home: verify again next time
-        logger.debug("could not record the verification of %s: %s", path, e)
-
-
-from .hub_url import url_cache_path  # noqa: E402  (https:// files; imports this module's helpers)

@@ -7,7 +7,7 @@ import logging
 import os
 from urllib.parse import urlparse
 
-from .hub import (
+from .hub_common import (
     _TRUE,
     ChecksumMismatchError,
     WeightsDownloadError,

@@ -12,12 +12,14 @@
 * :mod:`.model_file`: self-describing ONNX model files, :func:`load_model` (onnxruntime, no
   torch); :mod:`.export_file` writes them from a torch model and its config; :mod:`.runtimes`
   (``--runtime torch|compile|onnxruntime``);
+* :mod:`.config_model`: a trained detectron2 model from its LazyConfig and weights, and the
+  class names of the config's data (the tools load models with it);
 * :mod:`.region`: :func:`predict_region`, many scenes (inputs and STAC, ownership, resume
   records, mosaic, the driver).
 
 Inference imports :mod:`d2geo.data`, :mod:`d2geo.encoders` and :mod:`d2geo.precision`; none of
-them imports it (``d2geo.data.scene``, ``.region`` and ``.polygons`` are re-exports, kept for
-a release).
+them imports it (``d2geo.data.scene`` still re-exports ``tile_windows`` and ``blend_weights`` for
+``d2geo.data.scenes.scene_eval`` until that imports :mod:`.windows` itself).
 """
 from .blend import NODATA_CLASS, BlendBuffer
 from .instances import SceneInstance, instances_to_geojson, merge_instances

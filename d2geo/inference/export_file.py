@@ -86,7 +86,7 @@ def model_fields(model, cfg=None, *, window: int | None = None, overlap: int | N
     outputs = model_outputs(model) or {"sem_seg"}
     task = "semantic" if "sem_seg" in outputs and "instances" not in outputs else "instances"
     if class_names is None and cfg is not None:
-        from d2geo.tools_support import config_class_names
+        from .config_model import config_class_names
 
         class_names = config_class_names(cfg, task)
     if class_names is None:

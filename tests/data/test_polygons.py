@@ -1,4 +1,4 @@
-"""Class maps polygonized in row strips (d2geo.data.polygons): the polygons rasterize back to
+"""Class maps polygonized in row strips (d2geo.inference.polygons): the polygons rasterize back to
 the class map pixel for pixel, a region cut by strip seams comes out as one polygon, and the
 result does not depend on the strip height."""
 from __future__ import annotations
@@ -10,11 +10,12 @@ import pytest
 
 rasterio = pytest.importorskip("rasterio")
 pytest.importorskip("shapely", reason="polygons need shapely (d2geo[region])")
-pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source (d2geo.data needs it)")
+pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from "
+                                         "source (d2geo.data needs it)")
 from rasterio.features import rasterize  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
-from d2geo.data.polygons import PolygonRequestError, polygonize_class_map, resolve_classes  # noqa: E402
+from d2geo.inference.polygons import PolygonRequestError, polygonize_class_map, resolve_classes  # noqa: E402
 
 NAMES = ["background", "water", "field"]
 T = from_origin(500000, 4000000, 10, 10)  # 10 m pixels, UTM 10N

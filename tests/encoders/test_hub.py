@@ -197,12 +197,12 @@ def test_cached_file_corrupted_later_is_refused_then_fetched_again(hub):
 def test_verification_is_remembered_until_the_file_changes(hub, monkeypatch):
     """A verified file is not hashed again by a later process (a 5 GB checkpoint takes half a
     minute to hash), unless its size, mtime or inode changed."""
-    from d2geo.encoders import hub as hub_module
+    from d2geo.encoders import hub as hub_module, hub_common
 
     data = os.urandom(5000)
     uri = hub.publish("acme/w", "w.pth", data)
     blob = os.path.realpath(resolve_weights(uri))
-    monkeypatch.setattr(hub_module, "_VERIFIED", {})  # as in a new process
+    monkeypatch.setattr(hub_common, "_VERIFIED", {})  # as in a new process
 
     def no_hashing(path, chunk=0):
         raise AssertionError("hashed again")
@@ -211,7 +211,7 @@ def test_verification_is_remembered_until_the_file_changes(hub, monkeypatch):
         m.setattr(hub_module, "sha256_of", no_hashing)
         assert os.path.realpath(resolve_weights(uri)) == blob
     os.utime(blob, ns=(1, 1))  # touched: hashed again (and still fine)
-    monkeypatch.setattr(hub_module, "_VERIFIED", {})
+    monkeypatch.setattr(hub_common, "_VERIFIED", {})
     calls = []
     real = hub_module.sha256_of
     monkeypatch.setattr(hub_module, "sha256_of", lambda p, chunk=1 << 20: calls.append(p) or real(p))

@@ -14,7 +14,7 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 rasterio = pytest.importorskip("rasterio")
 
 from d2geo.data.geotiff import read_modalities  # noqa: E402
-from d2geo.data.scene import SceneRequestError, predict_scene  # noqa: E402
+from d2geo.inference import SceneRequestError, predict_scene  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "terramind", "semantic_fpn_v1_base.py")
@@ -55,7 +55,7 @@ def _read(path):
 
 
 def test_modality_scene_equals_the_model_on_the_stacked_array_and_a_stacked_file(terramind_examples, tiny,
-                                                                                   tmp_path):
+                                                                                 tmp_path):
     model, _ = tiny
     files = _files(terramind_examples, _names(terramind_examples)[0])
     sample = read_modalities(files)
@@ -100,7 +100,8 @@ def test_misaligned_or_misordered_modalities_are_refused_before_any_window(terra
     with rasterio.open(files["DEM"]) as src:
         profile, data = src.profile, src.read()
     moved, small = str(tmp_path / "dem_moved.tif"), str(tmp_path / "dem_small.tif")
-    with rasterio.open(moved, "w", **dict(profile, transform=profile["transform"] * rasterio.Affine.translation(3, 0))) as d:
+    shifted = profile["transform"] * rasterio.Affine.translation(3, 0)
+    with rasterio.open(moved, "w", **dict(profile, transform=shifted)) as d:
         d.write(data)
     with rasterio.open(small, "w", **dict(profile, width=200)) as d:
         d.write(data[:, :, :200])
@@ -149,7 +150,8 @@ def test_predict_scene_cli_with_one_input_per_modality(terramind_examples, tiny,
 
 
 def test_predict_region_over_modality_folders_equals_predict_scene(terramind_examples, tiny, tmp_path):
-    from d2geo.data.region import RegionOptions, RegionRequestError, collect_scenes, predict_region
+    from d2geo.inference import RegionOptions
+    from d2geo.inference.region import RegionRequestError, collect_scenes, predict_region
     from d2geo.tools_support import load_tool
 
     model, weights = tiny
@@ -157,8 +159,8 @@ def test_predict_region_over_modality_folders_equals_predict_scene(terramind_exa
     out = str(tmp_path / "out")
     # a folder per modality, scenes matched by file name; the five places lie in five UTM zones
     summary = load_tool("predict_region").main(
-        ["--config-file", CONFIG, "--weights", weights, *[a for m in MODS for a in
-                                                         ("--input", f"{m}={os.path.join(terramind_examples, m)}")],
+        ["--config-file", CONFIG, "--weights", weights,
+         *[a for m in MODS for a in ("--input", f"{m}={os.path.join(terramind_examples, m)}")],
          "--output-dir", out, "--tile", "224", "--overlap", "0", "--mosaic-crs", "EPSG:4326", "--num-workers", "0",
          "--no-progress", "--cog-blocksize", "128", "--amp", "off", *TINY])
     assert sorted(summary["done"]) == [n[:-4] for n in names]
@@ -185,7 +187,8 @@ def test_predict_region_over_modality_folders_equals_predict_scene(terramind_exa
         profile, data = src.profile, src.read()
     moved = tmp_path / "moved" / names[0]
     moved.parent.mkdir()
-    with rasterio.open(moved, "w", **dict(profile, transform=profile["transform"] * rasterio.Affine.translation(0, 2))) as d:
+    shifted = profile["transform"] * rasterio.Affine.translation(0, 2)
+    with rasterio.open(moved, "w", **dict(profile, transform=shifted)) as d:
         d.write(data)
     with pytest.raises(RegionRequestError, match=f"scene {names[0][:-4]}: the modalities are not on one grid.*"
                                                  r"off by \(0, 2\) pixels"):

@@ -1,5 +1,5 @@
 """Region-scale inference: COG outputs, mosaic, STAC and list inputs, overlaps across scenes
-and CRSs, one vs two processes, kill and resume (tools/predict_region.py, d2geo.data.region)."""
+and CRSs, one vs two processes, kill and resume (tools/predict_region.py, d2geo.inference.region)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -20,10 +20,10 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.warp import transform as warp  # noqa: E402
 
-from d2geo.data.region import (  # noqa: E402
-    STATE_DIR, RegionOptions, RegionRequestError, collect_scenes, predict_region, shard_scenes,
+from d2geo.inference import RegionOptions, SceneRequestError, predict_scene  # noqa: E402
+from d2geo.inference.region import (  # noqa: E402
+    STATE_DIR, RegionRequestError, collect_scenes, predict_region, shard_scenes,
 )
-from d2geo.data.scene import SceneRequestError, predict_scene  # noqa: E402
 from d2geo.data.synthetic.generator import HLS_BANDS, render_tile, write_geotiff  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -231,7 +231,7 @@ def test_two_processes_write_exactly_what_one_process_writes(region, seg_weights
 
 
 def test_a_run_killed_after_its_first_scene_resumes_to_the_uninterrupted_outputs(region, seg_weights, seg_run,
-                                                                                tmp_path):
+                                                                                 tmp_path):
     ref, _ = seg_run
     out = str(tmp_path / "killed")
     os.makedirs(out)
@@ -397,7 +397,7 @@ def test_benchmark_compares_with_terratorchs_tiled_inference_on_the_same_windows
 
 
 def test_semantic_polygons_equal_the_class_maps_regions_once_per_ground_point(region, seg_weights, seg_run,
-                                                                                tmp_path, caplog):
+                                                                              tmp_path, caplog):
     """--polygons on the three scenes (strips of 40 rows: every region taller than that is cut and
     joined): the polygons rasterize back to each scene's class map, and are in the manifest."""
     gpd = pytest.importorskip("geopandas", reason="GeoParquet needs d2geo[region] (geopandas, pyarrow)")

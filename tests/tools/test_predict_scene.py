@@ -17,7 +17,7 @@ rasterio = pytest.importorskip("rasterio")
 import cv2  # noqa: E402
 
 from d2geo.data.geotiff import GeoTiffError, apply_affine, read_geotiff  # noqa: E402
-from d2geo.data.scene import (  # noqa: E402
+from d2geo.inference import (  # noqa: E402
     SceneInstance, blend_weights, merge_instances, predict_scene, tile_windows,
 )
 from d2geo.data.synthetic.generator import Building, write_scene  # noqa: E402
@@ -305,8 +305,8 @@ def test_time_series_scene(tmp_path, model):
         assert (a.read(1) == b.read(1)).mean() > 0.99  # same scene content on both dates
 
 
-from hypothesis import given, settings  # a test dependency (setup.py extras 'test')
-from hypothesis import strategies as st
+from hypothesis import given, settings  # noqa: E402  (a test dependency: setup.py extras 'test')
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None, database=None)
@@ -344,7 +344,7 @@ def _files(folder):
 
 
 def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scene, model, tmp_path, caplog):
-    from d2geo.data.scene import SceneRequestError
+    from d2geo.inference import SceneRequestError
 
     path = scene[0]
     m, model_dir = model
