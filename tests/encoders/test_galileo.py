@@ -136,13 +136,17 @@ def test_month_and_gsd_change_the_features(official, tmp_path):
     assert (base - other_month).abs().max() > 1e-3 and (base - other_gsd).abs().max() > 1e-3
 
 
-def test_missing_timestamps_are_refused_unless_a_default_month_is_given(official, tmp_path, caplog):
+def test_missing_timestamps_are_refused_unless_a_default_month_is_given(official, tmp_path, caplog, monkeypatch):
     case = official["cases"][3]
     x = fixture.formula_input(3)
     enc = _encoder(official, case, tmp_path)
     with pytest.raises(EncoderInputError, match="calendar month.*timestamps.*default_month"):
         enc(x)
     enc = _encoder(official, case, tmp_path, default_month=4)  # the case's month
+    from d2geo.encoders import metadata as metadata_mod
+
+    # warned once per process: another test may have warned already
+    monkeypatch.setattr(metadata_mod, "_WARNED", set())
     with torch.no_grad(), caplog.at_level(logging.WARNING):
         out = enc.forward_features(x, layers=[2], metadata={"gsd": torch.tensor([10.0])})[0]
     assert (out - case["layer_maps"][2]).abs().max() < TOL
