@@ -7,7 +7,8 @@ row-major), their logits weighted by :func:`.windows.blend_weights` and summed i
 :class:`.blend.BlendBuffer`, whose finished rows are arg-maxed. The ground truth is the part's
 own windows (rasterized by ``GeoDatasetMapper`` as in training); pixels outside them (the
 split's buffers, other parts) are not scored, but are read as context where a window reaches
-them.
+them. Windows of the box's grid that touch none of the part's windows are skipped (they would
+change no scored pixel).
 
 In a LazyConfig (``tools/train_net.py``'s ``do_test`` needs nothing else)::
 
@@ -65,8 +66,16 @@ def _plan(dataset_name: str, tile: int | None, overlap: int | None):
         c0, r0 = min(w[0] for w in ws), min(w[1] for w in ws)
         h, w = max(w[1] + w[3] for w in ws) - r0, max(w[0] + w[2] for w in ws) - c0
         s["box"] = (c0, r0, h, w)
-        s["shape"] = window_shape(h, w, tile)
-        s["windows"] = tile_windows(h, w, tile, overlap)
+        s["shape"] = th, tw = window_shape(h, w, tile)
+        # the prediction grid of the whole box, less the windows that touch none of the part's
+        # windows (a part is scattered blocks: most of its box is other parts): those windows
+        # add nothing to a scored pixel, so every scored pixel is blended exactly as predicted
+        scored = np.zeros((h + 1, w + 1), np.int64)  # a summed-area table of the part's windows
+        for wc, wr, ww, wh in ws:
+            scored[wr - r0 + 1:wr - r0 + wh + 1, wc - c0 + 1:wc - c0 + ww + 1] = 1
+        scored = scored.cumsum(0).cumsum(1)
+        s["windows"] = [(r, c) for r, c in tile_windows(h, w, tile, overlap)
+                        if scored[r + th, c + tw] - scored[r, c + tw] - scored[r + th, c] + scored[r, c] > 0]
     return tile, overlap, scenes
 
 
@@ -152,7 +161,8 @@ class SceneSemSegEvaluator:
             raise GeoTiffError(
                 f"scene-scale evaluation of {self.dataset_name}: {self._current[0]} got "
                 f"{self._seen[self._current]} of its {len(s['windows'])} windows: {self._loader_hint()}")
-        self._score(self._buf.flush(s["box"][2]))
+        while self._buf.top < s["box"][2]:
+            self._score(self._buf.flush(s["box"][2]))
         self._current, self._buf, self._gt = None, None, None
 
     def process(self, inputs, outputs):
@@ -182,7 +192,8 @@ class SceneSemSegEvaluator:
                 raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected "
                                    f"{(len(self.classes),) + tuple(s['shape'])} (classes of {self.dataset_name}, "
                                    "window): evaluate without resizing augmentations")
-            self._score(self._buf.flush(row))
+            while self._buf.top < row:  # one flush gives at most the buffer's rows
+                self._score(self._buf.flush(row))
             th, tw = s["shape"]
             # every pixel counts as valid data: pixels without data carry the ignore label in the ground
             # truth, so prediction's valid mask (which drops them from the blend) changes no scored pixel

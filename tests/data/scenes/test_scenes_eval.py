@@ -113,3 +113,28 @@ def test_the_scene_evaluator_refuses_windows_it_did_not_plan(two_zones, tmp_path
                                          num_workers=0)
     with pytest.raises(GeoTiffError, match=r"must yield scene_eval_windows\('_bad'"):
         inference_on_dataset(ColumnModel(150), loader, SceneSemSegEvaluator(name, overlap=16))
+
+
+def test_windows_that_touch_none_of_the_parts_windows_are_not_predicted(two_zones, tmp_path):
+    """A part of two far-apart windows (opposite corners of a 256 px box) is predicted by the grid
+    windows that reach them, not by the whole box's grid, and still scored exactly."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from d2geo.inference.scene_eval import scene_eval_windows
+    from d2geo.inference.windows import tile_windows
+
+    path, labels = _left_half(two_zones, tmp_path)
+    datasets, *_ = build_scene_datasets("_c", [path], labels, task="semantic", classes=["right", "left"],
+                                        class_key="c", background="right", window=64, sampler="grid")
+    corners = [d for d in datasets["_c"] if d["window"][:2] in ((0, 0), (192, 192))]
+    assert len(corners) == 2
+    DatasetCatalog.register("_corners", lambda: corners)
+    MetadataCatalog.get("_corners").set(stuff_classes=["right", "left"], ignore_label=255, window=64)
+    got = [tuple(w["window"][:2]) for w in scene_eval_windows("_corners", overlap=16)]
+    full = tile_windows(256, 256, 64, 16)  # 5 x 5 windows at 0, 48, 96, 144, 192
+    assert len(full) == 25
+    # those reaching [0, 64) x [0, 64) or [192, 256) x [192, 256): starts 0 and 48, or 144 and 192
+    assert got == [(c, r) for r, c in full if (r < 64 and c < 64) or (r + 64 > 192 and c + 64 > 192)]
+    assert len(got) == 8
+    res = evaluate_scene_semantic(ColumnModel(150), "_corners", overlap=16)["sem_seg"]
+    assert res["mIoU"] == pytest.approx(100.0)
