@@ -34,6 +34,11 @@ from ..common.train import train
 dataloader.test.dataset = L(scene_eval_windows)(dataset_name=SEG_NAMES[1], overlap=WINDOW // 4)
 dataloader.evaluator = L(SceneSemSegEvaluator)(dataset_name=SEG_NAMES[1], overlap=WINDOW // 4)
 
+# one loader process beside the training process: the model trains on one thread (below), so on
+# two cores the windows of the next batch are read meanwhile (data time was a quarter of an
+# iteration in the training process; opened COGs stay open in the worker, see d2geo.data.geotiff)
+dataloader.train.num_workers = 1
+
 # per-band mean and std of the synthetic generator's tiles (those of the chip quickstart: the
 # scenes are made of the same generator's tiles)
 _mean = [0.104, 0.1243, 0.1189, 0.2412, 0.2238, 0.1556]
