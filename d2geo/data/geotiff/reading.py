@@ -154,15 +154,18 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
     if gdal_invalid is not None:
         invalid |= gdal_invalid
     data = raw.astype(np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64)
+    floats = raw.dtype.kind == "f"  # integers are always finite
     for k in range(data.shape[0]):
         band = data[k]
-        bad = ~np.isfinite(band)
+        if floats:
+            invalid |= ~np.isfinite(band)
         if nd[k] is not None and not math.isnan(nd[k]) and _representable(nd[k], raw.dtype):
-            bad |= raw[k] == nd[k]
-        invalid |= bad
+            invalid |= raw[k] == nd[k]
         with np.errstate(over="ignore", invalid="ignore"):  # overflows become invalid below
-            band *= s[k]
-            band += o[k]
+            if s[k] != 1.0:
+                band *= s[k]
+            if o[k] != 0.0:
+                band += o[k]
     with np.errstate(over="ignore"):
         data = data.astype(np.float32, copy=False)
     invalid |= ~np.isfinite(data).all(axis=0)  # finite values that scaling or float32 overflowed
