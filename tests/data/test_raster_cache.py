@@ -107,3 +107,23 @@ def test_a_forked_worker_opens_its_own_handles(tmp_path, cache):
     assert held == 1 and not reused and value == 5.0  # ... which the child forgot, opening the file itself
     assert not parent_src.closed  # and the parent's handle is untouched
     assert read_geotiff(path, window=Window(4, 4, 4, 4)).image.max() == 5
+
+
+def test_gdal_block_cache_is_bounded_unless_the_user_set_it(tmp_path, cache, monkeypatch):
+    """Open datasets keep GDAL's block cache filled; its default (5% of the RAM per worker) let a
+    loader's memory grow with the scene (+406 MB for 200 windows of an 8k px scene)."""
+    import rasterio.env
+
+    calls = []
+    monkeypatch.setattr(rasterio.env, "set_gdal_config", lambda k, v: calls.append((k, v)))
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    path = write_tif(tmp_path / "s.tif", np.ones((1, 8, 8), np.uint8))
+    read_geotiff(path, window=Window(0, 0, 4, 4))
+    read_geotiff(path, window=Window(4, 4, 4, 4))
+    assert calls == [("GDAL_CACHEMAX", opening.BLOCK_CACHE)]  # once per process
+    other = opening.RasterHandleCache(size=3)
+    monkeypatch.setattr(opening, "OPEN", other)
+    monkeypatch.setenv("GDAL_CACHEMAX", "512")
+    read_geotiff(path, window=Window(0, 0, 4, 4))
+    assert len(calls) == 1
+    other.clear()

@@ -47,6 +47,10 @@ def _corrupt(path: str, e: Exception) -> GeoTiffError:
 #: how many opened datasets each process (DataLoader worker) and thread keeps for windowed reads
 #: (``D2GEO_OPEN_RASTERS`` overrides it; 0 turns the cache off)
 OPEN_RASTERS = int(os.environ.get("D2GEO_OPEN_RASTERS", "32"))
+#: GDAL's block cache (bytes) in a process that keeps datasets open, unless ``GDAL_CACHEMAX``
+#: is set: GDAL's default, 5% of the RAM per process (DataLoader worker), grows with every
+#: distinct block the windows decode (``D2GEO_GDAL_CACHE_MB`` overrides it)
+BLOCK_CACHE = int(float(os.environ.get("D2GEO_GDAL_CACHE_MB", "128")) * 2 ** 20)
 
 
 class _Opened:
@@ -65,7 +69,9 @@ class RasterHandleCache:
     descriptors and offsets it shares) and forgets them without using or closing them, so no
     two processes ever read through one handle; threads get their own handles (a rasterio
     dataset is not thread-safe). A file replaced or rewritten in place (another size, mtime or
-    inode) is opened again. Everything still open is closed at exit.
+    inode) is opened again. Everything still open is closed at exit. GDAL's block cache, which
+    keeps the decoded blocks that neighbouring windows share, is bounded to :data:`BLOCK_CACHE`
+    in each process that uses the cache, unless ``GDAL_CACHEMAX`` is set.
     """
 
     def __init__(self, size: int = OPEN_RASTERS):
@@ -73,6 +79,7 @@ class RasterHandleCache:
 
         self.size = size
         self._pid = os.getpid()
+        self._bounded = None  # the process whose GDAL block cache was bounded
         self._items: "collections.OrderedDict" = collections.OrderedDict()
         self._lock = threading.Lock()
         self._ident = threading.get_ident
@@ -81,6 +88,12 @@ class RasterHandleCache:
         if os.getpid() != self._pid:  # a forked child: the parent's handles are not ours to use
             self._items = collections.OrderedDict()
             self._pid = os.getpid()
+        if self._bounded != self._pid:
+            self._bounded = self._pid
+            if "GDAL_CACHEMAX" not in os.environ:  # the user's setting wins
+                from rasterio.env import set_gdal_config
+
+                set_gdal_config("GDAL_CACHEMAX", BLOCK_CACHE)
 
     def get(self, path: str) -> _Opened:
         st = os.stat(path)
