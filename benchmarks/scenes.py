@@ -226,14 +226,14 @@ def main(argv=None) -> int:
             rates[f"torchgeo (not installed: {e})"] = [float("nan")]
     for k, v in rates.items():
         lines.append(f"| {k} | {max(v):.1f} |")
-    sizes = [int(s) for s in args.label_sizes.split(",")]
-    lk = lookups(scene, sizes, args.window, tmp)
+    sizes = [int(s) for s in args.label_sizes.split(",") if s]  # empty: no lookup section
+    lk = lookups(scene, sizes, args.window, tmp) if sizes else {}
     lines += ["", "| label polygons (constant density) | ms per window lookup (query, clip, pixel coordinates) "
               "| polygons per window |", "|---|---|---|"]
     lines += [f"| {n} | {ms:.2f} | {hits:.0f} |" for n, (ms, hits) in lk.items()]
     lines += ["", "| scene px | peak RSS MB (from a reset after imports) | growth MB over the RSS after imports |",
               "|---|---|---|"]
-    for size in [int(s) for s in args.memory_sizes.split(",")]:
+    for size in [int(s) for s in args.memory_sizes.split(",") if s]:  # empty: no memory section
         m = write_scene(os.path.join(tmp, f"m{size}.tif"), size)
         write_labels(os.path.join(tmp, f"m{size}.gpkg"), m, 1000)
         out = subprocess.run([sys.executable, __file__, "--memory-child", str(size), str(args.window), tmp],

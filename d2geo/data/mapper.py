@@ -198,6 +198,7 @@ class GeoDatasetMapper:
             raise ValueError("recompute_boxes needs use_instance_mask=True")
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations))
+        self._no_augmentation = not list(augmentations)
         self.bands = tuple(bands) if bands is not None else None
         self.sensor = sensor
         self.fill = fill
@@ -314,6 +315,13 @@ class GeoDatasetMapper:
                            BoxMode(obj["bbox_mode"]).name)
         return False
 
+    def _channel_stats(self, c: int, t: int | None):
+        """mean and std per channel of the (C*T) image rows (each band's values for every frame)."""
+        if len(self.mean) != c:
+            raise ValueError(f"mean/std have {len(self.mean)} values for {c} bands")
+        reps = t or 1
+        return np.repeat(self.mean, reps), np.repeat(self.std, reps)
+
     def __call__(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)
         if "file_name" not in d:
@@ -326,7 +334,8 @@ class GeoDatasetMapper:
         if "height" in d and "width" in d and (d["height"], d["width"]) != (h, w):
             raise GeoTiffError(f"{d['file_name']} is {h}x{w} but its dataset dict says "
                                f"{d['height']}x{d['width']}: fix the dataset registration")
-        hwc = np.ascontiguousarray(image.reshape(-1, h, w).transpose(1, 2, 0))
+        # detectron2's augmentations take (H, W, C); without any, the image stays (C, H, W)
+        hwc = None if self._no_augmentation else np.ascontiguousarray(image.reshape(-1, h, w).transpose(1, 2, 0))
 
         sem_seg = None
         if "sem_seg_file_name" in d:
@@ -347,25 +356,31 @@ class GeoDatasetMapper:
                                            class_names=geo.get("class_names"), image_shape=(h, w))
             d.setdefault("annotations", []).extend(annos)
 
-        aug_input = T.AugInput(hwc, sem_seg=sem_seg)
-        transforms = self.augmentations(aug_input)
-        hwc, sem_seg = aug_input.image, aug_input.sem_seg
-        if hwc.dtype != np.float32:
-            hwc = hwc.astype(np.float32)
-        nh, nw = hwc.shape[:2]
-        if sem_seg is not None:
-            # pixels an augmentation padded in are not data: ignore them too
-            covered = transforms.apply_segmentation(np.ones((h, w), dtype=np.uint8))
-            sem_seg = np.where(covered > 0, sem_seg, self.ignore_label)
-
-        if self.mean is not None:
-            if len(self.mean) != c:
-                raise ValueError(f"mean/std have {len(self.mean)} values for {c} bands")
-            reps = t or 1
-            hwc = (hwc - np.repeat(self.mean, reps)) / np.repeat(self.std, reps)
-        # a copy, not ascontiguousarray: that keeps the negative strides of a flipped axis
-        # of length 1, which torch refuses
-        chw = hwc.transpose(2, 0, 1).copy()
+        if hwc is None:
+            transforms = T.TransformList([])
+            chw, nh, nw = image.reshape(-1, h, w), h, w
+            if chw.dtype != np.float32:
+                chw = chw.astype(np.float32)
+            if self.mean is not None:
+                mean, std = self._channel_stats(c, t)
+                chw = (chw - mean[:, None, None]) / std[:, None, None]
+        else:
+            aug_input = T.AugInput(hwc, sem_seg=sem_seg)
+            transforms = self.augmentations(aug_input)
+            hwc, sem_seg = aug_input.image, aug_input.sem_seg
+            if hwc.dtype != np.float32:
+                hwc = hwc.astype(np.float32)
+            nh, nw = hwc.shape[:2]
+            if sem_seg is not None:
+                # pixels an augmentation padded in are not data: ignore them too
+                covered = transforms.apply_segmentation(np.ones((h, w), dtype=np.uint8))
+                sem_seg = np.where(covered > 0, sem_seg, self.ignore_label)
+            if self.mean is not None:
+                mean, std = self._channel_stats(c, t)
+                hwc = (hwc - mean) / std
+            # a copy, not ascontiguousarray: that keeps the negative strides of a flipped axis
+            # of length 1, which torch refuses
+            chw = hwc.transpose(2, 0, 1).copy()
         out_img = chw.reshape(c, t, nh, nw) if t is not None else chw
         d["image"] = torch.as_tensor(out_img)
 

@@ -18,8 +18,7 @@
   records, mosaic, the driver).
 
 Inference imports :mod:`d2geo.data`, :mod:`d2geo.encoders` and :mod:`d2geo.precision`; none of
-them imports it (``d2geo.data.scene`` still re-exports ``tile_windows`` and ``blend_weights`` for
-``d2geo.data.scenes.scene_eval`` until that imports :mod:`.windows` itself).
+them imports it.
 """
 from .blend import NODATA_CLASS, BlendBuffer
 from .instances import SceneInstance, instances_to_geojson, merge_instances

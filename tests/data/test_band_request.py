@@ -38,7 +38,7 @@ def test_sensor_tag_with_unnamed_bands_is_refused_before_any_pixel_is_read(tmp_p
     from d2geo.data.geotiff import check_band_request
 
     path = write_tif(tmp_path / "tagged.tif", np.ones((4, 16, 16), np.uint16), tags={"SENSOR": "sentinel-2-l2a"})
-    monkeypatch.setattr(geotiff, "_read_window", lambda *a, **k: pytest.fail("read pixels"))
+    monkeypatch.setattr(geotiff.reading, "_read_window", lambda *a, **k: pytest.fail("read pixels"))
     with pytest.raises(GeoTiffError, match=r"holds 4 bands per frame and does not name them \(no band descriptions\), "
                                            r"but its SENSOR tag 'sentinel-2-l2a' has 12 bands .* 'naip'"):
         check_band_request(path)

@@ -398,7 +398,7 @@ def test_crs_without_geotransform_drops_location(tmp_path, caplog):
 def test_acquisition_time_sources_in_order(tmp_path, caplog, monkeypatch, name, tags, expected, source):
     from d2geo.data import geotiff
 
-    monkeypatch.setattr(geotiff, "_TIME_SOURCES_LOGGED", set())
+    monkeypatch.setattr(geotiff.times, "_TIME_SOURCES_LOGGED", set())
     p = write_tif(tmp_path / name, np.zeros((1, 2, 2), np.uint8), tags=tags)
     with caplog.at_level(logging.INFO, logger="d2geo.data.geotiff"):
         assert read_geotiff(p).metadata["timestamps"][0] == expected
@@ -408,7 +408,7 @@ def test_acquisition_time_sources_in_order(tmp_path, caplog, monkeypatch, name, 
 def test_tiff_datetime_alone_is_used_with_a_warning(tmp_path, caplog, monkeypatch):
     from d2geo.data import geotiff
 
-    monkeypatch.setattr(geotiff, "_TIME_SOURCES_LOGGED", set())
+    monkeypatch.setattr(geotiff.times, "_TIME_SOURCES_LOGGED", set())
     p = write_tif(tmp_path / "x.tif", np.zeros((1, 2, 2), np.uint8), tags={"TIFFTAG_DATETIME": "2020:09:01 18:59:19"})
     with caplog.at_level(logging.WARNING, logger="d2geo.data.geotiff"):
         read_geotiff(p)

@@ -7,8 +7,8 @@ geographic splits without leakage. Entry point: :func:`register_geo_scenes`; the
 * :mod:`.sampling`: random, grid and label-aware windows;
 * :mod:`.labels`: a window's labels (rasterization rules, instances cut by the edge);
 * :mod:`.split`: spatial blocks, a label column or polygons, with a buffer; written to a file;
-* :mod:`.evaluation`: mIoU over windows; :mod:`.scene_eval`: mIoU over whole scenes, windows blended
-  as in region inference;
+* :mod:`.evaluation`: mIoU over windows (mIoU over whole scenes, windows blended as in region
+  inference, is :mod:`d2geo.inference.scene_eval`: it runs the inference loop);
 
 ``GeoDatasetMapper`` reads each dict's ``window`` of ``file_name``/``file_names``.
 """

@@ -4,8 +4,10 @@ spatial index per CRS).
 A *scene* is one GeoTIFF/COG, or several files on one grid that are the dates of one scene.
 :func:`open_scenes` accepts paths, folders (every ``*.tif``/``*.tiff`` in it is a scene),
 text lists (one scene per line; several files on a line, separated by spaces or commas,
-are its dates; relative paths are relative to the list) and lists of any of these (a list
-or tuple inside the list is the dates of one scene). Only the headers are read.
+are its dates; relative paths are relative to the list), local STAC item JSON files (their
+raster data assets stacked band-wise, named by ``eo:bands``, in a VRT kept in
+:func:`stac_dir`, as ``predict_region`` reads items: :mod:`d2geo.data.stac`) and lists of any of
+these (a list or tuple inside the list is the dates of one scene). Only the headers are read.
 
 :class:`LabelSet` holds the labels of one or more vector files (anything GDAL reads through
 pyogrio: GeoPackage, GeoJSON, Shapefile, GeoParquet, FlatGeobuf) in EPSG:4326, each feature
@@ -101,11 +103,42 @@ def _expand(item) -> list[list[str]]:
     if path.lower().endswith(".txt"):
         with open(path, encoding="utf-8") as f:
             lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
-        return [_split_line(ln, os.path.dirname(os.path.abspath(path))) for ln in lines]
-    if path.lower().endswith(".json"):
-        raise SceneError(f"{path}: STAC items are not supported as scenes yet; give the item's GeoTIFF/COG "
-                         "asset paths instead")
-    return [[path]]
+        return [[_stac_raster(p) for p in _split_line(ln, os.path.dirname(os.path.abspath(path)))] for ln in lines]
+    return [[_stac_raster(path)]]
+
+
+def stac_dir() -> str:
+    """Where the VRTs of STAC item scenes are kept: ``$D2GEO_STAC_DIR``, else
+    ``~/.cache/d2geo/stac``."""
+    return os.environ.get("D2GEO_STAC_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "d2geo", "stac")
+
+
+def _stac_raster(path: str) -> str:
+    """``path``, or for a local STAC item JSON the VRT stacking its raster data assets (written
+    once per item version into :func:`stac_dir`, named by the item's path, size and mtime)."""
+    if not path.lower().endswith(".json"):
+        return path
+    from ..stac import StacError, is_stac_item, stac_item_vrt
+
+    if not os.path.isfile(path):
+        raise SceneError(f"scene not found: {path}")
+    if not is_stac_item(path):
+        raise SceneError(f"{path} is JSON but not a STAC item (a Feature with assets): give STAC items, "
+                         "GeoTIFF/COG files, folders or text lists as scenes")
+    import hashlib
+
+    st = os.stat(path)
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    vrt = os.path.join(stac_dir(), f"{stem}-{key}.vrt")
+    if os.path.isfile(vrt):  # this version of the item was stacked before
+        return vrt
+    try:
+        os.makedirs(os.path.dirname(vrt), exist_ok=True)
+        stac_item_vrt(path, vrt)
+    except StacError as e:
+        raise SceneError(str(e)) from None
+    return vrt
 
 
 def _open_one(paths: list[str]) -> Scene:
