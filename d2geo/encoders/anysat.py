@@ -447,6 +447,8 @@ ANYSAT_S2_STATS = InputStats("anysat-s2-l2a-dn", "sentinel-2-l2a", ANYSAT_MODALI
 ANYSAT_PRETRAINED = {
     "anysat_base": PretrainedCfg(
         source="hf://g-astruc/AnySat/models/AnySat.pth", license="MIT", stats=(ANYSAT_S2_STATS,),
+        # the encoder's default 40 m patches at Sentinel-2's 10 m; PASTIS-HD's 128 px Sentinel-2 tiles
+        input_size=128, patch_size=4,
         page="https://github.com/gastruc/AnySat",
         notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds one modality per encoder "
                "(s2, s1-asc, aerial) and keeps that projector; the statistics are a Sentinel-2 placeholder "

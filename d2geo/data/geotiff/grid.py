@@ -4,14 +4,11 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from .opening import GeoTiffError, PathLike, _open_raster, _rasterio
-
-if TYPE_CHECKING:
-    from .reading import GeoSample
 
 #: a projected CRS whose scale at the tile centre is within this of 1 reports its nominal
 #: pixel size (UTM's 0.9996..1.001); farther off (Web Mercator away from the equator,
@@ -117,7 +114,8 @@ def _grid_problems(crs, transform, shape, *, ref_crs, ref_transform, ref_shape, 
     return problems
 
 
-def check_same_grid(path: str, crs, transform, shape, *, like: "GeoSample", tolerance: float = 1e-3) -> None:
+def check_same_grid(path: str, crs, transform, shape, *, like, tolerance: float = 1e-3) -> None:
+    # like: the GeoSample the image was read from (d2geo.data.geotiff.reading, which imports this module)
     """Raise when a raster (a label) is not on the grid of the image ``like`` was read from.
 
     Compares CRS, shape and transform; the transform's coefficients may differ by
