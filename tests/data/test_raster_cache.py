@@ -14,7 +14,7 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.windows import Window  # noqa: E402
 
 from d2geo.data.geotiff import opening, read_geotiff  # noqa: E402
-from conftest import write_tif  # noqa: E402
+from helpers import write_tif  # noqa: E402
 
 
 @pytest.fixture
