@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from d2geo.encoders import BandError, CheckpointError, EncoderInputError, build_encoder, describe
+from d2geo.encoders import BandError, CheckpointError, EncoderInputError, build_encoder, describe, get_pretrained_cfg
 from d2geo.encoders.licenses import record_weights_provenance, use_restrictions
 from d2geo.encoders.olmoearth import timestamps_to_month
 
@@ -154,7 +154,8 @@ def test_license_recorded_shown_and_warned(caplog):
     assert use_restrictions("Apache-2.0") is None
     enc = torch.nn.Linear(1, 1)
     with caplog.at_level(logging.WARNING):
-        record_weights_provenance(enc, "olmoearth_v1_large", None, describe("olmoearth_v1_large").source)
+        record_weights_provenance(enc, "olmoearth_v1_large", None, describe("olmoearth_v1_large").source,
+                                  cfg=get_pretrained_cfg("olmoearth_v1_large"))
     assert "restricts use" in caplog.text and "military" in caplog.text
     assert enc.d2geo_weights_provenance["license"] == "OlmoEarth Artifact License"
 
