@@ -204,9 +204,10 @@ def test_predict_region_on_the_device_equals_the_cpu_class_map(region_inputs, tm
 # -- export ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def export_tool():
-    from d2geo.tools_support import load_tool
+    """The export library behind tools/export_model.py."""
+    from d2geo.engine import export
 
-    return load_tool("export_model")
+    return export
 
 
 TINY_ENCODER = ["model.backbone.net.encoder_kwargs.depth=2", "model.backbone.net.encoder_kwargs.embed_dim=48"]
