@@ -14,7 +14,7 @@ import warnings
 from typing import Mapping, Sequence
 
 __all__ = ["quiet_third_party_warnings", "setup_tool_logging", "plain_log_files", "load_model",  # noqa: F822
-           "config_class_names", "load_tool", "parse_modality_inputs", "scene_read_options"]
+           "config_class_names", "parse_modality_inputs", "scene_read_options"]
 
 # (message regex, category, module regex): warnings of libraries d2geo uses that say nothing
 # a d2geo user can act on. d2geo's own warnings are never filtered here.
@@ -79,16 +79,6 @@ def setup_tool_logging(level: int = logging.INFO) -> None:
 # an ANSI escape sequence (colours from detectron2's pygments-highlighted config dump and
 # termcolor): terminals show them, log files must not hold them
 from d2geo.logs import plain_log_files  # noqa: E402,F401  (the tools' name for it)
-
-
-def load_tool(name: str):
-    """The module of the command-line tool ``name`` (``"train_net"``, ``"predict_scene"``, ...):
-    ``d2geo.cli.<module>`` (see :data:`d2geo.cli.TOOL_MODULES`)."""
-    from d2geo.cli import TOOL_MODULES, tool_module
-
-    if name not in TOOL_MODULES:
-        raise FileNotFoundError(f"no tool {name!r}: the tools are {', '.join(TOOL_MODULES)}")
-    return tool_module(name)
 
 
 def __getattr__(name):

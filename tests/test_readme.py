@@ -124,7 +124,7 @@ def test_readme_tool_commands_parse():
     import shlex
 
     pytest.importorskip("detectron2", reason="the tools need detectron2")
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     for cmd in COMMANDS:
         if not _runnable(cmd) or not cmd.startswith("python tools/"):

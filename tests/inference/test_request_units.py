@@ -75,7 +75,7 @@ def test_a_scene_in_digital_numbers_is_refused_before_any_window(model, tmp_path
 
 
 def test_the_tools_refuse_with_one_error_line_and_skip_units_check_goes_on(model, tmp_path):
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     _, dn = _scenes(tmp_path)
     weights = str(tmp_path / "w.pth")

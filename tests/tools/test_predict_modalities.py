@@ -122,7 +122,7 @@ def test_misaligned_or_misordered_modalities_are_refused_before_any_window(terra
 
 
 def test_predict_scene_cli_with_one_input_per_modality(terramind_examples, tiny, tmp_path, capsys):
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     model, weights = tiny
     files = _files(terramind_examples, _names(terramind_examples)[1])
@@ -152,7 +152,7 @@ def test_predict_scene_cli_with_one_input_per_modality(terramind_examples, tiny,
 def test_predict_region_over_modality_folders_equals_predict_scene(terramind_examples, tiny, tmp_path):
     from d2geo.inference import RegionOptions
     from d2geo.inference.region import RegionRequestError, collect_scenes, predict_region
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     model, weights = tiny
     names = _names(terramind_examples)
