@@ -181,7 +181,7 @@ def _class_maps(out_dir, summary) -> dict[str, np.ndarray]:
 def test_predict_region_on_the_device_equals_the_cpu_class_map(region_inputs, tmp_path, device, amp):
     """The tool on the device (read-ahead worker; ``--amp auto``: bfloat16 on a GPU) labels at
     least 99.5% of the pixels as the CPU in float32 does."""
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     scenes, weights = region_inputs
     tool = load_tool("predict_region")

@@ -37,7 +37,7 @@ def weights(tmp_path_factory):
 
 
 def _tool():
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     return load_tool("predict_region")
 

@@ -90,7 +90,7 @@ def seg_model(seg_weights):
 
 
 def _tool():
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     return load_tool("predict_region")
 

@@ -427,7 +427,7 @@ def test_mismatched_request_is_refused_before_any_window_and_leaves_no_file(scen
 
 
 def _tool():
-    from d2geo.tools_support import load_tool
+    from d2geo.cli import tool_module as load_tool
 
     return load_tool("predict_scene")
 
