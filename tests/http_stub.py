@@ -54,6 +54,10 @@ class HubStandIn:
     requests: list = field(default_factory=list)  # (method, path)
     truncate: set = field(default_factory=set)
     url: str = ""
+    commits: dict = field(default_factory=dict)  # repo_id -> the commit main is at (default commit_of)
+
+    def commit(self, repo_id: str) -> str:
+        return self.commits.get(repo_id) or commit_of(repo_id)
 
     def publish(self, repo_id: str, path: str, data: bytes, *, lfs: bool = True) -> str:
         etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob " + data).hexdigest()
@@ -75,7 +79,7 @@ class HubStandIn:
                 if len(parts) < 6 or parts[3] != "resolve":
                     return None, None, "NotFound"  # e.g. huggingface_hub's /api/... side requests
                 repo_id, revision, path = f"{parts[1]}/{parts[2]}", unquote(parts[4]), "/".join(parts[5:])
-                if revision not in ("main", commit_of(repo_id)) and (repo_id, revision) not in hub.revisions:
+                if revision not in ("main", hub.commit(repo_id)) and (repo_id, revision) not in hub.revisions:
                     return repo_id, None, "RevisionNotFound"
                 if not any(r == repo_id for r, _ in hub.files):
                     return repo_id, None, "RepositoryNotFound"
@@ -92,7 +96,7 @@ class HubStandIn:
                     return False
                 data, etag = entry
                 self.send_response(status)
-                self.send_header("X-Repo-Commit", commit_of(repo_id))
+                self.send_header("X-Repo-Commit", hub.commit(repo_id))
                 self.send_header("ETag", f'"{etag}"')
                 self.send_header("Content-Length", str(len(data) if body_len is None else body_len))
                 self.send_header("Accept-Ranges", "bytes")

@@ -58,6 +58,7 @@ from .hub_common import (  # noqa: F401  (public names re-exported; tests patch 
     sha256_of,
     torch_hub_checkpoint_dir,
 )
+from .hub_moving import is_moving_revision, remember_moving
 from .hub_url import resolve_url, url_cache_path  # noqa: F401  (https:// files)
 
 logger = logging.getLogger(__name__)
@@ -251,6 +252,8 @@ def _resolve_hf(f: HFFile, sha256: str | None, progress: bool) -> str:
             f"{f.uri}: the download failed ({type(e).__name__}: {e}); nothing was kept, try again. "
             f"To place it by hand: {_place_by_hand(f, s['cache_dir'])}") from e
     _verify_hf(path, f, sha256, s)
+    if sha256 is None and is_moving_revision(f.revision):  # no pin: remember the file, refuse a swap
+        remember_moving(f.uri, f.repo_id, f.filename, f.revision, path)
     return path
 
 

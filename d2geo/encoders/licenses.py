@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import torch.nn as nn
 
+from .hub_moving import resolved_identity
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PROVENANCE_ATTR", "is_non_commercial", "use_restrictions", "weights_licenses", "record_weights_provenance"]
@@ -59,6 +61,9 @@ def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretr
         if cfg is None:
             raise ValueError(f"{name}: a published source needs its pretrained table entry (cfg=)")
         record = dict(encoder=name, source=pretrained_source, sha256=cfg.sha256, license=cfg.license)
+        moving = resolved_identity(weights) if cfg.sha256 is None else None
+        if moving is not None:  # an unpinned entry: record exactly which file it was this time
+            record.update(sha256=moving["sha256"], commit=moving["commit"])
         if is_non_commercial(cfg.license) and name not in _WARNED:
             _WARNED.add(name)
             logger.warning(
