@@ -35,7 +35,8 @@ FIDELITY_REFERENCES = {
     "clay": ("claymodel 1.5.0 model.py (Encoder)", "tests/encoders/test_clay.py"),
     "terramind": ("terratorch 1.2.13 terratorch/models/backbones/terramind (TerraMindViT)",
                   "tests/encoders/test_terramind.py"),
-    "ssl4eo": ("torchgeo 0.8.1 vit_small_patch16_224 (timm's ViT-S/16 as torchgeo builds it)",
+    "ssl4eo": ("torchgeo 0.8.1 vit_{small,base,large}_patch16_224 / vit_huge_patch14_224 (timm's ViTs as torchgeo "
+               "builds them; Sentinel-1 and SSL4EO-L Landsat variants in tests/encoders/test_ssl4eo_s1_landsat.py)",
                "tests/encoders/test_ssl4eo.py"),
     "ssl4eo_data2vec": ("zhu-xlab/SSL4EO-S12's data2vec modeling_cyclical.py (outputs stored by "
                         "tests/fixtures/make_ssl4eo_data2vec_fixture.py)", "tests/encoders/test_ssl4eo_data2vec.py"),
