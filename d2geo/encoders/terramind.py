@@ -388,6 +388,14 @@ class TerraMindEncoder(GeoEncoder):
                               "input; d2geo's input always holds every modality of bands")
             else:
                 out[k] = v
+        absent = [m for m in self.modalities if f"patch_embed.{m}.weight" not in out]
+        if absent:
+            has = sorted(_BY_KEY[key].name for key in {re.sub(r"^encoder_embeddings\.([^.]+)\..*$", r"\1", k)
+                                                         for k in sd} if key in _BY_KEY)
+            raise CheckpointError(
+                f"the checkpoint has no raw-data embedding of {', '.join(absent)}: its weights were pretrained on "
+                f"raw {', '.join(has) or 'no modality of bands'} only; drop {', '.join(absent)} from bands=[...] "
+                f"(or load a checkpoint pretrained on it, e.g. TerraMind 1.0)")
         return out
 
     def _kernel(self, weight: torch.Tensor, mod: str) -> torch.Tensor:
