@@ -263,31 +263,41 @@ for _arch, (_mae_ep, _fgmae_ep) in _S1_EPOCHS.items():
 #: ``ViTSmall16_Weights.LANDSAT_*``): one per sensor and processing level, band lists as
 #: torchgeo's ``_landsat_*_bands`` (Google Earth Engine's Collection 2 band names), read in the
 #: sensor's own band vocabulary. The weights were trained on SSL4EO-L's 8-bit patches divided
-#: by 255 (torchgeo's ``_ssl4eo_l_transforms``: mean 0, std 255). The file names end in the
-#: first 8 hex digits of the sha256 (torchgeo's convention); no public source gives the full values.
-_SSL4EO_L = {  # split -> (sensor, bands, digests of the moco and simclr files)
-    "tm_toa": ("landsat-tm", ("B1", "B2", "B3", "B4", "B5", "B6", "B7"), ("a1c967d8", "7c2d9799")),
+#: by 255 (torchgeo's ``_ssl4eo_l_transforms``: mean 0, std 255). The sha256 values are the Git
+#: LFS object ids the Hub's file pages of torchgeo/ssl4eo_landsat show ("Git LFS Details"; for
+#: some files the page of the same content before its rename); each begins with the 8 hex
+#: digits that end its file name (torchgeo's convention), which a test checks.
+_SSL4EO_L = {  # split -> (sensor, bands, sha256 of the moco and simclr files)
+    "tm_toa": ("landsat-tm", ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
+               ("a1c967d85fa2dbe71996efee1332c68c62ca9a91544fa541d2106a0cbcf8a32a",
+                "7c2d97997d718294249d48db085d4d648cfc04564a091a6e53650479faaa1143")),
     "etm_toa": ("landsat-etm", ("B1", "B2", "B3", "B4", "B5", "B6_VCID_1", "B6_VCID_2", "B7", "B8"),
-                ("26d19bcf", "34fb12cb")),
-    "etm_sr": ("landsat-etm", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"), ("eaa4674e", "a14c466a")),
+                ("26d19bcfcaa6d7793d157a2c19eb329eca67cfd8523ce4cdd7014ff03b91b201",
+                 "34fb12cbf294d64729e2d8c0b0313bdf63751d39fb2d2c0b45beb0442e44540f")),
+    "etm_sr": ("landsat-etm", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"),
+               ("eaa4674e3551ba33d5ab66c7fe24040e16163ed8df50a24bcc82a223b2bd4262",
+                "a14c466a25cf608efbc6e0f2c030c5bd7d1e43cd33a03042b529b55477aa089a")),
     "oli_tirs_toa": ("landsat-c2-l1", ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11"),
-                     ("c7c2cceb", "ad43e9a4")),
-    "oli_sr": ("landsat-c2", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"), ("c9b8898d", "4e8f6102")),
+                     ("c7c2cceb12f3b6517a48ef93b7c7613aa7e8c09325c6ee78017985fd5f2c36b7",
+                      "ad43e9a4553f2519e5c3743ed5470eab1dbf20736b553dd3c9c16335d9388c32")),
+    "oli_sr": ("landsat-c2", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"),
+               ("c9b8898dc11bfa63e9372c549cf5d15d2e69dc1577a01df1511846a85b34825e",
+                "4e8f61023fdb7f3aff2eb91efe4aab4f50bdf05f59b3a07afddf40d1195d6940")),
 }
 #: the input statistics of each SSL4EO-L split (8-bit values, divided by 255)
 SSL4EO_L_STATS = {split: InputStats(f"ssl4eo-l-{split.replace('_', '-')}", sensor, bands, (0.0,) * len(bands),
                                     (255.0,) * len(bands), "0-255")
                   for split, (sensor, bands, _) in _SSL4EO_L.items()}
-for _split, (_sensor, _bands, _digests) in _SSL4EO_L.items():
-    for _method, _digest in zip(("moco", "simclr"), _digests):
+for _split, (_sensor, _bands, _hashes) in _SSL4EO_L.items():
+    for _method, _sha in zip(("moco", "simclr"), _hashes):
         _name = f"ssl4eo_l_vits16_{_split}_{_method}"
         SSL4EO_PRETRAINED[_name] = _entry(
             _hf("torchgeo/ssl4eo_landsat", "1c88bb51b6e17a21dde5230738fa38b74bd74f76",
-                f"vits16_landsat_{_split}_{_method}-{_digest}.pth"),
-            {"moco": "MoCo-v2", "simclr": "SimCLR"}[_method], "https://github.com/microsoft/torchgeo",
+                f"vits16_landsat_{_split}_{_method}-{_sha[:8]}.pth"),
+            {"moco": "MoCo-v2", "simclr": "SimCLR"}[_method], "https://github.com/microsoft/torchgeo", _sha,
             stats=SSL4EO_L_STATS[_split], license="CC0-1.0",  # the Hub repository's license (its README)
-            by=("torchgeo 0.8.1's weights table (revision); the file name ends in the first 8 hex digits of the "
-                "sha256 (torchgeo's convention), but no public source found gives the full value"),
+            by=("torchgeo 0.8.1's weights table (revision); the sha256 is the Git LFS object id shown on the "
+                "Hub's page of the file (huggingface.co/torchgeo/ssl4eo_landsat, 'Git LFS Details')"),
             data=f"SSL4EO-L ({_sensor}, {_split.replace('_', ' ').upper()}, {len(_bands)} bands, 8-bit)")
         _ARCH[_name] = {**_VITS16, "bands": _bands, "pretrained_bands": _bands, "sensor": _sensor}
 for _name, _pre in SSL4EO_PRETRAINED.items():

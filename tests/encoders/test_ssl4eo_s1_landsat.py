@@ -151,6 +151,10 @@ def test_sources_are_torchgeos_urls_and_band_lists():
     for name in new:
         cfg = SSL4EO_PRETRAINED[name]
         assert cfg.pinned and cfg.revision and cfg.source[len("hf://"):] in urls, name
+        if name.startswith("ssl4eo_l_"):  # torchgeo's names end in the first 8 hex digits of the sha256
+            assert cfg.source.endswith(f"-{cfg.sha256[:8]}.pth"), name
+        else:
+            assert cfg.sha256 is None  # no public source gives the B2_*_enc.pth digests
     for split, stats in SSL4EO_L_STATS.items():
         listed = re.search(rf"_landsat_{split}_bands = \[([^\]]*)\]", resnet).group(1)
         assert tuple(re.findall(r"'([^']+)'", listed)) == stats.bands, split
