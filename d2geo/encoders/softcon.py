@@ -52,9 +52,11 @@ for _arch, _dims in _ARCH.items():
         _name = f"softcon_{_arch}_{_sensor}"
         SOFTCON_PRETRAINED[_name] = PretrainedCfg(
             source=f"hf://wangyi111/softcon@{_REV}/{_prefix}_{_arch}_softcon_enc.pth",
-            license="unstated (none found: zhu-xlab/softcon's README names none; its Hub page could not be read here)",
+            license="unstated",
             stats=(_stats,), input_size=224, patch_size=14, page="https://github.com/zhu-xlab/softcon",
-            notes=f"SoftCon on SSL4EO-S12 ({_what}); a DINOv2 ViT without registers",
+            notes=(f"SoftCon on SSL4EO-S12 ({_what}); a DINOv2 ViT without registers. License: none found "
+                   f"(zhu-xlab/softcon's README names none; its Hub page was not readable here): ask the authors "
+                   f"before use beyond research"),
             pinned_by="torchgeo 0.8.1's weights table (revision; no public sha256, the file name has no digest)")
         register_encoder(_name, SoftConEncoder, pretrained_cfg=SOFTCON_PRETRAINED[_name], img_size=224,
                          patch_size=14, bands=_stats.bands, pretrained_bands=_stats.bands, **_dims)

@@ -548,10 +548,11 @@ register_encoder(
     pretrained_cfg=PretrainedCfg(
         # repository and file name as terratorch 1.2.13's ``pretrained_weights['terramind_v01_base']``
         source="hf://FAST-EO/TerraMind-0.1-base/TerraMind_v01_base.pt",
-        license="unstated (an access-restricted repository; TerraMind 1.0 is Apache-2.0)",
+        license="unstated",
         stats=TERRAMIND_V01_STATS, input_size=224, patch_size=16, page="https://huggingface.co/FAST-EO",
         notes=("the pre-release TerraMind 0.1 base, raw Sentinel-2 L2A only; its repository is not public "
                "(terratorch warns that it needs an HF_TOKEN with access, and FAST-EO's Hub page lists no public "
-               "models): set HF_TOKEN, or pass weights=<your copy>"),
+               "models): set HF_TOKEN, or pass weights=<your copy>. License: not stated publicly (TerraMind 1.0 is "
+               "Apache-2.0)"),
         unpinned_reason=("the repository is access-restricted: no public source gives a commit of it or the "
                          "file's sha256 (ibm-esa-geospatial publishes only TerraMind 1.0)")))
