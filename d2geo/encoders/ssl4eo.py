@@ -231,7 +231,7 @@ _ARCH = {name: _VITS16 for name in SSL4EO_PRETRAINED}
 for _arch, (_dims, _mae_ep, _fgmae_ep) in _LARGER.items():
     SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_mae"] = _entry(
         _hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", f"B13_{_arch}_mae_{_mae_ep}_enc.pth"),
-        "MAE", _SSL4EO)
+        "MAE", _SSL4EO, patch_size=_dims["patch_size"])
     SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_fgmae"] = _entry(
         _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", f"B13_{_arch}_fgmae_{_fgmae_ep}_enc.pth"),
         "FG-MAE", "https://github.com/zhu-xlab/FGMAE", patch_size=_dims["patch_size"])

@@ -175,3 +175,10 @@ def test_cards_and_statistics_come_from_one_table():
     assert list(mean) == pytest.approx([-12.59, -20.26]) and list(std) == pytest.approx([5.26, 5.91])
     assert list(get_stats("ssl4eo_l_tm_toa", ["nir"])[1]) == [255.0]
     assert describe("ssl4eo_s12_vith14_fgmae_s1").patch_size == 14
+
+
+def test_every_ssl4eo_entry_states_the_patch_size_its_variant_is_built_with():
+    from d2geo.encoders import get_encoder_config
+
+    for name, cfg in SSL4EO_PRETRAINED.items():  # ViT-H/14 entries said 16 before
+        assert cfg.patch_size == get_encoder_config(name)["patch_size"], name
