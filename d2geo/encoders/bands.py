@@ -6,7 +6,7 @@ it measures (the STAC ``eo:bands`` common name where one exists: ``coastal``, ``
 ``green``, ``red``, ``rededge1..3``, ``nir`` (broad NIR, Sentinel-2 B08), ``nir08`` (narrow
 NIR, Sentinel-2 B8A, Landsat B5, HLS ``nir_narrow``), ``nir09``, ``cirrus`` (Sentinel-2 B10,
 Landsat B9), ``swir16``, ``swir22``, ``pan`` (Landsat B8), ``lwir11`` and ``lwir12`` (Landsat
-TIRS B10 and B11), ``vv``, ``vh``).
+TIRS B10 and B11), ``lwir`` (Landsat TM/ETM+ B6), ``vv``, ``vh``).
 
 How a name is read:
 
