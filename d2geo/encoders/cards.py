@@ -53,8 +53,9 @@ FIDELITY_REFERENCES = {
                    "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
     "anysat": ("gastruc/AnySat's official code at e03e72e4 (the hubconf model, flash_attn=False; outputs of a tiny "
                "model stored by tests/fixtures/make_anysat_fixture.py)", "tests/encoders/test_anysat.py"),
-    "softcon": ("torchgeo 0.8.1 vit_{small,base}_patch14_dinov2 (timm's DINOv2 ViTs as torchgeo builds them, 224 px; "
-                "other sizes resample positions as the dinov2 family, tested in tests/encoders/test_dinov2.py)",
+    "softcon": ("torchgeo 0.8.1 vit_{small,base}_patch14_dinov2 (timm's DINOv2 ViTs as torchgeo builds them) at the "
+                "native size; at other sizes facebookresearch/dinov2's ViT, the publisher's code (outputs stored by "
+                "tests/fixtures/make_dinov2_fixture.py)",
                 "tests/encoders/test_softcon.py"),
     "olmoearth": ("allenai/olmoearth_pretrain's flexi_vit.Encoder at 0a8852ed (outputs of a tiny model stored by "
                   "tests/fixtures/make_olmoearth_fixture.py)", "tests/encoders/test_olmoearth.py"),

@@ -5,8 +5,8 @@ in_chans=weights.meta['in_chans'], img_size=224)`` with a ``strict=False`` load 
 ``norm.*`` / ``head.*``. The reference is built so at tiny widths (the grid of 4 x 4 patches
 standing for 16 x 16), from random-weight checkpoints in the published layout (timm / DINOv2
 keys with layer scale); the publisher's own DINOv2 layout (with ``mask_token``) loads too.
-torchgeo's model takes its native size only; other sizes follow the dinov2 family's position
-resize, whose fidelity to facebookresearch/dinov2 is tested in test_dinov2.py.
+torchgeo's model takes its native size only; at other sizes the reference is the official DINOv2
+ViT the publisher's code copies (its stored outputs, tests/fixtures/dinov2_official_tiny.pt).
 """
 import re
 import zipfile
@@ -118,3 +118,28 @@ def test_table_against_torchgeos_weights_and_statistics():
     card = describe("softcon_vitb14_s2")
     assert card.family == "softcon" and card.patch_size == 14 and card.config["img_size"] == 224
     assert build_encoder("softcon_vitb14_s2", depth=1).vit.blocks[0].ls1.gamma.shape == (768,)
+
+
+def test_other_sizes_follow_the_publishers_dinov2_code():
+    """Off the native grid SoftCon's code (a copy of facebookresearch/dinov2's ViT) resizes the
+    position table its own way (0.1 offset, no antialiasing); torchgeo's model refuses those sizes.
+    The outputs of the official DINOv2 ViT without registers, stored by
+    tests/fixtures/make_dinov2_fixture.py (at square and non-square sizes off its 7 x 7 grid), are
+    reproduced by a SoftCon encoder given those weights."""
+    import os
+
+    data = torch.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
+                                   "dinov2_official_tiny.pt"), weights_only=True)
+    cfg = data["config"]
+    rgb = ("red", "green", "blue")
+    enc = build_encoder("softcon_vits14_s2", weights=data["plain"]["state_dict"], bands=rgb, pretrained_bands=rgb,
+                        embed_dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"],
+                        img_size=cfg["img_size"]).eval()
+    sizes = set()
+    for x, case in zip(data["inputs"], data["plain"]["cases"]):
+        sizes.add(tuple(x.shape[-2:]))
+        with torch.no_grad():
+            for norm, ref in ((True, case["norm"]), (False, case["prenorm"])):
+                for o, r in zip(enc.forward_features(x, layers=[0, 1, 2], norm=norm), ref):
+                    assert rel_err(o, r) <= TOL, (tuple(x.shape), norm)
+    assert any(h != w for h, w in sizes) and any(h != cfg["img_size"] for h, _ in sizes)
