@@ -12,6 +12,9 @@ pretrained tables (``d2geo.encoders.get_pretrained_cfg``), so they are written o
 
 * ``prithvi_eo_v1`` / ``prithvi_eo_v2``: the HLS statistics of Prithvi-EO-1.0 / 2.0;
 * ``clay_*``: Clay v1.5's ``configs/metadata.yaml``, one entry per platform.
+* ``ssl4eo_s12_s1``: SSL4EO-S12's Sentinel-1 GRD statistics (dB), torchgeo's ``_mean_s1``/``_std_s1``.
+* ``ssl4eo_s12_l1c_band_stats``: SSL4EO-S12's per-band Sentinel-2 L1C statistics (DN), SoftCon's normalization.
+* ``ssl4eo_l_<split>``: SSL4EO-L's 8-bit Landsat patches divided by 255, per sensor and level.
 
 Dataset statistics (numbers only):
 
@@ -69,6 +72,10 @@ SENSOR_STATS: dict[str, BandStats] = {
     "prithvi_eo_v1": _from_table(get_pretrained_cfg("prithvi_eo_v1_100").stats_for("hls")),
     "prithvi_eo_v2": _from_table(get_pretrained_cfg("prithvi_eo_v2_300").stats_for("hls")),
     **{f"clay_{s.name}": _from_table(s) for s in get_pretrained_cfg("clay_v1_5_large").stats},
+    "ssl4eo_s12_s1": _from_table(get_pretrained_cfg("ssl4eo_s12_vits16_mae_s1").default_stats),
+    "ssl4eo_s12_l1c_band_stats": _from_table(get_pretrained_cfg("softcon_vits14_s2").default_stats),
+    **{f"ssl4eo_l_{split}": _from_table(get_pretrained_cfg(f"ssl4eo_l_vits16_{split}_moco").default_stats)
+       for split in ("tm_toa", "etm_toa", "etm_sr", "oli_tirs_toa", "oli_sr")},
     "sen1floods11_s2": BandStats(
         "sentinel-2-l1c",
         ("b01", "b02", "b03", "b04", "b05", "b06", "b07", "b08", "b8a", "b09", "b10", "b11", "b12"),

@@ -53,6 +53,7 @@ if _HAS_TORCH:
     from . import galileo  # noqa: F401,E402  isort: skip
     from . import anysat  # noqa: F401,E402  isort: skip
     from . import olmoearth  # noqa: F401,E402  isort: skip
+    from . import softcon  # noqa: F401,E402  isort: skip
 
     from .cards import ModelCard, describe, encoder_list_text  # noqa: E402
     from .licenses import is_non_commercial, weights_licenses  # noqa: E402

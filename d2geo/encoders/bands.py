@@ -6,7 +6,7 @@ it measures (the STAC ``eo:bands`` common name where one exists: ``coastal``, ``
 ``green``, ``red``, ``rededge1..3``, ``nir`` (broad NIR, Sentinel-2 B08), ``nir08`` (narrow
 NIR, Sentinel-2 B8A, Landsat B5, HLS ``nir_narrow``), ``nir09``, ``cirrus`` (Sentinel-2 B10,
 Landsat B9), ``swir16``, ``swir22``, ``pan`` (Landsat B8), ``lwir11`` and ``lwir12`` (Landsat
-TIRS B10 and B11), ``vv``, ``vh``).
+TIRS B10 and B11), ``lwir`` (Landsat TM/ETM+ B6), ``vv``, ``vh``).
 
 How a name is read:
 
@@ -83,6 +83,25 @@ _LANDSAT_L1_MORE = [
     ("B8", "pan", "pan", 0.59, 0.180), ("B9", "cirrus", "cirrus", 1.37, 0.020),
     ("B10", "lwir11", "lwir11", 10.9, 0.590), ("B11", "lwir12", "lwir12", 12.0, 1.010),
 ]
+# Landsat 4-5 TM and Landsat 7 ETM+ band ids (USGS's band designations: TM blue 0.45-0.52 um,
+# green 0.52-0.60, red 0.63-0.69, NIR 0.76-0.90, SWIR 1.55-1.75 and 2.08-2.35, thermal
+# 10.40-12.50; ETM+ blue 0.45-0.52, green 0.52-0.60, red 0.63-0.69, NIR 0.77-0.90, SWIR
+# 1.55-1.75 and 2.09-2.35, thermal 10.40-12.50 read at low (B6_VCID_1) and high gain
+# (B6_VCID_2), pan 0.52-0.90). Their ids differ from OLI's (TM's B4 is NIR, OLI's red), so
+# they are read only with the sensor named (the SSL4EO-L weights name it).
+_LANDSAT_TM = [
+    ("B1", "blue", "blue", 0.485, 0.070), ("B2", "green", "green", 0.56, 0.080),
+    ("B3", "red", "red", 0.66, 0.060), ("B4", "nir08", "nir08", 0.83, 0.140),
+    ("B5", "swir16", "swir16", 1.65, 0.200), ("B6", "lwir", "lwir", 11.45, 2.100),
+    ("B7", "swir22", "swir22", 2.215, 0.270),
+]
+_LANDSAT_ETM = [
+    ("B1", "blue", "blue", 0.485, 0.070), ("B2", "green", "green", 0.56, 0.080),
+    ("B3", "red", "red", 0.66, 0.060), ("B4", "nir08", "nir08", 0.835, 0.130),
+    ("B5", "swir16", "swir16", 1.65, 0.200), ("B6_VCID_1", "lwir_low_gain", "lwir", 11.45, 2.100),
+    ("B6_VCID_2", "lwir_high_gain", "lwir", 11.45, 2.100), ("B7", "swir22", "swir22", 2.22, 0.260),
+    ("B8", "pan", "pan", 0.71, 0.380),
+]
 
 #: Each sensor's bands; the tuple order is the band order of a file that stores all of
 #: them (Sentinel-2 L2A without B10, as ESA's L2A products and most stacks store them).
@@ -95,6 +114,10 @@ SENSORS: dict[str, tuple] = {
     # Level-1 (all eleven OLI/TIRS bands: + B8 panchromatic, B9 cirrus, TIRS B10 and B11)
     "landsat-c2": _specs(_LANDSAT_OLI),
     "landsat-c2-l1": _specs(_LANDSAT_OLI + _LANDSAT_L1_MORE),
+    # Landsat 4-5 TM and Landsat 7 ETM+ Collection 2 (Level-1 band order; their Level-2
+    # surface reflectance files are SR_B1..SR_B5, SR_B7, read by the same ids)
+    "landsat-tm": _specs(_LANDSAT_TM),
+    "landsat-etm": _specs(_LANDSAT_ETM),
     # HLS v2 S30 ids; the names are the ones Prithvi's configs use
     "hls": _specs([
         ("B01", "coastal", "coastal", 0.443), ("B02", "blue", "blue", 0.490),
@@ -144,6 +167,7 @@ _alias("cirrus", "cirrus")
 _alias("pan", "pan", "panchromatic")
 _alias("lwir11", "lwir11", "lwir1", "tirs1", "ST_B10")
 _alias("lwir12", "lwir12", "lwir2", "tirs2")
+_alias("lwir", "lwir", "thermal")
 _alias("swir16", "swir16", "swir_1", "swir1")
 _alias("swir22", "swir22", "swir_2", "swir2")
 _alias("vv", "vv")

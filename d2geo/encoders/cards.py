@@ -35,7 +35,8 @@ FIDELITY_REFERENCES = {
     "clay": ("claymodel 1.5.0 model.py (Encoder)", "tests/encoders/test_clay.py"),
     "terramind": ("terratorch 1.2.13 terratorch/models/backbones/terramind (TerraMindViT)",
                   "tests/encoders/test_terramind.py"),
-    "ssl4eo": ("torchgeo 0.8.1 vit_small_patch16_224 (timm's ViT-S/16 as torchgeo builds it)",
+    "ssl4eo": ("torchgeo 0.8.1 vit_{small,base,large}_patch16_224 / vit_huge_patch14_224 (timm's ViTs as torchgeo "
+               "builds them; Sentinel-1 and SSL4EO-L Landsat variants in tests/encoders/test_ssl4eo_s1_landsat.py)",
                "tests/encoders/test_ssl4eo.py"),
     "ssl4eo_data2vec": ("zhu-xlab/SSL4EO-S12's data2vec modeling_cyclical.py (outputs stored by "
                         "tests/fixtures/make_ssl4eo_data2vec_fixture.py)", "tests/encoders/test_ssl4eo_data2vec.py"),
@@ -52,6 +53,10 @@ FIDELITY_REFERENCES = {
                    "stored by tests/fixtures/make_panopticon_fixture.py)", "tests/encoders/test_panopticon.py"),
     "anysat": ("gastruc/AnySat's official code at e03e72e4 (the hubconf model, flash_attn=False; outputs of a tiny "
                "model stored by tests/fixtures/make_anysat_fixture.py)", "tests/encoders/test_anysat.py"),
+    "softcon": ("torchgeo 0.8.1 vit_{small,base}_patch14_dinov2 (timm's DINOv2 ViTs as torchgeo builds them) at the "
+                "native size; at other sizes facebookresearch/dinov2's ViT, the publisher's code (outputs stored by "
+                "tests/fixtures/make_dinov2_fixture.py)",
+                "tests/encoders/test_softcon.py"),
     "olmoearth": ("allenai/olmoearth_pretrain's flexi_vit.Encoder at 0a8852ed (outputs of a tiny model stored by "
                   "tests/fixtures/make_olmoearth_fixture.py)", "tests/encoders/test_olmoearth.py"),
 }

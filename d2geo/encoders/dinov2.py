@@ -92,19 +92,25 @@ class DINOv2Encoder(GeoEncoder):
         num_register_tokens: 0 or 4.
         bands: names of the input bands, in order. Pretrained weights exist for
             red, green and blue; other names start at zero (see ``adapt.select_bands``).
+        pretrained_bands: the checkpoint's bands (default red, green, blue).
         ffn: ``"mlp"`` or ``"swiglu"`` (ViT-g).
         drop_path_rate: stochastic depth for fine-tuning.
     """
 
     pretrained_bands = RGB_BANDS
     patch_kernel_key = "vit.patch_embed.proj.weight"
+    #: the end of the message for a checkpoint kernel of another band count
+    _kernel_fix = (": upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load a "
+                   "fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights")
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int = 14,
                  pretrained_patch_size: int = 14, pretrained_grid: int = 37,
                  img_size: int | None = None, num_register_tokens: int = 0,
                  bands: Sequence[str] = RGB_BANDS, ffn: str = "mlp", drop_path_rate: float = 0.0,
-                 patch_resample: str = "pinv"):
+                 patch_resample: str = "pinv", pretrained_bands: Sequence[str] | None = None):
         super().__init__()
+        if pretrained_bands is not None:  # multispectral DINOv2 weights (SoftCon); default RGB
+            self.pretrained_bands = expand_bands(pretrained_bands)
         if img_size is not None and img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         grid = img_size // patch_size if img_size else pretrained_grid
@@ -187,9 +193,7 @@ class DINOv2Encoder(GeoEncoder):
                 f"{'_reg' if has_reg else 'non-_reg'} variant"
             )
         sd["patch_embed.proj.weight"] = self._adapt_checkpoint_patch_embed(
-            sd["patch_embed.proj.weight"],
-            ": upstream DINOv2 checkpoints are RGB, so this one was made for other bands; load a "
-            "fine-tuned d2geo model whole (train.init_checkpoint) instead of as encoder weights")
+            sd["patch_embed.proj.weight"], self._kernel_fix)
         if "pos_embed" in sd:
             sd["pos_embed"] = self._fit_pos_table(sd["pos_embed"])
         return FilteredStateDict({f"vit.{k}": v for k, v in sd.items()}, ignored=ignored, prefix=prefix)

@@ -1,5 +1,8 @@
-"""SSL4EO-S12 ViT-S/16 encoders: 13-band Sentinel-2 L1C, self-supervised with MAE, DINO,
-MoCo-v3 and FG-MAE (Wang et al., 2022; torchgeo's ``ViTSmall16_Weights.SENTINEL2_ALL_*``).
+"""SSL4EO ViT encoders: SSL4EO-S12 13-band Sentinel-2 L1C, self-supervised with MAE, DINO,
+MoCo-v3 and FG-MAE (Wang et al., 2022; torchgeo's ``ViTSmall16_Weights.SENTINEL2_ALL_*``, and
+ViT-B/16, L/16, H/14 MAE and FG-MAE), the same MAE / FG-MAE encoders on Sentinel-1 GRD (VV,
+VH in dB; ``*_s1``), and the SSL4EO-L Landsat ViT-S/16 (MoCo-v2, SimCLR; one per sensor and
+processing level, ``ssl4eo_l_*``).
 
 The network is timm's ``vit_small_patch16_224`` with 13 input bands, which is what
 torchgeo builds (``timm.create_model('vit_small_patch16_224', in_chans=13)`` followed by
@@ -58,6 +61,8 @@ class TimmViTEncoder(GeoEncoder):
             ``pretrained_bands`` by name (bands the weights do not know start at zero).
         pretrained_bands: the band order of the checkpoint's patch embedding.
         drop_path_rate: stochastic depth for fine-tuning.
+        sensor: the key of ``d2geo.encoders.SENSORS`` whose band ids ``bands`` and
+            ``pretrained_bands`` are (required where ids mean other bands elsewhere: Landsat TM/ETM+).
     """
 
     num_prefix_tokens = 1
@@ -71,7 +76,7 @@ class TimmViTEncoder(GeoEncoder):
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
                  patch_size: int = 16, img_size: int = 224, bands: Sequence[str] = S2_L1C_BANDS,
                  pretrained_bands: Sequence[str] = S2_L1C_BANDS, drop_path_rate: float = 0.0,
-                 patch_resample: str = "pinv", **vit_kwargs: Any):
+                 patch_resample: str = "pinv", sensor: str | None = None, **vit_kwargs: Any):
         super().__init__()
         if isinstance(bands, str) or isinstance(pretrained_bands, str):
             raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
@@ -82,6 +87,9 @@ class TimmViTEncoder(GeoEncoder):
         self.bands = tuple(bands)
         self.pretrained_bands = tuple(pretrained_bands)
         self.patch_resample = patch_resample
+        # the sensor whose band ids both ``bands`` and ``pretrained_bands`` are read in (Landsat
+        # TM's B4 is NIR, OLI's red): None reads them without one (Sentinel-2 ids, common names)
+        self.sensor = self.pretrained_sensor = sensor
         self.vit = VisionTransformer(
             img_size=img_size, patch_size=patch_size, in_chans=len(self.bands), embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
@@ -181,12 +189,13 @@ def _hf(repo: str, rev: str, filename: str) -> str:
     return f"hf://{repo}@{rev}/{filename}"
 
 
-def _entry(source: str, method: str, page: str, sha256: str | None = None) -> PretrainedCfg:
-    by = ("torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)" if sha256 else
+def _entry(source: str, method: str, page: str, sha256: str | None = None, *, stats: InputStats = None,
+           patch_size: int = 16, data: str = "SSL4EO-S12 (Sentinel-2 L1C, 13 bands)",
+           license: str = "CC-BY-4.0", by: str = "") -> PretrainedCfg:
+    by = by or ("torchgeo 0.8.1's weights table (revision); the sha256 is the Hub's LFS object id, whose first 8 hex digits end the file name (torchgeo's convention)" if sha256 else
           "torchgeo 0.8.1's weights table (revision; no public sha256, the file name has no digest)")
-    return PretrainedCfg(source=source, license="CC-BY-4.0", stats=(SSL4EO_STATS,), input_size=224, patch_size=16,
-                         page=page, notes=f"{method} on SSL4EO-S12 (Sentinel-2 L1C, 13 bands)", sha256=sha256,
-                         pinned_by=by)
+    return PretrainedCfg(source=source, license=license, stats=(stats or SSL4EO_STATS,), input_size=224,
+                         patch_size=patch_size, page=page, notes=f"{method} on {data}", sha256=sha256, pinned_by=by)
 
 
 _SSL4EO = "https://github.com/zhu-xlab/SSL4EO-S12"
@@ -222,10 +231,74 @@ _ARCH = {name: _VITS16 for name in SSL4EO_PRETRAINED}
 for _arch, (_dims, _mae_ep, _fgmae_ep) in _LARGER.items():
     SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_mae"] = _entry(
         _hf("wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", f"B13_{_arch}_mae_{_mae_ep}_enc.pth"),
-        "MAE", _SSL4EO)
+        "MAE", _SSL4EO, patch_size=_dims["patch_size"])
     SSL4EO_PRETRAINED[f"ssl4eo_s12_{_arch}_fgmae"] = _entry(
         _hf("wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", f"B13_{_arch}_fgmae_{_fgmae_ep}_enc.pth"),
-        "FG-MAE", "https://github.com/zhu-xlab/FGMAE")
+        "FG-MAE", "https://github.com/zhu-xlab/FGMAE", patch_size=_dims["patch_size"])
     _ARCH[f"ssl4eo_s12_{_arch}_mae"] = _ARCH[f"ssl4eo_s12_{_arch}_fgmae"] = _dims
+
+#: Sentinel-1 GRD (VV, VH in dB) statistics of SSL4EO-S12: torchgeo 0.8.1's ``_mean_s1`` /
+#: ``_std_s1`` (``_ssl4eo_s12_transforms_s1``, from zhu-xlab/DeCUR's linear_BE_resnet.py),
+#: the normalization of every SSL4EO-S12 / SoftCon Sentinel-1 encoder
+SSL4EO_S1_STATS = InputStats("ssl4eo-s12-s1", "sentinel-1", ("VV", "VH"), (-12.59, -20.26), (5.26, 5.91), "dB")
+#: Sentinel-1 MAE / FG-MAE encoders (torchgeo 0.8.1's ``ViT{Small16,Base16,Large16,Huge14}_Weights
+#: .SENTINEL1_GRD_MAE`` / ``_FGMAE``): the Sentinel-2 architectures with 2 input bands; the files
+#: sit beside the Sentinel-2 ones (``B2_`` instead of ``B13_``) at the same revisions
+_S1_EPOCHS = {"vits16": ("ep99", "ep99"), **{a: (m, f) for a, (_, m, f) in _LARGER.items()}}
+for _arch, (_mae_ep, _fgmae_ep) in _S1_EPOCHS.items():
+    _dims = {**(_VITS16 if _arch == "vits16" else _LARGER[_arch][0]), "bands": ("VV", "VH"),
+             "pretrained_bands": ("VV", "VH")}
+    for _method, _repo, _rev, _ep, _page in (
+            ("mae", "wangyi111/SSL4EO-S12", "75c72195d35201dc1fb210818993518c25da566b", _mae_ep, _SSL4EO),
+            ("fgmae", "wangyi111/FGMAE", "24dd3077d7a99ecd454eaec7adb83d045d7fa122", _fgmae_ep,
+             "https://github.com/zhu-xlab/FGMAE")):
+        _name = f"ssl4eo_s12_{_arch}_{_method}_s1"
+        SSL4EO_PRETRAINED[_name] = _entry(
+            _hf(_repo, _rev, f"B2_{_arch}_{_method}_{_ep}_enc.pth"), {"mae": "MAE", "fgmae": "FG-MAE"}[_method],
+            _page, stats=SSL4EO_S1_STATS, patch_size=_dims["patch_size"],
+            data="SSL4EO-S12 (Sentinel-1 GRD, VV and VH in dB)")
+        _ARCH[_name] = _dims
+
+#: SSL4EO-L (Landsat) ViT-S/16 encoders, MoCo-v2 and SimCLR (torchgeo 0.8.1's
+#: ``ViTSmall16_Weights.LANDSAT_*``): one per sensor and processing level, band lists as
+#: torchgeo's ``_landsat_*_bands`` (Google Earth Engine's Collection 2 band names), read in the
+#: sensor's own band vocabulary. The weights were trained on SSL4EO-L's 8-bit patches divided
+#: by 255 (torchgeo's ``_ssl4eo_l_transforms``: mean 0, std 255). The sha256 values are the Git
+#: LFS object ids the Hub's file pages of torchgeo/ssl4eo_landsat show ("Git LFS Details"; for
+#: some files the page of the same content before its rename); each begins with the 8 hex
+#: digits that end its file name (torchgeo's convention), which a test checks.
+_SSL4EO_L = {  # split -> (sensor, bands, sha256 of the moco and simclr files)
+    "tm_toa": ("landsat-tm", ("B1", "B2", "B3", "B4", "B5", "B6", "B7"),
+               ("a1c967d85fa2dbe71996efee1332c68c62ca9a91544fa541d2106a0cbcf8a32a",
+                "7c2d97997d718294249d48db085d4d648cfc04564a091a6e53650479faaa1143")),
+    "etm_toa": ("landsat-etm", ("B1", "B2", "B3", "B4", "B5", "B6_VCID_1", "B6_VCID_2", "B7", "B8"),
+                ("26d19bcfcaa6d7793d157a2c19eb329eca67cfd8523ce4cdd7014ff03b91b201",
+                 "34fb12cbf294d64729e2d8c0b0313bdf63751d39fb2d2c0b45beb0442e44540f")),
+    "etm_sr": ("landsat-etm", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"),
+               ("eaa4674e3551ba33d5ab66c7fe24040e16163ed8df50a24bcc82a223b2bd4262",
+                "a14c466a25cf608efbc6e0f2c030c5bd7d1e43cd33a03042b529b55477aa089a")),
+    "oli_tirs_toa": ("landsat-c2-l1", ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11"),
+                     ("c7c2cceb12f3b6517a48ef93b7c7613aa7e8c09325c6ee78017985fd5f2c36b7",
+                      "ad43e9a4553f2519e5c3743ed5470eab1dbf20736b553dd3c9c16335d9388c32")),
+    "oli_sr": ("landsat-c2", ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7"),
+               ("c9b8898dc11bfa63e9372c549cf5d15d2e69dc1577a01df1511846a85b34825e",
+                "4e8f61023fdb7f3aff2eb91efe4aab4f50bdf05f59b3a07afddf40d1195d6940")),
+}
+#: the input statistics of each SSL4EO-L split (8-bit values, divided by 255)
+SSL4EO_L_STATS = {split: InputStats(f"ssl4eo-l-{split.replace('_', '-')}", sensor, bands, (0.0,) * len(bands),
+                                    (255.0,) * len(bands), "0-255")
+                  for split, (sensor, bands, _) in _SSL4EO_L.items()}
+for _split, (_sensor, _bands, _hashes) in _SSL4EO_L.items():
+    for _method, _sha in zip(("moco", "simclr"), _hashes):
+        _name = f"ssl4eo_l_vits16_{_split}_{_method}"
+        SSL4EO_PRETRAINED[_name] = _entry(
+            _hf("torchgeo/ssl4eo_landsat", "1c88bb51b6e17a21dde5230738fa38b74bd74f76",
+                f"vits16_landsat_{_split}_{_method}-{_sha[:8]}.pth"),
+            {"moco": "MoCo-v2", "simclr": "SimCLR"}[_method], "https://github.com/microsoft/torchgeo", _sha,
+            stats=SSL4EO_L_STATS[_split], license="CC0-1.0",  # the Hub repository's license (its README)
+            by=("torchgeo 0.8.1's weights table (revision); the sha256 is the Git LFS object id shown on the "
+                "Hub's page of the file (huggingface.co/torchgeo/ssl4eo_landsat, 'Git LFS Details')"),
+            data=f"SSL4EO-L ({_sensor}, {_split.replace('_', ' ').upper()}, {len(_bands)} bands, 8-bit)")
+        _ARCH[_name] = {**_VITS16, "bands": _bands, "pretrained_bands": _bands, "sensor": _sensor}
 for _name, _pre in SSL4EO_PRETRAINED.items():
     register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_ARCH[_name])

@@ -61,7 +61,8 @@ from .registry import InputStats, PretrainedCfg, register_encoder
 logger = logging.getLogger(__name__)
 
 __all__ = ["TerraMindEncoder", "TERRAMIND_MODALITIES", "TerraMindModality", "expand_terramind_bands",
-           "split_band", "canonical_channel", "MERGE_METHODS", "TERRAMIND_V1_STATS", "terramind_stats"]
+           "split_band", "canonical_channel", "MERGE_METHODS", "TERRAMIND_V1_STATS", "TERRAMIND_V01_STATS",
+           "terramind_stats"]
 
 #: how the modalities' token grids become one feature map: terratorch's ``merge_method``
 #: values that give one dense map per block (its "dict" and None give token sequences)
@@ -387,6 +388,14 @@ class TerraMindEncoder(GeoEncoder):
                               "input; d2geo's input always holds every modality of bands")
             else:
                 out[k] = v
+        absent = [m for m in self.modalities if f"patch_embed.{m}.weight" not in out]
+        if absent:
+            has = sorted(_BY_KEY[key].name for key in {re.sub(r"^encoder_embeddings\.([^.]+)\..*$", r"\1", k)
+                                                         for k in sd} if key in _BY_KEY)
+            raise CheckpointError(
+                f"the checkpoint has no raw-data embedding of {', '.join(absent)}: its weights were pretrained on "
+                f"raw {', '.join(has) or 'no modality of bands'} only; drop {', '.join(absent)} from bands=[...] "
+                f"(or load a checkpoint pretrained on it, e.g. TerraMind 1.0)")
         return out
 
     def _kernel(self, weight: torch.Tensor, mod: str) -> torch.Tensor:
@@ -486,13 +495,17 @@ def _pretrained(size: str, filename: str | None = None, notes: str = "") -> Pret
                          unpinned_reason="" if revision else _NO_PUBLIC_PIN)
 
 
-def terramind_stats(bands: Sequence[str]) -> tuple[list[float], list[float]]:
-    """Per-channel pretraining mean and std of TerraMind 1.0 for ``bands`` (channel names as
-    the encoder takes them, bare modality names expanded), e.g. for ``model.pixel_mean/std``."""
-    by_mod = {st.name: st for st in TERRAMIND_V1_STATS}
+def terramind_stats(bands: Sequence[str], stats: Sequence[InputStats] | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel pretraining mean and std of TerraMind 1.0 (or of ``stats``, e.g.
+    ``TERRAMIND_V01_STATS``) for ``bands`` (channel names as the encoder takes them, bare
+    modality names expanded), e.g. for ``model.pixel_mean/std``."""
+    by_mod = {st.name: st for st in (stats or TERRAMIND_V1_STATS)}
     mean, std = [], []
     for b in expand_terramind_bands(bands):
         mod, band = b.split(MODALITY_SEP, 1)
+        if mod not in by_mod:
+            raise KeyError(f"these statistics have no {mod} (they cover {', '.join(by_mod)}): the weights were "
+                           f"not pretrained on raw {mod}")
         spec, st = TERRAMIND_MODALITIES[mod], by_mod[mod]
         (i,) = match_bands([band], spec.bands, sensor=spec.sensor, available_sensor=spec.sensor)
         mean.append(st.mean[i])
@@ -518,3 +531,28 @@ register_encoder("terramind_v1_tiny_200b", TerraMindEncoder,
                                             "the first release of TerraMind 1.0 tiny (200B pretraining tokens); "
                                             "terramind_v1_tiny is the 500B-token file that replaced it"),
                  img_size=224, patch_size=16, mlp_ratio=4.0, **_VARIANTS["terramind_v1_tiny"])
+
+#: TerraMind 0.1 base (terratorch 1.2.13's ``terramind_v01_base``): the v1 base architecture,
+#: pretrained with raw Sentinel-2 L2A only (its other inputs were tokenized) and its own
+#: statistics (terratorch's ``v01_pretraining_mean/std['untok_sen2l2a@224']``)
+TERRAMIND_V01_STATS = (
+    InputStats("S2L2A", "sentinel-2-l2a", TERRAMIND_V1_STATS[0].bands,
+               (794.311, 925.161, 1183.128, 1338.041, 1667.254, 2233.633, 2460.96, 2555.569, 2619.542, 2703.298,
+                2406.497, 1841.645),
+               (1164.883, 1205.586, 1223.713, 1399.638, 1403.298, 1378.513, 1434.924, 1491.141, 1454.089, 1660.395,
+                1473.248, 1365.080), "dn"),
+)
+register_encoder(
+    "terramind_v01_base", TerraMindEncoder, img_size=224, patch_size=16, mlp_ratio=4.0, bands=("S2L2A",),
+    **_VARIANTS["terramind_v1_base"],
+    pretrained_cfg=PretrainedCfg(
+        # repository and file name as terratorch 1.2.13's ``pretrained_weights['terramind_v01_base']``
+        source="hf://FAST-EO/TerraMind-0.1-base/TerraMind_v01_base.pt",
+        license="unstated",
+        stats=TERRAMIND_V01_STATS, input_size=224, patch_size=16, page="https://huggingface.co/FAST-EO",
+        notes=("the pre-release TerraMind 0.1 base, raw Sentinel-2 L2A only; its repository is not public "
+               "(terratorch warns that it needs an HF_TOKEN with access, and FAST-EO's Hub page lists no public "
+               "models): set HF_TOKEN, or pass weights=<your copy>. License: not stated publicly (TerraMind 1.0 is "
+               "Apache-2.0)"),
+        unpinned_reason=("the repository is access-restricted: no public source gives a commit of it or the "
+                         "file's sha256 (ibm-esa-geospatial publishes only TerraMind 1.0)")))
