@@ -116,3 +116,18 @@ def test_predict_region_cli_writes_panoptic_outputs_with_ids_unique_across_scene
     assert os.path.isfile(out / "mosaic.vrt")
     manifest = json.load(open(out / "manifest.json"))
     assert "b.ids.tif" in manifest["scenes"]["b"]["outputs"]
+
+
+def test_panoptic_flags_bad_parcels_format_and_model_file_are_refused(tmp_path):
+    from d2geo.cli.predict_scene import main
+
+    scene, _, _ = write_field_scene(tmp_path / "scene.tif", size=32)
+    base = ["--scene", scene, "--no-progress"]
+    with pytest.raises(SystemExit, match=r"--out-parcels .*p.shp: give a .geojson \(GeoJSON\) or .parquet"):
+        main(["--config-file", CONFIG, "--weights", "w.pth", *base, "--out-parcels", str(tmp_path / "p.shp")])
+    with pytest.raises(SystemExit, match=r"--out-parcels names two GeoJSON files"):
+        main(["--config-file", CONFIG, "--weights", "w.pth", *base, "--out-parcels", str(tmp_path / "a.geojson"),
+              "--out-parcels", str(tmp_path / "b.json")])
+    with pytest.raises(SystemExit, match=r"need a panoptic model, and model files hold semantic or instance models"):
+        main(["--model", str(tmp_path / "m.onnx"), *base, "--out-instance-ids", str(tmp_path / "ids.tif")])
+    assert sorted(os.listdir(tmp_path)) == ["scene.tif"]
