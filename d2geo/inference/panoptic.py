@@ -110,7 +110,7 @@ class PanopticStitcher:
         for sid in np.unique(seg_ids[seg_ids > 0]):
             mask = seg_ids == sid
             cls = classes[mask][0]
-            scene_id = self._match(mask, cls, written, scene_ids, self.classes[region], taken)
+            scene_id = self._match(mask, cls, written, scene_ids, self.classes[region], taken, classes)
             if scene_id is None:
                 scene_id = self._new_id()
             taken.add(scene_id)
@@ -131,19 +131,24 @@ class PanopticStitcher:
         self.next_id += 1
         return self.next_id - 1
 
-    def _match(self, mask, cls, written, scene_ids, scene_classes, taken=()) -> int | None:
-        both = mask & written
-        if not both.any():
+    def _match(self, mask, cls, written, scene_ids, scene_classes, taken=(), win_classes=None) -> int | None:
+        """The scene object this window's segment ``mask`` continues: same class, IoU >
+        ``match_iou`` over the pixels both this window and the scene predicted (assigned)."""
+        both = written & (scene_classes != UNASSIGNED)
+        if win_classes is not None:
+            both &= win_classes != UNASSIGNED
+        m = mask & both
+        if not m.any():
             return None
         best, best_iou = None, self.match_iou
-        for cand in np.unique(scene_ids[both & (scene_ids > 0)]):
+        for cand in np.unique(scene_ids[m & (scene_ids > 0)]):
             if int(cand) in taken:
                 continue
-            other = (scene_ids == cand) & written
+            other = (scene_ids == cand) & both
             if scene_classes[other][0] != cls:
                 continue
-            inter = float((both & other).sum())
-            union = float(((mask & written) | other).sum())
+            inter = float((m & other).sum())
+            union = float((m | other).sum())
             if union and inter / union > best_iou:
                 best, best_iou = int(cand), inter / union
         return best
@@ -250,7 +255,6 @@ def panoptic_spec(model, class_names=None, object_names=None, error=ValueError) 
     return PanopticSpec(ns, nt, tuple(names))
 
 
-
 def check_panoptic_request(model, opts, scene_paths, *, semseg_path=None, regions_path=None, instance_ids_path=None,
                            parcels_path=None, parcels_parquet_path=None) -> PanopticSpec | None:
     """Whether :func:`~d2geo.inference.predict_scene` runs panoptic (``opts.panoptic``, by
@@ -284,8 +288,8 @@ def check_panoptic_request(model, opts, scene_paths, *, semseg_path=None, region
         raise SceneRequestError("class-map regions (regions_path) polygonize a semantic class map; a panoptic run "
                                 "writes its objects as parcels: give parcels_path (--out-parcels) instead")
     for what, path in asked.items():
-        exts = (".tif", ".tiff") if "raster" in what else (".parquet",) if "Parquet" in what else (".geojson",
-                                                                                                    ".json")
+        exts = ((".tif", ".tiff") if "raster" in what else (".parquet",) if "Parquet" in what
+                else (".geojson", ".json"))
         _check_output_path(path, what.split(" (")[0], exts, scene_paths)
     given = [os.path.abspath(p) for p in [semseg_path, *asked.values()] if p is not None]
     if len(set(given)) < len(given):

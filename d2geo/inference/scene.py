@@ -94,8 +94,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
                                   parcels_parquet_path=parcels_parquet_path)
     pan_paths = [p for p in (instance_ids_path, parcels_path, parcels_parquet_path) if p is not None]
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
-                         panoptic_paths=pan_paths, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
-                         overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+                         panoptic_paths=pan_paths, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
+                         tile=opts.tile, overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
     if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the scene's GSD against its own
         check_scene_gsd(model.meta, info, paths[0])
     check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,

@@ -38,9 +38,10 @@ class OraclePanoptic(torch.nn.Module):
     i, thing NS + j), band 1 an object number; each window numbers its segments itself (in
     reverse, so window and scene numbers never agree by chance)."""
 
-    def __init__(self):
+    def __init__(self, edge: int = 0):
         super().__init__()
         self.sem_seg_head, self.roi_heads = OracleSemHead(), OracleRoiHeads()
+        self.edge = edge  # pixels along every window border left unassigned (a model without context there)
 
     def forward(self, items):
         outs = []
@@ -59,6 +60,9 @@ class OraclePanoptic(torch.nn.Module):
                     n += 1
                     seg[sel] = n
                     infos.append({"id": n, "isthing": False, "category_id": c + 1})
+            if self.edge:
+                e = self.edge
+                seg[:e], seg[-e:], seg[:, :e], seg[:, -e:] = 0, 0, 0, 0
             outs.append({"panoptic_seg": (seg, infos)})
         return outs
 
@@ -151,6 +155,21 @@ def test_panoptic_scene_outputs_rasterize_back_and_ids_are_unique_across_seams(t
     gdf = gpd.read_parquet(out["parcels_parquet_path"])
     assert gdf.crs.to_epsg() == 32631 and sorted(gdf["instance_id"]) == sorted(np.unique(ids[ids > 0]).tolist())
     assert (rasterize_back(gdf, out["instance_ids_path"])[1] == ids).all()
+
+
+def test_each_pixel_comes_from_a_window_with_half_the_overlap_of_context(tmp_path):
+    """A model that is blind along its window borders (6 px, under half the 16 px overlap):
+    inside the scene no blind pixel is written, so the outputs equal the truth there."""
+    from d2geo.inference import predict_scene
+
+    cls, obj = truth_scene()
+    scene = write_scene(tmp_path / "scene.tif", cls, obj)
+    predict_scene(OraclePanoptic(edge=6), scene, tile=64, overlap=16, max_strip_width=96, class_names=NAMES,
+                  quicklook=False, units_check=False, semseg_path=str(tmp_path / "c.tif"),
+                  instance_ids_path=str(tmp_path / "i.tif"))
+    inner = (slice(6, -6), slice(6, -6))
+    assert (rasterio.open(tmp_path / "c.tif").read(1)[inner] == cls[inner]).all()
+    assert same_partition(obj[inner], rasterio.open(tmp_path / "i.tif").read(1)[inner])
 
 
 def test_panoptic_parcels_in_to_crs(tmp_path):

@@ -92,8 +92,8 @@ def test_predict_scene_cli_writes_panoptic_outputs(tmp_path, tiny_ckpt, monkeypa
     assert os.path.isfile(o["classes.tif"] + ".png")  # quick-look with the panoptic class names
 
 
-def test_predict_region_cli_writes_panoptic_outputs_with_ids_unique_across_scenes(tmp_path, tiny_ckpt, monkeypatch,
-                                                                                 one_thread):
+def test_predict_region_cli_writes_panoptic_outputs_with_ids_unique_across_scenes(
+        tmp_path, tiny_ckpt, monkeypatch, one_thread):
     from d2geo.cli.predict_region import main
 
     monkeypatch.setenv("D2GEO_DATASETS", str(tmp_path / "datasets"))

@@ -171,7 +171,8 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                                      "and pyarrow: pip install 'd2geo[region]'") from None
     check_output_names(scenes, out_dir, opts, semseg, instances, panoptic)
     for s in scenes:
-        info = check_request(model, s.files, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg or panoptic else None,
+        class_map = os.path.join(out_dir, s.id + ".tif") if semseg or panoptic else None
+        info = check_request(model, s.files, semseg_path=class_map,
                              instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
                              bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                              overlap=opts.overlap, scale=opts.scale)
