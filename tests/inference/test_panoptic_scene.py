@@ -219,6 +219,12 @@ def test_region_instance_ids_are_unique_across_scenes_and_resume(tmp_path):
     assert min(b) > instance_id_block(2)  # scene b's own block
     s2 = predict_region(OraclePanoptic(), str(d), str(out), opts, key="k", progress=False)
     assert s2["done"] == [] and sorted(s2["skipped"]) == ["a", "b"]
+    # a third scene: 2^32 / 3 ids each, so scene b's block moves and b is redone; a's stays
+    write_scene(d / "c.tif", cls, obj, x0=500_000.0 + 4000)
+    s3 = predict_region(OraclePanoptic(), str(d), str(out), opts, key="k", progress=False)
+    assert sorted(s3["done"]) == ["b", "c"] and s3["skipped"] == ["a"]
+    ids = {sid: set(np.unique(rasterio.open(out / f"{sid}.ids.tif").read(1))) - {0} for sid in "abc"}
+    assert not ids["a"] & ids["b"] and not ids["b"] & ids["c"] and not ids["a"] & ids["c"]
 
 
 def test_panoptic_outputs_of_a_non_panoptic_model_are_refused(tmp_path):
