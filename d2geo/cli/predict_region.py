@@ -29,7 +29,9 @@ Examples::
 Per scene ``<id>.tif`` (class map COG), ``<id>.scores.tif`` (--probabilities), and for
 models that predict instances ``<id>.geojson`` and ``<id>.parquet``; with --polygons (semantic
 models) the class map's regions as ``<id>.regions.geojson`` and ``<id>.regions.parquet``
-(--polygon-exclude background, --min-area-m2 500 drops specks); over all scenes
+(--polygon-exclude background, --min-area-m2 500 drops specks); panoptic models (panoptic_seg)
+write the panoptic class map ``<id>.tif``, the uint32 instance ids ``<id>.ids.tif`` (unique across
+scenes) and the parcels ``<id>.parcels.geojson`` / ``.parcels.parquet``; over all scenes
 ``mosaic.vrt`` and ``manifest.json``. A rerun with the same model and options skips the
 scenes whose outputs are complete (after a kill, it continues); --overwrite redoes all.
 Where scenes overlap each ground point is predicted by one scene only (see

@@ -34,6 +34,12 @@ Examples::
     python tools/predict_scene.py --config-file configs/terramind/semantic_fpn_v1_base.py --weights ... \
         --input S2L2A=S2L2A/tile.tif --input S1RTC=S1RTC/tile.tif --input DEM=DEM/tile.tif --out-semseg pred.tif
 
+    # a panoptic model (configs/quickstart/panoptic_tiny.py): the panoptic class map (stuff, then
+    # things), the uint32 instance-id COG (0 = stuff) and the parcels as GeoJSON and GeoParquet
+    python tools/predict_scene.py --config-file configs/quickstart/panoptic_tiny.py --weights ... \
+        --scene scene.tif --out-semseg classes.tif --out-instance-ids ids.tif \
+        --out-parcels parcels.geojson --out-parcels parcels.parquet
+
 Anything after the flags overrides the config (``model.backbone.net.img_size=512``).
 With a semantic model, --out-geojson writes the class map's connected regions as polygons
 (one feature per region: class id and name, area in m^2; --polygon-exclude background,
@@ -78,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-semseg", help="class map GeoTIFF to write")
     p.add_argument("--out-geojson", help="GeoJSON to write: the instances' polygons (instance models) or the "
                                          "class map's connected regions (semantic models)")
+    p.add_argument("--out-instance-ids", help="panoptic models: instance-id COG to write (uint32, 0 = stuff/none)")
+    p.add_argument("--out-parcels", action="append", default=None,
+                   help="panoptic models: the objects as polygons (class, instance id, score); .geojson or .parquet "
+                        "(GeoParquet), repeat for both")
     p.add_argument("--polygon-classes", default=None,
                    help="semantic models: comma-separated class names or ids to polygonize (default: all)")
     p.add_argument("--polygon-exclude", default=None,
@@ -131,6 +141,21 @@ def _error(msg) -> SystemExit:
     return SystemExit(f"predict_scene: error: {msg}")
 
 
+def _panoptic_paths(instance_ids, parcels) -> dict:
+    """``predict_scene`` keywords of --out-instance-ids and --out-parcels (by extension)."""
+    out = {"instance_ids_path": instance_ids} if instance_ids else {}
+    for p in parcels or []:
+        key = "parcels_parquet_path" if p.lower().endswith(".parquet") else "parcels_path" if p.lower().endswith(
+            (".geojson", ".json")) else None
+        if key is None:
+            raise _error(f"--out-parcels {p}: give a .geojson (GeoJSON) or .parquet (GeoParquet) file")
+        if key in out:
+            raise _error(f"--out-parcels names two {'GeoParquet' if 'parquet' in key else 'GeoJSON'} files "
+                         f"({out[key]}, {p}): give one of each format at most")
+        out[key] = p
+    return out
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     from d2geo.inference.outputs import terminate_cleanly
@@ -143,13 +168,17 @@ def _main(args) -> dict:
     from d2geo.tools_support import parse_modality_inputs, scene_read_options, setup_tool_logging
 
     setup_tool_logging()
-    if not args.out_semseg and not args.out_geojson:
-        raise _error("give --out-semseg and/or --out-geojson")
+    pan_paths = _panoptic_paths(args.out_instance_ids, args.out_parcels)
+    if not args.out_semseg and not args.out_geojson and not pan_paths:
+        raise _error("give --out-semseg, --out-geojson, --out-instance-ids and/or --out-parcels")
     if args.model is not None:
         if args.config_file or args.weights or args.opts:
             raise _error("--model is the whole model: drop --config-file, --weights and config overrides")
         if args.runtime != "torch":
             raise _error("--runtime is for --config-file runs: a model file runs in onnxruntime")
+        if pan_paths:
+            raise _error("--out-instance-ids and --out-parcels need a panoptic model, and model files hold semantic "
+                         "or instance models: use --config-file and --weights")
         return _main_model_file(args)
     if not args.config_file or not args.weights:
         raise _error("give --config-file and --weights, or --model model.onnx")
@@ -187,10 +216,11 @@ def _main(args) -> dict:
     regions = bool(args.out_geojson) and outputs is not None and "sem_seg" in outputs and "instances" not in outputs
     paths = dict(semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
                  regions_path=args.out_geojson if regions else None)
+    panoptic = outputs is not None and "panoptic_seg" in outputs and bool(args.out_semseg or pan_paths)
     try:
         check_request(model, modalities or list(args.scene), scale=read["scale"], tile=args.tile,
                       overlap=args.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
-                      **paths)
+                      panoptic_paths=list(pan_paths.values()), **paths)
     except (SceneRequestError, FileNotFoundError, ValueError) as e:
         raise _error(e) from None
     class_names, object_names = _split(args.class_names), _split(args.object_names)
@@ -198,10 +228,13 @@ def _main(args) -> dict:
         class_names = config_class_names(cfg, "semantic")
     if args.out_geojson and not regions and object_names is None:
         object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
+    if panoptic:  # the panoptic class names: the config's stuff ("things" first) and thing classes
+        class_names = class_names or config_class_names(cfg, "semantic")
+        object_names = object_names or config_class_names(cfg, "instances")
     opts = opts.replace(class_names=class_names, object_names=object_names)
     try:
         summary = predict_scene(model, scene, options=opts, progress=not args.no_progress,
-                                device_type=args.device.split(":")[0], **paths)
+                                device_type=args.device.split(":")[0], **paths, **pan_paths)
     except (SceneRequestError, GeoTiffError) as e:  # GeoTiffError: the units check (UnitsError) too
         raise _error(e) from None
     except OSError as e:
@@ -210,6 +243,9 @@ def _main(args) -> dict:
         raise
     if regions:
         logger.info("%d class-map regions as polygons in %s", summary["regions"], args.out_geojson)
+    if summary.get("objects") is not None:
+        logger.info("%d panoptic objects%s", summary["objects"],
+                    "".join(f"; wrote {p}" for p in pan_paths.values()))
     for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)

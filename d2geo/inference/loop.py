@@ -32,6 +32,7 @@ from d2geo.precision import autocast
 from .blend import BlendBuffer
 from .instances import SceneInstance, float32_instances, instances_to_geojson, merge_instances, window_instances
 from .options import InferenceOptions
+from .panoptic import PANOPTIC_TARGETS, PanopticScene
 from .outputs import (
     default_class_names, open_class_map, open_scores, scratch_path, to_cog, write_category_names, write_geojson,
     write_geoparquet,
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["run_scene", "SceneResult", "TARGETS", "count_windows", "disk_full"]
 
 #: what :func:`run_scene` writes, by key of its ``targets``
-TARGETS = ("class_map", "scores", "geojson", "geoparquet", "regions_geojson", "regions_geoparquet")
+TARGETS = ("class_map", "scores", "geojson", "geoparquet", "regions_geojson", "regions_geoparquet") + PANOPTIC_TARGETS
 
 
 @dataclass
@@ -54,6 +55,7 @@ class SceneResult:
     instances: list = field(default_factory=list)  # kept SceneInstance
     regions: int | None = None
     class_names: list | None = None
+    objects: int | None = None  # panoptic runs: objects (ids) in the scene
 
 
 class _WindowReader:
@@ -130,19 +132,24 @@ def _strip_windows(height: int, width: int, a: int, b: int, opts: InferenceOptio
 def run_scene(model, scene, opts: InferenceOptions, targets: Mapping[str, str], *, scratch_dir: str,
               semseg: bool, instances: bool, owner: Callable | None = None, device_type: str = "cpu",
               on_windows: Callable | None = None, properties: dict | None = None,
-              raster_tags: dict | None = None) -> SceneResult:
+              raster_tags: dict | None = None, panoptic=None) -> SceneResult:
     """Predict ``scene`` (a :class:`~d2geo.inference.region.inputs.RegionScene`) and write
     ``targets`` (keys of :data:`TARGETS` -> paths). ``owner(row0, col0, rows, cols)`` -> the
     pixels the scene owns (others are no data; instances are kept where it owns their box
     centre); ``on_windows(done, total)`` is called after each batch; ``properties`` are added
-    to every vector feature, ``raster_tags`` to the class map."""
+    to every vector feature, ``raster_tags`` to the class map. ``panoptic`` (a
+    :class:`~d2geo.inference.panoptic.PanopticSpec`): the class map (``semseg`` False), the
+    instance ids and the parcels come from the windows' ``panoptic_seg``
+    (:class:`~d2geo.inference.panoptic.PanopticScene`)."""
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown targets {sorted(unknown)}; use {TARGETS}")
     opts.validate()
+    if panoptic is not None and semseg:
+        raise ValueError("a panoptic run writes the class map from panoptic_seg: semseg must be False")
     try:
         return _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type,
-                          on_windows, properties, raster_tags)
+                          on_windows, properties, raster_tags, panoptic)
     except Exception as e:
         full = disk_full(e, [scratch_dir] + [os.path.dirname(os.path.abspath(p)) for p in targets.values()])
         if full is not None:
@@ -170,7 +177,7 @@ def disk_full(error: BaseException, folders) -> OSError | None:
 
 
 def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owner, device_type, on_windows,
-               properties, raster_tags) -> SceneResult:
+               properties, raster_tags, panoptic=None) -> SceneResult:
     height, width = scene.height, scene.width
     shape = window_shape(height, width, opts.tile)
     weights = blend_weights(shape[0], opts.overlap, shape[1])
@@ -179,6 +186,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
     detections: list[SceneInstance] = []
     sem_dst = prob_dst = None
     want_regions = "regions_geojson" in targets or "regions_geoparquet" in targets
+    pan = PanopticScene(panoptic, height, width, opts.overlap, where=f"scene {scene.id}") if panoptic else None
     with contextlib.ExitStack() as stack:
         raw = {}
         if semseg:
@@ -206,7 +214,8 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                     if len(outputs) != len(batch):
                         raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
                     if not checked:  # models whose outputs model_outputs() could not tell
-                        wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"))
+                        wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"),
+                                  (pan is not None, "panoptic_seg", "a panoptic segmentation"))
                         for want, key, kind in wanted:
                             if want and key not in outputs[0]:
                                 raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
@@ -235,6 +244,8 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                                 write(buf.flush(row))
                                 current_row = row
                             buf.add(row, col, logits, weights, valid)
+                        if pan is not None:
+                            pan.add(out["panoptic_seg"], row, col, valid)
                         if instances:
                             detections.extend(window_instances(
                                 float32_instances(out["instances"]), row, col, shape, height, width, valid,
@@ -257,6 +268,10 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
         if "scores" in raw:
             final["scores"] = stack.enter_context(atomic_path(targets["scores"]))
             to_cog(raw["scores"], final["scores"], "average", opts.cog_blocksize)
+        if pan is not None:
+            res.objects = pan.finish(stack, targets, scene, opts, scratch_dir=scratch_dir, owner=owner,
+                                     properties=properties, raster_tags=raster_tags)
+            res.class_names = list(panoptic.class_names)
         if semseg and want_regions:
             _write_regions(stack, raw["class_map"], targets, opts, res, properties, scene)
         if instances:
@@ -278,6 +293,8 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
     logger.info("%s: %d windows, %dx%d px%s%s", scene.id, res.windows, height, width,
                 f", {scene.km2:.2f} km^2" if scene.gsd else "",
                 f", {len(res.instances)} instances kept of {res.detections} detections" if instances else "")
+    if pan is not None:
+        logger.info("%s: %d panoptic objects", scene.id, res.objects)
     return res
 
 

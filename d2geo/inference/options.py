@@ -34,6 +34,7 @@ class InferenceOptions:
     probabilities: bool = False  # class scores (float32 raster)
     instances: bool | None = None  # None: when the model predicts instances
     semseg: bool | None = None  # None: when the model predicts sem_seg
+    panoptic: bool | None = None  # None: when the model predicts panoptic_seg (class map, instance ids, parcels)
     to_crs: str | None = None
     score_threshold: float = 0.5
     dedup_threshold: float = 0.5

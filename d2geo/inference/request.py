@@ -169,15 +169,16 @@ def _check_modality_request(model, modalities: Mapping[str, str], *, bands, band
 def check_request(model, scene_paths, *, semseg_path: str | None = None,
                   instances_path: str | None = None, bands: Sequence[str] | None = None,
                   band_names=None, sensor=None, tile: int = 256, overlap: int = 64,
-                  regions_path: str | None = None, scale=None) -> dict:
+                  regions_path: str | None = None, scale=None, panoptic_paths: Sequence[str] = ()) -> dict:
     """Check a predict_scene request before any work; returns the scene's size, CRS and
     transform. ``scene_paths``: the scene's files (one, or one per date) or a mapping
     ``{modality: path}`` (see :func:`scene_files`). Raises :class:`SceneRequestError` (or
-    FileNotFoundError) naming the fix."""
+    FileNotFoundError) naming the fix. ``panoptic_paths``: the panoptic outputs besides the
+    class map (checked by :func:`~d2geo.inference.panoptic.check_panoptic_request`)."""
     import rasterio
 
     scene_paths, modalities = scene_files(scene_paths)
-    if semseg_path is None and instances_path is None and regions_path is None:
+    if semseg_path is None and instances_path is None and regions_path is None and not panoptic_paths:
         raise ValueError("give semseg_path, instances_path and/or regions_path: there is nothing to write")
     tile_windows(1, 1, tile, overlap)  # tile/overlap range check
     for m, p in (modalities.items() if modalities else ((None, p) for p in scene_paths)):
@@ -189,7 +190,7 @@ def check_request(model, scene_paths, *, semseg_path: str | None = None,
         _check_output_path(instances_path, "instances", (".geojson", ".json"), scene_paths)
     if regions_path is not None:
         _check_output_path(regions_path, "class-map polygons", (".geojson", ".json"), scene_paths)
-    given = [os.path.abspath(p) for p in (semseg_path, instances_path, regions_path) if p is not None]
+    given = [os.path.abspath(p) for p in (semseg_path, instances_path, regions_path, *panoptic_paths) if p is not None]
     if len(set(given)) < len(given):
         raise SceneRequestError("two outputs (class map, instances, class-map polygons) would go to the same file: "
                                 "give each its own file name")

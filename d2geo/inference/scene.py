@@ -19,6 +19,7 @@ from d2geo.data.geotiff import GeoTiffError, pixel_gsd
 from .loop import count_windows, run_scene
 from .model_file import ModelMetadata, check_scene_gsd
 from .options import InferenceOptions
+from .panoptic import check_panoptic_request
 from .request import SceneRequestError, check_input_units, check_polygon_request, check_request, scene_files
 
 logger = logging.getLogger(__name__)
@@ -53,11 +54,17 @@ def _bar(total: int, enabled: bool):
 
 def predict_scene(model, scene, *, semseg_path: str | None = None, instances_path: str | None = None,
                   regions_path: str | None = None, options: InferenceOptions | None = None, progress: bool = True,
-                  device_type: str | None = None, **option_values) -> dict:
+                  device_type: str | None = None, instance_ids_path: str | None = None,
+                  parcels_path: str | None = None, parcels_parquet_path: str | None = None,
+                  **option_values) -> dict:
     """Run ``model`` over ``scene`` (see the module docstring) and write the blended class map
     to ``semseg_path``, the merged instances as GeoJSON to ``instances_path`` and (semantic
     models) the class map's connected regions as GeoJSON polygons to ``regions_path``
     (without ``semseg_path`` the class map is a scratch file), in ``to_crs`` or the scene CRS.
+    A panoptic model (``panoptic_seg``; ``panoptic=`` option) writes its panoptic class map to
+    ``semseg_path``, the uint32 instance-id COG to ``instance_ids_path`` and the objects as
+    polygons to ``parcels_path`` (GeoJSON) / ``parcels_parquet_path`` (GeoParquet): see
+    :mod:`d2geo.inference.panoptic`.
 
     The options are an :class:`~d2geo.inference.options.InferenceOptions` (``options=``) or its
     fields as keywords (``tile``, ``overlap``, ``bands``, ``band_names``, ``sensor``, ``scale``,
@@ -82,9 +89,13 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     object_names = opts.object_names
     if object_names is None and semseg_path is None:
         object_names = opts.class_names
+    spec = check_panoptic_request(model, opts, paths, semseg_path=semseg_path, regions_path=regions_path,
+                                  instance_ids_path=instance_ids_path, parcels_path=parcels_path,
+                                  parcels_parquet_path=parcels_parquet_path)
+    pan_paths = [p for p in (instance_ids_path, parcels_path, parcels_parquet_path) if p is not None]
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
-                         bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
-                         overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+                         panoptic_paths=pan_paths, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
+                         tile=opts.tile, overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
     if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the scene's GSD against its own
         check_scene_gsd(model.meta, info, paths[0])
     check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,
@@ -107,6 +118,10 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
         targets["regions_geojson"] = regions_path
     if instances_path is not None:
         targets["geojson"] = instances_path
+    for key, path in (("instance_ids", instance_ids_path), ("parcels_geojson", parcels_path),
+                      ("parcels_geoparquet", parcels_parquet_path)):
+        if path is not None:
+            targets[key] = path
     scratch = os.path.dirname(os.path.abspath(next(iter(targets.values()))))
     if device_type is None:
         params = list(getattr(model, "parameters", lambda: [])())
@@ -116,8 +131,9 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
         model.eval()
     bar = _bar(count_windows(s.height, s.width, opts), progress)
     try:
-        res = run_scene(model, s, opts, targets, scratch_dir=scratch, semseg=semseg_path is not None or
-                        regions_path is not None, instances=instances_path is not None, device_type=device_type,
+        res = run_scene(model, s, opts, targets, scratch_dir=scratch, semseg=spec is None and (
+                        semseg_path is not None or regions_path is not None), instances=instances_path is not None,
+                        device_type=device_type, panoptic=spec,
                         on_windows=(lambda n, total: bar.update(n)) if bar is not None else None)
     finally:
         if bar is not None:
@@ -130,8 +146,9 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
 
         qpaths, qbands, qsensor = preview_source(paths, modalities, info["band_names"], opts.band_names, opts.sensor)
         if semseg_path is not None:
+            names = list(spec.class_names) if spec is not None else opts.class_names
             write_quicklook(semseg_path + ".png", qpaths, qbands, qsensor, class_map_path=semseg_path,
-                            class_names=list(opts.class_names) if opts.class_names is not None else None)
+                            class_names=list(names) if names is not None else None)
             quicklooks.append(semseg_path + ".png")
         if instances_path is not None:
             write_quicklook(instances_path + ".png", qpaths, qbands, qsensor, instances=res.instances,
@@ -139,4 +156,6 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
             quicklooks.append(instances_path + ".png")
     return {"windows": res.windows, "detections": res.detections, "instances": res.instances,
             "semseg_path": semseg_path, "instances_path": instances_path, "regions_path": regions_path,
-            "regions": res.regions, "quicklooks": quicklooks}
+            "regions": res.regions, "quicklooks": quicklooks, "objects": res.objects,
+            "instance_ids_path": instance_ids_path, "parcels_path": parcels_path,
+            "parcels_parquet_path": parcels_parquet_path}

@@ -20,6 +20,7 @@ from d2geo.data.files import atomic_path
 from ..loop import run_scene
 from ..model_file import ModelMetadata, check_scene_gsd
 from ..options import InferenceOptions
+from ..panoptic import panoptic_spec
 from ..request import check_input_units, check_polygon_request, check_request, model_outputs
 from ..windows import column_strips
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes
@@ -32,10 +33,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["predict_region", "scene_outputs", "check_output_names", "check_region_request"]
 
 
-def scene_outputs(scene: RegionScene, out_dir: str, opts: InferenceOptions, semseg: bool, instances: bool) -> dict:
+def scene_outputs(scene: RegionScene, out_dir: str, opts: InferenceOptions, semseg: bool, instances: bool,
+                  panoptic: bool = False) -> dict:
     """``{target: path}`` of one scene (the targets of :func:`~d2geo.inference.loop.run_scene`)."""
     out = {}
     j = lambda suffix: os.path.join(out_dir, scene.id + suffix)  # noqa: E731
+    if panoptic:  # the class map from panoptic_seg, the instance ids, the parcels
+        out.update(class_map=j(".tif"), instance_ids=j(".ids.tif"), parcels_geojson=j(".parcels.geojson"),
+                   parcels_geoparquet=j(".parcels.parquet"))
     if semseg:
         out["class_map"] = j(".tif")
         if opts.probabilities:
@@ -50,7 +55,7 @@ def scene_outputs(scene: RegionScene, out_dir: str, opts: InferenceOptions, sems
 
 
 def check_output_names(scenes: Sequence[RegionScene], out_dir: str, opts: InferenceOptions, semseg: bool,
-                       instances: bool) -> None:
+                       instances: bool, panoptic: bool = False) -> None:
     """Refuse, before any work, outputs that would land on one file (scenes ``a`` and
     ``a.scores`` with class scores), on an input, or an output folder that is a scene's folder."""
     inputs = {os.path.abspath(p): s.id for s in scenes for p in s.sources}
@@ -62,8 +67,8 @@ def check_output_names(scenes: Sequence[RegionScene], out_dir: str, opts: Infere
     owners: dict[str, str] = {}
     fixed = {os.path.join(out_dir, n): "the region" for n in ("mosaic.vrt", "manifest.json")}
     for s in scenes:
-        outs = list(scene_outputs(s, out_dir, opts, semseg, instances).values())
-        if semseg:
+        outs = list(scene_outputs(s, out_dir, opts, semseg, instances, panoptic).values())
+        if semseg or panoptic:
             outs += [os.path.join(out_dir, s.id + ".tif.aux.xml"), os.path.join(out_dir, s.id + ".warped.vrt")]
         for p in outs:
             p = os.path.abspath(p)
@@ -118,8 +123,24 @@ class _Progress:
             self.bar.close()
 
 
-def _kinds(model, opts: InferenceOptions) -> tuple[bool, bool]:
+def _kinds(model, opts: InferenceOptions) -> tuple[bool, bool, bool]:
     outputs = model_outputs(model)
+    can_pan = outputs is not None and "panoptic_seg" in outputs
+    panoptic = opts.panoptic if opts.panoptic is not None else can_pan
+    if panoptic and not can_pan:
+        have = sorted(outputs) if outputs is not None else "outputs it cannot tell before running"
+        raise RegionRequestError(f"panoptic outputs were asked of a model that predicts {have}, not panoptic_seg: "
+                                 f"use a panoptic model (GeoPanopticFPN, configs/*/panoptic_fpn_*.py) or drop "
+                                 f"panoptic=True")
+    if panoptic:  # the class map is the panoptic one; the parcels are the instances
+        if opts.semseg:
+            raise RegionRequestError("semseg=True and panoptic outputs would both write <scene>.tif: a panoptic "
+                                     "model's class map is its panoptic one; set panoptic=False for the semantic "
+                                     "branch's class map")
+        if opts.polygons:
+            raise RegionRequestError("--polygons polygonizes a semantic class map; a panoptic run writes its "
+                                     "objects as <scene>.parcels.geojson/.parquet: drop --polygons")
+        return False, bool(opts.instances), True
     semseg = opts.semseg if opts.semseg is not None else (outputs is None or "sem_seg" in outputs)
     instances = opts.instances if opts.instances is not None else (outputs is not None and "instances" in outputs)
     if not semseg and not instances:
@@ -127,28 +148,31 @@ def _kinds(model, opts: InferenceOptions) -> tuple[bool, bool]:
     if opts.polygons and not semseg:
         raise RegionRequestError("polygons (--polygons) are made from the class map, but this model predicts no "
                                  "sem_seg: drop --polygons (instance models write their polygons anyway)")
-    return semseg, instances
+    return semseg, instances, False
 
 
 def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opts: InferenceOptions, *,
-                         mosaic_crs=None) -> tuple[bool, bool]:
+                         mosaic_crs=None) -> tuple[bool, bool, bool]:
     """The whole request against the model and every scene, before any work; returns
-    ``(semseg, instances)``: what the run writes."""
+    ``(semseg, instances, panoptic)``: what the run writes."""
     opts.validate()
-    semseg, instances = _kinds(model, opts)
+    semseg, instances, panoptic = _kinds(model, opts)
+    if panoptic:
+        panoptic_spec(model, opts.class_names, opts.object_names, RegionRequestError)  # names fit the model
     if opts.polygons:
         check_polygon_request(opts.class_names, opts.polygon_classes, opts.polygon_exclude, opts.min_area_m2,
                               opts.polygon_strip_rows)
-    if instances or opts.polygons:
+    if instances or opts.polygons or panoptic:
         try:
             import geopandas  # noqa: F401  (GeoParquet)
             import pyarrow  # noqa: F401
         except ImportError:
             raise RegionRequestError("vector outputs are written as GeoJSON and GeoParquet, which needs geopandas "
                                      "and pyarrow: pip install 'd2geo[region]'") from None
-    check_output_names(scenes, out_dir, opts, semseg, instances)
+    check_output_names(scenes, out_dir, opts, semseg, instances, panoptic)
     for s in scenes:
-        info = check_request(model, s.files, semseg_path=os.path.join(out_dir, s.id + ".tif") if semseg else None,
+        class_map = os.path.join(out_dir, s.id + ".tif") if semseg or panoptic else None
+        info = check_request(model, s.files, semseg_path=class_map,
                              instances_path=os.path.join(out_dir, s.id + ".geojson") if instances else None,
                              bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                              overlap=opts.overlap, scale=opts.scale)
@@ -159,13 +183,13 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                           scale=opts.scale, allow=not opts.units_check)
     for s in scenes:
         across = crosses_antimeridian(s)
-        if across is not None and (opts.to_crs is not None or (semseg and len(scenes) > 1)):
+        if across is not None and (opts.to_crs is not None or ((semseg or panoptic) and len(scenes) > 1)):
             raise RegionRequestError(
                 f"scene {s.id} crosses the antimeridian (longitudes {across[0]:.4f} to {across[1]:.4f}): "
                 + ("its vectors in --to-crs " if opts.to_crs is not None else "a mosaic.vrt over it and other scenes ")
                 + "would span the whole world; split the scene at 180 degrees (gdalwarp -te ...) and run each "
                   "side on its own, or leave out --to-crs (vectors in the scene's CRS)")
-    if semseg:
+    if semseg or panoptic:
         for s in scenes:
             t = s.transform
             if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
@@ -174,7 +198,7 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
                     f"scene {s.id} has a {kind} geotransform {tuple(t)[:6]}: mosaic.vrt takes north-up class maps; "
                     f"warp the scene north-up first (gdalwarp {s.paths[0]} {s.id}_north_up.tif)")
         check_mosaic_crs(scenes, mosaic_crs)
-    return semseg, instances
+    return semseg, instances, panoptic
 
 
 def _quiet_bar(bar):
@@ -218,12 +242,18 @@ def _predict_region(model, inputs, out_dir, opts, *, key, rank, world_size, prog
                     barrier, mosaic_crs) -> dict:
     state = os.path.join(out_dir, STATE_DIR)
     scenes = collect_scenes(inputs, state)
-    semseg, instances = check_region_request(model, scenes, out_dir, opts, mosaic_crs=mosaic_crs)
+    semseg, instances, panoptic = check_region_request(model, scenes, out_dir, opts, mosaic_crs=mosaic_crs)
+    spec = panoptic_spec(model, opts.class_names, opts.object_names, RegionRequestError) if panoptic else None
+    index = {s.id: i for i, s in enumerate(scenes)}
+    if spec is not None:  # each scene its own block of instance ids: a scene's resume record names its block
+        key_of = {s.id: f"{key}|instance-ids:{spec.for_scene(index[s.id], len(scenes)).id_base}" for s in scenes}
+    else:
+        key_of = {s.id: key for s in scenes}
     if device_type is None:
         params = list(getattr(model, "parameters", lambda: [])())
         device_type = params[0].device.type if params else "cpu"
     mine = shard_scenes(scenes, rank, world_size)
-    todo = [s for s in mine if overwrite or not scene_is_done(s, out_dir, key)]
+    todo = [s for s in mine if overwrite or not scene_is_done(s, out_dir, key_of[s.id])]
     skipped = [s.id for s in mine if s not in todo]
     if skipped:
         logger.info("rank %d: %d scene(s) already done (manifest matches): %s", rank, len(skipped),
@@ -248,12 +278,13 @@ def _predict_region(model, inputs, out_dir, opts, *, key, rank, world_size, prog
                     bar.add(s.km2 * n / max(total, 1) / n_strips)
 
                 own = ownership(s, scenes)
-                outs = scene_outputs(s, out_dir, opts, semseg, instances)
+                outs = scene_outputs(s, out_dir, opts, semseg, instances, panoptic)
                 run_scene(model, s, opts, outs, scratch_dir=scratch, semseg=semseg, instances=instances,
                           owner=own if own else None, device_type=device_type, on_windows=on_windows,
                           properties={"scene": s.id},
-                          raster_tags={"scene": s.id, "d2geo_overlap_rule": "owner: farthest from its scene edge"})
-                record_done(s, out_dir, key, outs, time.perf_counter() - t0)
+                          raster_tags={"scene": s.id, "d2geo_overlap_rule": "owner: farthest from its scene edge"},
+                          panoptic=spec.for_scene(index[s.id], len(scenes)) if spec is not None else None)
+                record_done(s, out_dir, key_of[s.id], outs, time.perf_counter() - t0)
                 done.append(s.id)
     finally:
         bar.close()
@@ -264,7 +295,7 @@ def _predict_region(model, inputs, out_dir, opts, *, key, rank, world_size, prog
     summary = {"scenes": [s.id for s in scenes], "done": done, "skipped": skipped,
                "km2": sum(s.km2 for s in scenes)}
     if rank == 0:
-        if semseg:
+        if semseg or panoptic:
             summary["mosaic"] = write_mosaic_vrt(scenes, out_dir, crs=mosaic_crs)
         entries = {}
         for s in scenes:
