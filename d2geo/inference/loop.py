@@ -177,6 +177,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
     read_kw = dict(bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, scale=opts.scale, fill=opts.fill)
     res = SceneResult()
     detections: list[SceneInstance] = []
+    rotated, rotated_windows = None, []  # rotated: whether the boxes are (told by the first window's instances)
     sem_dst = prob_dst = None
     want_regions = "regions_geojson" in targets or "regions_geoparquet" in targets
     with contextlib.ExitStack() as stack:
@@ -236,9 +237,20 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                                 current_row = row
                             buf.add(row, col, logits, weights, valid)
                         if instances:
-                            detections.extend(window_instances(
-                                float32_instances(out["instances"]), row, col, shape, height, width, valid,
-                                opts.score_threshold, opts.edge_margin))
+                            inst = float32_instances(out["instances"])
+                            if rotated is None:
+                                from .rotated import check_rotated_outputs
+
+                                rotated = check_rotated_outputs(inst, opts.rotated)
+                            if rotated:  # oriented boxes: d2geo.inference.rotated
+                                from .rotated import window_rotated_detections
+
+                                rotated_windows.append(window_rotated_detections(
+                                    inst, row, col, shape=shape, height=height, width=width, valid=valid,
+                                    score_threshold=opts.score_threshold, edge_margin=opts.edge_margin))
+                            else:
+                                detections.extend(window_instances(inst, row, col, shape, height, width, valid,
+                                                                   opts.score_threshold, opts.edge_margin))
                     res.windows += len(batch)
                     if on_windows is not None:
                         on_windows(len(batch), len(wins))
@@ -259,7 +271,12 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
             to_cog(raw["scores"], final["scores"], "average", opts.cog_blocksize)
         if semseg and want_regions:
             _write_regions(stack, raw["class_map"], targets, opts, res, properties, scene)
-        if instances:
+        if instances and rotated:
+            from .rotated import scene_rotated_detections
+
+            res.detections, res.instances, gj = scene_rotated_detections(rotated_windows, scene, opts, owner,
+                                                                         properties)
+        elif instances:
             res.detections = len(detections)
             kept = merge_instances(detections, opts.dedup_threshold)
             if owner is not None:
@@ -269,6 +286,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                                       class_names=opts.object_names)
             for f in gj["features"]:
                 f["properties"].update(properties or {})
+        if instances:
             if "geojson" in targets:
                 write_geojson(gj, stack.enter_context(atomic_path(targets["geojson"])))
             if "geoparquet" in targets:

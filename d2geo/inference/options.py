@@ -34,6 +34,7 @@ class InferenceOptions:
     probabilities: bool = False  # class scores (float32 raster)
     instances: bool | None = None  # None: when the model predicts instances
     semseg: bool | None = None  # None: when the model predicts sem_seg
+    rotated: bool | None = None  # rotated polygons (d2geo.inference.rotated): None when the model's boxes are rotated
     to_crs: str | None = None
     score_threshold: float = 0.5
     dedup_threshold: float = 0.5

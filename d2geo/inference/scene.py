@@ -20,6 +20,7 @@ from .loop import count_windows, run_scene
 from .model_file import ModelMetadata, check_scene_gsd
 from .options import InferenceOptions
 from .request import SceneRequestError, check_input_units, check_polygon_request, check_request, scene_files
+from .rotated import check_rotated_request
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,12 @@ def _bar(total: int, enabled: bool):
 
 
 def predict_scene(model, scene, *, semseg_path: str | None = None, instances_path: str | None = None,
-                  regions_path: str | None = None, options: InferenceOptions | None = None, progress: bool = True,
-                  device_type: str | None = None, **option_values) -> dict:
+                  regions_path: str | None = None, geoparquet_path: str | None = None,
+                  options: InferenceOptions | None = None, progress: bool = True, device_type: str | None = None,
+                  **option_values) -> dict:
     """Run ``model`` over ``scene`` (see the module docstring) and write the blended class map
-    to ``semseg_path``, the merged instances as GeoJSON to ``instances_path`` and (semantic
+    to ``semseg_path``, the merged instances as GeoJSON to ``instances_path`` (and as GeoParquet
+    to ``geoparquet_path``; a rotated detector's as rotated polygons, :mod:`.rotated`) and (semantic
     models) the class map's connected regions as GeoJSON polygons to ``regions_path``
     (without ``semseg_path`` the class map is a scratch file), in ``to_crs`` or the scene CRS.
 
@@ -82,9 +85,20 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     object_names = opts.object_names
     if object_names is None and semseg_path is None:
         object_names = opts.class_names
+    want_instances = instances_path is not None or geoparquet_path is not None
+    check_rotated_request(model, rotated=opts.rotated, semseg=semseg_path is not None or regions_path is not None,
+                          instances=want_instances)
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
                          bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
-                         overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+                         overlap=opts.overlap, regions_path=regions_path, scale=opts.scale,
+                         geoparquet_path=geoparquet_path)
+    if geoparquet_path is not None:
+        try:
+            import geopandas  # noqa: F401
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SceneRequestError("GeoParquet (geoparquet_path, --out-geoparquet) needs geopandas and pyarrow: "
+                                    "pip install 'd2geo[region]', or write GeoJSON only") from None
     if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the scene's GSD against its own
         check_scene_gsd(model.meta, info, paths[0])
     check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,
@@ -107,6 +121,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
         targets["regions_geojson"] = regions_path
     if instances_path is not None:
         targets["geojson"] = instances_path
+    if geoparquet_path is not None:
+        targets["geoparquet"] = geoparquet_path
     scratch = os.path.dirname(os.path.abspath(next(iter(targets.values()))))
     if device_type is None:
         params = list(getattr(model, "parameters", lambda: [])())
@@ -117,7 +133,7 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     bar = _bar(count_windows(s.height, s.width, opts), progress)
     try:
         res = run_scene(model, s, opts, targets, scratch_dir=scratch, semseg=semseg_path is not None or
-                        regions_path is not None, instances=instances_path is not None, device_type=device_type,
+                        regions_path is not None, instances=want_instances, device_type=device_type,
                         on_windows=(lambda n, total: bar.update(n)) if bar is not None else None)
     finally:
         if bar is not None:
@@ -139,4 +155,5 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
             quicklooks.append(instances_path + ".png")
     return {"windows": res.windows, "detections": res.detections, "instances": res.instances,
             "semseg_path": semseg_path, "instances_path": instances_path, "regions_path": regions_path,
+            "geoparquet_path": geoparquet_path,
             "regions": res.regions, "quicklooks": quicklooks}

@@ -21,6 +21,7 @@ from ..loop import run_scene
 from ..model_file import ModelMetadata, check_scene_gsd
 from ..options import InferenceOptions
 from ..request import check_input_units, check_polygon_request, check_request, model_outputs
+from ..rotated import check_rotated_request
 from ..windows import column_strips
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes
 from .manifest import STATE_DIR, OutputLock, done_path, record_done, remove_stale_temporaries, scene_is_done
@@ -136,6 +137,7 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
     ``(semseg, instances)``: what the run writes."""
     opts.validate()
     semseg, instances = _kinds(model, opts)
+    check_rotated_request(model, rotated=opts.rotated, semseg=semseg, instances=instances)
     if opts.polygons:
         check_polygon_request(opts.class_names, opts.polygon_classes, opts.polygon_exclude, opts.min_area_m2,
                               opts.polygon_strip_rows)
