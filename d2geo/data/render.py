@@ -167,7 +167,7 @@ class PanelInstance:
     category_id: int
     mask: np.ndarray | None = None
     box: Sequence[float] | None = None  # x0, y0, x1, y1 in tile pixels
-    corners: np.ndarray | None = None  # (4, 2) x, y of a rotated box's corners in tile pixels (pixel corner coords)
+    corners: np.ndarray | None = None  # (N, 2) x, y of an outline (a rotated box's 4 corners), pixel corner coords
     score: float | None = None
 
 

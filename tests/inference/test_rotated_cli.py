@@ -5,6 +5,7 @@ rotated model are refused with the fix."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip("detectron2", reason="detectron2 is not installed: see README for installing it from source")
@@ -99,3 +100,33 @@ def test_rotated_boxes_asked_of_the_axis_aligned_quickstart_are_refused_by_the_c
         _tool().main(["--config-file", MASK_RCNN, "--weights", weights, "--scene",
                       scene, "--out-geojson", str(tmp_path / "o.geojson"), "--rotated-boxes", "--no-progress"])
     assert not list(tmp_path.iterdir())
+
+
+def test_the_written_polygons_drawn_back_over_the_scene_land_on_the_detected_boxes(rotated_run, tmp_path):
+    import rasterio
+
+    from d2geo.data.visualize import vector_outlines
+    from d2geo.inference.rotated import rotated_corners
+
+    weights, scene, _ = rotated_run
+    gj = str(tmp_path / "objects.geojson")
+    summary = _tool().main(["--config-file", CONFIG, "--weights", weights, "--scene", scene, "--out-geojson", gj,
+                            "--to-crs", "EPSG:4326", "--tile", "96", "--overlap", "32", "--score-threshold", "0.05",
+                            "--no-progress", "--no-quicklook"])
+    dets = summary["instances"]
+    with rasterio.open(scene) as src:
+        outlines, names = vector_outlines(gj, src.transform, src.crs)
+    assert len(outlines) == len(dets) > 0 and set(names.values()) <= {"ship", "vehicle"}
+    # lon/lat back into the scene's pixels: the detections' corners, to 1e-4 px
+    for o, corners, cls in zip(outlines, rotated_corners(dets.boxes), dets.classes):
+        assert o.category_id == cls
+        got = {tuple(np.round(p, 4)) for p in o.corners}
+        assert got == {tuple(np.round(p, 4)) for p in corners}
+    # and through the tool: the scene | the prediction panel, as a PNG
+    from d2geo.cli import tool_module
+
+    vis = tool_module("visualize")
+    written = vis.main(["--image", scene, "--predictions", gj, "--out", str(tmp_path / "vis")])
+    assert len(written) == 1 and os.path.getsize(written[0]) > 0
+    with pytest.raises(SystemExit, match="give the scene with --image"):
+        vis.main(["--dataset", "d2geo_synth_rot_val", "--predictions", gj, "--out", str(tmp_path / "vis2")])
