@@ -69,7 +69,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     ``polygon_exclude``, ``min_area_m2``, ``polygon_strip_rows``, ``amp``, ...). Here the
     defaults are one window a forward read in this process, float32 (``amp="off"``) and a
     quick-look ``<output>.png`` beside each output. Returns a summary with the window count
-    and the kept instances (``SceneInstance`` list).
+    and the kept instances (``SceneInstance`` list; of a rotated detector, a
+    :class:`~d2geo.inference.rotated.RotatedDetections`).
     """
     if options is not None and option_values:
         raise TypeError(f"give the options as options= or as keywords, not both ({sorted(option_values)})")

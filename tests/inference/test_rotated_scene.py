@@ -296,3 +296,31 @@ def test_a_class_map_asked_of_a_rotated_model_is_refused_before_any_window(coord
         predict_region(model, [coord_scene], str(out), InferenceOptions(tile=96, overlap=32, num_workers=0,
                                                                         semseg=True), progress=False)
     assert model.calls == 0 and not any(f.endswith((".tif", ".geojson")) for f in os.listdir(out))
+
+
+def test_an_object_where_two_scenes_overlap_is_written_once_by_the_scene_that_owns_it(tmp_path):
+    from d2geo.inference import InferenceOptions, predict_region
+
+    # scenes a (columns 0..159) and b (columns 96..255) of one grid; bands: the global column and row
+    rows, cols = np.mgrid[0:160, 0:160].astype(np.float32)
+    a = write_tif(tmp_path / "in" / "a.tif", np.stack([cols, rows]), crs=CRS, transform=from_origin(*ORIGIN, GSD, GSD))
+    b = write_tif(tmp_path / "in" / "b.tif", np.stack([cols + 96, rows]), crs=CRS,
+                  transform=from_origin(ORIGIN[0] + 96 * GSD, ORIGIN[1], GSD, GSD))
+    objects = [(0, [120.0, 40.0, 20.0, 6.0, 30.0]),   # in both: 40 px from a's edge, 24 from b's -> a's
+               (1, [140.0, 100.0, 12.0, 6.0, -20.0]),  # in both: 20 px from a's edge, 44 from b's -> b's
+               (0, [30.0, 120.0, 24.0, 6.0, 10.0]),    # a only
+               (1, [220.0, 60.0, 12.0, 6.0, 45.0])]    # b only
+    out = tmp_path / "out"
+    out.mkdir()
+    opts = InferenceOptions(tile=96, overlap=32, num_workers=0, amp="off", object_names=["ship", "vehicle"])
+    predict_region(FakeRotatedDetector(objects), [a, b], str(out), opts, progress=False)
+    got = {s: json.load(open(out / f"{s}.geojson"))["features"] for s in ("a", "b")}
+    centres = {s: sorted(round(f["properties"]["cx"] + (96 if s == "b" else 0)) for f in feats)
+               for s, feats in got.items()}
+    assert centres == {"a": [30, 120], "b": [140, 220]}  # global columns: each object once, in its owner's file
+    transform = from_origin(*ORIGIN, GSD, GSD)
+    for f in got["a"] + got["b"]:
+        cls, box = next(o for o in objects if round(o[1][0]) == round(
+            f["properties"]["cx"] + (96 if f["properties"]["scene"] == "b" else 0)))
+        exp = _expected_map_polygon(*box, transform)
+        assert shape(f["geometry"]).symmetric_difference(exp).area < 1e-6 * exp.area
