@@ -202,7 +202,8 @@ def _main(args) -> dict:
         from d2geo.inference.rotated import check_rotated_request
 
         check_rotated_request(model, rotated=opts.rotated, semseg=bool(args.out_semseg or regions),
-                              instances=paths["instances_path"] is not None or args.out_geoparquet is not None)
+                              instances=paths["instances_path"] is not None or args.out_geoparquet is not None,
+                              amp=opts.amp)
         check_request(model, modalities or list(args.scene), scale=read["scale"], tile=args.tile,
                       overlap=args.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
                       **paths)

@@ -37,6 +37,7 @@ from .outputs import (
     write_geoparquet,
 )
 from .request import SceneRequestError, read_scene_window
+from .rotated import rotated_amp
 from .windows import blend_weights, column_strips, tile_windows, window_shape
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
     weights = blend_weights(shape[0], opts.overlap, shape[1])
     read_kw = dict(bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, scale=opts.scale, fill=opts.fill)
     res = SceneResult()
+    amp = rotated_amp(model, opts.amp)  # rotated detectors: float32 (detectron2's rotated NMS)
     detections: list[SceneInstance] = []
     rotated, rotated_windows = None, []  # rotated: whether the boxes are (told by the first window's instances)
     sem_dst = prob_dst = None
@@ -203,7 +205,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                 wins, c0, c1 = _strip_windows(height, width, a, b, opts, shape)
                 buf, current_row = None, None
                 for batch in _batches(model, scene, wins, shape, read_kw, opts):
-                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, opts.amp)
+                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, amp)
                     if len(outputs) != len(batch):
                         raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
                     if not checked:  # models whose outputs model_outputs() could not tell

@@ -34,7 +34,7 @@ from .request import SceneRequestError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RotatedDetections", "rotated_model", "check_rotated_request", "is_rotated_instances",
+__all__ = ["RotatedDetections", "rotated_model", "rotated_amp", "check_rotated_request", "is_rotated_instances",
            "check_rotated_outputs", "window_rotated_detections", "merge_rotated_detections", "owned_rotated",
            "rotated_detections_to_geojson", "rotated_corners", "scene_rotated_detections"]
 
@@ -86,15 +86,32 @@ def rotated_model(model) -> bool | None:
     return any(n in ("RRPN", "RROIHeads") for p in parts for n in _class_names_of(p))
 
 
-def check_rotated_request(model, *, rotated: bool | None, semseg: bool, instances: bool) -> bool | None:
+def rotated_amp(model, amp):
+    """The autocast a rotated detector runs under: float32 (``"off"``) for ``amp="auto"``, since
+    detectron2's rotated NMS (``nms_rotated``, inside ``RRPN`` and ``RROIHeads``) takes boxes and
+    scores of one dtype and autocast makes the scores half precision; an explicit ``bf16`` /
+    ``fp16`` is refused. Other models: ``amp`` as given."""
+    if not rotated_model(model) or amp in (None, False) or str(amp).strip().lower() in ("off", "none", "float32"):
+        return amp
+    if str(amp).strip().lower() == "auto":
+        return "off"
+    raise SceneRequestError(
+        f"--amp {amp}: {type(getattr(model, 'module', model)).__name__} is a rotated detector, and detectron2's "
+        f"rotated NMS (nms_rotated) has no mixed-precision kernel (its boxes and scores must share one dtype): use "
+        f"--amp off (or auto, which runs rotated detectors in float32)")
+
+
+def check_rotated_request(model, *, rotated: bool | None, semseg: bool, instances: bool,
+                          amp=None) -> bool | None:
     """The request against the model's kind of boxes, before any work; returns whether the
     model's boxes are rotated (None: cannot be told before a window has run).
 
     ``rotated=True`` (``--rotated-boxes``) asks for rotated polygons: refused for an axis-aligned
     detector or a model without detector parts, and without an instances output; ``rotated=False``
     refuses a rotated detector. A class map (``semseg``) from a rotated detector is refused: its
-    outputs are boxes only."""
+    outputs are boxes only; so is half precision (``amp``, :func:`rotated_amp`)."""
     kind = rotated_model(model)
+    rotated_amp(model, amp)
     name = type(getattr(model, "module", model)).__name__
     if kind and semseg:
         raise SceneRequestError(

@@ -88,7 +88,7 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
         object_names = opts.class_names
     want_instances = instances_path is not None or geoparquet_path is not None
     check_rotated_request(model, rotated=opts.rotated, semseg=semseg_path is not None or regions_path is not None,
-                          instances=want_instances)
+                          instances=want_instances, amp=opts.amp)
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
                          bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, tile=opts.tile,
                          overlap=opts.overlap, regions_path=regions_path, scale=opts.scale,

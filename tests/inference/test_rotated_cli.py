@@ -130,3 +130,30 @@ def test_the_written_polygons_drawn_back_over_the_scene_land_on_the_detected_box
     assert len(written) == 1 and os.path.getsize(written[0]) > 0
     with pytest.raises(SystemExit, match="give the scene with --image"):
         vis.main(["--dataset", "d2geo_synth_rot_val", "--predictions", gj, "--out", str(tmp_path / "vis2")])
+
+
+def test_predict_region_runs_the_rotated_quickstart_in_float32_and_refuses_half_precision(rotated_run, tmp_path):
+    from d2geo.cli import tool_module
+
+    weights, scene, _ = rotated_run
+    tool = tool_module("predict_region")
+    out = tmp_path / "region"
+    common = ["--config-file", CONFIG, "--weights", weights, "--scenes", scene, "--tile", "96", "--overlap", "32",
+              "--rotated-boxes", "--num-workers", "0", "--score-threshold", "0.05", "--no-progress"]
+    tool.main(common + ["--output-dir", str(out)])  # --amp auto, the default: float32 for a rotated detector
+    fc = json.load(open(out / "scene.geojson"))
+    assert fc["features"] and {f["properties"]["class"] for f in fc["features"]} <= {"ship", "vehicle"}
+    import geopandas as gpd
+
+    assert len(gpd.read_parquet(out / "scene.parquet")) == len(fc["features"])
+    # half precision: detectron2's rotated NMS takes one dtype; refused before any window
+    with pytest.raises(SystemExit, match="rotated detector, and detectron2's rotated NMS .*use --amp off"):
+        tool.main(common + ["--output-dir", str(tmp_path / "bf16"), "--amp", "bf16"])
+    assert not (tmp_path / "bf16" / "scene.geojson").exists()
+    from d2geo.inference import SceneRequestError, predict_scene
+    from d2geo.inference.config_model import load_model
+
+    model, _ = load_model(CONFIG, weights)
+    with pytest.raises(SceneRequestError, match="no mixed-precision kernel"):
+        predict_scene(model, scene, instances_path=str(tmp_path / "o.geojson"), tile=96, overlap=32, amp="fp16",
+                      progress=False)

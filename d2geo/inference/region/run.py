@@ -137,7 +137,7 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
     ``(semseg, instances)``: what the run writes."""
     opts.validate()
     semseg, instances = _kinds(model, opts)
-    check_rotated_request(model, rotated=opts.rotated, semseg=semseg, instances=instances)
+    check_rotated_request(model, rotated=opts.rotated, semseg=semseg, instances=instances, amp=opts.amp)
     if opts.polygons:
         check_polygon_request(opts.class_names, opts.polygon_classes, opts.polygon_exclude, opts.min_area_m2,
                               opts.polygon_strip_rows)
