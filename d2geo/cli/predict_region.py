@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--object-names", default=None, help="comma-separated instance class names")
     p.add_argument("--probabilities", action="store_true", help="also write the class scores (float32 COG)")
     p.add_argument("--no-vectors", action="store_true", help="no GeoJSON/GeoParquet for instance models")
+    p.add_argument("--rotated-boxes", action="store_true",
+                   help="require rotated polygons: refused unless the model is a rotated detector (RRPN/RROIHeads; "
+                        "its boxes are written as rotated polygons anyway)")
     p.add_argument("--polygons", action="store_true",
                    help="semantic models: also write the class map's connected regions as polygons "
                         "(<id>.regions.geojson and <id>.regions.parquet)")
@@ -170,7 +173,7 @@ def options(args, model_file=None):
             max_strip_width=args.max_strip_width, cog_blocksize=args.cog_blocksize, polygons=args.polygons,
             polygon_classes=_split(args.polygon_classes), polygon_exclude=_split(args.polygon_exclude),
             min_area_m2=args.min_area_m2, polygon_strip_rows=args.polygon_strip_rows,
-            units_check=not args.skip_units_check)
+            units_check=not args.skip_units_check, rotated=True if args.rotated_boxes else None)
     except SceneRequestError as e:
         raise _error(e) from None
 

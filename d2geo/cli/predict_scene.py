@@ -26,6 +26,12 @@ Examples::
     python tools/predict_scene.py --config-file ... --weights ... --scene scene.tif \
         --out-geojson buildings.geojson --to-crs EPSG:4326 --tile 512 --overlap 128
 
+    # a rotated detector (configs/*/rotated_*.py): oriented boxes as rotated polygons (four
+    # corners through the geotransform) with class and score, in GeoJSON and GeoParquet
+    python tools/predict_scene.py --config-file configs/quickstart/rotated_tiny.py \
+        --weights output/quickstart/rotated_tiny/model_final.pth --scene scene.tif \
+        --out-geojson ships.geojson --out-geoparquet ships.parquet --to-crs EPSG:4326 --rotated-boxes
+
     # a time series: one file per date, in time order
     python tools/predict_scene.py ... --scene d1.tif d2.tif d3.tif --out-semseg pred.tif
 
@@ -88,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-parcels", action="append", default=None,
                    help="panoptic models: the objects as polygons (class, instance id, score); .geojson or .parquet "
                         "(GeoParquet), repeat for both")
+    p.add_argument("--out-geoparquet", help="GeoParquet to write: the instances' polygons (instance models; rotated "
+                                            "polygons of rotated detectors)")
+    p.add_argument("--rotated-boxes", action="store_true",
+                   help="require rotated polygons: refused unless the model is a rotated detector (RRPN/RROIHeads; "
+                        "its boxes are written as rotated polygons anyway)")
     p.add_argument("--polygon-classes", default=None,
                    help="semantic models: comma-separated class names or ids to polygonize (default: all)")
     p.add_argument("--polygon-exclude", default=None,
@@ -169,8 +180,8 @@ def _main(args) -> dict:
 
     setup_tool_logging()
     pan_paths = _panoptic_paths(args.out_instance_ids, args.out_parcels)
-    if not args.out_semseg and not args.out_geojson and not pan_paths:
-        raise _error("give --out-semseg, --out-geojson, --out-instance-ids and/or --out-parcels")
+    if not args.out_semseg and not args.out_geojson and not args.out_geoparquet and not pan_paths:
+        raise _error("give --out-semseg, --out-geojson, --out-geoparquet, --out-instance-ids and/or --out-parcels")
     if args.model is not None:
         if args.config_file or args.weights or args.opts:
             raise _error("--model is the whole model: drop --config-file, --weights and config overrides")
@@ -200,7 +211,7 @@ def _main(args) -> dict:
             quicklook=not args.no_quicklook, units_check=not args.skip_units_check,
             polygon_classes=_split(args.polygon_classes),
             polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
-            polygon_strip_rows=args.polygon_strip_rows)
+            polygon_strip_rows=args.polygon_strip_rows, rotated=True if args.rotated_boxes else None)
         model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
         if args.runtime != "torch":
             from d2geo.inference.runtimes import prepare_runtime
@@ -215,9 +226,14 @@ def _main(args) -> dict:
     # a semantic model's GeoJSON: the class map's regions (instance and panoptic models: the instances)
     regions = bool(args.out_geojson) and outputs is not None and "sem_seg" in outputs and "instances" not in outputs
     paths = dict(semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
-                 regions_path=args.out_geojson if regions else None)
+                 regions_path=args.out_geojson if regions else None, geoparquet_path=args.out_geoparquet)
     panoptic = outputs is not None and "panoptic_seg" in outputs and bool(args.out_semseg or pan_paths)
     try:
+        from d2geo.inference.rotated import check_rotated_request
+
+        check_rotated_request(model, rotated=opts.rotated, semseg=bool(args.out_semseg or regions),
+                              instances=paths["instances_path"] is not None or args.out_geoparquet is not None,
+                              amp=opts.amp)
         check_request(model, modalities or list(args.scene), scale=read["scale"], tile=args.tile,
                       overlap=args.overlap, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
                       panoptic_paths=list(pan_paths.values()), **paths)
@@ -226,7 +242,7 @@ def _main(args) -> dict:
     class_names, object_names = _split(args.class_names), _split(args.object_names)
     if (args.out_semseg or regions) and class_names is None:
         class_names = config_class_names(cfg, "semantic")
-    if args.out_geojson and not regions and object_names is None:
+    if (args.out_geojson or args.out_geoparquet) and not regions and object_names is None:
         object_names = class_names if class_names and not args.out_semseg else config_class_names(cfg, "instances")
     if panoptic:  # the panoptic class names: the config's stuff ("things" first) and thing classes
         class_names = class_names or config_class_names(cfg, "semantic")
@@ -246,10 +262,10 @@ def _main(args) -> dict:
     if summary.get("objects") is not None:
         logger.info("%d panoptic objects%s", summary["objects"],
                     "".join(f"; wrote {p}" for p in pan_paths.values()))
-    for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
+    for path in [args.out_semseg, args.out_geojson, args.out_geoparquet] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)
-    if paths["instances_path"] is not None:
+    if paths["instances_path"] is not None or args.out_geoparquet:
         logger.info("windows: %d, detections: %d, instances kept: %d", summary["windows"], summary["detections"],
                     len(summary["instances"]))
     else:
@@ -283,7 +299,10 @@ def _main_model_file(args) -> dict:
     scene = modalities if modalities is not None else (args.scene if len(args.scene) > 1 else args.scene[0])
     regions = bool(args.out_geojson) and model.meta.task == "semantic"
     paths = dict(semseg_path=args.out_semseg, instances_path=None if regions else args.out_geojson,
-                 regions_path=args.out_geojson if regions else None)
+                 regions_path=args.out_geojson if regions else None, geoparquet_path=args.out_geoparquet)
+    if args.rotated_boxes:
+        raise _error(f"--rotated-boxes: the model file {args.model} is a {model.meta.task} model; model files "
+                     f"hold no rotated detectors: run the rotated model from --config-file and --weights")
     try:
         summary = predict_scene(model, scene, options=opts, progress=not args.no_progress, device_type="cpu",
                                 **paths)
@@ -293,7 +312,7 @@ def _main_model_file(args) -> dict:
         if e.errno == errno.ENOSPC:
             raise _error(e.strerror) from e
         raise
-    for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
+    for path in [args.out_semseg, args.out_geojson, args.out_geoparquet] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)
     logger.info("windows: %d (model file %s, onnxruntime)", summary["windows"], args.model)

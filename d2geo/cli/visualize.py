@@ -18,6 +18,10 @@ which the first call generates in a few seconds)::
         --band-names B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,B12 --sensor sentinel-2-l2a \\
         --composite true,false,swir --class-names "no data,water,trees,crops" --out vis/s2
 
+    # the rotated polygons predict_scene wrote (any CRS), over the scene and beside the truth
+    python tools/visualize.py --image scene.tif --geojson truth.geojson --predictions objects.geojson \
+        --class-names ship,vehicle --out vis/rotated
+
 Composites are chosen by band name (``--composite``: ``true`` = red, green, blue;
 ``false`` = NIR, red, green; ``swir`` = SWIR 2, NIR, red; or three band names such as
 ``B12,B8A,B04``), several separated by commas, each stretched per band between the 2nd and
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from d2geo.tools_support import quiet_third_party_warnings
 
@@ -73,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--image", nargs="+", help="a GeoTIFF (or one per date) instead of a dataset")
     src.add_argument("--mask", help="label GeoTIFF for --image (ground truth)")
     src.add_argument("--geojson", help="instance polygons (scene CRS) for --image (ground truth)")
+    src.add_argument("--predictions", help="a GeoJSON or GeoParquet of predict_scene/predict_region (any CRS) for "
+                                           "--image: its polygons drawn as outlines in a prediction panel")
     src.add_argument("--band-names", help="comma-separated names of the file's bands (when it has no descriptions)")
     src.add_argument("--sensor", help="sensor key for band aliases (sentinel-2-l2a: B04 = red), e.g. hls")
     src.add_argument("--class-names", help="comma-separated names of the ground-truth classes "
@@ -130,6 +137,10 @@ def main(argv=None) -> list[str]:
 
     class_names = _split(args.class_names)
     thing_names = None
+    if args.predictions and not args.image:
+        raise SystemExit("--predictions draws a prediction tool's polygons over a scene: give the scene with --image")
+    if args.predictions and not os.path.isfile(args.predictions):
+        raise SystemExit(f"--predictions: no such file {args.predictions}")
     if args.image:
         d = {"file_name": args.image[0], "geo": {}}
         if len(args.image) > 1:
@@ -138,6 +149,8 @@ def main(argv=None) -> list[str]:
             d["sem_seg_file_name"] = args.mask
         if args.geojson:
             d["geojson_file_name"] = args.geojson
+        if args.predictions:
+            d["prediction_vectors_file_name"] = args.predictions
         if args.band_names:
             d["geo"]["band_names"] = _split(args.band_names)
         if args.sensor:

@@ -167,6 +167,7 @@ class PanelInstance:
     category_id: int
     mask: np.ndarray | None = None
     box: Sequence[float] | None = None  # x0, y0, x1, y1 in tile pixels
+    corners: np.ndarray | None = None  # (N, 2) x, y of an outline (a rotated box's 4 corners), pixel corner coords
     score: float | None = None
 
 
@@ -197,6 +198,10 @@ def draw_panel(rgb: np.ndarray, *, scale: int = 1, class_map: np.ndarray | None 
             big = enlarge(np.asarray(inst.mask, np.uint8), scale)
             contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(out, contours, -1, c, thick)
+        elif inst.corners is not None:
+            # pixel corner coordinates -> cv2's pixel centres, in 1/16 px (shift=4)
+            pts = np.round((np.asarray(inst.corners, np.float64) * scale - 0.5) * 16).astype(np.int32)
+            cv2.polylines(out, [pts], True, c, thick, lineType=cv2.LINE_AA, shift=4)
         elif inst.box is not None:
             x0, y0, x1, y1 = (int(round(v * scale)) for v in inst.box)
             cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), c, thick)

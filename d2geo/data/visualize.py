@@ -2,7 +2,8 @@
 
 What ``d2geo-visualize`` (``tools/visualize.py``) draws: :func:`render_sample` makes the panels
 of one raw dataset dict (one per colour composite, the ground truth from its label file,
-annotations or GeoJSON, and a model's prediction if given), :func:`write_pictures` runs a
+annotations or GeoJSON, and a model's prediction if given, or the polygons a prediction tool
+wrote: :func:`vector_outlines`), :func:`write_pictures` runs a
 model over dataset dicts (optional) and writes one PNG per sample or one contact sheet. The
 drawing itself (composites, colours, panels, legends) is :mod:`d2geo.data.render`.
 """
@@ -30,7 +31,7 @@ from .render import (
 )
 
 __all__ = ["render_sample", "write_pictures", "annotation_instances", "predicted_instances", "file_sensor",
-           "legend_text"]
+           "legend_text", "vector_outlines"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,51 @@ def predicted_instances(inst, threshold: float):
         out.append(PanelInstance(int(classes[k]), mask=m, box=None if boxes is None else boxes[k].tolist(),
                                  score=float(scores[k])))
     return out, len(scores)
+
+
+def vector_outlines(path: str, transform, crs, *, score_threshold: float = 0.0) -> tuple[list, dict]:
+    """The polygons of a vector file written by ``predict_scene`` / ``predict_region`` (GeoJSON,
+    in the CRS its ``crs`` member names, else lon/lat as RFC 7946 says; or GeoParquet) as outlines
+    in the pixels of a raster (``transform``, ``crs``): reprojected, then through the inverse
+    geotransform, nothing rasterized. Features with a ``score`` under ``score_threshold`` are
+    left out. Returns ``(PanelInstance list, {category_id: class name})``."""
+    import json
+
+    from rasterio.warp import transform_geom
+
+    if str(path).lower().endswith((".parquet", ".geoparquet")):
+        import geopandas as gpd
+
+        df = gpd.read_parquet(path)
+        src_crs = df.crs.to_wkt() if df.crs is not None else None
+        feats = json.loads(df.to_json(to_wgs84=False))["features"]
+    else:
+        with open(path, encoding="utf-8") as f:
+            fc = json.load(f)
+        feats = fc.get("features", [])
+        src_crs = ((fc.get("crs") or {}).get("properties") or {}).get("name") or "EPSG:4326"
+    inv = ~transform
+    out, names = [], {}
+    for feat in feats:
+        props = feat.get("properties") or {}
+        if props.get("score") is not None and float(props["score"]) < score_threshold:
+            continue
+        geom = feat.get("geometry")
+        if not geom:
+            continue
+        if src_crs is not None and crs is not None:
+            geom = transform_geom(src_crs, crs, geom)
+        polys = [geom["coordinates"]] if geom["type"] == "Polygon" else \
+            geom["coordinates"] if geom["type"] == "MultiPolygon" else []
+        cls = int(props.get("category_id", 0))
+        if props.get("class") is not None:
+            names.setdefault(cls, str(props["class"]))
+        for poly in polys:
+            ring = np.asarray(poly[0], np.float64)[:-1, :2]
+            cols, rows = inv * (ring[:, 0], ring[:, 1])
+            out.append(PanelInstance(cls, corners=np.stack([cols, rows], 1),
+                                     score=None if props.get("score") is None else float(props["score"])))
+    return out, names
 
 
 def file_sensor(path) -> str | None:
@@ -128,6 +174,17 @@ def render_sample(d: dict, *, composites: Sequence = ("true",), class_names: Seq
         if things:
             legend += legend_entries(things, tcolours, "objects")
 
+    # prediction: a vector file of a prediction tool, drawn from its map coordinates
+    if d.get("prediction_vectors_file_name"):
+        path = d["prediction_vectors_file_name"]
+        outlines, found = vector_outlines(path, sample.transform, sample.crs, score_threshold=score_threshold)
+        n_cls = max([o.category_id for o in outlines] + list(found) + [0]) + 1
+        names = list(prediction_names) if prediction_names else [found.get(i, f"object {i}") for i in range(n_cls)]
+        colours = class_colours(names)
+        title = f"{os.path.basename(path)}: {len(outlines)} with score >= {score_threshold:g}"
+        panels.append((title, draw_panel(base, scale=s, instances=outlines, thing_colours=colours, alpha=alpha)))
+        if not any(e.group == "objects" and e.name in names for e in legend):
+            legend += legend_entries(names, colours, "predicted objects")
     # prediction
     if predictions is not None:
         if "sem_seg" in predictions:

@@ -38,6 +38,7 @@ from .outputs import (
     write_geoparquet,
 )
 from .request import SceneRequestError, read_scene_window
+from .rotated import rotated_amp
 from .windows import blend_weights, column_strips, tile_windows, window_shape
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,9 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
     weights = blend_weights(shape[0], opts.overlap, shape[1])
     read_kw = dict(bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor, scale=opts.scale, fill=opts.fill)
     res = SceneResult()
+    amp = rotated_amp(model, opts.amp)  # rotated detectors: float32 (detectron2's rotated NMS)
     detections: list[SceneInstance] = []
+    rotated, rotated_windows = None, []  # rotated: whether the boxes are (told by the first window's instances)
     sem_dst = prob_dst = None
     want_regions = "regions_geojson" in targets or "regions_geoparquet" in targets
     pan = PanopticScene(panoptic, height, width, opts.overlap, where=f"scene {scene.id}") if panoptic else None
@@ -210,7 +213,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                 wins, c0, c1 = _strip_windows(height, width, a, b, opts, shape)
                 buf, current_row = None, None
                 for batch in _batches(model, scene, wins, shape, read_kw, opts):
-                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, opts.amp)
+                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, amp)
                     if len(outputs) != len(batch):
                         raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
                     if not checked:  # models whose outputs model_outputs() could not tell
@@ -247,9 +250,20 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                         if pan is not None:
                             pan.add(out["panoptic_seg"], row, col, valid)
                         if instances:
-                            detections.extend(window_instances(
-                                float32_instances(out["instances"]), row, col, shape, height, width, valid,
-                                opts.score_threshold, opts.edge_margin))
+                            inst = float32_instances(out["instances"])
+                            if rotated is None:
+                                from .rotated import check_rotated_outputs
+
+                                rotated = check_rotated_outputs(inst, opts.rotated)
+                            if rotated:  # oriented boxes: d2geo.inference.rotated
+                                from .rotated import window_rotated_detections
+
+                                rotated_windows.append(window_rotated_detections(
+                                    inst, row, col, shape=shape, height=height, width=width, valid=valid,
+                                    score_threshold=opts.score_threshold, edge_margin=opts.edge_margin))
+                            else:
+                                detections.extend(window_instances(inst, row, col, shape, height, width, valid,
+                                                                   opts.score_threshold, opts.edge_margin))
                     res.windows += len(batch)
                     if on_windows is not None:
                         on_windows(len(batch), len(wins))
@@ -274,7 +288,12 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
             res.class_names = list(panoptic.class_names)
         if semseg and want_regions:
             _write_regions(stack, raw["class_map"], targets, opts, res, properties, scene)
-        if instances:
+        if instances and rotated:
+            from .rotated import scene_rotated_detections
+
+            res.detections, res.instances, gj = scene_rotated_detections(rotated_windows, scene, opts, owner,
+                                                                         properties)
+        elif instances:
             res.detections = len(detections)
             kept = merge_instances(detections, opts.dedup_threshold)
             if owner is not None:
@@ -284,6 +303,7 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                                       class_names=opts.object_names)
             for f in gj["features"]:
                 f["properties"].update(properties or {})
+        if instances:
             if "geojson" in targets:
                 write_geojson(gj, stack.enter_context(atomic_path(targets["geojson"])))
             if "geoparquet" in targets:

@@ -35,6 +35,7 @@ class InferenceOptions:
     instances: bool | None = None  # None: when the model predicts instances
     semseg: bool | None = None  # None: when the model predicts sem_seg
     panoptic: bool | None = None  # None: when the model predicts panoptic_seg (class map, instance ids, parcels)
+    rotated: bool | None = None  # rotated polygons (d2geo.inference.rotated): None when the model's boxes are rotated
     to_crs: str | None = None
     score_threshold: float = 0.5
     dedup_threshold: float = 0.5

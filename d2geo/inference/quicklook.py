@@ -10,7 +10,6 @@ import numpy as np
 from d2geo.data.geotiff import GeoTiffError
 
 from .blend import NODATA_CLASS
-from .instances import SceneInstance
 
 __all__ = ["preview_source", "write_quicklook"]
 
@@ -58,7 +57,9 @@ def _scene_preview(paths, band_names, sensor, max_side: int = 1024):
 
 
 def write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path: str | None = None,
-                    instances: Sequence[SceneInstance] = (), class_names: Sequence[str] | None = None) -> None:
+                    instances=(), class_names: Sequence[str] | None = None) -> None:
+    """A quick-look PNG; ``instances``: :class:`~.instances.SceneInstance` list, or
+    :class:`~.rotated.RotatedDetections` (drawn as rotated outlines)."""
     import rasterio
 
     from d2geo.data.render import (
@@ -80,6 +81,14 @@ def write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path:
     else:
         h, w = rgb.shape[:2]
         drawn = []
+        if hasattr(instances, "boxes"):  # RotatedDetections (d2geo.inference.rotated): rotated outlines
+            from .rotated import rotated_corners
+
+            ids = [int(k) for k in instances.classes]
+            drawn = [PanelInstance(k, corners=c / f) for k, c in zip(ids, rotated_corners(instances.boxes))]
+            instances = ()
+        else:
+            ids = [i.category_id for i in instances]
         for inst in instances:
             if inst.mask is not None:
                 crop = inst.mask[::f, ::f]
@@ -90,7 +99,7 @@ def write_quicklook(png_path: str, paths, band_names, sensor, *, class_map_path:
                 drawn.append(PanelInstance(inst.category_id, mask=m))
             else:
                 drawn.append(PanelInstance(inst.category_id, box=[v / f for v in inst.box]))
-        n = max([i.category_id for i in instances] + [0]) + 1
+        n = max(ids + [0]) + 1
         names = list(class_names) if class_names else [f"object {i}" for i in range(n)]
         colours = class_colours(names)
         panels.append((f"{len(drawn)} instances", draw_panel(rgb, scale=s, instances=drawn, thing_colours=colours)))

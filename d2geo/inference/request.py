@@ -169,7 +169,8 @@ def _check_modality_request(model, modalities: Mapping[str, str], *, bands, band
 def check_request(model, scene_paths, *, semseg_path: str | None = None,
                   instances_path: str | None = None, bands: Sequence[str] | None = None,
                   band_names=None, sensor=None, tile: int = 256, overlap: int = 64,
-                  regions_path: str | None = None, scale=None, panoptic_paths: Sequence[str] = ()) -> dict:
+                  regions_path: str | None = None, scale=None, geoparquet_path: str | None = None,
+                  panoptic_paths: Sequence[str] = ()) -> dict:
     """Check a predict_scene request before any work; returns the scene's size, CRS and
     transform. ``scene_paths``: the scene's files (one, or one per date) or a mapping
     ``{modality: path}`` (see :func:`scene_files`). Raises :class:`SceneRequestError` (or
@@ -178,8 +179,10 @@ def check_request(model, scene_paths, *, semseg_path: str | None = None,
     import rasterio
 
     scene_paths, modalities = scene_files(scene_paths)
-    if semseg_path is None and instances_path is None and regions_path is None and not panoptic_paths:
-        raise ValueError("give semseg_path, instances_path and/or regions_path: there is nothing to write")
+    if (semseg_path is None and instances_path is None and regions_path is None and geoparquet_path is None
+            and not panoptic_paths):
+        raise ValueError("give semseg_path, instances_path, geoparquet_path and/or regions_path: there is nothing "
+                         "to write")
     tile_windows(1, 1, tile, overlap)  # tile/overlap range check
     for m, p in (modalities.items() if modalities else ((None, p) for p in scene_paths)):
         if not os.path.isfile(p):
@@ -190,13 +193,17 @@ def check_request(model, scene_paths, *, semseg_path: str | None = None,
         _check_output_path(instances_path, "instances", (".geojson", ".json"), scene_paths)
     if regions_path is not None:
         _check_output_path(regions_path, "class-map polygons", (".geojson", ".json"), scene_paths)
-    given = [os.path.abspath(p) for p in (semseg_path, instances_path, regions_path, *panoptic_paths) if p is not None]
+    if geoparquet_path is not None:
+        _check_output_path(geoparquet_path, "instances (GeoParquet)", (".parquet", ".geoparquet"), scene_paths)
+    given = [os.path.abspath(p) for p in (semseg_path, instances_path, regions_path, geoparquet_path, *panoptic_paths)
+             if p is not None]
     if len(set(given)) < len(given):
         raise SceneRequestError("two outputs (class map, instances, class-map polygons) would go to the same file: "
                                 "give each its own file name")
     outputs = model_outputs(model)
     if outputs is not None:
-        for path, key in ((semseg_path, "sem_seg"), (regions_path, "sem_seg"), (instances_path, "instances")):
+        for path, key in ((semseg_path, "sem_seg"), (regions_path, "sem_seg"), (instances_path, "instances"),
+                          (geoparquet_path, "instances")):
             if path is not None and key not in outputs:
                 have = " and ".join(_KIND.get(k, k) for k in sorted(outputs) if k in _KIND) or sorted(outputs)
                 raise SceneRequestError(

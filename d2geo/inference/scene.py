@@ -21,6 +21,7 @@ from .model_file import ModelMetadata, check_scene_gsd
 from .options import InferenceOptions
 from .panoptic import check_panoptic_request
 from .request import SceneRequestError, check_input_units, check_polygon_request, check_request, scene_files
+from .rotated import check_rotated_request
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ def _bar(total: int, enabled: bool):
 
 
 def predict_scene(model, scene, *, semseg_path: str | None = None, instances_path: str | None = None,
-                  regions_path: str | None = None, options: InferenceOptions | None = None, progress: bool = True,
-                  device_type: str | None = None, instance_ids_path: str | None = None,
-                  parcels_path: str | None = None, parcels_parquet_path: str | None = None,
+                  regions_path: str | None = None, geoparquet_path: str | None = None,
+                  options: InferenceOptions | None = None, progress: bool = True, device_type: str | None = None,
+                  instance_ids_path: str | None = None, parcels_path: str | None = None,
+                  parcels_parquet_path: str | None = None,
                   **option_values) -> dict:
     """Run ``model`` over ``scene`` (see the module docstring) and write the blended class map
-    to ``semseg_path``, the merged instances as GeoJSON to ``instances_path`` and (semantic
+    to ``semseg_path``, the merged instances as GeoJSON to ``instances_path`` (and as GeoParquet
+    to ``geoparquet_path``; a rotated detector's as rotated polygons, :mod:`.rotated`) and (semantic
     models) the class map's connected regions as GeoJSON polygons to ``regions_path``
     (without ``semseg_path`` the class map is a scratch file), in ``to_crs`` or the scene CRS.
     A panoptic model (``panoptic_seg``; ``panoptic=`` option) writes its panoptic class map to
@@ -73,7 +76,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     ``polygon_exclude``, ``min_area_m2``, ``polygon_strip_rows``, ``amp``, ...). Here the
     defaults are one window a forward read in this process, float32 (``amp="off"``) and a
     quick-look ``<output>.png`` beside each output. Returns a summary with the window count
-    and the kept instances (``SceneInstance`` list).
+    and the kept instances (``SceneInstance`` list; of a rotated detector, a
+    :class:`~d2geo.inference.rotated.RotatedDetections`).
     """
     if options is not None and option_values:
         raise TypeError(f"give the options as options= or as keywords, not both ({sorted(option_values)})")
@@ -93,9 +97,20 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
                                   instance_ids_path=instance_ids_path, parcels_path=parcels_path,
                                   parcels_parquet_path=parcels_parquet_path)
     pan_paths = [p for p in (instance_ids_path, parcels_path, parcels_parquet_path) if p is not None]
+    want_instances = instances_path is not None or geoparquet_path is not None
+    check_rotated_request(model, rotated=opts.rotated, semseg=semseg_path is not None or regions_path is not None,
+                          instances=want_instances, amp=opts.amp)
     info = check_request(model, modalities or paths, semseg_path=semseg_path, instances_path=instances_path,
                          panoptic_paths=pan_paths, bands=opts.bands, band_names=opts.band_names, sensor=opts.sensor,
-                         tile=opts.tile, overlap=opts.overlap, regions_path=regions_path, scale=opts.scale)
+                         tile=opts.tile, overlap=opts.overlap, regions_path=regions_path, scale=opts.scale,
+                         geoparquet_path=geoparquet_path)
+    if geoparquet_path is not None:
+        try:
+            import geopandas  # noqa: F401
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise SceneRequestError("GeoParquet (geoparquet_path, --out-geoparquet) needs geopandas and pyarrow: "
+                                    "pip install 'd2geo[region]', or write GeoJSON only") from None
     if isinstance(getattr(model, "meta", None), ModelMetadata):  # a model file: the scene's GSD against its own
         check_scene_gsd(model.meta, info, paths[0])
     check_input_units(model, paths, modalities, height=info["height"], width=info["width"], tile=opts.tile,
@@ -122,6 +137,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
                       ("parcels_geoparquet", parcels_parquet_path)):
         if path is not None:
             targets[key] = path
+    if geoparquet_path is not None:
+        targets["geoparquet"] = geoparquet_path
     scratch = os.path.dirname(os.path.abspath(next(iter(targets.values()))))
     if device_type is None:
         params = list(getattr(model, "parameters", lambda: [])())
@@ -132,7 +149,7 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
     bar = _bar(count_windows(s.height, s.width, opts), progress)
     try:
         res = run_scene(model, s, opts, targets, scratch_dir=scratch, semseg=spec is None and (
-                        semseg_path is not None or regions_path is not None), instances=instances_path is not None,
+                        semseg_path is not None or regions_path is not None), instances=want_instances,
                         device_type=device_type, panoptic=spec,
                         on_windows=(lambda n, total: bar.update(n)) if bar is not None else None)
     finally:
@@ -158,4 +175,4 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
             "semseg_path": semseg_path, "instances_path": instances_path, "regions_path": regions_path,
             "regions": res.regions, "quicklooks": quicklooks, "objects": res.objects,
             "instance_ids_path": instance_ids_path, "parcels_path": parcels_path,
-            "parcels_parquet_path": parcels_parquet_path}
+            "parcels_parquet_path": parcels_parquet_path, "geoparquet_path": geoparquet_path}

@@ -1,5 +1,5 @@
 """Oriented detections over scenes: window boxes into scene pixels, rotated NMS across window
-seams, rotated polygons in map coordinates that land back on the boxes."""
+seams (intersection over the smaller box), rotated polygons in map coordinates that land back on the boxes."""
 import numpy as np
 import pytest
 
@@ -43,8 +43,8 @@ def test_a_ship_on_a_window_seam_is_kept_once():
     assert merged.classes.tolist() == [0, 1, 1]
     np.testing.assert_allclose(merged.boxes[0], ship, atol=1e-5)
     assert len(merge_rotated_detections([])) == 0
-    with pytest.raises(ValueError, match="iou_threshold"):
-        merge_rotated_detections([a], iou_threshold=0.0)
+    with pytest.raises(ValueError, match="dedup_threshold"):
+        merge_rotated_detections([a], dedup_threshold=1.5)
 
 
 def test_geojson_polygons_land_on_the_boxes_in_the_scene_crs_and_in_lon_lat():
@@ -53,7 +53,9 @@ def test_geojson_polygons_land_on_the_boxes_in_the_scene_crs_and_in_lon_lat():
                              np.array([0.95, 0.6]), np.array([0, 1]))
     fc = rotated_detections_to_geojson(dets, transform, "EPSG:32610", class_names=["ship", "vehicle"])
     assert [f["properties"] for f in fc["features"]] == [
-        {"category_id": 0, "score": 0.95, "class": "ship"}, {"category_id": 1, "score": 0.6, "class": "vehicle"}]
+        {"category_id": 0, "score": 0.95, "class": "ship", "cx": 30.0, "cy": 25.0, "w": 20.0, "h": 6.0, "angle": -40.0},
+        {"category_id": 1, "score": 0.6, "class": "vehicle", "cx": 70.0, "cy": 60.0, "w": 12.0, "h": 6.0,
+         "angle": 75.0}]
     assert fc["crs"]["properties"]["name"] == "EPSG:32610"
     import shapely.geometry
 

@@ -44,7 +44,7 @@ from .generator import GENERATOR_VERSION, HLS_BANDS, render_tile, write_geotiff
 logger = logging.getLogger(__name__)
 
 __all__ = ["ROTATED_CLASSES", "ROTATED_PREFIX", "ROTATED_PARAMS", "render_rotated_tile", "make_rotated_dataset",
-           "register_synthetic_rotated"]
+           "register_synthetic_rotated", "write_rotated_scene"]
 
 ROTATED_CLASSES = ("ship", "vehicle")
 ROTATED_PREFIX = "d2geo_synth"
@@ -113,6 +113,34 @@ def render_rotated_tile(rng: np.random.Generator, size: int, *, max_objects: int
         img = img * (1 - alpha) + colour.astype(np.float32) * alpha
         objects.append((cls, box))
     return np.clip(img, 0, 1, where=np.isfinite(img), out=img).astype(np.float32), objects
+
+
+def write_rotated_scene(path, *, size: int = 384, seed: int = 1000, max_objects: int = 40,
+                        crs: str = "EPSG:32610", gsd: float = 10.0, origin=(500_000.0, 4_200_000.0),
+                        day_of_year: int = 200, truth_geojson=None) -> list:
+    """One synthetic scene of ``size`` x ``size`` px (larger than the quickstart's tiles, so that a
+    prediction runs over several windows) with up to ``max_objects`` ships and vehicles, written as
+    the quickstart's GeoTIFFs are (``crs``, ``gsd`` m pixels, top-left corner at ``origin``);
+    returns its objects as ``(class, (cx, cy, w, h, angle))`` in scene pixels, and with
+    ``truth_geojson`` writes them there as polygons in ``crs`` (``category_id``, ``class``). The
+    seed (default 1000) is not one of the quickstart's tiles."""
+    from rasterio.transform import from_origin
+
+    img, objects = render_rotated_tile(np.random.default_rng(seed), size, max_objects=max_objects,
+                                       day_of_year=day_of_year)
+    when = _dt.datetime(2020, 1, 1, 18, 30) + _dt.timedelta(days=day_of_year - 1)
+    transform = from_origin(origin[0], origin[1], gsd, gsd)
+    write_geotiff(os.fspath(path), img, transform=transform, crs=crs, when=when)
+    if truth_geojson is not None:
+        feats = []
+        for cls, box in objects:
+            ring = [list(transform * (float(x), float(y))) for x, y in rotated_box_corners(box[None])[0]]
+            feats.append({"type": "Feature", "properties": {"category_id": int(cls), "class": ROTATED_CLASSES[cls]},
+                          "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]}})
+        with open(truth_geojson, "w", encoding="utf-8") as f:
+            json.dump({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs}},
+                       "features": feats}, f)
+    return objects
 
 
 def _dota_lines(objects) -> list[str]:

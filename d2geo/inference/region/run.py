@@ -22,6 +22,7 @@ from ..model_file import ModelMetadata, check_scene_gsd
 from ..options import InferenceOptions
 from ..panoptic import panoptic_spec
 from ..request import check_input_units, check_polygon_request, check_request, model_outputs
+from ..rotated import check_rotated_request
 from ..windows import column_strips
 from .inputs import RegionRequestError, RegionScene, collect_scenes, shard_scenes
 from .manifest import STATE_DIR, OutputLock, done_path, record_done, remove_stale_temporaries, scene_is_done
@@ -159,6 +160,7 @@ def check_region_request(model, scenes: Sequence[RegionScene], out_dir: str, opt
     semseg, instances, panoptic = _kinds(model, opts)
     if panoptic:
         panoptic_spec(model, opts.class_names, opts.object_names, RegionRequestError)  # names fit the model
+    check_rotated_request(model, rotated=opts.rotated, semseg=semseg, instances=instances, amp=opts.amp)
     if opts.polygons:
         check_polygon_request(opts.class_names, opts.polygon_classes, opts.polygon_exclude, opts.min_area_m2,
                               opts.polygon_strip_rows)
