@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
     p.add_argument("--weights", help="checkpoint to load (read with weights_only or safetensors)")
     p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
-                                   "of --config-file and --weights: runs in onnxruntime, without torch")
+                                   "of --config-file and --weights: runs in onnxruntime, without torch (a model.pt2 of --format pt2: torch.export, needs torch)")
     p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
                         "onnxruntime (the model exported to ONNX for the run)")
@@ -260,7 +260,8 @@ def _main_model_file(args) -> dict:
     for path in [args.out_semseg, args.out_geojson] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)
-    logger.info("windows: %d (model file %s, onnxruntime)", summary["windows"], args.model)
+    logger.info("windows: %d (model file %s, %s)", summary["windows"], args.model,
+                "torch.export" if args.model.endswith(".pt2") else "onnxruntime")
     return summary
 
 

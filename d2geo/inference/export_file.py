@@ -193,3 +193,31 @@ def stamp_exported(path: str, model, config_file: str | None = None, opts: Seque
     if cfg is None and config_file and os.path.isfile(config_file):
         logger.info("config_sha256 of %s: its yacs text is not resolved here", config_file)
     return meta
+
+
+def export_pt2_from_config(config_file: str, opts: Sequence[str] = (), *, output: str,
+                           describe: Sequence[str] | None = None, sample_size: int = 128) -> tuple[str, float]:
+    """``tools/export_model.py --format pt2``: the semantic model of the LazyConfig ``config_file``
+    (weights from ``train.init_checkpoint``) as the ``.pt2`` model file ``<output>/model.pt2``
+    (:func:`~.pt2_file.export_pt2_file`, fields from the config and ``--describe``); returns the
+    path and the max abs difference of the file's logits to the eager model's on a synthetic
+    sample of side ``sample_size``."""
+    import torch
+    from detectron2.config import LazyConfig
+
+    from d2geo.engine.export import build_model_from_config, synthetic_sample
+
+    from .pt2_file import export_pt2_file, load_pt2
+
+    if not config_file.endswith(".py"):
+        raise ModelFileError(f"--format pt2 takes a LazyConfig .py (the class names, mapper and config hash come "
+                             f"from it), got {config_file}")
+    model, _ = build_model_from_config(config_file, list(opts))
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    path = os.path.join(output, "model.pt2")
+    export_pt2_file(model, path, cfg, **parse_describe(describe))
+    image = synthetic_sample(model, sample_size)["image"]
+    with torch.no_grad():
+        ref = model([{"image": image}])[0]["sem_seg"]
+        ours = load_pt2(path)([{"image": image}])[0]["sem_seg"]
+    return path, float((ours - ref).abs().max())

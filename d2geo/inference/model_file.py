@@ -299,7 +299,12 @@ class OnnxSceneModel:
 
 
 def load_model(path: str, *, threads: int | None = None, providers: Sequence[str] | None = None) -> OnnxSceneModel:
-    """The model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session."""
+    """The model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session; a
+    ``.pt2`` file (:mod:`.pt2_file`) as a torch.export program (needs torch)."""
+    from .pt2_file import is_pt2, load_pt2
+
+    if is_pt2(path):
+        return load_pt2(path)
     meta = read_metadata(path)
     try:
         import onnxruntime as ort
