@@ -204,6 +204,10 @@ def run(args) -> dict:
         model, cfg = load_model(args.config_file, args.weights, device, args.opts)
     except (FileNotFoundError, KeyError) as e:
         raise _error(e.args[0] if isinstance(e, KeyError) and e.args else e) from None
+    if comm.get_rank() == 0:  # once per run (issue 23), not once per process
+        from d2geo.encoders.licenses import log_weights_licenses, weights_licenses
+
+        log_weights_licenses(weights_licenses(model), args.weights)
     runtime_key = None
     if args.runtime != "torch":
         from d2geo.inference.runtimes import prepare_runtime
@@ -285,6 +289,9 @@ def run_model_file(args) -> dict:
         model = load_model(args.model)
     except (SceneRequestError, FileNotFoundError) as e:
         raise _error(e) from None
+    from d2geo.encoders.licenses import log_weights_licenses
+
+    log_weights_licenses(model.meta.weights, args.model)  # once per run (issue 23)
     opts = options(args, model)
     key = _hash(model.meta.graph_sha256, model.meta.config_sha256, json.dumps(opts.output_key(), sort_keys=True,
                                                                                default=str))

@@ -173,6 +173,9 @@ def _main(args) -> dict:
             polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
             polygon_strip_rows=args.polygon_strip_rows)
         model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
+        from d2geo.encoders.licenses import log_weights_licenses, weights_licenses
+
+        log_weights_licenses(weights_licenses(model), args.weights)  # once per run (issue 23)
         if args.runtime != "torch":
             from d2geo.inference.runtimes import prepare_runtime
 
@@ -234,6 +237,9 @@ def _main_model_file(args) -> dict:
     read = scene_read_options(modalities, band_names=args.band_names, sensor=args.sensor, dn_scale=args.dn_scale)
     try:
         model = load_model(args.model)
+        from d2geo.encoders.licenses import log_weights_licenses
+
+        log_weights_licenses(model.meta.weights, args.model)  # once per run (issue 23)
         given = model_file_options(model.meta, tile=args.tile, overlap=args.overlap, bands=_split(args.bands),
                                    sensor=read["sensor"], scale=read["scale"], class_names=_split(args.class_names))
         opts = InferenceOptions(
