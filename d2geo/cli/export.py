@@ -43,7 +43,10 @@ detectron2).
 ONNX of a whole model is written where upstream detectron2 exports one: the semantic
 segmentor. For R-CNN heads detectron2 exports ONNX only through its deprecated Caffe2
 path, so ``--format onnx`` writes the backbone and pyramid (``backbone.onnx``: image
-tensor in, ``p2..`` feature maps out) and the heads stay in PyTorch.
+tensor in, ``p2..`` feature maps out) and the heads stay in PyTorch; beside it, a Mask R-CNN
+is also written whole as the instance model file ``model.onnx`` (detectron2's export
+convention: ``inference(..., do_postprocess=False)``, outputs ``boxes``, ``classes``,
+``mask_probs``, ``scores``; ``predict_scene --model`` pastes the masks with numpy).
 
 ``--sample-image``: a GeoTIFF (or a time series: several paths separated by commas) read
 with the config's test mapper (``dataloader.test.mapper`` / ``GeoDatasetMapper`` for yacs),
@@ -113,7 +116,7 @@ def main(argv=None) -> float:
     setup_logger(name="detectron2")
     logger.info("Command line arguments: %s", args)
     if args.format == "pt2":
-        from d2geo.inference.export_file import export_pt2_from_config
+        from d2geo.inference.pt2_file import export_pt2_from_config
 
         path, diff = export_pt2_from_config(args.config_file, args.opts or [], output=args.output,
                                             describe=args.describe, sample_size=args.sample_size)
@@ -126,6 +129,12 @@ def main(argv=None) -> float:
             from d2geo.inference.export_file import stamp_exported
 
             stamp_exported(path, model, args.config_file, list(args.opts or []), args.describe, inputs)
+        elif (path.endswith("backbone.onnx") and getattr(getattr(model, "roi_heads", None), "mask_on", False)
+              and args.export_method == "tracing"):
+            from d2geo.inference.export_file import export_instances_beside  # the whole Mask R-CNN too
+
+            export_instances_beside(path, model, args.config_file, list(args.opts or []), args.describe,
+                                    args.sample_size)
 
     _, diff = export_from_config(args.config_file, args.opts or [], output=args.output, fmt=args.format,
                                  method=args.export_method, sample_image=args.sample_image,

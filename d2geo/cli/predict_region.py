@@ -273,7 +273,7 @@ def run_model_file(args) -> dict:
     import json
 
     from d2geo.data.geotiff import GeoTiffError
-    from d2geo.inference.model_file import load_model
+    from d2geo.inference.loader import load_model
     from d2geo.inference.region import OutputLock, predict_region, remove_stale_temporaries
     from d2geo.inference.request import SceneRequestError
     from d2geo.tools_support import parse_modality_inputs, setup_tool_logging

@@ -227,7 +227,8 @@ def _main(args) -> dict:
 def _main_model_file(args) -> dict:
     """--model: a model file in onnxruntime; torch and detectron2 are never imported."""
     from d2geo.data.geotiff import GeoTiffError
-    from d2geo.inference.model_file import load_model, model_file_options
+    from d2geo.inference.loader import load_model
+    from d2geo.inference.model_file import model_file_options
     from d2geo.inference.options import InferenceOptions
     from d2geo.inference.request import SceneRequestError
     from d2geo.inference.scene import predict_scene

@@ -198,6 +198,24 @@ def parse_describe(values: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _lazy_config(config_file: str | None, opts: Sequence[str] = ()):
+    """The LazyConfig ``config_file`` with ``opts`` applied; None for a yacs or missing file."""
+    if config_file and config_file.endswith(".py") and os.path.isfile(config_file):
+        from detectron2.config import LazyConfig
+
+        return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    return None
+
+
+def export_instances_beside(backbone_path: str, model, config_file: str | None = None, opts: Sequence[str] = (),
+                            describe: Sequence[str] | None = None, sample_size: int | None = None) -> ModelMetadata:
+    """``tools/export_model.py --format onnx`` of a Mask R-CNN: beside the ``backbone.onnx`` it
+    writes, the whole model as the instance model file ``model.onnx`` (:func:`export_model_file`)."""
+    path = os.path.join(os.path.dirname(backbone_path), "model.onnx")
+    return export_model_file(model, path, _lazy_config(config_file, opts), sample_size=sample_size,
+                             **parse_describe(describe))
+
+
 def stamp_exported(path: str, model, config_file: str | None = None, opts: Sequence[str] = (),
                    describe: Sequence[str] | None = None, inputs: dict | None = None) -> ModelMetadata:
     """Stamp an ONNX file that ``tools/export_model.py`` wrote of ``model`` as a model file;
@@ -213,42 +231,10 @@ def stamp_exported(path: str, model, config_file: str | None = None, opts: Seque
         graph_roles = [roles[0 if n == "image" else int(n[len("input"):])] for n in names]
     except (ValueError, IndexError):
         raise ModelFileError(f"{path}: inputs {names} are not those of tools/export_model.py") from None
-    cfg = None
-    if config_file and config_file.endswith(".py") and os.path.isfile(config_file):
-        from detectron2.config import LazyConfig
-
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    cfg = _lazy_config(config_file, opts)
     fields = parse_describe(describe)
     fields.setdefault("inputs", graph_roles)
     meta = write_metadata(path, model_fields(model, cfg, **fields))
     if cfg is None and config_file and os.path.isfile(config_file):
         logger.info("config_sha256 of %s: its yacs text is not resolved here", config_file)
     return meta
-
-
-def export_pt2_from_config(config_file: str, opts: Sequence[str] = (), *, output: str,
-                           describe: Sequence[str] | None = None, sample_size: int = 128) -> tuple[str, float]:
-    """``tools/export_model.py --format pt2``: the semantic model of the LazyConfig ``config_file``
-    (weights from ``train.init_checkpoint``) as the ``.pt2`` model file ``<output>/model.pt2``
-    (:func:`~.pt2_file.export_pt2_file`, fields from the config and ``--describe``); returns the
-    path and the max abs difference of the file's logits to the eager model's on a synthetic
-    sample of side ``sample_size``."""
-    import torch
-    from detectron2.config import LazyConfig
-
-    from d2geo.engine.export import build_model_from_config, synthetic_sample
-
-    from .pt2_file import export_pt2_file, load_pt2
-
-    if not config_file.endswith(".py"):
-        raise ModelFileError(f"--format pt2 takes a LazyConfig .py (the class names, mapper and config hash come "
-                             f"from it), got {config_file}")
-    model, _ = build_model_from_config(config_file, list(opts))
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
-    path = os.path.join(output, "model.pt2")
-    export_pt2_file(model, path, cfg, **parse_describe(describe))
-    image = synthetic_sample(model, sample_size)["image"]
-    with torch.no_grad():
-        ref = model([{"image": image}])[0]["sem_seg"]
-        ours = load_pt2(path)([{"image": image}])[0]["sem_seg"]
-    return path, float((ours - ref).abs().max())

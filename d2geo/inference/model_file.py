@@ -239,7 +239,11 @@ def read_metadata(path: str) -> ModelMetadata:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
     with open(path, "rb") as f:
-        digest, props, graph = _parse(f.read(), path)
+        data = f.read()
+    if data[:4] == b"PK\x03\x04":
+        raise ModelFileError(f"{path} is a zip archive (a .pt2 model file?), not ONNX: open it with "
+                             f"d2geo.inference.load_model")
+    digest, props, graph = _parse(data, path)
     if not graph:
         raise ModelFileError(f"{path} holds no ONNX graph: give the model.onnx that tools/export_model.py wrote")
     values = {}
@@ -312,12 +316,8 @@ class OnnxSceneModel:
 
 
 def load_model(path: str, *, threads: int | None = None, providers: Sequence[str] | None = None) -> OnnxSceneModel:
-    """The model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session; a
-    ``.pt2`` file (:mod:`.pt2_file`) as a torch.export program (needs torch)."""
-    from .pt2_file import is_pt2, load_pt2
-
-    if is_pt2(path):
-        return load_pt2(path)
+    """The ONNX model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session
+    (:func:`d2geo.inference.load_model`, :mod:`.loader`, also opens ``.pt2`` files)."""
     meta = read_metadata(path)
     try:
         import onnxruntime as ort

@@ -29,7 +29,8 @@ from .model_file import FORMAT_VERSION, ModelFileError, ModelMetadata, check_met
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["META_NAME", "is_pt2", "export_pt2_file", "read_pt2_metadata", "load_pt2", "Pt2SceneModel"]
+__all__ = ["META_NAME", "is_pt2", "export_pt2_file", "export_pt2_from_config", "read_pt2_metadata", "load_pt2",
+           "Pt2SceneModel"]
 
 META_NAME = "d2geo_model.json"
 _MAGIC = b"PK\x03\x04"
@@ -218,3 +219,35 @@ def load_pt2(path: str) -> Pt2SceneModel:
                              f"'d2geo[train]'); an inference-only install runs ONNX model files") from None
     program = torch.export.load(path)
     return Pt2SceneModel(path, meta, program.module(), extra["pad_multiple"])
+
+
+def export_pt2_from_config(config_file: str, opts: Sequence[str] = (), *, output: str,
+                           describe: Sequence[str] | None = None, sample_size: int = 128) -> tuple[str, float]:
+    """``tools/export_model.py --format pt2``: the semantic model of the LazyConfig ``config_file``
+    (weights from ``train.init_checkpoint``) as the ``.pt2`` model file ``<output>/model.pt2``
+    (:func:`~.pt2_file.export_pt2_file`, fields from the config and ``--describe``); returns the
+    path and the max abs difference of the file's logits to the eager model's on a synthetic
+    sample of side ``sample_size``."""
+    import torch
+    from detectron2.config import LazyConfig
+
+    from d2geo.engine.export import build_model_from_config, synthetic_sample
+
+    from .export_file import parse_describe
+
+    if not config_file.endswith(".py"):
+        raise ModelFileError(f"--format pt2 takes a LazyConfig .py (the class names, mapper and config hash come "
+                             f"from it), got {config_file}")
+    model, _ = build_model_from_config(config_file, list(opts))
+    if not os.path.isfile(config_file):  # a model-zoo name
+        from d2geo.model_zoo import get_config_file
+
+        config_file = get_config_file(config_file)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    path = os.path.join(output, "model.pt2")
+    export_pt2_file(model, path, cfg, **parse_describe(describe))
+    image = synthetic_sample(model, sample_size)["image"]
+    with torch.no_grad():
+        ref = model([{"image": image}])[0]["sem_seg"]
+        ours = load_pt2(path)([{"image": image}])[0]["sem_seg"]
+    return path, float((ours - ref).abs().max())

@@ -129,3 +129,40 @@ def test_predict_scene_instance_model_file_without_torch_matches_the_config_run(
         ga, gb = shape(fa["geometry"]), shape(fb["geometry"])
         assert np.abs(np.array(ga.bounds) - np.array(gb.bounds)).max() <= 30.0  # 1 px of 30 m
         assert ga.intersection(gb).area / ga.union(gb).area >= 0.95
+
+
+def test_export_tool_writes_an_instance_model_file_beside_the_backbone(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from d2geo.cli import export as tool
+    from d2geo.inference.model_file import load_model
+
+    out = tmp_path / "rcnn"
+    tool.main(["--config-file", CONFIG, "--format", "onnx", "--output", str(out), "--sample-size", "64",
+               "--describe", "gsd_m=30", "model.backbone.net.encoder_kwargs.depth=1"])
+    assert (out / "backbone.onnx").is_file()
+    rt = load_model(str(out / "model.onnx"))
+    assert (rt.meta.task, rt.meta.class_names, rt.meta.gsd_m) == ("instances", ["building"], 30.0)
+    inst = rt([{"image": _image(3, 64, 96)}])[0]["instances"]
+    assert inst.pred_masks.shape[1:] == (64, 96) and len(inst) == len(inst.scores)
+
+
+def test_an_instance_model_file_without_its_outputs_is_refused(rcnn, tmp_path):
+    """A semantic graph stamped as an instance model: refused when loaded, naming the outputs."""
+    import onnx
+
+    from d2geo.inference.model_file import ModelFileError, load_model, read_metadata, write_metadata
+
+    m = onnx.load(rcnn["path"])
+    for o in m.graph.output:
+        if o.name == "mask_probs":
+            o.name = "masks"
+    for node in m.graph.node:
+        node.output[:] = ["masks" if x == "mask_probs" else x for x in node.output]
+    bad = str(tmp_path / "renamed.onnx")
+    onnx.save(m, bad)
+    fields = {k: v for k, v in read_metadata(rcnn["path"]).to_dict().items()
+              if k not in ("format_version", "d2geo_version", "graph_sha256")}
+    write_metadata(bad, fields)
+    with pytest.raises(ModelFileError, match="graph has the outputs boxes, classes, mask_probs, scores; this one "
+                                             "lacks mask_probs"):
+        load_model(bad)

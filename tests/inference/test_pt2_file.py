@@ -141,3 +141,24 @@ def test_export_tool_writes_a_pt2_model_file(tmp_path, capsys):
     m = load_model(str(out / "model.pt2")).meta
     assert (m.gsd_m, m.window, m.overlap, m.inputs) == (30.0, 96, 24, ["image"])
     assert m.class_names == ["background", "water", "field", "building"]
+
+
+def test_pt2_refuses_windows_under_two_strides_and_instance_models(pt2, tmp_path):
+    import torch
+
+    from d2geo.inference import ModelFileError, load_model
+    from d2geo.inference.pt2_file import export_pt2_file
+
+    rt = load_model(pt2["path"])
+    with pytest.raises(ModelFileError, match=r"runs windows of at least 32 px, got 16x64: .*use the ONNX model file"):
+        rt([{"image": torch.zeros(6, 16, 64)}])
+    with pytest.raises(ModelFileError, match=r"takes \(6, H, W\) windows, got \(4, 64, 64\)"):
+        rt([{"image": torch.zeros(4, 64, 64)}])
+
+    class Rcnn(torch.nn.Module):  # what model_fields reads of an instance model
+        pixel_mean, pixel_std = torch.zeros(6), torch.ones(6)
+        roi_heads = proposal_generator = None
+
+    with pytest.raises(ModelFileError, match="predicts instances: .pt2 model files hold semantic models"):
+        export_pt2_file(Rcnn(), str(tmp_path / "r.pt2"), class_names=["building"])
+    assert not os.path.exists(tmp_path / "r.pt2")
