@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
     p.add_argument("--weights", help="checkpoint to load (read with weights_only or safetensors)")
     p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
-                                   "of --config-file and --weights: runs in onnxruntime, without torch (a model.pt2 of --format pt2: torch.export, needs torch)")
+                                   "of --config-file and --weights: runs in onnxruntime, without torch (a model.pt2 "
+                                   "of --format pt2: torch.export, needs torch)")
     p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
                         "onnxruntime (the model exported to ONNX for the run)")
