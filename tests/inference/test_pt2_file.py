@@ -127,6 +127,7 @@ def test_pt2_refusals_as_for_onnx(pt2, tmp_path):
         load_model(str(tmp_path / "cut.pt2"))
 
 
+@pytest.mark.slow  # ~20 s: a second torch.export (the module fixture's export covers the default pass)
 def test_export_tool_writes_a_pt2_model_file(tmp_path, capsys):
     """tools/export_model.py --format pt2 (the config's classes, --describe for the rest)."""
     pytest.importorskip("detectron2")
