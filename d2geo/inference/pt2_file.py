@@ -200,7 +200,8 @@ class Pt2SceneModel:
                 padded = self.pixel_mean.expand(-1, ph, pw).clone()
                 padded[:, :h, :w] = image
                 image = padded
-            with torch.no_grad():
+            # the program was recorded in float32: an autocast the window loop opens must not reach it
+            with torch.no_grad(), torch.autocast(image.device.type, enabled=False):
                 logits = self.program(image)
             out.append({"sem_seg": logits[:, :h, :w]})
         return out

@@ -163,3 +163,19 @@ def test_pt2_refuses_windows_under_two_strides_and_instance_models(pt2, tmp_path
     with pytest.raises(ModelFileError, match="predicts instances: .pt2 model files hold semantic models"):
         export_pt2_file(Rcnn(), str(tmp_path / "r.pt2"), class_names=["building"])
     assert not os.path.exists(tmp_path / "r.pt2")
+
+
+def test_pt2_runs_in_float32_inside_the_loops_autocast(pt2):
+    """predict_region's default --amp auto opens a bfloat16 autocast on the CPU: the float32
+    program must not see it (it failed with a dtype mismatch)."""
+    import torch
+
+    from d2geo.inference import load_model
+
+    rt = load_model(pt2["path"])
+    x = torch.as_tensor(np.random.default_rng(2).normal(0.15, 0.1, (6, 64, 96)).astype(np.float32))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = rt([{"image": x}])[0]["sem_seg"]
+    with torch.no_grad():
+        ref = pt2["model"]([{"image": x}])[0]["sem_seg"]
+    assert ours.dtype == torch.float32 and float((ours - ref).abs().max()) < 1e-5
