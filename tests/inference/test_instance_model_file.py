@@ -166,3 +166,22 @@ def test_an_instance_model_file_without_its_outputs_is_refused(rcnn, tmp_path):
     with pytest.raises(ModelFileError, match="graph has the outputs boxes, classes, mask_probs, scores; this one "
                                              "lacks mask_probs"):
         load_model(bad)
+
+
+def test_predict_region_instance_model_file_writes_the_config_runs_geoparquet(rcnn, tmp_path):
+    gpd = pytest.importorskip("geopandas")
+    from d2geo.cli.predict_region import main
+    from helpers.rasters import write_tif
+
+    scene = write_tif(str(tmp_path / "in" / "scene.tif"), _image(11, 128, 160),
+                      names=["blue", "green", "red", "nir_narrow", "swir_1", "swir_2"])
+    main(["--model", rcnn["path"], "--scenes", scene, "--output-dir", str(tmp_path / "file"), "--no-progress"])
+    main(["--config-file", CONFIG, "--weights", rcnn["ckpt"], "--scenes", scene, "--tile", "96", "--overlap", "24",
+          "--output-dir", str(tmp_path / "cfg"), "--no-progress", "--num-workers", "0", "--device", "cpu",
+          "--amp", "off"])
+    a = gpd.read_parquet(tmp_path / "file" / "scene.parquet").sort_values("score", ascending=False)
+    b = gpd.read_parquet(tmp_path / "cfg" / "scene.parquet").sort_values("score", ascending=False)
+    assert len(a) == len(b) > 0 and a.crs == b.crs
+    assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-4
+    ious = [ga.intersection(gb).area / ga.union(gb).area for ga, gb in zip(a.geometry, b.geometry)]
+    assert min(ious) >= 0.95
