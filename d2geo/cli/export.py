@@ -35,10 +35,18 @@ them. Without weights the model is randomly initialised (a warning says so).
   follow, so whole models go through ``tracing``.
 * ``scripting``: not available (timm's ViT blocks are not scriptable); the tool says so.
 
+``--format pt2`` (semantic models, LazyConfig ``.py``): ``model.pt2``, a ``torch.export``
+program (dynamic height and width) carrying the same metadata as the ONNX model file
+(``d2geo.inference.pt2_file``); ``predict_scene --model model.pt2`` runs it (needs torch, not
+detectron2).
+
 ONNX of a whole model is written where upstream detectron2 exports one: the semantic
 segmentor. For R-CNN heads detectron2 exports ONNX only through its deprecated Caffe2
 path, so ``--format onnx`` writes the backbone and pyramid (``backbone.onnx``: image
-tensor in, ``p2..`` feature maps out) and the heads stay in PyTorch.
+tensor in, ``p2..`` feature maps out) and the heads stay in PyTorch; beside it, a Mask R-CNN
+is also written whole as the instance model file ``model.onnx`` (detectron2's export
+convention: ``inference(..., do_postprocess=False)``, outputs ``boxes``, ``classes``,
+``mask_probs``, ``scores``; ``predict_scene --model`` pastes the masks with numpy).
 
 ``--sample-image``: a GeoTIFF (or a time series: several paths separated by commas) read
 with the config's test mapper (``dataloader.test.mapper`` / ``GeoDatasetMapper`` for yacs),
@@ -83,7 +91,9 @@ logger = logging.getLogger(__name__)
 # -- command line -------------------------------------------------------------------------
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export a d2geo model for deployment.")
-    p.add_argument("--format", choices=FORMATS, default="torchscript", help="output format")
+    p.add_argument("--format", choices=FORMATS + ("pt2",), default="torchscript",
+                   help="output format; pt2: a torch.export program with the model-file metadata (model.pt2, "
+                        "semantic models, d2geo.inference.pt2_file)")
     p.add_argument("--export-method", choices=METHODS, default="tracing", help="how to export")
     p.add_argument("--config-file", required=True, metavar="FILE",
                    help="LazyConfig .py, yacs .yaml, or a d2geo model-zoo config name")
@@ -93,7 +103,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="side of the synthetic sample when no --sample-image is given")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--describe", action="append", default=None, metavar="KEY=VALUE",
-                   help="--format onnx: model-file fields the config does not give (d2geo.inference.model_file), "
+                   help="--format onnx/pt2: model-file fields the config does not give (d2geo.inference.model_file), "
                         "e.g. --describe gsd_m=10 --describe sensor=sentinel-2-l2a --describe dn_scale=0.0001")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                    help="config overrides: key=value (LazyConfig) or KEY VALUE (yacs)")
@@ -105,11 +115,26 @@ def main(argv=None) -> float:
     setup_logger(name="d2geo")
     setup_logger(name="detectron2")
     logger.info("Command line arguments: %s", args)
+    if args.format == "pt2":
+        from d2geo.inference.pt2_file import export_pt2_from_config
+
+        path, diff = export_pt2_from_config(args.config_file, args.opts or [], output=args.output,
+                                            describe=args.describe, sample_size=args.sample_size)
+        logger.info("wrote %s", path)
+        print(f"max abs difference between the export and the eager model: {diff:.3g}")
+        return diff
+
     def stamp(path, model, inputs):
         if path.endswith("model.onnx"):  # a self-describing model file (predict_scene --model)
             from d2geo.inference.export_file import stamp_exported
 
             stamp_exported(path, model, args.config_file, list(args.opts or []), args.describe, inputs)
+        elif (path.endswith("backbone.onnx") and getattr(getattr(model, "roi_heads", None), "mask_on", False)
+              and args.export_method == "tracing"):
+            from d2geo.inference.export_file import export_instances_beside  # the whole Mask R-CNN too
+
+            export_instances_beside(path, model, args.config_file, list(args.opts or []), args.describe,
+                                    args.sample_size)
 
     _, diff = export_from_config(args.config_file, args.opts or [], output=args.output, fmt=args.format,
                                  method=args.export_method, sample_image=args.sample_image,

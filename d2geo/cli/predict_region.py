@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
     p.add_argument("--weights", help="checkpoint to load")
     p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
-                                   "of --config-file and --weights: runs in onnxruntime, without torch; bands, "
-                                   "statistics, DN scale, window, overlap and class names come from the file")
+                                   "of --config-file and --weights: runs in onnxruntime, without torch (model.pt2: "
+                                   "torch.export, needs torch); bands, statistics, DN scale, window, overlap and "
+                                   "class names come from the file")
     p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
                         "onnxruntime (the model exported to ONNX for the run)")
@@ -209,6 +210,10 @@ def run(args) -> dict:
         model, cfg = load_model(args.config_file, args.weights, device, args.opts)
     except (FileNotFoundError, KeyError) as e:
         raise _error(e.args[0] if isinstance(e, KeyError) and e.args else e) from None
+    if comm.get_rank() == 0:  # once per run (issue 23), not once per process
+        from d2geo.encoders.licenses import log_weights_licenses, weights_licenses
+
+        log_weights_licenses(weights_licenses(model), args.weights)
     runtime_key = None
     if args.runtime != "torch":
         from d2geo.inference.runtimes import prepare_runtime
@@ -274,7 +279,7 @@ def run_model_file(args) -> dict:
     import json
 
     from d2geo.data.geotiff import GeoTiffError
-    from d2geo.inference.model_file import load_model
+    from d2geo.inference.loader import load_model
     from d2geo.inference.region import OutputLock, predict_region, remove_stale_temporaries
     from d2geo.inference.request import SceneRequestError
     from d2geo.tools_support import parse_modality_inputs, setup_tool_logging
@@ -290,6 +295,9 @@ def run_model_file(args) -> dict:
         model = load_model(args.model)
     except (SceneRequestError, FileNotFoundError) as e:
         raise _error(e) from None
+    from d2geo.encoders.licenses import log_weights_licenses
+
+    log_weights_licenses(model.meta.weights, args.model)  # once per run (issue 23)
     opts = options(args, model)
     key = _hash(model.meta.graph_sha256, model.meta.config_sha256, json.dumps(opts.output_key(), sort_keys=True,
                                                                                default=str))

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", help="LazyConfig .py file with a `model` entry (with --weights)")
     p.add_argument("--weights", help="checkpoint to load (read with weights_only or safetensors)")
     p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
-                                   "of --config-file and --weights: runs in onnxruntime, without torch")
+                                   "of --config-file and --weights: runs in onnxruntime, without torch (a model.pt2 "
+                                   "of --format pt2: torch.export, needs torch)")
     p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
                         "onnxruntime (the model exported to ONNX for the run)")
@@ -213,6 +214,9 @@ def _main(args) -> dict:
             polygon_exclude=_split(args.polygon_exclude), min_area_m2=args.min_area_m2,
             polygon_strip_rows=args.polygon_strip_rows, rotated=True if args.rotated_boxes else None)
         model, cfg = load_model(args.config_file, args.weights, args.device, args.opts)
+        from d2geo.encoders.licenses import log_weights_licenses, weights_licenses
+
+        log_weights_licenses(weights_licenses(model), args.weights)  # once per run (issue 23)
         if args.runtime != "torch":
             from d2geo.inference.runtimes import prepare_runtime
 
@@ -276,7 +280,8 @@ def _main(args) -> dict:
 def _main_model_file(args) -> dict:
     """--model: a model file in onnxruntime; torch and detectron2 are never imported."""
     from d2geo.data.geotiff import GeoTiffError
-    from d2geo.inference.model_file import load_model, model_file_options
+    from d2geo.inference.loader import load_model
+    from d2geo.inference.model_file import model_file_options
     from d2geo.inference.options import InferenceOptions
     from d2geo.inference.request import SceneRequestError
     from d2geo.inference.scene import predict_scene
@@ -286,6 +291,9 @@ def _main_model_file(args) -> dict:
     read = scene_read_options(modalities, band_names=args.band_names, sensor=args.sensor, dn_scale=args.dn_scale)
     try:
         model = load_model(args.model)
+        from d2geo.encoders.licenses import log_weights_licenses
+
+        log_weights_licenses(model.meta.weights, args.model)  # once per run (issue 23)
         given = model_file_options(model.meta, tile=args.tile, overlap=args.overlap, bands=_split(args.bands),
                                    sensor=read["sensor"], scale=read["scale"], class_names=_split(args.class_names))
         opts = InferenceOptions(
@@ -315,7 +323,8 @@ def _main_model_file(args) -> dict:
     for path in [args.out_semseg, args.out_geojson, args.out_geoparquet] + summary["quicklooks"]:
         if path:
             logger.info("wrote %s", path)
-    logger.info("windows: %d (model file %s, onnxruntime)", summary["windows"], args.model)
+    logger.info("windows: %d (model file %s, %s)", summary["windows"], args.model,
+                "torch.export" if args.model.endswith(".pt2") else "onnxruntime")
     return summary
 
 

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import torch.nn as nn
+if TYPE_CHECKING:  # no torch at run time: the torch-free --model runs log the licenses too
+    import torch.nn as nn
 
 from .hub_moving import resolved_identity
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PROVENANCE_ATTR", "is_non_commercial", "use_restrictions", "weights_licenses", "record_weights_provenance"]
+__all__ = ["PROVENANCE_ATTR", "is_non_commercial", "use_restrictions", "weights_licenses", "record_weights_provenance",
+           "log_weights_licenses"]
 
 #: the attribute of an encoder (or of a model restored from a training checkpoint) holding
 #: the provenance of its starting weights
@@ -94,3 +96,28 @@ def weights_licenses(model: nn.Module) -> list[dict[str, Any]]:
             if dict(record) not in out:
                 out.append(dict(record))
     return out
+
+
+def log_weights_licenses(records: Iterable[Mapping[str, Any]], where: str = "the model") -> list[str]:
+    """Log the licenses of the encoder weights ``where`` started from (``records``: those of
+    :func:`weights_licenses`, or a model file's ``weights`` field), one line each, saying when they
+    allow non-commercial use only or restrict use; one line when there are none. The prediction
+    tools call it once per run. Returns the logged lines."""
+    lines = []
+    for r in records or ():
+        lic = str(r.get("license") or "unknown")
+        line = f"encoder weights of {where}: {r.get('encoder', '?')} from {r.get('source', '?')}, license {lic}"
+        if is_non_commercial(lic):
+            line += ": non-commercial use only, and so is a model trained from them"
+            logger.warning(line)
+        elif use_restrictions(lic):
+            line += f": restricts use ({use_restrictions(lic)})"
+            logger.warning(line)
+        else:
+            logger.info(line)
+        lines.append(line)
+    if not lines:
+        lines.append(f"encoder weights of {where}: no published weights recorded (trained from random weights or "
+                     f"from a file of the user's own), so no license is known")
+        logger.info(lines[0])
+    return lines

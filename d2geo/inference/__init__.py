@@ -9,8 +9,10 @@
 * :mod:`.request`: the request check against the model and the scene, before any work;
 * :mod:`.loop`: :func:`run_scene`, the one window loop;
 * :mod:`.scene`: :func:`predict_scene`, one scene;
-* :mod:`.model_file`: self-describing ONNX model files, :func:`load_model` (onnxruntime, no
-  torch); :mod:`.export_file` writes them from a torch model and its config; :mod:`.runtimes`
+* :mod:`.model_file`: self-describing ONNX model files (onnxruntime, no torch);
+  :mod:`.onnx_instances` runs instance files' detections into masks with numpy; :mod:`.pt2_file`:
+  ``torch.export`` ``.pt2`` model files; :mod:`.loader`: :func:`load_model` opens either;
+  :mod:`.export_file` writes them from a torch model and its config; :mod:`.runtimes`
   (``--runtime torch|compile|onnxruntime``);
 * :mod:`.config_model`: a trained detectron2 model from its LazyConfig and weights, and the
   class names of the config's data (the tools load models with it);
@@ -23,7 +25,8 @@ them imports it.
 from .blend import NODATA_CLASS, BlendBuffer
 from .instances import SceneInstance, instances_to_geojson, merge_instances
 from .loop import run_scene
-from .model_file import ModelFileError, load_model
+from .loader import load_model
+from .model_file import ModelFileError
 from .options import InferenceOptions, RegionOptions
 from .request import SceneRequestError, check_request, model_outputs
 from .scene import predict_scene

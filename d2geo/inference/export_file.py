@@ -4,8 +4,10 @@
 patch size, frames, task, score threshold, the weights' provenance and license) and from its
 LazyConfig (class names of its test dataset, the test mapper's sensor and DN scale, a hash of
 the resolved config); what neither says (the GSD, the window) is given by the caller.
-:func:`export_model_file` traces a semantic model with detectron2's ``TracingAdapter`` into
-ONNX (dynamic height and width, as ``tools/export_model.py --format onnx``) and stamps it
+:func:`export_model_file` traces a semantic model (or a Mask R-CNN, as detectron2 exports it:
+``inference(..., do_postprocess=False)``, outputs :data:`~.onnx_instances.OUTPUTS`) with
+detectron2's ``TracingAdapter`` into ONNX (dynamic height and width, as
+``tools/export_model.py --format onnx``) and stamps it
 (:func:`~d2geo.inference.model_file.write_metadata`). Needs torch and detectron2.
 """
 from __future__ import annotations
@@ -121,33 +123,62 @@ def model_fields(model, cfg=None, *, window: int | None = None, overlap: int | N
 
 
 def export_model_file(model, path: str, cfg=None, *, sample_size: int | None = None, **fields) -> ModelMetadata:
-    """Trace the semantic ``model`` (eval mode) into the ONNX model file ``path`` and stamp it
+    """Trace the semantic or Mask R-CNN ``model`` (eval mode) into the ONNX model file ``path`` and stamp it
     with :func:`model_fields` (``fields``: its keywords). Returns the file's metadata."""
     import torch
     from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter
 
     described = model_fields(model, cfg, **fields)
-    if described["task"] != "semantic":
-        raise ModelFileError(f"{type(model).__name__} predicts instances: model files hold semantic models for "
-                             f"now (tools/export_model.py --format torchscript exports R-CNN models)")
     side = int(sample_size or described["window"])
     mean = torch.tensor(described["pixel_mean"]).view(-1, 1, 1)
     std = torch.tensor(described["pixel_std"]).view(-1, 1, 1)
     g = torch.Generator().manual_seed(0)
     image = torch.randn(mean.shape[0], side, side, generator=g) * std + mean
-    adapter = TracingAdapter(model, [{"image": image}])
+    inference, names = None, None
+    if described["task"] == "instances":  # detectron2's export convention: the raw detections, pasted later
+        inference, names = _rcnn_inference(model), None
+    adapter = TracingAdapter(model, [{"image": image}], inference)
     adapter.eval()
     args = adapter.flattened_inputs
+    if inference is not None:
+        names = _instance_output_names(adapter, args)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(adapter, tuple(args), path, input_names=["image"],
+        torch.onnx.export(adapter, tuple(args), path, input_names=["image"], output_names=names,
                           dynamic_axes={"image": {1: "height", 2: "width"}},
                           opset_version=max(STABLE_ONNX_OPSET_VERSION, 17), dynamo=False)
     meta = write_metadata(path, described)
     logger.info("exported %s (%d bands, %d classes, window %d)", path, len(meta.bands), len(meta.class_names),
                 meta.window)
     return meta
+
+
+def _rcnn_inference(model):
+    """detectron2's R-CNN export: ``inference(..., do_postprocess=False)``, masks not pasted."""
+    if not hasattr(model, "roi_heads"):
+        raise ModelFileError(f"{type(model).__name__} predicts instances but is not an R-CNN (no roi_heads): "
+                             f"instance model files hold Mask R-CNN models")
+
+    def inference(m, inputs):
+        return [{"instances": m.inference(inputs, do_postprocess=False)[0]}]
+    return inference
+
+
+def _instance_output_names(adapter, args) -> list[str]:
+    """The graph's output names (:data:`~.onnx_instances.OUTPUTS`, then ``image_size``), after
+    checking that the traced model returns boxes, classes, masks and scores in that order."""
+    import torch
+
+    from .onnx_instances import OUTPUTS
+
+    with torch.no_grad():
+        adapter(*args)  # fills outputs_schema
+    keys = list(adapter.outputs_schema.schemas[0].schemas[0].keys)
+    if keys != ["pred_boxes", "pred_classes", "pred_masks", "scores"]:
+        raise ModelFileError(f"the model's instances have the fields {keys}: instance model files hold models "
+                             f"with boxes, classes, masks and scores (Mask R-CNN)")
+    return [*OUTPUTS, "image_size"]
 
 
 def parse_describe(values: Sequence[str] | None) -> dict[str, Any]:
@@ -167,6 +198,24 @@ def parse_describe(values: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _lazy_config(config_file: str | None, opts: Sequence[str] = ()):
+    """The LazyConfig ``config_file`` with ``opts`` applied; None for a yacs or missing file."""
+    if config_file and config_file.endswith(".py") and os.path.isfile(config_file):
+        from detectron2.config import LazyConfig
+
+        return LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    return None
+
+
+def export_instances_beside(backbone_path: str, model, config_file: str | None = None, opts: Sequence[str] = (),
+                            describe: Sequence[str] | None = None, sample_size: int | None = None) -> ModelMetadata:
+    """``tools/export_model.py --format onnx`` of a Mask R-CNN: beside the ``backbone.onnx`` it
+    writes, the whole model as the instance model file ``model.onnx`` (:func:`export_model_file`)."""
+    path = os.path.join(os.path.dirname(backbone_path), "model.onnx")
+    return export_model_file(model, path, _lazy_config(config_file, opts), sample_size=sample_size,
+                             **parse_describe(describe))
+
+
 def stamp_exported(path: str, model, config_file: str | None = None, opts: Sequence[str] = (),
                    describe: Sequence[str] | None = None, inputs: dict | None = None) -> ModelMetadata:
     """Stamp an ONNX file that ``tools/export_model.py`` wrote of ``model`` as a model file;
@@ -182,11 +231,7 @@ def stamp_exported(path: str, model, config_file: str | None = None, opts: Seque
         graph_roles = [roles[0 if n == "image" else int(n[len("input"):])] for n in names]
     except (ValueError, IndexError):
         raise ModelFileError(f"{path}: inputs {names} are not those of tools/export_model.py") from None
-    cfg = None
-    if config_file and config_file.endswith(".py") and os.path.isfile(config_file):
-        from detectron2.config import LazyConfig
-
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    cfg = _lazy_config(config_file, opts)
     fields = parse_describe(describe)
     fields.setdefault("inputs", graph_roles)
     meta = write_metadata(path, model_fields(model, cfg, **fields))

@@ -80,15 +80,22 @@ def merge_instances(instances: Sequence[SceneInstance], dedup_threshold: float =
     return kept
 
 
+def _array(x) -> np.ndarray:
+    """A field of detectron2's ``Instances`` (a tensor, ``Boxes``) or of
+    :class:`~.onnx_instances.ArrayInstances` (an array) as a numpy array."""
+    x = getattr(x, "tensor", x)  # Boxes
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
 def window_instances(inst, row: int, col: int, tile, height: int, width: int, valid: np.ndarray,
                      score_threshold: float, edge_margin: int) -> list[SceneInstance]:
     out = []
     if len(inst) == 0:
         return out
-    scores = inst.scores.detach().cpu().numpy() if inst.has("scores") else np.ones(len(inst))
-    classes = inst.pred_classes.detach().cpu().numpy() if inst.has("pred_classes") else np.zeros(len(inst), int)
-    boxes = inst.pred_boxes.tensor.detach().cpu().numpy() if inst.has("pred_boxes") else None
-    masks = inst.pred_masks.detach().cpu().numpy() if inst.has("pred_masks") else None
+    scores = _array(inst.scores) if inst.has("scores") else np.ones(len(inst))
+    classes = _array(inst.pred_classes) if inst.has("pred_classes") else np.zeros(len(inst), int)
+    boxes = _array(inst.pred_boxes) if inst.has("pred_boxes") else None
+    masks = _array(inst.pred_masks) if inst.has("pred_masks") else None
     if boxes is None and masks is None:
         raise GeoTiffError("the model's instances have neither pred_boxes nor pred_masks")
     """The detections of one window at scene ``(row, col)`` of ``tile`` (an int, or the
@@ -163,6 +170,8 @@ def instances_to_geojson(instances: Sequence[SceneInstance], transform, crs, *, 
 
 def float32_instances(inst):
     """Instances with float32 scores, boxes and masks (autocast leaves some in bfloat16)."""
+    if getattr(inst, "array_backend", "torch") == "numpy":  # a model file's (numpy float32 already)
+        return inst
     for name in ("scores", "pred_masks"):
         if inst.has(name) and getattr(inst, name).is_floating_point():
             inst.set(name, getattr(inst, name).float())

@@ -239,7 +239,11 @@ def read_metadata(path: str) -> ModelMetadata:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
     with open(path, "rb") as f:
-        digest, props, graph = _parse(f.read(), path)
+        data = f.read()
+    if data[:4] == b"PK\x03\x04":
+        raise ModelFileError(f"{path} is a zip archive (a .pt2 model file?), not ONNX: open it with "
+                             f"d2geo.inference.load_model")
+    digest, props, graph = _parse(data, path)
     if not graph:
         raise ModelFileError(f"{path} holds no ONNX graph: give the model.onnx that tools/export_model.py wrote")
     values = {}
@@ -273,14 +277,20 @@ class OnnxSceneModel:
         self.bands = list(meta.bands)
         self.output_keys = ("sem_seg",) if meta.task == "semantic" else ("instances",)
         self._names = [i.name for i in session.get_inputs()]
+        self._outputs = [o.name for o in session.get_outputs()]
+        if meta.task == "instances":
+            from .onnx_instances import OUTPUTS
+
+            missing = [o for o in OUTPUTS if o not in self._outputs]
+            if missing:
+                raise ModelFileError(f"{path}: an instance model file's graph has the outputs {', '.join(OUTPUTS)}; "
+                                     f"this one lacks {', '.join(missing)}: export it again with "
+                                     f"tools/export_model.py --format onnx")
 
     def modules(self):  # d2geo.inference.request looks for the encoder's band names there
         return iter((self,))
 
     def __call__(self, items: Sequence[dict]) -> list[dict]:
-        if self.meta.task != "semantic":
-            raise ModelFileError(f"{self.path}: running {self.meta.task} model files is not supported yet; "
-                                 f"use the config and checkpoint")
         out = []
         for item in items:
             md = item.get("metadata") or {}
@@ -293,13 +303,21 @@ class OnnxSceneModel:
                     if md.get(key) is None:
                         raise ModelFileError(f"{self.path} takes the window's {key}, which the scene does not give")
                     feed[name] = np.asarray(md[key], np.float32)
+            if self.meta.task == "instances":  # boxes, classes, mask probabilities, scores: pasted as detectron2 does
+                from .onnx_instances import postprocess
+
+                raw = dict(zip(self._outputs, self.session.run(None, feed)))
+                h, w = item["image"].shape[-2:]
+                out.append({"instances": postprocess(raw, int(item.get("height", h)), int(item.get("width", w)))})
+                continue
             (logits, *_) = self.session.run(None, feed)
             out.append({"sem_seg": logits})
         return out
 
 
 def load_model(path: str, *, threads: int | None = None, providers: Sequence[str] | None = None) -> OnnxSceneModel:
-    """The model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session."""
+    """The ONNX model file at ``path`` (checked: :func:`read_metadata`) in an onnxruntime session
+    (:func:`d2geo.inference.load_model`, :mod:`.loader`, also opens ``.pt2`` files)."""
     meta = read_metadata(path)
     try:
         import onnxruntime as ort

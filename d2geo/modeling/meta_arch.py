@@ -170,9 +170,7 @@ class GeoInputMixin:
                 f"images of one batch have different band/frame counts {sorted(lead)}; batch images "
                 "with the same (C[, T]) only"
             )
-        images = ImageList.from_tensors(
-            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
-        )
+        images = _batch_images(images, self.backbone.size_divisibility, self.backbone.padding_constraints)
         metadata = collate_metadata(batched_inputs, device=device)
         if metadata:
             C = images.tensor.shape[1]
@@ -187,6 +185,21 @@ class GeoInputMixin:
                 )
         attach_metadata(self.backbone, metadata)
         return images
+
+
+def _batch_images(images: list[torch.Tensor], size_divisibility: int, padding_constraints) -> ImageList:
+    """``ImageList.from_tensors``; while ``torch.export`` records one image, the same padding
+    computed from the (symbolic) shape: ``from_tensors`` computes the padded size as tensor
+    values, which ``torch.export`` can only follow as data-dependent sizes that no later shape
+    check can reason about."""
+    constraints = dict(padding_constraints or {})
+    if (len(images) == 1 and torch.compiler.is_exporting() and not constraints.get("square_size", 0)):
+        d = int(constraints.get("size_divisibility", size_divisibility) or 1)
+        image = images[0]
+        h, w = image.shape[-2], image.shape[-1]
+        padded = nn.functional.pad(image, [0, (d - w % d) % d, 0, (d - h % d) % d]).unsqueeze(0)
+        return ImageList(padded.contiguous(), [(h, w)])
+    return ImageList.from_tensors(images, size_divisibility, padding_constraints=padding_constraints)
 
 
 def require_targets(batched_inputs: Sequence[Mapping[str, Any]], key: str, fix: str) -> None:
