@@ -41,6 +41,7 @@ if _HAS_TORCH:
     from . import clay  # noqa: F401,E402  isort: skip
     from . import prithvi  # noqa: F401,E402  isort: skip
     from . import dinov3  # noqa: F401,E402  isort: skip
+    from . import dinov3_convnext  # noqa: F401,E402  isort: skip
     from . import ssl4eo  # noqa: F401,E402  isort: skip
     from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
     from . import scale_mae  # noqa: F401,E402  isort: skip
