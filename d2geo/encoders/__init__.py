@@ -46,6 +46,7 @@ if _HAS_TORCH:
     from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
     from . import scale_mae  # noqa: F401,E402  isort: skip
     from . import satlas  # noqa: F401,E402  isort: skip
+    from . import satlas_resnet  # noqa: F401,E402  isort: skip
     from . import dofa  # noqa: F401,E402  isort: skip
     from . import terramind  # noqa: F401,E402  isort: skip
     from . import copernicusfm  # noqa: F401,E402  isort: skip
