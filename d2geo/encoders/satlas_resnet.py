@@ -11,8 +11,9 @@ stages ``layer1..layer4`` give maps at strides 4, 8, 16, 32 with 256, 512, 1024,
 for Satlas' Swin (``satlas.py``). A ResNet has no final norm: ``norm`` changes nothing.
 
 Batch norm: ``freeze_bn=True`` (the default, as detectron2's own ResNets fine-tune with
-``FrozenBN``) keeps the published statistics and affine parameters fixed (timm's
-``freeze_batch_norm_2d``); the checkpoints' ``num_batches_tracked`` counters are then named
+``FrozenBN``) keeps the published statistics and affine parameters fixed (torchvision's
+``FrozenBatchNorm2d`` as timm's ``norm_layer``; a fresh build starts with identity norms, no
+zeroed last norm per block); the checkpoints' ``num_batches_tracked`` counters are then named
 as left out. ``freeze_bn=False`` trains them as plain ``BatchNorm2d``.
 
 The bands, their scaling and the ``_si`` / ``_mi`` (one image / image series) weights are
@@ -27,7 +28,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
-from timm.layers import freeze_batch_norm_2d
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .adapt import adapt_patch_embed
 from .bands import BandError
@@ -41,6 +42,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["SatlasResNetEncoder", "SATLAS_RESNET_PRETRAINED"]
 
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class _FrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's frozen batch norm with the ``device`` / ``dtype`` arguments timm passes."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__(num_features, eps=eps)
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
 
 class SatlasResNetEncoder(GeoEncoder):
@@ -68,15 +78,14 @@ class SatlasResNetEncoder(GeoEncoder):
             raise ValueError("bands and pretrained_bands are sequences of band names, not a string")
         self.bands = tuple(bands)
         self.pretrained_bands = tuple(pretrained_bands)
+        if freeze_bn:  # frozen norms that start at zero would never leave it: no zeroed last norm
+            timm_kwargs = dict(norm_layer=_FrozenBatchNorm2d, zero_init_last=False, **timm_kwargs)
         net = timm.create_model(timm_name, pretrained=False, num_classes=0, in_chans=len(self.bands),
                                 drop_path_rate=drop_path_rate, **timm_kwargs)
         self.conv1, self.bn1, self.act1, self.maxpool = net.conv1, net.bn1, net.act1, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.norm = nn.Identity()  # a ResNet has no final norm
         self.freeze_bn = freeze_bn
-        if freeze_bn:
-            for name in ("bn1",) + _STAGES:
-                setattr(self, name, freeze_batch_norm_2d(getattr(self, name)))
         self.depth = 4
         self.out_strides = (4, 8, 16, 32)
         self.out_channels = tuple(int(f["num_chs"]) for f in net.feature_info[1:5])  # layer1..layer4
