@@ -195,3 +195,44 @@ def test_semantic_fpn_config_trains_tiny(tmp_path_factory, tmp_path):
 
     train_hierarchical_semseg("dinov3/semantic_fpn_convnext_base.py", dict(depths=(1, 1, 1, 1), dims=(16, 24, 32, 40)),
                               ["red", "green", "blue"], tmp_path_factory, tmp_path)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """The Hub stand-in of tests/http_stub.py, with the caches in tmp_path (as test_hub.py's)."""
+    from http_stub import HubStandIn, serve
+
+    stand_in = HubStandIn()
+    with serve(stand_in.handler()) as url:
+        stand_in.url = url
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("D2GEO_CACHE", str(tmp_path / "d2geo"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        yield stand_in
+
+
+def test_pretrained_fetches_timms_hub_copy(official, hub, tmp_path):
+    """``pretrained=True`` reads timm's copy (``timm/convnext_tiny.dinov3_lvd1689m``) and loads
+    its layout (here a tiny file at the published repository and name)."""
+    from safetensors.torch import save_file
+
+    from d2geo.encoders import describe
+
+    _, kw = _tiny(official)
+    ref = timm.create_model("convnext_tiny", pretrained=False, num_classes=0, **kw).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    repo = "timm/convnext_tiny.dinov3_lvd1689m"
+    hub.publish(repo, "model.safetensors", (tmp_path / "model.safetensors").read_bytes())
+    enc = build_encoder("dinov3_convnext_tiny", pretrained=True, **kw).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert rel_err(enc.forward_features(x, layers=[3], norm=False)[0], ref.forward_features(x)) <= TOL
+    card = describe("dinov3_convnext_tiny")
+    assert card.license == "DINOv3 License" and card.source == f"hf://{repo}/model.safetensors"
+    assert "dinov3/models/convnext.py" in card.fidelity_reference and not card.pinned and card.unpinned_reason
