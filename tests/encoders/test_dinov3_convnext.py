@@ -17,6 +17,7 @@ from d2geo.encoders.dinov3_convnext import DINOV3_CONVNEXT_SIZES
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 sys.path.insert(0, FIXTURES)
+from make_dinov3_convnext_fixture import convnext_formula_weights  # noqa: E402
 from make_dinov3_fixture import formula_input  # noqa: E402
 
 TOL = 1e-4
@@ -77,6 +78,22 @@ def test_real_size_structure_matches_official(official, size):
     report = load_encoder_weights(enc, sd)
     assert set(report.ignored) == {"norms.3.weight", "norms.3.bias"}
     assert set(report.loaded) == set(enc.state_dict()) - {BAND_RECORD}
+
+
+def test_real_size_tiny_matches_official(official):
+    """The real ConvNeXt-Tiny (depths 3, 3, 9, 3; dims 96..768) with weights from a deterministic
+    formula against the stored official run: every stage, with and without the norm."""
+    real = official["real_formula"]
+    enc = build_encoder("dinov3_convnext_tiny").eval()
+    load_encoder_weights(enc, convnext_formula_weights(official["variants"]["tiny"]["real_keys"]))
+    for i, ((h, w), case) in enumerate(zip(real["sizes"], real["cases"])):
+        x = formula_input((1, 3, h, w), 300 + i)
+        with torch.no_grad():
+            for norm in (True, False):
+                ours = enc.forward_features(x, layers=[0, 1, 2, 3], norm=norm)
+                for s, (o, r) in enumerate(zip(ours, case[norm])):
+                    assert o.shape == r.shape == (1, 96 * 2**s, h // 4 // 2**s, w // 4 // 2**s)
+                    assert rel_err(o, r) <= TOL, (norm, s, rel_err(o, r))
 
 
 def _transformers_model(kw):
