@@ -200,8 +200,8 @@ for _size, _arch in DINOV3_CONVNEXT_SIZES.items():
     _pre = PretrainedCfg(
         source=f"hf://timm/{_model}/model.safetensors", license="DINOv3 License",
         stats=(IMAGENET_RGB_STATS,), input_size=224, patch_size=4, page=f"https://huggingface.co/timm/{_model}",
-        notes=(f"distilled from the DINOv3 7B on LVD-1689M; Meta's file dinov3_convnext_{_size}_pretrain_lvd1689m-*.pth "
-               f"(download form, {_PAGE}) and the Hub's facebook/dinov3-convnext-{_size}-pretrain-lvd1689m "
+        notes=(f"distilled from the DINOv3 7B on LVD-1689M; Meta's file "
+               f"dinov3_convnext_{_size}_pretrain_lvd1689m-*.pth (download form, {_PAGE}) and the Hub's facebook/dinov3-convnext-{_size}-pretrain-lvd1689m "
                f"(gated, transformers layout) load too, by path"),
         unpinned_reason=("no public source found gives a commit of timm's copy or its sha256 (Meta's file names "
                          "carry only an 8-digit hash prefix); the Hub's LFS sha256 is checked after each download"))

@@ -93,7 +93,8 @@ def test_published_names_are_torchgeos():
         url = f"https://hf.co/torchgeo/satlas/resolve/081d6607431bf36bdb59c223777cbb267131b8f2/{file}"
         assert url in text, name
         cfg = get_pretrained_cfg(name)
-        assert cfg.pinned and cfg.revision == "081d6607431bf36bdb59c223777cbb267131b8f2" and cfg.source.endswith(file)
+        assert cfg.pinned and cfg.revision == "081d6607431bf36bdb59c223777cbb267131b8f2"
+        assert cfg.source.endswith(file) and cfg.license == "Apache-2.0"
     assert text.count("_SATLAS = Weights(\n        url='https://hf.co/torchgeo/satlas/resolve/081d6607431bf36bdb59c223777"
                       "cbb267131b8f2/sentinel2_resnet") == len(SATLAS_RESNET_PRETRAINED)
 
@@ -198,12 +199,13 @@ def test_geobackbone_gives_res2_to_res5_for_detectron2_fpn():
     assert ids["conv1.weight"] == 0 and ids["layer1.0.conv1.weight"] == 1 and ids["layer4.1.conv2.weight"] == 4
 
 
-def test_semantic_fpn_config_trains_tiny(tmp_path_factory, tmp_path):
-    """The packaged semantic FPN config with a tiny ResNet (timm's resnet18 code path of the
-    same module) on the synthetic GeoTIFFs' HLS bands."""
+@pytest.mark.parametrize("name", ["satlas/semantic_fpn_resnet50.py", "satlas/mask_rcnn_resnet50.py"])
+def test_packaged_config_trains_tiny(name, tmp_path_factory, tmp_path):
+    """The packaged semantic FPN and Mask R-CNN configs with a tiny ResNet (timm's resnet18
+    through the same module, frozen batch norms) on the synthetic GeoTIFFs' HLS bands."""
     pytest.importorskip("detectron2")
-    from heads_tiny import HLS, train_hierarchical_semseg
+    from heads_tiny import HLS, train_hierarchical_config
 
-    train_hierarchical_semseg("satlas/semantic_fpn_resnet50.py",
+    train_hierarchical_config(name,
                               dict(timm_name="resnet18"), HLS,
                               tmp_path_factory, tmp_path)
