@@ -255,3 +255,21 @@ def test_pretrained_fetches_timms_hub_copy(official, hub, tmp_path):
     card = describe("dinov3_convnext_tiny")
     assert card.license == "DINOv3 License" and card.source == f"hf://{repo}/model.safetensors"
     assert "dinov3/models/convnext.py" in card.fidelity_reference and not card.pinned and card.unpinned_reason
+
+
+def test_torch_export_with_dynamic_hw_matches_eager(official):
+    """One ``torch.export`` of the GeoBackbone serves other sizes (square and not)."""
+    pytest.importorskip("detectron2")
+    from d2geo.modeling import GeoBackbone
+
+    t, kw = _tiny(official)
+    bb = GeoBackbone("dinov3_convnext_tiny", weights=t["state_dict"], layers=(0, 1, 2, 3), norm=True,
+                     encoder_kwargs=kw).eval()
+    x = torch.randn(1, 3, 64, 96)
+    ep = torch.export.export(bb, (x,), dynamic_shapes=({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},))
+    for y in (torch.randn(1, 3, 128, 64), torch.randn(1, 3, 96, 96)):
+        with torch.no_grad():
+            ref, got = bb(y), ep.module()(y)
+        assert set(got) == set(ref) == {"res2", "res3", "res4", "res5"}
+        for k in ref:
+            assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) <= 1e-5, (k, tuple(y.shape))

@@ -209,3 +209,20 @@ def test_packaged_config_trains_tiny(name, tmp_path_factory, tmp_path):
     train_hierarchical_config(name,
                               dict(timm_name="resnet18"), HLS,
                               tmp_path_factory, tmp_path)
+
+
+def test_torch_export_with_dynamic_hw_matches_eager():
+    """One ``torch.export`` of the GeoBackbone (frozen batch norms) serves other sizes."""
+    pytest.importorskip("detectron2")
+    from d2geo.modeling import GeoBackbone
+
+    sd = _published("resnet18", 3, seed=2)
+    bb = GeoBackbone("satlas_resnet50_sentinel2_si_rgb", weights=sd, layers=(0, 1, 2, 3),
+                     encoder_kwargs=dict(timm_name="resnet18")).eval()
+    x = torch.randn(1, 3, 64, 96)
+    ep = torch.export.export(bb, (x,), dynamic_shapes=({2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO},))
+    for y in (torch.randn(1, 3, 128, 64), torch.randn(1, 3, 96, 96)):
+        with torch.no_grad():
+            ref, got = bb(y), ep.module()(y)
+        for k in ref:
+            assert got[k].shape == ref[k].shape and rel_err(got[k], ref[k]) <= 1e-5, (k, tuple(y.shape))
