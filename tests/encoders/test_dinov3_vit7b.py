@@ -110,3 +110,26 @@ def test_real_width_7b_block_matches_official(fixture):
                 (o,) = enc.forward_features(x, layers=[0], norm=norm)
                 assert o.shape == (1, 4096, h // 16, w // 16)
                 assert rel_err(o, ref[0]) <= TOL, (norm, rel_err(o, ref[0]))
+
+
+def test_timm_7b_layout_matches_timm(tmp_path):
+    """timm's copy (the ``pretrained=True`` source) is in timm's bias-free 7B layout: it loads
+    with no q/v biases invented, its rope periods recomputed as timm does, and gives timm's
+    features (reduced width and depth, the 7B's block structure)."""
+    import timm
+
+    kw = dict(embed_dim=64, depth=2, num_heads=2)
+    ref = timm.create_model("vit_7b_patch16_dinov3", pretrained=False, num_classes=0, global_pool="", **kw).eval()
+    with torch.no_grad():
+        for n, p in ref.named_parameters():
+            p.add_(0.1 * torch.randn_like(p)) if "gamma" not in n else p.uniform_(0.1, 0.6)
+    path = tmp_path / "model.pth"
+    torch.save(ref.state_dict(), path)
+    enc = build_encoder("dinov3_vit7b16", weights=path, **kw).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        for norm in (True, False):
+            want = ref.forward_intermediates(x, indices=[0, 1], norm=norm, intermediates_only=True)
+            got = enc.forward_features(x, layers=[0, 1], norm=norm)
+            for a, b in zip(got, want):
+                assert rel_err(a, b) <= TOL
