@@ -125,3 +125,41 @@ def train_steps(cfg, steps: int = 10, lr: float = 1e-3, model=None, batch=None):
 
 def falling(totals, factor: float = 0.8) -> bool:
     return sum(totals[-3:]) / 3 < factor * sum(totals[:3]) / 3
+
+
+def train_hierarchical_config(name: str, encoder_kwargs: dict, bands: list, tmp_path_factory, tmp_path,
+                              *, steps: int = 10):
+    """Train the packaged semantic FPN or Mask R-CNN config ``name`` of a hierarchical encoder
+    (its GeoBackbone is FPN's ``bottom_up``) with ``encoder_kwargs`` (a tiny build of the same
+    code path), no weights, ``bands`` of d2geo's synthetic GeoTIFFs; asserts the encoder gets
+    gradients and the loss falls."""
+    from helpers import tiny_rcnn_heads, tiny_semseg_head
+
+    from d2geo.modeling import find_geo_backbones
+
+    prefix = synthetic_geotiffs(tmp_path_factory, name.replace("/", "_")[:-3], num_train=4)[1]
+    cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
+    net = cfg.model.backbone.bottom_up
+    assert net.pretrained is True and net.weights is None  # the user-facing config loads published weights
+    net.pretrained = False
+    net.drop_path_rate = 0.0
+    net.encoder_kwargs = dict(net.encoder_kwargs, bands=list(bands), **encoder_kwargs)
+    net.layers = (0, 1, 2, 3)
+    cfg.model.pixel_mean = [1000.0] * len(bands)
+    cfg.model.pixel_std = [1000.0] * len(bands)
+    seg = "semantic_fpn" in name
+    cfg.dataloader.train.dataset.names = f"{prefix}_{'seg' if seg else 'det'}_train"
+    cfg.dataloader.train.mapper.bands = list(bands)
+    cfg.dataloader.train.total_batch_size = 2
+    cfg.dataloader.train.num_workers = 0
+    if seg:
+        tiny_semseg_head(cfg.model)
+        cfg.model.sem_seg_head.num_classes = 4
+    else:
+        tiny_rcnn_heads(cfg.model)
+        cfg.model.roi_heads.num_classes = 1
+    model, totals = train_steps(cfg, steps=steps, lr=3e-3)
+    (backbone,) = find_geo_backbones(model)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in backbone.encoder.parameters())
+    assert falling(totals), totals
+    return model

@@ -41,10 +41,12 @@ if _HAS_TORCH:
     from . import clay  # noqa: F401,E402  isort: skip
     from . import prithvi  # noqa: F401,E402  isort: skip
     from . import dinov3  # noqa: F401,E402  isort: skip
+    from . import dinov3_convnext  # noqa: F401,E402  isort: skip
     from . import ssl4eo  # noqa: F401,E402  isort: skip
     from . import ssl4eo_data2vec  # noqa: F401,E402  isort: skip
     from . import scale_mae  # noqa: F401,E402  isort: skip
     from . import satlas  # noqa: F401,E402  isort: skip
+    from . import satlas_resnet  # noqa: F401,E402  isort: skip
     from . import dofa  # noqa: F401,E402  isort: skip
     from . import terramind  # noqa: F401,E402  isort: skip
     from . import copernicusfm  # noqa: F401,E402  isort: skip

@@ -28,8 +28,12 @@ __all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FID
 FIDELITY_REFERENCES = {
     "dinov2": ("facebookresearch/dinov2's official DinoVisionTransformer (outputs of tiny models stored by "
                "tests/fixtures/make_dinov2_fixture.py) and timm's DINOv2 ViTs", "tests/encoders/test_dinov2.py"),
-    "dinov3": ("facebookresearch/dinov3's official code (outputs stored by tests/fixtures/make_dinov3_fixture.py) "
-               "and timm's DINOv3 layouts", "tests/encoders/test_dinov3.py"),
+    "dinov3": ("facebookresearch/dinov3's official code (outputs stored by tests/fixtures/make_dinov3_fixture.py; "
+               "the 7B and S+ by make_dinov3_convnext_fixture.py, tests/encoders/test_dinov3_vit7b.py) and timm's "
+               "DINOv3 layouts", "tests/encoders/test_dinov3.py"),
+    "dinov3_convnext": ("facebookresearch/dinov3's official dinov3/models/convnext.py at 6876159a (outputs of a tiny "
+                        "model stored by tests/fixtures/make_dinov3_convnext_fixture.py), transformers' "
+                        "DINOv3ConvNextModel and timm's ConvNeXt", "tests/encoders/test_dinov3_convnext.py"),
     "prithvi": ("terratorch 1.2.13 terratorch/models/backbones/prithvi_mae.py (PrithviViT)",
                 "tests/encoders/test_prithvi.py"),
     "clay": ("claymodel 1.5.0 model.py (Encoder)", "tests/encoders/test_clay.py"),
@@ -43,6 +47,8 @@ FIDELITY_REFERENCES = {
     "scale_mae": ("torchgeo 0.8.1 torchgeo/models/scale_mae.py (ScaleMAE)", "tests/encoders/test_scale_mae.py"),
     "satlas": ("torchgeo 0.8.1 torchgeo/models/swin.py (swin_v2_b / swin_v2_t on torchvision's Swin-V2)",
                "tests/encoders/test_satlas.py"),
+    "satlas_resnet": ("torchgeo 0.8.1 torchgeo/models/resnet.py (resnet50 / resnet152 on timm's ResNet)",
+                      "tests/encoders/test_satlas_resnet.py"),
     "dofa": ("torchgeo 0.8.1 torchgeo/models/dofa.py (DOFA)", "tests/encoders/test_dofa.py"),
     "croma": ("torchgeo 0.8.1 torchgeo/models/croma.py (CROMA)", "tests/encoders/test_croma.py"),
     "galileo": ("nasaharvest/galileo's single_file_galileo.py at 0f0b5b95 (Encoder; outputs of a tiny model "

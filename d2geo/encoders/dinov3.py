@@ -41,7 +41,9 @@ SAT_PIXEL_STATS = {"mean": SAT493M_RGB_STATS.mean, "std": SAT493M_RGB_STATS.std}
 _TOP_LEVEL = ("cls_token", "storage_tokens", "reg_token", "mask_token")
 #: official name -> timm name
 _RENAMES = ((r"\.ls1\.gamma$", ".gamma_1"), (r"\.ls2\.gamma$", ".gamma_2"),
-            (r"^storage_tokens$", "reg_token"), (r"^rope_embed\.periods$", "rope.periods"))
+            (r"^storage_tokens$", "reg_token"), (r"^rope_embed\.periods$", "rope.periods"),
+            # the official SwiGLU (S+, H+, 7B): silu(w1 x) * (w2 x) -> w3; timm's fc1_g, fc1_x, fc2
+            (r"\.mlp\.w1\.", ".mlp.fc1_g."), (r"\.mlp\.w2\.", ".mlp.fc1_x."), (r"\.mlp\.w3\.", ".mlp.fc2."))
 #: official tensors that pretraining uses and the backbone does not, with the reason
 _PRETRAINING_ONLY = {
     "mask_token": "the masked-patch token, used only in pretraining",
@@ -55,6 +57,8 @@ class DINOv3Encoder(GeoEncoder):
 
     Args:
         timm_name: the timm architecture (``vit_large_patch16_dinov3_qkvb`` ...).
+        qkv_bias: whether the official model has the (k-masked) qkv bias: all but the 7B, whose
+            official definition has none (``qkv_bias=False``; timm's ``vit_7b_patch16_dinov3``).
         patch_size: run at another patch size; checkpoint kernels are resampled on load.
         bands: input band names; pretrained weights exist for red, green, blue.
         **timm_kwargs: architecture overrides passed to ``timm.create_model``.
@@ -64,7 +68,7 @@ class DINOv3Encoder(GeoEncoder):
     patch_kernel_key = "vit.patch_embed.proj.weight"
     pretrained_patch_size = 16
 
-    def __init__(self, *, timm_name: str, patch_size: int = 16, bands: Sequence[str] = RGB_BANDS,
+    def __init__(self, *, timm_name: str, qkv_bias: bool = True, patch_size: int = 16, bands: Sequence[str] = RGB_BANDS,
                  img_size: int = 224, drop_path_rate: float = 0.0, patch_resample: str = "pinv",
                  **timm_kwargs: Any):
         super().__init__()
@@ -76,9 +80,13 @@ class DINOv3Encoder(GeoEncoder):
             timm_name, pretrained=False, num_classes=0, global_pool="", img_size=img_size,
             patch_size=patch_size, in_chans=len(self.bands), drop_path_rate=drop_path_rate,
             dynamic_img_size=True, **timm_kwargs)
-        if getattr(self.vit.blocks[0].attn, "q_bias", None) is None:
-            raise ValueError(f"{timm_name} has no q/v attention biases; the official DINOv3 models "
-                             f"have them: use timm's *_dinov3_qkvb architectures")
+        has_bias = getattr(self.vit.blocks[0].attn, "q_bias", None) is not None
+        if has_bias != qkv_bias:
+            raise ValueError(
+                f"{timm_name} {'has' if has_bias else 'has no'} q/v attention biases, but qkv_bias={qkv_bias}: "
+                f"the official DINOv3 models have them (timm's *_dinov3_qkvb architectures), except the 7B "
+                f"(vit_7b_patch16_dinov3, qkv_bias=False)")
+        self.qkv_bias = qkv_bias
         # the official model takes the rope periods from the checkpoint: keep them in ours
         rope = self.vit.rope
         rope.register_buffer("periods", rope.periods, persistent=True)
@@ -157,7 +165,8 @@ class DINOv3Encoder(GeoEncoder):
         if "rope.periods" not in out:  # timm layouts do not save them: timm's own values
             out["rope.periods"] = self.vit.rope._compute_periods()
         blocks = range(len(self.vit.blocks))
-        if not official and not any(f"blocks.{i}.attn.{b}" in out for i in blocks for b in ("q_bias", "v_bias")):
+        if self.qkv_bias and not official and not any(
+                f"blocks.{i}.attn.{b}" in out for i in blocks for b in ("q_bias", "v_bias")):
             # timm's bias-free *_dinov3 models: what that model computes is zero biases
             logger.info("the checkpoint has no attention biases (timm's bias-free DINOv3 layout): "
                         "q and v biases are set to zero, as in that model")
@@ -202,6 +211,10 @@ _VARIANTS = {
     # ViT-S+/16 and ViT-H+/16 (Meta's dinov3_vits16plus / dinov3_vith16plus: SwiGLU MLPs)
     "dinov3_vits16plus": dict(timm_name="vit_small_plus_patch16_dinov3_qkvb"),
     "dinov3_vith16plus": dict(timm_name="vit_huge_plus_patch16_dinov3_qkvb"),
+    # ViT-7B/16 (Meta's dinov3_vit7b16: embed 4096, depth 40, 32 heads, SwiGLU aligned to 64, no
+    # qkv bias, LayerNorm eps 1e-5, float32 rope periods); its SAT-493M sibling
+    "dinov3_vit7b16": dict(timm_name="vit_7b_patch16_dinov3", qkv_bias=False),
+    "dinov3_vit7b16_sat": dict(timm_name="vit_7b_patch16_dinov3", qkv_bias=False),
 }
 
 
@@ -217,6 +230,8 @@ def _timm_copy(model: str, stats: InputStats, notes: str = "") -> PretrainedCfg:
                          "sha256 is checked after each download"))
 
 
+_7B_NOTES = ("6.7 billion parameters (about 27 GB in float32: build it on a machine with that much memory); "
+             "official files (Meta's download form) load too, by path or URL")
 _PRETRAINED = {
     "dinov3_vits16": _timm_copy("vit_small_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vitb16": _timm_copy("vit_base_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
@@ -224,6 +239,8 @@ _PRETRAINED = {
     "dinov3_vitl16_sat": _timm_copy("vit_large_patch16_dinov3_qkvb.sat493m", SAT493M_RGB_STATS),
     "dinov3_vits16plus": _timm_copy("vit_small_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
     "dinov3_vith16plus": _timm_copy("vit_huge_plus_patch16_dinov3_qkvb.lvd1689m", IMAGENET_RGB_STATS),
+    "dinov3_vit7b16": _timm_copy("vit_7b_patch16_dinov3.lvd1689m", IMAGENET_RGB_STATS, _7B_NOTES),
+    "dinov3_vit7b16_sat": _timm_copy("vit_7b_patch16_dinov3.sat493m", SAT493M_RGB_STATS, _7B_NOTES),
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)

@@ -74,8 +74,9 @@ def test_non_commercial_weights_say_so_when_loaded_and_their_license_is_carried(
 def test_variant_names_start_with_their_family_module(caplog):
     for name in list_encoders():
         family = registry._REGISTRY[name].builder.__module__.rsplit(".", 1)[1]
-        # data2vec is one of the SSL4EO-S12 variants (ssl4eo_s12_*), in a module of its own
-        expected = "ssl4eo" if family == "ssl4eo_data2vec" else family
+        # data2vec is one of the SSL4EO-S12 variants (ssl4eo_s12_*), in a module of its own; so are
+        # the Satlas ResNets (satlas_resnet50_*, as torchgeo's file names, beside satlas_swinb_*)
+        expected = {"ssl4eo_data2vec": "ssl4eo", "satlas_resnet": "satlas"}.get(family, family)
         assert name.startswith(expected + "_"), (name, family)
     assert "scalemae_vitl16" not in list_encoders()
 
