@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 if TYPE_CHECKING:  # no torch at run time: the torch-free --model runs log the licenses too
     import torch.nn as nn
 
-from .hub_moving import resolved_identity
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +62,8 @@ def record_weights_provenance(encoder: nn.Module, name: str, weights: Any, pretr
         if cfg is None:
             raise ValueError(f"{name}: a published source needs its pretrained table entry (cfg=)")
         record = dict(encoder=name, source=pretrained_source, sha256=cfg.sha256, license=cfg.license)
+        from .hub_moving import resolved_identity  # here: this module stays importable without torch
+
         moving = resolved_identity(weights) if cfg.sha256 is None else None
         if moving is not None:  # an unpinned entry: record exactly which file it was this time
             record.update(sha256=moving["sha256"], commit=moving["commit"])
