@@ -8,34 +8,15 @@ pyramid in between. Inputs are padded to multiples of 32.
 Weights, bands and scaling: ``configs/common/encoders/satlas_resnet.py``. Register
 ``geo_det_train`` / ``geo_det_val`` (``configs/common/data/geo_detection.py``) and set
 ``model.roi_heads.num_classes``.
+
+The task setup (FPN over ``res2..res5``, heads, data, optimizer, schedule) is
+``configs/satlas/mask_rcnn_swinb.py``'s: this file imports it and swaps the encoder fragment.
 """
-from detectron2.config import LazyCall as L
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
-
-from d2geo.modeling import GeoBackbone
-
-from ..common.data.geo_detection import dataloader
 from ..common.encoders.apply import apply_encoder as _apply_encoder
 from ..common.encoders.satlas_resnet import encoder as _enc
-from ..common.models.mask_rcnn_geo import model
-from ..common.optim import AdamW as optimizer
-from ..common.schedule import step as lr_multiplier
-from ..common.train import train
+from .mask_rcnn_swinb import dataloader, lr_multiplier, model, optimizer, train
 
-model.backbone = L(FPN)(
-    bottom_up=L(GeoBackbone)(),  # the fragment's arguments, set below
-    in_features=_enc.in_features,
-    out_channels=256,
-    norm="LN",
-    top_block=L(LastLevelMaxPool)(),
-)
+model.backbone.in_features = _enc.in_features
 _apply_encoder(_enc, model, dataloader, optimizer, net=model.backbone.bottom_up)
-model.roi_heads.num_classes = 1
-
-dataloader.train.total_batch_size = 8
-
-optimizer.lr = 1e-4
-optimizer.weight_decay = 0.05
 
 train.output_dir = "./output/satlas/mask_rcnn_resnet50"
-train.max_iter = 20000
