@@ -282,3 +282,47 @@ def test_units_check_refuses_a_dem_in_km_or_already_normalized(terramind_example
         wrong = sample.image[-1:].astype(np.float64) * scale
         with pytest.raises(UnitsError, match="DEM:DEM"):
             check_units(wrong, band_names=["DEM:DEM"], mean=mean[-1:], std=std[-1:], source=what)
+
+
+def test_live_published_nano_with_real_dem_matches_upstream(terramind_examples):
+    """With ``$D2GEO_GALILEO_SRC`` (a checkout of nasaharvest/galileo): the published nano
+    weights on a real S2L2A + DEM tile, ours against upstream's ``Encoder`` (SRTM present, the
+    slope ours derives fed to upstream), the per-patch average of all tokens."""
+    from rasterio.windows import Window
+
+    from helpers.upstream import or_skip
+    from testkit.upstream import GALILEO_SRC_ENV, galileo_single_file
+
+    mod = or_skip(galileo_single_file)
+    root = os.environ[GALILEO_SRC_ENV]
+    weights = os.path.join(root, "data", "models", "nano", "encoder.pt")
+    if not os.path.isfile(weights):
+        pytest.skip(f"no published nano weights at {weights}")
+    name = sorted(os.listdir(os.path.join(terramind_examples, "DEM")))[2]  # 433D: 100..249 m, hills
+    sample = _real_sample(terramind_examples, name, Window(0, 0, 64, 64))
+    mean, std = galileo_mod.galileo_stats(sample.band_names)
+    x = ((torch.as_tensor(sample.image, dtype=torch.float32) - torch.tensor(mean)[:, None, None])
+         / torch.tensor(std)[:, None, None])[None, :, None]  # (1, 11, 1, 64, 64)
+    sd = torch.load(weights, map_location="cpu", weights_only=True)
+    up = mod.Encoder(**{k: v for k, v in zip(("embedding_size", "depth", "num_heads"), (128, 4, 8))},
+                     mlp_ratio=4, max_sequence_length=24, max_patch_size=8).eval()
+    up.load_state_dict({k.replace(".backbone", ""): v for k, v in sd.items()})
+    slope = _slope_channel(x[:, -1, 0], 10.0)[0]  # (64, 64), normalized
+    s_t = torch.zeros(1, 64, 64, 1, 13)
+    s_t[..., 2:12] = x[0, :10, 0].permute(1, 2, 0)[None, :, :, None]  # B02..B12 in upstream's order
+    s_t_m = torch.ones(1, 64, 64, 1, 7)
+    s_t_m[..., 1:6] = 0  # the five S2 groups
+    sp = torch.zeros(1, 64, 64, 16)
+    sp[..., 0], sp[..., 1] = x[0, 10, 0][None], slope[None]
+    sp_m = torch.ones(1, 64, 64, 3)
+    sp_m[..., 0] = 0
+    for p in (8, 4):
+        enc = build_encoder("galileo_nano", weights=weights, bands=sample.band_names, patch_size=p,
+                            default_month=6).eval()
+        with torch.no_grad():
+            out = up(s_t, sp, torch.zeros(1, 1, 6), torch.zeros(1, 18), s_t_m, sp_m, torch.ones(1, 1, 3),
+                     torch.ones(1, 4), torch.tensor([[6]]), patch_size=p, input_resolution_m=10)
+            ref = mod.Encoder.apply_mask_and_average_tokens_per_patch(*out[:8])  # (1, h*w, D)
+            ours = enc(x, metadata={"gsd": torch.tensor([10.0])}).mean(dim=2)  # temporal_fold='mean'
+        ref = ref.reshape(1, 64 // p, 64 // p, -1).permute(0, 3, 1, 2)
+        assert (ours - ref).abs().max() < TOL, p
