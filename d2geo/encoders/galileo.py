@@ -414,7 +414,7 @@ class GalileoEncoder(GeoEncoder):
         return self.norm
 
     def no_weight_decay(self) -> set[str]:
-        return {"s_t_channel_embed", "sp_channel_embed"}
+        return {"s_t_channel_embed"} | ({"sp_channel_embed"} if self._srtm is not None else set())
 
     # -- checkpoints -----------------------------------------------------------------------------
     def checkpoint_filter_fn(self, state_dict: Mapping[str, torch.Tensor]) -> FilteredStateDict:

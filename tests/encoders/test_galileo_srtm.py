@@ -326,3 +326,26 @@ def test_live_published_nano_with_real_dem_matches_upstream(terramind_examples):
             ours = enc(x, metadata={"gsd": torch.tensor([10.0])}).mean(dim=2)  # temporal_fold='mean'
         ref = ref.reshape(1, 64 // p, 64 // p, -1).permute(0, 3, 1, 2)
         assert (ours - ref).abs().max() < TOL, p
+
+
+def test_backbone_mean_fold_is_upstreams_average_and_trains_the_srtm_kernel(official):
+    """Through the detectron2 backbone: ``temporal_fold='mean'`` gives upstream's per-patch average
+    of all tokens (SRTM included), and a backward pass reaches the SRTM kernel and group embedding."""
+    pytest.importorskip("detectron2")
+    from d2geo.modeling import GeoBackbone
+
+    index = SRTM_CASES[1]  # 3 dates, non-square, 20 m
+    case = official["cases"][index]
+    x = fixture.formula_input(index)
+    enc = _encoder(official, case["bands"], num_frames=3)
+    net = GeoBackbone(enc, layers=(2,), temporal_fold="mean")
+    with net.use_metadata(_metadata(case, 2)):
+        with torch.no_grad():
+            out = net(x)["layer2"]
+        assert (out - case["pooled"]).abs().max() < TOL
+        net.train()
+        net(x)["layer2"].square().mean().backward()
+    for name in ("space_embed.SRTM.proj.weight", "sp_channel_embed"):
+        grad = enc.get_parameter(name).grad
+        assert grad is not None and grad.abs().max() > 0, name
+    assert "sp_channel_embed" in enc.no_weight_decay()
