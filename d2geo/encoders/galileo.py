@@ -384,7 +384,8 @@ class GalileoEncoder(GeoEncoder):
             if "gsd" in meta:
                 gsd = meta["gsd"].to(torch.float32).reshape(-1).expand(x.shape[0])
             else:
-                warn_once(type(self).__name__, "gsd", f"{BASE_GSD:g} m per pixel to derive the slope from the elevation")
+                warn_once(type(self).__name__, "gsd",
+                          f"{BASE_GSD:g} m per pixel to derive the slope from the elevation")
                 gsd = torch.full((x.shape[0],), BASE_GSD, device=x.device)
             static = torch.cat([static, normalized_slope(static[:, 0], gsd)[:, None]], dim=1)
         B, h, w, q = spatial.shape
@@ -445,8 +446,8 @@ class GalileoEncoder(GeoEncoder):
                     raise CheckpointError(f"{k} has shape {tuple(v.shape)}, not ({len(UPSTREAM_SPACE_GROUPS)}, D/4) "
                                           "(published) or (1, D/4) (d2geo): not a Galileo checkpoint")
                 if v.shape[0] > 1:
-                    out.ignore(f"{k}[1:]", "the group embeddings of Dynamic World and WorldCereal (row 0, SRTM, "
-                                          "is loaded)")
+                    out.ignore(f"{k}[1:]",
+                               "the group embeddings of Dynamic World and WorldCereal (row 0, SRTM, is loaded)")
                 out[k] = v[:1]
             elif k.startswith(("time_embed.", "static_embed.", "t_channel_embed", "st_channel_embed")):
                 out.ignore(k, "an embedding of Galileo's time/static inputs, which this encoder does not take")
