@@ -52,7 +52,8 @@ FIDELITY_REFERENCES = {
     "dofa": ("torchgeo 0.8.1 torchgeo/models/dofa.py (DOFA)", "tests/encoders/test_dofa.py"),
     "croma": ("torchgeo 0.8.1 torchgeo/models/croma.py (CROMA)", "tests/encoders/test_croma.py"),
     "galileo": ("nasaharvest/galileo's single_file_galileo.py at 0f0b5b95 (Encoder; outputs of a tiny model "
-                "stored by tests/fixtures/make_galileo_fixture.py)", "tests/encoders/test_galileo.py"),
+                "stored by tests/fixtures/make_galileo_fixture.py; the SRTM space group in "
+                "tests/encoders/test_galileo_srtm.py)", "tests/encoders/test_galileo.py"),
     "copernicusfm": ("torchgeo 0.8.1 torchgeo/models/copernicusfm.py (CopernicusFM)",
                      "tests/encoders/test_copernicusfm.py"),
     "panopticon": ("Panopticon-FM/panopticon's official code at 5ad7f82f (the hubconf model; outputs of a tiny model "

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 #: units of :class:`InputStats`
-STATS_UNITS = ("0-255", "dn", "reflectance", "linear", "dB", "m")
+STATS_UNITS = ("0-255", "dn", "reflectance", "linear", "dB", "m", "degrees")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class InputStats:
     ``sensor``: the key of ``d2geo.encoders.SENSOR_BANDS`` their band names belong to
     (``None`` for plain RGB). ``units``: ``"0-255"`` (8-bit RGB), ``"dn"`` (digital numbers as stored, e.g. surface
     reflectance x 10 000), ``"reflectance"`` (0..1), ``"linear"`` (SAR backscatter power), ``"dB"`` (SAR backscatter
-    in decibels), ``"m"`` (elevation in metres).
+    in decibels), ``"m"`` (elevation in metres), ``"degrees"`` (terrain slope).
     """
 
     name: str

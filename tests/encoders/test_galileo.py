@@ -6,7 +6,8 @@ kernels) and its outputs after 1, 2 and 3 blocks (with the exit norm) for four i
 seven channel groups on a square grid, Sentinel-2 + Sentinel-1 at the pretraining samples'
 96 px, the same on a non-square grid (run upstream on a square canvas with the outside
 patches masked out), and a 4 px patch resampled from the 8 px kernels (upstream's
-FlexiPatchEmbed). The inputs are rebuilt by the script's hash.
+FlexiPatchEmbed). The inputs are rebuilt by the script's hash. The cases with the SRTM
+space group are checked in test_galileo_srtm.py.
 """
 import logging
 import os
@@ -154,14 +155,14 @@ def test_missing_timestamps_are_refused_unless_a_default_month_is_given(official
 
 
 def test_unsupported_and_partial_inputs_are_refused_by_name():
-    with pytest.raises(BandError, match="SRTM.*does not take"):
-        build_encoder("galileo_nano", bands=["S2:B02", "S2:B03", "S2:B04", "elevation"], **TINY)
+    with pytest.raises(BandError, match="WorldCereal.*does not take.*SRTM space group"):
+        build_encoder("galileo_nano", bands=["S2:B02", "S2:B03", "S2:B04", "worldcereal"], **TINY)
     with pytest.raises(BandError, match="S2_RGB needs.*got only.*give every band of a group"):
         build_encoder("galileo_nano", bands=["S2:B02", "S2:B03"], **TINY)
     with pytest.raises(BandError, match="'S2:B01' is not a Galileo input"):
         build_encoder("galileo_nano", bands=["S2:B01", "S2:B02", "S2:B03", "S2:B04"], **TINY)
-    with pytest.raises(BandError, match="'DEM:DEM' is a Galileo SRTM"):
-        build_encoder("galileo_nano", bands=["DEM:DEM"], **TINY)
+    with pytest.raises(BandError, match="'LS:b1' is a Galileo LandScan"):
+        build_encoder("galileo_nano", bands=["S1:VV", "S1:VH", "LS:b1"], **TINY)
     with pytest.raises(BandError, match="modality 'S2RGB', which Galileo does not take"):
         build_encoder("galileo_nano", bands=["S2RGB:red"], **TINY)
     with pytest.raises(BandError, match="two processing levels.*S2L1C.*S2L2A"):

@@ -13,14 +13,19 @@ refuses a batch without them (``read_modalities`` gives them when the S2 and S1 
 same time; otherwise set ``encoder_kwargs.default_month`` 0..11 knowingly). Each tap's map is the
 mean over Galileo's channel groups per date; the dates are averaged (``temporal_fold="mean"``:
 upstream's per-patch average of all tokens). Patch 8 (the published
-kernels; ``encoder_kwargs.patch_size`` 1..8 resamples them).
+kernels; ``encoder_kwargs.patch_size`` 1..8 resamples them). A DEM (Galileo's SRTM group) is
+taken too: add ``"DEM:DEM"`` (and ``"slope"`` if you have it; else it is derived from the
+elevation and the GSD) to both ``bands`` lists and recompute ``pixel_mean/pixel_std`` with
+``galileo_stats`` (docs/galileo.md).
 """
 from d2geo.encoders import get_pretrained_cfg
+from d2geo.encoders.galileo import galileo_stats
 
 _name = "galileo_base"
 _pre = get_pretrained_cfg(_name)
 _s2, _s1 = _pre.stats_for("galileo-s2"), _pre.stats_for("galileo-s1")
 _bands = [f"S2L1C:{b.split(':')[1]}" for b in _s2.bands] + [f"S1GRD:{b.split(':')[1]}" for b in _s1.bands]
+_mean, _std = galileo_stats(_bands)
 
 encoder = dict(
     backbone=dict(
@@ -32,8 +37,8 @@ encoder = dict(
         encoder_kwargs=dict(num_frames=1, bands=_bands),
     ),
     bands=_bands,
-    pixel_mean=list(_s2.mean) + list(_s1.mean),
-    pixel_std=list(_s2.std) + list(_s1.std),
+    pixel_mean=_mean,
+    pixel_std=_std,
     taps=[2, 5, 8, 11],
     lr_decay_rate=0.8,
 )
