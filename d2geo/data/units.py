@@ -32,7 +32,12 @@ Thresholds and why:
   against reflectance or DN statistics) is refused. See ``tests/data/test_units.py``.
 * "Too small" needs non-integer values (fewer than half of the valid values integral):
   integer data far below the statistics are legitimate (a DEM at sea level, a dark band),
-  a reflectance read as DN or scaled twice is fractional.
+  a reflectance read as DN or scaled twice is fractional. Terrain bands (DEM, elevation,
+  slope, ...) are never refused for being small: a float DEM of a delta in metres and a DEM
+  in kilometres over hills have the same magnitudes, so the check logs a warning that names
+  both readings (``UnitsReport.warnings``) and goes on judging the other bands; unless the
+  values are integers divided by 1000 or 2000 (an integer-metre DEM put in km, or divided by
+  Galileo's 2000), which is refused as before.
 * :data:`MIN_VALID` = 32 valid values per band, else the band is not judged (and a sample
   with no band judged passes with the report saying so).
 * Statistics with ``mean == 0`` and ``std == 1`` for every band (no normalization) say
@@ -164,6 +169,7 @@ class UnitsReport:
     allowed: bool = False
     message: str = ""
     note: str = ""
+    warnings: list = field(default_factory=list)  # what cannot be told apart (logged, not refused)
 
     @property
     def problems(self) -> dict:
@@ -201,6 +207,20 @@ def _channels_first(sample, n: int, channel_axis: int | None) -> list:
 
 def _is_sar(name: str, sensor: str | None) -> bool:
     return (sensor or "").lower().startswith("sentinel-1") or name.rsplit(":", 1)[-1].strip().lower() in _SAR_BANDS
+
+
+#: band names (the part after ``MODALITY:``) of terrain bands, whose small values are legitimate
+_TERRAIN_BANDS = {"dem", "dsm", "dtm", "elevation", "height", "srtm", "slope"}
+
+
+def _is_terrain(name: str) -> bool:
+    return name.rsplit(":", 1)[-1].strip().lower() in _TERRAIN_BANDS or name.strip().upper() == "DEM"
+
+
+def _scaled_integers(v: np.ndarray) -> bool:
+    """Whether ``v`` are integers divided by 1000 or 2000 (an integer-metre DEM put in km, or
+    normalized by upstream's 2000): then small terrain values are a scaling, not low land."""
+    return any(float(np.mean(np.abs(v * k - np.round(v * k)) < 0.01)) >= 0.9 for k in (1000.0, 2000.0))
 
 
 def _fmt(v: float) -> str:
@@ -276,6 +296,14 @@ def check_units(sample, *, band_names: Sequence[str], mean: Sequence[float], std
                 row.kind = "dn_for_reflectance"
             else:
                 row.kind = "magnitude"
+        elif row.ratio > 0 and row.ratio <= 1 / FACTOR and fractional and _is_terrain(name) \
+                and not _scaled_integers(v):
+            # a float DEM of low-lying land (a delta: 0..9 m) and the same DEM in km over hills
+            # look alike: say so, and leave the other bands' checks on (no allow= needed)
+            report.warnings.append(
+                f"{name} is small (2%..98%: {_fmt(row.p2)}..{_fmt(row.p98)}) against statistics of mean "
+                f"{_fmt(row.mean)} and std {_fmt(row.std)}: fine for low-lying or flat land in metres (degrees "
+                f"for a slope), but if the file is in kilometres multiply it by 1000 first (--dn-scale / scale=)")
         elif row.ratio > 0 and row.ratio <= 1 / FACTOR and fractional:
             if expected >= 100 and observed <= 3:
                 row.kind = "reflectance_for_dn"
@@ -285,6 +313,8 @@ def check_units(sample, *, band_names: Sequence[str], mean: Sequence[float], std
                 row.kind = "magnitude"
         elif (10 <= row.mean <= 255 and row.mean + row.std <= 320 and row.median > 255):
             row.kind = "magnitude"  # above 0..255 where the statistics describe 8-bit images
+    for w in report.warnings:
+        logger.warning("units check of %s: %s", source, w)
     judged = [r for r in rows if r.judged]
     # 8-bit images against DN statistics: the ratio (~1/20) cannot see it, the whole sample can
     if (len(judged) >= 3 and all(r.kind is None for r in judged)

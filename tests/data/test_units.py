@@ -157,3 +157,23 @@ def test_statistics_without_units_and_wrong_shapes():
         _check(img, ["a", "b"], ([0, 0, 0], [1, 1, 1]))
     assert "nothing was judged" in _check(np.full((2, 4, 4), np.nan), ["a", "b"], ([0.1, 0.1], [0.1, 0.1])).note
 
+
+
+def test_a_low_lying_float_dem_is_not_refused_but_the_ambiguity_is_said(caplog):
+    """A float DEM of a delta (0..6 m) is 100x below DEM statistics, as a DEM in km over hills
+    would be: the check warns naming both readings instead of refusing, and still refuses a
+    wrong band beside it."""
+    import logging
+
+    rng = np.random.default_rng(0)
+    dem = rng.uniform(0.2, 6.0, size=(1, 32, 32)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="d2geo.data.units"):
+        report = check_units(dem, band_names=["DEM:DEM"], mean=[670.0], std=[950.0], source="delta.tif")
+    assert report.ok and len(report.warnings) == 1
+    assert "kilometres" in report.warnings[0] and "low-lying" in caplog.text
+    # a DN band beside it is still refused: the terrain rule does not switch the check off
+    s2 = rng.uniform(500, 3000, size=(1, 32, 32)).astype(np.float32)
+    with pytest.raises(UnitsError) as e:
+        check_units(np.concatenate([dem, s2]), band_names=["DEM:DEM", "S2L2A:B04"], mean=[670.0, 0.1],
+                    std=[950.0, 0.05], source="stack.tif")
+    assert e.value.report.problems == {"dn_for_reflectance": ["S2L2A:B04"]}
