@@ -50,11 +50,13 @@ from .bands import BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict
 from .metadata import warn_once
+from .modalities import MODALITIES, MODALITY_SEP, find_modality
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OlmoEarthEncoder", "OLMOEARTH_MODALITIES", "OLMOEARTH_PRETRAINED", "timestamps_to_month"]
+__all__ = ["OlmoEarthEncoder", "OLMOEARTH_MODALITIES", "OLMOEARTH_PRETRAINED", "OLMOEARTH_FROM_MODALITY",
+           "olmoearth_stats", "timestamps_to_month"]
 
 #: upstream's band groups (its ``ModalitySpec.band_sets``) and the sensor whose band ids they are
 OLMOEARTH_MODALITIES = {
@@ -63,6 +65,8 @@ OLMOEARTH_MODALITIES = {
     "sentinel1": ("sentinel-1", (("VV", "VH"),)),
     "landsat": ("landsat-c2-l1", (("B8",), ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11"))),
 }
+#: d2geo's modality names (``modalities.py``, the ``"<MODALITY>:<band>"`` channel prefixes) -> upstream's
+OLMOEARTH_FROM_MODALITY = {"S2L2A": "sentinel2_l2a", "S1GRD": "sentinel1", "S1RTC": "sentinel1"}
 BASE_GSD = 10.0  # metres: the resolution upstream's GSD ratio is relative to
 KERNEL = 8  # the v1 files' patch kernel (upstream's max_patch_size)
 
@@ -112,6 +116,48 @@ def _band_ids(modality: str, bands: Sequence[str], sensor: str | None) -> list[s
     return ids
 
 
+def _is_multimodal(bands: Sequence[str]) -> bool:
+    """Whether ``bands`` are ``"<MODALITY>:<band>"`` channels (or bare modality names)."""
+    return any(isinstance(b, str) and (MODALITY_SEP in b or b.upper() in OLMOEARTH_FROM_MODALITY) for b in bands)
+
+
+def expand_olmoearth_channels(bands: Sequence[str]) -> tuple[str, ...]:
+    """``"<MODALITY>:<band>"`` channels with bare modality names (``"S2L2A"``, ``"S1RTC"``) expanded to
+    all the modality's bands in its file order (``modalities.py``, as ``read_modalities`` stacks them)."""
+    out = []
+    for b in bands:
+        spec = find_modality(b) if isinstance(b, str) and MODALITY_SEP not in b else None
+        if spec is not None and spec.name in OLMOEARTH_FROM_MODALITY:
+            out.extend(f"{spec.name}{MODALITY_SEP}{band}" for band in spec.bands)
+        else:
+            out.append(b)
+    return tuple(out)
+
+
+def _split_channels(bands: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
+    """Expanded ``"<MODALITY>:<band>"`` channels -> {upstream modality: [(channel, band id)]}, modalities in
+    the order they first appear."""
+    by_mod: dict[str, list[tuple[int, str]]] = {}
+    source: dict[str, str] = {}
+    for i, ch in enumerate(bands):
+        mod, sep, band = ch.partition(MODALITY_SEP) if isinstance(ch, str) else ("", "", "")
+        spec = find_modality(mod.strip()) if sep else None
+        if spec is None or spec.name not in OLMOEARTH_FROM_MODALITY:
+            raise BandError(
+                f"channel {ch!r} of {list(bands)}: a multi-modal OlmoEarth encoder takes channels named "
+                f"'<MODALITY>:<band>' of the modalities {', '.join(OLMOEARTH_FROM_MODALITY)} (e.g. 'S2L2A:B04', "
+                f"'S1RTC:VV'; read_modalities names them so), or bare modality names for all their bands")
+        up = OLMOEARTH_FROM_MODALITY[spec.name]
+        if source.setdefault(up, spec.name) != spec.name:
+            raise BandError(f"channels of {source[up]} and {spec.name} both feed OlmoEarth's {up} embedding; "
+                            f"give one of them")
+        (bid,) = _band_ids(up, [band.strip()], spec.sensor)
+        if any(b == bid for _, b in by_mod.get(up, ())):
+            raise BandError(f"band {bid} of {spec.name} is given twice in OlmoEarth's bands {list(bands)}")
+        by_mod.setdefault(up, []).append((i, bid))
+    return by_mod
+
+
 class OlmoEarthEncoder(GeoEncoder):
     """OlmoEarth encoder (see the module docstring).
 
@@ -133,35 +179,66 @@ class OlmoEarthEncoder(GeoEncoder):
     num_prefix_tokens = 0
 
     def __init__(self, *, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 modality: str = "sentinel2_l2a", bands: Sequence[str] = (), sensor: str | None = None,
+                 modality: str | None = None, bands: Sequence[str] = (), sensor: str | None = None,
                  patch_size: int = KERNEL, gsd: float = BASE_GSD, temporal: bool = False,
                  drop_path_rate: float = 0.0):
         super().__init__()
         #: ``temporal``: ``(B, C, T, H, W)`` time series (any T, one timestamp per date) -> ``(B, D, T, h, w)`` maps
         self.input_ndim = 3 if temporal else 2
-        if modality not in OLMOEARTH_MODALITIES:
-            raise ValueError(f"OlmoEarth modality {modality!r} is not supported here; use one of "
-                             f"{', '.join(OLMOEARTH_MODALITIES)} (the modalities with image bands d2geo reads)")
         if not 1 <= patch_size <= KERNEL:
             raise ValueError(f"patch_size {patch_size} is outside OlmoEarth's 1..{KERNEL}")
         if embed_dim % 8:
             raise ValueError(f"embed_dim {embed_dim} must be a multiple of 8 (four sine-cosine quarters)")
         self.embed_dim, self.depth, self.patch_size, self.gsd = embed_dim, depth, patch_size, float(gsd)
-        self.modality, self.sensor = modality, sensor
-        groups = OLMOEARTH_MODALITIES[modality][1]
-        self.bands = expand_bands(bands) if bands else tuple(b for g in groups for b in g)
-        ids = _band_ids(modality, self.bands, sensor)
-        #: per group: the input channel of each of its bands (-1: absent, zero-filled)
-        self.group_channels = [[ids.index(b) if b in ids else -1 for b in g] for g in groups]
+        if bands and _is_multimodal(bands):  # "<MODALITY>:<band>" channels: the modalities come from them
+            if sensor is not None:
+                raise ValueError(f"sensor={sensor!r} with '<MODALITY>:<band>' channels: each modality's bands are "
+                                 f"read as its own sensor (modalities.py); leave sensor unset")
+            self.bands = expand_olmoearth_channels(bands)
+            by_mod = _split_channels(self.bands)
+            wanted = [] if modality is None else [modality] if isinstance(modality, str) else list(modality)
+            if wanted and sorted(wanted) != sorted(by_mod):
+                raise ValueError(f"modality={modality!r} but the channels {list(self.bands)} are of "
+                                 f"{list(by_mod)}: leave modality unset, the channel prefixes name the modalities")
+        else:
+            modality = modality if modality is not None else "sentinel2_l2a"
+            if not isinstance(modality, str):
+                raise ValueError(f"modality={list(modality)}: several modalities need channels named "
+                                 f"'<MODALITY>:<band>' (e.g. bands=['S2L2A', 'S1RTC'], as read_modalities names them)")
+            if modality not in OLMOEARTH_MODALITIES:
+                raise ValueError(f"OlmoEarth modality {modality!r} is not supported here; use one of "
+                                 f"{', '.join(OLMOEARTH_MODALITIES)} (the modalities with image bands d2geo reads)")
+            groups = OLMOEARTH_MODALITIES[modality][1]
+            self.bands = expand_bands(bands) if bands else tuple(b for g in groups for b in g)
+            by_mod = {modality: list(enumerate(_band_ids(modality, self.bands, sensor)))}
+        self.sensor = sensor
+        #: upstream's modalities, in input order; ``modality`` is the first (one-modality encoders)
+        self.modalities = tuple(by_mod)
+        self.modality = self.modalities[0]
+        #: the band groups of all modalities, modality after modality (upstream's per-modality
+        #: embeddings, flattened): (modality, group index within it, input channel per band or -1)
+        self.group_specs = []
+        for mod, chans in by_mod.items():
+            ids = [bid for _, bid in chans]
+            groups = OLMOEARTH_MODALITIES[mod][1]
+            self.group_specs += [(mod, gi, [chans[ids.index(b)][0] if b in ids else -1 for b in g])
+                                 for gi, g in enumerate(groups)]
+            absent = [b for g in groups for b in g if b not in ids]
+            if absent:
+                logger.warning("OlmoEarth %s: bands %s are not in the input: absent bands of a partly present group "
+                               "are zero-filled, groups with none (%s) are left out; the weights saw every band",
+                               mod, absent, [g for g in groups if not set(g) & set(ids)])
+        self.group_channels = [ch for _, _, ch in self.group_specs]
         self.used_groups = [i for i, ch in enumerate(self.group_channels) if max(ch) >= 0]
-        absent = [b for g in groups for b in g if b not in ids]
-        if absent:
-            logger.warning("OlmoEarth %s: bands %s are not in the input: absent bands of a partly present group "
-                           "are zero-filled, groups with none (%s) are left out; the weights saw every band",
-                           modality, absent, [groups[i] for i in range(len(groups)) if i not in self.used_groups])
+        #: per modality: the positions of its used groups among the used groups (for pooling)
+        self.modality_slices = []
+        for mod in self.modalities:
+            pos = [k for k, g in enumerate(self.used_groups) if self.group_specs[g][0] == mod]
+            self.modality_slices.append((pos[0], pos[-1] + 1))
         n = embed_dim // 4
-        self.patch_embed = nn.ModuleList(nn.Conv2d(len(g), embed_dim, KERNEL, stride=KERNEL) for g in groups)
-        self.channel_embed = nn.Parameter(torch.zeros(len(groups), n))
+        self.patch_embed = nn.ModuleList(nn.Conv2d(len(ch), embed_dim, KERNEL, stride=KERNEL)
+                                         for ch in self.group_channels)
+        self.channel_embed = nn.Parameter(torch.zeros(len(self.group_specs), n))
         self.register_buffer("month_table", _month_table(n), persistent=False)
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm,  # eps 1e-5, as upstream
@@ -244,7 +321,10 @@ class OlmoEarthEncoder(GeoEncoder):
         if norm:
             tokens = self._final_norm(tokens)
         B, _, D = tokens.shape
-        fmap = tokens.reshape(B, *grid, D).mean(1)  # groups averaged: (B, [T,] h, w, D)
+        tokens = tokens.reshape(B, *grid, D)
+        # upstream's pool_spatially (MEAN): each modality's groups averaged, then the modalities averaged
+        per_mod = [tokens[:, a:b].mean(1) for a, b in self.modality_slices]
+        fmap = per_mod[0] if len(per_mod) == 1 else torch.stack(per_mod, 0).mean(0)  # (B, [T,] h, w, D)
         return (fmap.permute(0, 3, 1, 2) if fmap.ndim == 4 else fmap.permute(0, 4, 1, 2, 3)).contiguous()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -268,29 +348,41 @@ class OlmoEarthEncoder(GeoEncoder):
                     out.ignored[k] = f"outside the encoder (under {prefix!r})"
             return out
         prefix = next((p for p in hits if p.endswith("encoder.") and not p.endswith("target_encoder.")), hits[0])
+        for mod in self.modalities[1:]:
+            key = f"{prefix}patch_embeddings.per_modality_embeddings.{mod}.{mod}__0.proj.weight"
+            if key not in state_dict:
+                raise CheckpointError(f"the checkpoint has no {key!r}: it was not trained with {mod}, one of this "
+                                      f"encoder's modalities {list(self.modalities)}")
+        #: the first flat group index of each modality (see ``group_specs``)
+        offset = {mod: next(i for i, (m2, _, _) in enumerate(self.group_specs) if m2 == mod) for mod in self.modalities}
         out = FilteredStateDict(prefix=prefix)
-        pe = f"patch_embeddings.per_modality_embeddings.{m}.{m}__"
+        codes = {}
         for k, v in state_dict.items():
             if not k.startswith(prefix):
                 out.ignored[k] = ("outside the encoder (the pretraining decoder or target copy; "
                                   f"encoder under {prefix!r})")
                 continue
             key = k[len(prefix):]
-            if key.startswith(pe):
+            pe = next((f"patch_embeddings.per_modality_embeddings.{mod}.{mod}__" for mod in self.modalities
+                       if key.startswith(f"patch_embeddings.per_modality_embeddings.{mod}.{mod}__")), None)
+            ce = key[len("composite_encodings.per_modality_channel_embeddings."):] \
+                if key.startswith("composite_encodings.per_modality_channel_embeddings.") else None
+            if pe is not None:
+                mod = pe.split(".")[2]
                 idx, rest = key[len(pe):].split(".", 1)
                 if rest == "proj.weight" and v.ndim == 2:  # the linear layout: (D, p * p * c), pixels outer
-                    c = len(OLMOEARTH_MODALITIES[m][1][int(idx)])
+                    c = len(OLMOEARTH_MODALITIES[mod][1][int(idx)])
                     v = v.reshape(v.shape[0], KERNEL, KERNEL, c).permute(0, 3, 1, 2)
                 if rest not in ("proj.weight", "proj.bias"):
                     raise CheckpointError(
                         f"the checkpoint's {k} (a per-pixel or post-projection MLP) is not built here")
-                out[f"patch_embed.{idx}.{rest[len('proj.'):]}"] = v
+                out[f"patch_embed.{offset[mod] + int(idx)}.{rest[len('proj.'):]}"] = v
             elif key.startswith("patch_embeddings.per_modality_embeddings."):
-                out.ignored[k] = f"the patch embedding of another modality (this encoder takes {m})"
-            elif key == f"composite_encodings.per_modality_channel_embeddings.{m}":
-                out["channel_embed"] = v
-            elif key.startswith("composite_encodings.per_modality_channel_embeddings."):
-                out.ignored[k] = f"the band-group codes of another modality (this encoder takes {m})"
+                out.ignored[k] = f"the patch embedding of another modality (this encoder takes {list(self.modalities)})"
+            elif ce in self.modalities:
+                codes[ce] = v
+            elif ce is not None:
+                out.ignored[k] = f"the band-group codes of another modality (this encoder takes {list(self.modalities)})"
             elif key == "composite_encodings.month_embed.weight":
                 out.ignored[k] = "the fixed month table (computed here)"
             elif key.startswith(("project_and_aggregate.", "embedding_projector.")):
@@ -312,6 +404,8 @@ class OlmoEarthEncoder(GeoEncoder):
             else:
                 raise CheckpointError(f"the checkpoint's {k} is no part of the OlmoEarth v1 encoder built here "
                                       f"(register tokens, RoPE or band dropout variants are not supported)")
+        if set(codes) == set(self.modalities):  # the modalities' group codes, in this encoder's order
+            out["channel_embed"] = torch.cat([codes[mod] for mod in self.modalities], 0)
         return out
 
 
