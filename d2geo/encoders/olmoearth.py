@@ -414,6 +414,35 @@ class OlmoEarthEncoder(GeoEncoder):
 OLMOEARTH_S2_STATS = InputStats("olmoearth-s2-l2a-dn", "sentinel-2-l2a",
                                 tuple(b for g in OLMOEARTH_MODALITIES["sentinel2_l2a"][1] for b in g),
                                 (0.0,) * 12, (10000.0,) * 12, "dn")
+#: Sentinel-1 VV, VH in dB as upstream normalizes them (``data/norm_configs/computed.json`` with its
+#: ``Normalizer``'s default ``std_multiplier=2``: ``(x - (mean - 2 std)) / (4 std)``), in mean/std form
+OLMOEARTH_S1_STATS = InputStats("olmoearth-s1-db", "sentinel-1", ("VV", "VH"),
+                                (-11.648990747328444 - 2 * 10.840350299936597, -17.745436133270044 - 2 * 10.216274681392647),
+                                (4 * 10.840350299936597, 4 * 10.216274681392647), "dB")
+#: which statistics of the table serve which of upstream's modalities
+_STATS_OF = {"sentinel2_l2a": "olmoearth-s2-l2a-dn", "sentinel1": "olmoearth-s1-db"}
+
+
+def olmoearth_stats(bands: Sequence[str], stats: Sequence[InputStats] | None = None) -> tuple[list, list]:
+    """Per-channel mean and std for ``"<MODALITY>:<band>"`` channels (bare modality names expanded), from
+    ``stats`` (default: the pretrained table's, Sentinel-2 L2A and Sentinel-1), e.g. for
+    ``model.pixel_mean/std`` of a multi-modal config. A modality the statistics do not cover is an error."""
+    by_name = {st.name: st for st in (stats if stats is not None else (OLMOEARTH_S2_STATS, OLMOEARTH_S1_STATS))}
+    bands = expand_olmoearth_channels(bands)
+    mean, std = [], []
+    for mod, chans in _split_channels(bands).items():
+        st = by_name.get(_STATS_OF.get(mod, mod))
+        if st is None:
+            raise KeyError(f"no statistics for OlmoEarth's {mod} (channels "
+                           f"{[bands[i] for i, _ in chans]}): these statistics cover {sorted(by_name)}; give "
+                           f"pixel_mean/pixel_std for those channels yourself (e.g. your data's)")
+        for i, bid in chans:
+            (j,) = [k for k, b in enumerate(st.bands) if b.upper() == bid]
+            mean.append((i, st.mean[j]))
+            std.append((i, st.std[j]))
+    return [v for _, v in sorted(mean)], [v for _, v in sorted(std)]
+
+
 _LICENSE = "OlmoEarth Artifact License"
 _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "large": (1024, 24, 16)}
 
@@ -421,7 +450,7 @@ _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "lar
 def _entry(size: str) -> PretrainedCfg:
     repo = f"allenai/OlmoEarth-v1-{size.capitalize()}"
     return PretrainedCfg(
-        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL,
+        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS, OLMOEARTH_S1_STATS), patch_size=KERNEL,
         input_size=256,
         page=f"https://huggingface.co/{repo}",
         notes=("use restrictions (OlmoEarth Artifact License s.2): no military, defense, intelligence, surveillance "
