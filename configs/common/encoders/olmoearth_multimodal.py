@@ -10,7 +10,7 @@ embeddings). Statistics: ``olmoearth_stats`` per modality, Sentinel-2's the tabl
 encoder needs one acquisition time per sample (``metadata["timestamps"]``, upstream takes one for all
 modalities): ``read_modalities`` gives it when the files agree; otherwise give the Sentinel-2 date.
 """
-from d2geo.encoders.olmoearth import expand_olmoearth_channels, olmoearth_stats
+from d2geo.encoders.olmoearth_multimodal import expand_olmoearth_channels, olmoearth_stats
 
 _name = "olmoearth_v1_base"
 _bands = list(expand_olmoearth_channels(["S2L2A", "S1RTC"]))

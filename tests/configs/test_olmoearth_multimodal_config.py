@@ -14,7 +14,7 @@ from d2geo import model_zoo  # noqa: E402
 from d2geo.encoders.olmoearth import olmoearth_stats  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 
-NAME = "olmoearth/semantic_fpn_v1_base_s2s1.py"
+NAME = "olmoearth/semantic_fpn_v1_base_multimodal.py"
 
 
 def test_two_modality_config_trains_tiny(tmp_path):

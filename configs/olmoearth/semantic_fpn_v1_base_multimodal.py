@@ -1,7 +1,7 @@
 """Semantic FPN with OlmoEarth v1 Base on Sentinel-2 L2A + Sentinel-1 RTC in one encoder: four taps,
 multi-layer pyramid.
 
-Encoder, statistics and license: ``configs/common/encoders/olmoearth_s2s1.py``. Data: one GeoTIFF per
+Encoder, statistics and license: ``configs/common/encoders/olmoearth_multimodal.py``. Data: one GeoTIFF per
 modality on one grid, registered as ``{modality: path}`` images, e.g.::
 
     register_geo_semseg("geo_seg_train", [({"S2L2A": s2, "S1RTC": s1}, label), ...], stuff_classes=[...])
@@ -12,7 +12,7 @@ The mapper stacks the files (``d2geo.data.geotiff.read_modalities``) into the 14
 """
 from ..common.data.geo_semseg import dataloader
 from ..common.encoders.apply import apply_encoder as _apply_encoder
-from ..common.encoders.olmoearth_s2s1 import encoder as _enc
+from ..common.encoders.olmoearth_multimodal import encoder as _enc
 from ..common.models.semantic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import step as lr_multiplier
@@ -26,5 +26,5 @@ dataloader.train.total_batch_size = 8
 
 optimizer.lr = 1e-4
 
-train.output_dir = "./output/olmoearth/semantic_fpn_v1_base_s2s1"
+train.output_dir = "./output/olmoearth/semantic_fpn_v1_base_multimodal"
 train.max_iter = 20000
