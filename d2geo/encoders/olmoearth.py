@@ -9,11 +9,20 @@ group has its own patch embedding (an ``8 x 8`` kernel in the v1 files):
 * ``sentinel1``: (VV VH);
 * ``landsat``: (B8), (B1 B2 B3 B4 B5 B6 B7 B9 B10 B11).
 
-All three share the 10 m pixel grid (upstream resamples every band to it), so one encoder takes
-one modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
+All three share the 10 m pixel grid (upstream resamples every band to it). One encoder takes one
+modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
 series ``(B, C, T, H, W)`` (upstream's multi-temporal input: one timestamp per date). A run at
 patch size ``p`` other than the kernel's 8 resizes the *image* (bicubic, antialiased) by ``8 / p``
 before the 8-pixel kernel, as upstream's ``FlexiPatchEmbed`` does; the token grid is ``(H / p, W / p)``.
+
+Several modalities (upstream's multi-modal forward pass): channels named ``"<MODALITY>:<band>"`` as
+:func:`d2geo.data.geotiff.read_modalities` stacks one file per modality (``S2L2A`` -> ``sentinel2_l2a``,
+``S1RTC`` or ``S1GRD`` -> ``sentinel1``; a bare ``"S2L2A"`` is all its bands), e.g.
+``bands=["S2L2A", "S1RTC"]`` (14 channels, any order, the modalities in the order they first appear).
+Each modality's groups get that modality's patch embeddings and band-group codes; the tokens of all
+modalities share the time, month and position codes (one ``timestamps`` and ``gsd`` per sample, as
+upstream takes them) and go through the blocks as **one sequence**: every token attends to every
+modality's tokens.
 
 Encodings (upstream's ``CompositeEncodings``, absolute mode, the v1 files): each token gets, in four
 quarters of its width, a learned code of its band group, the sine-cosine code of its date's index
@@ -24,9 +33,11 @@ have none); blocks are timm's pre-norm ViT blocks (upstream's separate q, k, v p
 fused into timm's ``qkv`` on load) and a final layer norm.
 
 Feature maps: the tokens of one position (one per band group) are **averaged** into one
-``embed_dim`` vector per position, after the final norm when ``norm=True`` (for one date this is
-upstream's ``pool_spatially`` with ``MEAN``; for a series upstream also averages the dates, d2geo keeps
-them: ``(B, D, T, h, w)``, ``.mean(2)`` gives upstream's). The map stride is ``patch_size``.
+``embed_dim`` vector per position, after the final norm when ``norm=True``, as upstream's
+``pool_spatially`` with ``MEAN``: each modality's group tokens are averaged first, then the modalities'
+averages (so Sentinel-1's one group weighs as much as Sentinel-2's three). For a series upstream also
+averages the dates, d2geo keeps them: ``(B, D, T, h, w)``, ``.mean(2)`` gives upstream's. The map stride
+is ``patch_size``.
 
 Bands: an encoder built with a subset of a modality's bands zero-fills the absent bands of a group
 that has some of its bands, drops the tokens of a group with none (upstream's handling of a
@@ -98,10 +109,13 @@ class OlmoEarthEncoder(GeoEncoder):
     Args:
         embed_dim, depth, num_heads, mlp_ratio: the ViT (v1 Nano 128/4/8, Tiny 192/12/3,
             Base 768/12/12, Large 1024/24/16).
-        modality: ``sentinel2_l2a``, ``sentinel1`` or ``landsat`` (upstream's names).
+        modality: ``sentinel2_l2a`` (default), ``sentinel1`` or ``landsat`` (upstream's names); with
+            ``"<MODALITY>:<band>"`` channels leave it unset: their prefixes name the modalities.
         bands: the input's bands, in order (default: all of the modality's, in group order);
-            any subset of the modality's bands (see the module docstring).
-        sensor: the sensor the band names are read as (default: the modality's).
+            any subset of the modality's bands (see the module docstring); or ``"<MODALITY>:<band>"``
+            channels of several modalities (``["S2L2A", "S1RTC"]``), one encoder over all of them.
+        sensor: the sensor the band names are read as (default: the modality's; each modality's own
+            with ``"<MODALITY>:<band>"`` channels).
         patch_size: the token size in input pixels (1..8; the kernel is 8, other sizes resize the
             image as upstream does).
         gsd: the ground sample distance (m) used when the metadata has none.
@@ -357,8 +371,9 @@ def _entry(size: str) -> PretrainedCfg:
                "or policing use, no extractive (oil, gas, mining, deforestation) use; derivatives must carry them. "
                "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, "
                "cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 "
-               "scripts). Upstream's own band statistics "
-               "(olmoearth_pretrain/data/norm_configs) are not copied here: the listed ones are a placeholder"),
+               "scripts). Statistics: the Sentinel-2 ones listed are a placeholder (DN / 10 000), not upstream's "
+               "(olmoearth_pretrain/data/norm_configs); the Sentinel-1 ones are upstream's (computed.json in its "
+               "Normalizer's mean +- 2 std form)"),
         pinned_by="olmoearth_pretrain's model_loader.ModelID (repository and file name, commit 0a8852ed)",
         unpinned_reason=("no public source this project can read states a Hub commit or sha256 for the "
                          "OlmoEarth v1 files (the Hub is not reachable from here)"))
