@@ -36,8 +36,16 @@ a single-date Sentinel-2 encoder that takes ``(B, C, H, W)``. ``metadata["gsd"]`
 must be the modality's resolution (10 m; 0.2 m for aerial): the projectors' sub-patches are fixed
 in metres. Upstream's hub model asserts square inputs; here the patch grid may be rectangular
 (position codes and relative-position buckets follow rows and columns), which agrees with upstream
-wherever upstream runs (square grids). AnySat fuses several modalities in one token sequence; a
-d2geo backbone takes one tensor, so each encoder here takes one modality.
+wherever upstream runs (square grids). Several modalities (upstream's multi-modal forward pass) for the 10 m time series: channels named
+``"<MODALITY>:<band>"`` as :func:`d2geo.data.geotiff.read_modalities` stacks one file per modality
+(``S2L2A`` -> ``s2``, ``S1RTC`` or ``S1GRD`` -> ``s1-asc``; a bare ``"S2L2A"`` is upstream's ten bands), e.g.
+``bands=["S2L2A", "S1RTC"]``. Each modality has its own projector and shares the spatial encoder and the
+patch codes; the patch tokens of all modalities (modality after modality, after the class token) go
+through the trunk blocks as one sequence, and the cross-attention block's one query per patch attends
+over every modality's tokens (their key iRPE buckets repeated per modality, as upstream): its output, the
+feature map, is one vector per patch. Intermediate (trunk) taps, which upstream does not output as maps,
+average each position's modality tokens. One tensor means one set of dates for both modalities (upstream
+allows different dates per modality).
 """
 from __future__ import annotations
 
@@ -306,17 +314,19 @@ def _anysat_channels(bands: Sequence[str]) -> tuple[tuple[str, ...], dict[str, l
 
 
 class AnySatEncoder(GeoEncoder):
-    """AnySat (see the module docstring) for one modality.
+    """AnySat (see the module docstring) for one modality, or the 10 m series of several.
 
     Args:
         embed_dim, depth, num_heads: widths and depth (base: 768, 6, 12); the spatial encoder has
             ``depth`` blocks too and the trunk ``depth`` blocks plus the cross-attention block.
-        modality: ``"s2"``, ``"s1-asc"`` or ``"aerial"`` (upstream's names).
+        modality: ``"s2"`` (default), ``"s1-asc"`` or ``"aerial"`` (upstream's names); unset with
+            ``"<MODALITY>:<band>"`` channels, whose prefixes name the modalities.
         patch_size_m: the patch side in metres (a multiple of 10; upstream's ``patch_size``).
         frames: ``None`` for a time series ``(B, C, T, H, W)``; ``1``: a single-date encoder that
             takes ``(B, C, H, W)`` (time-series modalities).
         bands: the input bands, a subset of the modality's in any order (default: all of them);
-            the first projector layer keeps the matching columns of a checkpoint.
+            the first projector layer keeps the matching columns of a checkpoint; or
+            ``"<MODALITY>:<band>"`` channels of Sentinel-2 and Sentinel-1 (``["S2L2A", "S1RTC"]``).
         default_doy: day of the year (1 January = 0) of inputs without ``timestamps`` metadata.
     """
 
@@ -535,8 +545,8 @@ ANYSAT_PRETRAINED = {
         # the encoder's default 40 m patches at Sentinel-2's 10 m; PASTIS-HD's 128 px Sentinel-2 tiles
         input_size=128, patch_size=4,
         page="https://github.com/gastruc/AnySat",
-        notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds one modality per encoder "
-               "(s2, s1-asc, aerial) and keeps that projector; the statistics are a Sentinel-2 placeholder "
+        notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds s2, s1-asc, aerial, one per "
+               "encoder or s2 + s1-asc together, and keeps those projectors; the statistics are a Sentinel-2 placeholder "
                "(AnySat standardizes each dataset with its own); gsd metadata required"),
         unpinned_reason=("the publishers' hubconf.py (gastruc/AnySat e03e72e4) downloads resolve/main; no public "
                          "source (torchgeo, terratorch, the model card) states a Hub commit or a sha256 of "
