@@ -35,12 +35,17 @@ def _weights(ref):  # the published file holds the whole LatentMIM model: wrap l
     return {f"encoder.{k}": v.float() for k, v in ref["state_dict"].items()}
 
 
-def _check_against(ref, order=(0, 1)):
-    """``order``: which modality's channels come first in our input (upstream's result does not depend on it)."""
+FILE_ORDER = [CHANNELS.index(f"S2L2A:{b}") for b in ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
+                                                       "B09", "B11", "B12")]  # as read_modalities stacks an S2L2A file
+
+
+def _check_against(ref, order=(0, 1), s2=tuple(range(12)), s1=(12, 13)):
+    """``order``: which modality's channels come first in our input (upstream's result does not depend on it);
+    ``s2``, ``s1``: the fixture's channels of each modality in the order our input has them."""
     sd = _weights(ref)
     for name, run in ref["multi_runs"].items():
         x = run["x"].float()
-        idx = [list(range(12)), [12, 13]]
+        idx = [list(s2), list(s1)]
         perm = [i for o in order for i in idx[o]]
         enc = build_encoder("olmoearth_v1_nano", weights=sd, bands=[CHANNELS[i] for i in perm],
                             patch_size=run["patch_size"], **ref["config"]).eval()
@@ -63,6 +68,24 @@ def test_two_modalities_match_upstream_fixture(official):
 
 def test_modality_order_of_the_channels_does_not_matter(official):
     _check_against(official, order=(1, 0))
+
+
+def test_channels_in_file_order_map_to_upstreams_band_groups(official):
+    _check_against(official, s2=FILE_ORDER, s1=(13, 12))  # S2L2A as stored (B01 .. B12), then VH, VV
+
+
+def test_window_attention_over_all_modalities_tokens(official):
+    enc = build_encoder("olmoearth_v1_nano", weights=_weights(official), bands=["S2L2A", "S1RTC"],
+                        **official["config"]).eval()
+    x, md = torch.randn(1, 14, 6 * 8, 5 * 8), _metadata([3], 10)
+    with torch.no_grad():
+        ref = enc.forward_features(x, layers=[0, 1, 2], metadata=md)
+        assert enc._embed(x, md)[1] == (4, 6, 5)  # 3 Sentinel-2 groups and 1 Sentinel-1 group per position
+        enc.set_window_attention(50)  # one window: exactly global attention
+        assert all(torch.equal(a, b) for a, b in zip(enc.forward_features(x, layers=[0, 1, 2], metadata=md), ref))
+        enc.set_window_attention(3)
+        out = enc.forward_features(x, layers=[2], metadata=md)[0]
+    assert out.shape == ref[2].shape and not torch.allclose(out, ref[2])
 
 
 @pytest.mark.skipif(not os.environ.get("OLMOEARTH_REPO"), reason="set OLMOEARTH_REPO to an olmoearth_pretrain checkout")
