@@ -29,14 +29,16 @@ relative-position term of **every** head from the first head's query; aerial sub
 ordered by 10 m cell, then 2 m cell, while their position codes are in raster order of the 2 m
 cells; the cross-attention block has no residual around its attention.
 
-Inputs: one modality per encoder (``modality=``). Time series take ``(B, C, T, H, W)`` and need
+Inputs: one modality per encoder (``modality=``), or several (below). Time series take ``(B, C, T, H, W)`` and need
 the dates (``metadata["timestamps"]``, read as the day of the year, 1 January = 0, as upstream's
 ``*_dates``; or ``default_doy=`` for a single-date encoder without timestamps); ``frames=1`` makes
 a single-date Sentinel-2 encoder that takes ``(B, C, H, W)``. ``metadata["gsd"]`` is required and
 must be the modality's resolution (10 m; 0.2 m for aerial): the projectors' sub-patches are fixed
 in metres. Upstream's hub model asserts square inputs; here the patch grid may be rectangular
 (position codes and relative-position buckets follow rows and columns), which agrees with upstream
-wherever upstream runs (square grids). Several modalities (upstream's multi-modal forward pass) for the 10 m time series: channels named
+wherever upstream runs (square grids).
+
+Several modalities (upstream's multi-modal forward pass) for the 10 m time series: channels named
 ``"<MODALITY>:<band>"`` as :func:`d2geo.data.geotiff.read_modalities` stacks one file per modality
 (``S2L2A`` -> ``s2``, ``S1RTC`` or ``S1GRD`` -> ``s1-asc``; a bare ``"S2L2A"`` is upstream's ten bands), e.g.
 ``bands=["S2L2A", "S1RTC"]``. Each modality has its own projector and shares the spatial encoder and the
@@ -69,7 +71,8 @@ from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_FROM_MODALITY", "ANYSAT_PRETRAINED", "anysat_buckets", "anysat_sincos", "day_of_year"]
+__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_FROM_MODALITY", "ANYSAT_PRETRAINED", "anysat_buckets",
+           "anysat_sincos", "day_of_year"]
 
 #: the modalities built here: bands (upstream's channel order), native resolution (m), whether a
 #: time series, the L-TAE's input GroupNorm, and the sub-patch side in the spatial encoder's
@@ -288,7 +291,8 @@ def _anysat_channels(bands: Sequence[str]) -> tuple[tuple[str, ...], dict[str, l
     for b in bands:
         spec = find_modality(b) if isinstance(b, str) and MODALITY_SEP not in b else None
         if spec is not None and spec.name in ANYSAT_FROM_MODALITY:
-            out += [f"{spec.name}{MODALITY_SEP}{band}" for band in ANYSAT_MODALITIES[ANYSAT_FROM_MODALITY[spec.name]]["bands"]]
+            own = ANYSAT_MODALITIES[ANYSAT_FROM_MODALITY[spec.name]]["bands"]
+            out += [f"{spec.name}{MODALITY_SEP}{band}" for band in own]
         else:
             out.append(b)
     by_mod: dict[str, list[tuple[int, str]]] = {}
@@ -546,7 +550,8 @@ ANYSAT_PRETRAINED = {
         input_size=128, patch_size=4,
         page="https://github.com/gastruc/AnySat",
         notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds s2, s1-asc, aerial, one per "
-               "encoder or s2 + s1-asc together, and keeps those projectors; the statistics are a Sentinel-2 placeholder "
+               "encoder or s2 + s1-asc together, and keeps those projectors; the statistics are a Sentinel-2 "
+               "placeholder "
                "(AnySat standardizes each dataset with its own); gsd metadata required"),
         unpinned_reason=("the publishers' hubconf.py (gastruc/AnySat e03e72e4) downloads resolve/main; no public "
                          "source (torchgeo, terratorch, the model card) states a Hub commit or a sha256 of "

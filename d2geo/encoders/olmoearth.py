@@ -330,7 +330,8 @@ class OlmoEarthEncoder(GeoEncoder):
             elif ce in self.modalities:
                 codes[ce] = v
             elif ce is not None:
-                out.ignored[k] = f"the band-group codes of another modality (this encoder takes {list(self.modalities)})"
+                out.ignored[k] = ("the band-group codes of another modality (this encoder takes "
+                                  f"{list(self.modalities)})")
             elif key == "composite_encodings.month_embed.weight":
                 out.ignored[k] = "the fixed month table (computed here)"
             elif key.startswith(("project_and_aggregate.", "embedding_projector.")):
@@ -364,7 +365,8 @@ _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "lar
 def _entry(size: str) -> PretrainedCfg:
     repo = f"allenai/OlmoEarth-v1-{size.capitalize()}"
     return PretrainedCfg(
-        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS, OLMOEARTH_S1_STATS), patch_size=KERNEL,
+        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS, OLMOEARTH_S1_STATS),
+        patch_size=KERNEL,
         input_size=256,
         page=f"https://huggingface.co/{repo}",
         notes=("use restrictions (OlmoEarth Artifact License s.2): no military, defense, intelligence, surveillance "

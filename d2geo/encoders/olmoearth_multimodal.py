@@ -90,7 +90,8 @@ OLMOEARTH_S2_STATS = InputStats("olmoearth-s2-l2a-dn", "sentinel-2-l2a",
 #: Sentinel-1 VV, VH in dB as upstream normalizes them (``data/norm_configs/computed.json`` with its
 #: ``Normalizer``'s default ``std_multiplier=2``: ``(x - (mean - 2 std)) / (4 std)``), in mean/std form
 OLMOEARTH_S1_STATS = InputStats("olmoearth-s1-db", "sentinel-1", ("VV", "VH"),
-                                (-11.648990747328444 - 2 * 10.840350299936597, -17.745436133270044 - 2 * 10.216274681392647),
+                                (-11.648990747328444 - 2 * 10.840350299936597,
+                                 -17.745436133270044 - 2 * 10.216274681392647),
                                 (4 * 10.840350299936597, 4 * 10.216274681392647), "dB")
 #: which statistics of the table serve which of upstream's modalities
 _STATS_OF = {"sentinel2_l2a": "olmoearth-s2-l2a-dn", "sentinel1": "olmoearth-s1-db"}
