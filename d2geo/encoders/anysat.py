@@ -29,15 +29,25 @@ relative-position term of **every** head from the first head's query; aerial sub
 ordered by 10 m cell, then 2 m cell, while their position codes are in raster order of the 2 m
 cells; the cross-attention block has no residual around its attention.
 
-Inputs: one modality per encoder (``modality=``). Time series take ``(B, C, T, H, W)`` and need
+Inputs: one modality per encoder (``modality=``), or several (below). Time series take ``(B, C, T, H, W)`` and need
 the dates (``metadata["timestamps"]``, read as the day of the year, 1 January = 0, as upstream's
 ``*_dates``; or ``default_doy=`` for a single-date encoder without timestamps); ``frames=1`` makes
 a single-date Sentinel-2 encoder that takes ``(B, C, H, W)``. ``metadata["gsd"]`` is required and
 must be the modality's resolution (10 m; 0.2 m for aerial): the projectors' sub-patches are fixed
 in metres. Upstream's hub model asserts square inputs; here the patch grid may be rectangular
 (position codes and relative-position buckets follow rows and columns), which agrees with upstream
-wherever upstream runs (square grids). AnySat fuses several modalities in one token sequence; a
-d2geo backbone takes one tensor, so each encoder here takes one modality.
+wherever upstream runs (square grids).
+
+Several modalities (upstream's multi-modal forward pass) for the 10 m time series: channels named
+``"<MODALITY>:<band>"`` as :func:`d2geo.data.geotiff.read_modalities` stacks one file per modality
+(``S2L2A`` -> ``s2``, ``S1RTC`` or ``S1GRD`` -> ``s1-asc``; a bare ``"S2L2A"`` is upstream's ten bands), e.g.
+``bands=["S2L2A", "S1RTC"]``. Each modality has its own projector and shares the spatial encoder and the
+patch codes; the patch tokens of all modalities (modality after modality, after the class token) go
+through the trunk blocks as one sequence, and the cross-attention block's one query per patch attends
+over every modality's tokens (their key iRPE buckets repeated per modality, as upstream): its output, the
+feature map, is one vector per patch. Intermediate (trunk) taps, which upstream does not output as maps,
+average each position's modality tokens. One tensor means one set of dates for both modalities (upstream
+allows different dates per modality).
 """
 from __future__ import annotations
 
@@ -51,15 +61,18 @@ import torch.nn as nn
 from timm.layers import Mlp
 from timm.models.vision_transformer import Block
 
-from .bands import expand_bands
+from .bands import BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
+
 from .metadata import check_gsd
+from .modalities import MODALITY_SEP, find_modality
 from .registry import InputStats, PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_PRETRAINED", "anysat_buckets", "anysat_sincos", "day_of_year"]
+__all__ = ["AnySatEncoder", "ANYSAT_MODALITIES", "ANYSAT_FROM_MODALITY", "ANYSAT_PRETRAINED", "anysat_buckets",
+           "anysat_sincos", "day_of_year"]
 
 #: the modalities built here: bands (upstream's channel order), native resolution (m), whether a
 #: time series, the L-TAE's input GroupNorm, and the sub-patch side in the spatial encoder's
@@ -70,6 +83,8 @@ ANYSAT_MODALITIES = {
     "s1-asc": dict(bands=("VV", "VH"), gsd=10.0, temporal=True, in_norm=False, code_res=10.0),
     "aerial": dict(bands=("red", "green", "blue", "nir"), gsd=0.2, temporal=False, in_norm=False, code_res=2.0),
 }
+#: d2geo's modality names (``modalities.py``, the ``"<MODALITY>:<band>"`` channel prefixes) -> upstream's
+ANYSAT_FROM_MODALITY = {"S2L2A": "s2", "S1GRD": "s1-asc", "S1RTC": "s1-asc"}
 #: upstream's other projectors (present in the published file, not built here)
 _UNBUILT = ("aerial-flair", "spot", "naip", "s1", "alos", "l7", "l8", "modis")
 _RPE_ALPHA, _RPE_BETA, _RPE_GAMMA = 1.9, 3.8, 15.2  # iRPE ratio 1.9: alpha, beta, gamma = 1, 2, 8 x ratio
@@ -191,16 +206,22 @@ class _CrossBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], scale: int) -> torch.Tensor:
+        """``x``: the class token, then ``M`` modalities' ``h * w`` patch tokens; one query per patch
+        (and the class token) attends over all of them (upstream's ``forward_release``)."""
         a, (h, w) = self.attn, grid
         y = self.norm1(x)
         B, N, C = y.shape
+        L, M = 1 + h * w, (N - 1) // (h * w)
         n, hd = self.num_heads, C // self.num_heads
-        q = (a.q_learned + anysat_sincos(C, h, w, float(scale)).to(y)).reshape(1, N, n, hd).transpose(1, 2)
+        q = (a.q_learned + anysat_sincos(C, h, w, float(scale)).to(y)).reshape(1, L, n, hd).transpose(1, 2)
         q = q.expand(B, -1, -1, -1)
         k = a.wk(y).reshape(B, N, n, hd).transpose(1, 2)
         v = a.wv(y).reshape(B, N, n, hd).transpose(1, 2)
-        attn = (q @ k.transpose(-2, -1)) * hd**-0.5 + _key_rpe(q, a.rpe_k.lookup_table_weight, anysat_buckets(h, w))
-        x = a.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(B, N, C))
+        buckets = anysat_buckets(h, w)
+        if M > 1:  # every modality's patch tokens sit at the same positions: their key buckets repeat
+            buckets = torch.cat([buckets[:, :1], buckets[:, 1:].repeat(1, M)], 1)
+        attn = (q @ k.transpose(-2, -1)) * hd**-0.5 + _key_rpe(q, a.rpe_k.lookup_table_weight, buckets)
+        x = a.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(B, L, C))
         return x + self.mlp(self.norm2(x))
 
 
@@ -263,18 +284,53 @@ class _AerialProjector(nn.Module):
         return self.mlp(t)
 
 
+def _anysat_channels(bands: Sequence[str]) -> tuple[tuple[str, ...], dict[str, list[tuple[int, str]]]]:
+    """``"<MODALITY>:<band>"`` channels (bare modality names: all of upstream's bands of it, in its order)
+    -> (the channels, {upstream modality: [(channel, band)]}), modalities in the order they first appear."""
+    out: list[str] = []
+    for b in bands:
+        spec = find_modality(b) if isinstance(b, str) and MODALITY_SEP not in b else None
+        if spec is not None and spec.name in ANYSAT_FROM_MODALITY:
+            own = ANYSAT_MODALITIES[ANYSAT_FROM_MODALITY[spec.name]]["bands"]
+            out += [f"{spec.name}{MODALITY_SEP}{band}" for band in own]
+        else:
+            out.append(b)
+    by_mod: dict[str, list[tuple[int, str]]] = {}
+    source: dict[str, str] = {}
+    for i, ch in enumerate(out):
+        mod, sep, band = ch.partition(MODALITY_SEP) if isinstance(ch, str) else ("", "", "")
+        spec = find_modality(mod.strip()) if sep else None
+        if spec is None or spec.name not in ANYSAT_FROM_MODALITY:
+            raise BandError(f"channel {ch!r} of {list(out)}: a multi-modal AnySat encoder takes channels named "
+                            f"'<MODALITY>:<band>' of {', '.join(ANYSAT_FROM_MODALITY)} (e.g. 'S2L2A:B04', 'S1RTC:VV', "
+                            f"as read_modalities names them), or bare modality names")
+        up = ANYSAT_FROM_MODALITY[spec.name]
+        if source.setdefault(up, spec.name) != spec.name:
+            raise BandError(f"channels of {source[up]} and {spec.name} both feed AnySat's {up} projector; give one")
+        found = sensor_band(spec.sensor, band.strip())
+        bid = found.id.upper() if found is not None else None
+        known = ANYSAT_MODALITIES[up]["bands"]
+        if bid not in known or any(b == bid for _, b in by_mod.get(up, ())):
+            raise BandError(f"channel {ch!r}: {'given twice' if bid in known else 'not one of'} AnySat's {up} bands "
+                            f"{list(known)}")
+        by_mod.setdefault(up, []).append((i, bid))
+    return tuple(out), by_mod
+
+
 class AnySatEncoder(GeoEncoder):
-    """AnySat (see the module docstring) for one modality.
+    """AnySat (see the module docstring) for one modality, or the 10 m series of several.
 
     Args:
         embed_dim, depth, num_heads: widths and depth (base: 768, 6, 12); the spatial encoder has
             ``depth`` blocks too and the trunk ``depth`` blocks plus the cross-attention block.
-        modality: ``"s2"``, ``"s1-asc"`` or ``"aerial"`` (upstream's names).
+        modality: ``"s2"`` (default), ``"s1-asc"`` or ``"aerial"`` (upstream's names); unset with
+            ``"<MODALITY>:<band>"`` channels, whose prefixes name the modalities.
         patch_size_m: the patch side in metres (a multiple of 10; upstream's ``patch_size``).
         frames: ``None`` for a time series ``(B, C, T, H, W)``; ``1``: a single-date encoder that
             takes ``(B, C, H, W)`` (time-series modalities).
         bands: the input bands, a subset of the modality's in any order (default: all of them);
-            the first projector layer keeps the matching columns of a checkpoint.
+            the first projector layer keeps the matching columns of a checkpoint; or
+            ``"<MODALITY>:<band>"`` channels of Sentinel-2 and Sentinel-1 (``["S2L2A", "S1RTC"]``).
         default_doy: day of the year (1 January = 0) of inputs without ``timestamps`` metadata.
     """
 
@@ -282,10 +338,19 @@ class AnySatEncoder(GeoEncoder):
     patch_kernel_key = None
 
     def __init__(self, *, embed_dim: int = 768, depth: int = 6, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 modality: str = "s2", patch_size_m: int = 40, frames: int | None = None,
+                 modality: str | None = None, patch_size_m: int = 40, frames: int | None = None,
                  bands: Sequence[str] = (), default_doy: int | None = None, ltae_heads: int = 16,
                  drop_path_rate: float = 0.0):
         super().__init__()
+        multi = None
+        if bands and any(isinstance(b, str) and (MODALITY_SEP in b or b.upper() in ANYSAT_FROM_MODALITY)
+                         for b in bands):
+            bands, multi = _anysat_channels(bands)
+            if modality is not None and [modality] != list(multi):
+                raise ValueError(f"modality={modality!r} but the channels {list(bands)} are of {list(multi)}: "
+                                 f"leave modality unset, the channel prefixes name the modalities")
+            modality = next(iter(multi))
+        modality = "s2" if modality is None else modality
         if modality not in ANYSAT_MODALITIES:
             built = ", ".join(ANYSAT_MODALITIES)
             raise ValueError(f"AnySat modality {modality!r} is not built here (built: {built}"
@@ -302,13 +367,21 @@ class AnySatEncoder(GeoEncoder):
             raise ValueError(f"embed_dim={embed_dim}: the L-TAE projector needs a multiple of 32 (GroupNorm(4) of "
                              f"embed_dim / 8) and of ltae_heads={ltae_heads}")
         all_bands = spec["bands"]
-        self.bands = expand_bands(bands) if bands else all_bands
-        unknown = [b for b in self.bands if b not in all_bands]
-        if unknown or len(set(self.bands)) != len(self.bands):
-            raise ValueError(f"AnySat {modality} bands {list(self.bands)}: "
-                             f"{'unknown ' + str(unknown) if unknown else 'a band named twice'}; "
-                             f"name bands of {list(all_bands)} (upstream's order), each once")
-        self.band_index = [all_bands.index(b) for b in self.bands]
+        if multi is None:
+            self.bands = expand_bands(bands) if bands else all_bands
+            unknown = [b for b in self.bands if b not in all_bands]
+            if unknown or len(set(self.bands)) != len(self.bands):
+                raise ValueError(f"AnySat {modality} bands {list(self.bands)}: "
+                                 f"{'unknown ' + str(unknown) if unknown else 'a band named twice'}; "
+                                 f"name bands of {list(all_bands)} (upstream's order), each once")
+            multi = {modality: [(i, b) for i, b in enumerate(self.bands)]}
+        else:
+            self.bands = tuple(bands)
+        #: upstream's modalities in input order; per modality the input channels and their projector columns
+        self.modalities = tuple(multi)
+        self.channels = {m: [i for i, _ in cb] for m, cb in multi.items()}
+        self.band_indices = {m: [ANYSAT_MODALITIES[m]["bands"].index(b) for _, b in cb] for m, cb in multi.items()}
+        self.band_index = self.band_indices[modality]
         self.modality, self.native_gsd, self.code_res = modality, spec["gsd"], spec["code_res"]
         self.temporal_modality = spec["temporal"]
         self.input_ndim = 3 if spec["temporal"] and frames is None else 2
@@ -317,9 +390,13 @@ class AnySatEncoder(GeoEncoder):
         self.patch_size_m = patch_size_m
         self.patch_size = int(round(patch_size_m / spec["gsd"]))
         if spec["temporal"]:
-            self.projector = _LTAE(len(self.bands), embed_dim, spec["in_norm"], n_head=ltae_heads)
+            self.projector = _LTAE(len(self.channels[modality]), embed_dim, spec["in_norm"], n_head=ltae_heads)
         else:
             self.projector = _AerialProjector(len(self.bands), embed_dim)
+        #: the projectors of the further modalities (``s1-asc`` as ``s1_asc``); the first one is ``projector``
+        self.more_projectors = nn.ModuleDict({m.replace("-", "_"): _LTAE(
+            len(self.channels[m]), embed_dim, ANYSAT_MODALITIES[m]["in_norm"], n_head=ltae_heads)
+            for m in self.modalities[1:]})
         self.spatial = _SpatialEncoder(embed_dim, depth, num_heads, mlp_ratio)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         dpr = torch.linspace(0, drop_path_rate, depth + 1).tolist()
@@ -386,20 +463,37 @@ class AnySatEncoder(GeoEncoder):
         self._check_gsd(metadata)
         B, s = x.shape[0], self.scale
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        if self.temporal_modality:
+        codes = anysat_sincos(self.embed_dim, h, w, float(s)).to(x)
+        if not self.temporal_modality:
+            sub = self.projector(x, s)
+            tokens = self.spatial(sub, int(s * 10 / self.code_res), self.code_res).reshape(B, h * w, -1) + codes[1:]
+        else:
             series = x.permute(0, 2, 1, 3, 4) if x.ndim == 5 else x.unsqueeze(1)  # (B, T, C, H, W)
             doy = self._days(metadata, B, series.shape[1], x.device)
-            fmap = self.projector(series, doy)  # (B, D, H, W) at 10 m
-            D = fmap.shape[1]
-            sub = fmap.reshape(B, D, h, s, w, s).permute(0, 2, 4, 3, 5, 1).reshape(B * h * w, s * s, D)
-            side = s
-        else:
-            sub = self.projector(x, s)
-            side = int(s * 10 / self.code_res)
-        tokens = self.spatial(sub, side, self.code_res).reshape(B, h * w, -1)
-        codes = anysat_sincos(self.embed_dim, h, w, float(s)).to(tokens)
-        tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], 1) + codes
+            parts = []
+            for m in self.modalities:  # each modality: its projector, the shared spatial encoder, the patch codes
+                proj = self.projector if m == self.modality else self.more_projectors[m.replace("-", "_")]
+                chans = series if len(self.modalities) == 1 else series[:, :, self.channels[m]]
+                fmap = proj(chans, doy)  # (B, D, H, W) at 10 m
+                D = fmap.shape[1]
+                sub = fmap.reshape(B, D, h, s, w, s).permute(0, 2, 4, 3, 5, 1).reshape(B * h * w, s * s, D)
+                parts.append(self.spatial(sub, s, self.code_res).reshape(B, h * w, -1) + codes[1:])
+            tokens = torch.cat(parts, 1)  # the modalities one after the other, as upstream
+        tokens = torch.cat([self.cls_token.expand(B, -1, -1) + codes[:1], tokens], 1)
         return tokens, (h, w), (h, w)
+
+    def _to_map(self, tokens: torch.Tensor, grid, norm: bool) -> torch.Tensor:
+        M = (tokens.shape[1] - 1) // (grid[0] * grid[1])
+        if M > 1:  # a trunk block's tokens of several modalities: averaged per position (upstream has no map here)
+            tokens = torch.cat([tokens[:, :1], tokens[:, 1:].reshape(tokens.shape[0], M, -1, tokens.shape[2]).mean(1)],
+                               1)
+        return super()._to_map(tokens, grid, norm)
+
+    def set_window_attention(self, window_size, global_blocks=()) -> None:
+        if window_size and len(self.modalities) > 1:
+            raise ValueError("window attention is not built for a multi-modal AnySat encoder (its tokens are "
+                             "several modalities' grids and a class token); use one modality, or tiles")
+        super().set_window_attention(window_size, global_blocks)
 
     def _run_block(self, block, x, ctx):
         return block(x, ctx, self.scale) if isinstance(block, _CrossBlock) else block(x)
@@ -413,20 +507,25 @@ class AnySatEncoder(GeoEncoder):
                              top_level=("cls_token",))
         if ours:
             return sd
-        proj = f"projector_{self.modality}."
+        for m in self.modalities:
+            if not any(k.startswith(f"projector_{m}.") for k in sd):
+                raise CheckpointError(f"the checkpoint has no projector_{m}: it cannot feed AnySat's {m} input "
+                                      f"(this encoder takes {list(self.modalities)})")
         out, ignored = {}, dict(sd.ignored)
         for k, v in sd.items():
             if k.startswith("projector_"):
-                if not k.startswith(proj):
-                    ignored[k] = f"the projector of another modality (this encoder takes {self.modality})"
+                m = next((m for m in self.modalities if k.startswith(f"projector_{m}.")), None)
+                if m is None:
+                    ignored[k] = f"the projector of another modality (this encoder takes {list(self.modalities)})"
                     continue
-                rest = k[len(proj):]
+                rest = k[len(f"projector_{m}."):]
                 if rest == "pad_parameter":
                     ignored[k] = "the padding value of masked dates (masks are not built here)"
                     continue
-                k = "projector." + (rest[len("patch_embed."):] if self.temporal_modality else rest)
-                if k == "projector.inconv.0.weight":
-                    v = v[:, self.band_index]  # the input's bands, in the input's order
+                base = "projector" if m == self.modality else f"more_projectors.{m.replace('-', '_')}"
+                k = f"{base}." + (rest[len("patch_embed."):] if self.temporal_modality else rest)
+                if k == f"{base}.inconv.0.weight":
+                    v = v[:, self.band_indices[m]]  # the input's bands, in the input's order
                 elif self.temporal_modality is False and k == "projector.patch_embed.weight":
                     v = v[:, self.band_index]
             elif k.startswith("spatial_encoder."):
@@ -450,8 +549,9 @@ ANYSAT_PRETRAINED = {
         # the encoder's default 40 m patches at Sentinel-2's 10 m; PASTIS-HD's 128 px Sentinel-2 tiles
         input_size=128, patch_size=4,
         page="https://github.com/gastruc/AnySat",
-        notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds one modality per encoder "
-               "(s2, s1-asc, aerial) and keeps that projector; the statistics are a Sentinel-2 placeholder "
+        notes=("one file for every modality (GeoPlex pretraining, JEPA); d2geo builds s2, s1-asc, aerial, one per "
+               "encoder or s2 + s1-asc together, and keeps those projectors; the statistics are a Sentinel-2 "
+               "placeholder "
                "(AnySat standardizes each dataset with its own); gsd metadata required"),
         unpinned_reason=("the publishers' hubconf.py (gastruc/AnySat e03e72e4) downloads resolve/main; no public "
                          "source (torchgeo, terratorch, the model card) states a Hub commit or a sha256 of "

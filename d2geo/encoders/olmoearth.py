@@ -9,11 +9,20 @@ group has its own patch embedding (an ``8 x 8`` kernel in the v1 files):
 * ``sentinel1``: (VV VH);
 * ``landsat``: (B8), (B1 B2 B3 B4 B5 B6 B7 B9 B10 B11).
 
-All three share the 10 m pixel grid (upstream resamples every band to it), so one encoder takes
-one modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
+All three share the 10 m pixel grid (upstream resamples every band to it). One encoder takes one
+modality's bands stacked as ``(B, C, H, W)`` (one date) or, built with ``temporal=True``, a time
 series ``(B, C, T, H, W)`` (upstream's multi-temporal input: one timestamp per date). A run at
 patch size ``p`` other than the kernel's 8 resizes the *image* (bicubic, antialiased) by ``8 / p``
 before the 8-pixel kernel, as upstream's ``FlexiPatchEmbed`` does; the token grid is ``(H / p, W / p)``.
+
+Several modalities (upstream's multi-modal forward pass): channels named ``"<MODALITY>:<band>"`` as
+:func:`d2geo.data.geotiff.read_modalities` stacks one file per modality (``S2L2A`` -> ``sentinel2_l2a``,
+``S1RTC`` or ``S1GRD`` -> ``sentinel1``; a bare ``"S2L2A"`` is all its bands), e.g.
+``bands=["S2L2A", "S1RTC"]`` (14 channels, any order, the modalities in the order they first appear).
+Each modality's groups get that modality's patch embeddings and band-group codes; the tokens of all
+modalities share the time, month and position codes (one ``timestamps`` and ``gsd`` per sample, as
+upstream takes them) and go through the blocks as **one sequence**: every token attends to every
+modality's tokens.
 
 Encodings (upstream's ``CompositeEncodings``, absolute mode, the v1 files): each token gets, in four
 quarters of its width, a learned code of its band group, the sine-cosine code of its date's index
@@ -24,9 +33,11 @@ have none); blocks are timm's pre-norm ViT blocks (upstream's separate q, k, v p
 fused into timm's ``qkv`` on load) and a final layer norm.
 
 Feature maps: the tokens of one position (one per band group) are **averaged** into one
-``embed_dim`` vector per position, after the final norm when ``norm=True`` (for one date this is
-upstream's ``pool_spatially`` with ``MEAN``; for a series upstream also averages the dates, d2geo keeps
-them: ``(B, D, T, h, w)``, ``.mean(2)`` gives upstream's). The map stride is ``patch_size``.
+``embed_dim`` vector per position, after the final norm when ``norm=True``, as upstream's
+``pool_spatially`` with ``MEAN``: each modality's group tokens are averaged first, then the modalities'
+averages (so Sentinel-1's one group weighs as much as Sentinel-2's three). For a series upstream also
+averages the dates, d2geo keeps them: ``(B, D, T, h, w)``, ``.mean(2)`` gives upstream's. The map stride
+is ``patch_size``.
 
 Bands: an encoder built with a subset of a modality's bands zero-fills the absent bands of a group
 that has some of its bands, drops the tokens of a group with none (upstream's handling of a
@@ -46,23 +57,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
-from .bands import BandError, expand_bands, sensor_band
+from .bands import expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict
 from .metadata import warn_once
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .olmoearth_multimodal import (OLMOEARTH_FROM_MODALITY, OLMOEARTH_MODALITIES, OLMOEARTH_S1_STATS,  # noqa: F401
+                                   OLMOEARTH_S2_STATS, _band_ids, _is_multimodal, _split_channels,
+                                   expand_olmoearth_channels, olmoearth_stats)
+from .registry import PretrainedCfg, register_encoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OlmoEarthEncoder", "OLMOEARTH_MODALITIES", "OLMOEARTH_PRETRAINED", "timestamps_to_month"]
+__all__ = ["OlmoEarthEncoder", "OLMOEARTH_MODALITIES", "OLMOEARTH_PRETRAINED", "OLMOEARTH_FROM_MODALITY",
+           "olmoearth_stats", "timestamps_to_month"]
 
-#: upstream's band groups (its ``ModalitySpec.band_sets``) and the sensor whose band ids they are
-OLMOEARTH_MODALITIES = {
-    "sentinel2_l2a": ("sentinel-2-l2a", (("B02", "B03", "B04", "B08"), ("B05", "B06", "B07", "B8A", "B11", "B12"),
-                                         ("B01", "B09"))),
-    "sentinel1": ("sentinel-1", (("VV", "VH"),)),
-    "landsat": ("landsat-c2-l1", (("B8",), ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B9", "B10", "B11"))),
-}
 BASE_GSD = 10.0  # metres: the resolution upstream's GSD ratio is relative to
 KERNEL = 8  # the v1 files' patch kernel (upstream's max_patch_size)
 
@@ -95,33 +103,19 @@ def timestamps_to_month(timestamps: torch.Tensor) -> torch.Tensor:
     return torch.where(mp < 10, mp + 2, mp - 10)  # March-based -> 0 = January
 
 
-def _band_ids(modality: str, bands: Sequence[str], sensor: str | None) -> list[str]:
-    default_sensor, groups = OLMOEARTH_MODALITIES[modality]
-    known = {b for g in groups for b in g}
-    ids = []
-    for band in bands:
-        spec = sensor_band(sensor or default_sensor, band)
-        bid = spec.id.upper() if spec is not None else None
-        if bid not in known:
-            raise BandError(f"band {band!r} is not one of OlmoEarth's {modality} bands {sorted(known)}"
-                            f"{f' (read as {sensor} bands)' if sensor else ''}; name the input's bands, or build "
-                            f"the encoder for another modality ({', '.join(OLMOEARTH_MODALITIES)})")
-        if bid in ids:
-            raise BandError(f"band {band!r} is given twice in OlmoEarth's bands {list(bands)}")
-        ids.append(bid)
-    return ids
-
-
 class OlmoEarthEncoder(GeoEncoder):
     """OlmoEarth encoder (see the module docstring).
 
     Args:
         embed_dim, depth, num_heads, mlp_ratio: the ViT (v1 Nano 128/4/8, Tiny 192/12/3,
             Base 768/12/12, Large 1024/24/16).
-        modality: ``sentinel2_l2a``, ``sentinel1`` or ``landsat`` (upstream's names).
+        modality: ``sentinel2_l2a`` (default), ``sentinel1`` or ``landsat`` (upstream's names); with
+            ``"<MODALITY>:<band>"`` channels leave it unset: their prefixes name the modalities.
         bands: the input's bands, in order (default: all of the modality's, in group order);
-            any subset of the modality's bands (see the module docstring).
-        sensor: the sensor the band names are read as (default: the modality's).
+            any subset of the modality's bands (see the module docstring); or ``"<MODALITY>:<band>"``
+            channels of several modalities (``["S2L2A", "S1RTC"]``), one encoder over all of them.
+        sensor: the sensor the band names are read as (default: the modality's; each modality's own
+            with ``"<MODALITY>:<band>"`` channels).
         patch_size: the token size in input pixels (1..8; the kernel is 8, other sizes resize the
             image as upstream does).
         gsd: the ground sample distance (m) used when the metadata has none.
@@ -133,35 +127,66 @@ class OlmoEarthEncoder(GeoEncoder):
     num_prefix_tokens = 0
 
     def __init__(self, *, embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 modality: str = "sentinel2_l2a", bands: Sequence[str] = (), sensor: str | None = None,
+                 modality: str | None = None, bands: Sequence[str] = (), sensor: str | None = None,
                  patch_size: int = KERNEL, gsd: float = BASE_GSD, temporal: bool = False,
                  drop_path_rate: float = 0.0):
         super().__init__()
         #: ``temporal``: ``(B, C, T, H, W)`` time series (any T, one timestamp per date) -> ``(B, D, T, h, w)`` maps
         self.input_ndim = 3 if temporal else 2
-        if modality not in OLMOEARTH_MODALITIES:
-            raise ValueError(f"OlmoEarth modality {modality!r} is not supported here; use one of "
-                             f"{', '.join(OLMOEARTH_MODALITIES)} (the modalities with image bands d2geo reads)")
         if not 1 <= patch_size <= KERNEL:
             raise ValueError(f"patch_size {patch_size} is outside OlmoEarth's 1..{KERNEL}")
         if embed_dim % 8:
             raise ValueError(f"embed_dim {embed_dim} must be a multiple of 8 (four sine-cosine quarters)")
         self.embed_dim, self.depth, self.patch_size, self.gsd = embed_dim, depth, patch_size, float(gsd)
-        self.modality, self.sensor = modality, sensor
-        groups = OLMOEARTH_MODALITIES[modality][1]
-        self.bands = expand_bands(bands) if bands else tuple(b for g in groups for b in g)
-        ids = _band_ids(modality, self.bands, sensor)
-        #: per group: the input channel of each of its bands (-1: absent, zero-filled)
-        self.group_channels = [[ids.index(b) if b in ids else -1 for b in g] for g in groups]
+        if bands and _is_multimodal(bands):  # "<MODALITY>:<band>" channels: the modalities come from them
+            if sensor is not None:
+                raise ValueError(f"sensor={sensor!r} with '<MODALITY>:<band>' channels: each modality's bands are "
+                                 f"read as its own sensor (modalities.py); leave sensor unset")
+            self.bands = expand_olmoearth_channels(bands)
+            by_mod = _split_channels(self.bands)
+            wanted = [] if modality is None else [modality] if isinstance(modality, str) else list(modality)
+            if wanted and sorted(wanted) != sorted(by_mod):
+                raise ValueError(f"modality={modality!r} but the channels {list(self.bands)} are of "
+                                 f"{list(by_mod)}: leave modality unset, the channel prefixes name the modalities")
+        else:
+            modality = modality if modality is not None else "sentinel2_l2a"
+            if not isinstance(modality, str):
+                raise ValueError(f"modality={list(modality)}: several modalities need channels named "
+                                 f"'<MODALITY>:<band>' (e.g. bands=['S2L2A', 'S1RTC'], as read_modalities names them)")
+            if modality not in OLMOEARTH_MODALITIES:
+                raise ValueError(f"OlmoEarth modality {modality!r} is not supported here; use one of "
+                                 f"{', '.join(OLMOEARTH_MODALITIES)} (the modalities with image bands d2geo reads)")
+            groups = OLMOEARTH_MODALITIES[modality][1]
+            self.bands = expand_bands(bands) if bands else tuple(b for g in groups for b in g)
+            by_mod = {modality: list(enumerate(_band_ids(modality, self.bands, sensor)))}
+        self.sensor = sensor
+        #: upstream's modalities, in input order; ``modality`` is the first (one-modality encoders)
+        self.modalities = tuple(by_mod)
+        self.modality = self.modalities[0]
+        #: the band groups of all modalities, modality after modality (upstream's per-modality
+        #: embeddings, flattened): (modality, group index within it, input channel per band or -1)
+        self.group_specs = []
+        for mod, chans in by_mod.items():
+            ids = [bid for _, bid in chans]
+            groups = OLMOEARTH_MODALITIES[mod][1]
+            self.group_specs += [(mod, gi, [chans[ids.index(b)][0] if b in ids else -1 for b in g])
+                                 for gi, g in enumerate(groups)]
+            absent = [b for g in groups for b in g if b not in ids]
+            if absent:
+                logger.warning("OlmoEarth %s: bands %s are not in the input: absent bands of a partly present group "
+                               "are zero-filled, groups with none (%s) are left out; the weights saw every band",
+                               mod, absent, [g for g in groups if not set(g) & set(ids)])
+        self.group_channels = [ch for _, _, ch in self.group_specs]
         self.used_groups = [i for i, ch in enumerate(self.group_channels) if max(ch) >= 0]
-        absent = [b for g in groups for b in g if b not in ids]
-        if absent:
-            logger.warning("OlmoEarth %s: bands %s are not in the input: absent bands of a partly present group "
-                           "are zero-filled, groups with none (%s) are left out; the weights saw every band",
-                           modality, absent, [groups[i] for i in range(len(groups)) if i not in self.used_groups])
+        #: per modality: the positions of its used groups among the used groups (for pooling)
+        self.modality_slices = []
+        for mod in self.modalities:
+            pos = [k for k, g in enumerate(self.used_groups) if self.group_specs[g][0] == mod]
+            self.modality_slices.append((pos[0], pos[-1] + 1))
         n = embed_dim // 4
-        self.patch_embed = nn.ModuleList(nn.Conv2d(len(g), embed_dim, KERNEL, stride=KERNEL) for g in groups)
-        self.channel_embed = nn.Parameter(torch.zeros(len(groups), n))
+        self.patch_embed = nn.ModuleList(nn.Conv2d(len(ch), embed_dim, KERNEL, stride=KERNEL)
+                                         for ch in self.group_channels)
+        self.channel_embed = nn.Parameter(torch.zeros(len(self.group_specs), n))
         self.register_buffer("month_table", _month_table(n), persistent=False)
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm,  # eps 1e-5, as upstream
@@ -244,7 +269,10 @@ class OlmoEarthEncoder(GeoEncoder):
         if norm:
             tokens = self._final_norm(tokens)
         B, _, D = tokens.shape
-        fmap = tokens.reshape(B, *grid, D).mean(1)  # groups averaged: (B, [T,] h, w, D)
+        tokens = tokens.reshape(B, *grid, D)
+        # upstream's pool_spatially (MEAN): each modality's groups averaged, then the modalities averaged
+        per_mod = [tokens[:, a:b].mean(1) for a, b in self.modality_slices]
+        fmap = per_mod[0] if len(per_mod) == 1 else torch.stack(per_mod, 0).mean(0)  # (B, [T,] h, w, D)
         return (fmap.permute(0, 3, 1, 2) if fmap.ndim == 4 else fmap.permute(0, 4, 1, 2, 3)).contiguous()
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -268,29 +296,42 @@ class OlmoEarthEncoder(GeoEncoder):
                     out.ignored[k] = f"outside the encoder (under {prefix!r})"
             return out
         prefix = next((p for p in hits if p.endswith("encoder.") and not p.endswith("target_encoder.")), hits[0])
+        for mod in self.modalities[1:]:
+            key = f"{prefix}patch_embeddings.per_modality_embeddings.{mod}.{mod}__0.proj.weight"
+            if key not in state_dict:
+                raise CheckpointError(f"the checkpoint has no {key!r}: it was not trained with {mod}, one of this "
+                                      f"encoder's modalities {list(self.modalities)}")
+        #: the first flat group index of each modality (see ``group_specs``)
+        offset = {mod: next(i for i, (m2, _, _) in enumerate(self.group_specs) if m2 == mod) for mod in self.modalities}
         out = FilteredStateDict(prefix=prefix)
-        pe = f"patch_embeddings.per_modality_embeddings.{m}.{m}__"
+        codes = {}
         for k, v in state_dict.items():
             if not k.startswith(prefix):
                 out.ignored[k] = ("outside the encoder (the pretraining decoder or target copy; "
                                   f"encoder under {prefix!r})")
                 continue
             key = k[len(prefix):]
-            if key.startswith(pe):
+            pe = next((f"patch_embeddings.per_modality_embeddings.{mod}.{mod}__" for mod in self.modalities
+                       if key.startswith(f"patch_embeddings.per_modality_embeddings.{mod}.{mod}__")), None)
+            ce = key[len("composite_encodings.per_modality_channel_embeddings."):] \
+                if key.startswith("composite_encodings.per_modality_channel_embeddings.") else None
+            if pe is not None:
+                mod = pe.split(".")[2]
                 idx, rest = key[len(pe):].split(".", 1)
                 if rest == "proj.weight" and v.ndim == 2:  # the linear layout: (D, p * p * c), pixels outer
-                    c = len(OLMOEARTH_MODALITIES[m][1][int(idx)])
+                    c = len(OLMOEARTH_MODALITIES[mod][1][int(idx)])
                     v = v.reshape(v.shape[0], KERNEL, KERNEL, c).permute(0, 3, 1, 2)
                 if rest not in ("proj.weight", "proj.bias"):
                     raise CheckpointError(
                         f"the checkpoint's {k} (a per-pixel or post-projection MLP) is not built here")
-                out[f"patch_embed.{idx}.{rest[len('proj.'):]}"] = v
+                out[f"patch_embed.{offset[mod] + int(idx)}.{rest[len('proj.'):]}"] = v
             elif key.startswith("patch_embeddings.per_modality_embeddings."):
-                out.ignored[k] = f"the patch embedding of another modality (this encoder takes {m})"
-            elif key == f"composite_encodings.per_modality_channel_embeddings.{m}":
-                out["channel_embed"] = v
-            elif key.startswith("composite_encodings.per_modality_channel_embeddings."):
-                out.ignored[k] = f"the band-group codes of another modality (this encoder takes {m})"
+                out.ignored[k] = f"the patch embedding of another modality (this encoder takes {list(self.modalities)})"
+            elif ce in self.modalities:
+                codes[ce] = v
+            elif ce is not None:
+                out.ignored[k] = ("the band-group codes of another modality (this encoder takes "
+                                  f"{list(self.modalities)})")
             elif key == "composite_encodings.month_embed.weight":
                 out.ignored[k] = "the fixed month table (computed here)"
             elif key.startswith(("project_and_aggregate.", "embedding_projector.")):
@@ -312,14 +353,11 @@ class OlmoEarthEncoder(GeoEncoder):
             else:
                 raise CheckpointError(f"the checkpoint's {k} is no part of the OlmoEarth v1 encoder built here "
                                       f"(register tokens, RoPE or band dropout variants are not supported)")
+        if set(codes) == set(self.modalities):  # the modalities' group codes, in this encoder's order
+            out["channel_embed"] = torch.cat([codes[mod] for mod in self.modalities], 0)
         return out
 
 
-#: OlmoEarth normalizes each band with its pretraining statistics (upstream's
-#: ``data/norm_configs``); a neutral placeholder here, like the other any-statistics families
-OLMOEARTH_S2_STATS = InputStats("olmoearth-s2-l2a-dn", "sentinel-2-l2a",
-                                tuple(b for g in OLMOEARTH_MODALITIES["sentinel2_l2a"][1] for b in g),
-                                (0.0,) * 12, (10000.0,) * 12, "dn")
 _LICENSE = "OlmoEarth Artifact License"
 _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "large": (1024, 24, 16)}
 
@@ -327,15 +365,17 @@ _SIZES = {"nano": (128, 4, 8), "tiny": (192, 12, 3), "base": (768, 12, 12), "lar
 def _entry(size: str) -> PretrainedCfg:
     repo = f"allenai/OlmoEarth-v1-{size.capitalize()}"
     return PretrainedCfg(
-        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS,), patch_size=KERNEL,
+        source=f"hf://{repo}/weights.pth", license=_LICENSE, stats=(OLMOEARTH_S2_STATS, OLMOEARTH_S1_STATS),
+        patch_size=KERNEL,
         input_size=256,
         page=f"https://huggingface.co/{repo}",
         notes=("use restrictions (OlmoEarth Artifact License s.2): no military, defense, intelligence, surveillance "
                "or policing use, no extractive (oil, gas, mining, deforestation) use; derivatives must carry them. "
                "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, "
                "cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 "
-               "scripts). Upstream's own band statistics "
-               "(olmoearth_pretrain/data/norm_configs) are not copied here: the listed ones are a placeholder"),
+               "scripts). Statistics: the Sentinel-2 ones listed are a placeholder (DN / 10 000), not upstream's "
+               "(olmoearth_pretrain/data/norm_configs); the Sentinel-1 ones are upstream's (computed.json in its "
+               "Normalizer's mean +- 2 std form)"),
         pinned_by="olmoearth_pretrain's model_loader.ModelID (repository and file name, commit 0a8852ed)",
         unpinned_reason=("no public source this project can read states a Hub commit or sha256 for the "
                          "OlmoEarth v1 files (the Hub is not reachable from here)"))
