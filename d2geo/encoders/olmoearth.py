@@ -373,9 +373,8 @@ def _entry(size: str) -> PretrainedCfg:
                "or policing use, no extractive (oil, gas, mining, deforestation) use; derivatives must carry them. "
                "The file is the whole LatentMIM model; only `encoder.` is loaded. Pretrained on 256 px tiles, "
                "cropped to 1..12 patches per side at patch sizes 1..8 under a 2250-token budget (phase-2 "
-               "scripts). Statistics: the Sentinel-2 ones listed are a placeholder (DN / 10 000), not upstream's "
-               "(olmoearth_pretrain/data/norm_configs); the Sentinel-1 ones are upstream's (computed.json in its "
-               "Normalizer's mean +- 2 std form)"),
+               "scripts). Statistics: upstream's (olmoearth_pretrain/data/norm_configs/computed.json, in its "
+               "Normalizer's (x - (mean - 2 std)) / (4 std) form): Sentinel-2 L2A in DN, Sentinel-1 in dB"),
         pinned_by="olmoearth_pretrain's model_loader.ModelID (repository and file name, commit 0a8852ed)",
         unpinned_reason=("no public source this project can read states a Hub commit or sha256 for the "
                          "OlmoEarth v1 files (the Hub is not reachable from here)"))

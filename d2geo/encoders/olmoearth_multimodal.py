@@ -82,17 +82,37 @@ def _split_channels(bands: Sequence[str]) -> dict[str, list[tuple[int, str]]]:
     return by_mod
 
 
-#: OlmoEarth normalizes each band with its pretraining statistics (upstream's
-#: ``data/norm_configs``); a neutral placeholder here, like the other any-statistics families
-OLMOEARTH_S2_STATS = InputStats("olmoearth-s2-l2a-dn", "sentinel-2-l2a",
-                                tuple(b for g in OLMOEARTH_MODALITIES["sentinel2_l2a"][1] for b in g),
-                                (0.0,) * 12, (10000.0,) * 12, "dn")
-#: Sentinel-1 VV, VH in dB as upstream normalizes them (``data/norm_configs/computed.json`` with its
-#: ``Normalizer``'s default ``std_multiplier=2``: ``(x - (mean - 2 std)) / (4 std)``), in mean/std form
-OLMOEARTH_S1_STATS = InputStats("olmoearth-s1-db", "sentinel-1", ("VV", "VH"),
-                                (-11.648990747328444 - 2 * 10.840350299936597,
-                                 -17.745436133270044 - 2 * 10.216274681392647),
-                                (4 * 10.840350299936597, 4 * 10.216274681392647), "dB")
+#: upstream's per-band statistics of its pretraining data (``olmoearth_pretrain/data/norm_configs/
+#: computed.json``: mean, std), which its ``Normalizer(Strategy.COMPUTED)`` (the one its inference
+#: quickstart applies to raw Sentinel-2 L2A DN) turns into ``(x - (mean - 2 std)) / (4 std)``
+_COMPUTED = {
+    "sentinel2_l2a": {
+        "B01": (1115.8494388252218, 1955.6991794280914), "B02": (1188.9412572078477, 1859.1923971769581),
+        "B03": (1407.7739105458452, 1727.7387413631088), "B04": (1513.0573882432757, 1740.7757298757895),
+        "B05": (1890.9893042634167, 1754.7320388511766), "B06": (2483.7812315422448, 1622.1172720635755),
+        "B07": (2722.728248756412, 1621.8226170190276), "B08": (2755.481305028308, 1612.2565699990187),
+        "B09": (3269.812554170875, 2651.088425085525), "B11": (2562.852607796968, 1441.5471830655151),
+        "B12": (1914.1383249044113, 1328.8914382756407), "B8A": (2885.570263047681, 1611.3587521042082)},
+    "sentinel1": {"VV": (-11.648990747328444, 10.840350299936597), "VH": (-17.745436133270044, 10.216274681392647)},
+}
+#: upstream's ``std_multiplier`` (its default, used in pretraining and its inference quickstart)
+_STD_MULTIPLIER = 2.0
+
+
+def _computed_stats(name: str, modality: str, units: str) -> InputStats:
+    """Upstream's normalization of ``modality`` as d2geo's ``(x - mean) / std`` statistics."""
+    sensor, groups = OLMOEARTH_MODALITIES[modality]
+    bands = tuple(b for g in groups for b in g)
+    table = _COMPUTED[modality]
+    mean = tuple(table[b][0] - _STD_MULTIPLIER * table[b][1] for b in bands)
+    std = tuple(2 * _STD_MULTIPLIER * table[b][1] for b in bands)
+    return InputStats(name, sensor, bands, mean, std, units)
+
+
+#: Sentinel-2 L2A in DN (the L2A product's integers, not divided by 10 000), in upstream's band-group order
+OLMOEARTH_S2_STATS = _computed_stats("olmoearth-s2-l2a-dn", "sentinel2_l2a", "dn")
+#: Sentinel-1 VV, VH in dB
+OLMOEARTH_S1_STATS = _computed_stats("olmoearth-s1-db", "sentinel1", "dB")
 #: which statistics of the table serve which of upstream's modalities
 _STATS_OF = {"sentinel2_l2a": "olmoearth-s2-l2a-dn", "sentinel1": "olmoearth-s1-db"}
 

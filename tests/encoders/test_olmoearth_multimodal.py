@@ -153,7 +153,8 @@ def test_stats_per_modality_and_missing_ones_refused():
     vh_mean, vh_std = -17.745436133270044, 10.216274681392647
     x = torch.tensor([-30.0, -10.0])
     torch.testing.assert_close((x - mean[0]) / std[0], (x - (vh_mean - 2 * vh_std)) / (4 * vh_std))
-    assert (mean[1], std[1]) == (0.0, 10000.0)
+    b04_mean, b04_std = 1513.0573882432757, 1740.7757298757895  # computed.json, Sentinel-2 L2A DN
+    assert (mean[1], std[1]) == pytest.approx((b04_mean - 2 * b04_std, 4 * b04_std))
     with pytest.raises(KeyError, match="no statistics for OlmoEarth's sentinel1.*S1RTC:VV.*pixel_mean"):
         olmoearth_stats(["S2L2A", "S1RTC"], stats=(OLMOEARTH_S2_STATS,))
 
@@ -179,3 +180,34 @@ def test_real_s2_s1_tiles_through_read_modalities(terramind_examples, official):
                                 **official["config"]).eval()(x[None, :12], metadata=md)
     assert tuple(out.shape) == (1, 32, 4, 6) and torch.isfinite(out).all()
     assert not torch.allclose(out, s2_only, atol=1e-3)  # the radar is used
+
+
+def test_statistics_normalize_sentinel2_dn_and_sentinel1_db_as_upstream_does():
+    """Sentinel-2 L2A DN at upstream's mean land at 0.5 and one std above at 0.75 (its
+    ``(x - (mean - 2 std)) / (4 std)``); an image in reflectance (DN / 10 000) is far off."""
+    mean, std = olmoearth_stats(["S2L2A:B04", "S1RTC:VV"])
+    b04, vv = (1513.0573882432757, 1740.7757298757895), (-11.648990747328444, 10.840350299936597)
+    for (m, s), mu, sd in zip((b04, vv), mean, std):
+        assert (m - mu) / sd == pytest.approx(0.5) and (m + s - mu) / sd == pytest.approx(0.75)
+    assert OLMOEARTH_S2_STATS.units == "dn" and abs((0.15 - mean[0]) / std[0] - 0.5) > 0.2
+
+
+@pytest.mark.skipif(not os.environ.get("OLMOEARTH_REPO"), reason="set OLMOEARTH_REPO to an olmoearth_pretrain checkout")
+def test_statistics_equal_upstreams_normalizer():
+    """Upstream's own ``Normalizer(Strategy.COMPUTED)`` (the one its inference quickstart applies)
+    on random Sentinel-2 L2A DN and Sentinel-1 dB equals ``(x - mean) / std`` with our statistics."""
+    sys.path.insert(0, os.environ["OLMOEARTH_REPO"])
+    try:
+        from olmoearth_pretrain.data.constants import Modality
+        from olmoearth_pretrain.data.normalize import Normalizer, Strategy
+    finally:
+        sys.path.pop(0)
+    import numpy as np
+
+    norm = Normalizer(Strategy.COMPUTED)
+    rng = np.random.default_rng(0)
+    for spec, prefix, low, high in ((Modality.SENTINEL2_L2A, "S2L2A", 0, 10000), (Modality.SENTINEL1, "S1RTC", -30, 5)):
+        x = rng.uniform(low, high, size=(4, len(spec.band_order)))
+        mean, std = olmoearth_stats([f"{prefix}:{b}" for b in spec.band_order])
+        ours = (x - np.asarray(mean)) / np.asarray(std)
+        np.testing.assert_allclose(ours, norm.normalize(spec, x), rtol=1e-10, atol=1e-10)

@@ -8,8 +8,8 @@ uses (``d2geo.encoders.describe("olmoearth_v1_base")``). Sentinel-1 (``modality=
 bands VV, VH) and Landsat (``modality="landsat"``) use the same weights: set
 ``encoder_kwargs.modality`` and ``bands``. The encoder needs each sample's acquisition time
 (``metadata["timestamps"]``, which the GeoTIFF reader gives) for its month code.
-``pixel_mean``/``pixel_std`` are the table's placeholders (DN / 10 000): replace them with the
-statistics upstream normalizes with (its ``data/norm_configs``) or your data's. Patch size 8 (the
+``pixel_mean``/``pixel_std`` are upstream's pretraining statistics (its ``data/norm_configs/computed.json``
+as its ``Normalizer`` applies them) for Sentinel-2 L2A in DN; for Sentinel-1 use ``olmoearth_stats``. Patch size 8 (the
 published kernel; no image resize); dense features are normed taps of blocks 3, 5, 7, 11.
 """
 from d2geo.encoders import get_pretrained_cfg

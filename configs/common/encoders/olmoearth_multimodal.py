@@ -5,8 +5,8 @@ attention, as upstream's multi-modal forward pass; the feature map of a position
 modality's group tokens, then the two modalities (upstream's ``pool_spatially``, MEAN).
 
 Weights and license as ``olmoearth.py`` (the same ``weights.pth``: it holds both modalities' patch
-embeddings). Statistics: ``olmoearth_stats`` per modality, Sentinel-2's the table's placeholder
-(DN / 10 000) and Sentinel-1's upstream's (dB, ``computed.json`` as its ``Normalizer`` uses it). The
+embeddings). Statistics: ``olmoearth_stats`` per modality, upstream's (``computed.json`` as its ``Normalizer``
+uses it): Sentinel-2 L2A in DN, Sentinel-1 in dB. The
 encoder needs one acquisition time per sample (``metadata["timestamps"]``, upstream takes one for all
 modalities): ``read_modalities`` gives it when the files agree; otherwise give the Sentinel-2 date.
 """
