@@ -30,6 +30,7 @@ if _HAS_TORCH:
         build_encoder,
         get_encoder_config,
         get_pretrained_cfg,
+        is_test_variant,
         list_encoders,
         list_pretrained,
         register_encoder,
@@ -68,4 +69,5 @@ __all__ = [
     "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
     "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError", "ManualDownloadError",
     "describe", "ModelCard", "encoder_list_text", "weights_licenses", "is_non_commercial", "resolve_name",
+    "is_test_variant",
 ]

@@ -50,7 +50,7 @@ from .bands import BandError, expand_bands, sensor_band
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict
 from .metadata import warn_once
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -346,3 +346,6 @@ OLMOEARTH_PRETRAINED = {f"olmoearth_v1_{s}": _entry(s) for s in _SIZES}
 for _size, (_d, _depth, _heads) in _SIZES.items():
     register_encoder(f"olmoearth_v1_{_size}", OlmoEarthEncoder, pretrained_cfg=OLMOEARTH_PRETRAINED[
         f"olmoearth_v1_{_size}"], embed_dim=_d, depth=_depth, num_heads=_heads)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("olmoearth_test", like="olmoearth_v1_base", embed_dim=64, depth=4, num_heads=4)

@@ -56,7 +56,7 @@ from .bands import match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .modalities import MODALITIES, MODALITY_SEP, Modality, canonical_channel, find_modality  # noqa: F401
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -518,3 +518,6 @@ register_encoder("terramind_v1_tiny_200b", TerraMindEncoder,
                                             "the first release of TerraMind 1.0 tiny (200B pretraining tokens); "
                                             "terramind_v1_tiny is the 500B-token file that replaced it"),
                  img_size=224, patch_size=16, mlp_ratio=4.0, **_VARIANTS["terramind_v1_tiny"])
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("terramind_test", like="terramind_v1_base", embed_dim=64, depth=4, num_heads=4)
