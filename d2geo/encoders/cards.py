@@ -19,7 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from .licenses import is_non_commercial, use_restrictions
-from .registry import InputStats, _lookup, is_test_variant, list_encoders, resolve_name
+from .registry import InputStats, _lookup, encoder_family, is_test_variant, list_encoders, resolve_name
 
 __all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FIDELITY_REFERENCES"]
 
@@ -167,7 +167,7 @@ def describe(name: str) -> ModelCard:
     name = resolve_name(name)
     entry = _lookup(name)
     cfg = entry.pretrained
-    family = entry.builder.__module__.rsplit(".", 1)[-1]
+    family = encoder_family(name)
     ref, test = FIDELITY_REFERENCES.get(family, ("(no fidelity test recorded)", "-"))
     source = cfg.source if cfg else None
     return ModelCard(

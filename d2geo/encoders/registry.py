@@ -19,7 +19,7 @@ import torch.nn as nn
 __all__ = [
     "register_encoder", "build_encoder", "list_encoders", "get_encoder_config", "InputStats",
     "PretrainedCfg", "get_pretrained_cfg", "list_pretrained", "pretrained_sha256", "register_alias", "resolve_name",
-    "register_test_variant", "is_test_variant", "TEST_SUFFIX",
+    "register_test_variant", "is_test_variant", "encoder_family", "TEST_SUFFIX",
 ]
 
 #: units of :class:`InputStats`
@@ -192,6 +192,12 @@ def register_test_variant(name: str, *, like: str, **arch: Any) -> None:
                f"{', '.join(f'{k}={v}' for k, v in arch.items())}, random weights; no weights are or will be "
                f"published for it. Use a real variant (list_encoders()) for any work"))
     _REGISTRY[name] = _Entry(base.builder, {**base.config, **arch}, cfg, test_only=True)
+
+
+def encoder_family(name: str) -> str:
+    """The family of the variant ``name``: the name of the module that defines it (``dinov2``,
+    ``ssl4eo_data2vec``); its test variant is ``f"{encoder_family(name)}_test"``."""
+    return _lookup(name).builder.__module__.rsplit(".", 1)[-1]
 
 
 def is_test_variant(name: str) -> bool:
