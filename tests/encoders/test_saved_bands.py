@@ -25,7 +25,7 @@ FAMILIES = {
                 ["red", "green", "blue", "nir_narrow"], ["nir_narrow", "blue", "red", "green"], 32),
     "satlas": ("satlas_test", {},
                ["B02", "B03", "B04", "B08"], ["B08", "B04", "B02", "B03"], 64),
-    "croma": ("croma_test", dict(modality="joint"),
+    "croma": ("croma_test", dict(modality="joint", depth=2),
               ["S2L2A:B04", "S2L2A:B03", "S1RTC:VH", "S2L2A:B02", "S1RTC:VV"],
               ["S1RTC:VV", "S2L2A:B02", "S2L2A:B04", "S1RTC:VH", "S2L2A:B03"], 32),
     "terramind": ("terramind_test", dict(depth=1),
