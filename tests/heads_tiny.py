@@ -1,6 +1,6 @@
 """Shared helpers of the family / head / adapter / LoRA / change-detection training tests:
-synthetic GeoTIFF datasets, a packaged config shrunk to a tiny encoder of the same family,
-trained a few steps on one fixed batch."""
+synthetic GeoTIFF datasets, a packaged config shrunk to its family's tiny registered test
+variant (``<family>_test``), trained a few steps on one fixed batch."""
 from __future__ import annotations
 
 import pytest
@@ -11,22 +11,51 @@ from detectron2.utils.events import EventStorage
 from d2geo import model_zoo
 
 HLS = ["blue", "green", "red", "nir_narrow", "swir_1", "swir_2"]
-TINY = {
-    "dinov2": dict(embed_dim=64, depth=4, num_heads=4),
-    "dinov3": dict(embed_dim=64, depth=4, num_heads=4),
-    "prithvi": dict(embed_dim=64, depth=4, num_heads=4),
-    "clay": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16),
-    "terramind": dict(embed_dim=64, depth=4, num_heads=4),
-    "copernicusfm": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
-    "ssl4eo": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),  # DINO/MAE/MoCo and data2vec
-    "scale_mae": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
-    "dofa": dict(embed_dim=64, depth=4, num_heads=4, img_size=64),
-    "croma": dict(embed_dim=64, depth=8, num_heads=4),  # the tapped joint encoder: depth // 2 blocks
-    "satlas": dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(2, 2, 4, 4)),  # Swin: stages 32..256 wide
-    "galileo": dict(embed_dim=64, depth=4, num_heads=4),
-}
+RGB = ["red", "green", "blue"]
 #: CROMA's joint encoder needs both sensors: the files' two SWIR bands stand in for VV, VH
 CROMA_JOINT = ["S2L1C:B02", "S2L1C:B03", "S2L1C:B04", "S2L1C:B8A", "S1GRD:VV", "S1GRD:VH"]
+#: the synthetic files' HLS bands as the families that name bands their own way take them:
+#: TerraMind's S2L2A modality, Galileo's channel groups S2_RGB, S2_NIR_20m and S2_SWIR,
+#: AnySat's Sentinel-2 projector columns (the others take HLS's names, with ``sensor="hls"``)
+FAMILY_BANDS = {
+    "terramind": ["S2L2A:B02", "S2L2A:B03", "S2L2A:B04", "S2L2A:B8A", "S2L2A:B11", "S2L2A:B12"],
+    "croma": CROMA_JOINT,
+    "galileo": ["S2:B02", "S2:B03", "S2:B04", "S2:B8A", "S2:B11", "S2:B12"],
+    "anysat": ["B02", "B03", "B04", "B8A", "B11", "B12"],
+}
+#: families whose RGB weights take the files' red, green and blue bands
+RGB_FAMILIES = ("dinov2", "dinov3", "scale_mae")
+
+
+def family_test_variant(encoder: str) -> str:
+    """The tiny registered test variant (``<family>_test``) of the family of ``encoder``."""
+    from d2geo.encoders import encoder_family
+
+    return f"{encoder_family(encoder)}_test"
+
+
+def tiny_encoder(net) -> list[str]:
+    """Point the GeoBackbone LazyCall ``net`` of a packaged config at its family's tiny test
+    variant (the same code and structure, 4 blocks; no weights) and the synthetic files' bands;
+    returns the bands the mapper must read (HLS, or RGB for the RGB families)."""
+    from d2geo.encoders import encoder_family
+
+    family = encoder_family(net.encoder)
+    net.encoder = family_test_variant(net.encoder)
+    net.weights = None
+    net.pretrained = False  # tiny random encoder: nothing to download
+    net.drop_path_rate = 0.0
+    bands = list(RGB if family in RGB_FAMILIES else HLS)
+    kwargs = dict(net.encoder_kwargs)
+    kwargs["bands"] = FAMILY_BANDS.get(family, bands)
+    if family in ("clay", "copernicusfm", "dofa", "panopticon", "olmoearth"):
+        kwargs["sensor"] = "hls"
+    if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
+        from d2geo.encoders.bands import bandwidths
+
+        kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
+    net.encoder_kwargs = kwargs
+    return bands
 
 
 def family_of(config_name: str) -> str:
@@ -49,40 +78,25 @@ def synthetic_geotiffs(tmp_path_factory, name: str, *, num_train: int = 2, seed:
 
 
 def tiny_config(name: str, datasets: dict[int, str], tmp_path, *, channels: int = 32):
-    """The packaged config ``name`` with a 4-block encoder of its family, no weights, HLS or
-    RGB bands of the synthetic GeoTIFFs ``datasets`` (of :func:`synthetic_geotiffs`): the
-    four-date ones for Prithvi, the one-date ones for the others."""
+    """The packaged config ``name`` with its family's tiny test variant (``<family>_test``), no
+    weights, HLS or RGB bands of the synthetic GeoTIFFs ``datasets`` (of :func:`synthetic_geotiffs`):
+    the four-date ones for Prithvi, the one-date ones for the others."""
     family = family_of(name)
     dataset_prefix = datasets[4 if family == "prithvi" else 1]
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     hierarchical = "net" not in cfg.model.backbone  # Swin: the GeoBackbone is the backbone (or FPN's bottom_up)
     net = cfg.model.backbone.get("bottom_up", cfg.model.backbone) if hierarchical else cfg.model.backbone.net
-    net.weights = None
-    net.pretrained = False  # tiny random encoder: nothing to download
-    net.drop_path_rate = 0.0
-    kwargs = dict(net.encoder_kwargs)
-    kwargs.update(TINY[family])
-    bands = ["red", "green", "blue"] if family.startswith("dino") or family == "scale_mae" else list(HLS)
-    # TerraMind names each channel's modality: the HLS bands are Sentinel-2 L2A's
-    kwargs["bands"] = [f"S2L2A:{b}" for b in bands] if family == "terramind" else bands
-    if family == "croma":
-        kwargs["bands"] = CROMA_JOINT
-    if family == "galileo":  # the HLS bands are Galileo's S2_RGB, S2_NIR_20m and S2_SWIR groups
-        kwargs["bands"] = ["S2:B02", "S2:B03", "S2:B04", "S2:B8A", "S2:B11", "S2:B12"]
-    if family in ("clay", "copernicusfm", "dofa"):
-        kwargs["sensor"] = "hls"
-    if family == "copernicusfm":  # HLS S30's bands are Sentinel-2 MSI's: their bandwidths
-        from d2geo.encoders.bands import bandwidths
-
-        kwargs["bandwidths"] = bandwidths("sentinel-2-l2a", ["B02", "B03", "B04", "B8A", "B11", "B12"])
-    net.encoder_kwargs = kwargs
+    bands = tiny_encoder(net)
     net.layers = (0, 1, 2, 3)
     cfg.model.pixel_mean = [1000.0] * len(bands)
     cfg.model.pixel_std = [1000.0] * len(bands)
     head = cfg.model.sem_seg_head
     if hierarchical and "res2" in head.input_shape:  # the head takes the stages themselves
+        from d2geo.encoders import get_encoder_config
+
+        width = get_encoder_config(net.encoder)["embed_dim"]
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
-            head.input_shape[name].channels = TINY[family]["embed_dim"] * 2**i
+            head.input_shape[name].channels = width * 2**i
     else:
         cfg.model.backbone.out_channels = channels
     head.num_classes = 4

@@ -31,7 +31,8 @@ from helpers import make_sample as _sample  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "bad_inputs.md")
-TINY_CLAY = dict(embed_dim=72, depth=1, num_heads=4, head_dim=16)
+#: encoders are the families' tiny registered test variants (``<family>_test``), with fewer blocks
+#: where the check runs before any block
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -153,7 +154,7 @@ def test_missing_crs_leaves_gsd_out_and_clay_asks_for_it(tmp_path, caplog):
         d = mapper({"file_name": no_crs, "geo": {"band_names": bands}})
     assert "has no CRS" in caplog.text
     assert set(d["metadata"]) == {"wavelengths"}
-    clay = build_encoder("clay_v1_base", **TINY_CLAY).eval()
+    clay = build_encoder("clay_test", depth=1).eval()
     x = d["image"][None]
     md = {k: v for k, v in d["metadata"].items()}
     with pytest.raises(EncoderInputError, match="Clay needs the ground sample distance: pass metadata"):
@@ -170,7 +171,7 @@ def test_missing_crs_leaves_gsd_out_and_clay_asks_for_it(tmp_path, caplog):
 
 # -- sizes ------------------------------------------------------------------------------------
 def test_images_smaller_than_one_patch_are_padded_not_cropped():
-    enc = build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2, patch_size=16, img_size=32)
+    enc = build_encoder("dinov2_test", depth=1, patch_size=16, img_size=32)
     with pytest.raises(EncoderInputError, match="input size 8x8 is not a positive multiple of the patch size 16"):
         enc(torch.randn(1, 3, 8, 8))
     seg = tiny_segmentor(SimpleFeaturePyramid(dino_backbone(), out_channels=32), num_bands=5)
@@ -229,18 +230,18 @@ def test_config_with_unknown_encoder_or_band(tmp_path, caplog):
     with pytest.raises(KeyError, match=r"unknown encoder 'dinov2_vitb15'\. Did you mean dinov2_vitb14"):
         instantiate(L(GeoBackbone)(encoder="dinov2_vitb15"))
     # a misspelt pretrained band would start at zero: warned, with the likely band
-    rgb = build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2).vit.state_dict()
+    rgb = build_encoder("dinov2_test", depth=1).vit.state_dict()
     with caplog.at_level(logging.WARNING, logger="d2geo.encoders.adapt"):
-        enc = build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2, weights=rgb,
+        enc = build_encoder("dinov2_test", depth=1, weights=rgb,
                             bands=["red", "green", "bleu", "nir"])
     assert "did you mean 'blue' for 'bleu'?" in caplog.text
     assert enc.vit.patch_embed.proj.weight[:, 2].abs().sum() == 0
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="d2geo.encoders.adapt"):
-        build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2, weights=rgb, bands=["red", "nir"])
+        build_encoder("dinov2_test", depth=1, weights=rgb, bands=["red", "nir"])
     assert "did you mean" not in caplog.text  # new bands that are no typo start at zero quietly
     with pytest.raises(KeyError, match="unknown band 'bleu' for naip"):
-        build_encoder("clay_v1_base", **TINY_CLAY, sensor="naip", bands=["red", "green", "bleu"])
+        build_encoder("clay_test", depth=1, sensor="naip", bands=["red", "green", "bleu"])
     path = write_tif(tmp_path / "four.tif", np.ones((4, 8, 8), dtype="uint8"),
                      names=["red", "green", "blue", "nir"])
     with pytest.raises(GeoTiffError, match=r"band 'swir16' is not in four.tif; its bands are \['red'"):
@@ -250,11 +251,11 @@ def test_config_with_unknown_encoder_or_band(tmp_path, caplog):
 
 
 def test_checkpoint_made_for_other_bands_is_explained():
-    four = build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2,
+    four = build_encoder("dinov2_test", depth=1,
                          bands=["red", "green", "blue", "nir"]).vit.state_dict()
     with pytest.raises(CheckpointError, match="4 input bands but the pretrained band list has 3 .*RGB.*"
                                               "train.init_checkpoint"):
-        build_encoder("dinov2_vits14", embed_dim=64, depth=1, num_heads=2, weights=four)
+        build_encoder("dinov2_test", depth=1, weights=four)
 
 
 # -- fuzzing the mapper -----------------------------------------------------------------------
@@ -380,8 +381,8 @@ def _utc(*args):
 
 
 def _tl_prithvi(**kw):
-    enc = build_encoder("prithvi_eo_v2_100_tl", embed_dim=64, depth=2, num_heads=4, patch_size=16,
-                        img_size=32, num_frames=1, **kw).eval()
+    enc = build_encoder("prithvi_test", depth=2, patch_size=16, img_size=32, num_frames=1,
+                        **kw).eval()
     with torch.no_grad():  # the coordinate scales start at 0.1: make the encodings matter
         enc.temporal_embed_enc.scale.fill_(1.0)
         enc.location_embed_enc.scale.fill_(1.0)
@@ -430,7 +431,7 @@ def test_timestamps_in_other_units_are_refused(family, value, hint):
     if family == "prithvi":
         enc, x, md = _tl_prithvi(), torch.randn(1, 6, 1, 32, 32), {}
     else:
-        enc = build_encoder("clay_v1_base", **{**TINY_CLAY, "depth": 1}).eval()
+        enc = build_encoder("clay_test", depth=1).eval()
         x, md = torch.randn(1, 3, 16, 16), {"wavelengths": [0.665, 0.56, 0.49], "gsd": [10.0]}
     md["timestamps"] = torch.tensor([[value]], dtype=torch.float64)
     with pytest.raises(EncoderInputError, match=r"outside 1972-01-01 \.\. 2100-01-01 .*" + hint
@@ -481,12 +482,12 @@ def test_prithvi_takes_longitudes_0_to_360_and_refuses_bad_latitudes():
 
 
 _FAMILIES = {
-    "dinov2": lambda: (build_encoder("dinov2_vits14", embed_dim=32, depth=2, num_heads=2), (3, 28, 28), {}),
-    "dinov3": lambda: (build_encoder("dinov3_vits16", embed_dim=32, depth=2, num_heads=2), (3, 32, 32), {}),
+    "dinov2": lambda: (build_encoder("dinov2_test", depth=2), (3, 28, 28), {}),
+    "dinov3": lambda: (build_encoder("dinov3_test", depth=2), (3, 32, 32), {}),
     "prithvi": lambda: (_tl_prithvi(), (6, 1, 32, 32), {"timestamps": [], "latlon": []}),
-    "clay": lambda: (build_encoder("clay_v1_base", **{**TINY_CLAY, "depth": 2}), (3, 16, 16),
+    "clay": lambda: (build_encoder("clay_test", depth=2), (3, 16, 16),
                      {"wavelengths": [0.665, 0.56, 0.49], "gsd": 10.0, "timestamps": [], "latlon": []}),
-    "copernicusfm": lambda: (build_encoder("copernicusfm_vitb16", embed_dim=32, depth=2, num_heads=2, img_size=32,
+    "copernicusfm": lambda: (build_encoder("copernicusfm_test", depth=2, img_size=32,
                                            bands=("B04", "B03", "B02")), (3, 32, 32),
                              {"wavelengths": [0.665, 0.56, 0.493], "gsd": 10.0, "timestamps": [], "latlon": []}),
 }

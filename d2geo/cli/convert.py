@@ -78,7 +78,8 @@ def get_parser() -> argparse.ArgumentParser:
                    "trained with GeoBackbone(peft=...) from --config-file: write the whole model with "
                    "the adapters merged into the encoder weights")
     p.add_argument("--list-encoders", nargs="?", const="*", metavar="PATTERN", help="list the encoder "
-                   "variants (size, license, pinned revision) and exit; a variant's name prints its model card")
+                   "variants (size, license, pinned revision) and exit; a variant's name prints its model card; the "
+                   "tiny test variants (<family>_test, random weights) are listed only by a pattern such as '*_test'")
     p.add_argument("opts", nargs="*", help="config overrides key=value")
     return p
 

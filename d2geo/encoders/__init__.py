@@ -28,8 +28,10 @@ if _HAS_TORCH:
         InputStats,
         PretrainedCfg,
         build_encoder,
+        encoder_family,
         get_encoder_config,
         get_pretrained_cfg,
+        is_test_variant,
         list_encoders,
         list_pretrained,
         register_encoder,
@@ -71,4 +73,5 @@ __all__ = [
     "RGB_BANDS", "HLS_BANDS", "PretrainedCfg", "InputStats", "get_pretrained_cfg", "list_pretrained",
     "resolve_weights", "WeightsDownloadError", "ChecksumMismatchError", "ManualDownloadError",
     "describe", "ModelCard", "encoder_list_text", "weights_licenses", "is_non_commercial", "resolve_name",
+    "is_test_variant", "encoder_family",
 ]

@@ -67,7 +67,7 @@ from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 
 from .metadata import check_gsd
 from .modalities import MODALITY_SEP, find_modality
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -560,3 +560,7 @@ ANYSAT_PRETRAINED = {
 
 register_encoder("anysat_base", AnySatEncoder, pretrained_cfg=ANYSAT_PRETRAINED["anysat_base"],
                  embed_dim=768, depth=6, num_heads=12)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+# 3 blocks + the cross-attention block
+register_test_variant("anysat_test", like="anysat_base", embed_dim=32, depth=3, num_heads=4)

@@ -19,7 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from .licenses import is_non_commercial, use_restrictions
-from .registry import InputStats, _lookup, list_encoders, resolve_name
+from .registry import InputStats, _lookup, encoder_family, is_test_variant, list_encoders, resolve_name
 
 __all__ = ["ModelCard", "describe", "parameter_count", "encoder_list_text", "FIDELITY_REFERENCES"]
 
@@ -95,6 +95,8 @@ class ModelCard:
     fidelity_reference: str
     fidelity_test: str
     aliases: tuple[str, ...] = field(default=())
+    #: a tiny variant for d2geo's tests (``<family>_test``), random weights: not a real model
+    test_only: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -103,12 +105,16 @@ class ModelCard:
 
     def __str__(self) -> str:
         arch = ", ".join(f"{k}={v}" for k, v in sorted(self.config.items()) if not callable(v))
-        lines = [f"{self.name} ({self.family})"]
+        lines = [f"{self.name} ({self.family})"
+                 + (": TEST VARIANT for d2geo's tests (tiny, random weights), not a real model" if self.test_only
+                    else "")]
         if self.aliases:
             lines.append(f"  also known as: {', '.join(self.aliases)} (deprecated)")
         lines += [
             f"  architecture: {self.architecture}({arch})",
-            f"  size: {self.parameters:,} parameters; pretrained at {self.input_size} px, patch {self.patch_size}"
+            f"  size: {self.parameters:,} parameters; "
+            + (f"random weights, patch {self.patch_size}" if self.test_only
+               else f"pretrained at {self.input_size} px, patch {self.patch_size}")
             + (f", {self.num_frames} frame(s)" if self.num_frames else ""),
         ]
         for i, s in enumerate(self.stats):
@@ -119,8 +125,8 @@ class ModelCard:
         lines += [
             f"  source: {self.source or 'none published'}",
             f"  revision: {self.revision or ('-' if not (self.source or '').startswith('hf://') else 'main (moving)')}",
-            f"  sha256: {self.sha256 or 'not pinned'}",
-            f"  pinned: {'yes, by ' + self.pinned_by if self.pinned else 'no: ' + self.unpinned_reason}",
+            f"  sha256: {self.sha256 or ('not pinned' if self.source else '-')}",
+            f"  pinned: {self._pin_text()}",
             f"  license: {self.license}" + (" (NON-COMMERCIAL use only)" if self.non_commercial else "")
             + (f" (USE-RESTRICTED: {use_restrictions(self.license)})" if use_restrictions(self.license) else ""),
         ]
@@ -130,6 +136,11 @@ class ModelCard:
             lines.append(f"  notes: {self.notes}")
         lines.append(f"  fidelity tested against: {self.fidelity_reference} ({self.fidelity_test})")
         return "\n".join(lines)
+
+    def _pin_text(self) -> str:
+        if not self.pinned:
+            return "no: " + self.unpinned_reason
+        return "yes, by " + self.pinned_by if self.source else "nothing to pin (no weights published)"
 
 
 @contextlib.contextmanager
@@ -168,7 +179,7 @@ def describe(name: str) -> ModelCard:
     name = resolve_name(name)
     entry = _lookup(name)
     cfg = entry.pretrained
-    family = entry.builder.__module__.rsplit(".", 1)[-1]
+    family = encoder_family(name)
     ref, test = FIDELITY_REFERENCES.get(family, ("(no fidelity test recorded)", "-"))
     source = cfg.source if cfg else None
     return ModelCard(
@@ -182,22 +193,27 @@ def describe(name: str) -> ModelCard:
         license=cfg.license if cfg else "-", non_commercial=bool(cfg and is_non_commercial(cfg.license)),
         page=cfg.page if cfg else "", notes=cfg.notes if cfg else "",
         fidelity_reference=ref, fidelity_test=test,
-        aliases=tuple(sorted(a for a, n in _ALIASES.items() if n == name)),
+        aliases=tuple(sorted(a for a, n in _ALIASES.items() if n == name)), test_only=entry.test_only,
     )
 
 
 def encoder_list_text(pattern: str | None = None) -> str:
     """One line per registered variant (name, size, license, pinned or not) whose name matches
     the fnmatch ``pattern``, for tools' ``--list-encoders``; a ``pattern`` that is a variant's
-    name (or old alias) gives its whole card, as ``describe``."""
+    name (or old alias) gives its whole card, as ``describe``. The tiny test variants
+    (``<family>_test``) are listed only when the pattern matches nothing else (e.g. ``*_test``),
+    each marked as a test variant."""
     from .registry import _ALIASES, _REGISTRY
 
     if pattern in _REGISTRY or pattern in _ALIASES:
         return str(describe(pattern))
     rows = []
-    for name in list_encoders(pattern):
+    for name in list_encoders(pattern) or (list_encoders(pattern, tests=True) if pattern else []):
         c = describe(name)
         size = f"{c.parameters / 1e6:,.1f}M"
+        if is_test_variant(name):
+            rows.append((name, size, "TEST VARIANT (tiny, random weights)", "for d2geo's tests only"))
+            continue
         pin = f"@{c.revision[:8]}" if c.revision else ("sha256" if c.sha256 else "unpinned")
         if c.revision and c.sha256:
             pin += "+sha256"

@@ -63,7 +63,7 @@ from .bands import band_wavelengths, expand_bands
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_gsd, check_metadata, check_wavelengths, warn_once
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -505,3 +505,6 @@ register_encoder(
         license="Apache-2.0", sha256="21432069250b9b3f9a65ffd0071c5ad56b793247285ab0604edf7f531d4798d0",
         stats=CLAY_STATS, input_size=256, patch_size=8, page="https://huggingface.co/made-with-clay/Clay",
         pinned_by="public GitHub projects pinning this revision and the LFS sha256 (x-linked-etag) at it"))
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("clay_test", like="clay_v1_5_large", embed_dim=72, depth=4, num_heads=4, head_dim=16)

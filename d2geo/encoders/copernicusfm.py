@@ -86,7 +86,7 @@ from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dofa import _KernelGenerator, _ResMLP
 from .metadata import check_gsd, check_wavelengths
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 from .resize import resample_abs_pos_embed as recorded_resample_abs_pos_embed
 from .tracing import is_tracing
 
@@ -497,3 +497,6 @@ COPERNICUSFM_PRETRAINED = {
 
 register_encoder("copernicusfm_vitb16", CopernicusFMEncoder,
                  pretrained_cfg=COPERNICUSFM_PRETRAINED["copernicusfm_vitb16"], embed_dim=768, depth=12, num_heads=12)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("copernicusfm_test", like="copernicusfm_vitb16", embed_dim=64, depth=4, num_heads=4, img_size=64)

@@ -64,7 +64,7 @@ from .bands import BandError, match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .modalities import MODALITY_SEP, PLATFORM_PREFIXES
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -572,3 +572,7 @@ register_encoder("croma_base", CROMAEncoder, pretrained_cfg=CROMA_PRETRAINED["cr
                  embed_dim=768, depth=12, num_heads=16)
 register_encoder("croma_large", CROMAEncoder, pretrained_cfg=CROMA_PRETRAINED["croma_large"],
                  embed_dim=1024, depth=24, num_heads=16)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+# the joint encoder (the tapped one) has depth // 2 = 4 blocks
+register_test_variant("croma_test", like="croma_base", embed_dim=64, depth=8, num_heads=4)

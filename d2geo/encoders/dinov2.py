@@ -20,7 +20,7 @@ from timm.models.vision_transformer import VisionTransformer
 from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 from .resize import bicubic_matrix, resize_table
 
 logger = logging.getLogger(__name__)
@@ -272,3 +272,6 @@ for _arch, _cfg in _VARIANTS.items():
     register_encoder(f"dinov2_{_arch}", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, False), **_cfg)
     register_encoder(f"dinov2_{_arch}_reg", DINOv2Encoder, pretrained_cfg=_pretrained(_arch, True),
                      num_register_tokens=4, **_cfg)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("dinov2_test", like="dinov2_vits14_reg", embed_dim=64, depth=4, num_heads=4)

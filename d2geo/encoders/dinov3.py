@@ -24,7 +24,7 @@ from .bands import RGB_BANDS, expand_bands
 from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dinov2 import IMAGENET_RGB_STATS
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -244,3 +244,6 @@ _PRETRAINED = {
 }
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, DINOv3Encoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("dinov3_test", like="dinov3_vitl16_sat", embed_dim=64, depth=4, num_heads=4)

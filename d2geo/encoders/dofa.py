@@ -35,7 +35,7 @@ from .bands import BandError, band_wavelengths, expand_bands, refuse_repeated_ba
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_wavelengths
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -301,3 +301,6 @@ register_encoder("dofa_vitb16", DOFAEncoder, pretrained_cfg=DOFA_PRETRAINED["dof
                  embed_dim=768, depth=12, num_heads=12)
 register_encoder("dofa_vitl16", DOFAEncoder, pretrained_cfg=DOFA_PRETRAINED["dofa_vitl16"],
                  embed_dim=1024, depth=24, num_heads=16)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("dofa_test", like="dofa_vitb16", embed_dim=64, depth=4, num_heads=4, img_size=64)

@@ -62,7 +62,7 @@ from .galileo_srtm import (GALILEO_ELEVATION_STATS, GALILEO_SLOPE_STATS, GALILEO
                            UPSTREAM_SPACE_GROUPS, normalized_slope, parse_srtm_band, srtm_layout)
 from .metadata import check_metadata, warn_once
 from .modalities import MODALITY_SEP, PLATFORM_PREFIXES
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -552,3 +552,6 @@ for _size in ("tiny", "base"):
                   "(no public sha256 found; the Hub's LFS sha256 is checked after download)")
 for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, GalileoEncoder, pretrained_cfg=_PRETRAINED[_name], **_cfg)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("galileo_test", like="galileo_base", embed_dim=64, depth=4, num_heads=4)

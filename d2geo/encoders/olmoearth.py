@@ -64,7 +64,7 @@ from .metadata import warn_once
 from .olmoearth_multimodal import (OLMOEARTH_FROM_MODALITY, OLMOEARTH_MODALITIES, OLMOEARTH_S1_STATS,  # noqa: F401
                                    OLMOEARTH_S2_STATS, _band_ids, _is_multimodal, _split_channels,
                                    expand_olmoearth_channels, olmoearth_stats)
-from .registry import PretrainedCfg, register_encoder
+from .registry import PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -385,3 +385,6 @@ OLMOEARTH_PRETRAINED = {f"olmoearth_v1_{s}": _entry(s) for s in _SIZES}
 for _size, (_d, _depth, _heads) in _SIZES.items():
     register_encoder(f"olmoearth_v1_{_size}", OlmoEarthEncoder, pretrained_cfg=OLMOEARTH_PRETRAINED[
         f"olmoearth_v1_{_size}"], embed_dim=_d, depth=_depth, num_heads=_heads)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("olmoearth_test", like="olmoearth_v1_base", embed_dim=64, depth=4, num_heads=4)

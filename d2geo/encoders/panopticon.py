@@ -46,7 +46,7 @@ from .base import EncoderInputError, SizeCache
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dinov2 import DINOv2Encoder
 from .metadata import check_wavelengths
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -317,3 +317,7 @@ PANOPTICON_PRETRAINED = {
 
 register_encoder("panopticon_vitb14", PanopticonEncoder, pretrained_cfg=PANOPTICON_PRETRAINED["panopticon_vitb14"],
                  embed_dim=768, depth=12, num_heads=12, attn_dim=2304, attn_heads=16)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("panopticon_test", like="panopticon_vitb14", embed_dim=64, depth=4, num_heads=4,
+                      attn_dim=48, attn_heads=4)

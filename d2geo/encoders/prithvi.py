@@ -40,7 +40,7 @@ from .bands import HLS_BANDS, expand_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .metadata import check_metadata, warn_once
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -455,3 +455,6 @@ for _name, _cfg in _VARIANTS.items():
     register_encoder(_name, PrithviEncoder,
                      pretrained_cfg=_hub(_repo, _file, _stats, _cfg, _rev, _sha, _by, "" if _rev else _NO_PUBLIC_PIN),
                      img_size=224, **_cfg)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("prithvi_test", like="prithvi_eo_v2_300_tl", embed_dim=64, depth=4, num_heads=4)

@@ -19,6 +19,7 @@ import torch.nn as nn
 __all__ = [
     "register_encoder", "build_encoder", "list_encoders", "get_encoder_config", "InputStats",
     "PretrainedCfg", "get_pretrained_cfg", "list_pretrained", "pretrained_sha256", "register_alias", "resolve_name",
+    "register_test_variant", "is_test_variant", "encoder_family", "TEST_SUFFIX",
 ]
 
 #: units of :class:`InputStats`
@@ -138,6 +139,8 @@ class _Entry:
     builder: Callable[..., nn.Module]
     config: Mapping[str, Any] = field(default_factory=dict)
     pretrained: PretrainedCfg | None = None
+    #: a tiny variant for d2geo's tests (:func:`register_test_variant`), not a published model
+    test_only: bool = False
 
 
 logger = logging.getLogger(__name__)
@@ -157,7 +160,49 @@ def register_encoder(name: str, builder: Callable[..., nn.Module], *,
     """
     if name in _REGISTRY:
         raise KeyError(f"encoder {name!r} is registered twice")
+    if name.endswith(TEST_SUFFIX):
+        raise KeyError(f"encoder names ending in {TEST_SUFFIX!r} are kept for test variants "
+                       f"(register_test_variant): {name!r}")
     _REGISTRY[name] = _Entry(builder, dict(config), pretrained_cfg)
+
+
+#: the name ending of the tiny test variants, one per family (``dinov2_test``: timm's ``test_vit``)
+TEST_SUFFIX = "_test"
+TEST_LICENSE = "none (test variant: random weights, nothing published)"
+
+
+def register_test_variant(name: str, *, like: str, **arch: Any) -> None:
+    """Register ``name`` (``<family>_test``) as the variant ``like`` shrunk to ``arch`` (e.g.
+    ``embed_dim=64, depth=4, num_heads=4``), as timm registers ``test_vit``: the family's own
+    code and structure at a size the tests build in milliseconds. It has no weights: its table
+    entry has no source (nothing to pin), the input statistics of ``like`` (so configs and the
+    units check work) and notes saying it is for tests. ``list_encoders()`` and
+    ``--list-encoders`` leave test variants out unless asked (``tests=True``)."""
+    if not name.endswith(TEST_SUFFIX):
+        raise KeyError(f"a test variant's name ends in {TEST_SUFFIX!r}: {name!r}")
+    if name in _REGISTRY:
+        raise KeyError(f"encoder {name!r} is registered twice")
+    base = _REGISTRY[like]
+    real = base.pretrained
+    cfg = PretrainedCfg(
+        source=None, license=TEST_LICENSE, stats=real.stats if real else (),
+        input_size=arch.get("img_size", real.input_size if real else None),
+        patch_size=real.patch_size if real else None, num_frames=real.num_frames if real else None,
+        notes=(f"TEST VARIANT, for d2geo's tests only: {like} shrunk to "
+               f"{', '.join(f'{k}={v}' for k, v in arch.items())}, random weights; no weights are or will be "
+               f"published for it. Use a real variant (list_encoders()) for any work"))
+    _REGISTRY[name] = _Entry(base.builder, {**base.config, **arch}, cfg, test_only=True)
+
+
+def encoder_family(name: str) -> str:
+    """The family of the variant ``name``: the name of the module that defines it (``dinov2``,
+    ``ssl4eo_data2vec``); its test variant is ``f"{encoder_family(name)}_test"``."""
+    return _lookup(name).builder.__module__.rsplit(".", 1)[-1]
+
+
+def is_test_variant(name: str) -> bool:
+    """Whether ``name`` is a tiny test variant (:func:`register_test_variant`), not a real model."""
+    return _lookup(name).test_only
 
 
 def register_alias(old: str, new: str) -> None:
@@ -180,11 +225,13 @@ def resolve_name(name: str) -> str:
     return name
 
 
-def list_encoders(pattern: str | None = None) -> list[str]:
-    """Sorted names of the registered encoders, optionally filtered by an fnmatch pattern."""
+def list_encoders(pattern: str | None = None, *, tests: bool = False) -> list[str]:
+    """Sorted names of the registered encoders, optionally filtered by an fnmatch pattern.
+
+    ``tests``: include the tiny test variants (``<family>_test``, random weights, for tests only)."""
     import fnmatch
 
-    names = sorted(_REGISTRY)
+    names = sorted(n for n, e in _REGISTRY.items() if tests or not e.test_only)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
@@ -241,7 +288,7 @@ def _lookup(name: str) -> _Entry:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(
-            f"unknown encoder {name!r}.{hint} list_encoders() gives all {len(_REGISTRY)} names."
+            f"unknown encoder {name!r}.{hint} list_encoders() gives all {len(list_encoders())} names."
         ) from None
 
 

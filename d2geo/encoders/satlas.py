@@ -50,7 +50,7 @@ from torchvision.models.swin_transformer import (PatchMergingV2, ShiftedWindowAt
 from .bands import SENSORS
 from .base import EncoderInputError, GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +325,7 @@ for _name, (_file, _arch, _stats) in SATLAS_PRETRAINED.items():
     _sensor = SATLAS_STATS[_stats].sensor if _stats == "landsat" else None
     register_encoder(_name, SatlasSwinEncoder, pretrained_cfg=_pre, bands=_bands, pretrained_bands=_bands,
                      sensor=_sensor, pretrained_sensor=_sensor, **_arch)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("satlas_test", like="satlas_swinb_sentinel2_si_ms", embed_dim=32, depths=(1, 1, 1, 1),
+                      num_heads=(2, 2, 4, 4))  # Swin: stages 32..256 wide

@@ -27,7 +27,7 @@ import torch
 
 from .base import EncoderInputError
 from .bands import RGB_BANDS
-from .registry import InputStats, PretrainedCfg, register_alias, register_encoder
+from .registry import InputStats, PretrainedCfg, register_alias, register_encoder, register_test_variant
 from .ssl4eo import TimmViTEncoder
 
 logger = logging.getLogger(__name__)
@@ -113,3 +113,6 @@ SCALE_MAE_PRETRAINED = {
 register_encoder("scale_mae_vitl16", ScaleMAEEncoder, pretrained_cfg=SCALE_MAE_PRETRAINED["scale_mae_vitl16"],
                  embed_dim=1024, depth=24, num_heads=16, patch_size=16, img_size=224)
 register_alias("scalemae_vitl16", "scale_mae_vitl16")  # the earlier spelling
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("scale_mae_test", like="scale_mae_vitl16", embed_dim=64, depth=4, num_heads=4, img_size=64)

@@ -33,7 +33,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .base import GeoEncoder, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 from .resize import resample_abs_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -302,3 +302,6 @@ for _split, (_sensor, _bands, _hashes) in _SSL4EO_L.items():
         _ARCH[_name] = {**_VITS16, "bands": _bands, "pretrained_bands": _bands, "sensor": _sensor}
 for _name, _pre in SSL4EO_PRETRAINED.items():
     register_encoder(_name, SSL4EOEncoder, pretrained_cfg=_pre, **_ARCH[_name])
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("ssl4eo_test", like="ssl4eo_s12_vits16_dino", embed_dim=64, depth=4, num_heads=4, img_size=64)

@@ -64,7 +64,7 @@ from timm.models.beit import Beit, gen_relative_position_index
 
 from .base import GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import PretrainedCfg, register_encoder
+from .registry import PretrainedCfg, register_encoder, register_test_variant
 from .ssl4eo import S2_L1C_BANDS, SSL4EO_STATS
 
 logger = logging.getLogger(__name__)
@@ -294,3 +294,7 @@ DATA2VEC_PRETRAINED = PretrainedCfg(
 
 register_encoder("ssl4eo_s12_vits16_data2vec", SSL4EOData2vecEncoder, pretrained_cfg=DATA2VEC_PRETRAINED,
                  embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("ssl4eo_data2vec_test", like="ssl4eo_s12_vits16_data2vec", embed_dim=64, depth=4,
+                      num_heads=4, img_size=64)

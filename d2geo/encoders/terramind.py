@@ -56,7 +56,7 @@ from .bands import match_bands, refuse_repeated_bands
 from .base import EncoderInputError, GeoEncoder, SizeCache, is_tracing
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .modalities import MODALITIES, MODALITY_SEP, Modality, canonical_channel, find_modality  # noqa: F401
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -556,3 +556,5 @@ register_encoder(
                "Apache-2.0)"),
         unpinned_reason=("the repository is access-restricted: no public source gives a commit of it or the "
                          "file's sha256 (ibm-esa-geospatial publishes only TerraMind 1.0)")))
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("terramind_test", like="terramind_v1_base", embed_dim=64, depth=4, num_heads=4)

@@ -11,7 +11,7 @@ pytest.importorskip("torchmetrics", reason="the panoptic evaluator needs torchme
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 
 from helpers import tiny_rcnn_heads  # noqa: E402
-from heads_tiny import HLS, TINY, falling, train_steps  # noqa: E402
+from heads_tiny import falling, tiny_encoder, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import GeoPanopticFPN, find_geo_backbones  # noqa: E402
 
@@ -68,14 +68,10 @@ def test_panoptic_quickstart_trains_and_evaluates(name, pan_data, tmp_path, one_
 @pytest.mark.parametrize("name, frames", [("prithvi/panoptic_fpn_eo_v2_300_tl.py", 4),
                                           ("dinov2/panoptic_fpn_vitb14.py", 1)])
 def test_family_panoptic_config_trains_on_synthetic_fields(name, frames, pan_data, tmp_path, one_thread):
-    family = name.split("/")[0]
     cfg = LazyConfig.apply_overrides(model_zoo.get_config(name), [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
     assert net.pretrained is True and net.weights is None  # the published weights, by name
-    net.pretrained = False
-    net.drop_path_rate = 0.0
-    bands = ["red", "green", "blue"] if family == "dinov2" else list(HLS)
-    net.encoder_kwargs = {**dict(net.encoder_kwargs), **TINY[family], "bands": bands}
+    bands = tiny_encoder(net)  # the family's tiny test variant, no weights
     cfg.model.pixel_mean = [0.1] * len(bands)
     cfg.model.pixel_std = [0.1] * len(bands)
     tiny_rcnn_heads(cfg.model)

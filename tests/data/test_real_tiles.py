@@ -82,9 +82,8 @@ def test_real_sentinel2_ids_map_onto_prithvi_and_dinov3_bands(terramind_examples
     # DINOv3: the RGB bands of the file, named by their Sentinel-2 ids
     rgb = read_geotiff(path, bands=["red", "green", "blue"], sensor="sentinel-2-l2a")
     assert rgb.band_names == ("B04", "B03", "B02")
-    dkw = dict(embed_dim=32, depth=1, num_heads=2)
-    dsd = build_encoder("dinov3_vits16", **dkw).vit.state_dict()
-    dino = build_encoder("dinov3_vits16", weights=dsd, bands=rgb.band_names, **dkw).eval()
+    dsd = build_encoder("dinov3_test", depth=1).vit.state_dict()
+    dino = build_encoder("dinov3_test", weights=dsd, bands=rgb.band_names, depth=1).eval()
     torch.testing.assert_close(dino.vit.patch_embed.proj.weight, dsd["patch_embed.proj.weight"])
     x = torch.as_tensor(rgb.image[None] / 3000.0)
     with torch.no_grad():
@@ -116,13 +115,13 @@ def test_semantic_fpn_config_trains_on_real_s2l2a_and_lulc(terramind_examples, t
         cfg = LazyConfig.apply_overrides(model_zoo.get_config("prithvi/semantic_fpn_eo_v2_300_tl.py"),
                                          [f"train.output_dir={tmp_path}"])
         net = cfg.model.backbone.net
+        net.encoder = "prithvi_test"  # Prithvi's tiny test variant: nothing to download
         net.weights = None
-        net.pretrained = False  # tiny random encoder: nothing to download
+        net.pretrained = False
         net.drop_path_rate = 0.0
         net.layers = (0, 1, 2, 3)
         net.temporal_fold = "mean"
-        net.encoder_kwargs = dict(net.encoder_kwargs, num_frames=1, embed_dim=32, depth=4, num_heads=2,
-                                  bands=["B02", "B03", "B04", "B8A", "B11", "B12"])
+        net.encoder_kwargs = dict(net.encoder_kwargs, num_frames=1, bands=["B02", "B03", "B04", "B8A", "B11", "B12"])
         cfg.model.backbone.out_channels = 32
         cfg.model.sem_seg_head.conv_dims = 32
         cfg.model.sem_seg_head.num_classes = 9

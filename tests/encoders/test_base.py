@@ -12,7 +12,8 @@ from d2geo.encoders import (
 from d2geo.encoders.checkpoint import unwrap_state_dict
 from d2geo.encoders.metadata import check_metadata
 
-TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=56)
+#: DINOv2's tiny test variant (registers, 64 wide) at two blocks
+TINY = dict(depth=2, img_size=56)
 
 
 class _Payload:
@@ -45,11 +46,11 @@ def test_pickled_code_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to load"):
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="refusing to load"):
-        build_encoder("dinov2_vits14", weights=path, **TINY)
+        build_encoder("dinov2_test", weights=path, **TINY)
 
 
 def test_truncated_checkpoints_are_reported(tmp_path):
-    enc = build_encoder("dinov2_vits14", **TINY)
+    enc = build_encoder("dinov2_test", **TINY)
     full = tmp_path / "full.pth"
     torch.save(enc.state_dict(), full)
     cut = tmp_path / "cut.pth"
@@ -67,7 +68,7 @@ def test_truncated_checkpoints_are_reported(tmp_path):
 
 
 def test_own_format_safetensors_and_lightning_roundtrip(tmp_path):
-    src = build_encoder("dinov2_vits14_reg", **TINY).eval()
+    src = build_encoder("dinov2_test", **TINY).eval()
     x = torch.randn(1, 3, 42, 56)
     ref = src.forward_features(x, layers=[0, 1])
     st = tmp_path / "enc.safetensors"
@@ -77,18 +78,18 @@ def test_own_format_safetensors_and_lightning_roundtrip(tmp_path):
         **{f"model.encoder.{k}": v for k, v in src.state_dict().items()},
         "model.decoder.head.weight": torch.zeros(2, 2)}}, lightning)
     for path in (st, lightning):
-        enc = build_encoder("dinov2_vits14_reg", weights=path, **TINY).eval()
+        enc = build_encoder("dinov2_test", weights=path, **TINY).eval()
         out = enc.forward_features(x, layers=[0, 1])
         for a, b in zip(out, ref):
             torch.testing.assert_close(a, b)
 
 
 def test_missing_keys_fail_loudly(tmp_path):
-    src = build_encoder("dinov2_vits14", **TINY)
+    src = build_encoder("dinov2_test", **TINY)
     sd = src.state_dict()
     del sd["vit.blocks.1.attn.qkv.weight"]
     with pytest.raises(CheckpointError, match=r"missing \(vit.blocks.1.attn.qkv.weight\)"):
-        build_encoder("dinov2_vits14", weights=sd, **TINY)
+        build_encoder("dinov2_test", weights=sd, **TINY)
     with pytest.raises(CheckpointError, match="no state dict found"):
         unwrap_state_dict({"epoch": 1, "config": {"a": 1}})
 

@@ -9,7 +9,9 @@ import os
 import pytest
 import torch
 
-from d2geo.encoders import build_encoder, describe, encoder_list_text, list_encoders, weights_licenses
+from d2geo.encoders import (
+    CheckpointError, build_encoder, describe, encoder_list_text, is_test_variant, list_encoders, weights_licenses,
+)
 from d2geo.encoders import registry
 from d2geo.encoders.cards import FIDELITY_REFERENCES, parameter_count
 
@@ -46,6 +48,48 @@ def test_list_encoders_flag_of_the_converter(capsys):
     out = capsys.readouterr().out
     assert out.strip() == str(describe("scale_mae_vitl16")) and "NON-COMMERCIAL" in out
     assert encoder_list_text("nothing_*").startswith("no encoder matches 'nothing_*'")
+
+
+# -- test variants (timm's test_vit) ---------------------------------------------------------------
+FAMILIES = sorted(set(FIDELITY_REFERENCES))
+
+
+def test_every_family_has_a_tiny_test_variant_hidden_from_the_listing():
+    tests = list_encoders(tests=True)
+    assert sorted(n for n in tests if is_test_variant(n)) == sorted(f"{f}_test" for f in FAMILIES)
+    assert not [n for n in list_encoders() if is_test_variant(n) or n.endswith("_test")]
+    assert set(list_encoders(tests=True)) - set(list_encoders()) == {f"{f}_test" for f in FAMILIES}
+    with pytest.raises(KeyError, match="kept for test variants"):
+        registry.register_encoder("dinov2_other_test", registry._REGISTRY["dinov2_vits14"].builder)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_test_variant_is_its_family_shrunk_with_no_weights_and_says_so(family):
+    name = f"{family}_test"
+    entry = registry._REGISTRY[name]
+    assert entry.builder.__module__.rsplit(".", 1)[1] == family  # the family's own code
+    like = next(n for n in list_encoders() if registry._REGISTRY[n].builder is entry.builder
+                and set(registry._REGISTRY[n].config) <= set(entry.config))
+    assert like, name
+    assert parameter_count(name) < 3.5e6 and parameter_count(name) < parameter_count(like) / 10
+    card = describe(name)
+    assert card.test_only and card.source is None and card.pinned and not card.unpinned_reason
+    assert card.stats, "the statistics of the variant it shrinks (configs and the units check read them)"
+    text = str(card)
+    assert text.splitlines()[0].endswith("TEST VARIANT for d2geo's tests (tiny, random weights), not a real model")
+    assert "pretrained at" not in text and "none published" in text and "nothing to pin" in text
+    assert "random weights" in card.license and "for d2geo's tests only" in card.notes
+    with pytest.raises(CheckpointError, match=f"{name} has no published weights \\(TEST VARIANT"):
+        build_encoder(name, pretrained=True)
+
+
+def test_list_encoders_names_test_variants_only_when_asked_and_marks_them():
+    assert "dinov2_test" not in encoder_list_text()
+    rows = encoder_list_text("*_test").splitlines()
+    assert [r.split()[0] for r in rows] == list_encoders("*_test", tests=True)
+    assert all("TEST VARIANT (tiny, random weights)" in r for r in rows)
+    assert encoder_list_text("dinov2_test") == str(describe("dinov2_test"))
+    assert [r.split()[0] for r in encoder_list_text("dinov2_*").splitlines()] == list_encoders("dinov2_*")
 
 
 # -- licenses --------------------------------------------------------------------------------------

@@ -15,18 +15,15 @@ from d2geo.encoders.windowing import WindowLayout, block_runner, windowed_blocks
 GRID = (7, 9)  # token rows, cols: windows of 4 leave partial windows on both axes
 WS = 4
 
+#: the families' test variants at three blocks (Prithvi: v2 without time and location codes)
 FAMILIES = {
-    "dinov2_reg": dict(name="dinov2_vits14_reg", kw=dict(embed_dim=64, depth=3, num_heads=2), patch=14,
-                       chans=3, frames=0),
-    "dinov3": dict(name="dinov3_vits16", kw=dict(embed_dim=64, depth=3, num_heads=2), patch=16, chans=3,
-                   frames=0),
+    "dinov2_reg": dict(name="dinov2_test", kw=dict(depth=3), patch=14, chans=3, frames=0),
+    "dinov3": dict(name="dinov3_test", kw=dict(depth=3), patch=16, chans=3, frames=0),
     "prithvi": dict(name="prithvi_eo_v2_300", kw=dict(embed_dim=64, depth=3, num_heads=2, num_frames=2),
                     patch=16, chans=6, frames=2),
-    "clay": dict(name="clay_v1_base", kw=dict(embed_dim=72, depth=3, num_heads=2, head_dim=16,
-                                              wavelengths=[0.49, 0.56, 0.665], gsd=10.0),
+    "clay": dict(name="clay_test", kw=dict(depth=3, wavelengths=[0.49, 0.56, 0.665], gsd=10.0),
                  patch=8, chans=3, frames=0),
-    "panopticon": dict(name="panopticon_vitb14", kw=dict(embed_dim=64, depth=3, num_heads=2, attn_dim=32,
-                                                         attn_heads=4, bands=["B04", "B03", "VV"]),
+    "panopticon": dict(name="panopticon_test", kw=dict(depth=3, bands=["B04", "B03", "VV"]),
                        patch=14, chans=3, frames=0),
 }
 

@@ -38,7 +38,8 @@ from d2geo.modeling import GeoBackbone  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEG = os.path.join(ROOT, "configs", "quickstart", "semantic_fpn_tiny.py")
-TINY = dict(embed_dim=64, depth=2, num_heads=2, patch_size=8, img_size=32)
+#: DINOv2's tiny test variant at two blocks, 8 px patches, 32 px native
+TINY = dict(depth=2, patch_size=8, img_size=32)
 
 
 # -- exact resume after SIGKILL ------------------------------------------------------------
@@ -127,7 +128,7 @@ class _Tiny(nn.Module):
     def __init__(self, **kw):
         super().__init__()
         self.backbone = nn.Module()
-        self.backbone.net = GeoBackbone("dinov2_vits14", encoder_kwargs={**TINY, **kw})
+        self.backbone.net = GeoBackbone("dinov2_test", encoder_kwargs={**TINY, **kw})
         self.head = nn.Linear(4, 2)
 
 
@@ -240,7 +241,7 @@ def test_init_checkpoint_of_another_model_is_refused(tmp_path):
         GeoCheckpointer(_Tiny()).load(wide)
     # an upstream encoder checkpoint given as train.init_checkpoint: no key matches
     upstream = str(tmp_path / "dinov2_upstream.pth")
-    torch.save(build_encoder("dinov2_vits14", **TINY).vit.state_dict(), upstream)
+    torch.save(build_encoder("dinov2_test", **TINY).vit.state_dict(), upstream)
     with pytest.raises(CheckpointError, match="model.backbone.net.weights"):
         GeoCheckpointer(_Tiny()).load(upstream)
     # a checkpoint of this model with another head still loads (fine-tuning to new classes)
@@ -287,14 +288,14 @@ def test_every_torch_load_in_the_source_tree_is_weights_only():
 def test_checkpointer_maps_saved_patch_kernels_by_band_name(tmp_path):
     """A whole-model checkpoint (GeoCheckpointer) records the encoder's band names; a model of
     the same bands in another order loads the kernels by name (issue 26 item 8)."""
-    kw = dict(embed_dim=32, depth=1, num_heads=2, img_size=32)
+    kw = dict(depth=1, img_size=32)
     torch.manual_seed(0)
-    a = GeoBackbone(build_encoder("ssl4eo_s12_vits16_moco", bands=["B04", "B03", "B02"], **kw), layers=(0,)).eval()
+    a = GeoBackbone(build_encoder("ssl4eo_test", bands=["B04", "B03", "B02"], **kw), layers=(0,)).eval()
     with torch.no_grad():
         for p in a.parameters():
             p.add_(0.05 * torch.randn_like(p))
     GeoCheckpointer(a, str(tmp_path)).save("model_final")
-    b = GeoBackbone(build_encoder("ssl4eo_s12_vits16_moco", bands=["B02", "B04", "B03"], **kw), layers=(0,)).eval()
+    b = GeoBackbone(build_encoder("ssl4eo_test", bands=["B02", "B04", "B03"], **kw), layers=(0,)).eval()
     GeoCheckpointer(b).load(str(tmp_path / "model_final.pth"))
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():

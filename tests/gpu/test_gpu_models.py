@@ -20,7 +20,7 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 
 from helpers import rel_err, tiny_rcnn_heads  # noqa: E402
 from gpu_common import FP32_REL, _no_tf32, device, needs_cuda  # noqa: E402,F401  (fixtures)
-from heads_tiny import HLS, TINY, falling, synthetic_geotiffs, tiny_config  # noqa: E402
+from heads_tiny import falling, synthetic_geotiffs, tiny_config, tiny_encoder  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 from d2geo.modeling import find_geo_backbones  # noqa: E402
 
@@ -40,6 +40,10 @@ FAMILY_CONFIGS = {
     "dofa": "dofa/semantic_fpn_vitb16.py",
     "croma": "croma/semantic_fpn_base.py",
     "satlas": "satlas/semantic_fpn_swinb.py",
+    "panopticon": "panopticon/semantic_fpn_vitb14.py",
+    "galileo": "galileo/semantic_fpn_base.py",
+    "anysat": "anysat/semantic_fpn_base.py",
+    "olmoearth": "olmoearth/semantic_fpn_v1_base.py",
 }
 
 
@@ -93,18 +97,17 @@ def test_encoder_and_backbone_on_the_device_equal_the_cpu(family, synthetic, tmp
 
 # -- autocast training ----------------------------------------------------------------------------
 def _mask_rcnn_config(datasets, tmp_path):
-    """dinov2/mask_rcnn_vitb14.py with a 4-block encoder, no weights, tiny heads, the synthetic
-    GeoTIFFs' buildings."""
+    """dinov2/mask_rcnn_vitb14.py with DINOv2's tiny test variant (no weights), tiny heads, the
+    synthetic GeoTIFFs' buildings."""
     cfg = LazyConfig.apply_overrides(model_zoo.get_config("dinov2/mask_rcnn_vitb14.py"),
                                      [f"train.output_dir={tmp_path}"])
     net = cfg.model.backbone.net
-    net.weights, net.pretrained, net.drop_path_rate = None, False, 0.0
-    net.encoder_kwargs = {**dict(net.encoder_kwargs), **TINY["dinov2"], "bands": list(HLS)}
-    cfg.model.pixel_mean, cfg.model.pixel_std = [1000.0] * len(HLS), [1000.0] * len(HLS)
+    bands = tiny_encoder(net)
+    cfg.model.pixel_mean, cfg.model.pixel_std = [1000.0] * len(bands), [1000.0] * len(bands)
     tiny_rcnn_heads(cfg.model)
     cfg.model.roi_heads.num_classes = 1
     cfg.dataloader.train.dataset.names = f"{datasets[1]}_det_train"
-    cfg.dataloader.train.mapper.bands = list(HLS)
+    cfg.dataloader.train.mapper.bands = bands
     cfg.dataloader.train.total_batch_size = 2
     cfg.dataloader.train.num_workers = 0
     return cfg

@@ -28,7 +28,7 @@ def tiny_mask_rcnn(backbone=None, num_bands: int = 5, *, pixel_mean: float = 500
 
     from d2geo.modeling import GeoBackbone, GeoRCNN, SimpleFeaturePyramid
 
-    net = backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_vits14_reg", encoder_kwargs=TINY_DINO)
+    net = backbone if backbone is not None else L(GeoBackbone)(encoder="dinov2_test", encoder_kwargs=TINY_DINO)
     cfg = model_zoo.get_config("common/models/mask_rcnn_vitdet.py").model
     cfg._target_ = GeoRCNN
     cfg.backbone = L(SimpleFeaturePyramid)(net=net, out_channels=32, top_block=L(LastLevelMaxPool)(), norm="LN")
@@ -52,15 +52,17 @@ def tiny_segmentor(backbone, num_bands: int, num_classes: int = 3):
 
 #: five bands of a tiny multispectral DINOv2 (pretrained RGB plus coastal and nir)
 BANDS5 = ("coastal", "blue", "green", "red", "nir")
-TINY_DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=64, bands=BANDS5)
+#: how the tests use ``dinov2_test`` (DINOv2 with registers, 64 wide, 4 blocks): 16 px patches,
+#: 64 px native, :data:`BANDS5`
+TINY_DINO = dict(patch_size=16, img_size=64, bands=BANDS5)
 
 
 def dino_backbone(**kw):
-    """A GeoBackbone on a tiny DINOv2 with registers over :data:`BANDS5`."""
+    """A GeoBackbone on the tiny DINOv2 with registers (``dinov2_test``) over :data:`BANDS5`."""
     from d2geo.modeling import GeoBackbone
 
     enc_kw = {**TINY_DINO, **kw.pop("encoder_kwargs", {})}
-    return GeoBackbone("dinov2_vits14_reg", encoder_kwargs=enc_kw, **kw)
+    return GeoBackbone("dinov2_test", encoder_kwargs=enc_kw, **kw)
 
 
 def make_sample(C=5, H=64, W=64, T=None, meta=True, n_boxes=2, seed=0) -> dict:

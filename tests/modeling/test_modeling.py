@@ -40,8 +40,8 @@ from d2geo.modeling import (  # noqa: E402
     normalize_image,
 )
 
-TINY_PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=32, num_frames=2)
-TINY_CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16)
+#: how the tests use prithvi_test (Prithvi-EO-2.0 with temporal and location embeddings, 64 wide)
+TINY_PRITHVI = dict(patch_size=16, img_size=32, num_frames=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +80,7 @@ def test_backbone_bad_arguments_and_inputs():
         b(torch.randn(1, 5, 70, 90))
     with pytest.raises(EncoderInputError, match="not temporal"):
         b(torch.randn(1, 5, 2, 32, 32))
-    enc = build_encoder("dinov2_vits14", **TINY_DINO)
+    enc = build_encoder("dinov2_test", **TINY_DINO)
     with pytest.raises(ValueError, match="only apply when the encoder is given by name"):
         GeoBackbone(enc, drop_path_rate=0.1)
 
@@ -178,7 +178,7 @@ def test_multilayer_pyramid_shapes_and_taps():
 
 @needs("clay_*")
 def test_multilayer_pyramid_for_patch_8_clay():
-    net = GeoBackbone("clay_v1_5_large", layers=(0, 1, 2, 3), encoder_kwargs=TINY_CLAY)
+    net = GeoBackbone("clay_test", layers=(0, 1, 2, 3))
     assert net.output_shape()["layer3"].stride == 8
     pyr = MultiLayerPyramid(net, 32, scale_factors=(2.0, 1.0, 0.5, 0.25), top_block=LastLevelMaxPool())
     assert {k: s.stride for k, s in pyr.output_shape().items()} == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
@@ -245,7 +245,7 @@ def test_concat_fold_matches_terratorch_layout(terratorch_prithvi):
 @needs("prithvi_eo_*")
 def test_prithvi_backbone_concat_and_mean():
     x = torch.randn(2, 6, 2, 32, 48)
-    cat = GeoBackbone("prithvi_eo_v2_100_tl", layers=(1, 3), encoder_kwargs=TINY_PRITHVI)
+    cat = GeoBackbone("prithvi_test", layers=(1, 3), encoder_kwargs=TINY_PRITHVI)
     assert {k: (s.channels, s.stride) for k, s in cat.output_shape().items()} == {
         "layer1": (128, 16), "layer3": (128, 16)}
     out = cat(x)
@@ -258,7 +258,7 @@ def test_prithvi_backbone_concat_and_mean():
     assert torch.allclose(mean(x)["layer3"], feats[1].mean(2))
     with pytest.raises(EncoderInputError, match=r"\(C, T, H, W\)"):
         cat(torch.randn(2, 6, 32, 32))
-    single = GeoBackbone("prithvi_eo_v2_100_tl", encoder_kwargs={**TINY_PRITHVI, "num_frames": 1})
+    single = GeoBackbone("prithvi_test", encoder_kwargs={**TINY_PRITHVI, "num_frames": 1})
     assert single(torch.randn(1, 6, 32, 32))["layer3"].shape == (1, 64, 2, 2)
 
 
@@ -317,7 +317,7 @@ def test_normalize_image_per_band_over_frames():
 def test_preprocess_normalizes_then_pads_time_series_batches():
     """GeoInputMixin.preprocess_image: per-band normalization over every frame, then zero padding
     of the (C, T, H, W) images to the backbone's divisibility (padding after normalizing)."""
-    net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
+    net = GeoBackbone("prithvi_test", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
     model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6)
     div = model.backbone.size_divisibility
     a, b = torch.randn(6, 2, 40, 50) + 500, torch.randn(6, 2, 30, 20) + 500
@@ -375,7 +375,7 @@ def test_metadata_reaches_encoder_in_training_and_inference_rcnn(trained_rcnn):
 
 @needs("prithvi_eo_*")
 def test_metadata_changes_prithvi_segmentor_output():
-    net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
+    net = GeoBackbone("prithvi_test", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
     with torch.no_grad():  # the coordinate scales start at 0.1; make the encodings matter
         net.encoder.location_embed_enc.scale.fill_(1.0)
     model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6).eval()
@@ -394,7 +394,7 @@ def test_metadata_changes_prithvi_segmentor_output():
 
 @needs("clay_*")
 def test_clay_wavelengths_flow_through_rcnn():
-    net = L(GeoBackbone)(encoder="clay_v1_5_large", encoder_kwargs=dict(TINY_CLAY, patch_size=16))
+    net = L(GeoBackbone)(encoder="clay_test", encoder_kwargs=dict(patch_size=16))
     model = tiny_mask_rcnn(backbone=net, num_bands=3).eval()
     x = _sample(C=3)
     x["metadata"]["wavelengths"] = [0.665, 0.56, 0.49]
@@ -459,7 +459,7 @@ def test_semantic_segmentor_trains_and_predicts_at_input_size():
 @needs("prithvi_eo_*")
 def test_temporal_segmentor_trains():
     torch.manual_seed(0)
-    net = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
+    net = GeoBackbone("prithvi_test", layers=(0, 1, 2, 3), encoder_kwargs=TINY_PRITHVI)
     model = tiny_segmentor(MultiLayerPyramid(net, 32), num_bands=6)
     batch = [_sample(C=6, T=2, H=32, W=32, seed=0), _sample(C=6, T=2, H=32, W=32, seed=1)]
     losses = _train(model, batch, iters=4, lr=1e-3)
@@ -477,7 +477,7 @@ def test_yacs_config_builds_geo_models():
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "GeoSemanticSegmentor"
     cfg.MODEL.BACKBONE.NAME = "build_geo_vit_fpn_backbone"
-    cfg.MODEL.D2GEO.ENCODER = "dinov2_vits14"
+    cfg.MODEL.D2GEO.ENCODER = "dinov2_test"
     cfg.MODEL.D2GEO.FREEZE = "2"
     for k, v in TINY_DINO.items():
         cfg.MODEL.D2GEO.ENCODER_KWARGS[k] = v
@@ -506,16 +506,16 @@ def test_yacs_config_builds_geo_models():
 
 
 # -- learning-rate decay and weight decay -----------------------------------------------------------
-FAMILIES = [
-    ("dinov2_vits14_reg", TINY_DINO, 4),
-    ("dinov3_vits16", dict(embed_dim=64, depth=4, num_heads=4), 4),
-    ("prithvi_eo_v2_100_tl", TINY_PRITHVI, 4),
-    ("clay_v1_5_large", TINY_CLAY, 4),
+FAMILIES = [  # the families' tiny test variants (4 blocks)
+    ("dinov2_test", TINY_DINO, 4),
+    ("dinov3_test", {}, 4),
+    ("prithvi_test", dict(patch_size=16, img_size=32, num_frames=2), 4),
+    ("clay_test", {}, 4),
 ]
 
 
 def _family_model(name, kwargs, **backbone_kw):
-    if name not in list_encoders():
+    if name not in list_encoders(tests=True):
         pytest.skip(f"{name} is not registered yet")
     model = torch.nn.Module()
     model.backbone = SimpleFeaturePyramid(GeoBackbone(name, encoder_kwargs=kwargs, **backbone_kw),
@@ -585,7 +585,7 @@ def test_lr_decay_and_weight_decay_agree_with_timm(name, kwargs, depth):
 
 
 def test_lr_decay_is_for_geo_backbone_encoders_and_checks_depth():
-    model = _family_model("dinov2_vits14_reg", TINY_DINO)
+    model = _family_model("dinov2_test", TINY_DINO)
     model.transformer = torch.nn.Module()  # detrex's DINO has transformer.encoder.layers.N: not backbone blocks
     model.transformer.encoder = torch.nn.Module()
     model.transformer.encoder.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
@@ -602,7 +602,7 @@ def test_lr_decay_is_for_geo_backbone_encoders_and_checks_depth():
 
 
 def test_family_exemptions_reach_detectron2_overrides_only_with_the_model():
-    model = _family_model("clay_v1_5_large", TINY_CLAY)
+    model = _family_model("clay_test", {})
     assert {"weight_tokens", "bias_token", "cls_token"} <= set(no_weight_decay_overrides(model))
     assert "weight_tokens" not in no_weight_decay_overrides()
 

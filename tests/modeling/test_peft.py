@@ -19,12 +19,12 @@ from d2geo.modeling import GeoBackbone  # noqa: E402
 from d2geo.modeling.lr_decay import lr_decay_factor_func  # noqa: E402
 from d2geo.modeling.peft_adapters import has_peft, peft_modules  # noqa: E402
 
+#: the families' tiny test variants and how the tests use them
 FAMILIES = {
-    "dinov2_vits14_reg": dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=32),
-    "dinov3_vitl16_sat": dict(embed_dim=64, depth=4, num_heads=4, img_size=32),
-    "prithvi_eo_v2_100_tl": dict(embed_dim=64, depth=4, num_heads=4, img_size=32, num_frames=2),
-    "clay_v1_5_large": dict(embed_dim=72, depth=4, num_heads=4, head_dim=16, sensor="hls",
-                            bands=["blue", "green", "red", "nir_narrow"]),
+    "dinov2_test": dict(patch_size=16, img_size=32),
+    "dinov3_test": dict(img_size=32),
+    "prithvi_test": dict(img_size=32, num_frames=2),
+    "clay_test": dict(sensor="hls", bands=["blue", "green", "red", "nir_narrow"]),
 }
 LORA = dict(method="lora", r=4, lora_alpha=8)
 
@@ -99,28 +99,28 @@ def test_lora_every_family(name):
 
 
 def test_lora_bad_inputs():
-    kw = FAMILIES["dinov2_vits14_reg"]
+    kw = FAMILIES["dinov2_test"]
     with pytest.raises(ValueError, match="freeze"):
-        GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw, peft=LORA, freeze=2)
+        GeoBackbone("dinov2_test", encoder_kwargs=kw, peft=LORA, freeze=2)
     with pytest.raises(ValueError, match="name no Linear"):
-        GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw, peft={**LORA, "target_modules": ["q_proj"]})
+        GeoBackbone("dinov2_test", encoder_kwargs=kw, peft={**LORA, "target_modules": ["q_proj"]})
     with pytest.raises(ValueError, match="unknown to peft"):
-        GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw, peft={"method": "lorax"})
+        GeoBackbone("dinov2_test", encoder_kwargs=kw, peft={"method": "lorax"})
     with pytest.raises(TypeError, match="LoraConfig"):
-        GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw, peft="lora")
+        GeoBackbone("dinov2_test", encoder_kwargs=kw, peft="lora")
     # short names stay inside the blocks: Clay's wavelength generator has an fc1 too
-    clay = GeoBackbone("clay_v1_5_large", encoder_kwargs=FAMILIES["clay_v1_5_large"],
+    clay = GeoBackbone("clay_test", encoder_kwargs=FAMILIES["clay_test"],
                        peft={**LORA, "target_modules": ["fc1"]})
     assert clay.peft_adapted and all(n.startswith("blocks.") for n in clay.peft_adapted)
 
 
 def test_lora_lr_decay_and_plain_checkpoint(tmp_path):
-    kw = FAMILIES["dinov2_vits14_reg"]
+    kw = FAMILIES["dinov2_test"]
     torch.manual_seed(0)
-    plain = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw)
+    plain = GeoBackbone("dinov2_test", encoder_kwargs=kw)
     model = torch.nn.Module()
     model.backbone = torch.nn.Module()
-    model.backbone.net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=kw, peft=LORA)
+    model.backbone.net = GeoBackbone("dinov2_test", encoder_kwargs=kw, peft=LORA)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     a = "backbone.net.encoder.vit.blocks.2.attn.qkv.lora_A.default.weight"
     assert a in names

@@ -21,14 +21,15 @@ from d2geo.modeling import GeoBackbone, MultiLayerPyramid, SimpleFeaturePyramid 
 from d2geo.modeling.pyramid import ChannelLayerNorm  # noqa: E402
 
 BANDS4 = ("blue", "green", "red", "nir")
-TINY = dict(embed_dim=64, depth=3, num_heads=2, patch_size=16, img_size=64, bands=BANDS4)
+#: how the tests use dinov2_test: three blocks, 16 px patches, 64 px native, four bands
+TINY = dict(depth=3, patch_size=16, img_size=64, bands=BANDS4)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_rcnn(grad_checkpointing=False, box_conv_dims=()):
-    net = L(GeoBackbone)(encoder="dinov2_vits14", encoder_kwargs=TINY, grad_checkpointing=grad_checkpointing)
+    net = L(GeoBackbone)(encoder="dinov2_test", encoder_kwargs=TINY, grad_checkpointing=grad_checkpointing)
     return tiny_mask_rcnn(net, num_bands=4, pixel_mean=0.3, pixel_std=0.2, box_conv_dims=box_conv_dims)
 
 
@@ -55,8 +56,8 @@ def test_config_adamw_is_fused_and_matches_the_unfused_update():
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     cfg = LazyConfig.load(os.path.join(repo, "configs", "common", "optim.py"))
     torch.manual_seed(0)
-    model = torch.nn.ModuleDict({"backbone": GeoBackbone("dinov2_vits14", encoder_kwargs=TINY)})
-    twin = torch.nn.ModuleDict({"backbone": GeoBackbone("dinov2_vits14", encoder_kwargs=TINY)})
+    model = torch.nn.ModuleDict({"backbone": GeoBackbone("dinov2_test", encoder_kwargs=TINY)})
+    twin = torch.nn.ModuleDict({"backbone": GeoBackbone("dinov2_test", encoder_kwargs=TINY)})
     twin.load_state_dict(model.state_dict())
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg.AdamW.params.model = model
@@ -108,8 +109,8 @@ def test_channel_layernorm_matches_detectron2_forward_and_backward(shape):
 
 def test_pyramids_use_the_fused_layernorm_with_unchanged_state_dict_keys():
     torch.manual_seed(0)
-    sfp = SimpleFeaturePyramid(GeoBackbone("dinov2_vits14", encoder_kwargs=TINY), out_channels=32, norm="LN")
-    mlp = MultiLayerPyramid(GeoBackbone("dinov2_vits14", encoder_kwargs=dict(TINY, depth=4), layers=(0, 1, 2, 3)),
+    sfp = SimpleFeaturePyramid(GeoBackbone("dinov2_test", encoder_kwargs=TINY), out_channels=32, norm="LN")
+    mlp = MultiLayerPyramid(GeoBackbone("dinov2_test", encoder_kwargs=dict(TINY, depth=4), layers=(0, 1, 2, 3)),
                             out_channels=32, norm="LN")
     for pyr in (sfp, mlp):
         norms = [m for n, m in pyr.named_modules() if isinstance(m, D2LayerNorm)]
@@ -117,7 +118,7 @@ def test_pyramids_use_the_fused_layernorm_with_unchanged_state_dict_keys():
     # same keys as detectron2's own pyramid, so checkpoints move between the two
     from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as D2SFP
 
-    d2 = D2SFP(GeoBackbone("dinov2_vits14", encoder_kwargs=TINY), "layer2", 32, (4.0, 2.0, 1.0, 0.5), norm="LN")
+    d2 = D2SFP(GeoBackbone("dinov2_test", encoder_kwargs=TINY), "layer2", 32, (4.0, 2.0, 1.0, 0.5), norm="LN")
     assert set(d2.state_dict()) == set(sfp.state_dict())
     sfp.load_state_dict(d2.state_dict())
     x = torch.randn(1, 4, 64, 64)
@@ -126,7 +127,7 @@ def test_pyramids_use_the_fused_layernorm_with_unchanged_state_dict_keys():
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4)
     # no norm: convs keep their bias, as in detectron2
-    plain = SimpleFeaturePyramid(GeoBackbone("dinov2_vits14", encoder_kwargs=TINY), out_channels=32, norm="")
+    plain = SimpleFeaturePyramid(GeoBackbone("dinov2_test", encoder_kwargs=TINY), out_channels=32, norm="")
     assert not any(isinstance(m, D2LayerNorm) for m in plain.modules())
     assert plain.simfp_3[0].bias is not None
 

@@ -13,7 +13,7 @@ from detectron2.modeling.proposal_generator.rrpn import RRPN  # noqa: E402
 from detectron2.modeling.roi_heads import RROIHeads  # noqa: E402
 from detectron2.structures import RotatedBoxes  # noqa: E402
 
-from heads_tiny import HLS, TINY, falling, train_steps  # noqa: E402
+from heads_tiny import HLS, falling, tiny_encoder, train_steps  # noqa: E402
 from d2geo import model_zoo  # noqa: E402
 
 CONFIGS = {"dinov2": "dinov2/rotated_rcnn_vitb14.py", "prithvi": "prithvi/rotated_rcnn_eo_v2_300_tl.py",
@@ -48,14 +48,10 @@ def _tiny(cfg, family, names, frames=1):
     hierarchical = "bottom_up" in cfg.model.backbone
     net = cfg.model.backbone.bottom_up if hierarchical else cfg.model.backbone.net
     assert net.pretrained is True and net.weights is None  # user configs load the family's weights
-    net.pretrained = False
-    net.drop_path_rate = 0.0
-    kwargs = dict(net.encoder_kwargs)
-    kwargs.update(TINY[family])
-    kwargs["bands"] = list(HLS)
     if family == "prithvi":
-        kwargs["num_frames"] = frames
-    net.encoder_kwargs = kwargs
+        net.encoder_kwargs.num_frames = frames
+    tiny_encoder(net)  # the family's tiny test variant, no weights
+    net.encoder_kwargs.bands = list(HLS)  # DINOv2 too: all six bands
     cfg.model.pixel_mean = [0.15] * 6
     cfg.model.pixel_std = [0.1] * 6
     cfg.model.backbone.out_channels = 32

@@ -12,7 +12,8 @@ pytest.importorskip("detectron2", reason="detectron2 is not installed: see READM
 from d2geo.modeling import GeoBackbone  # noqa: E402
 from d2geo.modeling.temporal import TemporalAttentionPool, fold_time  # noqa: E402
 
-TINY_PRITHVI = dict(embed_dim=64, depth=2, num_heads=4, patch_size=16, img_size=32, num_frames=4)
+#: how the tests use prithvi_test (Prithvi-EO-2.0 with time and location codes): two blocks
+TINY_PRITHVI = dict(depth=2, patch_size=16, img_size=32, num_frames=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,7 +112,7 @@ def test_attention_pool_by_hand():
 
 def test_backbone_modes_channels_and_values():
     x = torch.randn(2, 6, 4, 32, 32)
-    base = GeoBackbone("prithvi_eo_v2_100_tl", layers=(0, 1), encoder_kwargs=TINY_PRITHVI)
+    base = GeoBackbone("prithvi_test", layers=(0, 1), encoder_kwargs=TINY_PRITHVI)
     feats = base.encoder.forward_features(x, layers=[0, 1])
     expect = {
         ("max", None): (64, lambda f: f.amax(2)),
@@ -137,11 +138,10 @@ def test_backbone_modes_channels_and_values():
 def test_backbone_mode_errors():
     enc_kw = {**TINY_PRITHVI, "num_frames": 1}
     with pytest.raises(ValueError, match="needs two time steps"):
-        GeoBackbone("prithvi_eo_v2_100_tl", temporal_fold="diff", encoder_kwargs=enc_kw)
+        GeoBackbone("prithvi_test", temporal_fold="diff", encoder_kwargs=enc_kw)
     with pytest.raises(ValueError, match="out of range"):
-        GeoBackbone("prithvi_eo_v2_100_tl", temporal_frames=[0, 4], encoder_kwargs=TINY_PRITHVI)
+        GeoBackbone("prithvi_test", temporal_frames=[0, 4], encoder_kwargs=TINY_PRITHVI)
     with pytest.raises(ValueError, match="not one of"):
-        GeoBackbone("prithvi_eo_v2_100_tl", temporal_fold="median", encoder_kwargs=TINY_PRITHVI)
+        GeoBackbone("prithvi_test", temporal_fold="median", encoder_kwargs=TINY_PRITHVI)
     with pytest.raises(ValueError, match="not temporal"):
-        GeoBackbone("dinov2_vits14", temporal_frames=[0],
-                    encoder_kwargs=dict(embed_dim=64, depth=2, num_heads=4, patch_size=16, img_size=32))
+        GeoBackbone("dinov2_test", temporal_frames=[0], encoder_kwargs=dict(depth=2, patch_size=16, img_size=32))

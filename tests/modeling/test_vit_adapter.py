@@ -13,9 +13,11 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool  # noqa: E402
 from d2geo.modeling import GeoBackbone, ViTAdapter  # noqa: E402
 from d2geo.modeling.vit_adapter import MSDeformAttn, ms_deform_attn_core  # noqa: E402
 
-DINO = dict(embed_dim=64, depth=4, num_heads=4, patch_size=16, img_size=32, bands=["red", "green", "blue"])
+#: how the tests use the tiny test variants dinov2_test and clay_test
+DINO = dict(patch_size=16, img_size=32, bands=["red", "green", "blue"])
+CLAY = dict(sensor="hls", bands=["blue", "green", "red", "nir_narrow"])
+#: Prithvi v2 without time and location codes (prithvi_test has them; this test passes no metadata)
 PRITHVI = dict(embed_dim=64, depth=4, num_heads=4, img_size=32, num_frames=2)
-CLAY = dict(embed_dim=72, depth=4, num_heads=4, head_dim=16, sensor="hls", bands=["blue", "green", "red", "nir_narrow"])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +58,7 @@ def test_deformable_attention_equals_detrex():
 @pytest.mark.parametrize("size", [(48, 80), (16, 32), (112, 48), (64, 64)])
 def test_output_strides_for_odd_sizes(size):
     torch.manual_seed(0)
-    adapter = ViTAdapter(GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO), deform_heads=4)
+    adapter = ViTAdapter(GeoBackbone("dinov2_test", encoder_kwargs=DINO), deform_heads=4)
     H, W = size
     out = adapter(torch.randn(2, 3, H, W))
     assert list(out) == ["res2", "res3", "res4", "res5"]
@@ -69,7 +71,7 @@ def test_output_strides_for_odd_sizes(size):
 
 def test_trunk_is_the_pretrained_encoder_at_init():
     torch.manual_seed(0)
-    net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO, norm=False)
+    net = GeoBackbone("dinov2_test", encoder_kwargs=DINO, norm=False)
     adapter = ViTAdapter(net, deform_heads=4).eval()
     seen = []
     hook = list(net.encoder.get_blocks())[-1].register_forward_hook(lambda m, a, o: seen.append(o))
@@ -112,7 +114,7 @@ def test_prithvi_time_axis_passes_through():
 
 def test_clay_metadata_reaches_the_encoder():
     torch.manual_seed(0)
-    net = GeoBackbone("clay_v1_5_large", encoder_kwargs=CLAY)
+    net = GeoBackbone("clay_test", encoder_kwargs=CLAY)
     adapter = ViTAdapter(net, deform_heads=4).eval()
     x = torch.randn(2, 4, 32, 48)
     md = {"gsd": torch.tensor([10.0, 10.0]), "latlon": torch.tensor([[47.0, 8.0], [10.0, 20.0]]),
@@ -126,7 +128,7 @@ def test_clay_metadata_reaches_the_encoder():
 
 
 def test_detectron2_fpn_on_the_adapter():
-    adapter = ViTAdapter(GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO), deform_heads=4)
+    adapter = ViTAdapter(GeoBackbone("dinov2_test", encoder_kwargs=DINO), deform_heads=4)
     fpn = FPN(bottom_up=adapter, in_features=["res2", "res3", "res4", "res5"], out_channels=32,
               top_block=LastLevelMaxPool())
     out = fpn(torch.randn(1, 3, 64, 96))
@@ -136,7 +138,7 @@ def test_detectron2_fpn_on_the_adapter():
 
 
 def test_bad_settings():
-    net = GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO)
+    net = GeoBackbone("dinov2_test", encoder_kwargs=DINO)
     with pytest.raises(ValueError, match="num_interactions"):
         ViTAdapter(net, num_interactions=5)
     with pytest.raises(ValueError, match="divisible by num_heads"):
@@ -148,13 +150,12 @@ def test_bad_settings():
 
 
 def test_terramind_of_one_modality_adapts_and_of_several_is_refused():
-    tm = dict(embed_dim=64, depth=4, num_heads=4)
-    one = ViTAdapter(GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A"])), deform_heads=4)
+    one = ViTAdapter(GeoBackbone("terramind_test", encoder_kwargs=dict(bands=["S2L2A"])), deform_heads=4)
     with torch.no_grad():
         out = one.eval()(torch.randn(2, 12, 64, 64))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "res2": (2, 64, 16, 16), "res3": (2, 64, 8, 8), "res4": (2, 64, 4, 4), "res5": (2, 64, 2, 2)}
-    several = GeoBackbone("terramind_v1_tiny", encoder_kwargs=dict(tm, bands=["S2L2A", "S1RTC"]))
+    several = GeoBackbone("terramind_test", encoder_kwargs=dict(bands=["S2L2A", "S1RTC"]))
     with pytest.raises(ValueError, match=r"one grid per modality \(S2L2A, S1RTC\); use the multi-layer pyramid"):
         ViTAdapter(several, deform_heads=4)
 
@@ -181,7 +182,7 @@ def test_adapter_config_trains(name, synthetic, tmp_path):
 
 def test_detrex_channel_mapper_on_the_adapter():
     neck = pytest.importorskip("detrex.modeling.neck", reason="detrex is not installed")
-    adapter = ViTAdapter(GeoBackbone("dinov2_vits14_reg", encoder_kwargs=DINO), deform_heads=4, out_channels=48,
+    adapter = ViTAdapter(GeoBackbone("dinov2_test", encoder_kwargs=DINO), deform_heads=4, out_channels=48,
                          out_features=["res3", "res4", "res5"])
     assert list(adapter.output_shape()) == ["res3", "res4", "res5"]
     mapper = neck.ChannelMapper(input_shapes=adapter.output_shape(), in_features=["res3", "res4", "res5"],
