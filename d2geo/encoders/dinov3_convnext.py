@@ -37,7 +37,7 @@ from .bands import RGB_BANDS, expand_bands
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
 from .dinov2 import IMAGENET_RGB_STATS
-from .registry import PretrainedCfg, register_encoder
+from .registry import PretrainedCfg, register_encoder, register_test_variant
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +207,6 @@ for _size, _arch in DINOV3_CONVNEXT_SIZES.items():
                          "carry only an 8-digit hash prefix); the Hub's LFS sha256 is checked after each download"))
     register_encoder(f"dinov3_convnext_{_size}", DINOv3ConvNeXtEncoder, pretrained_cfg=_pre,
                      **_arch)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("dinov3_convnext_test", like="dinov3_convnext_base", depths=(1, 1, 1, 1), dims=(16, 32, 64, 128))

@@ -34,7 +34,7 @@ from .adapt import adapt_patch_embed
 from .bands import BandError
 from .base import EncoderInputError, GeoEncoder
 from .checkpoint import CheckpointError, FilteredStateDict, strip_to_anchor
-from .registry import PretrainedCfg, register_encoder
+from .registry import PretrainedCfg, register_encoder, register_test_variant
 from .satlas import SATLAS_LICENSE, SATLAS_STATS, _satlas
 
 logger = logging.getLogger(__name__)
@@ -204,3 +204,6 @@ for _name, (_file, _arch, _stats) in SATLAS_RESNET_PRETRAINED.items():
                          pinned_by="torchgeo 0.8.1's weights table (revision; the full sha256 is not public)")
     register_encoder(_name, SatlasResNetEncoder, pretrained_cfg=_pre, timm_name=_arch, bands=_bands,
                      pretrained_bands=_bands)
+
+# tiny, random weights, for d2geo's tests only (timm's own test_resnet); hidden from list_encoders()
+register_test_variant("satlas_resnet_test", like="satlas_resnet50_sentinel2_si_ms", timm_name="test_resnet")

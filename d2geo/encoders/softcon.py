@@ -22,7 +22,7 @@ SSL4EO-S12 statistics (``_ssl4eo_s12_transforms_s1``).
 from __future__ import annotations
 
 from .dinov2 import DINOv2Encoder
-from .registry import InputStats, PretrainedCfg, register_encoder
+from .registry import InputStats, PretrainedCfg, register_encoder, register_test_variant
 from .ssl4eo import S2_L1C_BANDS, SSL4EO_S1_STATS
 
 __all__ = ["SoftConEncoder", "SOFTCON_S2_STATS", "SOFTCON_PRETRAINED"]
@@ -60,3 +60,6 @@ for _arch, _dims in _ARCH.items():
             pinned_by="torchgeo 0.8.1's weights table (revision; no public sha256, the file name has no digest)")
         register_encoder(_name, SoftConEncoder, pretrained_cfg=SOFTCON_PRETRAINED[_name], img_size=224,
                          patch_size=14, bands=_stats.bands, pretrained_bands=_stats.bands, **_dims)
+
+# tiny, random weights, for d2geo's tests only (timm's test_vit); hidden from list_encoders()
+register_test_variant("softcon_test", like="softcon_vits14_s2", embed_dim=64, depth=4, num_heads=4)
