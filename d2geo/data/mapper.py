@@ -164,26 +164,29 @@ def _shared_empty(shape, dtype: torch.dtype):
 
 
 class _SharedArrays:
-    """``read_geotiff``'s ``alloc``: float32 arrays backed by :func:`_shared_empty` tensors."""
+    """``read_geotiff``'s ``alloc``: float32 arrays backed by :func:`_shared_empty` storages,
+    each with room after the image for the sample's metadata values (latlon, gsd and one
+    wavelength per band), so that a sample sent by a worker costs one shared-memory segment."""
 
     def __init__(self):
         self.tensors = []
 
     def __call__(self, shape, dtype):
-        t = _shared_empty(shape, torch.float32) if np.dtype(dtype) == np.float32 else None
+        numel = int(np.prod(shape, dtype=np.int64))
+        t = _shared_empty((numel + 3 + shape[0],), torch.float32) if np.dtype(dtype) == np.float32 else None
         if t is None:
             return np.empty(shape, dtype)
-        self.tensors.append(t)
-        return t.numpy()
+        self.tensors.append((numel, t))
+        return t[:numel].view(tuple(shape)).numpy()
 
     def tensor_of(self, arr: np.ndarray):
-        """The shared tensor holding exactly ``arr`` (same memory, C order), else None."""
-        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
-            return None
-        for t in self.tensors:
-            if arr.size == t.numel() and arr.__array_interface__["data"][0] == t.data_ptr():
-                return t.view(arr.shape)
-        return None
+        """``(image tensor, spare tail)`` of the storage holding exactly ``arr`` (same memory,
+        C order), else ``(None, None)``."""
+        if arr.dtype == np.float32 and arr.flags.c_contiguous:
+            for numel, t in self.tensors:
+                if arr.size == numel and arr.__array_interface__["data"][0] == t.data_ptr():
+                    return t[:numel].view(arr.shape), t[numel:]
+        return None, None
 
 
 def _as_int64_tensor(labels: np.ndarray) -> torch.Tensor:
@@ -194,15 +197,21 @@ def _as_int64_tensor(labels: np.ndarray) -> torch.Tensor:
     return out
 
 
-def _float32_tensors(values: dict) -> dict:
-    """``{key: float32 tensor}`` of ``{key: array or number}``, all views of one storage.
+def _float32_tensors(values: dict, spare: torch.Tensor | None = None) -> dict:
+    """``{key: float32 tensor}`` of ``{key: array or number}``, all views of one storage:
+    ``spare`` (a 1-d float32 tensor) when they fit in it, else a new one.
 
     A DataLoader worker moves every tensor storage it sends into a shared-memory segment of
     its own; one storage for the few metadata values of a sample costs one segment, not one
     per value.
     """
     arrays = {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
-    flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays.values()])) if arrays else None
+    total = sum(a.size for a in arrays.values())
+    if spare is not None and arrays and spare.numel() >= total:
+        flat = spare[:total]
+        flat.numpy()[:] = np.concatenate([a.reshape(-1) for a in arrays.values()])
+    else:
+        flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays.values()])) if arrays else None
     out, start = {}, 0
     for k, a in arrays.items():
         out[k] = flat[start:start + a.size].view(a.shape)
@@ -449,7 +458,7 @@ class GeoDatasetMapper:
             # of length 1, which torch refuses
             chw = hwc.transpose(2, 0, 1).copy()
         out_img = chw.reshape(c, t, nh, nw) if t is not None else chw
-        tensor = shared.tensor_of(out_img) if shared is not None else None
+        tensor, spare = shared.tensor_of(out_img) if shared is not None else (None, None)
         d["image"] = tensor if tensor is not None else torch.as_tensor(out_img)
 
         md, floats = {}, {}
@@ -464,7 +473,7 @@ class GeoDatasetMapper:
             floats["gsd"] = np.float64(float(sample.metadata["gsd"]) / scale)
         if "wavelengths" in sample.metadata:
             floats["wavelengths"] = sample.metadata["wavelengths"]
-        md.update(_float32_tensors(floats))
+        md.update(_float32_tensors(floats, spare))
         d["metadata"] = md
         d.pop("geo", None)
 

@@ -69,7 +69,10 @@ def test_worker_reads_windows_into_shared_memory_and_gets_the_same_sample(tmp_pa
         assert b["image"].dtype == torch.float32 and b["sem_seg"].dtype == torch.int64
         torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
         torch.testing.assert_close(a["sem_seg"], b["sem_seg"], rtol=0, atol=0)
-        assert b["image"].untyped_storage().nbytes() == b["image"].numel() * 4  # exactly the image
+        # one segment per sample: the metadata values live after the image
+        assert b["image"].untyped_storage().data_ptr() == b["metadata"]["gsd"].untyped_storage().data_ptr()
+        torch.testing.assert_close(a["metadata"]["latlon"], b["metadata"]["latlon"], rtol=0, atol=0)
+        torch.testing.assert_close(a["metadata"]["gsd"], b["metadata"]["gsd"], rtol=0, atol=0)
     assert any((s["sem_seg"] == 0).any() for s in shared)  # the labels were burnt, not left blank
 
 
