@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     labels = write_labels(os.path.join(tmp, "labels.gpkg"), scene, 2000)
     lines = [f"Scene {args.scene} px, {args.windows} random windows of {args.window} px, {args.workers} workers, "
              f"batches of 8, {os.cpu_count()} CPUs. Each run is one interleaved pair (d2geo image, d2geo image "
-             "+ labels, torchgeo; torchgeo first in even runs); CPU is user + system time of the process "
+             "+ labels, torchgeo; torchgeo first in odd-numbered runs); CPU is user + system time of the process "
              "and its workers per window.", ""]
     lines += loader_runs(scene, labels, args) if not args.skip_loader else []
     sizes = [int(s) for s in args.label_sizes.split(",") if s]  # empty: no lookup section
