@@ -84,7 +84,29 @@ def _collate(batch):
     return batch
 
 
-def d2geo_loader(scene, labels, window, n, workers, with_labels: bool) -> float:
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (the loader's
+    workers, joined when the loader is exhausted): what a loader costs, whatever the load."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _timed(loader, count_of) -> tuple[float, float]:
+    """(windows/s, CPU ms per window) of one pass over ``loader``; the workers start inside."""
+    import gc
+
+    gc.collect()
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    count = 0
+    for b in loader:
+        count += count_of(b)
+    wall = time.perf_counter() - start
+    return count / wall, (_cpu_seconds() - cpu) / count * 1000  # the workers were joined at the end
+
+
+def d2geo_loader(scene, labels, window, n, workers, with_labels: bool) -> tuple[float, float]:
     import torch
 
     from d2geo.data.mapper import GeoDatasetMapper
@@ -106,12 +128,10 @@ def d2geo_loader(scene, labels, window, n, workers, with_labels: bool) -> float:
             return mapper(dicts[i])
 
     loader = torch.utils.data.DataLoader(DS(), batch_size=8, num_workers=workers, collate_fn=_collate)
-    start = time.perf_counter()
-    count = sum(len(b) for b in loader)
-    return count / (time.perf_counter() - start)
+    return _timed(loader, len)
 
 
-def torchgeo_loader(scene, window, n, workers) -> float:
+def torchgeo_loader(scene, window, n, workers) -> tuple[float, float]:
     import torch
     from torchgeo.datasets import RasterDataset, stack_samples
     from torchgeo.samplers import RandomGeoSampler
@@ -124,12 +144,12 @@ def torchgeo_loader(scene, window, n, workers) -> float:
     sampler = RandomGeoSampler(ds, size=window, length=n)  # size in pixels (units=PIXELS default)
     loader = torch.utils.data.DataLoader(ds, sampler=sampler, batch_size=8, num_workers=workers,
                                          collate_fn=stack_samples)
-    start = time.perf_counter()
-    count = 0
-    for b in loader:
-        count += b["image"].shape[0]
+
+    def count_of(b):
         assert b["image"].shape[-1] == window
-    return count / (time.perf_counter() - start)
+        return b["image"].shape[0]
+
+    return _timed(loader, count_of)
 
 
 def lookups(scene, sizes, window, tmp) -> dict:
@@ -188,11 +208,41 @@ def _status_kb(key: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
 
 
+def loader_runs(scene, labels, args) -> list[str]:
+    """``--runs`` interleaved runs of the three loaders: a table of every run, then the median
+    and range of the d2geo / torchgeo ratios."""
+    lines = ["| run | load avg (1 min) | d2geo image win/s | d2geo image + labels win/s | torchgeo win/s "
+             "| **ratio** | d2geo CPU ms/win | torchgeo CPU ms/win | CPU ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    ratios, cpu_ratios = [], []
+    for run in range(args.runs):
+        load = os.getloadavg()[0]
+        d2 = lambda: d2geo_loader(scene, labels, args.window, args.windows, args.workers, False)  # noqa: E731
+        tg = lambda: torchgeo_loader(scene, args.window, args.windows, args.workers)  # noqa: E731
+        try:
+            if run % 2:
+                (img_rate, img_cpu), (tg_rate, tg_cpu) = d2(), tg()
+            else:
+                (tg_rate, tg_cpu), (img_rate, img_cpu) = tg(), d2()
+        except ImportError as e:
+            return [f"torchgeo is not installed ({e}): pip install torchgeo==0.8.1"]
+        lab_rate, _ = d2geo_loader(scene, labels, args.window, args.windows, args.workers, True)
+        ratios.append(img_rate / tg_rate)
+        cpu_ratios.append(tg_cpu / img_cpu)
+        lines.append(f"| {run + 1} | {load:.1f}-{os.getloadavg()[0]:.1f} | {img_rate:.1f} | {lab_rate:.1f} | "
+                     f"{tg_rate:.1f} | **{ratios[-1]:.2f}x** | {img_cpu:.2f} | {tg_cpu:.2f} | {cpu_ratios[-1]:.2f}x |")
+        print(lines[-1], flush=True)
+    lines += ["", f"d2geo / torchgeo windows/s: median **{np.median(ratios):.2f}x**, range {min(ratios):.2f}-"
+              f"{max(ratios):.2f}x over {len(ratios)} runs; CPU per window: torchgeo / d2geo median "
+              f"{np.median(cpu_ratios):.2f}x, range {min(cpu_ratios):.2f}-{max(cpu_ratios):.2f}x."]
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=int, default=4096)
     p.add_argument("--window", type=int, default=256)
-    p.add_argument("--windows", type=int, default=400)
+    p.add_argument("--windows", type=int, default=800)
+    p.add_argument("--runs", type=int, default=5, help="interleaved loader runs (pairs)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--label-sizes", default="1000,10000,100000")
     p.add_argument("--memory-sizes", default="2048,4096,8192")
@@ -210,22 +260,10 @@ def main(argv=None) -> int:
     scene = write_scene(os.path.join(tmp, "scene.tif"), args.scene)
     labels = write_labels(os.path.join(tmp, "labels.gpkg"), scene, 2000)
     lines = [f"Scene {args.scene} px, {args.windows} random windows of {args.window} px, {args.workers} workers, "
-             f"batches of 8, {os.cpu_count()} CPUs (shared machine: other jobs ran at the same time).", "",
-             "| loader | windows/s |", "|---|---|"]
-    rates = {}
-    # interleaved, twice each: a shared machine's load drifts
-    for rep in range(0 if args.skip_loader else 2):
-        rates.setdefault("d2geo (image)", []).append(
-            d2geo_loader(scene, labels, args.window, args.windows, args.workers, False))
-        rates.setdefault("d2geo (image + rasterized polygons)", []).append(
-            d2geo_loader(scene, labels, args.window, args.windows, args.workers, True))
-        try:
-            rate = torchgeo_loader(scene, args.window, args.windows, args.workers)
-            rates.setdefault("torchgeo 0.8.1 RasterDataset + RandomGeoSampler (image)", []).append(rate)
-        except ImportError as e:
-            rates[f"torchgeo (not installed: {e})"] = [float("nan")]
-    for k, v in rates.items():
-        lines.append(f"| {k} | {max(v):.1f} |")
+             f"batches of 8, {os.cpu_count()} CPUs. Each run is one interleaved pair (d2geo image, d2geo image "
+             "+ labels, torchgeo; torchgeo first in odd-numbered runs); CPU is user + system time of the process "
+             "and its workers per window.", ""]
+    lines += loader_runs(scene, labels, args) if not args.skip_loader else []
     sizes = [int(s) for s in args.label_sizes.split(",") if s]  # empty: no lookup section
     lk = lookups(scene, sizes, args.window, tmp) if sizes else {}
     lines += ["", "| label polygons (constant density) | ms per window lookup (query, clip, pixel coordinates) "

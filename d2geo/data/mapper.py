@@ -149,6 +149,76 @@ def _scene_window(d: dict):
     return Window(col, row, w, h)
 
 
+def _shared_empty(shape, dtype: torch.dtype):
+    """An uninitialized tensor in shared memory inside a DataLoader worker, else None.
+
+    A worker sends every tensor it returns through shared memory, copying it there unless it
+    is there already (as torch's own collate does for batches); reading and converting a
+    window straight into it saves an allocation and a copy per sample.
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return None
+    numel = int(np.prod(shape, dtype=np.int64))
+    storage = torch.UntypedStorage._new_shared(numel * torch.empty((), dtype=dtype).element_size())
+    return torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
+
+
+class _SharedArrays:
+    """``read_geotiff``'s ``alloc``: float32 arrays backed by :func:`_shared_empty` storages,
+    each with room after the image for the sample's metadata values (latlon, gsd and one
+    wavelength per band), so that a sample sent by a worker costs one shared-memory segment."""
+
+    def __init__(self):
+        self.tensors = []
+
+    def __call__(self, shape, dtype):
+        numel = int(np.prod(shape, dtype=np.int64))
+        t = _shared_empty((numel + 3 + shape[0],), torch.float32) if np.dtype(dtype) == np.float32 else None
+        if t is None:
+            return np.empty(shape, dtype)
+        self.tensors.append((numel, t))
+        return t[:numel].view(tuple(shape)).numpy()
+
+    def tensor_of(self, arr: np.ndarray):
+        """``(image tensor, spare tail)`` of the storage holding exactly ``arr`` (same memory,
+        C order), else ``(None, None)``."""
+        if arr.dtype == np.float32 and arr.flags.c_contiguous:
+            for numel, t in self.tensors:
+                if arr.size == numel and arr.__array_interface__["data"][0] == t.data_ptr():
+                    return t[:numel].view(arr.shape), t[numel:]
+        return None, None
+
+
+def _as_int64_tensor(labels: np.ndarray) -> torch.Tensor:
+    out = _shared_empty(labels.shape, torch.int64)
+    if out is None:
+        return torch.as_tensor(labels.astype(np.int64, copy=False))
+    np.copyto(out.numpy(), labels, casting="unsafe")
+    return out
+
+
+def _float32_tensors(values: dict, spare: torch.Tensor | None = None) -> dict:
+    """``{key: float32 tensor}`` of ``{key: array or number}``, all views of one storage:
+    ``spare`` (a 1-d float32 tensor) when they fit in it, else a new one.
+
+    A DataLoader worker moves every tensor storage it sends into a shared-memory segment of
+    its own; one storage for the few metadata values of a sample costs one segment, not one
+    per value.
+    """
+    arrays = {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
+    total = sum(a.size for a in arrays.values())
+    if spare is not None and arrays and spare.numel() >= total:
+        flat = spare[:total]
+        flat.numpy()[:] = np.concatenate([a.reshape(-1) for a in arrays.values()])
+    else:
+        flat = torch.from_numpy(np.concatenate([a.reshape(-1) for a in arrays.values()])) if arrays else None
+    out, start = {}, 0
+    for k, a in arrays.items():
+        out[k] = flat[start:start + a.size].view(a.shape)
+        start += a.size
+    return out
+
+
 def _area_scale(transforms) -> float:
     """Linear scale factor (output px per input px) of a transform list, from its Jacobian."""
     pts = np.array([[0.0, 0.0], [100.0, 0.0], [0.0, 100.0]], dtype=np.float32)
@@ -237,7 +307,7 @@ class GeoDatasetMapper:
         return ret
 
     # ------------------------------------------------------------------------------
-    def _read(self, d: dict):
+    def _read(self, d: dict, alloc=None):
         geo = dict(d.get("geo") or {})
         kwargs = {k: geo[k] for k in _READ_KEYS if k in geo}
         kwargs.setdefault("sensor", self.sensor)
@@ -259,6 +329,8 @@ class GeoDatasetMapper:
             kwargs = {k: v for k, v in kwargs.items() if v is not None}
             return read_modalities(d["modality_files"], bands=self.bands, fill=self.fill, **kwargs), geo
         paths = d.get("file_names") or d["file_name"]
+        if alloc is not None:
+            kwargs["alloc"] = alloc
         return read_geotiff(paths, bands=self.bands, fill=self.fill, **kwargs), geo
 
     def read_unnormalized(self, dataset_dict: dict):
@@ -293,7 +365,8 @@ class GeoDatasetMapper:
             opts = d.pop("scene_label_options", None) or {}
             labels = rasterize_window(d.pop("scene_labels"), shape, all_touched=opts.get("all_touched", False),
                                       background=opts.get("background"), ignore_label=self.ignore_label)
-        labels = labels.astype(np.int64)
+        if not 0 <= self.ignore_label <= 255:  # kept uint8 (as detectron2's augmentations expect) when it fits
+            labels = labels.astype(np.int64)
         labels[~sample.valid] = self.ignore_label
         return labels
 
@@ -326,7 +399,10 @@ class GeoDatasetMapper:
         d = copy.deepcopy(dataset_dict)
         if "file_name" not in d:
             raise KeyError("a GeoDatasetMapper dataset dict needs 'file_name' (a GeoTIFF path or a list of them)")
-        sample, geo = self._read(d)
+        # without augmentations or normalization the image read is the one sent: read it
+        # straight into shared memory inside a DataLoader worker
+        shared = _SharedArrays() if self._no_augmentation and self.mean is None else None
+        sample, geo = self._read(d, alloc=shared)
         image = sample.image
         c = image.shape[0]
         t = image.shape[1] if image.ndim == 4 else None
@@ -382,25 +458,27 @@ class GeoDatasetMapper:
             # of length 1, which torch refuses
             chw = hwc.transpose(2, 0, 1).copy()
         out_img = chw.reshape(c, t, nh, nw) if t is not None else chw
-        d["image"] = torch.as_tensor(out_img)
+        tensor, spare = shared.tensor_of(out_img) if shared is not None else (None, None)
+        d["image"] = tensor if tensor is not None else torch.as_tensor(out_img)
 
-        md = {}
+        md, floats = {}, {}
         if "timestamps" in sample.metadata:
             md["timestamps"] = as_timestamps(sample.metadata["timestamps"],
                                              where=f"the timestamps of {d['file_name']}")
         if "latlon" in sample.metadata:
-            md["latlon"] = torch.as_tensor(sample.metadata["latlon"], dtype=torch.float32)
+            floats["latlon"] = sample.metadata["latlon"]
         if "gsd" in sample.metadata:
             # a 0-d tensor, not a float: traced and exported models take tensors only
-            md["gsd"] = torch.tensor(float(sample.metadata["gsd"]) / _area_scale(transforms),
-                                     dtype=torch.float32)
+            scale = 1.0 if hwc is None else _area_scale(transforms)
+            floats["gsd"] = np.float64(float(sample.metadata["gsd"]) / scale)
         if "wavelengths" in sample.metadata:
-            md["wavelengths"] = torch.as_tensor(sample.metadata["wavelengths"], dtype=torch.float32)
+            floats["wavelengths"] = sample.metadata["wavelengths"]
+        md.update(_float32_tensors(floats, spare))
         d["metadata"] = md
         d.pop("geo", None)
 
         if sem_seg is not None:
-            d["sem_seg"] = torch.as_tensor(sem_seg.astype(np.int64))
+            d["sem_seg"] = _as_int64_tensor(sem_seg)
         if not self.is_train:
             d.pop("annotations", None)
             return d

@@ -293,9 +293,11 @@ def legend_entries(class_names: Sequence[str], colours: Sequence[tuple[int, int,
     return [LegendEntry(str(n), tuple(int(v) for v in c), group) for n, c in zip(class_names, colours)]
 
 
-def save_png(path: str | os.PathLike, rgb: np.ndarray, *, text: Mapping[str, str] | None = None) -> None:
+def save_png(path: str | os.PathLike, rgb: np.ndarray, *, text: Mapping[str, str] | None = None,
+             colors: int | None = None) -> None:
     """Write ``rgb`` as a PNG atomically (a temporary file renamed into place), with ``text``
-    as PNG text chunks (e.g. the legend, so a program can read what the colours mean)."""
+    as PNG text chunks (e.g. the legend, so a program can read what the colours mean);
+    ``colors``: a palette PNG of at most that many colours (pictures for the docs)."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
@@ -307,4 +309,7 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray, *, text: Mapping[str, str
     for k, v in (text or {}).items():
         info.add_text(k, v)
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG", pnginfo=info, optimize=True)
+        image = Image.fromarray(np.ascontiguousarray(rgb))
+        if colors is not None:
+            image = image.quantize(colors=colors)
+        image.save(tmp, format="PNG", pnginfo=info, optimize=True)

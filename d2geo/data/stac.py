@@ -1,8 +1,10 @@
 """Local STAC items as rasters: their raster data assets stacked band-wise into a VRT.
 
 Used by region inference (``predict_region``) and by scene registration
-(``register_geo_scenes``): one place that reads an item. Only local items and assets are read
-(``href`` relative to the item, absolute, or ``file://``); remote assets are refused.
+(``register_geo_scenes``): one place that reads an item. Items are local files; their assets
+are local (``href`` relative to the item, absolute, or ``file://``) or, with ``remote=True``
+(``register_geo_scenes``), ``http(s)://`` URLs read through GDAL's ``/vsicurl/`` (HTTP range
+requests: a window reads only the blocks it needs). Region inference refuses remote assets.
 """
 from __future__ import annotations
 
@@ -50,13 +52,34 @@ def _asset_scale_offset(asset: dict, n: int) -> list[tuple[float | None, float |
     return out
 
 
-def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None = None) -> list[str]:
+def _is_http(href: str) -> bool:
+    return href.lower().startswith(("http://", "https://"))
+
+
+def _open_asset(item_path: str, key: str, path: str):
+    """rasterio dataset of an asset; an http(s) asset that cannot be read is a StacError."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    if not path.startswith("/vsicurl/"):
+        return rasterio.open(path)
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as e:
+        url = path[len("/vsicurl/"):]
+        raise StacError(f"{item_path}: asset {key!r} at {url} could not be read ({e}): check that the server "
+                        "is reachable from here and serves the file (with HTTP range requests), or download "
+                        "the assets and point the hrefs at the local files") from None
+
+
+def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None = None,
+                  remote: bool = False) -> list[str]:
     """Write a VRT stacking the raster assets of a local STAC item (one band per asset band,
     named as the item names them, its ``datetime`` as ``TIFFTAG_DATETIME``); returns the
-    files read. Assets at coarser resolutions are resampled (bilinear) to the finest grid;
-    assets must share the CRS and the extent (else :class:`StacError`)."""
-    import rasterio
-
+    files (and URLs) read. Assets at coarser resolutions are resampled (bilinear) to the finest
+    grid; assets must share the CRS and the extent (else :class:`StacError`). ``remote``:
+    ``http(s)://`` assets are read through ``/vsicurl/`` (else refused); other schemes are
+    always refused."""
     with open(item_path, encoding="utf-8") as f:
         item = json.load(f)
     base = os.path.dirname(os.path.abspath(item_path))
@@ -69,8 +92,13 @@ def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None
         if "data" not in roles or not ("tiff" in mtype or "jp2" in mtype or "vrt" in mtype):
             continue
         href = asset["href"]
+        if remote and _is_http(href):
+            chosen.append((key, asset, "/vsicurl/" + href))
+            continue
         if "://" in href and not href.startswith("file://"):
-            raise StacError(f"{item_path}: asset {key!r} is remote ({href}); d2geo reads local files: "
+            fix = ("register_geo_scenes reads http(s) assets" if _is_http(href) else
+                   "d2geo reads local files and http(s) URLs (in register_geo_scenes)")
+            raise StacError(f"{item_path}: asset {key!r} is remote ({href}); {fix}; here: "
                             f"download the assets and point the hrefs at them")
         href = href[len("file://"):] if href.startswith("file://") else href
         chosen.append((key, asset, href if os.path.isabs(href) else os.path.join(base, href)))
@@ -84,9 +112,9 @@ def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None
                                  f"its assets are {sorted(item['assets'])}")
     infos = []
     for key, asset, path in chosen:
-        if not os.path.isfile(path):
+        if not path.startswith("/vsicurl/") and not os.path.isfile(path):
             raise FileNotFoundError(f"{item_path}: asset {key!r} points at {path}, which does not exist")
-        with rasterio.open(path) as src:
+        with _open_asset(item_path, key, path) as src:
             infos.append((key, asset, path, src.crs, src.transform, src.width, src.height, src.count,
                           src.dtypes[0], src.nodata, src.scales, src.offsets))
     crs0 = infos[0][3]
@@ -124,7 +152,8 @@ def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None
         if len(names) != count:
             names = [f"{key}_{i + 1}" for i in range(count)] if count > 1 else [key]
         so = _asset_scale_offset(asset, count)
-        rel = os.path.relpath(path, out_dir)
+        rel = path if path.startswith("/vsicurl/") else os.path.relpath(path, out_dir)
+        relative = "0" if path.startswith("/vsicurl/") else "1"
         for i in range(count):
             n += 1
             scale = so[i][0] if so[i][0] is not None else scales[i]
@@ -136,7 +165,7 @@ def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None
                 f"    <Description>{escape(names[i])}</Description>\n{nd}"
                 f"    <Offset>{offset!r}</Offset>\n    <Scale>{scale!r}</Scale>\n"
                 f'    <ComplexSource resampling="bilinear">\n'
-                f'      <SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>\n'
+                f'      <SourceFilename relativeToVRT="{relative}">{escape(rel)}</SourceFilename>\n'
                 f"      <SourceBand>{i + 1}</SourceBand>\n"
                 f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>\n'
                 f'      <DstRect xOff="0" yOff="0" xSize="{w0}" ySize="{h0}"/>\n{src_nd}'
@@ -147,4 +176,4 @@ def stac_item_vrt(item_path: str, out_path: str, *, assets: Sequence[str] | None
     with atomic_path(out_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(xml)
-    return [item_path] + [p for _, _, p, *_ in infos]
+    return [item_path] + [p[len("/vsicurl/"):] if p.startswith("/vsicurl/") else p for _, _, p, *_ in infos]

@@ -32,13 +32,21 @@ def translate_affine(transform, col: float, row: float):
     return Affine(a, b, c + a * col + b * row, d, e, f + d * col + e * row)
 
 
-def tile_latlon(crs, transform, height: int, width: int) -> np.ndarray:
-    """(lat, lon) in degrees of the centre of a ``height x width`` tile."""
-    from rasterio.warp import transform as warp
+@functools.lru_cache(maxsize=64)
+def _to_lonlat(wkt: str):
+    """A pyproj transformer from the CRS ``wkt`` to EPSG:4326 lon/lat (cached: building one
+    costs more than a window's read)."""
+    from pyproj import CRS, Transformer
 
+    return Transformer.from_crs(CRS.from_user_input(wkt), "EPSG:4326", always_xy=True)
+
+
+def tile_latlon(crs, transform, height: int, width: int, *, wkt: str | None = None) -> np.ndarray:
+    """(lat, lon) in degrees of the centre of a ``height x width`` tile (``wkt``: ``crs.to_wkt()``
+    when the caller has it already)."""
     x, y = apply_affine(transform, width / 2.0, height / 2.0)
-    lon, lat = warp(crs, "EPSG:4326", [float(x)], [float(y)])
-    return np.array([lat[0], lon[0]], dtype=np.float64)
+    lon, lat = _to_lonlat(wkt or crs.to_wkt()).transform(float(x), float(y))
+    return np.array([lat, lon], dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -54,16 +62,17 @@ def _geodesy(wkt: str):
     return pcrs, geod, Transformer.from_crs(pcrs, geodetic, always_xy=True)
 
 
-def pixel_gsd(crs, transform, height: int = 1, width: int = 1) -> float:
+def pixel_gsd(crs, transform, height: int = 1, width: int = 1, *, wkt: str | None = None) -> float:
     """Ground sample distance in metres at the centre of a ``height x width`` tile.
 
     The square root of the ground area of one pixel: the pixel's two edges are measured
     as geodesics on the CRS's ellipsoid (pyproj), so degrees, feet and projections that
     stretch distance (Web Mercator: 10 projected metres are 5 m at 60 degrees latitude)
     all give ground metres. A projected CRS whose scale there is within
-    :data:`GSD_SCALE_TOLERANCE` of 1 (UTM) gives its nominal pixel size.
+    :data:`GSD_SCALE_TOLERANCE` of 1 (UTM) gives its nominal pixel size. ``wkt``:
+    ``crs.to_wkt()`` when the caller has it already.
     """
-    pcrs, geod, to_geo = _geodesy(crs.to_wkt())
+    pcrs, geod, to_geo = _geodesy(wkt or crs.to_wkt())
     cx, cy = width / 2.0, height / 2.0
     x, y = apply_affine(transform, [cx, cx + 1, cx], [cy, cy, cy + 1])
     lon, lat = to_geo.transform(x, y)

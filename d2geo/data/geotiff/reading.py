@@ -80,6 +80,9 @@ def _read_window(src, indexes, window, masks: bool = False):
         raise GeoTiffError(f"empty read window {window}")
     r0, r1 = max(row, 0), min(row + h, src.height)
     c0, c1 = max(col, 0), min(col + w, src.width)
+    if (r0, r1, c0, c1) == (row, row + h, col, col + w):  # inside the raster (a scene window): no padding
+        return (read(indexes, window=Window(col, row, w, h)), np.zeros((h, w), dtype=bool),
+                src.window_transform(Window(col, row, w, h)))
     raw = np.zeros((len(indexes), h, w), dtype=np.uint8 if masks else src.dtypes[indexes[0] - 1])
     outside = np.ones((h, w), dtype=bool)
     if r1 > r0 and c1 > c0:
@@ -114,15 +117,27 @@ def _file_facts(src, path: str, *, bands, band_names, sensor, num_frames, time_t
     else:
         times = [_time_of(src, path, time_tag, time_from_name)]
     pos = {b: k for k, b in enumerate(data_bands)}
-    info = dict(crs=src.crs, names=tuple(names[pos[i]] for i in idx), names_from=names_from, count=per,
+    info = dict(crs=src.crs, wkt=src.crs.to_wkt() if src.crs is not None else None, names=tuple(names[pos[i]] for i in idx), names_from=names_from, count=per,
                 sensor=tags.get("SENSOR"), has_transform=has_transform,
                 georeferenced=src.crs is not None or not src.transform.is_identity)
     return dict(file_idx=file_idx, masked=masked, nodata=[src.nodatavals[i] for i in file_idx],
                 times=times, info=info)
 
 
+def _finite_as_float32(dtype, scale, offset) -> bool:
+    """True when every integer of ``dtype`` times ``scale`` plus ``offset`` is finite in float32,
+    so that the check for values that overflowed can be skipped."""
+    if np.dtype(dtype).kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    top = max(abs(int(info.min)), int(info.max))
+    limit = float(np.finfo(np.float32).max) / 2
+    return all(math.isfinite(k) and math.isfinite(b) and top * abs(k) + abs(b) < limit
+               for k, b in zip(scale, offset))
+
+
 def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, window,
-              num_frames, time_tag, time_from_name=True):
+              num_frames, time_tag, time_from_name=True, alloc=None):
     handle: dict = {}
     # a window of a scene: the file stays open in this process for the next window, and the
     # facts that do not change between windows (bands, masks, tags, time) are worked out once
@@ -153,7 +168,12 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
     invalid = outside.copy()
     if gdal_invalid is not None:
         invalid |= gdal_invalid
-    data = raw.astype(np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64)
+    ftype = np.float32 if raw.dtype.itemsize <= 4 or raw.dtype.kind != "f" else np.float64
+    if alloc is not None and ftype is np.float32:  # converted straight into the caller's array
+        data = alloc(raw.shape, np.float32)
+        np.copyto(data, raw, casting="unsafe")
+    else:
+        data = raw.astype(ftype)
     floats = raw.dtype.kind == "f"  # integers are always finite
     for k in range(data.shape[0]):
         band = data[k]
@@ -168,7 +188,8 @@ def _read_one(path: str, *, bands, band_names, sensor, scale, offset, nodata, wi
                 band += o[k]
     with np.errstate(over="ignore"):
         data = data.astype(np.float32, copy=False)
-    invalid |= ~np.isfinite(data).all(axis=0)  # finite values that scaling or float32 overflowed
+    if floats or not _finite_as_float32(raw.dtype, s, o):
+        invalid |= ~np.isfinite(data).all(axis=0)  # finite values that scaling or float32 overflowed
     if num_frames:
         data = data.reshape(num_frames, len(info["names"]), height, width).transpose(1, 0, 2, 3)
     return data, ~invalid, times, info
@@ -179,7 +200,8 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
                  scale=None, offset=None, nodata: float | None = None,
                  fill: str | float | None = "zero", num_frames: int | None = None,
                  timestamps: Sequence[Any] | None = None, time_tag: str | None = None,
-                 time_from_name: bool = True, window=None, require_crs: bool = False) -> GeoSample:
+                 time_from_name: bool = True, window=None, require_crs: bool = False,
+                 alloc=None) -> GeoSample:
     """Read a GeoTIFF sample (see the module docstring for every convention).
 
     Args:
@@ -199,6 +221,9 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
             numeric ids could pass for dates).
         window: a ``rasterio.windows.Window``; reads past the edges are filled as nodata.
         require_crs: raise instead of warning when a file has no CRS.
+        alloc: ``alloc(shape, dtype) -> array`` for the image of one single-date file, which
+            is then converted into it (GeoDatasetMapper puts it in shared memory inside a
+            DataLoader worker); default ``numpy.empty``.
     """
     multi = not isinstance(paths, (str, os.PathLike))
     path_list = [os.fspath(p) for p in (paths if multi else [paths])]
@@ -223,7 +248,8 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
             data, ok, t, info = _read_one(p, bands=info0["names"] if by_name else bands,
                                           band_names=band_names, sensor=sensor, scale=scale, offset=offset,
                                           nodata=nodata, window=window, num_frames=num_frames,
-                                          time_tag=time_tag, time_from_name=time_from_name)
+                                          time_tag=time_tag, time_from_name=time_from_name,
+                                          alloc=None if multi or num_frames else alloc)
         except GeoTiffError as e:
             if not by_name:
                 raise
@@ -294,9 +320,9 @@ def read_geotiff(paths: PathLike | Sequence[PathLike], *, bands: Sequence[str] |
             raise GeoTiffError(msg.replace("are left out of the metadata", "are unknown"))
         logger.warning(msg)
     else:
-        latlon = tile_latlon(crs, transform, info0["height"], info0["width"])
+        latlon = tile_latlon(crs, transform, info0["height"], info0["width"], wkt=info0.get("wkt"))
         metadata["latlon"] = latlon
-        metadata["gsd"] = pixel_gsd(crs, transform, info0["height"], info0["width"])
+        metadata["gsd"] = pixel_gsd(crs, transform, info0["height"], info0["width"], wkt=info0.get("wkt"))
     # wavelengths
     sensor_key = sensor or info0["sensor"]
     if sensor_key:

@@ -135,7 +135,7 @@ def _stac_raster(path: str) -> str:
         return vrt
     try:
         os.makedirs(os.path.dirname(vrt), exist_ok=True)
-        stac_item_vrt(path, vrt)
+        stac_item_vrt(path, vrt, remote=True)
     except StacError as e:
         raise SceneError(str(e)) from None
     return vrt
