@@ -188,3 +188,18 @@ def test_int8_refuses_to_overwrite_its_float32_file(model_file):
 
     with pytest.raises(ModelFileError, match="another file"):
         quantize_model_file(model_file, model_file)
+
+
+def test_runtime_onnxruntime_int8_runs_the_quantized_export(seg_model):
+    """--runtime onnxruntime-int8: the export quantized (its logits differ from the float32
+    export's, a little), with the model file's metadata."""
+    pytest.importorskip("onnxruntime")
+    from d2geo.inference.runtimes import RUNTIMES, prepare_runtime
+
+    assert "onnxruntime-int8" in RUNTIMES
+    x = (np.random.default_rng(1).random((6, 64, 64), np.float32) * 0.3).astype(np.float32)
+    fp32, int8 = (prepare_runtime(seg_model, r, tile=64, overlap=16)([{"image": x}])[0]["sem_seg"]
+                  for r in ("onnxruntime", "onnxruntime-int8"))
+    assert fp32.shape == int8.shape == (4, 64, 64)
+    diff = np.abs(fp32 - int8).max()
+    assert 0 < diff < 0.5 * np.abs(fp32).max(), diff
