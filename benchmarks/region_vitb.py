@@ -7,8 +7,8 @@ The model: Semantic FPN (four taps, multi-layer pyramid, ``configs/common/models
 on a DINOv2 ViT-B/14 (patch kernel at 16 px as the family configs have it, 6 bands, 4 classes),
 random weights (seeded; nothing downloads; the head's class biases shifted by their mean logit
 on a calibration window, :func:`balance_head`, so that labels vary), saved once and loaded by
-every run: the same weights for both projects. Scenes: two synthetic 6-band int16 scenes at 10 m (``region.write_scene``),
-the second with a slanted no-data swath edge over its western ~40% (as a Sentinel-2 tile at
+every run: the same weights for both projects. Scenes: two synthetic 6-band int16 scenes at
+10 m (``region.write_scene``), the second with a slanted no-data swath edge over its western ~40% (as a Sentinel-2 tile at
 the edge of its swath). Windows of ``--tile`` px overlapping by ``--overlap`` px,
 ``--batch-size`` windows a forward, float32, ``--threads`` threads a process, one process a run.
 
