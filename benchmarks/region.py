@@ -3,6 +3,7 @@
 
     python benchmarks/region.py                 # writes docs/benchmarks-region.md
     python benchmarks/region.py --sizes 256,512 --scene 512 --output /tmp/region.md
+    python benchmarks/region.py --model-size vitb   # ViT-B: runtimes and levers (benchmarks/region_vitb.py)
 
 Same model, same scenes, same windows for both: the quickstart Semantic FPN
 (``configs/quickstart/semantic_fpn_tiny.py``, random weights), 6-band int16 scenes of
@@ -197,21 +198,54 @@ def _run(impl: str, scenes: list[str], world: int, args, weights: str, work: str
             "reader_peak_mb": max(r["reader_mb"] for r in res) if impl == "d2geo" else None}
 
 
+def _run_vitb_child(spec: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(dict(spec, vitb=True))], env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{spec['name']} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--scene", type=int, default=768, help="side of the scenes of the throughput rows (px)")
-    ap.add_argument("--sizes", default="256,512,1024,2048", help="scene sides of the memory sweep (px)")
-    ap.add_argument("--tile", type=int, default=128)
+    ap.add_argument("--model-size", choices=("tiny", "vitb"), default="tiny",
+                    help="tiny: the quickstart model (the defaults below); vitb: a DINOv2 ViT-B/14 Semantic FPN, "
+                         "d2geo's runtimes and levers (benchmarks/region_vitb.py; defaults: --scene 1024 --tile 224 "
+                         "--sizes 512,1024,2048)")
+    ap.add_argument("--scene", type=int, default=None, help="side of the scenes of the throughput rows (px)")
+    ap.add_argument("--sizes", default=None, help="scene sides of the memory sweep (px)")
+    ap.add_argument("--tile", type=int, default=None)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="vitb: torch / onnxruntime threads a process")
+    ap.add_argument("--repeats", type=int, default=3, help="vitb: round-robin repeats (medians)")
+    ap.add_argument("--large-tile", type=int, default=448, help="vitb: the larger-window lever's window (px)")
+    ap.add_argument("--compile", action="store_true", help="vitb: also a torch.compile row (slow to compile)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (benchmarks/gpu_bench.py runs it on the GPU)")
     ap.add_argument("--output", default=str(REPO / "docs" / "benchmarks-region.md"),
                     help="markdown page whose part between the markers is (re)written (the rest is kept)")
     ap.add_argument("--json", default=None, help="also write the raw results here")
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        if spec.get("vitb"):
+            import region_vitb
+
+            print(json.dumps(region_vitb.child(spec)))
+        else:
+            print(json.dumps(child(spec)))
+        return
+    vitb = args.model_size == "vitb"
+    args.scene = args.scene or (1024 if vitb else 768)
+    args.tile = args.tile or (224 if vitb else 128)
+    args.sizes = args.sizes if args.sizes is not None else ("512,1024,2048" if vitb else "256,512,1024,2048")
+    if vitb:
+        import region_vitb
+
+        region_vitb.main(args, _run_vitb_child)
         return
     import torch
 

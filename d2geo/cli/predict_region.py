@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of --config-file and --weights: runs in onnxruntime, without torch (model.pt2: "
                                    "torch.export, needs torch); bands, statistics, DN scale, window, overlap and "
                                    "class names come from the file")
-    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
+    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime", "onnxruntime-int8"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
-                        "onnxruntime (the model exported to ONNX for the run)")
+                        "onnxruntime (the model exported to ONNX for the run); onnxruntime-int8: int8 linear layers, "
+                        "opt-in: check its labels against onnxruntime's (docs/benchmarks-region.md)")
     scenes = p.add_mutually_exclusive_group(required=True)
     scenes.add_argument("--scenes", nargs="+",
                         help="scene rasters, folders of them, text files listing them, or STAC item JSON files")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overlap of neighbouring windows in pixels (default 64; --model: the file's)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     p.add_argument("--num-workers", type=int, default=1,
-                   help="processes reading windows ahead of the model (0: read in the main process)")
+                   help="processes reading windows ahead of the model (0: read in the main process; onnxruntime "
+                        "runs and --model: a thread reads ahead)")
     p.add_argument("--bands", default=None, help="comma-separated band names to feed the model, in order "
                                                  "(with --input: '<MODALITY>:<band>' names or bare modalities)")
     p.add_argument("--band-names", action="append", default=None,
@@ -167,7 +169,7 @@ def options(args, model_file=None):
                                        sensor=given["sensor"], scale=given["scale"],
                                        class_names=given["class_names"])
         return InferenceOptions(
-            batch_size=args.batch_size, num_workers=0 if model_file is not None else args.num_workers,
+            batch_size=args.batch_size, num_workers=args.num_workers,
             band_names=read["band_names"], object_names=_split(args.object_names), **given,
             probabilities=args.probabilities, instances=False if args.no_vectors else None, to_crs=args.to_crs,
             score_threshold=args.score_threshold, dedup_threshold=args.dedup_threshold, amp=args.amp,

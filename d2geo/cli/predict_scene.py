@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a d2geo model file (model.onnx of tools/export_model.py --format onnx) instead "
                                    "of --config-file and --weights: runs in onnxruntime, without torch (a model.pt2 "
                                    "of --format pt2: torch.export, needs torch)")
-    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime"), default="torch",
+    p.add_argument("--runtime", choices=("torch", "compile", "onnxruntime", "onnxruntime-int8"), default="torch",
                    help="config + checkpoint runs: eager torch (default), torch.compile of the backbone, or "
-                        "onnxruntime (the model exported to ONNX for the run)")
+                        "onnxruntime (the model exported to ONNX for the run); onnxruntime-int8: int8 linear layers, "
+                        "opt-in: check its labels against onnxruntime's (docs/benchmarks-region.md)")
     scene = p.add_mutually_exclusive_group(required=True)
     scene.add_argument("--scene", nargs="+", help="GeoTIFF scene, or one file per date")
     scene.add_argument("--input", action="append", metavar="MODALITY=PATH",

@@ -52,6 +52,7 @@ TARGETS = ("class_map", "scores", "geojson", "geoparquet", "regions_geojson", "r
 @dataclass
 class SceneResult:
     windows: int = 0
+    skipped: int = 0  # windows without valid data, not run (InferenceOptions.skip_empty)
     detections: int = 0
     instances: list = field(default_factory=list)  # kept SceneInstance
     regions: int | None = None
@@ -97,14 +98,42 @@ def _batches(model, scene, wins, shape, read_kw, opts: InferenceOptions):
     this process for numpy models."""
     reader = _WindowReader(scene, wins, shape, read_kw, tensors=not _numpy_model(model))
     if not reader.tensors:
-        for i in range(0, len(reader), opts.batch_size):
-            yield [reader[j] for j in range(i, min(i + opts.batch_size, len(reader)))]
+        yield from _read_ahead(reader, opts.batch_size, ahead=2 if opts.num_workers > 0 else 0)
         return
     import torch
 
     yield from torch.utils.data.DataLoader(
         reader, batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers, collate_fn=_collate,
         prefetch_factor=2 if opts.num_workers > 0 else None)
+
+
+def _read_ahead(reader, batch_size: int, ahead: int):
+    """Batches of ``reader`` in order, up to ``ahead`` batches read by a thread while the model
+    runs (numpy models: onnxruntime and GDAL release the GIL); ``ahead=0``: read when asked."""
+    chunks = [range(i, min(i + batch_size, len(reader))) for i in range(0, len(reader), batch_size)]
+
+    def read(idx):
+        return [reader[j] for j in idx]
+
+    if ahead <= 0:
+        for c in chunks:
+            yield read(c)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="d2geo-read-ahead")
+    try:
+        pending = deque(pool.submit(read, c) for c in chunks[:ahead])
+        for c in chunks[ahead:] + [None]:
+            batch = pending.popleft().result()
+            if c is not None:
+                pending.append(pool.submit(read, c))
+            yield batch
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _forward(model, items, device_type: str, amp):
@@ -208,32 +237,45 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                 prob_dst.write(rows.scores, window=win)
 
         checked = False
+        n_classes = None  # the logits' class count, once a window has run
         try:
             for a, b in column_strips(width, opts.max_strip_width):
                 wins, c0, c1 = _strip_windows(height, width, a, b, opts, shape)
                 buf, current_row = None, None
                 for batch in _batches(model, scene, wins, shape, read_kw, opts):
-                    outputs = _forward(model, [item for _, _, item, _ in batch], device_type, amp)
-                    if len(outputs) != len(batch):
-                        raise GeoTiffError(f"the model returned {len(outputs)} outputs for {len(batch)} inputs")
-                    if not checked:  # models whose outputs model_outputs() could not tell
-                        wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"),
-                                  (pan is not None, "panoptic_seg", "a panoptic segmentation"))
-                        for want, key, kind in wanted:
-                            if want and key not in outputs[0]:
-                                raise SceneRequestError(f"the model returns {sorted(outputs[0])}, not {key!r}: it "
-                                                        f"cannot give {kind}")
-                        checked = True
-                    for (row, col, _, valid), out in zip(batch, outputs):
+                    # windows without valid data add nothing to the blend: not run once the class
+                    # count is known (semantic runs; box-only instances are not cut to valid data, and
+                    # panoptic runs keep every window)
+                    skip = opts.skip_empty and not instances and pan is None and n_classes is not None
+                    run = [i for i, b in enumerate(batch) if not skip or np.asarray(b[3]).any()]
+                    outputs = {}
+                    if run:
+                        outs = _forward(model, [batch[i][2] for i in run], device_type, amp)
+                        if len(outs) != len(run):
+                            raise GeoTiffError(f"the model returned {len(outs)} outputs for {len(run)} inputs")
+                        if not checked:  # models whose outputs model_outputs() could not tell
+                            wanted = ((semseg, "sem_seg", "a class map"), (instances, "instances", "instances"),
+                                      (pan is not None, "panoptic_seg", "a panoptic segmentation"))
+                            for want, key, kind in wanted:
+                                if want and key not in outs[0]:
+                                    raise SceneRequestError(f"the model returns {sorted(outs[0])}, not {key!r}: "
+                                                            f"it cannot give {kind}")
+                            checked = True
+                        outputs = dict(zip(run, outs))
+                    res.skipped += len(batch) - len(run)
+                    for i, (row, col, _, valid) in enumerate(batch):
+                        out = outputs.get(i)
                         valid = np.asarray(valid)
                         if semseg:
-                            logits = _as_numpy(out["sem_seg"])
-                            if logits.shape[-2:] != shape:
-                                raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected "
-                                                   f"(K, {shape[0]}, {shape[1]}) (the window)")
-                            if buf is None:
+                            logits = None
+                            if out is not None:
+                                logits = _as_numpy(out["sem_seg"])
+                                if logits.shape[-2:] != shape:
+                                    raise GeoTiffError(f"the model's sem_seg is {tuple(logits.shape)}, expected "
+                                                       f"(K, {shape[0]}, {shape[1]}) (the window)")
                                 if sem_dst is None:
-                                    res.class_names = default_class_names(logits.shape[0], opts.class_names,
+                                    n_classes = logits.shape[0]
+                                    res.class_names = default_class_names(n_classes, opts.class_names,
                                                                           SceneRequestError)
                                     sem_dst = open_class_map(raw["class_map"], scene, res.class_names,
                                                              blocksize=opts.cog_blocksize, tags=raster_tags)
@@ -241,15 +283,17 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                                         prob_dst = open_scores(raw["scores"], scene, res.class_names,
                                                                blocksize=opts.cog_blocksize,
                                                                tags={"scene": scene.id})
-                                buf = BlendBuffer(logits.shape[0], height, shape[0], c0, c1, out_cols=(a, b),
+                            if buf is None and n_classes is not None:
+                                buf = BlendBuffer(n_classes, height, shape[0], c0, c1, out_cols=(a, b),
                                                   owner=owner, scores=prob_dst is not None)
-                            if row != current_row:
+                            if buf is not None and row != current_row:
                                 write(buf.flush(row))
                                 current_row = row
-                            buf.add(row, col, logits, weights, valid)
-                        if pan is not None:
+                            if logits is not None:
+                                buf.add(row, col, logits, weights, valid)
+                        if pan is not None and out is not None:
                             pan.add(out["panoptic_seg"], row, col, valid)
-                        if instances:
+                        if instances and out is not None:
                             inst = float32_instances(out["instances"])
                             if rotated is None:
                                 from .rotated import check_rotated_outputs
@@ -310,7 +354,8 @@ def _run_scene(model, scene, opts, targets, scratch_dir, semseg, instances, owne
                 write_geoparquet(gj, stack.enter_context(atomic_path(targets["geoparquet"])),
                                  opts.to_crs or scene.crs)
         # leaving the stack renames every output into place (class map last: entered first)
-    logger.info("%s: %d windows, %dx%d px%s%s", scene.id, res.windows, height, width,
+    logger.info("%s: %d windows%s, %dx%d px%s%s", scene.id, res.windows,
+                f" ({res.skipped} without valid data, not run)" if res.skipped else "", height, width,
                 f", {scene.km2:.2f} km^2" if scene.gsd else "",
                 f", {len(res.instances)} instances kept of {res.detections} detections" if instances else "")
     if pan is not None:

@@ -23,7 +23,8 @@ class InferenceOptions:
     tile: int = 256  # window size in pixels (shrunk to the scene where the scene is smaller)
     overlap: int = 64  # overlap of neighbouring windows in pixels
     batch_size: int = 4  # windows per forward
-    num_workers: int = 1  # processes reading windows ahead of the model (0: in the main process)
+    num_workers: int = 1  # processes reading windows ahead of the model (0: none; numpy models: a thread)
+    skip_empty: bool = True  # semantic runs: windows without valid data are not run (their pixels are no data anyway)
     bands: Sequence[str] | None = None
     band_names: Any = None  # names of the file's bands, or {modality: names}
     sensor: Any = None  # sensor key, or {modality: key}
@@ -67,6 +68,8 @@ class InferenceOptions:
             raise E(f"tile={self.tile}: the window size is at least 1 pixel (e.g. --tile 256)")
         if not 0 <= self.overlap < self.tile:
             raise E(f"overlap={self.overlap}: overlap must be in [0, tile) = [0, {self.tile})")
+        if not isinstance(self.skip_empty, bool):
+            raise E(f"skip_empty={self.skip_empty!r}: give True or False")
         if self.batch_size < 1 or self.num_workers < 0:
             raise E(f"batch_size={self.batch_size}, num_workers={self.num_workers}: use at least 1 window a "
                     f"forward and 0 or more reading processes")
@@ -98,7 +101,7 @@ class InferenceOptions:
     def output_key(self) -> dict:
         """The options that change the outputs (the manifest's model key hashes them)."""
         d = dataclasses.asdict(self)
-        for speed_or_memory in ("num_workers", "polygon_strip_rows", "quicklook", "units_check"):
+        for speed_or_memory in ("num_workers", "polygon_strip_rows", "quicklook", "units_check", "skip_empty"):
             d.pop(speed_or_memory)  # polygons are normalized and sorted: strips change memory only
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 

@@ -1,6 +1,8 @@
 """How a config + checkpoint model runs over windows: ``torch`` (eager), ``compile``
-(``torch.compile`` of the backbone) or ``onnxruntime`` (exported on the fly to a temporary
-model file, :mod:`.export_file`, and run with numpy arrays, :mod:`.model_file`)."""
+(``torch.compile`` of the backbone), ``onnxruntime`` (exported on the fly to a temporary
+model file, :mod:`.export_file`, and run with numpy arrays, :mod:`.model_file`) or
+``onnxruntime-int8`` (that file with int8 linear layers, :mod:`.quantize`: opt-in, it changes
+some labels)."""
 from __future__ import annotations
 
 import logging
@@ -13,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RUNTIMES", "prepare_runtime"]
 
-RUNTIMES = ("torch", "compile", "onnxruntime")
+RUNTIMES = ("torch", "compile", "onnxruntime", "onnxruntime-int8")
 
 
 def prepare_runtime(model, runtime: str, *, cfg=None, tile: int, overlap: int, threads: int | None = None,
@@ -36,6 +38,11 @@ def prepare_runtime(model, runtime: str, *, cfg=None, tile: int, overlap: int, t
     with tempfile.TemporaryDirectory(prefix="d2geo-onnx-") as tmp:
         path = os.path.join(tmp, "model.onnx")
         export_model_file(model, path, cfg, window=tile, overlap=overlap, **fields)
+        if runtime == "onnxruntime-int8":
+            from .quantize import quantize_model_file
+
+            quantize_model_file(path, os.path.join(tmp, "model.int8.onnx"))
+            path = os.path.join(tmp, "model.int8.onnx")
         runner = load_model(path, threads=threads)  # the session holds the graph: the file may go
-    logger.info("runtime onnxruntime: the model was exported to ONNX for this run")
+    logger.info("runtime %s: the model was exported to ONNX for this run", runtime)
     return runner

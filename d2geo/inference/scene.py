@@ -171,7 +171,8 @@ def predict_scene(model, scene, *, semseg_path: str | None = None, instances_pat
             write_quicklook(instances_path + ".png", qpaths, qbands, qsensor, instances=res.instances,
                             class_names=object_names)
             quicklooks.append(instances_path + ".png")
-    return {"windows": res.windows, "detections": res.detections, "instances": res.instances,
+    return {"windows": res.windows, "skipped_windows": res.skipped, "detections": res.detections,
+            "instances": res.instances,
             "semseg_path": semseg_path, "instances_path": instances_path, "regions_path": regions_path,
             "regions": res.regions, "quicklooks": quicklooks, "objects": res.objects,
             "instance_ids_path": instance_ids_path, "parcels_path": parcels_path,
