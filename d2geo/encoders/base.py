@@ -343,6 +343,12 @@ class GeoEncoder(nn.Module):
                 f"input size {H}x{W} is not a positive multiple of the patch size {p}; "
                 f"pad or resize it to a multiple of {p} (the detectron2 backbone pads for you)"
             )
+        s = self.size_divisibility
+        if self.out_strides and (H % s or W % s):  # hierarchical: every stage halves the map
+            raise EncoderInputError(
+                f"input size {H}x{W} is not a multiple of {s}, the coarsest stride of "
+                f"{type(self).__name__}'s stages; pad it to a multiple of {s} (the detectron2 backbone "
+                f"pads for you)")
         return x
 
 

@@ -226,19 +226,6 @@ class SatlasSwinEncoder(GeoEncoder):
             "ViT families: leave it at 0 for Satlas")
 
     # -- forward -----------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().check_input(x)
-        s = self.size_divisibility
-        H, W = x.shape[-2:]
-        if H % s or W % s:
-            raise EncoderInputError(
-                f"input size {H}x{W} is not a multiple of {s}, the coarsest stride of the Swin stages; "
-                f"pad it to a multiple of {s} (the detectron2 backbone pads for you)")
-        return x
-
-    def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
-        return (x.shape[-2] // 4, x.shape[-1] // 4)
-
     def forward_features(self, x: torch.Tensor, *, layers: int | Sequence[int] = -1, norm: bool = True,
                          metadata: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
         """``(B, C_i, H / s_i, W / s_i)`` maps of the requested stages ``i`` (0..3), in the order

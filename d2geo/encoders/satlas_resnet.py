@@ -109,18 +109,6 @@ class SatlasResNetEncoder(GeoEncoder):
         raise EncoderInputError("a ResNet has no attention; window_size is for the ViT families: leave it at 0")
 
     # -- forward -----------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().check_input(x)
-        H, W = x.shape[-2:]
-        if H % 32 or W % 32:
-            raise EncoderInputError(
-                f"input size {H}x{W} is not a multiple of 32, the coarsest stride of the ResNet stages; "
-                f"pad it to a multiple of 32 (the detectron2 backbone pads for you)")
-        return x
-
-    def token_grid(self, x: torch.Tensor) -> tuple[int, ...]:
-        return (x.shape[-2] // 4, x.shape[-1] // 4)
-
     def forward_features(self, x: torch.Tensor, *, layers: int | Sequence[int] = -1, norm: bool = True,
                          metadata: Mapping[str, Any] | None = None) -> list[torch.Tensor]:
         """``(B, out_channels[i], H / s_i, W / s_i)`` maps of the requested stages ``i`` (0..3),
