@@ -66,6 +66,23 @@ def test_matches_official_anysat_for_modalities_and_patch_sizes(official, hub_fi
         _compare(enc, x, md, case["blocks"], (case["modality"], tuple(x.shape)))
 
 
+def test_fixture_output_depends_on_the_pixels(official, hub_file):
+    """The fixture can catch an error on the pixel path: with the first two bands of every case swapped,
+    every stored block differs from ours by over 100 x the tolerance. (A 32-wide model failed this: its
+    L-TAE's first GroupNorm(4) normalizes one feature per group, so its series outputs depend only on the
+    dates: swapped bands or added noise moved them by under 1e-5.)"""
+    for case in official["cases"]:
+        enc = build_encoder("anysat_base", weights=hub_file, modality=case["modality"],
+                            patch_size_m=case["patch_size_m"], **official["config"]).eval()
+        x, md = _inputs(case)
+        swapped = x.clone()
+        swapped[:, [0, 1]] = x[:, [1, 0]]
+        with torch.no_grad():
+            ours = enc.forward_features(swapped, layers=list(range(enc.depth)), norm=True, metadata=md)
+        for i, (o, r) in enumerate(zip(ours, case["blocks"])):
+            assert rel_err(o, r) > 100 * TOL, (case["modality"], tuple(x.shape), i)
+
+
 def test_single_date_sentinel2_takes_an_image(official, hub_file):
     """``frames=1``: a (B, C, H, W) image is the one-date series; its date from timestamps or
     from ``default_doy``."""
@@ -201,7 +218,7 @@ def test_matches_live_official_module(official, hub_file):
     import hubconf
     from make_anysat_fixture import tiny_config
 
-    cfg = tiny_config(hubconf)
+    cfg = tiny_config(hubconf, official["config"]["embed_dim"])
     hubconf.get_default_config = lambda size="base": cfg
     ref = hubconf.AnySat(model_size="tiny", flash_attn=False).eval()
     ref.model.load_state_dict({k: v.float() for k, v in official["state_dict"].items()})
