@@ -15,7 +15,6 @@ encoder is a DINOv2-architecture ViT shrunk to 4 blocks of width 96 with 8-pixel
 over the six HLS bands, trained from scratch. Needs torchmetrics
 (``pip install 'd2geo[panoptic]'``).
 """
-from d2geo.data.synthetic import SYNTH_BANDS
 from d2geo.data.synthetic.panoptic import PANOPTIC_STUFF_CLASSES, PANOPTIC_THING_CLASSES
 
 from ..common.data.synthetic_panoptic import dataloader
@@ -23,22 +22,16 @@ from ..common.models.panoptic_fpn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
+from .mask_rcnn_tiny import _dim
+from .mask_rcnn_tiny import model as _tiny_model
 
 # per-band mean and std of the train split, in reflectance as the mapper reads it
 # (tests/configs/test_panoptic_configs.py checks them)
 _mean = [0.0694, 0.1001, 0.0798, 0.2857, 0.2312, 0.1309]
 _std = [0.0245, 0.0237, 0.0276, 0.076, 0.0612, 0.0406]
-_dim = 128
 
-model.backbone.net.encoder = "dinov2_vits14"
-model.backbone.net.encoder_kwargs = dict(
-    embed_dim=96, depth=4, num_heads=3, patch_size=8, img_size=96, bands=list(SYNTH_BANDS)
-)
-model.backbone.net.drop_path_rate = 0.0
-# patch 8 -> strides 4, 8, 16 (p2..p4); coarser levels are of no use on 96 px tiles
-model.backbone.scale_factors = (2.0, 1.0, 0.5)
-model.backbone.top_block = None
-model.backbone.out_channels = _dim
+# the chip quickstart's tiny ViT and pyramid (patch 8 -> strides 4, 8, 16: p2..p4)
+model.backbone = _tiny_model.backbone
 model.pixel_mean = _mean
 model.pixel_std = _std
 

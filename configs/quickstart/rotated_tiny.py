@@ -22,19 +22,12 @@ from ..common.models.rotated_rcnn_geo import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
-from .mask_rcnn_tiny import _mean, _std
+from .mask_rcnn_tiny import _dim, _mean, _std
+from .mask_rcnn_tiny import model as _tiny_model
 
-_dim = 128
 
-model.backbone.net.encoder = "dinov2_vits14"
-model.backbone.net.encoder_kwargs = dict(
-    embed_dim=96, depth=4, num_heads=3, patch_size=8, img_size=96, bands=list(SYNTH_BANDS)
-)
-model.backbone.net.drop_path_rate = 0.0
-# patch 8 -> strides 4, 8, 16 (p2..p4); coarser levels are of no use on 96 px tiles
-model.backbone.scale_factors = (2.0, 1.0, 0.5)
-model.backbone.top_block = None
-model.backbone.out_channels = _dim
+# the chip quickstart's tiny ViT and pyramid (patch 8 -> strides 4, 8, 16: p2..p4)
+model.backbone = _tiny_model.backbone
 model.pixel_mean = _mean
 model.pixel_std = _std
 

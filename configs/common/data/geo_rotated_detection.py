@@ -14,44 +14,25 @@ GeoJSON polygons in any CRS::
 ``RotatedGeoDatasetMapper`` reads the bands and metadata as ``GeoDatasetMapper`` does and
 moves the boxes with the augmentations (flips and 90-degree turns update the angles).
 Evaluation: ``RotatedCOCOEvaluator`` (COCO AP with rotated IoU) on the val split.
-"""
-from omegaconf import OmegaConf
 
+The loaders are ``geo_detection.py``'s with these changes: the dataset names, the mapper, one
+more augmentation (90-degree turns), no instance masks, and the evaluator.
+"""
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
 from detectron2.evaluation import RotatedCOCOEvaluator
 
 from d2geo.data.rotated import RotatedGeoDatasetMapper
 
-dataloader = OmegaConf.create()
+from .geo_detection import dataloader
 
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="geo_rot_train"),
-    mapper=L(RotatedGeoDatasetMapper)(
-        is_train=True,
-        bands=None,  # band names to read, in the encoder's order (None: every band of the file)
-        augmentations=[
-            L(T.RandomFlip)(horizontal=True, vertical=False),
-            L(T.RandomFlip)(horizontal=False, vertical=True),
-            L(T.RandomRotation)(angle=[0, 90, 180, 270], sample_style="choice", expand=True),
-        ],
-    ),
-    total_batch_size=16,
-    num_workers=4,
-)
+dataloader.train.dataset.names = "geo_rot_train"
+dataloader.train.mapper._target_ = RotatedGeoDatasetMapper
+del dataloader.train.mapper.use_instance_mask
+dataloader.train.mapper.augmentations.append(
+    L(T.RandomRotation)(angle=[0, 90, 180, 270], sample_style="choice", expand=True))
 
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="geo_rot_val", filter_empty=False),
-    mapper=L(RotatedGeoDatasetMapper)(is_train=False, bands="${...train.mapper.bands}"),
-    num_workers=4,
-)
+dataloader.test.dataset.names = "geo_rot_val"
+dataloader.test.mapper._target_ = RotatedGeoDatasetMapper
 
-dataloader.evaluator = L(RotatedCOCOEvaluator)(
-    dataset_name="${..test.dataset.names}",
-    output_dir="${...train.output_dir}",
-)
+dataloader.evaluator._target_ = RotatedCOCOEvaluator

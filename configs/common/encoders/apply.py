@@ -32,3 +32,28 @@ def apply_encoder(enc, model, dataloader, optimizer, *, net=None, layers=None):
     model.pixel_std = enc["pixel_std"]
     dataloader.train.mapper.bands = enc["bands"]
     optimizer.params.lr_decay_rate = enc["lr_decay_rate"]
+
+
+def hierarchical_fragment(name, *, drop_path_rate):
+    """The fragment of a hierarchical encoder (Swin, ConvNeXt, ResNet) whose four stages,
+    strides 4..32, detectron2's ``FPN`` takes directly as ``res2..res5``: every stage tapped
+    without the final norm, bands and statistics from ``name``'s pretrained table entry."""
+    from d2geo.encoders import get_pretrained_cfg
+
+    pre = get_pretrained_cfg(name)
+    return dict(
+        backbone=dict(
+            encoder=name,
+            pretrained=True,
+            weights=None,
+            layers=(0, 1, 2, 3),
+            norm=False,
+            drop_path_rate=drop_path_rate,
+            encoder_kwargs=dict(bands=list(pre.bands)),
+        ),
+        in_features=["res2", "res3", "res4", "res5"],
+        bands=list(pre.bands),
+        pixel_mean=list(pre.mean),
+        pixel_std=list(pre.std),
+        lr_decay_rate=0.9,
+    )

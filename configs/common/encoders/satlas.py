@@ -13,24 +13,7 @@ Swin is hierarchical: ``backbone`` taps its four stages (strides 4..32, ``res2..
 which detectron2's ``FPN`` takes directly. ``norm=False``: the raw stage outputs Satlas's
 own FPN takes.
 """
-from d2geo.encoders import get_pretrained_cfg
+from .apply import hierarchical_fragment as _fragment
 
 _name = "satlas_swinb_sentinel2_si_ms"
-_pre = get_pretrained_cfg(_name)
-
-encoder = dict(
-    backbone=dict(
-        encoder=_name,
-        pretrained=True,
-        weights=None,
-        layers=(0, 1, 2, 3),
-        norm=False,
-        drop_path_rate=0.2,
-        encoder_kwargs=dict(bands=list(_pre.bands)),
-    ),
-    in_features=["res2", "res3", "res4", "res5"],
-    bands=list(_pre.bands),
-    pixel_mean=list(_pre.mean),
-    pixel_std=list(_pre.std),
-    lr_decay_rate=0.9,
-)
+encoder = _fragment(_name, drop_path_rate=0.2)

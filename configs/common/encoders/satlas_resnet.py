@@ -13,24 +13,7 @@ A ResNet is hierarchical: ``backbone`` taps ``layer1..layer4`` (strides 4..32, `
 which detectron2's ``FPN`` takes directly. Batch norms are frozen (``freeze_bn=True``, the
 encoder's default, as detectron2's ResNets fine-tune); a ResNet has no final norm.
 """
-from d2geo.encoders import get_pretrained_cfg
+from .apply import hierarchical_fragment as _fragment
 
 _name = "satlas_resnet50_sentinel2_si_ms"
-_pre = get_pretrained_cfg(_name)
-
-encoder = dict(
-    backbone=dict(
-        encoder=_name,
-        pretrained=True,
-        weights=None,
-        layers=(0, 1, 2, 3),
-        norm=False,
-        drop_path_rate=0.0,
-        encoder_kwargs=dict(bands=list(_pre.bands)),
-    ),
-    in_features=["res2", "res3", "res4", "res5"],
-    bands=list(_pre.bands),
-    pixel_mean=list(_pre.mean),
-    pixel_std=list(_pre.std),
-    lr_decay_rate=0.9,
-)
+encoder = _fragment(_name, drop_path_rate=0.0)
