@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .generator import GENERATOR_VERSION, SyntheticGeoDataset, make_synthetic_dataset
 
@@ -84,6 +84,35 @@ def _read_manifest(path: str, params: dict) -> SyntheticGeoDataset | None:
                        path, len(missing), len(wanted), missing[0])
         return None
     return ds
+
+
+def write_dataset_once(final: str, make: Callable[[str], dict]) -> dict:
+    """The manifest of the generated dataset in ``final``, writing it first if needed:
+    ``make(tmp)`` fills a temporary sibling folder and returns the manifest, written last; the
+    folder then becomes ``final`` in one rename. A ``final`` without a manifest (an interrupted
+    run) is replaced; when a concurrent writer finishes first, its dataset is kept."""
+    manifest = os.path.join(final, _MANIFEST)
+    if not os.path.isfile(manifest):
+        parent = os.path.dirname(final)
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+        os.chmod(tmp, 0o755)  # mkdtemp's folder is private; the dataset is not
+        try:
+            data = make(tmp)
+            with open(os.path.join(tmp, _MANIFEST), "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            if os.path.isdir(final):  # incomplete leftovers
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not os.path.isfile(manifest):  # not a concurrent writer that finished first
+                    raise
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+    with open(manifest, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _remove_stale_tmp_dirs(parent: str, name: str) -> None:

@@ -35,8 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
@@ -182,31 +180,17 @@ def _dataset_dir(prefix: str, params: dict) -> str:
 
 
 def _ensure(prefix: str) -> SyntheticGeoDataset:
+    from .cache import write_dataset_once
+
     params = _SPECS[prefix]
     final = _dataset_dir(prefix, params)
-    manifest = os.path.join(final, "manifest.json")
-    if not os.path.isfile(manifest):
-        parent = os.path.dirname(final)
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
-        try:
-            ds = make_change_dataset(tmp, **params)
-            rel = {s: [[os.path.relpath(p, tmp) for p in f] for f in files] for s, files in ds.splits.items()}
-            with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-                json.dump({"params": params, "splits": rel}, f)
-            os.chmod(tmp, 0o755)
-            if os.path.isdir(final):  # incomplete leftovers
-                shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not os.path.isfile(manifest):  # not a concurrent writer that finished first
-                    raise
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-    with open(manifest, encoding="utf-8") as f:
-        rel = json.load(f)["splits"]
+
+    def make(tmp):
+        ds = make_change_dataset(tmp, **params)
+        rel = {s: [[os.path.relpath(p, tmp) for p in f] for f in files] for s, files in ds.splits.items()}
+        return {"params": params, "splits": rel}
+
+    rel = write_dataset_once(final, make)["splits"]
     splits = {s: [[os.path.join(final, p) for p in f] for f in files] for s, files in rel.items()}
     return SyntheticGeoDataset(root=final, splits=splits, num_frames=2, semseg_classes=CHANGE_CLASSES,
                                thing_classes=())

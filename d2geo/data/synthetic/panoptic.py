@@ -22,14 +22,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
 
 from ..panoptic import register_geo_panoptic
-from .cache import synthetic_cache_root
+from .cache import synthetic_cache_root, write_dataset_once
 from .generator import HLS_BANDS, LAND_COVER, SIGNATURES, _smooth_field, write_geotiff
 
 logger = logging.getLogger(__name__)
@@ -158,27 +156,13 @@ def make_synthetic_panoptic(root, *, num_train: int = 160, num_val: int = 40, si
 def _ensure(prefix: str, params: dict) -> tuple[str, dict]:
     blob = json.dumps({"generator": PANOPTIC_GENERATOR_VERSION, **params}, sort_keys=True)
     final = os.path.join(synthetic_cache_root(), f"{prefix}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}")
-    manifest = os.path.join(final, "manifest.json")
-    if os.path.isfile(manifest):
-        with open(manifest, encoding="utf-8") as f:
-            return final, json.load(f)["splits"]
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
-    os.chmod(tmp, 0o755)
-    try:
+
+    def make(tmp):
         logger.info("generating the synthetic panoptic dataset %r in %s", prefix, final)
         splits = make_synthetic_panoptic(tmp, **params)
-        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump({"generator": PANOPTIC_GENERATOR_VERSION, "params": params, "splits": splits}, f)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isfile(manifest):  # not another process finishing the same dataset first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final, splits
+        return {"generator": PANOPTIC_GENERATOR_VERSION, "params": params, "splits": splits}
+
+    return final, write_dataset_once(final, make)["splits"]
 
 
 def _samples(prefix: str, params: dict, split: str) -> list:

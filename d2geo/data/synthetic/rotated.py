@@ -32,8 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
@@ -206,29 +204,16 @@ def _dataset_dir(prefix: str, params: dict) -> str:
 def ensure_rotated_dataset(prefix: str = ROTATED_PREFIX) -> str:
     """The folder of the dataset registered under ``prefix``, generated now if needed (in a
     temporary folder renamed into place when complete, as the other synthetic sets)."""
+    from .cache import write_dataset_once
+
     params = _SPECS[prefix]
     final = _dataset_dir(prefix, params)
-    manifest = os.path.join(final, "manifest.json")
-    if os.path.isfile(manifest):
-        return final
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
-    try:
+
+    def make(tmp):
         make_rotated_dataset(tmp, **params)
-        with open(os.path.join(tmp, "manifest.json"), "w", encoding="utf-8") as f:
-            json.dump({"params": params, "version": ROTATED_VERSION}, f)
-        os.chmod(tmp, 0o755)
-        if os.path.isdir(final):  # incomplete leftovers
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isfile(manifest):  # not a concurrent writer that finished first
-                raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        return {"params": params, "version": ROTATED_VERSION}
+
+    write_dataset_once(final, make)
     return final
 
 
